@@ -1,0 +1,120 @@
+# ccsync build, test, run and benchmark entry points.
+#
+#   make            build build/ccsyncd and build/ccsim
+#   make run        install what is missing, start Redis + ccsim if needed, run ccsyncd
+#   make test       install what is missing, build, run every test (also under ASan+UBSan)
+#   make fuzz       run the libFuzzer targets for FUZZ_SECONDS each
+#   make bench      ingest and sync benchmarks beside their ceilings
+#
+# BUILD selects the output folder, so that several builds (plain, sanitizers,
+# fuzzing) can live side by side: make BUILD=build/asan SANITIZE=1.
+
+BUILD    ?= build
+SANITIZE ?= 0
+CC       ?= cc
+
+# Debian packages, one list per use. The Dockerfile installs the same lists
+# (tests/deploy/check_dockerfile.sh verifies there is no drift).
+DEB_BUILD_PKGS   = build-essential pkg-config libmicrohttpd-dev libcurl4-openssl-dev libjson-c-dev libhiredis-dev libssl-dev
+DEB_RUNTIME_PKGS = libmicrohttpd12 libcurl4 libjson-c5 libhiredis0.14 libssl3 ca-certificates
+DEB_TEST_PKGS    = redis-server redis-tools libcmocka-dev clang libclang-rt-14-dev wrk docker-compose nodejs npm curl
+DEB_RUN_PKGS     = redis-server redis-tools curl
+
+PKGS    = libmicrohttpd libcurl json-c hiredis openssl
+WARN    = -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wno-unused-parameter
+CFLAGS  ?= -O2 -g
+ALL_CFLAGS = -std=c11 -D_GNU_SOURCE $(WARN) $(CFLAGS) -Iinclude -Itests/support \
+	     $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+LIBS    = $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lpthread -lm
+ifeq ($(SANITIZE),1)
+ALL_CFLAGS += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+LDSAN       = -fsanitize=address,undefined
+endif
+
+SERVICE_SRC = $(filter-out service/main.c,$(wildcard service/*.c))
+SERVICE_OBJ = $(SERVICE_SRC:%.c=$(BUILD)/obj/%.o)
+CCSIM_SRC   = $(wildcard tests/ccsim/*.c)
+CCSIM_OBJ   = $(CCSIM_SRC:%.c=$(BUILD)/obj/%.o)
+SUPPORT_SRC = $(wildcard tests/support/*.c)
+SUPPORT_OBJ = $(SUPPORT_SRC:%.c=$(BUILD)/obj/%.o)
+UNIT_SRC    = $(wildcard tests/unit/test_*.c)
+UNIT_BIN    = $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/unit/%)
+INTEG_SRC   = $(wildcard tests/integration/test_*.c)
+INTEG_BIN   = $(INTEG_SRC:tests/integration/%.c=$(BUILD)/tests/integration/%)
+BENCH_SRC   = $(wildcard tests/bench/*.c)
+BENCH_BIN   = $(BENCH_SRC:tests/bench/%.c=$(BUILD)/bench/%)
+
+.PHONY: all run test test-fast check-tests deps deps-run deps-test lint-openapi fuzz bench clean format print-deps
+all: $(BUILD)/ccsyncd $(BUILD)/ccsim
+
+$(BUILD)/obj/%.o: %.c $(wildcard include/ccsync/*.h tests/support/*.h tests/ccsim/*.h)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -c $< -o $@
+
+$(BUILD)/libccsync.a: $(SERVICE_OBJ)
+	@mkdir -p $(dir $@)
+	rm -f $@ && ar rcs $@ $^
+
+$(BUILD)/ccsyncd: $(BUILD)/obj/service/main.o $(BUILD)/libccsync.a
+	$(CC) $(LDSAN) -o $@ $^ $(LIBS)
+
+$(BUILD)/ccsim: $(CCSIM_OBJ)
+	$(CC) $(LDSAN) -o $@ $^ $(LIBS)
+
+$(BUILD)/tests/unit/%: tests/unit/%.c $(BUILD)/libccsync.a $(SUPPORT_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) $(LDSAN) -o $@ $< $(SUPPORT_OBJ) $(BUILD)/libccsync.a $(LIBS) -lcmocka
+
+$(BUILD)/tests/integration/%: tests/integration/%.c $(BUILD)/libccsync.a $(SUPPORT_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) $(LDSAN) -o $@ $< $(SUPPORT_OBJ) $(BUILD)/libccsync.a $(LIBS) -lcmocka
+
+$(BUILD)/bench/%: tests/bench/%.c $(BUILD)/libccsync.a $(SUPPORT_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -o $@ $< $(SUPPORT_OBJ) $(BUILD)/libccsync.a $(LIBS)
+
+check-tests: all $(UNIT_BIN) $(INTEG_BIN)
+
+# ---- installing what is missing (Debian 12; apt-get as root, else sudo) ----
+deps-run:
+	@tests/support/install-debs.sh $(DEB_BUILD_PKGS) $(DEB_RUN_PKGS)
+deps-test:
+	@tests/support/install-debs.sh $(DEB_BUILD_PKGS) $(DEB_TEST_PKGS)
+	@tests/support/install-npm.sh
+deps: deps-test
+
+print-deps:
+	@echo "build: $(DEB_BUILD_PKGS)"
+	@echo "runtime: $(DEB_RUNTIME_PKGS)"
+
+# ---- the two commands of README.md ----
+run: deps-run
+	@$(MAKE) --no-print-directory all
+	@BUILD=$(BUILD) tests/support/run-dev.sh
+
+test: deps-test
+	@$(MAKE) --no-print-directory check-tests
+	@$(MAKE) --no-print-directory BUILD=build/asan SANITIZE=1 check-tests
+	@tests/run-all.sh
+
+# A quicker loop for development: plain build only.
+test-fast:
+	@$(MAKE) --no-print-directory check-tests
+	@TEST_SANITIZED=0 tests/run-all.sh
+
+lint-openapi:
+	@tests/support/lint-openapi.sh
+
+FUZZ_SECONDS ?= 60
+fuzz:
+	@tests/fuzz/run.sh $(FUZZ_SECONDS)
+
+bench: deps-test
+	@$(MAKE) --no-print-directory all $(BENCH_BIN)
+	@tests/bench/run.sh
+
+format:
+	clang-format -i service/*.c include/ccsync/*.h tests/*/*.c tests/*/*.h
+
+clean:
+	rm -rf build

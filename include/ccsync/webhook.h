@@ -1,0 +1,63 @@
+/*
+ * webhook.h - Standard Webhooks signature verification and parsing of Novi's
+ * event envelopes. Pure functions over bytes: no I/O, no global state, so they
+ * can be unit tested and fuzzed.
+ */
+#ifndef CCSYNC_WEBHOOK_H
+#define CCSYNC_WEBHOOK_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ccsync/model.h"
+
+#define WEBHOOK_TOLERANCE_SECONDS 300
+
+/* Why a webhook was refused: the HTTP status to answer, a stable code for
+ * metrics and clients, and a message for a person that names the problem. */
+struct webhook_error {
+    int status;
+    char code[48];
+    char message[256];
+};
+
+/*
+ * Checks the three Standard Webhooks headers against the body.
+ *   secret        the association's "whsec_<base64>" secret
+ *   msg_id        webhook-id header (NULL when absent)
+ *   timestamp     webhook-timestamp header, Unix seconds (NULL when absent)
+ *   signatures    webhook-signature header: space-separated "v1,<base64>" (NULL when absent)
+ *   now           the current Unix time in seconds
+ * Returns 0 when one v1 signature matches (constant-time compare) and the
+ * timestamp is within WEBHOOK_TOLERANCE_SECONDS of now; else -1 with err filled
+ * (status 401; codes: missing_signature_headers, stale_timestamp,
+ * invalid_signature; a malformed secret is status 500 code invalid_secret).
+ */
+int webhook_verify(const char *secret, const char *msg_id, const char *timestamp,
+                   const char *signatures, const char *body, size_t body_len, int64_t now,
+                   struct webhook_error *err);
+
+/* Computes "v1,<base64>" for the given inputs into out (at least 64 bytes).
+ * Used by tests, the demo and the benchmark to sign what they send. */
+int webhook_sign(const char *secret, const char *msg_id, int64_t timestamp, const char *body,
+                 size_t body_len, char *out, size_t out_size);
+
+/*
+ * Parses and validates an envelope {"type","timestamp","data"}.
+ * Returns 0 with ev filled (caller calls event_clear) for a known type;
+ * returns 0 with ev->type == EVENT_UNKNOWN for a well-formed envelope of an
+ * unknown type (answered 202 ignored); returns -1 with err (status 400, code
+ * malformed_json or invalid_event, message naming the field such as
+ * "data.Members[3].UniqueID is required") when the body is not acceptable.
+ */
+int webhook_parse_event(const char *body, size_t body_len, struct event *ev,
+                        struct webhook_error *err);
+
+/* RFC 3339 date-time (fractional seconds optional, any offset, 'Z' or 'z')
+ * to nanoseconds since the Unix epoch. Returns 0 or -1 when invalid. */
+int rfc3339_parse(const char *s, int64_t *ns);
+
+/* Formats ns as "YYYY-MM-DDTHH:MM:SSZ" (UTC, whole seconds) into out (>= 21 bytes). */
+void rfc3339_format(int64_t ns, char *out, size_t out_size);
+
+#endif
