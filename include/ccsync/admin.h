@@ -1,0 +1,30 @@
+/*
+ * admin.h - the handlers of the health endpoints, the association admin API,
+ * group status, audit, service status and dead letters. Each is a route of
+ * http.c's table and follows its handler contract.
+ */
+#ifndef CCSYNC_ADMIN_H
+#define CCSYNC_ADMIN_H
+
+#include <stddef.h>
+
+struct app;
+struct http_request;
+
+int admin_livez(struct app *app, struct http_request *req);
+int admin_readyz(struct app *app, struct http_request *req);
+int admin_metrics(struct app *app, struct http_request *req);
+int admin_put_association(struct app *app, struct http_request *req);
+int admin_get_association(struct app *app, struct http_request *req);
+int admin_list_groups(struct app *app, struct http_request *req);
+int admin_get_group(struct app *app, struct http_request *req);
+int admin_resync_group(struct app *app, struct http_request *req);
+int admin_audit(struct app *app, struct http_request *req);
+int admin_status(struct app *app, struct http_request *req);
+int admin_list_dead_letters(struct app *app, struct http_request *req);
+int admin_redrive_dead_letter(struct app *app, struct http_request *req);
+
+/* Creates or updates the association named by CCSYNC_ASSOCIATION_ID at start. */
+int admin_bootstrap_association(struct app *app, char *err, size_t err_size);
+
+#endif

@@ -1,0 +1,28 @@
+/*
+ * app.h - what the HTTP handlers share: the configuration, the Redis pool, the
+ * ingest pipeline and the process's life-cycle flags. One instance, made by
+ * main.c; the flags are atomics because every thread reads them.
+ */
+#ifndef CCSYNC_APP_H
+#define CCSYNC_APP_H
+
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "ccsync/config.h"
+
+struct store_pool;
+struct ingest;
+struct engine;
+
+struct app {
+    const struct config *cfg;
+    struct store_pool *pool;
+    struct ingest *ingest;
+    struct engine *engine;  /* the worker threads; NULL in tests of the HTTP side alone */
+    atomic_bool draining;   /* SIGTERM seen: readyz 503, no new work */
+    atomic_int workers_up;  /* worker threads running their loop */
+    int64_t started_at_ns;
+};
+
+#endif

@@ -1,0 +1,60 @@
+/*
+ * config.h - the service's configuration, read from the environment once at
+ * start and validated there. Nothing else in ccsync reads getenv.
+ */
+#ifndef CCSYNC_CONFIG_H
+#define CCSYNC_CONFIG_H
+
+#include <stddef.h>
+
+enum log_format { LOG_FORMAT_JSON = 0, LOG_FORMAT_TEXT };
+enum log_level { LOG_DEBUG = 0, LOG_INFO, LOG_WARN, LOG_ERROR };
+
+struct redis_target {
+    char host[256];
+    int port;
+    char password[256]; /* "" when none; a secret */
+    char username[128]; /* "" when none (Redis 6 ACL) */
+    int db;
+};
+
+struct config {
+    char listen_host[64];
+    int listen_port;
+    char redis_url[600];
+    struct redis_target redis;
+    char admin_token[256]; /* secret */
+    char cc_api_url[512];
+    char cc_token_url[512];
+    char cc_client_id[256];
+    char cc_client_secret[256]; /* secret */
+    double cc_rate_per_sec;
+    long cc_daily_limit;
+    int workers;
+    int reconcile_seconds;
+    enum log_format log_format;
+    enum log_level log_level;
+    size_t max_body_bytes;
+    int shutdown_grace_seconds;
+    int http_threads;
+    int sync_delay_ms; /* how long changes to a group are coalesced before a sync */
+
+    /* Optional bootstrap of one association (single-association deployments). */
+    char boot_association_id[65];
+    char boot_webhook_secret[256];
+    char boot_cc_access_token[4096];
+    char boot_cc_refresh_token[4096];
+    char boot_cc_expires_at[64];
+};
+
+/* Where a variable's value comes from; getenv in production, a table in tests. */
+typedef const char *(*config_lookup_fn)(const char *name);
+
+/* Fills c from lookup. Returns 0, or -1 with one line naming the variable and
+ * the problem in err (the caller prints it and exits with status 2). */
+int config_load(struct config *c, config_lookup_fn lookup, char *err, size_t err_size);
+
+/* Parses redis://[[user]:password@]host[:port][/db] into t. 0 or -1. */
+int config_parse_redis_url(const char *url, struct redis_target *t, char *err, size_t err_size);
+
+#endif

@@ -1,0 +1,55 @@
+/*
+ * http.h - the HTTP server (libmicrohttpd, epoll, a thread pool), the route
+ * table and the helpers handlers use to read a request and answer it.
+ *
+ * A handler returns HTTP_DONE after setting its answer with http_reply*, or
+ * HTTP_SUSPENDED after http_suspend and handing the request to another thread,
+ * which later calls http_reply* and then http_resume (never touching req after).
+ */
+#ifndef CCSYNC_HTTP_H
+#define CCSYNC_HTTP_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+struct app;
+struct http_request;
+struct http_server;
+struct json_object;
+
+enum { HTTP_DONE = 0, HTTP_SUSPENDED = 1 };
+
+struct http_server *http_start(struct app *app, char *err, size_t err_size);
+/* Stop accepting new connections (readyz already answers 503 by then). */
+void http_quiesce(struct http_server *s);
+/* Requests in flight (being read, handled or answered). */
+int http_in_flight(struct http_server *s);
+void http_stop(struct http_server *s);
+/* The port actually bound (useful with CCSYNC_LISTEN=...:0 in tests). */
+int http_port(struct http_server *s);
+
+const char *http_header(struct http_request *req, const char *name);
+const char *http_query(struct http_request *req, const char *name);
+/* Path parameters in route order: 0 association_id, 1 group_id / entry id. */
+const char *http_param(struct http_request *req, int index);
+const char *http_body(struct http_request *req, size_t *len);
+const char *http_route_name(struct http_request *req);
+
+/* Log fields a handler learns (the association, the webhook-id) for the access log. */
+void http_set_log_field(struct http_request *req, const char *key, const char *value);
+
+/* Takes ownership of body (malloc'd). */
+void http_reply(struct http_request *req, int status, const char *content_type, char *body,
+                size_t len);
+/* Takes ownership of obj (a json-c reference). */
+void http_reply_json(struct http_request *req, int status, struct json_object *obj);
+/* {"error":{"code","message"}} */
+void http_reply_error(struct http_request *req, int status, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+void http_add_header(struct http_request *req, const char *name, const char *value);
+/* Called by a handler before it hands req to another thread (then it returns
+ * HTTP_SUSPENDED); the other thread answers with http_reply* and http_resume. */
+void http_suspend(struct http_request *req);
+void http_resume(struct http_request *req);
+
+#endif

@@ -1,0 +1,73 @@
+/*
+ * store.h - Redis connections and the association records kept in Redis.
+ *
+ * A hiredis context is used by one thread at a time and is discarded after any
+ * error (hiredis does not recover a context). store_pool hands contexts to the
+ * HTTP handlers; worker threads own theirs.
+ */
+#ifndef CCSYNC_STORE_H
+#define CCSYNC_STORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ccsync/config.h"
+
+struct redisContext;
+struct redisReply;
+
+#define STORE_PREFIX "ccsync:"
+#define STORE_EVENTS_STREAM "ccsync:events"
+#define STORE_ASSOCIATIONS "ccsync:associations"
+
+/* Connects, authenticates and selects the database. NULL with err on failure. */
+struct redisContext *store_connect(const struct redis_target *t, int timeout_ms, char *err,
+                                   size_t err_size);
+
+/* True when the reply is usable (not NULL, not an error) and the context is healthy. */
+bool store_reply_ok(struct redisContext *c, struct redisReply *r);
+
+struct store_pool;
+struct store_pool *store_pool_new(const struct redis_target *t, int timeout_ms);
+void store_pool_free(struct store_pool *p);
+/* A connected context, or NULL when Redis cannot be reached (err says why). */
+struct redisContext *store_pool_get(struct store_pool *p, char *err, size_t err_size);
+/* Gives a context back; one that saw an error (ok false) is closed instead. */
+void store_pool_put(struct store_pool *p, struct redisContext *c, bool ok);
+
+#define ASSOC_TOKEN_MAX 4096
+
+struct association {
+    char id[65];
+    char webhook_secret[256];               /* secret */
+    char cc_access_token[ASSOC_TOKEN_MAX];  /* secret */
+    char cc_refresh_token[ASSOC_TOKEN_MAX]; /* secret */
+    int64_t cc_expires_at_ns;               /* 0 when unknown */
+    char cc_state[32];      /* not_configured, unverified, connected, unauthorized, error */
+    char cc_last_error[512];
+    int64_t cc_last_error_at_ns;
+    int64_t created_at_ns;
+    int64_t updated_at_ns;
+    uint64_t credentials_version; /* bumped whenever tokens change */
+};
+
+/* 1 found, 0 unknown association, -1 Redis error. */
+int store_association_get(struct redisContext *c, const char *id, struct association *a);
+
+/* The parts of a PUT; NULL fields are left as they are. */
+struct association_update {
+    const char *webhook_secret;
+    bool has_cc;
+    const char *cc_access_token;
+    const char *cc_refresh_token;
+    int64_t cc_expires_at_ns; /* 0: not given */
+};
+
+/* Creates or updates atomically. Returns 0 (*created says which) or -1. */
+int store_association_put(struct redisContext *c, const char *id,
+                          const struct association_update *u, int64_t now_ns, bool *created);
+
+int64_t store_now_ns(void);
+
+#endif

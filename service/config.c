@@ -1,0 +1,284 @@
+/*
+ * config.c - environment → struct config, validated once at start.
+ *
+ * Every variable of DESIGN.md §3 plus the operational knobs documented in
+ * README.md. A bad value stops the process with one line naming the variable
+ * (the caller exits with status 2); secrets are never echoed in that line.
+ */
+#include "ccsync/config.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "ccsync/model.h"
+#include "ccsync/webhook.h"
+
+static int fail(char *err, size_t err_size, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, err_size, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+static const char *value_or(config_lookup_fn lookup, const char *name, const char *dflt)
+{
+    const char *v = lookup(name);
+    return (v && *v) ? v : dflt;
+}
+
+static int copy_value(char *dst, size_t dst_size, const char *v, const char *name, char *err,
+                      size_t err_size)
+{
+    if (strlen(v) >= dst_size)
+        return fail(err, err_size, "%s: value is too long (at most %zu characters)", name,
+                    dst_size - 1);
+    memcpy(dst, v, strlen(v) + 1);
+    return 0;
+}
+
+static int parse_long(const char *v, long min, long max, long *out)
+{
+    char *end;
+    errno = 0;
+    long n = strtol(v, &end, 10);
+    if (errno || end == v || *end != '\0' || n < min || n > max)
+        return -1;
+    *out = n;
+    return 0;
+}
+
+static int int_var(config_lookup_fn lookup, const char *name, const char *dflt, long min, long max,
+                   long *out, char *err, size_t err_size)
+{
+    const char *v = value_or(lookup, name, dflt);
+    if (parse_long(v, min, max, out) != 0)
+        return fail(err, err_size, "%s: \"%s\" is not a whole number from %ld to %ld", name, v,
+                    min, max);
+    return 0;
+}
+
+static int parse_listen(const char *v, struct config *c, char *err, size_t err_size)
+{
+    const char *colon = strrchr(v, ':');
+    long port;
+    if (!colon || colon == v || parse_long(colon + 1, 1, 65535, &port) != 0)
+        return fail(err, err_size,
+                    "CCSYNC_LISTEN: \"%s\" is not address:port (for example 0.0.0.0:8080)", v);
+    size_t hlen = (size_t)(colon - v);
+    if (hlen >= sizeof c->listen_host)
+        return fail(err, err_size, "CCSYNC_LISTEN: address is too long");
+    memcpy(c->listen_host, v, hlen);
+    c->listen_host[hlen] = '\0';
+    c->listen_port = (int)port;
+    return 0;
+}
+
+static int http_url(const char *name, const char *v, char *dst, size_t dst_size, char *err,
+                    size_t err_size)
+{
+    if (strncmp(v, "http://", 7) != 0 && strncmp(v, "https://", 8) != 0)
+        return fail(err, err_size, "%s: \"%s\" is not an http:// or https:// URL", name, v);
+    if (copy_value(dst, dst_size, v, name, err, err_size) != 0)
+        return -1;
+    size_t n = strlen(dst);
+    while (n > 0 && dst[n - 1] == '/') /* base URLs are joined with "/path" */
+        dst[--n] = '\0';
+    return 0;
+}
+
+int config_parse_redis_url(const char *url, struct redis_target *t, char *err, size_t err_size)
+{
+    memset(t, 0, sizeof *t);
+    t->port = 6379;
+    if (strncmp(url, "redis://", 8) != 0)
+        return fail(err, err_size, "must start with redis://");
+    const char *p = url + 8;
+    const char *at = strrchr(p, '@');
+    if (at) {
+        const char *colon = memchr(p, ':', (size_t)(at - p));
+        if (!colon)
+            return fail(err, err_size, "credentials must be written user:password@ or :password@");
+        size_t ulen = (size_t)(colon - p), plen = (size_t)(at - colon - 1);
+        if (ulen >= sizeof t->username || plen >= sizeof t->password)
+            return fail(err, err_size, "credentials are too long");
+        memcpy(t->username, p, ulen);
+        t->username[ulen] = '\0';
+        memcpy(t->password, colon + 1, plen);
+        t->password[plen] = '\0';
+        p = at + 1;
+    }
+    size_t hlen = strcspn(p, ":/");
+    if (hlen == 0 || hlen >= sizeof t->host)
+        return fail(err, err_size, "has no host");
+    memcpy(t->host, p, hlen);
+    t->host[hlen] = '\0';
+    p += hlen;
+    if (*p == ':') {
+        char port[8] = {0};
+        size_t n = strcspn(p + 1, "/");
+        long v;
+        if (n == 0 || n >= sizeof port)
+            return fail(err, err_size, "has a bad port");
+        memcpy(port, p + 1, n);
+        if (parse_long(port, 1, 65535, &v) != 0)
+            return fail(err, err_size, "has a bad port");
+        t->port = (int)v;
+        p += 1 + n;
+    }
+    if (*p == '/' && p[1] != '\0') {
+        long db;
+        if (parse_long(p + 1, 0, 15, &db) != 0)
+            return fail(err, err_size, "has a bad database number (0-15)");
+        t->db = (int)db;
+    } else if (*p != '\0' && strcmp(p, "/") != 0) {
+        return fail(err, err_size, "is not redis://[:password@]host[:port][/db]");
+    }
+    return 0;
+}
+
+static int cpu_count(void)
+{
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? (int)n : 1;
+}
+
+int config_load(struct config *c, config_lookup_fn lookup, char *err, size_t err_size)
+{
+    long n;
+    const char *v;
+    memset(c, 0, sizeof *c);
+
+    if (parse_listen(value_or(lookup, "CCSYNC_LISTEN", "0.0.0.0:8080"), c, err, err_size) != 0)
+        return -1;
+
+    v = value_or(lookup, "CCSYNC_REDIS_URL", "redis://127.0.0.1:6379/0");
+    if (copy_value(c->redis_url, sizeof c->redis_url, v, "CCSYNC_REDIS_URL", err, err_size) != 0)
+        return -1;
+    char why[128];
+    if (config_parse_redis_url(v, &c->redis, why, sizeof why) != 0)
+        return fail(err, err_size, "CCSYNC_REDIS_URL: %s", why); /* the URL may hold a password */
+
+    v = value_or(lookup, "CCSYNC_ADMIN_TOKEN", "");
+    if (!*v)
+        return fail(err, err_size, "CCSYNC_ADMIN_TOKEN: is required (the admin API's bearer token)");
+    if (strlen(v) < 16)
+        return fail(err, err_size, "CCSYNC_ADMIN_TOKEN: must be at least 16 characters");
+    if (copy_value(c->admin_token, sizeof c->admin_token, v, "CCSYNC_ADMIN_TOKEN", err,
+                   err_size) != 0)
+        return -1;
+
+    if (http_url("CCSYNC_CC_API_URL", value_or(lookup, "CCSYNC_CC_API_URL", "https://api.cc.email/v3"),
+                 c->cc_api_url, sizeof c->cc_api_url, err, err_size) != 0)
+        return -1;
+    if (http_url("CCSYNC_CC_TOKEN_URL",
+                 value_or(lookup, "CCSYNC_CC_TOKEN_URL",
+                          "https://authz.constantcontact.com/oauth2/default/v1/token"),
+                 c->cc_token_url, sizeof c->cc_token_url, err, err_size) != 0)
+        return -1;
+    if (copy_value(c->cc_client_id, sizeof c->cc_client_id,
+                   value_or(lookup, "CCSYNC_CC_CLIENT_ID", ""), "CCSYNC_CC_CLIENT_ID", err,
+                   err_size) != 0 ||
+        copy_value(c->cc_client_secret, sizeof c->cc_client_secret,
+                   value_or(lookup, "CCSYNC_CC_CLIENT_SECRET", ""), "CCSYNC_CC_CLIENT_SECRET", err,
+                   err_size) != 0)
+        return -1;
+
+    v = value_or(lookup, "CCSYNC_CC_RATE_PER_SEC", "4");
+    {
+        char *end;
+        errno = 0;
+        double r = strtod(v, &end);
+        if (errno || end == v || *end || !(r > 0) || r > 1000)
+            return fail(err, err_size,
+                        "CCSYNC_CC_RATE_PER_SEC: \"%s\" is not a number above 0 and at most 1000", v);
+        c->cc_rate_per_sec = r;
+    }
+    if (int_var(lookup, "CCSYNC_CC_DAILY_LIMIT", "10000", 1, 100000000, &n, err, err_size) != 0)
+        return -1;
+    c->cc_daily_limit = n;
+    if (int_var(lookup, "CCSYNC_WORKERS", "4", 1, 256, &n, err, err_size) != 0)
+        return -1;
+    c->workers = (int)n;
+    if (int_var(lookup, "CCSYNC_RECONCILE_SECONDS", "300", 1, 86400 * 7, &n, err, err_size) != 0)
+        return -1;
+    c->reconcile_seconds = (int)n;
+
+    v = value_or(lookup, "CCSYNC_LOG_FORMAT", "json");
+    if (strcmp(v, "json") == 0)
+        c->log_format = LOG_FORMAT_JSON;
+    else if (strcmp(v, "text") == 0)
+        c->log_format = LOG_FORMAT_TEXT;
+    else
+        return fail(err, err_size, "CCSYNC_LOG_FORMAT: \"%s\" is not json or text", v);
+
+    v = value_or(lookup, "CCSYNC_LOG_LEVEL", "info");
+    if (strcmp(v, "debug") == 0)
+        c->log_level = LOG_DEBUG;
+    else if (strcmp(v, "info") == 0)
+        c->log_level = LOG_INFO;
+    else if (strcmp(v, "warn") == 0)
+        c->log_level = LOG_WARN;
+    else if (strcmp(v, "error") == 0)
+        c->log_level = LOG_ERROR;
+    else
+        return fail(err, err_size, "CCSYNC_LOG_LEVEL: \"%s\" is not debug, info, warn or error", v);
+
+    if (int_var(lookup, "CCSYNC_MAX_BODY_BYTES", "16777216", 1024, 1L << 30, &n, err, err_size) != 0)
+        return -1;
+    c->max_body_bytes = (size_t)n;
+    if (int_var(lookup, "CCSYNC_SHUTDOWN_GRACE_SECONDS", "25", 1, 3600, &n, err, err_size) != 0)
+        return -1;
+    c->shutdown_grace_seconds = (int)n;
+    char threads[16];
+    snprintf(threads, sizeof threads, "%d", cpu_count());
+    if (int_var(lookup, "CCSYNC_HTTP_THREADS", threads, 1, 256, &n, err, err_size) != 0)
+        return -1;
+    c->http_threads = (int)n;
+    if (int_var(lookup, "CCSYNC_SYNC_DELAY_MS", "1000", 0, 3600000, &n, err, err_size) != 0)
+        return -1;
+    c->sync_delay_ms = (int)n;
+
+    /* Bootstrap of one association: all or nothing, checked like a PUT would be. */
+    v = value_or(lookup, "CCSYNC_ASSOCIATION_ID", "");
+    if (*v) {
+        if (!ccsync_valid_association_id(v))
+            return fail(err, err_size,
+                        "CCSYNC_ASSOCIATION_ID: \"%s\" is not 1-64 characters of A-Z a-z 0-9 _ -", v);
+        snprintf(c->boot_association_id, sizeof c->boot_association_id, "%s", v);
+        v = value_or(lookup, "CCSYNC_WEBHOOK_SECRET", "");
+        char sig[128];
+        if (!*v || webhook_sign(v, "x", 0, "", 0, sig, sizeof sig) != 0)
+            return fail(err, err_size,
+                        "CCSYNC_WEBHOOK_SECRET: required with CCSYNC_ASSOCIATION_ID, as whsec_<base64>");
+        if (copy_value(c->boot_webhook_secret, sizeof c->boot_webhook_secret, v,
+                       "CCSYNC_WEBHOOK_SECRET", err, err_size) != 0)
+            return -1;
+        if (copy_value(c->boot_cc_access_token, sizeof c->boot_cc_access_token,
+                       value_or(lookup, "CCSYNC_CC_ACCESS_TOKEN", ""), "CCSYNC_CC_ACCESS_TOKEN",
+                       err, err_size) != 0 ||
+            copy_value(c->boot_cc_refresh_token, sizeof c->boot_cc_refresh_token,
+                       value_or(lookup, "CCSYNC_CC_REFRESH_TOKEN", ""), "CCSYNC_CC_REFRESH_TOKEN",
+                       err, err_size) != 0)
+            return -1;
+        v = value_or(lookup, "CCSYNC_CC_EXPIRES_AT", "");
+        int64_t ns;
+        if (*v && rfc3339_parse(v, &ns) != 0)
+            return fail(err, err_size, "CCSYNC_CC_EXPIRES_AT: \"%s\" is not an RFC 3339 date-time", v);
+        snprintf(c->boot_cc_expires_at, sizeof c->boot_cc_expires_at, "%s", v);
+    } else {
+        const char *orphans[] = {"CCSYNC_WEBHOOK_SECRET", "CCSYNC_CC_ACCESS_TOKEN",
+                                 "CCSYNC_CC_REFRESH_TOKEN"};
+        for (size_t i = 0; i < sizeof orphans / sizeof orphans[0]; i++)
+            if (*value_or(lookup, orphans[i], ""))
+                return fail(err, err_size, "%s: is set but CCSYNC_ASSOCIATION_ID is not",
+                            orphans[i]);
+    }
+    return 0;
+}

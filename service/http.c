@@ -1,0 +1,544 @@
+/*
+ * http.c - the libmicrohttpd daemon, the route table in one place, request
+ * reading (headers, bounded bodies) and JSON answers.
+ *
+ * Limits are enforced before a body is read: a Content-Length over the limit is
+ * answered 413 at once; a chunked body that grows past it is dropped and
+ * answered 413. Every answer, error or not, is logged once when the connection
+ * finishes with it (route, status, association, webhook-id, duration).
+ */
+#include "ccsync/http.h"
+
+#include <arpa/inet.h>
+#include <json-c/json.h>
+#include <microhttpd.h>
+#include <openssl/crypto.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "ccsync/admin.h"
+#include "ccsync/app.h"
+#include "ccsync/ingest.h"
+#include "ccsync/log.h"
+#include "ccsync/metrics.h"
+#include "ccsync/model.h"
+
+#define ADMIN_MAX_BODY (1024 * 1024)
+#define MAX_PARAMS 2
+#define MAX_EXTRA_HEADERS 4
+
+enum auth { AUTH_NONE, AUTH_ADMIN, AUTH_SIGNATURE };
+enum body_kind { BODY_NONE, BODY_JSON, BODY_WEBHOOK };
+
+typedef int (*handler_fn)(struct app *app, struct http_request *req);
+
+struct route {
+    const char *method;
+    const char *pattern; /* segments; "{a}" association_id, "{g}" Novi id, "{e}" stream entry id */
+    const char *name;    /* metrics/log label */
+    enum auth auth;
+    enum body_kind body;
+    handler_fn handler;
+};
+
+/* The whole HTTP surface of ccsync. openapi/ccsync.yaml describes the same. */
+static const struct route routes[] = {
+    {"GET", "/livez", "livez", AUTH_NONE, BODY_NONE, admin_livez},
+    {"GET", "/readyz", "readyz", AUTH_NONE, BODY_NONE, admin_readyz},
+    {"GET", "/metrics", "metrics", AUTH_NONE, BODY_NONE, admin_metrics},
+    {"POST", "/v1/associations/{a}/webhooks/novi", "webhook", AUTH_SIGNATURE, BODY_WEBHOOK,
+     ingest_handle_webhook},
+    {"PUT", "/v1/associations/{a}", "association_put", AUTH_ADMIN, BODY_JSON,
+     admin_put_association},
+    {"GET", "/v1/associations/{a}", "association_get", AUTH_ADMIN, BODY_NONE,
+     admin_get_association},
+    {"GET", "/v1/associations/{a}/groups", "groups_list", AUTH_ADMIN, BODY_NONE, admin_list_groups},
+    {"GET", "/v1/associations/{a}/groups/{g}", "group_get", AUTH_ADMIN, BODY_NONE, admin_get_group},
+    {"POST", "/v1/associations/{a}/groups/{g}/resync", "group_resync", AUTH_ADMIN, BODY_NONE,
+     admin_resync_group},
+    {"GET", "/v1/associations/{a}/audit", "audit", AUTH_ADMIN, BODY_NONE, admin_audit},
+    {"GET", "/v1/status", "status", AUTH_ADMIN, BODY_NONE, admin_status},
+    {"GET", "/v1/dead-letters", "dead_letters_list", AUTH_ADMIN, BODY_NONE, admin_list_dead_letters},
+    {"POST", "/v1/dead-letters/{e}/redrive", "dead_letter_redrive", AUTH_ADMIN, BODY_NONE,
+     admin_redrive_dead_letter},
+};
+
+struct http_server {
+    struct MHD_Daemon *daemon;
+    struct app *app;
+    atomic_int in_flight;
+    int port;
+};
+
+struct extra_header {
+    char name[32];
+    char value[96];
+};
+
+struct http_request {
+    struct http_server *srv;
+    struct MHD_Connection *conn;
+    const struct route *route;
+    const char *route_name;
+    char params[MAX_PARAMS][CCSYNC_ID_MAX + 1];
+    size_t body_limit;
+    char *body;
+    size_t body_len, body_cap;
+    bool too_large;
+    bool suspended;
+    atomic_bool answered_async;
+    /* the answer */
+    int status;
+    char *resp;
+    size_t resp_len;
+    const char *content_type;
+    struct extra_header headers[MAX_EXTRA_HEADERS];
+    int n_headers;
+    bool replied;
+    /* for the access log */
+    struct timespec started;
+    char log_association[CCSYNC_ASSOC_ID_MAX + 1];
+    char log_webhook_id[130];
+};
+
+const char *http_header(struct http_request *req, const char *name)
+{
+    return MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, name);
+}
+
+const char *http_query(struct http_request *req, const char *name)
+{
+    return MHD_lookup_connection_value(req->conn, MHD_GET_ARGUMENT_KIND, name);
+}
+
+const char *http_param(struct http_request *req, int index)
+{
+    return (index >= 0 && index < MAX_PARAMS) ? req->params[index] : "";
+}
+
+const char *http_body(struct http_request *req, size_t *len)
+{
+    *len = req->body_len;
+    return req->body ? req->body : "";
+}
+
+const char *http_route_name(struct http_request *req)
+{
+    return req->route_name;
+}
+
+void http_set_log_field(struct http_request *req, const char *key, const char *value)
+{
+    if (strcmp(key, "association") == 0)
+        snprintf(req->log_association, sizeof req->log_association, "%s", value);
+    else if (strcmp(key, "webhook_id") == 0)
+        snprintf(req->log_webhook_id, sizeof req->log_webhook_id, "%s", value);
+}
+
+void http_reply(struct http_request *req, int status, const char *content_type, char *body,
+                size_t len)
+{
+    free(req->resp);
+    req->status = status;
+    req->content_type = content_type;
+    req->resp = body;
+    req->resp_len = len;
+    req->replied = true;
+}
+
+void http_reply_json(struct http_request *req, int status, struct json_object *obj)
+{
+    const char *s = json_object_to_json_string_ext(
+        obj, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
+    size_t len = strlen(s);
+    char *copy = malloc(len + 1);
+    if (copy)
+        memcpy(copy, s, len + 1);
+    json_object_put(obj);
+    if (!copy) {
+        http_reply(req, 500, "application/json", NULL, 0);
+        return;
+    }
+    http_reply(req, status, "application/json", copy, len);
+}
+
+void http_reply_error(struct http_request *req, int status, const char *code, const char *fmt, ...)
+{
+    char message[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(message, sizeof message, fmt, ap);
+    va_end(ap);
+    json_object *err = json_object_new_object();
+    json_object_object_add(err, "code", json_object_new_string(code));
+    json_object_object_add(err, "message", json_object_new_string(message));
+    json_object *root = json_object_new_object();
+    json_object_object_add(root, "error", err);
+    http_reply_json(req, status, root);
+}
+
+void http_add_header(struct http_request *req, const char *name, const char *value)
+{
+    if (req->n_headers >= MAX_EXTRA_HEADERS)
+        return;
+    struct extra_header *h = &req->headers[req->n_headers++];
+    snprintf(h->name, sizeof h->name, "%s", name);
+    snprintf(h->value, sizeof h->value, "%s", value);
+}
+
+void http_suspend(struct http_request *req)
+{
+    req->suspended = true;
+    MHD_suspend_connection(req->conn);
+}
+
+void http_resume(struct http_request *req)
+{
+    atomic_store(&req->answered_async, true);
+    MHD_resume_connection(req->conn);
+}
+
+static enum MHD_Result send_reply(struct http_request *req)
+{
+    if (!req->resp && req->status != 204) {
+        static const char fallback[] =
+            "{\"error\":{\"code\":\"internal\",\"message\":\"the server could not build an answer\"}}";
+        req->status = 500;
+        req->resp = strdup(fallback);
+        req->resp_len = req->resp ? strlen(req->resp) : 0;
+        req->content_type = "application/json";
+    }
+    struct MHD_Response *r = MHD_create_response_from_buffer(req->resp_len, req->resp,
+                                                             MHD_RESPMEM_MUST_FREE);
+    if (!r)
+        return MHD_NO;
+    req->resp = NULL; /* the response owns it now */
+    if (req->content_type)
+        MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, req->content_type);
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+    for (int i = 0; i < req->n_headers; i++)
+        MHD_add_response_header(r, req->headers[i].name, req->headers[i].value);
+    enum MHD_Result ret = MHD_queue_response(req->conn, (unsigned int)req->status, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
+/* Splits path into segments and matches it to pattern, filling params. */
+static int match(const char *pattern, const char *path, char params[MAX_PARAMS][CCSYNC_ID_MAX + 1],
+                 const char **bad_param)
+{
+    int n = 0;
+    *bad_param = NULL;
+    while (*pattern && *path) {
+        if (*pattern != '/' || *path != '/')
+            return 0;
+        pattern++;
+        path++;
+        size_t plen = strcspn(pattern, "/"), slen = strcspn(path, "/");
+        if (pattern[0] == '{') {
+            if (n >= MAX_PARAMS)
+                return 0;
+            bool ok;
+            if (pattern[1] == 'a')
+                ok = slen <= CCSYNC_ASSOC_ID_MAX;
+            else
+                ok = slen <= CCSYNC_ID_MAX;
+            if (!ok || slen == 0) {
+                *bad_param = pattern;
+                ok = false;
+            }
+            if (ok) {
+                memcpy(params[n], path, slen);
+                params[n][slen] = '\0';
+                bool valid = pattern[1] == 'a' ? ccsync_valid_association_id(params[n])
+                                               : ccsync_valid_unique_id(params[n]);
+                if (!valid)
+                    *bad_param = pattern;
+            }
+            n++;
+        } else if (plen != slen || strncmp(pattern, path, plen) != 0) {
+            return 0;
+        }
+        pattern += plen;
+        path += slen;
+    }
+    if (*pattern || *path)
+        return 0;
+    return 1;
+}
+
+static const char *param_name(const char *pattern_segment)
+{
+    switch (pattern_segment[1]) {
+    case 'a':
+        return "association_id (1-64 characters of A-Z a-z 0-9 _ -)";
+    case 'g':
+        return "group_id (1-128 characters of A-Z a-z 0-9 _ . : -)";
+    default:
+        return "entry id";
+    }
+}
+
+static bool admin_authorized(struct http_server *s, struct http_request *req)
+{
+    const char *h = http_header(req, MHD_HTTP_HEADER_AUTHORIZATION);
+    if (!h || strncasecmp(h, "Bearer ", 7) != 0)
+        return false;
+    const char *given = h + 7, *want = s->app->cfg->admin_token;
+    size_t gl = strlen(given), wl = strlen(want);
+    /* compare in constant time over the expected token's length */
+    return gl == wl && CRYPTO_memcmp(given, want, wl) == 0;
+}
+
+static bool is_json_content_type(const char *ct)
+{
+    if (!ct)
+        return false;
+    while (*ct == ' ')
+        ct++;
+    size_t n = strcspn(ct, "; ");
+    return n == strlen("application/json") && strncasecmp(ct, "application/json", n) == 0;
+}
+
+/* First call for a request: route it and refuse what can be refused before the body. */
+static void begin(struct http_server *s, struct http_request *req, const char *url,
+                  const char *method)
+{
+    const struct route *path_match = NULL;
+    const char *bad = NULL;
+    for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {
+        char params[MAX_PARAMS][CCSYNC_ID_MAX + 1] = {{0}};
+        const char *b = NULL;
+        if (!match(routes[i].pattern, url, params, &b))
+            continue;
+        path_match = &routes[i];
+        if (strcmp(routes[i].method, method) != 0)
+            continue;
+        req->route = &routes[i];
+        req->route_name = routes[i].name;
+        memcpy(req->params, params, sizeof params);
+        bad = b;
+        break;
+    }
+    if (!req->route) {
+        if (path_match) {
+            req->route_name = path_match->name;
+            http_add_header(req, "Allow", path_match->method);
+            http_reply_error(req, 405, "method_not_allowed", "%s is not allowed on %s; use %s",
+                             method, url, path_match->method);
+        } else {
+            http_reply_error(req, 404, "not_found", "no such endpoint: %s %s", method, url);
+        }
+        return;
+    }
+    const struct route *r = req->route;
+    if (r->auth == AUTH_ADMIN && !admin_authorized(s, req)) {
+        http_add_header(req, "WWW-Authenticate", "Bearer");
+        http_reply_error(req, 401, "unauthorized",
+                         "missing or wrong admin token: send Authorization: Bearer <CCSYNC_ADMIN_TOKEN>");
+        return;
+    }
+    if (bad) {
+        http_reply_error(req, 400, "invalid_path_parameter", "the path's %s is not valid",
+                         param_name(bad));
+        return;
+    }
+    if (r->body == BODY_NONE)
+        return;
+    req->body_limit = r->body == BODY_WEBHOOK ? s->app->cfg->max_body_bytes : ADMIN_MAX_BODY;
+    const char *cl = http_header(req, MHD_HTTP_HEADER_CONTENT_LENGTH);
+    if (cl && strtoull(cl, NULL, 10) > req->body_limit) {
+        http_reply_error(req, 413, "body_too_large", "the body is %s bytes; the limit is %zu", cl,
+                         req->body_limit);
+        return;
+    }
+    if (!is_json_content_type(http_header(req, MHD_HTTP_HEADER_CONTENT_TYPE))) {
+        http_reply_error(req, 415, "unsupported_media_type",
+                         "the body must be sent as Content-Type: application/json");
+        return;
+    }
+}
+
+static void take_body(struct http_request *req, const char *data, size_t size)
+{
+    if (req->too_large)
+        return;
+    if (req->body_len + size > req->body_limit) {
+        req->too_large = true;
+        free(req->body);
+        req->body = NULL;
+        req->body_len = req->body_cap = 0;
+        return;
+    }
+    if (req->body_len + size + 1 > req->body_cap) {
+        size_t cap = req->body_cap ? req->body_cap : 4096;
+        while (cap < req->body_len + size + 1)
+            cap *= 2;
+        char *grown = realloc(req->body, cap);
+        if (!grown) {
+            req->too_large = true;
+            return;
+        }
+        req->body = grown;
+        req->body_cap = cap;
+    }
+    memcpy(req->body + req->body_len, data, size);
+    req->body_len += size;
+    req->body[req->body_len] = '\0';
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
+                                  const char *method, const char *version, const char *upload_data,
+                                  size_t *upload_data_size, void **con_cls)
+{
+    struct http_server *s = cls;
+    struct http_request *req = *con_cls;
+    if (!req) {
+        req = calloc(1, sizeof *req);
+        if (!req)
+            return MHD_NO;
+        req->srv = s;
+        req->conn = conn;
+        req->route_name = "unknown";
+        clock_gettime(CLOCK_MONOTONIC, &req->started);
+        atomic_fetch_add(&s->in_flight, 1);
+        *con_cls = req;
+        begin(s, req, url, method);
+        if (req->replied)
+            return send_reply(req);
+        return MHD_YES;
+    }
+    if (*upload_data_size) {
+        if (!req->replied)
+            take_body(req, upload_data, *upload_data_size);
+        *upload_data_size = 0;
+        return MHD_YES;
+    }
+    if (req->suspended) {
+        /* back from another thread, which set the answer before resuming us */
+        if (!atomic_load(&req->answered_async))
+            return MHD_YES;
+        req->suspended = false;
+        return send_reply(req);
+    }
+    if (req->replied)
+        return send_reply(req);
+    if (req->too_large) {
+        http_reply_error(req, 413, "body_too_large", "the body is over the limit of %zu bytes",
+                         req->body_limit);
+        return send_reply(req);
+    }
+    if (req->route->handler(s->app, req) == HTTP_SUSPENDED)
+        return MHD_YES;
+    return send_reply(req);
+}
+
+static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+                         enum MHD_RequestTerminationCode toe)
+{
+    struct http_server *s = cls;
+    struct http_request *req = *con_cls;
+    if (!req)
+        return;
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    double secs = (double)(now.tv_sec - req->started.tv_sec) +
+                  (double)(now.tv_nsec - req->started.tv_nsec) / 1e9;
+    int status = req->replied ? req->status : 0;
+    char labels[128];
+    snprintf(labels, sizeof labels, "route=\"%s\",status=\"%d\"", req->route_name, status);
+    metrics_inc("ccsync_http_requests_total", labels);
+    snprintf(labels, sizeof labels, "route=\"%s\"", req->route_name);
+    metrics_observe("ccsync_http_request_duration_seconds", labels, secs);
+    bool quiet = req->route && req->route->auth == AUTH_NONE && status == 200;
+    if (!quiet || log_enabled(LOG_DEBUG)) {
+        log_info("http_request", LOG_STR("route", req->route_name), LOG_INT("status", status),
+                 LOG_STR("association", req->log_association[0] ? req->log_association : NULL),
+                 LOG_STR("webhook_id", req->log_webhook_id[0] ? req->log_webhook_id : NULL),
+                 LOG_INT("duration_us", (long long)(secs * 1e6)),
+                 LOG_STR("completed", toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "yes" : "no"));
+    }
+    free(req->body);
+    free(req->resp);
+    free(req);
+    *con_cls = NULL;
+    atomic_fetch_sub(&s->in_flight, 1);
+}
+
+static void on_mhd_error(void *cls, const char *fmt, va_list ap)
+{
+    char msg[256];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    size_t n = strlen(msg);
+    while (n && msg[n - 1] == '\n')
+        msg[--n] = '\0';
+    log_warn("http_server", LOG_STR("detail", msg));
+}
+
+struct http_server *http_start(struct app *app, char *err, size_t err_size)
+{
+    struct http_server *s = calloc(1, sizeof *s);
+    if (!s) {
+        snprintf(err, err_size, "out of memory");
+        return NULL;
+    }
+    s->app = app;
+    struct sockaddr_in addr = {0};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons((uint16_t)app->cfg->listen_port);
+    if (inet_pton(AF_INET, app->cfg->listen_host, &addr.sin_addr) != 1) {
+        snprintf(err, err_size, "CCSYNC_LISTEN: \"%s\" is not an IPv4 address",
+                 app->cfg->listen_host);
+        free(s);
+        return NULL;
+    }
+    unsigned int flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL |
+                         MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ITC | MHD_USE_ERROR_LOG;
+    s->daemon = MHD_start_daemon(
+        flags, 0, NULL, NULL, on_request, s, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_error, s,
+        MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr,
+        MHD_OPTION_THREAD_POOL_SIZE, (unsigned int)app->cfg->http_threads,
+        MHD_OPTION_CONNECTION_LIMIT, 10000u, MHD_OPTION_CONNECTION_TIMEOUT, 30u,
+        MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024u, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
+        MHD_OPTION_END);
+    if (!s->daemon) {
+        snprintf(err, err_size, "CCSYNC_LISTEN: cannot listen on %s:%d (in use, or not allowed)",
+                 app->cfg->listen_host, app->cfg->listen_port);
+        free(s);
+        return NULL;
+    }
+    const union MHD_DaemonInfo *info = MHD_get_daemon_info(s->daemon, MHD_DAEMON_INFO_BIND_PORT);
+    s->port = info ? info->port : app->cfg->listen_port;
+    return s;
+}
+
+int http_port(struct http_server *s)
+{
+    return s->port;
+}
+
+void http_quiesce(struct http_server *s)
+{
+    MHD_socket fd = MHD_quiesce_daemon(s->daemon);
+    if (fd != MHD_INVALID_SOCKET)
+        close(fd);
+}
+
+int http_in_flight(struct http_server *s)
+{
+    return atomic_load(&s->in_flight);
+}
+
+void http_stop(struct http_server *s)
+{
+    if (!s)
+        return;
+    MHD_stop_daemon(s->daemon);
+    free(s);
+}

@@ -1,0 +1,487 @@
+/*
+ * ingest.c - the webhook endpoint and the durable enqueue behind it.
+ *
+ * A webhook is answered 2xx only after Redis has accepted it. To keep up with
+ * the HTTP server, requests do not each wait for their own round trip: they are
+ * suspended and handed to one pipeline thread, which sends every waiting job
+ * on one connection as pipelined EVALSHA calls and answers each request when its
+ * own reply arrives. Each call runs one script that sets the dedup key and
+ * appends to the stream together, so an event is queued at most once per
+ * webhook-id and never half-written. When Redis fails mid-batch the requests
+ * without a reply get 503: the sender retries, and the dedup key then tells
+ * whether the first attempt had landed (200 duplicate) or not (202 queued).
+ */
+#include "ccsync/ingest.h"
+
+#include <hiredis/hiredis.h>
+#include <json-c/json.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "ccsync/app.h"
+#include "ccsync/http.h"
+#include "ccsync/log.h"
+#include "ccsync/metrics.h"
+#include "ccsync/model.h"
+#include "ccsync/store.h"
+#include "ccsync/webhook.h"
+
+#define BATCH_MAX 1024
+#define CONNECT_TIMEOUT_MS 1000
+#define RECONNECT_PAUSE_NS (250 * 1000000LL)
+#define SECRET_CACHE_SLOTS 256
+#define SECRET_CACHE_TTL_NS (10 * 1000000000LL)
+#define SECRET_RECHECK_NS (1000000000LL)
+#define WEBHOOK_ID_MAX 128
+
+/* KEYS[1] dedup key, KEYS[2] stream; ARGV ttl, assoc, id, type, ts, body. */
+static const char enqueue_script[] =
+    "if redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then\n"
+    "  return redis.call('XADD', KEYS[2], '*', 'assoc', ARGV[2], 'id', ARGV[3], 'type', ARGV[4], "
+    "'ts', ARGV[5], 'body', ARGV[6])\n"
+    "end\n"
+    "return false\n";
+
+struct secret_entry {
+    char association[CCSYNC_ASSOC_ID_MAX + 1];
+    char secret[256];
+    int64_t fetched_ns;
+};
+
+struct ingest {
+    struct redis_target target;
+    pthread_mutex_t lock; /* guards head, tail, stopping */
+    pthread_cond_t wake;
+    struct ingest_job *head, *tail;
+    bool stopping;
+    pthread_t thread;
+    /* pipeline thread only */
+    redisContext *ctx;
+    char sha[41];
+    int64_t last_connect_failure_ns;
+    /* webhook secrets, read by every HTTP thread */
+    pthread_mutex_t cache_lock;
+    struct secret_entry cache[SECRET_CACHE_SLOTS];
+};
+
+static void finish(struct ingest_job *job, enum ingest_result result)
+{
+    job->result = result;
+    job->done(job, job->arg);
+}
+
+static bool pipeline_connect(struct ingest *in)
+{
+    int64_t now = store_now_ns();
+    if (now - in->last_connect_failure_ns < RECONNECT_PAUSE_NS)
+        return false;
+    char err[256];
+    in->ctx = store_connect(&in->target, CONNECT_TIMEOUT_MS, err, sizeof err);
+    if (in->ctx) {
+        redisReply *r = redisCommand(in->ctx, "SCRIPT LOAD %s", enqueue_script);
+        if (store_reply_ok(in->ctx, r) && r->type == REDIS_REPLY_STRING && r->len == 40) {
+            memcpy(in->sha, r->str, 41);
+            freeReplyObject(r);
+            log_info("ingest_connected", LOG_STR("redis", in->target.host),
+                     LOG_INT("port", in->target.port));
+            return true;
+        }
+        snprintf(err, sizeof err, "SCRIPT LOAD failed");
+        if (r)
+            freeReplyObject(r);
+        redisFree(in->ctx);
+        in->ctx = NULL;
+    }
+    in->last_connect_failure_ns = now;
+    metrics_inc("ccsync_redis_errors_total", "where=\"ingest\"");
+    log_warn("ingest_redis_unavailable", LOG_STR("error", err));
+    return false;
+}
+
+static void drop_connection(struct ingest *in, const char *why)
+{
+    log_warn("ingest_redis_failed", LOG_STR("error", why));
+    metrics_inc("ccsync_redis_errors_total", "where=\"ingest\"");
+    redisFree(in->ctx);
+    in->ctx = NULL;
+}
+
+/* Sends jobs as one pipeline; returns the jobs that met NOSCRIPT (to retry once). */
+static struct ingest_job *send_batch(struct ingest *in, struct ingest_job *jobs)
+{
+    struct ingest_job *retry = NULL, **retry_tail = &retry;
+    if (!in->ctx && !pipeline_connect(in)) {
+        while (jobs) {
+            struct ingest_job *next = jobs->next;
+            finish(jobs, INGEST_UNAVAILABLE);
+            jobs = next;
+        }
+        return NULL;
+    }
+    size_t n = 0;
+    for (struct ingest_job *j = jobs; j; j = j->next) {
+        char dedup[256], ts[32], ttl[16];
+        snprintf(dedup, sizeof dedup, STORE_PREFIX "dedup:%s:%s", j->association_id, j->webhook_id);
+        snprintf(ts, sizeof ts, "%lld", (long long)j->ts_ns);
+        snprintf(ttl, sizeof ttl, "%d", INGEST_DEDUP_TTL_SECONDS);
+        const char *argv[] = {"EVALSHA", in->sha,     "2",     dedup, STORE_EVENTS_STREAM, ttl,
+                              j->association_id, j->webhook_id, j->type, ts,   j->body};
+        size_t lens[11];
+        for (int i = 0; i < 11; i++)
+            lens[i] = strlen(argv[i]);
+        lens[10] = j->body_len;
+        redisAppendCommandArgv(in->ctx, 11, argv, lens);
+        n++;
+    }
+    metrics_inc("ccsync_ingest_batches_total", "");
+    metrics_add("ccsync_ingest_jobs_total", "", (double)n);
+    while (jobs) {
+        struct ingest_job *j = jobs;
+        jobs = j->next;
+        j->next = NULL;
+        redisReply *r = NULL;
+        if (!in->ctx || redisGetReply(in->ctx, (void **)&r) != REDIS_OK || !r) {
+            if (in->ctx)
+                drop_connection(in, in->ctx->errstr);
+            finish(j, INGEST_UNAVAILABLE);
+            continue;
+        }
+        if (r->type == REDIS_REPLY_STRING) {
+            snprintf(j->entry_id, sizeof j->entry_id, "%s", r->str);
+            finish(j, INGEST_QUEUED);
+        } else if (r->type == REDIS_REPLY_NIL) {
+            finish(j, INGEST_DUPLICATE);
+        } else if (r->type == REDIS_REPLY_ERROR && strncmp(r->str, "NOSCRIPT", 8) == 0) {
+            *retry_tail = j;
+            retry_tail = &j->next;
+        } else {
+            log_error("ingest_enqueue_failed",
+                      LOG_STR("error", r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply"));
+            metrics_inc("ccsync_redis_errors_total", "where=\"ingest\"");
+            finish(j, INGEST_UNAVAILABLE);
+        }
+        freeReplyObject(r);
+    }
+    return retry;
+}
+
+static void *pipeline_main(void *arg)
+{
+    struct ingest *in = arg;
+    for (;;) {
+        pthread_mutex_lock(&in->lock);
+        while (!in->head && !in->stopping)
+            pthread_cond_wait(&in->wake, &in->lock);
+        struct ingest_job *jobs = in->head, *last = NULL;
+        size_t n = 0;
+        for (struct ingest_job *j = jobs; j && n < BATCH_MAX; j = j->next, n++)
+            last = j;
+        if (last) {
+            in->head = last->next;
+            if (!in->head)
+                in->tail = NULL;
+            last->next = NULL;
+        }
+        bool stop = in->stopping && !jobs;
+        pthread_mutex_unlock(&in->lock);
+        if (stop)
+            break;
+        struct ingest_job *retry = send_batch(in, jobs);
+        if (retry) {
+            /* Redis lost its scripts (restart, SCRIPT FLUSH): load again, resend once. */
+            if (in->ctx) {
+                redisFree(in->ctx);
+                in->ctx = NULL;
+            }
+            in->last_connect_failure_ns = 0;
+            retry = send_batch(in, retry);
+            while (retry) {
+                struct ingest_job *next = retry->next;
+                finish(retry, INGEST_UNAVAILABLE);
+                retry = next;
+            }
+        }
+    }
+    if (in->ctx)
+        redisFree(in->ctx);
+    return NULL;
+}
+
+struct ingest *ingest_new(const struct redis_target *t)
+{
+    struct ingest *in = calloc(1, sizeof *in);
+    if (!in)
+        return NULL;
+    in->target = *t;
+    pthread_mutex_init(&in->lock, NULL);
+    pthread_mutex_init(&in->cache_lock, NULL);
+    pthread_cond_init(&in->wake, NULL);
+    if (pthread_create(&in->thread, NULL, pipeline_main, in) != 0) {
+        free(in);
+        return NULL;
+    }
+    return in;
+}
+
+void ingest_submit(struct ingest *in, struct ingest_job *job)
+{
+    job->next = NULL;
+    job->result = INGEST_PENDING;
+    pthread_mutex_lock(&in->lock);
+    if (in->tail)
+        in->tail->next = job;
+    else
+        in->head = job;
+    in->tail = job;
+    pthread_cond_signal(&in->wake);
+    pthread_mutex_unlock(&in->lock);
+}
+
+void ingest_free(struct ingest *in)
+{
+    if (!in)
+        return;
+    pthread_mutex_lock(&in->lock);
+    in->stopping = true;
+    pthread_cond_signal(&in->wake);
+    pthread_mutex_unlock(&in->lock);
+    pthread_join(in->thread, NULL);
+    pthread_mutex_destroy(&in->lock);
+    pthread_mutex_destroy(&in->cache_lock);
+    pthread_cond_destroy(&in->wake);
+    free(in);
+}
+
+/* ---- webhook secrets: cached briefly so the hot path needs one round trip ---- */
+
+static struct secret_entry *cache_slot(struct ingest *in, const char *association)
+{
+    unsigned long h = 5381;
+    for (const char *p = association; *p; p++)
+        h = h * 33 + (unsigned char)*p;
+    return &in->cache[h % SECRET_CACHE_SLOTS];
+}
+
+/* Copies a cached secret no older than max_age_ns; true when found. */
+static bool cache_lookup(struct ingest *in, const char *association, int64_t max_age_ns,
+                         char *secret, size_t size)
+{
+    bool found = false;
+    int64_t now = store_now_ns();
+    pthread_mutex_lock(&in->cache_lock);
+    struct secret_entry *e = cache_slot(in, association);
+    if (strcmp(e->association, association) == 0 && now - e->fetched_ns < max_age_ns) {
+        snprintf(secret, size, "%s", e->secret);
+        found = true;
+    }
+    pthread_mutex_unlock(&in->cache_lock);
+    return found;
+}
+
+static void cache_store(struct ingest *in, const char *association, const char *secret)
+{
+    pthread_mutex_lock(&in->cache_lock);
+    struct secret_entry *e = cache_slot(in, association);
+    snprintf(e->association, sizeof e->association, "%s", association);
+    snprintf(e->secret, sizeof e->secret, "%s", secret);
+    e->fetched_ns = store_now_ns();
+    pthread_mutex_unlock(&in->cache_lock);
+}
+
+void ingest_forget_secret(struct ingest *in, const char *association_id)
+{
+    pthread_mutex_lock(&in->cache_lock);
+    struct secret_entry *e = cache_slot(in, association_id);
+    if (strcmp(e->association, association_id) == 0)
+        memset(e, 0, sizeof *e);
+    pthread_mutex_unlock(&in->cache_lock);
+}
+
+/* 1 found, 0 unknown association, -1 Redis unavailable. */
+static int fetch_secret(struct app *app, const char *association, char *secret, size_t size)
+{
+    char err[256];
+    redisContext *c = store_pool_get(app->pool, err, sizeof err);
+    if (!c)
+        return -1;
+    redisReply *r = redisCommand(c, "HGET " STORE_PREFIX "a:%s webhook_secret", association);
+    bool ok = store_reply_ok(c, r);
+    int found = -1;
+    if (ok && r->type == REDIS_REPLY_STRING && r->len < size) {
+        memcpy(secret, r->str, r->len + 1);
+        cache_store(app->ingest, association, secret);
+        found = 1;
+    } else if (ok && r->type == REDIS_REPLY_NIL) {
+        found = 0;
+    }
+    if (r)
+        freeReplyObject(r);
+    store_pool_put(app->pool, c, ok);
+    return found;
+}
+
+/* ---- the endpoint ---- */
+
+struct webhook_job {
+    struct ingest_job job;
+    struct http_request *req;
+    char association[CCSYNC_ASSOC_ID_MAX + 1];
+    char webhook_id[WEBHOOK_ID_MAX + 1];
+    char type[64];
+};
+
+static void count(const char *outcome)
+{
+    char labels[64];
+    snprintf(labels, sizeof labels, "outcome=\"%s\"", outcome);
+    metrics_inc("ccsync_webhooks_total", labels);
+}
+
+static void reply_accepted(struct http_request *req, int status, const char *id, const char *what)
+{
+    json_object *o = json_object_new_object();
+    if (id)
+        json_object_object_add(o, "id", json_object_new_string(id));
+    json_object_object_add(o, "status", json_object_new_string(what));
+    http_reply_json(req, status, o);
+}
+
+static void reply_unavailable(struct http_request *req)
+{
+    count("redis_unavailable");
+    http_add_header(req, "Retry-After", "5");
+    http_reply_error(req, 503, "redis_unavailable",
+                     "the event store is unavailable; nothing was queued, retry later");
+}
+
+static void on_enqueued(struct ingest_job *job, void *arg)
+{
+    struct webhook_job *w = arg;
+    struct http_request *req = w->req;
+    switch (job->result) {
+    case INGEST_QUEUED:
+        count("queued");
+        reply_accepted(req, 202, w->webhook_id, "queued");
+        break;
+    case INGEST_DUPLICATE:
+        count("duplicate");
+        reply_accepted(req, 200, w->webhook_id, "duplicate");
+        break;
+    default:
+        reply_unavailable(req);
+        break;
+    }
+    free(w);
+    http_resume(req);
+}
+
+static bool valid_webhook_id(const char *id)
+{
+    size_t n = strlen(id);
+    if (n == 0 || n > WEBHOOK_ID_MAX)
+        return false;
+    for (const char *p = id; *p; p++)
+        if (*p <= ' ' || *p > '~')
+            return false;
+    return true;
+}
+
+int ingest_handle_webhook(struct app *app, struct http_request *req)
+{
+    const char *association = http_param(req, 0);
+    const char *msg_id = http_header(req, "webhook-id");
+    http_set_log_field(req, "association", association);
+    if (msg_id && valid_webhook_id(msg_id))
+        http_set_log_field(req, "webhook_id", msg_id);
+
+    if (atomic_load(&app->draining)) {
+        count("draining");
+        http_add_header(req, "Retry-After", "5");
+        http_reply_error(req, 503, "shutting_down", "this instance is shutting down; retry");
+        return HTTP_DONE;
+    }
+
+    char secret[256];
+    bool cached = cache_lookup(app->ingest, association, SECRET_CACHE_TTL_NS, secret, sizeof secret);
+    if (!cached) {
+        int found = fetch_secret(app, association, secret, sizeof secret);
+        if (found < 0) {
+            reply_unavailable(req);
+            return HTTP_DONE;
+        }
+        if (found == 0) {
+            count("unknown_association");
+            http_reply_error(req, 404, "unknown_association", "no association \"%s\"", association);
+            return HTTP_DONE;
+        }
+    }
+
+    size_t len;
+    const char *body = http_body(req, &len);
+    struct webhook_error err;
+    int64_t now = store_now_ns() / 1000000000LL;
+    const char *ts = http_header(req, "webhook-timestamp");
+    const char *sig = http_header(req, "webhook-signature");
+    int verified = webhook_verify(secret, msg_id, ts, sig, body, len, now, &err);
+    if (verified != 0 && cached && strcmp(err.code, "invalid_signature") == 0 &&
+        !cache_lookup(app->ingest, association, SECRET_RECHECK_NS, secret, sizeof secret)) {
+        /* The secret may have been rotated through another instance: look again. */
+        int found = fetch_secret(app, association, secret, sizeof secret);
+        if (found > 0)
+            verified = webhook_verify(secret, msg_id, ts, sig, body, len, now, &err);
+    }
+    if (verified != 0) {
+        count(err.code);
+        http_reply_error(req, err.status, err.code, "%s", err.message);
+        return HTTP_DONE;
+    }
+    if (!valid_webhook_id(msg_id)) {
+        count("invalid_webhook_id");
+        http_reply_error(req, 400, "invalid_webhook_id",
+                         "webhook-id must be 1-%d printable characters without spaces",
+                         WEBHOOK_ID_MAX);
+        return HTTP_DONE;
+    }
+
+    struct event ev;
+    if (webhook_parse_event(body, len, &ev, &err) != 0) {
+        count(err.code);
+        http_reply_error(req, err.status, err.code, "%s", err.message);
+        return HTTP_DONE;
+    }
+    if (ev.type == EVENT_UNKNOWN) {
+        count("ignored");
+        log_info("webhook_ignored", LOG_STR("association", association),
+                 LOG_STR("webhook_id", msg_id), LOG_STR("type", ev.type_name));
+        event_clear(&ev);
+        reply_accepted(req, 202, msg_id, "ignored");
+        return HTTP_DONE;
+    }
+
+    struct webhook_job *w = calloc(1, sizeof *w);
+    if (!w) {
+        event_clear(&ev);
+        http_reply_error(req, 500, "internal", "out of memory");
+        return HTTP_DONE;
+    }
+    w->req = req;
+    snprintf(w->association, sizeof w->association, "%s", association);
+    snprintf(w->webhook_id, sizeof w->webhook_id, "%s", msg_id);
+    snprintf(w->type, sizeof w->type, "%s", event_type_name(ev.type));
+    w->job.association_id = w->association;
+    w->job.webhook_id = w->webhook_id;
+    w->job.type = w->type;
+    w->job.ts_ns = ev.ts_ns;
+    w->job.body = body;
+    w->job.body_len = len;
+    w->job.done = on_enqueued;
+    w->job.arg = w;
+    event_clear(&ev);
+    http_suspend(req);
+    ingest_submit(app->ingest, &w->job);
+    return HTTP_SUSPENDED;
+}

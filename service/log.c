@@ -1,0 +1,129 @@
+/*
+ * log.c - one JSON object a line on stdout, or "key=value" text for people
+ * reading a terminal. Each line is assembled in a local buffer and written with
+ * a single write(2), so lines from different threads never interleave.
+ */
+#include "ccsync/log.h"
+
+#include <stdatomic.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+/* Set once at start, before threads exist; read-only afterwards. */
+static atomic_int log_fmt = LOG_FORMAT_JSON;
+static atomic_int log_min = LOG_INFO;
+
+static const char *level_names[] = {"debug", "info", "warn", "error"};
+
+void log_init(enum log_format format, enum log_level level)
+{
+    atomic_store(&log_fmt, (int)format);
+    atomic_store(&log_min, (int)level);
+}
+
+int log_enabled(enum log_level level)
+{
+    return (int)level >= atomic_load(&log_min);
+}
+
+struct line {
+    char buf[8192];
+    size_t len;
+};
+
+static void put(struct line *l, const char *s, size_t n)
+{
+    if (l->len + n >= sizeof l->buf - 2) /* keep room for "}\n" */
+        n = sizeof l->buf - 2 - l->len - 1;
+    memcpy(l->buf + l->len, s, n);
+    l->len += n;
+}
+
+static void puts_(struct line *l, const char *s)
+{
+    put(l, s, strlen(s));
+}
+
+static void put_json_string(struct line *l, const char *s)
+{
+    put(l, "\"", 1);
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        char esc[8];
+        if (*p == '"' || *p == '\\') {
+            esc[0] = '\\';
+            esc[1] = (char)*p;
+            put(l, esc, 2);
+        } else if (*p < 0x20) {
+            snprintf(esc, sizeof esc, "\\u%04x", *p);
+            put(l, esc, 6);
+        } else {
+            put(l, (const char *)p, 1);
+        }
+    }
+    put(l, "\"", 1);
+}
+
+static void put_text_value(struct line *l, const char *s)
+{
+    if (strpbrk(s, " \"=\t\n") == NULL && *s) {
+        puts_(l, s);
+        return;
+    }
+    put_json_string(l, s);
+}
+
+void log_emit(enum log_level level, const char *msg, size_t n, const struct log_kv *kv)
+{
+    struct line l = {.len = 0};
+    char ts[40], num[32];
+    struct timespec now;
+    struct tm tm;
+    clock_gettime(CLOCK_REALTIME, &now);
+    gmtime_r(&now.tv_sec, &tm);
+    size_t tl = strftime(ts, sizeof ts, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(ts + tl, sizeof ts - tl, ".%03ldZ", now.tv_nsec / 1000000);
+
+    int json = atomic_load(&log_fmt) == LOG_FORMAT_JSON;
+    if (json) {
+        puts_(&l, "{\"ts\":\"");
+        puts_(&l, ts);
+        puts_(&l, "\",\"level\":\"");
+        puts_(&l, level_names[level]);
+        puts_(&l, "\",\"msg\":");
+        put_json_string(&l, msg);
+    } else {
+        puts_(&l, ts);
+        puts_(&l, " ");
+        puts_(&l, level_names[level]);
+        puts_(&l, " ");
+        puts_(&l, msg);
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (!kv[i].key || (!kv[i].is_num && !kv[i].str))
+            continue; /* absent values are left out rather than written as null */
+        if (json) {
+            puts_(&l, ",");
+            put_json_string(&l, kv[i].key);
+            puts_(&l, ":");
+        } else {
+            puts_(&l, " ");
+            puts_(&l, kv[i].key);
+            puts_(&l, "=");
+        }
+        if (kv[i].is_num) {
+            snprintf(num, sizeof num, "%lld", kv[i].num);
+            puts_(&l, num);
+        } else if (json) {
+            put_json_string(&l, kv[i].str);
+        } else {
+            put_text_value(&l, kv[i].str);
+        }
+    }
+    if (json)
+        l.buf[l.len++] = '}';
+    l.buf[l.len++] = '\n';
+    ssize_t w = write(STDOUT_FILENO, l.buf, l.len);
+    (void)w; /* nowhere better to report a failed log write */
+}
