@@ -1,0 +1,73 @@
+#!/bin/sh
+# Contract test: Prism (proxy mode, Constant Contact's official OpenAPI document) in
+# front of ccsim; drive.mjs sends every simulated endpoint through it and fails on any
+# request or response violation other than the document's known gaps
+# (../shared/constant-contact/README.md). Prints "contract: N passed, M failed".
+#
+# env: BUILD (default build), CCSIM_BIN (default $BUILD/ccsim),
+#      CC_OPENAPI (default ../shared/constant-contact/v3-openapi.json from the repo root)
+set -eu
+cd "$(dirname "$0")/../.."
+BUILD=${BUILD:-build}
+CCSIM_BIN=${CCSIM_BIN:-$BUILD/ccsim}
+PRISM=tests/tools/node_modules/.bin/prism
+DOC=${CC_OPENAPI:-../shared/constant-contact/v3-openapi.json}
+[ -f "$DOC" ] || DOC=/work/shared/constant-contact/v3-openapi.json
+
+for need in "$CCSIM_BIN" "$PRISM" "$DOC"; do
+    if [ ! -e "$need" ]; then
+        echo "contract: missing $need (make all; tests/support/install-npm.sh)"
+        echo "contract: 0 passed, 1 failed"
+        exit 1
+    fi
+done
+
+free_port() {
+    node -e 'const s=require("net").createServer();s.listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})'
+}
+wait_port() { # port seconds
+    i=0
+    while ! curl -s -o /dev/null "http://127.0.0.1:$1/"; do
+        i=$((i + 1))
+        [ "$i" -gt $(($2 * 10)) ] && return 1
+        sleep 0.1
+    done
+}
+
+SIM_PORT=$(free_port)
+PRISM_PORT=$(free_port)
+LOG_DIR=$(mktemp -d)
+SIM_PID=""
+PRISM_PID=""
+cleanup() {
+    [ -n "$PRISM_PID" ] && kill "$PRISM_PID" 2>/dev/null || true
+    [ -n "$SIM_PID" ] && kill "$SIM_PID" 2>/dev/null || true
+    wait 2>/dev/null || true
+    rm -rf "$LOG_DIR"
+}
+trap cleanup EXIT INT TERM
+
+"$CCSIM_BIN" --listen "127.0.0.1:$SIM_PORT" --activity-ms 100 >"$LOG_DIR/ccsim.log" 2>&1 &
+SIM_PID=$!
+"$PRISM" proxy "$DOC" "http://127.0.0.1:$SIM_PORT/v3" -p "$PRISM_PORT" -h 127.0.0.1 \
+    >"$LOG_DIR/prism.log" 2>&1 &
+PRISM_PID=$!
+
+if ! wait_port "$SIM_PORT" 10; then
+    cat "$LOG_DIR/ccsim.log"
+    echo "contract: 0 passed, 1 failed (ccsim did not start)"
+    exit 1
+fi
+if ! wait_port "$PRISM_PORT" 60; then
+    tail -20 "$LOG_DIR/prism.log"
+    echo "contract: 0 passed, 1 failed (prism did not start)"
+    exit 1
+fi
+
+status=0
+node tests/contract/drive.mjs "http://127.0.0.1:$PRISM_PORT" "http://127.0.0.1:$SIM_PORT" || status=$?
+if [ "$status" -ne 0 ]; then
+    echo "--- prism violations (log tail) ---"
+    grep -i violation "$LOG_DIR/prism.log" | tail -20 || true
+fi
+exit "$status"
