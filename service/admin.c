@@ -8,15 +8,20 @@
 
 #include <hiredis/hiredis.h>
 #include <json-c/json.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "ccsync/app.h"
+#include "ccsync/facts.h"
+#include "ccsync/queue.h"
+#include "ccsync/ratelimit.h"
 #include "ccsync/http.h"
 #include "ccsync/ingest.h"
 #include "ccsync/log.h"
 #include "ccsync/metrics.h"
+#include "ccsync/script.h"
 #include "ccsync/store.h"
 #include "ccsync/webhook.h"
 
@@ -359,4 +364,456 @@ int admin_bootstrap_association(struct app *app, char *err, size_t err_size)
     log_info("association_bootstrapped", LOG_STR("association", cfg->boot_association_id),
              LOG_INT("created", created));
     return 0;
+}
+
+/* ---- groups, audit, service status, dead letters ---- */
+
+
+static const char *group_fields[] = {
+    "name",    "sync",           "deleted",      "list_id",        "list_name",     "list_state",
+    "state",   "err_code",       "err_msg",      "err_since",      "c_members",     "c_no_email",
+    "c_invalid_email", "c_duplicate_email", "c_do_not_email", "c_unsubscribed", "c_rejected",
+    "c_in_list", "pending", "last_synced_at", "fact_ts"};
+enum {
+    GF_NAME, GF_SYNC, GF_DELETED, GF_LIST_ID, GF_LIST_NAME, GF_LIST_STATE, GF_STATE, GF_ERR_CODE,
+    GF_ERR_MSG, GF_ERR_SINCE, GF_C_FIRST, GF_PENDING = GF_C_FIRST + 8, GF_LAST_SYNCED, GF_FACT_TS,
+    GF_COUNT
+};
+
+static const char *str_of(redisReply *r, int i)
+{
+    redisReply *v = r->element[i];
+    return v->type == REDIS_REPLY_STRING ? v->str : NULL;
+}
+
+static json_object *str_or_null(const char *s)
+{
+    return s && *s ? json_object_new_string(s) : NULL;
+}
+
+/* GroupStatus (DESIGN.md §4) from the group hash; NULL when there is no group fact. */
+static json_object *group_view(redisReply *r, const char *group_id, bool dirty)
+{
+    if (!str_of(r, GF_FACT_TS))
+        return NULL;
+    const char *deleted = str_of(r, GF_DELETED);
+    if (deleted && strcmp(deleted, "1") == 0 && !str_of(r, GF_LIST_ID))
+        return NULL;
+    json_object *o = json_object_new_object();
+    json_object_object_add(o, "group_id", json_object_new_string(group_id));
+    json_object_object_add(o, "group_name", json_object_new_string(str_of(r, GF_NAME) ? str_of(r, GF_NAME) : ""));
+    bool sync = str_of(r, GF_SYNC) && strcmp(str_of(r, GF_SYNC), "1") == 0;
+    json_object_object_add(o, "sync_enabled", json_object_new_boolean(sync));
+    if (str_of(r, GF_LIST_ID)) {
+        json_object *l = json_object_new_object();
+        json_object_object_add(l, "list_id", json_object_new_string(str_of(r, GF_LIST_ID)));
+        json_object_object_add(l, "name", str_or_null(str_of(r, GF_LIST_NAME)));
+        json_object_object_add(o, "list", l);
+    } else {
+        json_object_object_add(o, "list", NULL);
+    }
+    const char *state = str_of(r, GF_STATE);
+    const char *code = str_of(r, GF_ERR_CODE);
+    if (!state)
+        state = sync ? "pending" : "disabled";
+    /* A transient error shows while the group waits to retry, state pending. */
+    json_object_object_add(o, "state", json_object_new_string(state));
+    if (code && *code) {
+        json_object *e = json_object_new_object();
+        json_object_object_add(e, "code", json_object_new_string(code));
+        json_object_object_add(e, "message", str_or_null(str_of(r, GF_ERR_MSG)));
+        json_object_object_add(e, "since", str_or_null(str_of(r, GF_ERR_SINCE)));
+        json_object_object_add(o, "error", e);
+    } else {
+        json_object_object_add(o, "error", NULL);
+    }
+    static const char *count_names[] = {"members",     "no_email",        "invalid_email",
+                                        "duplicate_email", "do_not_email", "unsubscribed",
+                                        "rejected",    "in_list"};
+    json_object *counts = json_object_new_object();
+    for (int i = 0; i < 8; i++) {
+        const char *v = str_of(r, GF_C_FIRST + i);
+        json_object_object_add(counts, count_names[i], json_object_new_int64(v ? atoll(v) : 0));
+    }
+    json_object_object_add(o, "counts", counts);
+    const char *pending = str_of(r, GF_PENDING);
+    long long pend = pending ? atoll(pending) : 0;
+    json_object_object_add(o, "pending_changes", json_object_new_int64(pend));
+    json_object_object_add(o, "changes_queued", json_object_new_boolean(dirty));
+    json_object_object_add(o, "last_synced_at", str_or_null(str_of(r, GF_LAST_SYNCED)));
+    return o;
+}
+
+static redisReply *read_group(redisContext *c, const char *assoc, const char *g)
+{
+    char key[300];
+    snprintf(key, sizeof key, STORE_PREFIX "a:%s:g:%s", assoc, g);
+    const char *argv[2 + GF_COUNT];
+    argv[0] = "HMGET";
+    argv[1] = key;
+    for (int i = 0; i < GF_COUNT; i++)
+        argv[2 + i] = group_fields[i];
+    redisReply *r = redisCommandArgv(c, 2 + GF_COUNT, argv, NULL);
+    if (!store_reply_ok(c, r) || r->type != REDIS_REPLY_ARRAY || r->elements != GF_COUNT) {
+        if (r)
+            freeReplyObject(r);
+        return NULL;
+    }
+    return r;
+}
+
+static bool group_dirty(redisContext *c, const char *assoc, const char *g)
+{
+    redisReply *r = redisCommand(c, "ZSCORE " FACTS_DIRTY_KEY " %s|%s", assoc, g);
+    bool dirty = r && r->type == REDIS_REPLY_STRING;
+    if (r)
+        freeReplyObject(r);
+    return dirty;
+}
+
+/* 1 the association exists, 0 not (404 answered), -1 Redis failed (503 answered). */
+static int require_association(struct http_request *req, redisContext *c, const char *assoc)
+{
+    redisReply *r = redisCommand(c, "EXISTS " STORE_PREFIX "a:%s", assoc);
+    bool ok = store_reply_ok(c, r) && r->type == REDIS_REPLY_INTEGER;
+    int exists = ok ? (int)r->integer : -1;
+    if (r)
+        freeReplyObject(r);
+    if (exists < 0)
+        reply_store_unavailable(req, "read failed");
+    else if (exists == 0)
+        http_reply_error(req, 404, "unknown_association", "no association \"%s\"", assoc);
+    return exists;
+}
+
+int admin_list_groups(struct app *app, struct http_request *req)
+{
+    const char *assoc = http_param(req, 0);
+    http_set_log_field(req, "association", assoc);
+    char err[256];
+    redisContext *c = store_pool_get(app->pool, err, sizeof err);
+    if (!c) {
+        reply_store_unavailable(req, err);
+        return HTTP_DONE;
+    }
+    bool ok = false;
+    if (require_association(req, c, assoc) == 1) {
+        redisReply *ids = redisCommand(c, "SMEMBERS " STORE_PREFIX "a:%s:groups", assoc);
+        ok = store_reply_ok(c, ids) && ids->type == REDIS_REPLY_ARRAY;
+        json_object *list = json_object_new_array();
+        for (size_t i = 0; ok && i < ids->elements; i++) {
+            redisReply *g = read_group(c, assoc, ids->element[i]->str);
+            if (!g) {
+                ok = false;
+                break;
+            }
+            json_object *v = group_view(g, ids->element[i]->str, group_dirty(c, assoc, ids->element[i]->str));
+            if (v)
+                json_object_array_add(list, v);
+            freeReplyObject(g);
+        }
+        if (ids)
+            freeReplyObject(ids);
+        if (ok) {
+            json_object *o = json_object_new_object();
+            json_object_object_add(o, "groups", list);
+            http_reply_json(req, 200, o);
+        } else {
+            json_object_put(list);
+            reply_store_unavailable(req, "read failed");
+        }
+    } else {
+        ok = c->err == 0;
+    }
+    store_pool_put(app->pool, c, ok);
+    return HTTP_DONE;
+}
+
+int admin_get_group(struct app *app, struct http_request *req)
+{
+    const char *assoc = http_param(req, 0), *g = http_param(req, 1);
+    http_set_log_field(req, "association", assoc);
+    char err[256];
+    redisContext *c = store_pool_get(app->pool, err, sizeof err);
+    if (!c) {
+        reply_store_unavailable(req, err);
+        return HTTP_DONE;
+    }
+    if (require_association(req, c, assoc) == 1) {
+        redisReply *r = read_group(c, assoc, g);
+        json_object *v = r ? group_view(r, g, group_dirty(c, assoc, g)) : NULL;
+        if (!r)
+            reply_store_unavailable(req, "read failed");
+        else if (!v)
+            http_reply_error(req, 404, "unknown_group", "no group \"%s\" in association \"%s\"", g, assoc);
+        else
+            http_reply_json(req, 200, v);
+        if (r)
+            freeReplyObject(r);
+    }
+    store_pool_put(app->pool, c, c->err == 0);
+    return HTTP_DONE;
+}
+
+/* Flags the group for a full sync (a new list if it was deleted in CC) and queues it now. */
+static const char resync_script[] =
+    "if redis.call('HGET', KEYS[1], 'fact_ts') == false or redis.call('HGET', KEYS[1], 'deleted') == '1' then return 0 end\n"
+    "if redis.call('HGET', KEYS[1], 'sync') ~= '1' then return -1 end\n"
+    "redis.call('HSET', KEYS[1], 'resync', '1', 'state', 'pending')\n"
+    "redis.call('HINCRBY', KEYS[1], 'gen', 1)\n"
+    "redis.call('ZADD', KEYS[2], ARGV[1], ARGV[2])\n"
+    "return 1\n";
+
+int admin_resync_group(struct app *app, struct http_request *req)
+{
+    const char *assoc = http_param(req, 0), *g = http_param(req, 1);
+    http_set_log_field(req, "association", assoc);
+    char err[256];
+    redisContext *c = store_pool_get(app->pool, err, sizeof err);
+    if (!c) {
+        reply_store_unavailable(req, err);
+        return HTTP_DONE;
+    }
+    if (require_association(req, c, assoc) == 1) {
+        char key[300], due[32], member[256];
+        snprintf(key, sizeof key, STORE_PREFIX "a:%s:g:%s", assoc, g);
+        snprintf(due, sizeof due, "%lld", (long long)(store_now_ns() / 1000000));
+        snprintf(member, sizeof member, "%s|%s", assoc, g);
+        const char *args[] = {key, FACTS_DIRTY_KEY, due, member};
+        redisReply *r = script_eval(c, resync_script, 2, 2, args);
+        long long rc = store_reply_ok(c, r) && r->type == REDIS_REPLY_INTEGER ? r->integer : -2;
+        if (r)
+            freeReplyObject(r);
+        if (rc == 1 && facts_audit(c, assoc, g, "resync_requested", NULL, NULL, "requested by an admin") != 0)
+            rc = -2;
+        if (rc == 1) {
+            log_info("resync_requested", LOG_STR("association", assoc), LOG_STR("group", g));
+            json_object *o = json_object_new_object();
+            json_object_object_add(o, "group_id", json_object_new_string(g));
+            json_object_object_add(o, "status", json_object_new_string("resync_queued"));
+            http_reply_json(req, 202, o);
+        } else if (rc == 0) {
+            http_reply_error(req, 404, "unknown_group", "no group \"%s\" in association \"%s\"", g, assoc);
+        } else if (rc == -1) {
+            http_reply_error(req, 409, "sync_disabled",
+                             "group \"%s\" does not sync to Constant Contact; turn its sync on in Novi", g);
+        } else {
+            reply_store_unavailable(req, "write failed");
+        }
+    }
+    store_pool_put(app->pool, c, c->err == 0);
+    return HTTP_DONE;
+}
+
+static bool parse_limit(struct http_request *req, long dflt, long max, long *out)
+{
+    const char *v = http_query(req, "limit");
+    *out = dflt;
+    if (!v)
+        return true;
+    char *end;
+    long n = strtol(v, &end, 10);
+    if (*v == '\0' || *end != '\0' || n < 1 || n > max) {
+        http_reply_error(req, 400, "invalid_parameter", "limit must be a whole number from 1 to %ld", max);
+        return false;
+    }
+    *out = n;
+    return true;
+}
+
+int admin_audit(struct app *app, struct http_request *req)
+{
+    const char *assoc = http_param(req, 0);
+    http_set_log_field(req, "association", assoc);
+    long limit;
+    if (!parse_limit(req, 100, 1000, &limit))
+        return HTTP_DONE;
+    char err[256];
+    redisContext *c = store_pool_get(app->pool, err, sizeof err);
+    if (!c) {
+        reply_store_unavailable(req, err);
+        return HTTP_DONE;
+    }
+    if (require_association(req, c, assoc) == 1) {
+        redisReply *r = redisCommand(c, "LRANGE " STORE_PREFIX "a:%s:audit 0 %ld", assoc, limit - 1);
+        if (store_reply_ok(c, r) && r->type == REDIS_REPLY_ARRAY) {
+            json_object *entries = json_object_new_array();
+            for (size_t i = 0; i < r->elements; i++) {
+                json_object *e = json_tokener_parse(r->element[i]->str);
+                if (e)
+                    json_object_array_add(entries, e);
+            }
+            json_object *o = json_object_new_object();
+            json_object_object_add(o, "entries", entries);
+            http_reply_json(req, 200, o);
+        } else {
+            reply_store_unavailable(req, "read failed");
+        }
+        if (r)
+            freeReplyObject(r);
+    }
+    store_pool_put(app->pool, c, c->err == 0);
+    return HTTP_DONE;
+}
+
+static long long int_reply(redisContext *c, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    redisReply *r = redisvCommand(c, fmt, ap);
+    va_end(ap);
+    long long v = r && r->type == REDIS_REPLY_INTEGER ? r->integer : 0;
+    if (r)
+        freeReplyObject(r);
+    return v;
+}
+
+int admin_status(struct app *app, struct http_request *req)
+{
+    char err[256];
+    redisContext *c = store_pool_get(app->pool, err, sizeof err);
+    json_object *o = json_object_new_object();
+    json_object *redis = json_object_new_object();
+    json_object_object_add(o, "redis", redis);
+    json_object *workers = json_object_new_object();
+    json_object_object_add(workers, "configured", json_object_new_int(app->cfg->workers));
+    json_object_object_add(workers, "running", json_object_new_int(atomic_load(&app->workers_up)));
+    json_object_object_add(o, "workers", workers);
+    json_object_object_add(o, "draining", json_object_new_boolean(atomic_load(&app->draining)));
+    if (!c) {
+        json_object_object_add(redis, "status", json_object_new_string("unreachable"));
+        json_object_object_add(redis, "error", json_object_new_string(err));
+        http_reply_json(req, 503, o);
+        return HTTP_DONE;
+    }
+    json_object_object_add(redis, "status", json_object_new_string("ok"));
+    json_object *queue = json_object_new_object();
+    json_object_object_add(queue, "pending", json_object_new_int64(int_reply(c, "XLEN " STORE_EVENTS_STREAM)));
+    json_object_object_add(queue, "retrying", json_object_new_int64(int_reply(c, "SCARD ccsync:retrying")));
+    json_object_object_add(queue, "dead", json_object_new_int64(int_reply(c, "XLEN " QUEUE_DEAD_STREAM)));
+    json_object_object_add(queue, "groups_waiting", json_object_new_int64(int_reply(c, "ZCARD " FACTS_DIRTY_KEY)));
+    json_object_object_add(o, "queue", queue);
+
+    struct ratelimit_conf rc;
+    ratelimit_conf_from_config(&rc, app->cfg);
+    long used = 0;
+    int64_t paused = 0;
+    ratelimit_used_today(c, &rc, &used);
+    ratelimit_paused_until(c, &rc, &paused);
+    json_object *budget = json_object_new_object();
+    json_object_object_add(budget, "used_today", json_object_new_int64(used));
+    json_object_object_add(budget, "daily_limit", json_object_new_int64(app->cfg->cc_daily_limit));
+    json_object_object_add(budget, "rate_per_sec", json_object_new_double(app->cfg->cc_rate_per_sec));
+    json_object_object_add(budget, "paused_until", time_or_null(paused));
+    json_object_object_add(o, "constant_contact_budget", budget);
+
+    json_object *in_error = json_object_new_array();
+    redisReply *assocs = redisCommand(c, "SMEMBERS " STORE_ASSOCIATIONS);
+    for (size_t i = 0; assocs && assocs->type == REDIS_REPLY_ARRAY && i < assocs->elements; i++) {
+        const char *a = assocs->element[i]->str;
+        redisReply *ids = redisCommand(c, "SMEMBERS " STORE_PREFIX "a:%s:groups", a);
+        json_object *groups = json_object_new_array();
+        for (size_t k = 0; ids && ids->type == REDIS_REPLY_ARRAY && k < ids->elements; k++) {
+            redisReply *code = redisCommand(c, "HMGET " STORE_PREFIX "a:%s:g:%s state err_code", a,
+                                            ids->element[k]->str);
+            if (code && code->type == REDIS_REPLY_ARRAY && code->elements == 2 &&
+                code->element[0]->type == REDIS_REPLY_STRING &&
+                strcmp(code->element[0]->str, "error") == 0) {
+                json_object *g = json_object_new_object();
+                json_object_object_add(g, "group_id", json_object_new_string(ids->element[k]->str));
+                json_object_object_add(g, "code", str_or_null(code->element[1]->str));
+                json_object_array_add(groups, g);
+            }
+            if (code)
+                freeReplyObject(code);
+        }
+        if (ids)
+            freeReplyObject(ids);
+        if (json_object_array_length(groups) > 0) {
+            json_object *e = json_object_new_object();
+            json_object_object_add(e, "association_id", json_object_new_string(a));
+            json_object_object_add(e, "groups", groups);
+            json_object_array_add(in_error, e);
+        } else {
+            json_object_put(groups);
+        }
+    }
+    if (assocs)
+        freeReplyObject(assocs);
+    json_object_object_add(o, "associations_in_error", in_error);
+    bool ok = c->err == 0;
+    store_pool_put(app->pool, c, ok);
+    http_reply_json(req, 200, o);
+    return HTTP_DONE;
+}
+
+int admin_list_dead_letters(struct app *app, struct http_request *req)
+{
+    long limit;
+    if (!parse_limit(req, 100, 1000, &limit))
+        return HTTP_DONE;
+    char err[256];
+    redisContext *c = store_pool_get(app->pool, err, sizeof err);
+    if (!c) {
+        reply_store_unavailable(req, err);
+        return HTTP_DONE;
+    }
+    redisReply *r = redisCommand(c, "XREVRANGE " QUEUE_DEAD_STREAM " + - COUNT %ld", limit);
+    bool ok = store_reply_ok(c, r) && r->type == REDIS_REPLY_ARRAY;
+    if (ok) {
+        json_object *list = json_object_new_array();
+        for (size_t i = 0; i < r->elements; i++) {
+            redisReply *item = r->element[i];
+            json_object *e = json_object_new_object();
+            json_object_object_add(e, "id", json_object_new_string(item->element[0]->str));
+            redisReply *f = item->element[1];
+            for (size_t k = 0; k + 1 < f->elements; k += 2) {
+                const char *name = f->element[k]->str;
+                const char *out = strcmp(name, "assoc") == 0 ? "association_id"
+                                  : strcmp(name, "id") == 0  ? "webhook_id"
+                                                             : name;
+                if (strcmp(name, "body") == 0) {
+                    json_object *body = json_tokener_parse(f->element[k + 1]->str);
+                    json_object_object_add(e, "body", body ? body : json_object_new_string(f->element[k + 1]->str));
+                } else {
+                    json_object_object_add(e, out, json_object_new_string(f->element[k + 1]->str));
+                }
+            }
+            json_object_array_add(list, e);
+        }
+        json_object *o = json_object_new_object();
+        json_object_object_add(o, "dead_letters", list);
+        http_reply_json(req, 200, o);
+    } else {
+        reply_store_unavailable(req, "read failed");
+    }
+    if (r)
+        freeReplyObject(r);
+    store_pool_put(app->pool, c, ok);
+    return HTTP_DONE;
+}
+
+int admin_redrive_dead_letter(struct app *app, struct http_request *req)
+{
+    const char *id = http_param(req, 0);
+    char err[256];
+    redisContext *c = store_pool_get(app->pool, err, sizeof err);
+    if (!c) {
+        reply_store_unavailable(req, err);
+        return HTTP_DONE;
+    }
+    int rc = queue_redrive(c, id);
+    if (rc == 1) {
+        log_info("dead_letter_redriven", LOG_STR("entry", id));
+        json_object *o = json_object_new_object();
+        json_object_object_add(o, "id", json_object_new_string(id));
+        json_object_object_add(o, "status", json_object_new_string("requeued"));
+        http_reply_json(req, 202, o);
+    } else if (rc == 0) {
+        http_reply_error(req, 404, "unknown_dead_letter", "no dead letter \"%s\"", id);
+    } else {
+        reply_store_unavailable(req, "write failed");
+    }
+    store_pool_put(app->pool, c, c->err == 0);
+    return HTTP_DONE;
 }

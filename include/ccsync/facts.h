@@ -1,0 +1,57 @@
+/*
+ * facts.h - folding Novi's events into the desired state kept in Redis.
+ *
+ * Every fold is one Lua script, so it is atomic and safe to repeat: the newest
+ * envelope timestamp wins per member record, per (group, member) membership and
+ * per group fact, and a tie leaves the stored fact standing. A redelivered or
+ * out-of-order event therefore changes nothing it should not. Groups whose
+ * desired state changed are marked dirty (ccsync:dirty, due after the
+ * coalescing delay) for a worker to sync.
+ *
+ * Keys, under P = ccsync:a:{association}:
+ *   P groups        set of group ids with a group fact
+ *   P g:{G}         hash: the group fact (name, sync, deleted, fact_ts), its list
+ *                   link and sync status (written by sync.c)
+ *   P m:{M}         hash: rec (canonical JSON of the member record), ts
+ *   P mg:{M}        set: the groups member M is in
+ *   P gm:{G}        hash: member id -> "1|ts|join_ts" (in) or "0|ts" (out)
+ *   P ap:{G}        hash: email -> applied contact (sync.c)
+ *   P audit         list of audit entries, newest first
+ * Timestamps are stored as fixed-width keys (facts_ts_key) that compare as
+ * strings in time order; Lua numbers could not hold nanoseconds exactly.
+ */
+#ifndef CCSYNC_FACTS_H
+#define CCSYNC_FACTS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ccsync/model.h"
+
+struct redisContext;
+
+#define FACTS_TS_KEY_SIZE 23
+#define FACTS_DIRTY_KEY "ccsync:dirty"
+
+/* "%012lld.%09d": seconds since 0001-01-01 and nanoseconds; sorts in time order. */
+void facts_ts_key(int64_t ts_ns, char out[FACTS_TS_KEY_SIZE]);
+
+/* The canonical JSON the store keeps for a record, and back. */
+char *facts_record_json(const struct member_record *m);
+int facts_record_parse(const char *json, const char *member_id, struct member_record *m);
+
+/* Folds one parsed event of association. delay_ms is the coalescing delay for
+ * groups it makes dirty. Returns 0, or -1 when Redis failed (retry the event). */
+int facts_fold(struct redisContext *c, const char *association, const struct event *ev,
+               int64_t now_ns, int delay_ms);
+
+/* Appends an audit entry (also used by the sync engine). 0 or -1. */
+int facts_audit(struct redisContext *c, const char *association, const char *group_id,
+                const char *action, const char *list_id, const char *list_name,
+                const char *detail);
+
+/* Marks a group dirty, due after delay_ms (kept earlier if already due sooner). */
+int facts_mark_dirty(struct redisContext *c, const char *association, const char *group_id,
+                     int64_t now_ns, int delay_ms);
+
+#endif

@@ -1,0 +1,53 @@
+/*
+ * queue.h - the event stream as workers use it: a consumer group over
+ * ccsync:events, acknowledgement (and deletion) once an event's facts are
+ * stored, reclaiming entries whose consumer died, and the dead-letter stream
+ * ccsync:events:dead for events that cannot be applied.
+ */
+#ifndef CCSYNC_QUEUE_H
+#define CCSYNC_QUEUE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+struct redisContext;
+struct redisReply;
+
+#define QUEUE_GROUP "workers"
+#define QUEUE_DEAD_STREAM "ccsync:events:dead"
+#define QUEUE_MAX_DELIVERIES 5
+#define QUEUE_RECLAIM_IDLE_MS 30000
+
+struct queue_entry {
+    char id[48];
+    const char *association; /* borrowed from the reply */
+    const char *webhook_id;
+    const char *type;
+    const char *ts;
+    const char *body;
+    size_t body_len;
+};
+
+/* Creates the consumer group if it is missing. 0 or -1. */
+int queue_ensure_group(struct redisContext *c);
+
+/* New entries for this consumer (blocking up to block_ms), or, with reclaim,
+ * entries idle longer than QUEUE_RECLAIM_IDLE_MS taken over from dead
+ * consumers. Returns the reply holding the entries (free with freeReplyObject)
+ * and fills up to max entries; NULL when Redis failed. */
+struct redisReply *queue_read(struct redisContext *c, const char *consumer, bool reclaim,
+                              int block_ms, struct queue_entry *entries, size_t max, size_t *n);
+
+/* Times entry id has been delivered (XPENDING), 0 when unknown. */
+long queue_deliveries(struct redisContext *c, const char *id);
+
+/* Acknowledges and deletes an entry. 0 or -1. */
+int queue_ack(struct redisContext *c, const char *id);
+
+/* Moves an entry to the dead-letter stream with the reason, atomically. 0 or -1. */
+int queue_dead_letter(struct redisContext *c, const struct queue_entry *e, const char *reason);
+
+/* Puts a dead letter back on the event stream. 1 done, 0 unknown id, -1 error. */
+int queue_redrive(struct redisContext *c, const char *dead_id);
+
+#endif

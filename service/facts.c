@@ -1,0 +1,336 @@
+/*
+ * facts.c - Novi events → desired state in Redis (see facts.h for the keys).
+ *
+ * Scripts decide newest-wins inside Redis, where the stored facts are, so two
+ * workers folding events of the same member at once cannot interleave badly.
+ * A group.members snapshot is folded in chunks (one script per chunk of
+ * members, then one sweep that takes out every member whose membership is older
+ * than the snapshot), so a 50,000-member snapshot never blocks Redis for long;
+ * a crash between chunks is healed by folding the redelivered event again.
+ */
+#include "ccsync/facts.h"
+
+#include <hiredis/hiredis.h>
+#include <json-c/json.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ccsync/script.h"
+#include "ccsync/store.h"
+#include "ccsync/webhook.h"
+
+#define SNAPSHOT_CHUNK 500
+
+/* Seconds from 0001-01-01 to 1970-01-01, so every RFC 3339 year is positive. */
+#define EPOCH_OFFSET_S 62135596800LL
+
+void facts_ts_key(int64_t ts_ns, char out[FACTS_TS_KEY_SIZE])
+{
+    int64_t s = ts_ns / 1000000000LL, ns = ts_ns % 1000000000LL;
+    if (ns < 0) {
+        ns += 1000000000LL;
+        s -= 1;
+    }
+    snprintf(out, FACTS_TS_KEY_SIZE, "%012lld.%09lld", (long long)(s + EPOCH_OFFSET_S),
+             (long long)ns);
+}
+
+static void add_str(json_object *o, const char *k, const char *v)
+{
+    if (v)
+        json_object_object_add(o, k, json_object_new_string(v));
+}
+
+char *facts_record_json(const struct member_record *m)
+{
+    json_object *o = json_object_new_object();
+    add_str(o, "e", m->email);
+    add_str(o, "f", m->first_name);
+    add_str(o, "l", m->last_name);
+    add_str(o, "c", m->company);
+    json_object_object_add(o, "t", json_object_new_int(m->type));
+    json_object_object_add(o, "d", json_object_new_boolean(m->do_not_email));
+    char *s = strdup(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN));
+    json_object_put(o);
+    return s;
+}
+
+static char *get_str(json_object *o, const char *k)
+{
+    json_object *v;
+    if (!json_object_object_get_ex(o, k, &v) || !json_object_is_type(v, json_type_string))
+        return NULL;
+    return strdup(json_object_get_string(v));
+}
+
+int facts_record_parse(const char *json, const char *member_id, struct member_record *m)
+{
+    memset(m, 0, sizeof *m);
+    json_object *o = json_tokener_parse(json);
+    if (!o || !json_object_is_type(o, json_type_object)) {
+        json_object_put(o);
+        return -1;
+    }
+    snprintf(m->id, sizeof m->id, "%s", member_id);
+    m->email = get_str(o, "e");
+    m->first_name = get_str(o, "f");
+    m->last_name = get_str(o, "l");
+    m->company = get_str(o, "c");
+    json_object *v;
+    if (json_object_object_get_ex(o, "t", &v))
+        m->type = (enum customer_type)json_object_get_int(v);
+    if (json_object_object_get_ex(o, "d", &v))
+        m->do_not_email = json_object_get_boolean(v);
+    m->active = true;
+    json_object_put(o);
+    return 0;
+}
+
+/* Shared Lua: marking dirty (coalesced: an earlier due time is kept) and audit. */
+#define LUA_COMMON                                                                                 \
+    "local function mark(p, assoc, g, due)\n"                                                      \
+    "  redis.call('ZADD', 'ccsync:dirty', 'LT', due, assoc .. '|' .. g)\n"                         \
+    "  redis.call('HINCRBY', p .. 'g:' .. g, 'gen', 1)\n"                                          \
+    "end\n"
+
+/*
+ * Member fold. ARGV: 1 prefix, 2 member id, 3 ts key, 4 record JSON or "",
+ * 5 mode (groups | out_all | in_one | out_one | keep), 6 due (ms), 7 association,
+ * 8.. group ids (the target set for "groups", the one group for in_one/out_one).
+ */
+static const char member_script[] =
+    LUA_COMMON
+    "local p, mid, ts, rec, mode = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]\n"
+    "local due, assoc = tonumber(ARGV[6]), ARGV[7]\n"
+    "local mkey, mgkey = p .. 'm:' .. mid, p .. 'mg:' .. mid\n"
+    "local dirty = {}\n"
+    "local recchanged = false\n"
+    "if rec ~= '' then\n"
+    "  local cur = redis.call('HGET', mkey, 'ts')\n"
+    "  if (not cur) or ts > cur then\n"
+    "    local old = redis.call('HGET', mkey, 'rec')\n"
+    "    redis.call('HSET', mkey, 'rec', rec, 'ts', ts)\n"
+    "    recchanged = (old ~= rec)\n"
+    "  end\n"
+    "end\n"
+    "local function setm(g, inflag)\n"
+    "  local gm = p .. 'gm:' .. g\n"
+    "  local cur = redis.call('HGET', gm, mid)\n"
+    "  local curin, join = false, ts\n"
+    "  if cur then\n"
+    "    if string.sub(cur, 3, 24) >= ts then return end\n"
+    "    curin = string.sub(cur, 1, 1) == '1'\n"
+    "    if curin then join = string.sub(cur, 26) end\n"
+    "  end\n"
+    "  if inflag then\n"
+    "    redis.call('HSET', gm, mid, '1|' .. ts .. '|' .. join)\n"
+    "    redis.call('SADD', mgkey, g)\n"
+    "    if not curin then dirty[g] = true end\n"
+    "  else\n"
+    "    redis.call('HSET', gm, mid, '0|' .. ts)\n"
+    "    redis.call('SREM', mgkey, g)\n"
+    "    if curin then dirty[g] = true end\n"
+    "  end\n"
+    "end\n"
+    "if mode == 'groups' then\n"
+    "  local target = {}\n"
+    "  for i = 8, #ARGV do target[ARGV[i]] = true end\n"
+    "  local current = redis.call('SMEMBERS', mgkey)\n"
+    "  for i = 8, #ARGV do setm(ARGV[i], true) end\n"
+    "  for _, g in ipairs(current) do if not target[g] then setm(g, false) end end\n"
+    "elseif mode == 'out_all' then\n"
+    "  for _, g in ipairs(redis.call('SMEMBERS', mgkey)) do setm(g, false) end\n"
+    "elseif mode == 'in_one' then setm(ARGV[8], true)\n"
+    "elseif mode == 'out_one' then setm(ARGV[8], false)\n"
+    "end\n"
+    "if recchanged then\n"
+    "  for _, g in ipairs(redis.call('SMEMBERS', mgkey)) do dirty[g] = true end\n"
+    "end\n"
+    "local n = 0\n"
+    "for g, _ in pairs(dirty) do mark(p, assoc, g, due); n = n + 1 end\n"
+    "return n\n";
+
+/* Snapshot sweep. ARGV: 1 prefix, 2 group, 3 ts key, 4 due, 5 association. */
+static const char sweep_script[] =
+    LUA_COMMON
+    "local p, g, ts, due, assoc = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5]\n"
+    "local gm = p .. 'gm:' .. g\n"
+    "local all = redis.call('HGETALL', gm)\n"
+    "local changed = false\n"
+    "for i = 1, #all, 2 do\n"
+    "  local v = all[i + 1]\n"
+    "  if string.sub(v, 1, 1) == '1' and string.sub(v, 3, 24) < ts then\n"
+    "    redis.call('HSET', gm, all[i], '0|' .. ts)\n"
+    "    redis.call('SREM', p .. 'mg:' .. all[i], g)\n"
+    "    changed = true\n"
+    "  end\n"
+    "end\n"
+    "if changed then mark(p, assoc, g, due) end\n"
+    "return changed and 1 or 0\n";
+
+/*
+ * Group fact. ARGV: 1 prefix, 2 group, 3 ts key, 4 kind (upsert|delete), 5 name,
+ * 6 sync (0|1), 7 due, 8 association, 9 now (RFC 3339).
+ * A new or changed fact is audited (sync_enabled, sync_disabled, group_deleted)
+ * and makes the group dirty; an unchanged save does nothing (no CC call).
+ */
+static const char group_script[] =
+    LUA_COMMON
+    "local p, g, ts, kind, name, sync = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]\n"
+    "local due, assoc, now = tonumber(ARGV[7]), ARGV[8], ARGV[9]\n"
+    "local gk = p .. 'g:' .. g\n"
+    "local cur = redis.call('HMGET', gk, 'fact_ts', 'sync', 'deleted', 'name', 'list_id', "
+    "'list_name')\n"
+    "if cur[1] and cur[1] >= ts then return 0 end\n"
+    "local function audit(action)\n"
+    "  local e = cjson.encode({at = now, group_id = g, action = action, list_id = cur[5] or "
+    "cjson.null, list_name = cur[6] or cjson.null, detail = ''})\n"
+    "  redis.call('LPUSH', p .. 'audit', e)\n"
+    "  redis.call('LTRIM', p .. 'audit', 0, 9999)\n"
+    "end\n"
+    "local wasdeleted, wassync = cur[3] == '1', cur[2] == '1'\n"
+    "if kind == 'delete' then\n"
+    "  redis.call('HSET', gk, 'fact_ts', ts, 'deleted', '1')\n"
+    "  if not wasdeleted and cur[1] then audit('group_deleted'); mark(p, assoc, g, due) end\n"
+    "  return 1\n"
+    "end\n"
+    "redis.call('HSET', gk, 'fact_ts', ts, 'deleted', '0', 'name', name, 'sync', sync)\n"
+    "redis.call('SADD', p .. 'groups', g)\n"
+    "local nowsync = sync == '1'\n"
+    "if nowsync and (wasdeleted or not wassync) then audit('sync_enabled') end\n"
+    "if (not nowsync) and wassync and not wasdeleted then audit('sync_disabled') end\n"
+    "if wasdeleted or nowsync ~= wassync or (nowsync and cur[4] ~= name) then\n"
+    "  if not nowsync and not cur[5] then\n"
+    "    redis.call('HSET', gk, 'state', 'disabled')\n"
+    "  else\n"
+    "    redis.call('HSET', gk, 'state', 'pending')\n"
+    "  end\n"
+    "  mark(p, assoc, g, due)\n"
+    "end\n"
+    "return 1\n";
+
+static const char audit_script[] =
+    "local e = cjson.encode({at = ARGV[2], group_id = ARGV[3], action = ARGV[4], "
+    "list_id = ARGV[5] ~= '' and ARGV[5] or cjson.null, list_name = ARGV[6] ~= '' and ARGV[6] "
+    "or cjson.null, detail = ARGV[7]})\n"
+    "redis.call('LPUSH', ARGV[1] .. 'audit', e)\n"
+    "redis.call('LTRIM', ARGV[1] .. 'audit', 0, 9999)\n"
+    "return 1\n";
+
+static const char dirty_script[] = LUA_COMMON "mark(ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]))\n"
+                                              "return 1\n";
+
+static void prefix_of(const char *association, char *out, size_t size)
+{
+    snprintf(out, size, STORE_PREFIX "a:%s:", association);
+}
+
+static int run(redisContext *c, const char *script, int n_args, const char *const *args)
+{
+    redisReply *r = script_eval(c, script, 0, n_args, args);
+    int ok = store_reply_ok(c, r) ? 0 : -1;
+    if (r)
+        freeReplyObject(r);
+    return ok;
+}
+
+int facts_audit(redisContext *c, const char *association, const char *group_id,
+                const char *action, const char *list_id, const char *list_name,
+                const char *detail)
+{
+    char p[128], now[32];
+    prefix_of(association, p, sizeof p);
+    rfc3339_format(store_now_ns(), now, sizeof now);
+    const char *args[] = {p, now, group_id, action, list_id ? list_id : "",
+                          list_name ? list_name : "", detail ? detail : ""};
+    return run(c, audit_script, 7, args);
+}
+
+int facts_mark_dirty(redisContext *c, const char *association, const char *group_id,
+                     int64_t now_ns, int delay_ms)
+{
+    char p[128], due[32];
+    prefix_of(association, p, sizeof p);
+    snprintf(due, sizeof due, "%lld", (long long)(now_ns / 1000000 + delay_ms));
+    const char *args[] = {p, association, group_id, due};
+    return run(c, dirty_script, 4, args);
+}
+
+static int fold_member(redisContext *c, const char *p, const char *association,
+                       const struct member_record *m, const char *ts, const char *due,
+                       const char *mode, const char *one_group)
+{
+    char *rec = facts_record_json(m);
+    if (!rec)
+        return -1;
+    size_t n_groups = strcmp(mode, "groups") == 0 ? m->n_groups : (one_group ? 1 : 0);
+    const char **args = calloc(7 + n_groups, sizeof *args);
+    if (!args) {
+        free(rec);
+        return -1;
+    }
+    args[0] = p;
+    args[1] = m->id;
+    args[2] = ts;
+    args[3] = rec;
+    args[4] = mode;
+    args[5] = due;
+    args[6] = association;
+    for (size_t i = 0; i < n_groups; i++)
+        args[7 + i] = one_group ? one_group : m->groups[i].id;
+    int rc = run(c, member_script, (int)(7 + n_groups), args);
+    free(args);
+    free(rec);
+    return rc;
+}
+
+int facts_fold(redisContext *c, const char *association, const struct event *ev, int64_t now_ns,
+               int delay_ms)
+{
+    char p[128], ts[FACTS_TS_KEY_SIZE], due[32], now[32];
+    prefix_of(association, p, sizeof p);
+    facts_ts_key(ev->ts_ns, ts);
+    snprintf(due, sizeof due, "%lld", (long long)(now_ns / 1000000 + delay_ms));
+    rfc3339_format(now_ns, now, sizeof now);
+
+    switch (ev->type) {
+    case EVENT_CUSTOMER_CREATED:
+    case EVENT_CUSTOMER_UPDATED: {
+        const struct member_record *m = &ev->member;
+        const char *mode = !m->active ? "out_all" : m->has_groups ? "groups" : "keep";
+        return fold_member(c, p, association, m, ts, due, mode, NULL);
+    }
+    case EVENT_CUSTOMER_REMOVED: {
+        struct member_record m = {0};
+        snprintf(m.id, sizeof m.id, "%s", ev->subject_id);
+        const char *args[] = {p, m.id, ts, "", "out_all", due, association};
+        return run(c, member_script, 7, args);
+    }
+    case EVENT_GROUP_CREATED:
+    case EVENT_GROUP_UPDATED:
+    case EVENT_GROUP_DELETED: {
+        bool del = ev->type == EVENT_GROUP_DELETED;
+        const char *args[] = {p,   ev->subject_id,
+                              ts,  del ? "delete" : "upsert",
+                              del ? "" : (ev->group_name ? ev->group_name : ""),
+                              ev->sync_enabled ? "1" : "0",
+                              due, association,
+                              now};
+        return run(c, group_script, 9, args);
+    }
+    case EVENT_GROUP_MEMBERS: {
+        /* Pipelined chunks: one round trip per SNAPSHOT_CHUNK members. */
+        for (size_t i = 0; i < ev->n_members; i++) {
+            const struct member_record *m = &ev->members[i];
+            if (fold_member(c, p, association, m, ts, due, m->active ? "in_one" : "out_one",
+                            ev->subject_id) != 0)
+                return -1;
+        }
+        const char *args[] = {p, ev->subject_id, ts, due, association};
+        return run(c, sweep_script, 5, args);
+    }
+    default:
+        return 0;
+    }
+}

@@ -1,0 +1,170 @@
+/*
+ * queue.c - Redis Streams for the workers (see queue.h).
+ *
+ * An entry is acknowledged and deleted only after its facts are stored, so a
+ * worker that dies mid-event leaves it pending; another worker reclaims it with
+ * XAUTOCLAIM once it has been idle for QUEUE_RECLAIM_IDLE_MS. Folding is
+ * idempotent, so an event applied twice changes nothing.
+ */
+#include "ccsync/queue.h"
+
+#include <hiredis/hiredis.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "ccsync/script.h"
+#include "ccsync/store.h"
+
+int queue_ensure_group(redisContext *c)
+{
+    redisReply *r = redisCommand(c, "XGROUP CREATE " STORE_EVENTS_STREAM " " QUEUE_GROUP " 0 MKSTREAM");
+    int rc = -1;
+    if (r && c->err == 0 &&
+        (r->type != REDIS_REPLY_ERROR || strncmp(r->str, "BUSYGROUP", 9) == 0))
+        rc = 0;
+    if (r)
+        freeReplyObject(r);
+    return rc;
+}
+
+static void fill_entry(const redisReply *item, struct queue_entry *e)
+{
+    memset(e, 0, sizeof *e);
+    snprintf(e->id, sizeof e->id, "%s", item->element[0]->str);
+    const redisReply *fields = item->element[1];
+    if (fields->type != REDIS_REPLY_ARRAY)
+        return;
+    for (size_t i = 0; i + 1 < fields->elements; i += 2) {
+        const char *k = fields->element[i]->str;
+        const redisReply *v = fields->element[i + 1];
+        if (strcmp(k, "assoc") == 0)
+            e->association = v->str;
+        else if (strcmp(k, "id") == 0)
+            e->webhook_id = v->str;
+        else if (strcmp(k, "type") == 0)
+            e->type = v->str;
+        else if (strcmp(k, "ts") == 0)
+            e->ts = v->str;
+        else if (strcmp(k, "body") == 0) {
+            e->body = v->str;
+            e->body_len = v->len;
+        }
+    }
+}
+
+static void collect(const redisReply *list, struct queue_entry *entries, size_t max, size_t *n)
+{
+    for (size_t i = 0; i < list->elements && *n < max; i++) {
+        const redisReply *item = list->element[i];
+        /* a deleted entry still pending comes back with nil fields */
+        if (item->type != REDIS_REPLY_ARRAY || item->elements != 2 ||
+            item->element[1]->type != REDIS_REPLY_ARRAY)
+            continue;
+        fill_entry(item, &entries[(*n)++]);
+    }
+}
+
+redisReply *queue_read(redisContext *c, const char *consumer, bool reclaim, int block_ms,
+                       struct queue_entry *entries, size_t max, size_t *n)
+{
+    *n = 0;
+    redisReply *r;
+    if (reclaim)
+        r = redisCommand(c, "XAUTOCLAIM " STORE_EVENTS_STREAM " " QUEUE_GROUP " %s %d 0-0 COUNT %d",
+                         consumer, QUEUE_RECLAIM_IDLE_MS, (int)max);
+    else
+        r = redisCommand(c,
+                         "XREADGROUP GROUP " QUEUE_GROUP " %s COUNT %d BLOCK %d STREAMS " STORE_EVENTS_STREAM " >",
+                         consumer, (int)max, block_ms);
+    if (!store_reply_ok(c, r)) {
+        if (r)
+            freeReplyObject(r);
+        return NULL;
+    }
+    if (reclaim) {
+        if (r->type == REDIS_REPLY_ARRAY && r->elements >= 2 && r->element[1]->type == REDIS_REPLY_ARRAY)
+            collect(r->element[1], entries, max, n);
+    } else if (r->type == REDIS_REPLY_ARRAY && r->elements == 1) {
+        const redisReply *stream = r->element[0];
+        if (stream->type == REDIS_REPLY_ARRAY && stream->elements == 2)
+            collect(stream->element[1], entries, max, n);
+    }
+    return r;
+}
+
+long queue_deliveries(redisContext *c, const char *id)
+{
+    redisReply *r = redisCommand(c, "XPENDING " STORE_EVENTS_STREAM " " QUEUE_GROUP " %s %s 1", id, id);
+    long n = 0;
+    if (store_reply_ok(c, r) && r->type == REDIS_REPLY_ARRAY && r->elements == 1 &&
+        r->element[0]->type == REDIS_REPLY_ARRAY && r->element[0]->elements == 4)
+        n = (long)r->element[0]->element[3]->integer;
+    if (r)
+        freeReplyObject(r);
+    return n;
+}
+
+int queue_ack(redisContext *c, const char *id)
+{
+    redisAppendCommand(c, "XACK " STORE_EVENTS_STREAM " " QUEUE_GROUP " %s", id);
+    redisAppendCommand(c, "XDEL " STORE_EVENTS_STREAM " %s", id);
+    int rc = 0;
+    for (int i = 0; i < 2; i++) {
+        redisReply *r = NULL;
+        if (redisGetReply(c, (void **)&r) != REDIS_OK || !r || r->type == REDIS_REPLY_ERROR)
+            rc = -1;
+        if (r)
+            freeReplyObject(r);
+    }
+    return rc;
+}
+
+static const char dead_script[] =
+    "redis.call('XADD', KEYS[2], '*', 'assoc', ARGV[2], 'id', ARGV[3], 'type', ARGV[4], 'ts', "
+    "ARGV[5], 'body', ARGV[6], 'reason', ARGV[7], 'original_id', ARGV[1])\n"
+    "redis.call('XACK', KEYS[1], 'workers', ARGV[1])\n"
+    "redis.call('XDEL', KEYS[1], ARGV[1])\n"
+    "return 1\n";
+
+int queue_dead_letter(redisContext *c, const struct queue_entry *e, const char *reason)
+{
+    const char *args[] = {STORE_EVENTS_STREAM,
+                          QUEUE_DEAD_STREAM,
+                          e->id,
+                          e->association ? e->association : "",
+                          e->webhook_id ? e->webhook_id : "",
+                          e->type ? e->type : "",
+                          e->ts ? e->ts : "",
+                          e->body ? e->body : "",
+                          reason};
+    redisReply *r = script_eval(c, dead_script, 2, 7, args);
+    int rc = store_reply_ok(c, r) ? 0 : -1;
+    if (r)
+        freeReplyObject(r);
+    return rc;
+}
+
+static const char redrive_script[] =
+    "local e = redis.call('XRANGE', KEYS[2], ARGV[1], ARGV[1])\n"
+    "if #e == 0 then return 0 end\n"
+    "local f = e[1][2]\n"
+    "local m = {}\n"
+    "for i = 1, #f, 2 do m[f[i]] = f[i + 1] end\n"
+    "redis.call('XADD', KEYS[1], '*', 'assoc', m['assoc'], 'id', m['id'], 'type', m['type'], "
+    "'ts', m['ts'], 'body', m['body'])\n"
+    "redis.call('XDEL', KEYS[2], ARGV[1])\n"
+    "return 1\n";
+
+int queue_redrive(redisContext *c, const char *dead_id)
+{
+    const char *args[] = {STORE_EVENTS_STREAM, QUEUE_DEAD_STREAM, dead_id};
+    redisReply *r = script_eval(c, redrive_script, 2, 1, args);
+    int rc = -1;
+    if (store_reply_ok(c, r) && r->type == REDIS_REPLY_INTEGER)
+        rc = (int)r->integer;
+    else if (r && r->type == REDIS_REPLY_ERROR && strstr(r->str, "Invalid stream ID"))
+        rc = 0;
+    if (r)
+        freeReplyObject(r);
+    return rc;
+}
