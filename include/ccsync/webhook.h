@@ -6,12 +6,17 @@
 #ifndef CCSYNC_WEBHOOK_H
 #define CCSYNC_WEBHOOK_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #include "ccsync/model.h"
 
 #define WEBHOOK_TOLERANCE_SECONDS 300
+/* Longest accepted text field (Email, FirstName, LastName, Company, GroupName), bytes. */
+#define WEBHOOK_TEXT_MAX 1024
+/* Longest accepted HMAC key (the decoded part of "whsec_..."), bytes. */
+#define WEBHOOK_KEY_MAX 128
 
 /* Why a webhook was refused: the HTTP status to answer, a stable code for
  * metrics and clients, and a message for a person that names the problem. */
@@ -36,6 +41,10 @@ struct webhook_error {
 int webhook_verify(const char *secret, const char *msg_id, const char *timestamp,
                    const char *signatures, const char *body, size_t body_len, int64_t now,
                    struct webhook_error *err);
+
+/* Whether secret is "whsec_" + standard padded base64 of 1..WEBHOOK_KEY_MAX
+ * bytes: what webhook_verify accepts. For checking a secret when it is set. */
+bool webhook_secret_valid(const char *secret);
 
 /* Computes "v1,<base64>" for the given inputs into out (at least 64 bytes).
  * Used by tests, the demo and the benchmark to sign what they send. */

@@ -1,0 +1,922 @@
+/*
+ * webhook.c - what ccsync accepts from Novi: the Standard Webhooks signature
+ * check, the parsing and validation of event envelopes into struct event, and
+ * RFC 3339 timestamps. Pure functions over bytes (no I/O, no global state, no
+ * locale or time zone), so the HTTP layer, the workers, the tests and the fuzzer
+ * all call the same code.
+ *
+ * Limits, chosen so that a hostile body costs bounded work and every accepted
+ * value fits where it is stored:
+ *   - the body is parsed by json-c in strict mode with UTF-8 validation, at most
+ *     JSON_TOKENER_DEFAULT_DEPTH (32) levels deep and at most INT_MAX bytes (the
+ *     HTTP layer enforces the real cap, 16 MiB by default); only white space
+ *     may follow the top-level object;
+ *   - text fields (Email, FirstName, LastName, Company, GroupName) are at most
+ *     WEBHOOK_TEXT_MAX bytes and must not contain U+0000, which C strings
+ *     cannot carry; longer or NUL-bearing values are refused, naming the field,
+ *     rather than silently cut;
+ *   - "type" is kept as sent, cut to 63 bytes on a UTF-8 boundary, for logs;
+ *   - identifiers follow DESIGN.md §4 (ccsync_valid_unique_id);
+ *   - the secret's key is 1..WEBHOOK_KEY_MAX bytes of standard, padded base64.
+ *
+ * Decisions where DESIGN.md §5 is silent:
+ *   - a required field that is JSON null counts as missing ("... is required");
+ *   - an unknown type needs a string type and a valid timestamp only: its data
+ *     may be anything or absent, so that Novi's new event types are ignored
+ *     (202) instead of retried forever;
+ *   - an unparsable webhook-timestamp (not all digits) is invalid_signature, as
+ *     the Standard Webhooks libraries treat it; one of more than 15 digits is
+ *     stale without being converted, so it cannot overflow;
+ *   - json-c's strict mode still accepts NaN and Infinity as numbers; no field
+ *     ccsync reads is a number, so they are refused by type where it matters.
+ */
+#include <inttypes.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <json-c/json.h>
+#include <openssl/core_names.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/params.h>
+
+#include "ccsync/webhook.h"
+
+#define SECRET_PREFIX "whsec_"
+#define SIGNATURE_PREFIX "v1,"
+#define HMAC_SHA256_LEN 32
+/* base64 of 32 bytes: 44 characters, one '=' of padding. */
+#define SIGNATURE_B64_LEN 44
+/* A timestamp header longer than this is not Unix seconds of this era; it is
+ * refused as stale before it can overflow anything. */
+#define TIMESTAMP_DIGITS_MAX 15
+
+/* ---------------------------------------------------------------- errors */
+
+static void error_set(struct webhook_error *err, int status, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static void error_set(struct webhook_error *err, int status, const char *code, const char *fmt, ...)
+{
+    va_list ap;
+
+    if (err == NULL)
+        return;
+    err->status = status;
+    snprintf(err->code, sizeof err->code, "%s", code);
+    va_start(ap, fmt);
+    vsnprintf(err->message, sizeof err->message, fmt, ap);
+    va_end(ap);
+}
+
+/* ---------------------------------------------------------------- secrets */
+
+static bool b64_char_ok(char c)
+{
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '+' ||
+           c == '/';
+}
+
+/*
+ * Decodes standard padded base64 into key. EVP_DecodeBlock does not report the
+ * padding (it counts '=' as zero bytes) and tolerates surrounding white space,
+ * so the text is checked here first: only the alphabet, a length that is a
+ * multiple of 4, and at most two '=' at the very end.
+ */
+static int key_decode(const char *b64, size_t b64_len, unsigned char *key, size_t key_size,
+                      size_t *key_len)
+{
+    size_t pad = 0;
+    int n;
+
+    if (b64_len == 0 || b64_len % 4 != 0 || b64_len / 4 * 3 > key_size || b64_len > INT_MAX)
+        return -1;
+    if (b64[b64_len - 1] == '=')
+        pad++;
+    if (b64[b64_len - 2] == '=')
+        pad++;
+    for (size_t i = 0; i < b64_len - pad; i++) {
+        if (!b64_char_ok(b64[i]))
+            return -1;
+    }
+    n = EVP_DecodeBlock(key, (const unsigned char *)b64, (int)b64_len);
+    if (n < 0 || (size_t)n < pad || (size_t)n - pad == 0)
+        return -1;
+    *key_len = (size_t)n - pad;
+    return 0;
+}
+
+static int secret_key(const char *secret, unsigned char *key, size_t key_size, size_t *key_len)
+{
+    size_t prefix_len = strlen(SECRET_PREFIX);
+
+    if (secret == NULL || strncmp(secret, SECRET_PREFIX, prefix_len) != 0)
+        return -1;
+    return key_decode(secret + prefix_len, strlen(secret + prefix_len), key, key_size, key_len);
+}
+
+bool webhook_secret_valid(const char *secret)
+{
+    unsigned char key[WEBHOOK_KEY_MAX + 2];
+    size_t key_len = 0;
+    int rc = secret_key(secret, key, sizeof key, &key_len);
+
+    OPENSSL_cleanse(key, sizeof key);
+    return rc == 0 && key_len <= WEBHOOK_KEY_MAX;
+}
+
+/* ------------------------------------------------------------- signatures */
+
+/* HMAC-SHA256 over "{id}.{timestamp}.{body}", fed in pieces so that the body
+ * is never copied. */
+static int signature_compute(const unsigned char *key, size_t key_len, const char *msg_id,
+                             const char *timestamp, const char *body, size_t body_len,
+                             unsigned char mac[HMAC_SHA256_LEN])
+{
+    EVP_MAC *hmac = EVP_MAC_fetch(NULL, "HMAC", NULL);
+    EVP_MAC_CTX *ctx = NULL;
+    OSSL_PARAM params[2];
+    size_t mac_len = 0;
+    int rc = -1;
+
+    if (hmac == NULL)
+        goto done;
+    ctx = EVP_MAC_CTX_new(hmac);
+    if (ctx == NULL)
+        goto done;
+    params[0] = OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, (char *)"SHA256", 0);
+    params[1] = OSSL_PARAM_construct_end();
+    if (EVP_MAC_init(ctx, key, key_len, params) != 1)
+        goto done;
+    if (EVP_MAC_update(ctx, (const unsigned char *)msg_id, strlen(msg_id)) != 1 ||
+        EVP_MAC_update(ctx, (const unsigned char *)".", 1) != 1 ||
+        EVP_MAC_update(ctx, (const unsigned char *)timestamp, strlen(timestamp)) != 1 ||
+        EVP_MAC_update(ctx, (const unsigned char *)".", 1) != 1)
+        goto done;
+    if (body_len > 0 && EVP_MAC_update(ctx, (const unsigned char *)body, body_len) != 1)
+        goto done;
+    if (EVP_MAC_final(ctx, mac, &mac_len, HMAC_SHA256_LEN) != 1 || mac_len != HMAC_SHA256_LEN)
+        goto done;
+    rc = 0;
+done:
+    EVP_MAC_CTX_free(ctx);
+    EVP_MAC_free(hmac);
+    return rc;
+}
+
+/* "v1," followed by the base64 of the MAC; out must hold SIGNATURE_B64_LEN + 4. */
+static int signature_expected(const char *secret, const char *msg_id, const char *timestamp,
+                              const char *body, size_t body_len, char *out)
+{
+    unsigned char key[WEBHOOK_KEY_MAX + 2];
+    unsigned char mac[HMAC_SHA256_LEN];
+    size_t key_len = 0;
+    int rc = -1;
+
+    if (secret_key(secret, key, sizeof key, &key_len) != 0 || key_len > WEBHOOK_KEY_MAX)
+        goto done;
+    if (signature_compute(key, key_len, msg_id, timestamp, body, body_len, mac) != 0)
+        goto done;
+    memcpy(out, SIGNATURE_PREFIX, strlen(SIGNATURE_PREFIX));
+    EVP_EncodeBlock((unsigned char *)out + strlen(SIGNATURE_PREFIX), mac, HMAC_SHA256_LEN);
+    rc = 0;
+done:
+    OPENSSL_cleanse(key, sizeof key);
+    OPENSSL_cleanse(mac, sizeof mac);
+    return rc;
+}
+
+int webhook_sign(const char *secret, const char *msg_id, int64_t timestamp, const char *body,
+                 size_t body_len, char *out, size_t out_size)
+{
+    char ts[24];
+    char sig[SIGNATURE_B64_LEN + 8];
+
+    if (msg_id == NULL || (body == NULL && body_len > 0) || out == NULL ||
+        out_size < strlen(SIGNATURE_PREFIX) + SIGNATURE_B64_LEN + 1)
+        return -1;
+    snprintf(ts, sizeof ts, "%" PRId64, timestamp);
+    if (signature_expected(secret, msg_id, ts, body, body_len, sig) != 0)
+        return -1;
+    memcpy(out, sig, strlen(SIGNATURE_PREFIX) + SIGNATURE_B64_LEN + 1);
+    return 0;
+}
+
+static bool header_missing(const char *h)
+{
+    return h == NULL || h[0] == '\0';
+}
+
+/* Whether any space-separated "v1,<base64>" entry equals expected. Every entry
+ * of the right length is compared in constant time; the lengths themselves are
+ * public. Entries of other versions ("v1a,...", "v2,...") are ignored. */
+static bool signature_matches(const char *header, const char *expected)
+{
+    size_t expected_len = strlen(expected);
+    bool matched = false;
+    const char *p = header;
+
+    while (*p != '\0') {
+        size_t n;
+
+        while (*p == ' ')
+            p++;
+        n = strcspn(p, " ");
+        if (n == expected_len && CRYPTO_memcmp(p, expected, n) == 0)
+            matched = true;
+        p += n;
+    }
+    return matched;
+}
+
+int webhook_verify(const char *secret, const char *msg_id, const char *timestamp,
+                   const char *signatures, const char *body, size_t body_len, int64_t now,
+                   struct webhook_error *err)
+{
+    char expected[SIGNATURE_B64_LEN + 8];
+    int64_t ts = 0;
+    size_t digits;
+
+    if (header_missing(msg_id) || header_missing(timestamp) || header_missing(signatures)) {
+        error_set(err, 401, "missing_signature_headers", "%s header is missing",
+                  header_missing(msg_id)      ? "webhook-id"
+                  : header_missing(timestamp) ? "webhook-timestamp"
+                                              : "webhook-signature");
+        return -1;
+    }
+    digits = strspn(timestamp, "0123456789");
+    if (timestamp[digits] != '\0') {
+        error_set(err, 401, "invalid_signature",
+                  "webhook-timestamp must be Unix seconds (digits only)");
+        return -1;
+    }
+    if (digits > TIMESTAMP_DIGITS_MAX) {
+        error_set(err, 401, "stale_timestamp", "webhook-timestamp is more than %d seconds from now",
+                  WEBHOOK_TOLERANCE_SECONDS);
+        return -1;
+    }
+    for (size_t i = 0; i < digits; i++)
+        ts = ts * 10 + (timestamp[i] - '0');
+    /* ts is in [0, 10^15), so ts +/- the tolerance cannot overflow whatever now is. */
+    if (now < ts - WEBHOOK_TOLERANCE_SECONDS || now > ts + WEBHOOK_TOLERANCE_SECONDS) {
+        error_set(err, 401, "stale_timestamp", "webhook-timestamp is more than %d seconds from now",
+                  WEBHOOK_TOLERANCE_SECONDS);
+        return -1;
+    }
+    if (body == NULL && body_len > 0) {
+        error_set(err, 401, "invalid_signature", "no body to verify");
+        return -1;
+    }
+    if (signature_expected(secret, msg_id, timestamp, body, body_len, expected) != 0) {
+        error_set(err, 500, "invalid_secret",
+                  "the association's webhook secret is not \"whsec_\" followed by base64");
+        return -1;
+    }
+    if (!signature_matches(signatures, expected)) {
+        error_set(err, 401, "invalid_signature", "no webhook-signature entry matches");
+        return -1;
+    }
+    return 0;
+}
+
+/* ---------------------------------------------------------------- RFC 3339 */
+
+static bool is_leap_year(int64_t y)
+{
+    return (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+}
+
+static int days_in_month(int64_t y, int m)
+{
+    static const int days[12] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+
+    return m == 2 && is_leap_year(y) ? 29 : days[m - 1];
+}
+
+/* Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's
+ * days_from_civil): exact for every year, and independent of TZ and locale,
+ * which mktime/timegm are not. */
+static int64_t days_from_civil(int64_t y, int m, int d)
+{
+    y -= m <= 2;
+    int64_t era = (y >= 0 ? y : y - 399) / 400;
+    int64_t yoe = y - era * 400;
+    int64_t doy = (153 * (m > 2 ? m - 3 : m + 9) + 2) / 5 + d - 1;
+    int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+
+    return era * 146097 + doe - 719468;
+}
+
+static void civil_from_days(int64_t z, int64_t *y, int *m, int *d)
+{
+    z += 719468;
+    int64_t era = (z >= 0 ? z : z - 146096) / 146097;
+    int64_t doe = z - era * 146097;
+    int64_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    int64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    int64_t mp = (5 * doy + 2) / 153;
+
+    *d = (int)(doy - (153 * mp + 2) / 5 + 1);
+    *m = (int)(mp < 10 ? mp + 3 : mp - 9);
+    *y = yoe + era * 400 + (*m <= 2);
+}
+
+/* Reads exactly n digits at *p; -1 if any is not a digit. */
+static int read_digits(const char **p, int n)
+{
+    int v = 0;
+
+    for (int i = 0; i < n; i++) {
+        char c = (*p)[i];
+        if (c < '0' || c > '9')
+            return -1;
+        v = v * 10 + (c - '0');
+    }
+    *p += n;
+    return v;
+}
+
+static bool expect_char(const char **p, char c)
+{
+    if (**p != c)
+        return false;
+    (*p)++;
+    return true;
+}
+
+/*
+ * date-time = YYYY-MM-DD ("T"/"t") hh:mm:ss [.1*9DIGIT] ("Z"/"z"/("+"/"-")hh:mm)
+ * A leap second (ss = 60) is accepted, as RFC 3339 allows, and counts as the
+ * first second of the next minute, as POSIX time does. Years 0000-9999 parse;
+ * only those whose instant fits int64 nanoseconds (1677-2262) are accepted.
+ */
+int rfc3339_parse(const char *s, int64_t *ns)
+{
+    const char *p = s;
+    int year, month, day, hour, minute, second, off_h = 0, off_m = 0, sign = 0;
+    int64_t frac = 0, secs, out;
+
+    if (s == NULL || ns == NULL)
+        return -1;
+    year = read_digits(&p, 4);
+    if (year < 0 || !expect_char(&p, '-'))
+        return -1;
+    month = read_digits(&p, 2);
+    if (month < 1 || month > 12 || !expect_char(&p, '-'))
+        return -1;
+    day = read_digits(&p, 2);
+    if (day < 1 || day > days_in_month(year, month))
+        return -1;
+    if (*p != 'T' && *p != 't')
+        return -1;
+    p++;
+    hour = read_digits(&p, 2);
+    if (hour < 0 || hour > 23 || !expect_char(&p, ':'))
+        return -1;
+    minute = read_digits(&p, 2);
+    if (minute < 0 || minute > 59 || !expect_char(&p, ':'))
+        return -1;
+    second = read_digits(&p, 2);
+    if (second < 0 || second > 60)
+        return -1;
+    if (*p == '.') {
+        int n = 0;
+        p++;
+        while (*p >= '0' && *p <= '9') {
+            if (++n > 9)
+                return -1;
+            frac = frac * 10 + (*p++ - '0');
+        }
+        if (n == 0)
+            return -1;
+        for (; n < 9; n++)
+            frac *= 10;
+    }
+    if (*p == 'Z' || *p == 'z') {
+        p++;
+    } else if (*p == '+' || *p == '-') {
+        sign = *p++ == '+' ? 1 : -1;
+        off_h = read_digits(&p, 2);
+        if (off_h < 0 || off_h > 23 || !expect_char(&p, ':'))
+            return -1;
+        off_m = read_digits(&p, 2);
+        if (off_m < 0 || off_m > 59)
+            return -1;
+    } else {
+        return -1;
+    }
+    if (*p != '\0')
+        return -1;
+
+    /* Local time minus its offset is UTC. */
+    secs = days_from_civil(year, month, day) * 86400 + hour * 3600 + minute * 60 + second -
+           (int64_t)sign * (off_h * 3600 + off_m * 60);
+    /* Before 1970 the fraction is borrowed from the next second up, so that the
+     * earliest representable instant (1677-09-21T00:12:43.145224192Z) does not
+     * overflow on the way. */
+    if (secs < 0 && frac > 0) {
+        secs += 1;
+        frac -= 1000000000;
+    }
+    if (__builtin_mul_overflow(secs, (int64_t)1000000000, &out) ||
+        __builtin_add_overflow(out, frac, &out))
+        return -1;
+    *ns = out;
+    return 0;
+}
+
+void rfc3339_format(int64_t ns, char *out, size_t out_size)
+{
+    /* Floor, not truncation, so that instants before 1970 land in the right second. */
+    int64_t secs = ns / 1000000000 - (ns % 1000000000 < 0);
+    int64_t days = secs / 86400 - (secs % 86400 < 0);
+    int64_t in_day = secs - days * 86400;
+    int64_t year;
+    int month, day;
+
+    if (out == NULL || out_size == 0)
+        return;
+    civil_from_days(days, &year, &month, &day);
+    snprintf(out, out_size, "%04" PRId64 "-%02d-%02dT%02d:%02d:%02dZ", year, month, day,
+             (int)(in_day / 3600), (int)(in_day / 60 % 60), (int)(in_day % 60));
+}
+
+/* ------------------------------------------------------------ event fields */
+
+/* The JSON path of a field for messages: "data.Members[3]" + "Email". */
+struct field_path {
+    char text[128];
+};
+
+static void path_key(struct field_path *out, const char *parent, const char *key)
+{
+    snprintf(out->text, sizeof out->text, "%s.%s", parent, key);
+}
+
+static void path_index(struct field_path *out, const char *parent, const char *key, size_t i)
+{
+    snprintf(out->text, sizeof out->text, "%s.%s[%zu]", parent, key, i);
+}
+
+static void invalid(struct webhook_error *err, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static void invalid(struct webhook_error *err, const char *fmt, ...)
+{
+    va_list ap;
+
+    if (err == NULL)
+        return;
+    err->status = 400;
+    snprintf(err->code, sizeof err->code, "invalid_event");
+    va_start(ap, fmt);
+    vsnprintf(err->message, sizeof err->message, fmt, ap);
+    va_end(ap);
+}
+
+/* Lends the member of obj named key, or NULL when absent or JSON null. */
+static json_object *field_get(json_object *obj, const char *key)
+{
+    json_object *v = NULL;
+
+    if (!json_object_object_get_ex(obj, key, &v))
+        return NULL;
+    return v;
+}
+
+/* Checks a JSON string that will become a C string: no U+0000 inside and at
+ * most max bytes. */
+static int text_check(json_object *v, const char *path, size_t max, struct webhook_error *err)
+{
+    const char *s = json_object_get_string(v);
+    size_t len = (size_t)json_object_get_string_len(v);
+
+    if (strlen(s) != len) {
+        invalid(err, "%s must not contain a NUL character", path);
+        return -1;
+    }
+    if (len > max) {
+        invalid(err, "%s is longer than %zu bytes", path, max);
+        return -1;
+    }
+    return 0;
+}
+
+/* A required Novi UniqueID: present, a string, and valid per DESIGN.md §4. */
+static int id_required(json_object *obj, const char *parent, const char *key,
+                       char out[CCSYNC_ID_MAX + 1], struct webhook_error *err)
+{
+    struct field_path path;
+    json_object *v = field_get(obj, key);
+    const char *s;
+
+    path_key(&path, parent, key);
+    if (v == NULL) {
+        invalid(err, "%s is required", path.text);
+        return -1;
+    }
+    if (!json_object_is_type(v, json_type_string)) {
+        invalid(err, "%s must be a string", path.text);
+        return -1;
+    }
+    s = json_object_get_string(v);
+    if ((size_t)json_object_get_string_len(v) != strlen(s) || !ccsync_valid_unique_id(s)) {
+        invalid(err, "%s must be 1-%d characters of A-Z a-z 0-9 _ . : -", path.text, CCSYNC_ID_MAX);
+        return -1;
+    }
+    memcpy(out, s, strlen(s) + 1);
+    return 0;
+}
+
+/* An optional text field: *out stays NULL when absent or null, else an owned copy. */
+static int text_optional(json_object *obj, const char *parent, const char *key, char **out,
+                         struct webhook_error *err)
+{
+    struct field_path path;
+    json_object *v = field_get(obj, key);
+
+    *out = NULL;
+    if (v == NULL)
+        return 0;
+    path_key(&path, parent, key);
+    if (!json_object_is_type(v, json_type_string)) {
+        invalid(err, "%s must be a string or null", path.text);
+        return -1;
+    }
+    if (text_check(v, path.text, WEBHOOK_TEXT_MAX, err) != 0)
+        return -1;
+    *out = strdup(json_object_get_string(v));
+    if (*out == NULL) {
+        invalid(err, "out of memory reading %s", path.text);
+        return -1;
+    }
+    return 0;
+}
+
+/* An optional boolean: *out keeps its default when absent or null. */
+static int bool_optional(json_object *obj, const char *parent, const char *key, bool *out,
+                         struct webhook_error *err)
+{
+    struct field_path path;
+    json_object *v = field_get(obj, key);
+
+    if (v == NULL)
+        return 0;
+    if (!json_object_is_type(v, json_type_boolean)) {
+        path_key(&path, parent, key);
+        invalid(err, "%s must be a boolean or null", path.text);
+        return -1;
+    }
+    *out = json_object_get_boolean(v);
+    return 0;
+}
+
+static int customer_type_optional(json_object *obj, const char *parent, enum customer_type *out,
+                                  struct webhook_error *err)
+{
+    struct field_path path;
+    json_object *v = field_get(obj, "CustomerType");
+    const char *s;
+
+    *out = CUSTOMER_UNKNOWN;
+    if (v == NULL)
+        return 0;
+    path_key(&path, parent, "CustomerType");
+    s = json_object_is_type(v, json_type_string) ? json_object_get_string(v) : NULL;
+    if (s != NULL && (size_t)json_object_get_string_len(v) == strlen(s)) {
+        if (strcmp(s, "Person") == 0) {
+            *out = CUSTOMER_PERSON;
+            return 0;
+        }
+        if (strcmp(s, "Company") == 0) {
+            *out = CUSTOMER_COMPANY;
+            return 0;
+        }
+    }
+    invalid(err, "%s must be \"Person\", \"Company\" or null", path.text);
+    return -1;
+}
+
+/* "Groups": [{"UniqueID","GroupName"}]; absent or null leaves has_groups false. */
+static int groups_optional(json_object *obj, const char *parent, struct member_record *m,
+                           struct webhook_error *err)
+{
+    struct field_path path;
+    json_object *v = field_get(obj, "Groups");
+    size_t n;
+
+    if (v == NULL)
+        return 0;
+    path_key(&path, parent, "Groups");
+    if (!json_object_is_type(v, json_type_array)) {
+        invalid(err, "%s must be an array or null", path.text);
+        return -1;
+    }
+    m->has_groups = true;
+    n = json_object_array_length(v);
+    if (n == 0)
+        return 0;
+    m->groups = calloc(n, sizeof *m->groups);
+    if (m->groups == NULL) {
+        invalid(err, "out of memory reading %s", path.text);
+        return -1;
+    }
+    for (size_t i = 0; i < n; i++) {
+        json_object *g = json_object_array_get_idx(v, i);
+        struct field_path item;
+
+        path_index(&item, parent, "Groups", i);
+        if (!json_object_is_type(g, json_type_object)) {
+            invalid(err, "%s must be an object", item.text);
+            return -1;
+        }
+        /* Counted as soon as the slot exists, so that clearing frees its name. */
+        m->n_groups = i + 1;
+        if (id_required(g, item.text, "UniqueID", m->groups[i].id, err) != 0 ||
+            text_optional(g, item.text, "GroupName", &m->groups[i].name, err) != 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* A member record at path (e.g. "data" or "data.Members[3]"). On -1 the record
+ * may be partly filled; the caller clears it. */
+static int member_parse(json_object *obj, const char *path, struct member_record *m,
+                        struct webhook_error *err)
+{
+    m->active = true;
+    if (id_required(obj, path, "UniqueID", m->id, err) != 0 ||
+        text_optional(obj, path, "Email", &m->email, err) != 0 ||
+        text_optional(obj, path, "FirstName", &m->first_name, err) != 0 ||
+        text_optional(obj, path, "LastName", &m->last_name, err) != 0 ||
+        text_optional(obj, path, "Company", &m->company, err) != 0 ||
+        customer_type_optional(obj, path, &m->type, err) != 0 ||
+        bool_optional(obj, path, "Active", &m->active, err) != 0 ||
+        bool_optional(obj, path, "DoNotSendMarketingEmails", &m->do_not_email, err) != 0 ||
+        groups_optional(obj, path, m, err) != 0)
+        return -1;
+    return 0;
+}
+
+static int group_settings_parse(json_object *data, struct event *ev, struct webhook_error *err)
+{
+    json_object *name = field_get(data, "GroupName");
+    json_object *sync = field_get(data, "SyncToConstantContact");
+
+    if (name == NULL) {
+        invalid(err, "data.GroupName is required");
+        return -1;
+    }
+    if (!json_object_is_type(name, json_type_string)) {
+        invalid(err, "data.GroupName must be a string");
+        return -1;
+    }
+    if (text_check(name, "data.GroupName", WEBHOOK_TEXT_MAX, err) != 0)
+        return -1;
+    /* A CC list cannot be named "", and every group has a name in Novi. */
+    if (json_object_get_string_len(name) == 0) {
+        invalid(err, "data.GroupName must not be empty");
+        return -1;
+    }
+    if (sync == NULL) {
+        invalid(err, "data.SyncToConstantContact is required");
+        return -1;
+    }
+    if (!json_object_is_type(sync, json_type_boolean)) {
+        invalid(err, "data.SyncToConstantContact must be a boolean");
+        return -1;
+    }
+    ev->group_name = strdup(json_object_get_string(name));
+    if (ev->group_name == NULL) {
+        invalid(err, "out of memory reading data.GroupName");
+        return -1;
+    }
+    ev->sync_enabled = json_object_get_boolean(sync);
+    return 0;
+}
+
+static int group_members_parse(json_object *data, struct event *ev, struct webhook_error *err)
+{
+    json_object *members = field_get(data, "Members");
+    size_t n;
+
+    if (members == NULL) {
+        invalid(err, "data.Members is required");
+        return -1;
+    }
+    if (!json_object_is_type(members, json_type_array)) {
+        invalid(err, "data.Members must be an array");
+        return -1;
+    }
+    n = json_object_array_length(members);
+    if (n == 0)
+        return 0;
+    ev->members = calloc(n, sizeof *ev->members);
+    if (ev->members == NULL) {
+        invalid(err, "out of memory reading data.Members");
+        return -1;
+    }
+    for (size_t i = 0; i < n; i++) {
+        json_object *item = json_object_array_get_idx(members, i);
+        struct field_path path;
+
+        path_index(&path, "data", "Members", i);
+        if (!json_object_is_type(item, json_type_object)) {
+            invalid(err, "%s must be an object", path.text);
+            return -1;
+        }
+        ev->n_members = i + 1;
+        if (member_parse(item, path.text, &ev->members[i], err) != 0)
+            return -1;
+    }
+    return 0;
+}
+
+static const struct {
+    const char *name;
+    enum event_type type;
+} event_types[] = {
+    {"customer.created", EVENT_CUSTOMER_CREATED}, {"customer.updated", EVENT_CUSTOMER_UPDATED},
+    {"customer.removed", EVENT_CUSTOMER_REMOVED}, {"group.created", EVENT_GROUP_CREATED},
+    {"group.updated", EVENT_GROUP_UPDATED},       {"group.deleted", EVENT_GROUP_DELETED},
+    {"group.members", EVENT_GROUP_MEMBERS},
+};
+
+/* Exact match on the full JSON string, so "group.deleted\u0000x" is unknown. */
+static enum event_type event_type_lookup(const char *s, size_t len)
+{
+    for (size_t i = 0; i < sizeof event_types / sizeof event_types[0]; i++) {
+        if (strlen(event_types[i].name) == len && memcmp(event_types[i].name, s, len) == 0)
+            return event_types[i].type;
+    }
+    return EVENT_UNKNOWN;
+}
+
+/* Keeps the type as sent for logs, cut on a UTF-8 character boundary. */
+static void type_name_copy(char *out, size_t out_size, const char *s, size_t len)
+{
+    size_t n = len < out_size - 1 ? len : out_size - 1;
+
+    if (n < len) {
+        while (n > 0 && ((unsigned char)s[n] & 0xC0) == 0x80)
+            n--;
+    }
+    memcpy(out, s, n);
+    out[n] = '\0'; /* an embedded U+0000 simply ends the copy early */
+}
+
+/* The envelope and the data of a known type. body is the parsed top-level object. */
+static int event_fill(json_object *body, struct event *ev, struct webhook_error *err)
+{
+    json_object *type = field_get(body, "type");
+    json_object *ts = field_get(body, "timestamp");
+    json_object *data = field_get(body, "data");
+    const char *type_s;
+    size_t type_len;
+
+    if (type == NULL) {
+        invalid(err, "type is required");
+        return -1;
+    }
+    if (!json_object_is_type(type, json_type_string)) {
+        invalid(err, "type must be a string");
+        return -1;
+    }
+    type_s = json_object_get_string(type);
+    type_len = (size_t)json_object_get_string_len(type);
+    type_name_copy(ev->type_name, sizeof ev->type_name, type_s, type_len);
+    if (ts == NULL) {
+        invalid(err, "timestamp is required");
+        return -1;
+    }
+    if (!json_object_is_type(ts, json_type_string)) {
+        invalid(err, "timestamp must be a string");
+        return -1;
+    }
+    if ((size_t)json_object_get_string_len(ts) != strlen(json_object_get_string(ts)) ||
+        rfc3339_parse(json_object_get_string(ts), &ev->ts_ns) != 0) {
+        invalid(err, "timestamp must be an RFC 3339 date-time such as 2026-11-27T10:00:03Z");
+        return -1;
+    }
+    ev->type = event_type_lookup(type_s, type_len);
+    /* An unknown type is answered "ignored" so that Novi stops retrying; its data
+     * is not ours to judge, so it may be anything, or absent. */
+    if (ev->type == EVENT_UNKNOWN)
+        return 0;
+    if (data == NULL) {
+        invalid(err, "data is required");
+        return -1;
+    }
+    if (!json_object_is_type(data, json_type_object)) {
+        invalid(err, "data must be an object");
+        return -1;
+    }
+    switch (ev->type) {
+    case EVENT_CUSTOMER_CREATED:
+    case EVENT_CUSTOMER_UPDATED:
+        if (member_parse(data, "data", &ev->member, err) != 0)
+            return -1;
+        memcpy(ev->subject_id, ev->member.id, sizeof ev->subject_id);
+        return 0;
+    case EVENT_GROUP_CREATED:
+    case EVENT_GROUP_UPDATED:
+        if (id_required(data, "data", "UniqueID", ev->subject_id, err) != 0)
+            return -1;
+        return group_settings_parse(data, ev, err);
+    case EVENT_GROUP_MEMBERS:
+        if (id_required(data, "data", "UniqueID", ev->subject_id, err) != 0)
+            return -1;
+        return group_members_parse(data, ev, err);
+    case EVENT_CUSTOMER_REMOVED:
+    case EVENT_GROUP_DELETED:
+        return id_required(data, "data", "UniqueID", ev->subject_id, err);
+    case EVENT_UNKNOWN:
+        break;
+    }
+    return 0;
+}
+
+static bool json_space(char c)
+{
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r';
+}
+
+/* Parses the whole body as one JSON value; returns a new reference (the caller
+ * puts it) or NULL with err set. */
+static json_object *body_parse(const char *body, size_t body_len, struct webhook_error *err)
+{
+    json_tokener *tok;
+    json_object *root;
+    enum json_tokener_error jerr;
+    size_t end;
+
+    if (body == NULL || body_len == 0) {
+        error_set(err, 400, "malformed_json", "the body is empty");
+        return NULL;
+    }
+    if (body_len > INT_MAX) {
+        error_set(err, 400, "malformed_json", "the body is too large to parse");
+        return NULL;
+    }
+    tok = json_tokener_new();
+    if (tok == NULL) {
+        error_set(err, 500, "internal_error", "out of memory");
+        return NULL;
+    }
+    /* Strict: only standard JSON (no comments, single quotes, trailing commas,
+     * NaN); UTF-8 validated so that what is stored and sent on is valid text. */
+    json_tokener_set_flags(tok, JSON_TOKENER_STRICT | JSON_TOKENER_ALLOW_TRAILING_CHARS |
+                                    JSON_TOKENER_VALIDATE_UTF8);
+    root = json_tokener_parse_ex(tok, body, (int)body_len);
+    jerr = json_tokener_get_error(tok);
+    end = json_tokener_get_parse_end(tok);
+    if (root == NULL) {
+        if (jerr == json_tokener_continue)
+            error_set(err, 400, "malformed_json", "malformed JSON: the body ends too early");
+        else
+            error_set(err, 400, "malformed_json", "malformed JSON at byte %zu: %s", end,
+                      json_tokener_error_desc(jerr));
+        json_tokener_free(tok);
+        return NULL;
+    }
+    json_tokener_free(tok);
+    while (end < body_len && json_space(body[end]))
+        end++;
+    if (end < body_len) {
+        error_set(err, 400, "malformed_json",
+                  "malformed JSON: unexpected data after the top-level value at byte %zu", end);
+        json_object_put(root);
+        return NULL;
+    }
+    return root;
+}
+
+int webhook_parse_event(const char *body, size_t body_len, struct event *ev,
+                        struct webhook_error *err)
+{
+    json_object *root;
+    int rc;
+
+    if (ev == NULL)
+        return -1;
+    memset(ev, 0, sizeof *ev);
+    root = body_parse(body, body_len, err);
+    if (root == NULL)
+        return -1;
+    if (!json_object_is_type(root, json_type_object)) {
+        invalid(err, "the body must be a JSON object");
+        json_object_put(root);
+        return -1;
+    }
+    rc = event_fill(root, ev, err);
+    json_object_put(root);
+    if (rc != 0) {
+        /* Nothing half-built reaches the caller. */
+        event_clear(ev);
+        return -1;
+    }
+    return 0;
+}
