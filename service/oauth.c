@@ -1,0 +1,478 @@
+/*
+ * oauth.c - access tokens for Constant Contact: when to refresh, and a
+ * refresh that happens once however many threads and processes need it.
+ *
+ * Single flight: ccsync:lock:refresh:{association} is taken with SET NX PX and
+ * a random owner value, and released by a compare-and-delete script (a holder
+ * whose lock expired must not delete the next holder's lock). The holder
+ * re-reads the association after taking the lock (the previous holder may have
+ * just finished), calls the token endpoint, and stores the rotated refresh
+ * token with the new access token in one script that first checks that the
+ * refresh token it replaces is still the stored one: if an admin PUT new
+ * credentials meanwhile, theirs stay. Threads that find the lock taken poll
+ * until it is gone, then use what the holder stored; if the holder failed they
+ * do not try again themselves (each try may spend the refresh token), they
+ * report a transient failure and the worker retries later.
+ */
+#include "ccsync/oauth.h"
+
+#include <hiredis/hiredis.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+
+#include "ccsync/ccapi.h"
+#include "ccsync/config.h"
+#include "ccsync/log.h"
+#include "ccsync/script.h"
+#include "ccsync/store.h"
+
+#define LOCK_POLL_NS 20000000LL
+/* Waiters give up a little after a dead holder's lock would have expired. */
+#define LOCK_WAIT_NS ((OAUTH_LOCK_TTL_MS + 5000) * 1000000LL)
+/* A token this close to its expiry is not handed out as a fallback. */
+#define FALLBACK_MIN_LEFT_NS (30LL * 1000000000LL)
+
+/* KEYS: lock. ARGV: owner. Deletes the lock only if we still own it. */
+static const char release_script[] = "if redis.call('GET', KEYS[1]) == ARGV[1] then\n"
+                                     "  return redis.call('DEL', KEYS[1])\n"
+                                     "end\n"
+                                     "return 0\n";
+
+/* KEYS: association. ARGV: refresh token used, new access token, new refresh
+ * token ("" when CC sent none: the old one stays valid), expires_at ns.
+ * Returns 1 stored, 0 when the credentials changed meanwhile (kept as they are). */
+static const char store_script[] =
+    "if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end\n"
+    "if (redis.call('HGET', KEYS[1], 'cc_refresh_token') or '') ~= ARGV[1] then return 0 end\n"
+    "redis.call('HSET', KEYS[1], 'cc_access_token', ARGV[2], 'cc_expires_at', ARGV[4])\n"
+    "if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], 'cc_refresh_token', ARGV[3]) end\n"
+    "redis.call('HINCRBY', KEYS[1], 'cred_version', 1)\n"
+    "return 1\n";
+
+/* KEYS: association. ARGV: refresh token the verdict is about, state, message,
+ * now ns. A verdict about credentials that have since been replaced is dropped. */
+static const char state_script[] =
+    "if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end\n"
+    "if (redis.call('HGET', KEYS[1], 'cc_refresh_token') or '') ~= ARGV[1] then return 0 end\n"
+    "redis.call('HSET', KEYS[1], 'cc_state', ARGV[2], 'cc_last_error', ARGV[3],\n"
+    "           'cc_last_error_at', ARGV[4])\n"
+    "return 1\n";
+
+/* KEYS: association. ARGV: access token that worked. */
+static const char connected_script[] =
+    "if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end\n"
+    "local f = redis.call('HMGET', KEYS[1], 'cc_access_token', 'cc_state')\n"
+    "if f[1] ~= ARGV[1] or f[2] == 'connected' or f[2] == 'unauthorized' then return 0 end\n"
+    "redis.call('HSET', KEYS[1], 'cc_state', 'connected', 'cc_last_error', '')\n"
+    "return 1\n";
+
+const char *oauth_status_name(enum oauth_status status)
+{
+    switch (status) {
+    case OAUTH_OK:
+        return "ok";
+    case OAUTH_TRANSIENT:
+        return "transient";
+    case OAUTH_UNAUTHORIZED:
+        return "unauthorized";
+    case OAUTH_NOT_CONNECTED:
+        return "not_connected";
+    case OAUTH_REDIS_ERROR:
+        return "redis_error";
+    }
+    return "unknown";
+}
+
+static enum oauth_status fail(struct oauth_error *err, enum oauth_status status, const char *code,
+                              const char *message)
+{
+    err->status = status;
+    snprintf(err->code, sizeof err->code, "%s", code);
+    size_t n = strnlen(message, sizeof err->message - 1);
+    memcpy(err->message, message, n);
+    err->message[n] = '\0';
+    return status;
+}
+
+static enum oauth_status give(const char *access_token, char *token, size_t size,
+                              struct oauth_error *err)
+{
+    size_t n = strlen(access_token);
+    if (n >= size)
+        return fail(err, OAUTH_TRANSIENT, "buffer_too_small", "access token buffer too small");
+    memcpy(token, access_token, n + 1);
+    err->status = OAUTH_OK;
+    return OAUTH_OK;
+}
+
+static void association_key(char *out, size_t size, const char *association)
+{
+    snprintf(out, size, STORE_PREFIX "a:%s", association);
+}
+
+static void lock_key(char *out, size_t size, const char *association)
+{
+    snprintf(out, size, STORE_PREFIX "lock:refresh:%s", association);
+}
+
+static bool rejected_is(const struct association *a, const char *rejected)
+{
+    return rejected != NULL && strcmp(a->cc_access_token, rejected) == 0;
+}
+
+static bool needs_refresh(const struct association *a, const char *rejected, int64_t now)
+{
+    if (a->cc_access_token[0] == '\0' || rejected_is(a, rejected))
+        return true;
+    if (a->cc_expires_at_ns == 0)
+        return true; /* unknown expiry: one refresh learns it */
+    return a->cc_expires_at_ns - now < OAUTH_REFRESH_BEFORE_NS;
+}
+
+/* The stored token, when it is not the rejected one and has not expired yet. */
+static bool still_usable(const struct association *a, const char *rejected, int64_t now)
+{
+    if (a->cc_access_token[0] == '\0' || rejected_is(a, rejected))
+        return false;
+    return a->cc_expires_at_ns == 0 || a->cc_expires_at_ns - now > FALLBACK_MIN_LEFT_NS;
+}
+
+/* Records a verdict on the credentials whose refresh token is refresh_token. */
+static int set_state(redisContext *c, const char *association, const char *refresh_token,
+                     const char *state, const char *message)
+{
+    char k[128], now[32];
+    association_key(k, sizeof k, association);
+    snprintf(now, sizeof now, "%lld", (long long)store_now_ns());
+    const char *args[] = {k, refresh_token, state, message, now};
+    redisReply *r = script_eval(c, state_script, 1, 5, args);
+    bool ok = store_reply_ok(c, r);
+    if (r)
+        freeReplyObject(r);
+    return ok ? 0 : -1;
+}
+
+static enum oauth_status redis_failed(struct oauth_error *err)
+{
+    return fail(err, OAUTH_REDIS_ERROR, "redis", "Redis failed while reading or storing tokens");
+}
+
+/* Loads the association; anything but 1 is the answer to give. */
+static int load(redisContext *c, const char *association, struct association *a,
+                struct oauth_error *err)
+{
+    int found = store_association_get(c, association, a);
+    if (found < 0) {
+        redis_failed(err);
+        return -1;
+    }
+    if (found == 0) {
+        fail(err, OAUTH_NOT_CONNECTED, "unknown_association", "unknown association");
+        return 0;
+    }
+    return 1;
+}
+
+static int lock_take(redisContext *c, const char *key, const char *owner, bool *taken)
+{
+    redisReply *r = redisCommand(c, "SET %s %s NX PX %d", key, owner, OAUTH_LOCK_TTL_MS);
+    if (!store_reply_ok(c, r)) {
+        if (r)
+            freeReplyObject(r);
+        return -1;
+    }
+    *taken = r->type == REDIS_REPLY_STATUS;
+    freeReplyObject(r);
+    return 0;
+}
+
+static void lock_release(redisContext *c, const char *key, const char *owner)
+{
+    const char *args[] = {key, owner};
+    redisReply *r = script_eval(c, release_script, 1, 2, args);
+    if (r)
+        freeReplyObject(r);
+}
+
+/* Waits until nobody holds the lock. 0 gone, 1 still held at the deadline, -1 Redis. */
+static int lock_wait(redisContext *c, const char *key, int64_t deadline)
+{
+    for (;;) {
+        redisReply *r = redisCommand(c, "EXISTS %s", key);
+        if (!store_reply_ok(c, r) || r->type != REDIS_REPLY_INTEGER) {
+            if (r)
+                freeReplyObject(r);
+            return -1;
+        }
+        bool held = r->integer != 0;
+        freeReplyObject(r);
+        if (!held)
+            return 0;
+        if (store_now_ns() >= deadline)
+            return 1;
+        struct timespec ts = {0, LOCK_POLL_NS};
+        nanosleep(&ts, NULL);
+    }
+}
+
+static int random_owner(char out[33])
+{
+    unsigned char b[16];
+    if (getrandom(b, sizeof b, 0) != (ssize_t)sizeof b)
+        return -1;
+    for (size_t i = 0; i < sizeof b; i++)
+        snprintf(out + 2 * i, 3, "%02x", b[i]);
+    return 0;
+}
+
+/* The refresh failed without a verdict on the grant: the current token if it
+ * still works for a while, else a transient failure. */
+static enum oauth_status fall_back(const struct association *a, const char *rejected, char *token,
+                                   size_t size, struct oauth_error *err)
+{
+    if (still_usable(a, rejected, store_now_ns())) {
+        log_warn("cc_token_refresh_deferred", LOG_STR("association", a->id),
+                 LOG_STR("reason", err->code));
+        return give(a->cc_access_token, token, size, err);
+    }
+    err->status = OAUTH_TRANSIENT;
+    return OAUTH_TRANSIENT;
+}
+
+/* Stores what the token endpoint gave; a holds the credentials it replaced. */
+static enum oauth_status store_new_token(redisContext *c, struct association *a,
+                                         const struct ccapi_token *t, int64_t sent_at, char *token,
+                                         size_t size, struct oauth_error *err)
+{
+    char k[128], expires[32];
+    long expires_in = t->expires_in > 0 ? t->expires_in : OAUTH_DEFAULT_EXPIRES_IN_S;
+    /* Counted from before the request, so the stored expiry is never late. */
+    int64_t expires_at = sent_at + (int64_t)expires_in * 1000000000LL;
+    association_key(k, sizeof k, a->id);
+    snprintf(expires, sizeof expires, "%lld", (long long)expires_at);
+    const char *args[] = {k, a->cc_refresh_token, t->access_token,
+                          t->refresh_token ? t->refresh_token : "", expires};
+    redisReply *r = script_eval(c, store_script, 1, 5, args);
+    if (!store_reply_ok(c, r) || r->type != REDIS_REPLY_INTEGER) {
+        if (r)
+            freeReplyObject(r);
+        /* The old refresh token is spent and the new one is lost with this
+         * reply; the association will need new credentials if it never lands. */
+        log_error("cc_token_refresh_not_stored", LOG_STR("association", a->id));
+        return redis_failed(err);
+    }
+    bool stored = r->integer == 1;
+    freeReplyObject(r);
+    if (stored) {
+        log_info("cc_token_refreshed", LOG_STR("association", a->id),
+                 LOG_INT("expires_in_s", expires_in));
+        return give(t->access_token, token, size, err);
+    }
+    /* New credentials were PUT while we refreshed: they win. */
+    log_info("cc_token_refresh_superseded", LOG_STR("association", a->id));
+    char id[sizeof a->id];
+    memcpy(id, a->id, sizeof id);
+    if (load(c, id, a, err) != 1)
+        return err->status;
+    if (a->cc_access_token[0] == '\0')
+        return fail(err, OAUTH_NOT_CONNECTED, "no_access_token",
+                    "no Constant Contact access token is stored");
+    return give(a->cc_access_token, token, size, err);
+}
+
+/* The lock is ours and a needs a refresh: call the token endpoint. */
+static enum oauth_status refresh_locked(redisContext *c, const struct config *cfg,
+                                        struct association *a, const char *rejected, char *token,
+                                        size_t size, struct oauth_error *err)
+{
+    struct ccapi_token t;
+    struct ccapi_error e;
+    memset(&e, 0, sizeof e);
+    struct ccapi *api =
+        ccapi_new(cfg->cc_api_url[0] ? cfg->cc_api_url : cfg->cc_token_url, OAUTH_TOKEN_TIMEOUT_MS);
+    if (!api)
+        return fail(err, OAUTH_TRANSIENT, "out_of_memory", "cannot create an HTTP client");
+    int64_t sent_at = store_now_ns();
+    int rc = ccapi_token_refresh(api, cfg->cc_token_url, cfg->cc_client_id, cfg->cc_client_secret,
+                                 a->cc_refresh_token, &t, &e);
+    ccapi_free(api);
+    if (rc == 0) {
+        enum oauth_status s = store_new_token(c, a, &t, sent_at, token, size, err);
+        ccapi_token_clear(&t);
+        return s;
+    }
+
+    err->http_status = e.http_status;
+    snprintf(err->code, sizeof err->code, "%s", e.error_key[0] ? e.error_key : "token_refresh");
+    bool refused = e.status == CCAPI_UNAUTHORIZED ||
+                   (e.status == CCAPI_PERMANENT && (e.http_status == 400 || e.http_status == 401));
+    if (refused) {
+        /* Only the error key and status: CC's description might quote the token. */
+        snprintf(err->message, sizeof err->message,
+                 "Constant Contact refused to renew the access token (%s, HTTP %ld): "
+                 "reconnect the Constant Contact account",
+                 err->code, e.http_status);
+        err->status = OAUTH_UNAUTHORIZED;
+        log_warn("cc_token_refresh_refused", LOG_STR("association", a->id),
+                 LOG_STR("error", err->code), LOG_INT("http_status", e.http_status));
+        if (set_state(c, a->id, a->cc_refresh_token, "unauthorized", err->message) != 0)
+            return redis_failed(err);
+        return OAUTH_UNAUTHORIZED;
+    }
+    if (e.status == CCAPI_PERMANENT) {
+        /* The token endpoint or our configuration is wrong (404, 403, no client
+         * id): nothing the association can fix, shown in its state meanwhile. */
+        snprintf(err->message, sizeof err->message,
+                 "cannot renew the Constant Contact access token (%s, HTTP %ld): check "
+                 "CCSYNC_CC_TOKEN_URL and CCSYNC_CC_CLIENT_ID",
+                 err->code, e.http_status);
+        log_error("cc_token_refresh_failed", LOG_STR("association", a->id),
+                  LOG_STR("error", err->code), LOG_INT("http_status", e.http_status));
+        if (set_state(c, a->id, a->cc_refresh_token, "error", err->message) != 0)
+            return redis_failed(err);
+    } else {
+        snprintf(err->message, sizeof err->message,
+                 "the Constant Contact token endpoint failed (%s, HTTP %ld); will retry", err->code,
+                 e.http_status);
+        log_warn("cc_token_refresh_failed", LOG_STR("association", a->id),
+                 LOG_STR("error", err->code), LOG_INT("http_status", e.http_status));
+    }
+    err->status = OAUTH_TRANSIENT;
+    return fall_back(a, rejected, token, size, err);
+}
+
+/* No refresh token: the stored token as long as it may work, else reconnect. */
+static enum oauth_status without_refresh_token(redisContext *c, const struct association *a,
+                                               const char *rejected, char *token, size_t size,
+                                               struct oauth_error *err)
+{
+    if (still_usable(a, rejected, store_now_ns()))
+        return give(a->cc_access_token, token, size, err);
+    if (a->cc_access_token[0] == '\0')
+        return fail(err, OAUTH_NOT_CONNECTED, "not_configured",
+                    "no Constant Contact credentials are stored");
+    fail(err, OAUTH_UNAUTHORIZED, "no_refresh_token",
+         "the Constant Contact access token has expired or was refused and there is no refresh "
+         "token: reconnect the Constant Contact account");
+    if (set_state(c, a->id, "", "unauthorized", err->message) != 0)
+        return redis_failed(err);
+    return OAUTH_UNAUTHORIZED;
+}
+
+static enum oauth_status obtain(redisContext *c, const struct config *cfg, const char *association,
+                                const char *rejected, char *token, size_t size,
+                                struct oauth_error *err)
+{
+    memset(err, 0, sizeof *err);
+    if (size > 0)
+        token[0] = '\0';
+    struct association *a = malloc(sizeof *a);
+    if (!a)
+        return fail(err, OAUTH_TRANSIENT, "out_of_memory", "out of memory");
+    char lock[128], owner[33];
+    lock_key(lock, sizeof lock, association);
+    enum oauth_status s;
+    bool waited = false;
+    int64_t deadline = store_now_ns() + LOCK_WAIT_NS;
+
+    for (;;) {
+        int found = load(c, association, a, err);
+        if (found != 1) {
+            s = err->status;
+            break;
+        }
+        if (strcmp(a->cc_state, "unauthorized") == 0) {
+            s = fail(err, OAUTH_UNAUTHORIZED, "unauthorized",
+                     a->cc_last_error[0] ? a->cc_last_error
+                                         : "Constant Contact refused the credentials: reconnect "
+                                           "the Constant Contact account");
+            break;
+        }
+        if (!needs_refresh(a, rejected, store_now_ns())) {
+            s = give(a->cc_access_token, token, size, err);
+            break;
+        }
+        if (a->cc_refresh_token[0] == '\0') {
+            s = without_refresh_token(c, a, rejected, token, size, err);
+            break;
+        }
+        if (waited) {
+            /* Another holder tried and did not succeed: do not spend the
+             * refresh token again at once. */
+            fail(err, OAUTH_TRANSIENT, "refresh_failed_elsewhere",
+                 "a concurrent token refresh did not succeed; will retry");
+            s = fall_back(a, rejected, token, size, err);
+            break;
+        }
+        bool taken = false;
+        if (random_owner(owner) != 0) {
+            s = fail(err, OAUTH_TRANSIENT, "no_randomness", "cannot make a lock owner id");
+            break;
+        }
+        if (lock_take(c, lock, owner, &taken) != 0) {
+            s = redis_failed(err);
+            break;
+        }
+        if (taken) {
+            /* Re-read: the previous holder may have refreshed just before. */
+            bool decide_again = false;
+            found = load(c, association, a, err);
+            if (found != 1)
+                s = err->status;
+            else if (!needs_refresh(a, rejected, store_now_ns()) ||
+                     strcmp(a->cc_state, "unauthorized") == 0 || a->cc_refresh_token[0] == '\0')
+                decide_again = true; /* from the top, without the lock */
+            else
+                s = refresh_locked(c, cfg, a, rejected, token, size, err);
+            lock_release(c, lock, owner);
+            if (decide_again)
+                continue;
+            break;
+        }
+        int w = lock_wait(c, lock, deadline);
+        if (w < 0) {
+            s = redis_failed(err);
+            break;
+        }
+        if (w > 0) {
+            fail(err, OAUTH_TRANSIENT, "lock_timeout",
+                 "a concurrent token refresh is taking too long; will retry");
+            s = fall_back(a, rejected, token, size, err);
+            break;
+        }
+        waited = true;
+    }
+    explicit_bzero(a, sizeof *a);
+    free(a);
+    return s;
+}
+
+enum oauth_status oauth_access_token(redisContext *c, const struct config *cfg,
+                                     const char *association, char *token, size_t size,
+                                     struct oauth_error *err)
+{
+    return obtain(c, cfg, association, NULL, token, size, err);
+}
+
+enum oauth_status oauth_after_unauthorized(redisContext *c, const struct config *cfg,
+                                           const char *association, const char *rejected_token,
+                                           char *token, size_t size, struct oauth_error *err)
+{
+    return obtain(c, cfg, association, rejected_token ? rejected_token : "", token, size, err);
+}
+
+int oauth_mark_connected(redisContext *c, const char *association, const char *access_token)
+{
+    char k[128];
+    association_key(k, sizeof k, association);
+    const char *args[] = {k, access_token};
+    redisReply *r = script_eval(c, connected_script, 1, 2, args);
+    bool ok = store_reply_ok(c, r);
+    if (r)
+        freeReplyObject(r);
+    return ok ? 0 : -1;
+}

@@ -1,0 +1,267 @@
+/*
+ * ratelimit.c - the shared Constant Contact budget, in Redis.
+ *
+ * Every decision is one Lua script, so that all ccsyncd processes and threads
+ * see one budget, and the script reads the Redis server's clock (TIME), so
+ * that the hosts' clocks do not matter. Times inside the scripts are Unix
+ * microseconds (they fit a Lua double exactly; nanoseconds would not).
+ *
+ * Keys, per CC application (the {app} braces are a Redis Cluster hash tag):
+ *   ccsync:cc:{app}:bucket        next instant a grant is possible (µs): a token
+ *                                 bucket with a burst of 1, i.e. grants at least
+ *                                 1/rate + margin apart, so no sliding one-second
+ *                                 window ever holds more than RATE of them
+ *   ccsync:cc:{app}:day:YYYY-MM-DD requests granted that UTC day (expires after 2 days)
+ *   ccsync:cc:{app}:paused_until  end of a quota_exceeded pause (µs), expires then
+ *   ccsync:cc:{app}:waiting       ZSET: associations waiting for a grant, scored by
+ *                                 the time of their last grant (0 = never served)
+ *   ccsync:cc:{app}:seen          ZSET: when each waiting association last asked
+ *   ccsync:cc:{app}:served        HASH: association → time of its last grant
+ *
+ * Fairness: only the head of "waiting" (the association served longest ago)
+ * may take the next grant; once served it leaves the queue and, if it still
+ * has work, re-enters behind the others. That is round robin across
+ * associations however many threads each has. A waiter that stops asking is
+ * dropped after a stale time so that it cannot hold the queue.
+ */
+#include "ccsync/ratelimit.h"
+
+#include <hiredis/hiredis.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "ccsync/config.h"
+#include "ccsync/script.h"
+#include "ccsync/store.h"
+
+#define KEY_SIZE 160
+#define SLEEP_SLICE_NS 100000000LL
+
+/* The UTC date of a Unix second, as YYYY-MM-DD (H. Hinnant's civil_from_days). */
+#define LUA_DAY_NAME                                                                               \
+    "local function day_name(sec)\n"                                                               \
+    "  local z = math.floor(sec / 86400) + 719468\n"                                               \
+    "  local era = math.floor(z / 146097)\n"                                                       \
+    "  local doe = z - era * 146097\n"                                                             \
+    "  local yoe = math.floor((doe - math.floor(doe / 1460) + math.floor(doe / 36524)\n"           \
+    "                          - math.floor(doe / 146096)) / 365)\n"                               \
+    "  local doy = doe - (365 * yoe + math.floor(yoe / 4) - math.floor(yoe / 100))\n"              \
+    "  local mp = math.floor((5 * doy + 2) / 153)\n"                                               \
+    "  local d = doy - math.floor((153 * mp + 2) / 5) + 1\n"                                       \
+    "  local m = mp < 10 and mp + 3 or mp - 9\n"                                                   \
+    "  local y = yoe + era * 400\n"                                                                \
+    "  if m <= 2 then y = y + 1 end\n"                                                             \
+    "  return string.format('%04d-%02d-%02d', y, m, d)\n"                                          \
+    "end\n"
+
+/*
+ * KEYS: bucket, waiting, seen, served, paused_until.
+ * ARGV: association, interval µs, daily limit, stale µs, day key prefix.
+ * Returns {0, 0} granted, {1, wait µs} wait, {2, wait µs} quota or paused.
+ * Big numbers go back to Redis through string.format: Lua's tostring keeps
+ * only 14 digits.
+ */
+static const char acquire_script[] = LUA_DAY_NAME
+    /* the decision */
+    "local t = redis.call('TIME')\n"
+    "local sec = tonumber(t[1])\n"
+    "local now = sec * 1000000 + tonumber(t[2])\n"
+    "local assoc = ARGV[1]\n"
+    "local interval = tonumber(ARGV[2])\n"
+    "local paused = tonumber(redis.call('GET', KEYS[5]) or '0')\n"
+    "if paused > now then return {2, paused - now} end\n"
+    "local day = ARGV[5] .. day_name(sec)\n"
+    "if tonumber(redis.call('GET', day) or '0') >= tonumber(ARGV[3]) then\n"
+    "  return {2, (math.floor(sec / 86400) + 1) * 86400000000 - now}\n"
+    "end\n"
+    "local gone = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf',\n"
+    "                        '(' .. string.format('%.0f', now - tonumber(ARGV[4])))\n"
+    "for _, a in ipairs(gone) do\n"
+    "  redis.call('ZREM', KEYS[2], a)\n"
+    "  redis.call('ZREM', KEYS[3], a)\n"
+    "end\n"
+    "redis.call('ZADD', KEYS[3], string.format('%.0f', now), assoc)\n"
+    "if not redis.call('ZSCORE', KEYS[2], assoc) then\n"
+    "  redis.call('ZADD', KEYS[2], redis.call('HGET', KEYS[4], assoc) or '0', assoc)\n"
+    "end\n"
+    "local free_at = tonumber(redis.call('GET', KEYS[1]) or '0')\n"
+    "if redis.call('ZRANGE', KEYS[2], 0, 0)[1] ~= assoc then\n"
+    /* Not our turn: the head takes the next grant, so come back for the one after. */
+    "  return {1, math.max(free_at - now, 0) + interval}\n"
+    "end\n"
+    "if now < free_at then return {1, free_at - now} end\n"
+    "redis.call('SET', KEYS[1], string.format('%.0f', now + interval), 'PX',\n"
+    "           math.ceil(interval / 1000) + 1000)\n"
+    "redis.call('ZREM', KEYS[2], assoc)\n"
+    "redis.call('ZREM', KEYS[3], assoc)\n"
+    "redis.call('HSET', KEYS[4], assoc, string.format('%.0f', now))\n"
+    "redis.call('PEXPIRE', KEYS[4], 86400000)\n"
+    "if redis.call('INCR', day) == 1 then redis.call('EXPIRE', day, 172800) end\n"
+    "return {0, 0}\n";
+
+/* KEYS: paused_until. Returns the end of the pause (µs) as a string. */
+static const char pause_script[] =
+    "local t = redis.call('TIME')\n"
+    "local sec = tonumber(t[1])\n"
+    "local now = sec * 1000000 + tonumber(t[2])\n"
+    "local midnight = (math.floor(sec / 86400) + 1) * 86400000000\n"
+    "local cur = tonumber(redis.call('GET', KEYS[1]) or '0')\n"
+    "if cur < midnight then\n"
+    "  cur = midnight\n"
+    "  redis.call('SET', KEYS[1], string.format('%.0f', cur), 'PX',\n"
+    "             math.ceil((cur - now) / 1000))\n"
+    "end\n"
+    "return string.format('%.0f', cur)\n";
+
+/* ARGV: day key prefix. Returns today's count. */
+static const char used_script[] = LUA_DAY_NAME
+    /* today's count */
+    "local t = redis.call('TIME')\n"
+    "return tonumber(redis.call('GET', ARGV[1] .. day_name(tonumber(t[1]))) or '0')\n";
+
+static bool app_name_ok(const char *s)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n > 64)
+        return false;
+    return strspn(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-") == n;
+}
+
+void ratelimit_conf_from_config(struct ratelimit_conf *rc, const struct config *cfg)
+{
+    memset(rc, 0, sizeof *rc);
+    rc->rate_per_sec = cfg->cc_rate_per_sec;
+    rc->daily_limit = cfg->cc_daily_limit;
+    rc->margin_ns = RATELIMIT_DEFAULT_MARGIN_NS;
+    /* A key-safe client id names the budget, so two CC applications sharing a
+     * Redis keep separate budgets; anything else shares "default". */
+    const char *app = app_name_ok(cfg->cc_client_id) ? cfg->cc_client_id : "default";
+    memcpy(rc->app, app, strlen(app) + 1); /* at most 65 bytes: app_name_ok */
+}
+
+static void key(char out[KEY_SIZE], const struct ratelimit_conf *rc, const char *what)
+{
+    snprintf(out, KEY_SIZE, STORE_PREFIX "cc:{%s}:%s", rc->app[0] ? rc->app : "default", what);
+}
+
+static int64_t interval_us(const struct ratelimit_conf *rc)
+{
+    double rate = rc->rate_per_sec > 0 ? rc->rate_per_sec : 1;
+    return (int64_t)ceil(1e6 / rate) + rc->margin_ns / 1000;
+}
+
+enum ratelimit_result ratelimit_acquire(redisContext *c, const struct ratelimit_conf *rc,
+                                        const char *association, int64_t *wait_ns)
+{
+    char k_bucket[KEY_SIZE], k_waiting[KEY_SIZE], k_seen[KEY_SIZE], k_served[KEY_SIZE],
+        k_paused[KEY_SIZE], day_prefix[KEY_SIZE];
+    char interval[32], limit[32], stale[32];
+    key(k_bucket, rc, "bucket");
+    key(k_waiting, rc, "waiting");
+    key(k_seen, rc, "seen");
+    key(k_served, rc, "served");
+    key(k_paused, rc, "paused_until");
+    key(day_prefix, rc, "day:");
+    int64_t iv = interval_us(rc);
+    int64_t stale_us =
+        4 * iv > RATELIMIT_MIN_STALE_NS / 1000 ? 4 * iv : RATELIMIT_MIN_STALE_NS / 1000;
+    snprintf(interval, sizeof interval, "%lld", (long long)iv);
+    snprintf(limit, sizeof limit, "%ld", rc->daily_limit);
+    snprintf(stale, sizeof stale, "%lld", (long long)stale_us);
+    const char *args[] = {k_bucket,    k_waiting, k_seen, k_served, k_paused,
+                          association, interval,  limit,  stale,    day_prefix};
+
+    *wait_ns = 0;
+    redisReply *r = script_eval(c, acquire_script, 5, 10, args);
+    if (!store_reply_ok(c, r) || r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+        r->element[0]->type != REDIS_REPLY_INTEGER || r->element[1]->type != REDIS_REPLY_INTEGER) {
+        if (r)
+            freeReplyObject(r);
+        return RATELIMIT_ERROR;
+    }
+    long long code = r->element[0]->integer;
+    *wait_ns = (int64_t)r->element[1]->integer * 1000;
+    freeReplyObject(r);
+    if (code == 0)
+        return RATELIMIT_GRANTED;
+    return code == 1 ? RATELIMIT_WAIT : RATELIMIT_QUOTA;
+}
+
+enum ratelimit_result ratelimit_wait(redisContext *c, const struct ratelimit_conf *rc,
+                                     const char *association, const atomic_bool *stop,
+                                     int64_t *wait_ns)
+{
+    int64_t wait = 0;
+    enum ratelimit_result res;
+    for (;;) {
+        if (stop && atomic_load(stop)) {
+            res = RATELIMIT_STOPPED;
+            break;
+        }
+        res = ratelimit_acquire(c, rc, association, &wait);
+        if (res != RATELIMIT_WAIT)
+            break;
+        while (wait > 0 && !(stop && atomic_load(stop))) {
+            int64_t slice = wait < SLEEP_SLICE_NS ? wait : SLEEP_SLICE_NS;
+            struct timespec ts = {(time_t)(slice / 1000000000LL), (long)(slice % 1000000000LL)};
+            nanosleep(&ts, NULL);
+            wait -= slice;
+        }
+    }
+    if (wait_ns)
+        *wait_ns = res == RATELIMIT_QUOTA ? wait : 0;
+    return res;
+}
+
+int ratelimit_pause_until_midnight(redisContext *c, const struct ratelimit_conf *rc,
+                                   int64_t *until_ns)
+{
+    char k_paused[KEY_SIZE];
+    key(k_paused, rc, "paused_until");
+    const char *args[] = {k_paused};
+    redisReply *r = script_eval(c, pause_script, 1, 1, args);
+    if (!store_reply_ok(c, r) || r->type != REDIS_REPLY_STRING) {
+        if (r)
+            freeReplyObject(r);
+        return -1;
+    }
+    if (until_ns)
+        *until_ns = strtoll(r->str, NULL, 10) * 1000;
+    freeReplyObject(r);
+    return 0;
+}
+
+int ratelimit_paused_until(redisContext *c, const struct ratelimit_conf *rc, int64_t *until_ns)
+{
+    char k_paused[KEY_SIZE];
+    key(k_paused, rc, "paused_until");
+    redisReply *r = redisCommand(c, "GET %s", k_paused);
+    if (!store_reply_ok(c, r) || (r->type != REDIS_REPLY_STRING && r->type != REDIS_REPLY_NIL)) {
+        if (r)
+            freeReplyObject(r);
+        return -1;
+    }
+    /* The key expires when the pause ends, so a present value is in the future. */
+    *until_ns = r->type == REDIS_REPLY_STRING ? strtoll(r->str, NULL, 10) * 1000 : 0;
+    freeReplyObject(r);
+    return 0;
+}
+
+int ratelimit_used_today(redisContext *c, const struct ratelimit_conf *rc, long *used)
+{
+    char day_prefix[KEY_SIZE];
+    key(day_prefix, rc, "day:");
+    const char *args[] = {day_prefix};
+    redisReply *r = script_eval(c, used_script, 0, 1, args);
+    if (!store_reply_ok(c, r) || r->type != REDIS_REPLY_INTEGER) {
+        if (r)
+            freeReplyObject(r);
+        return -1;
+    }
+    *used = (long)r->integer;
+    freeReplyObject(r);
+    return 0;
+}
