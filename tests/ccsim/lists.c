@@ -18,6 +18,26 @@ static bool parse_bool(const char *s, bool *out)
     return true;
 }
 
+/* status= takes comma-separated values (all, active, deleted). */
+static int parse_status(const char *csv, bool *live, bool *deleted)
+{
+    char buf[128];
+    snprintf(buf, sizeof buf, "%s", csv);
+    char *save = NULL;
+    int n = 0;
+    for (char *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save), n++) {
+        if (strcmp(tok, "all") == 0)
+            *live = *deleted = true;
+        else if (strcmp(tok, "active") == 0)
+            *live = true;
+        else if (strcmp(tok, "deleted") == 0)
+            *deleted = true;
+        else
+            return -1;
+    }
+    return n > 0 ? 0 : -1;
+}
+
 void lists_get_all(struct sim_req *q, struct sim_resp *r)
 {
     int limit;
@@ -32,8 +52,10 @@ void lists_get_all(struct sim_req *q, struct sim_resp *r)
     const char *include_count = req_param(q, "include_count");
     bool want_total = false;
     json_object *errs = json_object_new_array();
-    if (status && strcmp(status, "all") && strcmp(status, "active") && strcmp(status, "deleted"))
-        errs_add(errs, "query.param.invalid", "status: must be one of all, active, deleted");
+    bool want_live = status == NULL, want_deleted = false;
+    if (status != NULL && parse_status(status, &want_live, &want_deleted) != 0)
+        errs_add(errs, "query.param.invalid",
+                 "status: must be a comma-separated list of all, active, deleted");
     if (count && strcmp(count, "all") && strcmp(count, "active"))
         errs_add(errs, "query.param.invalid",
                  "include_membership_count: must be one of all, active");
@@ -47,8 +69,6 @@ void lists_get_all(struct sim_req *q, struct sim_resp *r)
         return;
     }
     json_object_put(errs);
-    bool want_live = status == NULL || strcmp(status, "deleted") != 0;
-    bool want_deleted = status != NULL && strcmp(status, "active") != 0;
     long offset = req_offset(q);
     long seen = 0, total = 0;
     json_object *arr = json_object_new_array();

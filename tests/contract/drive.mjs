@@ -194,6 +194,7 @@ async function main() {
   const del = await step({ method: 'DELETE', url: `${LISTS}/${c.list_id}`, route: LIST, expect: 202 });
   await waitActivity(del.activity_id);
   await step({ method: 'GET', url: `${LISTS}/${c.list_id}`, route: LIST, expect: 404 });
+  await step({ method: 'GET', url: `${LISTS}?status=active,deleted`, expect: 200, check: (j) => assert(j.lists.length === 3, 'active and deleted') });
   await step({ method: 'GET', url: `${LISTS}?status=deleted`, expect: 200, check: (j) => assert(j.lists.length === 1 && j.lists[0].deleted_at, 'deleted list') });
   const bulk = await step({ method: 'POST', url: '/activities/list_delete', expect: 201, body: { list_ids: [b.list_id] } });
   await waitActivity(bulk.activity_id);

@@ -380,6 +380,12 @@ static void test_list_delete_is_asynchronous(void **state)
     r = api("GET", "/v3/contact_lists?status=all", NULL);
     assert_int_equal(json_object_array_length(jget(r.json, "lists")), 1);
     reply_free(&r);
+    r = api("GET", "/v3/contact_lists?status=active,deleted", NULL);
+    assert_int_equal(json_object_array_length(jget(r.json, "lists")), 1);
+    reply_free(&r);
+    r = api("GET", "/v3/contact_lists?status=gone", NULL);
+    assert_int_equal(r.status, 400);
+    reply_free(&r);
 }
 
 static void test_list_paging_by_cursor(void **state)
