@@ -1230,6 +1230,10 @@ static void request_options(struct ccapi *c, const struct request *req, struct r
         curl_easy_setopt(curl, CURLOPT_PASSWORD, req->password ? req->password : "");
     }
     if (strcmp(req->method, "POST") == 0) {
+        /* On a reused connection that dies before an answer, libcurl resends
+         * the request by itself: a second import job, or a second use of a
+         * single-use refresh token. A fresh connection is never resent. */
+        curl_easy_setopt(curl, CURLOPT_FRESH_CONNECT, 1L);
         curl_easy_setopt(curl, CURLOPT_POST, 1L);
         curl_easy_setopt(curl, CURLOPT_POSTFIELDS, req->body ? req->body : "");
         curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->body_len);

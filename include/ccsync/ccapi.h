@@ -12,6 +12,10 @@
  * (ccapi_parse_*, ccapi_*_body, ccapi_classify, ccapi_join_url) so they can be
  * tested without a network.
  *
+ * Returns: 0 on success; -1 with *err filled (err must not be NULL; its
+ * status says what the caller should do). A struct to fill is zeroed first,
+ * and holds nothing to free after a failure.
+ *
  * Memory: a function that fills a struct passed by the caller makes the caller
  * the owner of every pointer in it; release with the matching *_clear. A
  * returned char * is the caller's to free(). Input pointers are only borrowed.

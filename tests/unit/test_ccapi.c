@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "ccsync/ccapi.h"
+#include "testsupport.h"
 
 /* Examples of the official CC v3 OpenAPI document (components.schemas.<name>.example),
  * serialized compactly by a script; not edited by hand. */
@@ -1280,14 +1281,10 @@ static void test_timeout_after_sending_may_have_applied(void **state)
 static void test_connection_refused_was_not_applied(void **state)
 {
     /* a port that was free a moment ago and has no listener */
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in addr = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    assert_int_equal(bind(fd, (struct sockaddr *)&addr, sizeof(addr)), 0);
-    socklen_t len = sizeof(addr);
-    getsockname(fd, (struct sockaddr *)&addr, &len);
-    close(fd);
+    int port = ts_free_port();
+    assert_true(port > 0);
     char base[64];
-    snprintf(base, sizeof(base), "http://127.0.0.1:%d/v3", ntohs(addr.sin_port));
+    snprintf(base, sizeof(base), "http://127.0.0.1:%d/v3", port);
     struct ccapi *c = ccapi_new(base, 1000);
     ccapi_set_token(c, "tok");
     struct ccapi_list_page page;
