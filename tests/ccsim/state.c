@@ -361,11 +361,11 @@ void sim_state_reset(void)
 {
     struct sim_config cfg = sim.cfg;
     int64_t offset = sim.clock_offset_ms;
-    pthread_mutex_t lock = sim.lock;
     uint64_t rng = sim.rng;
     state_free_entities();
-    memset(&sim, 0, sizeof sim);
-    sim.lock = lock;
+    /* everything but the mutex, which the caller holds */
+    memset((char *)&sim + offsetof(struct sim_state, cfg), 0,
+           sizeof sim - offsetof(struct sim_state, cfg));
     sim.cfg = cfg;
     sim.rng = rng;
     sim.clock_offset_ms = offset;

@@ -66,6 +66,16 @@ fi
 
 status=0
 node tests/contract/drive.mjs "http://127.0.0.1:$PRISM_PORT" "http://127.0.0.1:$SIM_PORT" || status=$?
+# ccsim must stop cleanly (under sanitizers: no error, no leak)
+kill "$SIM_PID" 2>/dev/null || true
+sim_exit=0
+wait "$SIM_PID" || sim_exit=$?
+SIM_PID=""
+if [ "$sim_exit" -ne 0 ] || grep -qE 'ERROR: (Address|Leak)Sanitizer|runtime error:' "$LOG_DIR/ccsim.log"; then
+    echo "contract: ccsim exited with $sim_exit"
+    tail -30 "$LOG_DIR/ccsim.log"
+    [ "$status" -eq 0 ] && status=1
+fi
 if [ "$status" -ne 0 ]; then
     echo "--- prism violations (log tail) ---"
     grep -i violation "$LOG_DIR/prism.log" | tail -20 || true
