@@ -12,9 +12,9 @@
  *     HTTP layer enforces the real cap, 16 MiB by default); only white space
  *     may follow the top-level object;
  *   - text fields (Email, FirstName, LastName, Company, GroupName) are at most
- *     WEBHOOK_TEXT_MAX bytes and must not contain U+0000, which C strings
- *     cannot carry; longer or NUL-bearing values are refused, naming the field,
- *     rather than silently cut;
+ *     WEBHOOK_TEXT_MAX bytes of well-formed UTF-8 and must not contain U+0000,
+ *     which C strings cannot carry; other values are refused, naming the
+ *     field, rather than silently cut or passed on to Constant Contact;
  *   - "type" is kept as sent, cut to 63 bytes on a UTF-8 boundary, for logs;
  *   - identifiers follow DESIGN.md §4 (ccsync_valid_unique_id);
  *   - the secret's key is 1..WEBHOOK_KEY_MAX bytes of standard, padded base64.
@@ -487,8 +487,55 @@ static json_object *field_get(json_object *obj, const char *key)
     return v;
 }
 
-/* Checks a JSON string that will become a C string: no U+0000 inside and at
- * most max bytes. */
+/*
+ * Well-formed UTF-8 per RFC 3629 (Unicode Table 3-7): no overlong forms, no
+ * surrogates, nothing above U+10FFFF. json-c's JSON_TOKENER_VALIDATE_UTF8 only
+ * checks the shape of sequences and lets "\xc0\xaf" or "\xed\xa0\x80" through;
+ * such bytes would later make Constant Contact refuse a whole import.
+ */
+static bool utf8_valid(const unsigned char *s, size_t len)
+{
+    size_t i = 0;
+
+    while (i < len) {
+        unsigned char c = s[i];
+        unsigned char lo = 0x80, hi = 0xBF;
+        size_t n;
+
+        if (c < 0x80) {
+            i++;
+            continue;
+        }
+        if (c >= 0xC2 && c <= 0xDF) {
+            n = 1;
+        } else if (c >= 0xE0 && c <= 0xEF) {
+            n = 2;
+            if (c == 0xE0)
+                lo = 0xA0; /* overlong */
+            if (c == 0xED)
+                hi = 0x9F; /* surrogates */
+        } else if (c >= 0xF0 && c <= 0xF4) {
+            n = 3;
+            if (c == 0xF0)
+                lo = 0x90; /* overlong */
+            if (c == 0xF4)
+                hi = 0x8F; /* above U+10FFFF */
+        } else {
+            return false;
+        }
+        if (len - i - 1 < n || s[i + 1] < lo || s[i + 1] > hi)
+            return false;
+        for (size_t k = 2; k <= n; k++) {
+            if (s[i + k] < 0x80 || s[i + k] > 0xBF)
+                return false;
+        }
+        i += n + 1;
+    }
+    return true;
+}
+
+/* Checks a JSON string that will become a C string: no U+0000 inside, at most
+ * max bytes, well-formed UTF-8. */
 static int text_check(json_object *v, const char *path, size_t max, struct webhook_error *err)
 {
     const char *s = json_object_get_string(v);
@@ -500,6 +547,10 @@ static int text_check(json_object *v, const char *path, size_t max, struct webho
     }
     if (len > max) {
         invalid(err, "%s is longer than %zu bytes", path, max);
+        return -1;
+    }
+    if (!utf8_valid((const unsigned char *)s, len)) {
+        invalid(err, "%s is not valid UTF-8", path);
         return -1;
     }
     return 0;

@@ -728,6 +728,31 @@ static void test_parse_limits_text_fields_to_1024_bytes(void **state)
     refused(body, "data.LastName is longer than 1024 bytes");
 }
 
+static void test_parse_refuses_text_that_is_not_well_formed_utf8(void **state)
+{
+    struct event ev;
+
+    (void)state;
+    /* json-c lets these byte sequences through; ccsync must not pass them on. */
+    refused(ENVELOPE("customer.updated", "{\"UniqueID\":\"m\",\"FirstName\":\"\xc0\xaf\"}"),
+            "data.FirstName is not valid UTF-8");
+    refused(ENVELOPE("customer.updated", "{\"UniqueID\":\"m\",\"LastName\":\"\xed\xa0\x80\"}"),
+            "data.LastName is not valid UTF-8");
+    refused(ENVELOPE("customer.updated", "{\"UniqueID\":\"m\",\"Company\":\"\xf4\x90\x80\x80\"}"),
+            "data.Company is not valid UTF-8");
+    refused(ENVELOPE("group.created", "{\"UniqueID\":\"g\",\"GroupName\":\"\xe0\x80\x80\","
+                                      "\"SyncToConstantContact\":true}"),
+            "data.GroupName is not valid UTF-8");
+    /* Well-formed text of every length, and escaped surrogate pairs, pass. */
+    parse_ok(ENVELOPE("customer.updated",
+                      "{\"UniqueID\":\"m\",\"FirstName\":\"\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80\","
+                      "\"LastName\":\"\\ud83d\\ude00\"}"),
+             &ev);
+    assert_string_equal(ev.member.first_name, "\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80");
+    assert_string_equal(ev.member.last_name, "\xf0\x9f\x98\x80");
+    event_clear(&ev);
+}
+
 static void test_parse_limits_unique_ids_to_128_characters(void **state)
 {
     char body[512];
@@ -1120,6 +1145,7 @@ int main(void)
         cmocka_unit_test(test_parse_refuses_group_members_that_are_missing_or_wrong),
         cmocka_unit_test(test_parse_refuses_member_fields_of_the_wrong_type_naming_them),
         cmocka_unit_test(test_parse_limits_text_fields_to_1024_bytes),
+        cmocka_unit_test(test_parse_refuses_text_that_is_not_well_formed_utf8),
         cmocka_unit_test(test_parse_limits_unique_ids_to_128_characters),
         cmocka_unit_test(test_parse_refuses_malformed_json),
         cmocka_unit_test(test_parse_refuses_trailing_garbage),
