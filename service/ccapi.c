@@ -314,12 +314,11 @@ char *ccapi_email_in_message(const char *message)
             end++;
         while (end > at + 1 && (end[-1] == '.' || end[-1] == '!' || end[-1] == '?'))
             end--; /* sentence punctuation after the address */
-        /* a word with one '@', a local part and a dotted domain */
+        /* a word with one '@' between a local part and a domain */
         size_t len = (size_t)(end - start);
         bool one_at = memchr(start, '@', (size_t)(at - start)) == NULL &&
                       memchr(at + 1, '@', (size_t)(end - at - 1)) == NULL;
-        bool dotted = memchr(at + 1, '.', (size_t)(end - at - 1)) != NULL;
-        if (start < at && end > at + 1 && one_at && dotted)
+        if (start < at && end > at + 1 && one_at)
             return strndup(start, len);
         at = end > at ? end - 1 : at; /* skip the rest of this word */
     }

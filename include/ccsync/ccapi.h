@@ -109,8 +109,10 @@ void ccapi_classify_token(long http_status, const char *body, long retry_after_s
 char *ccapi_join_url(const char *base_url, const char *href);
 
 /* Extracts an email address named in an activity error message (the first
- * word containing '@', stripped of surrounding quotes and punctuation).
- * Returns a malloc'd string or NULL when there is none. */
+ * word with exactly one '@', stripped of surrounding quotes and sentence
+ * punctuation). Best effort, as CC's wording is not documented: trust it only
+ * when it equals (ignoring case) an email that was sent. Returns a malloc'd
+ * string or NULL when there is none. */
 char *ccapi_email_in_message(const char *message);
 
 /* ---- the client ---- */

@@ -323,7 +323,7 @@ static void test_import_poll_read_remove_delete(void **state)
     ccapi_list_clear(&list);
 }
 
-static void test_import_reports_unsubscribed_contacts(void **state)
+static void test_import_reports_unsubscribed_and_rejected_contacts(void **state)
 {
     NEED_SIM();
     struct ccapi_list list;
@@ -333,13 +333,19 @@ static void test_import_reports_unsubscribed_contacts(void **state)
     sim_control_void("/__sim/unsubscribe", "{\"email\":\"gone@example.com\"}");
     const char *lists[] = {list.list_id};
     const struct ccapi_import_contact contacts[] = {{"gone@example.com", "Gone", "Away"},
-                                                    {"here@example.com", "Here", "Now"}};
+                                                    {"here@example.com", "Here", "Now"},
+                                                    {"short.tld@example.c", "Short", "Tld"}};
     char activity_id[CCAPI_ID_SIZE];
-    assert_int_equal(ccapi_contacts_import(sim.cc, contacts, 2, lists, 1, activity_id, &err), 0);
+    assert_int_equal(ccapi_contacts_import(sim.cc, contacts, 3, lists, 1, activity_id, &err), 0);
     struct ccapi_activity a;
     wait_activity(activity_id, &a);
     assert_int_equal(a.state, CCAPI_ACTIVITY_COMPLETED);
     assert_int_equal(a.cannot_add_to_list_count, 1);
+    /* an address CC refuses is a per-item error that names it */
+    assert_int_equal(a.error_count, 1);
+    assert_int_equal(a.n_errors, 1);
+    assert_non_null(a.errors[0].email);
+    assert_string_equal(a.errors[0].email, "short.tld@example.c");
     ccapi_activity_clear(&a);
 
     struct ccapi_contact_page page;
@@ -479,8 +485,8 @@ int main(void)
                                         test_teardown),
         cmocka_unit_test_setup_teardown(test_import_poll_read_remove_delete, test_setup,
                                         test_teardown),
-        cmocka_unit_test_setup_teardown(test_import_reports_unsubscribed_contacts, test_setup,
-                                        test_teardown),
+        cmocka_unit_test_setup_teardown(test_import_reports_unsubscribed_and_rejected_contacts,
+                                        test_setup, test_teardown),
         cmocka_unit_test_setup_teardown(test_token_refresh_rotates_and_spent_token_is_refused,
                                         test_setup, test_teardown),
         cmocka_unit_test_setup_teardown(test_expired_token_is_unauthorized, test_setup,

@@ -760,6 +760,9 @@ static void test_email_in_message(void **state)
         {"a @ sign alone", NULL},
         {"user@", NULL},
         {"first @ then real@mail.example", "real@mail.example"},
+        {"Line 2: email address bad..x@example.com is not valid", "bad..x@example.com"},
+        {"two at signs a@b@example.com only", NULL},
+        {"host@localhost", "host@localhost"},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         char *email = ccapi_email_in_message(cases[i].message);
