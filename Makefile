@@ -18,7 +18,7 @@ CC       ?= cc
 DEB_BUILD_PKGS   = build-essential pkg-config libmicrohttpd-dev libcurl4-openssl-dev libjson-c-dev libhiredis-dev libssl-dev
 DEB_RUNTIME_PKGS = libmicrohttpd12 libcurl4 libjson-c5 libhiredis0.14 libssl3 ca-certificates
 DEB_TEST_PKGS    = redis-server redis-tools libcmocka-dev clang libclang-rt-14-dev wrk docker-compose nodejs npm curl python3
-DEB_RUN_PKGS     = redis-server redis-tools curl
+DEB_RUN_PKGS     = redis-server redis-tools curl openssl python3
 
 PKGS    = libmicrohttpd libcurl json-c hiredis openssl
 WARN    = -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wno-unused-parameter
@@ -47,31 +47,44 @@ BENCH_BIN   = $(BENCH_SRC:tests/bench/%.c=$(BUILD)/bench/%)
 .PHONY: all run test test-fast check-tests deps deps-run deps-test lint-openapi fuzz bench clean format print-deps
 all: $(BUILD)/ccsyncd $(BUILD)/ccsim
 
+# Quiet by default; `make V=1` shows the commands.
+ifeq ($(V),1)
+Q =
+else
+Q = @
+endif
+
 $(BUILD)/obj/%.o: %.c $(wildcard include/ccsync/*.h tests/support/*.h tests/ccsim/*.h)
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) -c $< -o $@
+	@$(if $(Q),echo "  CC      $<")
+	$(Q)$(CC) $(ALL_CFLAGS) -c $< -o $@
 
 $(BUILD)/libccsync.a: $(SERVICE_OBJ)
 	@mkdir -p $(dir $@)
-	rm -f $@ && ar rcs $@ $^
+	$(Q)rm -f $@ && ar rcs $@ $^
 
 $(BUILD)/ccsyncd: $(BUILD)/obj/service/main.o $(BUILD)/libccsync.a
-	$(CC) $(LDSAN) -o $@ $^ $(LIBS)
+	@echo "  LINK    $@"
+	$(Q)$(CC) $(LDSAN) -o $@ $^ $(LIBS)
 
 $(BUILD)/ccsim: $(CCSIM_OBJ)
-	$(CC) $(LDSAN) -o $@ $^ $(LIBS)
+	@echo "  LINK    $@"
+	$(Q)$(CC) $(LDSAN) -o $@ $^ $(LIBS)
 
 $(BUILD)/tests/unit/%: tests/unit/%.c $(BUILD)/libccsync.a $(SUPPORT_OBJ)
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) $(LDSAN) -o $@ $< $(SUPPORT_OBJ) $(BUILD)/libccsync.a $(LIBS) -lcmocka
+	@echo "  LINK    $@"
+	$(Q)$(CC) $(ALL_CFLAGS) $(LDSAN) -o $@ $< $(SUPPORT_OBJ) $(BUILD)/libccsync.a $(LIBS) -lcmocka
 
 $(BUILD)/tests/integration/%: tests/integration/%.c $(BUILD)/libccsync.a $(SUPPORT_OBJ)
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) $(LDSAN) -o $@ $< $(SUPPORT_OBJ) $(BUILD)/libccsync.a $(LIBS) -lcmocka
+	@echo "  LINK    $@"
+	$(Q)$(CC) $(ALL_CFLAGS) $(LDSAN) -o $@ $< $(SUPPORT_OBJ) $(BUILD)/libccsync.a $(LIBS) -lcmocka
 
 $(BUILD)/bench/%: tests/bench/%.c $(BUILD)/libccsync.a $(SUPPORT_OBJ)
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) -o $@ $< $(SUPPORT_OBJ) $(BUILD)/libccsync.a $(LIBS)
+	@echo "  LINK    $@"
+	$(Q)$(CC) $(ALL_CFLAGS) -o $@ $< $(SUPPORT_OBJ) $(BUILD)/libccsync.a $(LIBS)
 
 check-tests: all $(UNIT_BIN) $(INTEG_BIN)
 

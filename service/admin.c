@@ -580,7 +580,7 @@ int admin_resync_group(struct app *app, struct http_request *req)
         snprintf(due, sizeof due, "%lld", (long long)(store_now_ns() / 1000000));
         snprintf(member, sizeof member, "%s|%s", assoc, g);
         const char *args[] = {key, FACTS_DIRTY_KEY, due, member};
-        redisReply *r = script_eval(c, resync_script, 2, 2, args);
+        redisReply *r = script_eval(c, resync_script, 2, 4, args);
         long long rc = store_reply_ok(c, r) && r->type == REDIS_REPLY_INTEGER ? r->integer : -2;
         if (r)
             freeReplyObject(r);

@@ -137,7 +137,7 @@ int queue_dead_letter(redisContext *c, const struct queue_entry *e, const char *
                           e->ts ? e->ts : "",
                           e->body ? e->body : "",
                           reason};
-    redisReply *r = script_eval(c, dead_script, 2, 7, args);
+    redisReply *r = script_eval(c, dead_script, 2, 9, args);
     int rc = store_reply_ok(c, r) ? 0 : -1;
     if (r)
         freeReplyObject(r);
@@ -158,7 +158,7 @@ static const char redrive_script[] =
 int queue_redrive(redisContext *c, const char *dead_id)
 {
     const char *args[] = {STORE_EVENTS_STREAM, QUEUE_DEAD_STREAM, dead_id};
-    redisReply *r = script_eval(c, redrive_script, 2, 1, args);
+    redisReply *r = script_eval(c, redrive_script, 2, 3, args);
     int rc = -1;
     if (store_reply_ok(c, r) && r->type == REDIS_REPLY_INTEGER)
         rc = (int)r->integer;

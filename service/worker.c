@@ -242,7 +242,7 @@ static bool sync_due_group(struct sync_worker *w, bool *worked)
         snprintf(later, sizeof later, "%lld", (long long)(now_ms() + retry_ms));
         const char *args[] = {FACTS_DIRTY_KEY, gkey, "ccsync:retrying", member,
                               res == SYNC_DONE ? "done" : "retry", gen, again, later};
-        redisReply *f = script_eval(c, finish_script, 3, 5, args);
+        redisReply *f = script_eval(c, finish_script, 3, 8, args);
         if (f)
             freeReplyObject(f);
     }
