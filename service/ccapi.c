@@ -119,15 +119,20 @@ static const char *json_get_string(struct json_object *o, const char *key)
     return json_object_get_string(v);
 }
 
-/* An integer member, or -1 when it is absent or not an integer. */
+/* An integer member (a number written as 75.0 counts), or -1 when it is
+ * absent or not a number. */
 static long json_get_long(struct json_object *o, const char *key)
 {
     struct json_object *v;
     if (o == NULL || !json_object_is_type(o, json_type_object))
         return -1;
-    if (!json_object_object_get_ex(o, key, &v) || !json_object_is_type(v, json_type_int))
+    if (!json_object_object_get_ex(o, key, &v))
         return -1;
-    return (long)json_object_get_int64(v);
+    if (json_object_is_type(v, json_type_int))
+        return (long)json_object_get_int64(v);
+    if (json_object_is_type(v, json_type_double))
+        return (long)json_object_get_double(v);
+    return -1;
 }
 
 static struct json_object *json_get(struct json_object *o, const char *key, enum json_type type)

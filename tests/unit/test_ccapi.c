@@ -694,7 +694,7 @@ static void test_parse_doc_activity(void **state)
 
 static void test_parse_activity_errors_name_their_email(void **state)
 {
-    const char *json = "{\"activity_id\":\"a-1\",\"state\":\"completed\",\"percent_done\":100,"
+    const char *json = "{\"activity_id\":\"a-1\",\"state\":\"completed\",\"percent_done\":100.0,"
                        "\"status\":{\"items_total_count\":3,\"items_completed_count\":3,"
                        "\"cannot_add_to_list_count\":1},"
                        "\"activity_errors\":[\"Invalid email address: 'bad@@x' (line 2)\","
@@ -705,6 +705,7 @@ static void test_parse_activity_errors_name_their_email(void **state)
     assert_int_equal(ccapi_parse_activity(json, &a, &err), 0);
     assert_int_equal(a.state, CCAPI_ACTIVITY_COMPLETED);
     assert_true(ccapi_activity_finished(a.state));
+    assert_int_equal(a.percent_done, 100);
     assert_int_equal(a.cannot_add_to_list_count, 1);
     assert_int_equal(a.error_count, -1);
     assert_int_equal(a.n_errors, 3); /* the number entry is skipped */
