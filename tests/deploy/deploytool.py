@@ -1,0 +1,399 @@
+#!/usr/bin/env python3
+"""deploytool.py - what tests/deploy/check.sh cannot do well in shell: read the Dockerfile
+(stages, apt-get installs, the final stage's command line and environment), apply
+.dockerignore to the work tree, filter the Dockerfile linter's known false positives, and
+check the compose configuration that `docker-compose config` printed.
+
+Without a Docker engine these are the only ways to look at what an image would be, so the
+parsing follows Docker's rules where they matter here: line continuations, exec and shell
+forms, ENV key=value pairs, FROM chains across stages. Each command prints findings one a
+line and exits 1 when there is any; `runtime` prints shell-readable lines instead.
+"""
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+
+
+# ---------------------------------------------------------------- Dockerfile reading --
+
+def instructions(path):
+    """[(line_no, KEYWORD, args)] with continuations joined and comments dropped."""
+    out, buf, start = [], "", 0
+    with open(path, encoding="utf-8") as f:
+        for no, raw in enumerate(f, 1):
+            line = raw.rstrip("\n")
+            if not buf and (not line.strip() or line.lstrip().startswith("#")):
+                continue
+            if buf and line.lstrip().startswith("#"):
+                continue  # a comment inside a continued instruction
+            if not buf:
+                start = no
+            if line.endswith("\\"):
+                buf += line[:-1] + " "
+                continue
+            buf += line
+            kw, _, args = buf.strip().partition(" ")
+            out.append((start, kw.upper(), args.strip()))
+            buf = ""
+    return out
+
+
+def stages(path):
+    """[{name, base, line, ins:[(line, KW, args)]}] in file order."""
+    result = []
+    for no, kw, args in instructions(path):
+        if kw == "FROM":
+            words = [w for w in args.split() if not w.startswith("--")]
+            name = words[2] if len(words) >= 3 and words[1].lower() == "as" else None
+            result.append({"name": name, "base": words[0], "line": no, "ins": []})
+        elif result:
+            result[-1]["ins"].append((no, kw, args))
+    return result
+
+
+def chain(all_stages, stage):
+    """The stage and the stages it is built FROM, base first."""
+    names = {s["name"]: s for s in all_stages if s["name"]}
+    seq = [stage]
+    while seq[0]["base"] in names:
+        seq.insert(0, names[seq[0]["base"]])
+    return seq
+
+
+def exec_form(args):
+    """JSON array form → list; shell form → ["/bin/sh", "-c", args]."""
+    try:
+        v = json.loads(args)
+        if isinstance(v, list) and all(isinstance(x, str) for x in v):
+            return v
+    except ValueError:
+        pass
+    return ["/bin/sh", "-c", args]
+
+
+def env_pairs(args):
+    words = shlex.split(args)
+    if words and "=" not in words[0]:  # legacy "ENV KEY value"
+        return [(words[0], args.split(None, 1)[1] if len(words) > 1 else "")]
+    return [tuple(w.split("=", 1)) for w in words]
+
+
+def apt_packages(stage):
+    """Packages named after `apt-get install` in the stage's own RUN instructions."""
+    pkgs = []
+    for _, kw, args in stage["ins"]:
+        if kw != "RUN":
+            continue
+        for cmd in re.split(r"&&|;|\|\|", args):
+            words = cmd.split()
+            for i in range(len(words) - 1):
+                if words[i] in ("apt-get", "apt") and words[i + 1] == "install":
+                    pkgs += [w for w in words[i + 2:] if not w.startswith("-")]
+    return pkgs
+
+
+def runtime(path):
+    """What `docker run IMAGE` would execute for the final stage, merged along its FROM chain."""
+    all_stages = stages(path)
+    final = all_stages[-1]
+    env, user, expose, entry, cmd, health, stop, workdir, copies = {}, "root", [], [], [], None, None, "/", []
+    for st in chain(all_stages, final):
+        for _, kw, args in st["ins"]:
+            if kw == "ENV":
+                env.update(env_pairs(args))
+            elif kw == "USER":
+                user = args
+            elif kw == "EXPOSE":
+                expose += args.split()
+            elif kw == "ENTRYPOINT":
+                entry, cmd = exec_form(args), []  # a new ENTRYPOINT resets CMD
+            elif kw == "CMD":
+                cmd = exec_form(args)
+            elif kw == "HEALTHCHECK":
+                m = re.search(r"\bCMD\s+(.*)$", args)
+                health = exec_form(m.group(1)) if m else None
+            elif kw == "STOPSIGNAL":
+                stop = args
+            elif kw == "WORKDIR":
+                workdir = os.path.join(workdir, args)
+            elif kw == "COPY":
+                copies.append(args)
+    return {"stage": final["name"], "argv": entry + cmd, "env": env, "user": user,
+            "expose": expose, "healthcheck": health, "stopsignal": stop, "workdir": workdir,
+            "copies": copies}
+
+
+# ------------------------------------------------------------------------- commands --
+
+def cmd_apt(path, stage_name):
+    for st in stages(path):
+        if st["name"] == stage_name:
+            print(" ".join(apt_packages(st)))
+            return 0
+    print(f"no stage named {stage_name}", file=sys.stderr)
+    return 1
+
+
+def cmd_runtime(path):
+    """Shell-readable: ARGV/HEALTH as JSON, then ENV lines, for check.sh to eval piecewise."""
+    print(json.dumps(runtime(path)))
+    return 0
+
+
+def cmd_rules(path):
+    """The essentials of hadolint that dockerfilelint lacks, and this project's own rules."""
+    problems = []
+    all_stages = stages(path)
+    names = {s["name"] for s in all_stages if s["name"]}
+    for st in all_stages:
+        base = st["base"]
+        if base not in names:
+            if ":" not in base or base.endswith(":latest"):
+                problems.append(f"line {st['line']}: FROM {base}: pin a tag")
+            elif not base.startswith("debian:bookworm-slim"):
+                problems.append(f"line {st['line']}: FROM {base}: the issue asks for debian:bookworm-slim")
+        for no, kw, args in st["ins"]:
+            if kw == "RUN" and re.search(r"\bapt-get install\b", args):
+                if "--no-install-recommends" not in args:
+                    problems.append(f"line {no}: apt-get install without --no-install-recommends (DL3015)")
+                if not re.search(r"apt-get install[^&;]*\s(-y|--yes|-qy)\b", args):
+                    problems.append(f"line {no}: apt-get install without -y (DL3014)")
+                if "rm -rf /var/lib/apt/lists" not in args:
+                    problems.append(f"line {no}: apt lists not removed in the same RUN (DL3009)")
+                if "apt-get update" not in args:
+                    problems.append(f"line {no}: apt-get install without apt-get update in the same RUN (DL3059)")
+            if kw == "RUN" and re.search(r"\bsudo\b", args):
+                problems.append(f"line {no}: sudo in RUN (DL3004)")
+            if kw == "ADD":
+                problems.append(f"line {no}: ADD: use COPY (DL3020)")
+            if kw in ("ENV", "ARG"):
+                for k, v in (env_pairs(args) if kw == "ENV" else [tuple((args.split("=", 1) + [""])[:2])]):
+                    if re.search(r"SECRET|TOKEN|PASSWORD|PASSWD|API_KEY|PRIVATE", k, re.I) and v.strip():
+                        problems.append(f"line {no}: {kw} {k} bakes a secret into the image")
+                    if re.search(r"://[^/@\s]*:[^/@\s]+@", v):
+                        problems.append(f"line {no}: {kw} {k} holds a URL with a password")
+            if kw in ("CMD", "ENTRYPOINT") and not args.startswith("["):
+                problems.append(f"line {no}: {kw} in shell form: signals would go to /bin/sh (DL3025)")
+    rt = runtime(path)
+    if rt["user"].split(":")[0] in ("", "root", "0"):
+        problems.append("final stage runs as root: add USER (DL3002)")
+    if "8080" not in [e.split("/")[0] for e in rt["expose"]]:
+        problems.append("final stage does not EXPOSE 8080")
+    if rt["stopsignal"] != "SIGTERM":
+        problems.append("final stage has no STOPSIGNAL SIGTERM")
+    if not rt["healthcheck"]:
+        problems.append("final stage has no HEALTHCHECK CMD")
+    if rt["argv"][:1] != ["ccsyncd"] and not (rt["argv"] and rt["argv"][0].endswith("/ccsyncd")):
+        problems.append(f"final stage runs {rt['argv']}, not ccsyncd")
+    for c in rt["copies"]:
+        if "ccsim" in c:
+            problems.append(f"the production image carries the simulator: COPY {c}")
+    if not any(re.search(r"--from=build\s+\S*build/ccsyncd\s", c + " ") for c in rt["copies"]):
+        problems.append("final stage does not COPY --from=build the binary build/ccsyncd")
+    build = [s for s in all_stages if s["name"] == "build"]
+    if not build or not any(kw == "RUN" and re.search(r"\bmake\b", a) for _, kw, a in build[0]["ins"]):
+        problems.append("the build stage does not build with the project's Makefile (RUN make)")
+    for p in problems:
+        print(p)
+    return 1 if problems else 0
+
+
+def cmd_lint_filter(dockerfile):
+    """Reads dockerfilelint -j on stdin; drops its known false positives (it predates
+    multi-stage builds and mis-parses hyphenated HEALTHCHECK options), prints the rest."""
+    data = json.load(sys.stdin)
+    names = {s["name"] for s in stages(dockerfile) if s["name"]}
+    left = []
+    for f in data.get("files", []):
+        for it in f.get("issues", []):
+            content = it.get("content", "")
+            words = content.split()
+            if it["title"] == "Base Image Missing Tag" and len(words) > 1 and words[0].upper() == "FROM" \
+                    and words[1] in names:
+                continue  # FROM <earlier stage>: a stage has no tag
+            if it["title"] == "Invalid Argument Format" and content.startswith("HEALTHCHECK"):
+                opts = re.findall(r"(--[\w-]+)=\S+", content)
+                if opts and all(o in ("--interval", "--timeout", "--start-period", "--start-interval",
+                                      "--retries") for o in opts):
+                    continue  # its /--\w+/ cuts --start-period to --start
+            left.append(f"line {it['line']}: {it['title']}: {content}")
+    for line in left:
+        print(line)
+    return 1 if left else 0
+
+
+def dockerignore_regex(pattern):
+    """Docker's pattern syntax (Go filepath.Match plus **) as a regex over a relative path."""
+    p = pattern.strip().strip("/")
+    p = re.sub(r"^\./", "", p)
+    out, i = "", 0
+    while i < len(p):
+        c = p[i]
+        if p.startswith("**", i):
+            i += 2
+            if p.startswith("/", i):  # "**/" matches zero or more directories
+                out += "(?:.*/)?"
+                i += 1
+            else:
+                out += ".*"
+            continue
+        out += {"*": "[^/]*", "?": "[^/]"}.get(c, re.escape(c))
+        i += 1
+    return re.compile("^" + out + "$")
+
+
+def context_files(root):
+    """Files of the work tree (tracked or not, git-ignored ones aside) that .dockerignore lets
+    into the build context. A pattern that matches a directory covers all below it; the last
+    matching pattern decides, "!" re-includes."""
+    rules = []
+    ign = os.path.join(root, ".dockerignore")
+    if os.path.exists(ign):
+        for line in open(ign, encoding="utf-8"):
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            neg = line.startswith("!")
+            rules.append((neg, dockerignore_regex(line[1:] if neg else line)))
+    files = subprocess.run(["git", "-C", root, "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+                           capture_output=True, check=True).stdout.decode().split("\0")
+    kept = []
+    for f in filter(None, files):
+        if not os.path.isfile(os.path.join(root, f)):
+            continue
+        parts = f.split("/")
+        prefixes = ["/".join(parts[:k]) for k in range(1, len(parts) + 1)]
+        excluded = False
+        for neg, rx in rules:
+            if any(rx.match(p) for p in prefixes):
+                excluded = not neg
+        if not excluded:
+            kept.append(f)
+    return kept
+
+
+def cmd_context(root):
+    for f in context_files(root):
+        print(f)
+    return 0
+
+
+def cmd_compose(default_json, demo_json, compose_file, env_example):
+    """Checks the configurations `docker-compose config` printed (converted to JSON) for the
+    default and the demo profile, and the compose file itself where `config` inlines things."""
+    import yaml
+    problems = []
+    d = json.load(open(default_json))
+    m = json.load(open(demo_json))
+    raw = yaml.safe_load(open(compose_file))
+    ds, ms = d.get("services", {}), m.get("services", {})
+
+    def need(cond, msg):
+        if not cond:
+            problems.append(msg)
+
+    need(set(ds) >= {"redis", "ccsyncd"}, f"default profile services {sorted(ds)} lack redis/ccsyncd")
+    # `config` prints every service with its profiles; a service without one always runs.
+    need(ds.get("ccsim", {}).get("profiles") == ["demo"], "ccsim is not in (only) the demo profile")
+    need("ccsim" in ms, "the demo profile does not add ccsim")
+    for name in ("redis", "ccsyncd"):
+        need(not ds.get(name, {}).get("profiles"), f"{name} is not in the default profile")
+    r = ds.get("redis", {})
+    need(re.match(r"^redis:7(\b|[.-])", r.get("image", "")) is not None, f"redis image {r.get('image')} is not Redis 7")
+    rcmd = r.get("command", [])
+    rcmd = rcmd.split() if isinstance(rcmd, str) else rcmd
+    joined = " ".join(rcmd)
+    need("--appendonly yes" in joined, "redis command lacks --appendonly yes")
+    need("--appendfsync everysec" in joined, "redis command lacks --appendfsync everysec")
+    need("--maxmemory-policy noeviction" in joined or "maxmemory-policy" not in joined,
+         "redis may evict keys: queued events would be lost")
+    vols = r.get("volumes", [])
+    named = []
+    for v in vols:
+        if isinstance(v, dict) and v.get("type") == "volume" and v.get("target") == "/data":
+            named.append(v.get("source"))
+        elif isinstance(v, str) and v.split(":")[1:2] == ["/data"]:
+            named.append(v.split(":")[0])
+    need(named and named[0] in (d.get("volumes") or {}), "redis /data is not on a named volume")
+    hc = r.get("healthcheck", {}).get("test", [])
+    need("redis-cli" in " ".join(hc) and "ping" in " ".join(hc), "redis healthcheck is not redis-cli ping")
+    c = ds.get("ccsyncd", {})
+    dep = c.get("depends_on", {})
+    need(isinstance(dep, dict) and dep.get("redis", {}).get("condition") == "service_healthy",
+         "ccsyncd does not wait for Redis to be healthy")
+    need(c.get("restart") in ("always", "unless-stopped", "on-failure") or
+         str(c.get("deploy", {}).get("restart_policy", {}).get("condition", "")) != "",
+         "ccsyncd has no restart policy")
+    need(r.get("restart") in ("always", "unless-stopped", "on-failure"), "redis has no restart policy")
+    for p in c.get("ports", []):
+        spec = p if isinstance(p, str) else json.dumps(p)
+        if (isinstance(p, dict) and p.get("published")) or (isinstance(p, str) and ":" in p):
+            problems.append(f"ccsyncd publishes a fixed host port ({spec}): --scale would collide")
+    need("container_name" not in c, "ccsyncd has a container_name: --scale would collide")
+    need(raw["services"]["ccsyncd"].get("env_file"), "ccsyncd is not configured through an env file")
+    need("CCSYNC_REDIS_URL" in c.get("environment", {}), "the env file's variables did not reach ccsyncd")
+    grace = grace_seconds(env_example)
+    sgp = duration_seconds(c.get("stop_grace_period", "10s"))
+    need(sgp >= grace + 5, f"ccsyncd stop_grace_period {sgp}s is not above its drain ({grace}s) + 5s")
+    need(c.get("stop_signal", "SIGTERM") == "SIGTERM", "ccsyncd stop_signal is not SIGTERM")
+    # What the demo ccsyncd talks to.
+    mc = ms.get("ccsyncd", {}).get("environment", {})
+    for var in ("CCSYNC_CC_API_URL", "CCSYNC_CC_TOKEN_URL"):
+        need(str(mc.get(var, "")).startswith("http://ccsim:"), f"demo ccsyncd's {var} does not point at ccsim")
+    sim_cmd = " ".join(ms.get("ccsim", {}).get("command", []) or [])
+    tok = mc.get("CCSYNC_CC_ACCESS_TOKEN", "")
+    need(tok and f"--dev-token {tok}" in sim_cmd, "demo access token is not ccsim's --dev-token")
+    port = re.search(r"--listen\s+\S+:(\d+)", sim_cmd)
+    need(port and f"ccsim:{port.group(1)}/" in str(mc.get("CCSYNC_CC_API_URL", "")),
+         "demo CCSYNC_CC_API_URL port is not the one ccsim listens on")
+    for p in problems:
+        print(p)
+    return 1 if problems else 0
+
+
+def duration_seconds(s):
+    total = 0.0
+    for n, unit in re.findall(r"(\d+(?:\.\d+)?)(h|ms|m|s|us)", str(s)):
+        total += float(n) * {"h": 3600, "m": 60, "s": 1, "ms": 0.001, "us": 1e-6}[unit]
+    return total
+
+
+def grace_seconds(env_file):
+    for line in open(env_file, encoding="utf-8"):
+        m = re.match(r"^\s*CCSYNC_SHUTDOWN_GRACE_SECONDS=(\d+)\s*$", line)
+        if m:
+            return int(m.group(1))
+    return 25
+
+
+def cmd_env_vars(env_file):
+    """Variable names an env file sets or shows commented out ("#VAR=..."); "# text VAR=..."
+    in prose does not count."""
+    for line in open(env_file, encoding="utf-8"):
+        m = re.match(r"^\s*#?(CCSYNC_[A-Z0-9_]+)=", line)  # "#VAR=default" or "VAR=value"
+        if m:
+            print(m.group(1))
+    return 0
+
+
+def cmd_yaml2json(src, dst):
+    import yaml  # python3-yaml: docker-compose depends on it
+    json.dump(yaml.safe_load(open(src)), open(dst, "w"))
+    return 0
+
+
+def main(argv):
+    cmds = {"apt": cmd_apt, "runtime": cmd_runtime, "rules": cmd_rules, "lint-filter": cmd_lint_filter,
+            "context": cmd_context, "compose": cmd_compose, "env-vars": cmd_env_vars,
+            "yaml2json": cmd_yaml2json}
+    if len(argv) < 2 or argv[1] not in cmds:
+        print(f"usage: {argv[0]} {'|'.join(cmds)} ARGS", file=sys.stderr)
+        return 2
+    return cmds[argv[1]](*argv[2:])
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
