@@ -252,9 +252,9 @@ static bool parse_update(struct http_request *req, json_object *root, struct ass
                          "constant_contact.expires_at must be an RFC 3339 date-time");
         return false;
     }
-    if (!u->cc_access_token && !u->cc_refresh_token) {
+    if (!u->cc_access_token && !u->cc_refresh_token && !expires) {
         http_reply_error(req, 400, "invalid_field",
-                         "constant_contact needs access_token or refresh_token");
+                         "constant_contact needs access_token, refresh_token or expires_at");
         return false;
     }
     u->has_cc = true;
@@ -682,7 +682,11 @@ int admin_status(struct app *app, struct http_request *req)
     json_object_object_add(o, "draining", json_object_new_boolean(atomic_load(&app->draining)));
     if (!c) {
         json_object_object_add(redis, "status", json_object_new_string("unreachable"));
-        json_object_object_add(redis, "error", json_object_new_string(err));
+        json_object *e = json_object_new_object();
+        json_object_object_add(e, "code", json_object_new_string("redis_unavailable"));
+        json_object_object_add(e, "message", json_object_new_string(err));
+        json_object_object_add(o, "error", e);
+        http_add_header(req, "Retry-After", "5");
         http_reply_json(req, 503, o);
         return HTTP_DONE;
     }
@@ -793,9 +797,22 @@ int admin_list_dead_letters(struct app *app, struct http_request *req)
     return HTTP_DONE;
 }
 
+/* A stream entry id: milliseconds-sequence, both parts digits. */
+static bool valid_entry_id(const char *id)
+{
+    size_t ms = strspn(id, "0123456789");
+    return ms > 0 && id[ms] == '-' && id[ms + 1] != '\0' &&
+           strspn(id + ms + 1, "0123456789") == strlen(id + ms + 1);
+}
+
 int admin_redrive_dead_letter(struct app *app, struct http_request *req)
 {
     const char *id = http_param(req, 0);
+    if (!valid_entry_id(id)) {
+        http_reply_error(req, 400, "invalid_path_parameter",
+                         "the dead letter id must be a stream entry id such as 1700000000000-0");
+        return HTTP_DONE;
+    }
     char err[256];
     redisContext *c = store_pool_get(app->pool, err, sizeof err);
     if (!c) {

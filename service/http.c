@@ -310,16 +310,19 @@ static bool is_json_content_type(const char *ct)
 static void begin(struct http_server *s, struct http_request *req, const char *url,
                   const char *method)
 {
-    const struct route *path_match = NULL;
+    char allowed[64] = "";
     const char *bad = NULL;
     for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {
         char params[MAX_PARAMS][CCSYNC_ID_MAX + 1] = {{0}};
         const char *b = NULL;
         if (!match(routes[i].pattern, url, params, &b))
             continue;
-        path_match = &routes[i];
-        if (strcmp(routes[i].method, method) != 0)
+        if (strcmp(routes[i].method, method) != 0) {
+            size_t n = strlen(allowed);
+            snprintf(allowed + n, sizeof allowed - n, "%s%s", n ? ", " : "", routes[i].method);
+            req->route_name = routes[i].name;
             continue;
+        }
         req->route = &routes[i];
         req->route_name = routes[i].name;
         memcpy(req->params, params, sizeof params);
@@ -327,12 +330,12 @@ static void begin(struct http_server *s, struct http_request *req, const char *u
         break;
     }
     if (!req->route) {
-        if (path_match) {
-            req->route_name = path_match->name;
-            http_add_header(req, "Allow", path_match->method);
+        if (allowed[0]) {
+            http_add_header(req, "Allow", allowed);
             http_reply_error(req, 405, "method_not_allowed", "%s is not allowed on %s; use %s",
-                             method, url, path_match->method);
+                             method, url, allowed);
         } else {
+            req->route_name = "unknown";
             http_reply_error(req, 404, "not_found", "no such endpoint: %s %s", method, url);
         }
         return;

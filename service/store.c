@@ -197,8 +197,11 @@ int store_association_get(redisContext *c, const char *id, struct association *a
 /*
  * One script so that a PUT is all or nothing, and so that new tokens reset the
  * connection state in the same step (the engine then retries the association).
- * KEYS[1] association hash, KEYS[2] association set, KEYS[3] credentials stream.
- * ARGV: id, now, secret|"", has_cc, access, refresh, expires|"".
+ * KEYS[1] association hash, KEYS[2] association set, KEYS[3] credentials stream,
+ * KEYS[4] the association's groups, KEYS[5] the dirty-group queue.
+ * ARGV: id, now, secret|"", has_cc, access, refresh, expires|"", now in ms.
+ * New credentials queue every group of the association for a sync at once, so
+ * groups waiting in constant_contact_unauthorized resume without delay.
  */
 static const char put_script[] =
     "local created = redis.call('EXISTS', KEYS[1]) == 0\n"
@@ -213,6 +216,9 @@ static const char put_script[] =
     "  redis.call('HSET', KEYS[1], 'cc_state', 'unverified', 'cc_last_error', '')\n"
     "  redis.call('HINCRBY', KEYS[1], 'cred_version', 1)\n"
     "  redis.call('XADD', KEYS[3], 'MAXLEN', '~', '1000', '*', 'assoc', ARGV[1])\n"
+    "  for _, g in ipairs(redis.call('SMEMBERS', KEYS[4])) do\n"
+    "    redis.call('ZADD', KEYS[5], ARGV[8], ARGV[1] .. '|' .. g)\n"
+    "  end\n"
     "end\n"
     "redis.call('SADD', KEYS[2], ARGV[1])\n"
     "if created then return 1 else return 0 end\n";
@@ -220,24 +226,29 @@ static const char put_script[] =
 int store_association_put(redisContext *c, const char *id, const struct association_update *u,
                           int64_t now_ns, bool *created)
 {
-    char key[128], now[32], expires[32] = "";
+    char key[128], groups[160], now[32], now_ms[32], expires[32] = "";
     snprintf(key, sizeof key, STORE_PREFIX "a:%s", id);
+    snprintf(groups, sizeof groups, STORE_PREFIX "a:%s:groups", id);
     snprintf(now, sizeof now, "%lld", (long long)now_ns);
+    snprintf(now_ms, sizeof now_ms, "%lld", (long long)(now_ns / 1000000));
     if (u->has_cc && u->cc_expires_at_ns)
         snprintf(expires, sizeof expires, "%lld", (long long)u->cc_expires_at_ns);
     const char *argv[] = {"EVAL",
                           put_script,
-                          "3",
+                          "5",
                           key,
                           STORE_ASSOCIATIONS,
                           STORE_PREFIX "credentials",
+                          groups,
+                          STORE_PREFIX "dirty",
                           id,
                           now,
                           u->webhook_secret ? u->webhook_secret : "",
                           u->has_cc ? "1" : "0",
                           u->cc_access_token ? u->cc_access_token : "",
                           u->cc_refresh_token ? u->cc_refresh_token : "",
-                          expires};
+                          expires,
+                          now_ms};
     redisReply *r = redisCommandArgv(c, (int)(sizeof argv / sizeof argv[0]), argv, NULL);
     if (!store_reply_ok(c, r) || r->type != REDIS_REPLY_INTEGER) {
         if (r)

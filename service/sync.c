@@ -1306,6 +1306,7 @@ enum sync_result sync_group(struct sync_worker *w, const char *association, cons
 {
     struct run r = {.w = w, .association = association, .group = group_id, .retry_ms = 0};
     prefix_of(association, r.p, sizeof r.p);
+    w->token_association[0] = '\0'; /* read the token afresh: it may be near expiry */
     redisContext *c = w->redis;
     if (load_group(c, r.p, group_id, &r.gs) != 0)
         return SYNC_REDIS;
@@ -1412,6 +1413,7 @@ enum sync_result sync_reconcile(struct sync_worker *w, const char *association)
     }
     enum sync_result res = SYNC_DONE;
     struct run r = {.w = w, .association = association};
+    w->token_association[0] = '\0';
     snprintf(r.p, sizeof r.p, "%s", p);
     struct ccapi_list_page all = {0};
     size_t n_lists = 0, cap = 0;
