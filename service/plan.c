@@ -495,6 +495,15 @@ static void add_remove(struct builder *b, const struct applied_contact *a)
     b->removes[b->n_removes++] = a;
 }
 
+/* Characters (not bytes) of a UTF-8 string. */
+static size_t utf8_chars(const char *s)
+{
+    size_t n = 0;
+    for (; *s; s++)
+        n += ((unsigned char)*s & 0xC0) != 0x80;
+    return n;
+}
+
 /* Decides one winning email; a is what was applied for it, or NULL. */
 static int decide_winner(struct builder *b, const struct candidate *w,
                          const struct applied_contact *a)
@@ -508,6 +517,12 @@ static int decide_winner(struct builder *b, const struct candidate *w,
     }
     if (a != NULL && a->status == APPLIED_UNSUBSCRIBED) {
         o->reason = PLAN_UNSUBSCRIBED;
+        return 0;
+    }
+    if (utf8_chars(w->email) > IMPORT_EMAIL_MAX_CHARS && !(a && a->status == APPLIED_ON_LIST)) {
+        /* Valid for CC (up to 80) but longer than its bulk import takes: one such
+         * address would make CC refuse the whole import, so it is not sent. */
+        o->reason = PLAN_REJECTED;
         return 0;
     }
     char first[CONTACT_NAME_BUF_SIZE], last[CONTACT_NAME_BUF_SIZE];

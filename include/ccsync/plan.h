@@ -22,6 +22,9 @@
 #define EMAIL_MAX_CHARS 80
 /* A buffer that holds any usable normalized email and its NUL. */
 #define EMAIL_BUF_SIZE (EMAIL_MAX_CHARS * 4 + 1)
+/* contacts_json_import takes emails of at most 50 characters (its schema's
+ * maxLength); a valid longer email is counted rejected and never imported. */
+#define IMPORT_EMAIL_MAX_CHARS 50
 /* CC's limit on first_name and last_name, in characters. */
 #define CONTACT_NAME_MAX_CHARS 50
 

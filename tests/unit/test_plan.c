@@ -179,6 +179,29 @@ static void test_join_imports_one_contact(void **state)
     plan_free(&p);
 }
 
+/* 52 characters: valid for CC (at most 80) but longer than its bulk import takes. */
+#define LONG_EMAIL "abcdefghijklmnopqrstuvwxyz0123456789abcd@example.com"
+
+static void test_email_longer_than_import_limit_counted_rejected_not_imported(void **state)
+{
+    struct plan_group g = synced_group();
+    struct member_record recs[] = {
+        person("m-1", "ann@example.com", "Ann", "Lee"),
+        person("m-2", LONG_EMAIL, "Lon", "Gest"),
+    };
+    struct plan p;
+    assert_int_equal(strlen(LONG_EMAIL), 52);
+    plan_for(&g, recs, 2, NULL, 0, NULL, &p);
+
+    assert_int_equal(p.n_ops, 1);
+    assert_int_equal(p.ops[0].type, PLAN_OP_IMPORT);
+    assert_int_equal(p.ops[0].n_contacts, 1);
+    assert_contact(&p.ops[0], 0, "ann@example.com", "Ann", "Lee");
+    assert_counts(&p, 2, 0, 0, 0, 0, 0, 1, 1);
+    assert_reason(&p, 1, PLAN_REJECTED, false);
+    plan_free(&p);
+}
+
 static void test_leave_removes_by_contact_id(void **state)
 {
     struct plan_group g = synced_group();
@@ -788,8 +811,8 @@ static void test_json_estimate_is_not_below_json_c_output(void **state)
      * planned alone, where a per-byte undercount would exceed the estimate's
      * fixed slack. */
     static const char slashes[] = "//////////////////////////////////////////////////";
-    static const char slash_email[] = "//////////////////////////////////////////////////"
-                                      "//////////////////////@x.co";
+    /* 44 + 5 characters: within the import's 50-character email limit */
+    static const char slash_email[] = "////////////////////////////////////////////@x.co";
     static const char controls[] = "\x01\x02\x03\x04\x05\x06\x07\x08\x0b\x0e\x0f\x10\x11\x12"
                                    "\x13\x14\x15\x16\x17\x18\x19\x1a\x1b\x1c\x1d\x1e\x1f";
     static const char quotes[] = "\"\"\"\"\"\"\"\"\"\"\"\"\"\"\"\"\"\"\"\"\"\"\"\"\"";
@@ -1051,6 +1074,7 @@ int main(void)
         cmocka_unit_test(test_email_classify_rules),
         cmocka_unit_test(test_email_normalize_trims_and_lowercases),
         cmocka_unit_test(test_missing_and_invalid_emails_counted),
+        cmocka_unit_test(test_email_longer_than_import_limit_counted_rejected_not_imported),
         cmocka_unit_test(test_group_and_list_states),
         cmocka_unit_test(test_toggle_off_deletes_list),
         cmocka_unit_test(test_group_deleted_deletes_list),
