@@ -282,6 +282,33 @@ static void test_expiring_token_is_refreshed_once_for_four_threads(void **state)
     redisFree(c);
 }
 
+static void test_failed_refresh_is_not_repeated_by_the_threads_that_waited(void **state)
+{
+    /* Expired: nothing to fall back on. Each retry might spend the refresh
+     * token, so the waiters report a transient failure instead of retrying. */
+    put_credentials("assoc-1", "access-0", "refresh-0", store_now_ns() - SECOND);
+    fake.delay_ms = 300;
+    fake.fail_status = 503;
+    pthread_barrier_t start;
+    pthread_barrier_init(&start, NULL, 4);
+    struct caller callers[4];
+    pthread_t threads[4];
+    for (int i = 0; i < 4; i++) {
+        callers[i] = (struct caller){.start = &start, .status = -1};
+        assert_int_equal(pthread_create(&threads[i], NULL, ask_for_token, &callers[i]), 0);
+    }
+    for (int i = 0; i < 4; i++)
+        pthread_join(threads[i], NULL);
+    pthread_barrier_destroy(&start);
+
+    assert_int_equal(fake_calls(), 1);
+    for (int i = 0; i < 4; i++) {
+        assert_int_equal(callers[i].status, OAUTH_TRANSIENT);
+        assert_string_equal(callers[i].token, "");
+    }
+    assert_string_equal(get_association("assoc-1")->cc_refresh_token, "refresh-0");
+}
+
 static void test_token_far_from_expiry_is_used_as_is(void **state)
 {
     put_credentials("assoc-1", "access-0", "refresh-0", store_now_ns() + 3600 * SECOND);
@@ -459,6 +486,8 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup(test_expiring_token_is_refreshed_once_for_four_threads, reset),
+        cmocka_unit_test_setup(test_failed_refresh_is_not_repeated_by_the_threads_that_waited,
+                               reset),
         cmocka_unit_test_setup(test_token_far_from_expiry_is_used_as_is, reset),
         cmocka_unit_test_setup(test_token_of_unknown_expiry_is_refreshed_to_learn_it, reset),
         cmocka_unit_test_setup(test_unauthorized_with_a_stale_token_uses_the_newer_one, reset),
