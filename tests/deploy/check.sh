@@ -174,7 +174,10 @@ runtime_check() {
     chmod 755 "$rt" "$rt/bin"
     [ -x "$BUILD_DIR/ccsyncd" ] || { echo "$BUILD_DIR/ccsyncd is not built (make)"; return 1; }
     # The image copies the binary to /usr/local/bin, on its PATH: here that is $rt/bin.
-    ln -s "$BUILD_DIR/ccsyncd" "$rt/bin/ccsyncd"
+    # A copy, as the image has: the build folder may sit in a checkout the image's
+    # user cannot enter (a mktemp -d clone is mode 700).
+    cp "$BUILD_DIR/ccsyncd" "$rt/bin/ccsyncd"
+    chmod 755 "$TMP" "$rt/bin/ccsyncd"
     json=$(tool runtime Dockerfile) || return 1
     rport=$(free_port)
     hport=$(free_port)
