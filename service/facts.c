@@ -12,11 +12,12 @@
 
 #include <hiredis/hiredis.h>
 #include <json-c/json.h>
+#include <openssl/evp.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "ccsync/script.h"
 #include "ccsync/store.h"
 #include "ccsync/webhook.h"
 
@@ -114,6 +115,8 @@ static const char member_script[] =
     "    recchanged = (old ~= rec)\n"
     "  end\n"
     "end\n"
+    "local gts = redis.call('HGET', mkey, 'gts')\n"
+    "local gset = redis.call('HGET', mkey, 'gset') or ''\n"
     "local function setm(g, inflag)\n"
     "  local gm = p .. 'gm:' .. g\n"
     "  local cur = redis.call('HGET', gm, mid)\n"
@@ -123,6 +126,14 @@ static const char member_script[] =
     "    curin = string.sub(cur, 1, 1) == '1'\n"
     "    if curin then join = string.sub(cur, 26) end\n"
     "  end\n"
+    /* A newer fact that did not name this member in g beats an older join even
+     * when it was folded first: the member's own group list (or removal), or
+     * the group's newest snapshot. */
+    "  if inflag and gts and gts >= ts and not string.find(gset, ',' .. g .. ',', 1, true) then\n"
+    "    return\n"
+    "  end\n"
+    "  local snap = redis.call('HGET', p .. 'g:' .. g, 'snap_ts')\n"
+    "  if inflag and snap and snap >= ts then return end\n"
     "  if inflag then\n"
     "    redis.call('HSET', gm, mid, '1|' .. ts .. '|' .. join)\n"
     "    redis.call('SADD', mgkey, g)\n"
@@ -132,6 +143,12 @@ static const char member_script[] =
     "    redis.call('SREM', mgkey, g)\n"
     "    if curin then dirty[g] = true end\n"
     "  end\n"
+    "end\n"
+    "if (mode == 'groups' or mode == 'out_all') and ((not gts) or ts > gts) then\n"
+    "  local list = ','\n"
+    "  if mode == 'groups' then for i = 8, #ARGV do list = list .. ARGV[i] .. ',' end end\n"
+    "  redis.call('HSET', mkey, 'gts', ts, 'gset', list)\n"
+    "  gts, gset = ts, list\n"
     "end\n"
     "if mode == 'groups' then\n"
     "  local target = {}\n"
@@ -156,6 +173,8 @@ static const char sweep_script[] =
     LUA_COMMON
     "local p, g, ts, due, assoc = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5]\n"
     "local gm = p .. 'gm:' .. g\n"
+    "local snap = redis.call('HGET', p .. 'g:' .. g, 'snap_ts')\n"
+    "if (not snap) or ts > snap then redis.call('HSET', p .. 'g:' .. g, 'snap_ts', ts) end\n"
     "local all = redis.call('HGETALL', gm)\n"
     "local changed = false\n"
     "for i = 1, #all, 2 do\n"
@@ -226,13 +245,63 @@ static void prefix_of(const char *association, char *out, size_t size)
     snprintf(out, size, STORE_PREFIX "a:%s:", association);
 }
 
+/*
+ * Scripts here take any number of arguments (a member's groups), so they are
+ * sent with EVALSHA on an argv built for the call, falling back to EVAL when the
+ * server does not have the script (it then caches it for the next EVALSHA).
+ */
+static void script_sha(const char *body, char hex[41])
+{
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int len = 0;
+    EVP_Digest(body, strlen(body), md, &len, EVP_sha1(), NULL);
+    for (unsigned int i = 0; i < 20; i++)
+        snprintf(hex + 2 * i, 3, "%02x", md[i]);
+}
+
+/* Appends one script call without waiting for its reply. */
+static int append_script(redisContext *c, const char *verb, const char *what, int n_args,
+                         const char *const *args)
+{
+    const char **argv = malloc((size_t)(n_args + 3) * sizeof *argv);
+    if (!argv)
+        return -1;
+    argv[0] = verb;
+    argv[1] = what;
+    argv[2] = "0";
+    for (int i = 0; i < n_args; i++)
+        argv[3 + i] = args[i];
+    int rc = redisAppendCommandArgv(c, n_args + 3, argv, NULL) == REDIS_OK ? 0 : -1;
+    free(argv);
+    return rc;
+}
+
+/* Reads one reply; 1 ok, 0 NOSCRIPT, -1 failure. */
+static int read_script_reply(redisContext *c)
+{
+    redisReply *r = NULL;
+    if (redisGetReply(c, (void **)&r) != REDIS_OK || !r)
+        return -1;
+    int rc = 1;
+    if (r->type == REDIS_REPLY_ERROR)
+        rc = strncmp(r->str, "NOSCRIPT", 8) == 0 ? 0 : -1;
+    freeReplyObject(r);
+    return rc;
+}
+
 static int run(redisContext *c, const char *script, int n_args, const char *const *args)
 {
-    redisReply *r = script_eval(c, script, 0, n_args, args);
-    int ok = store_reply_ok(c, r) ? 0 : -1;
-    if (r)
-        freeReplyObject(r);
-    return ok;
+    char sha[41];
+    script_sha(script, sha);
+    if (append_script(c, "EVALSHA", sha, n_args, args) != 0)
+        return -1;
+    int rc = read_script_reply(c);
+    if (rc == 0) {
+        if (append_script(c, "EVAL", script, n_args, args) != 0)
+            return -1;
+        rc = read_script_reply(c);
+    }
+    return rc == 1 ? 0 : -1;
 }
 
 int facts_audit(redisContext *c, const char *association, const char *group_id,
@@ -257,32 +326,91 @@ int facts_mark_dirty(redisContext *c, const char *association, const char *group
     return run(c, dirty_script, 4, args);
 }
 
+/* The script arguments of one member fold; the caller frees *args and *rec. */
+static int member_args(const char *p, const char *association, const struct member_record *m,
+                       const char *ts, const char *due, const char *mode, const char *one_group,
+                       const char ***args, char **rec, int *n_args)
+{
+    *rec = facts_record_json(m);
+    size_t n_groups = strcmp(mode, "groups") == 0 ? m->n_groups : (one_group ? 1 : 0);
+    *args = calloc(7 + n_groups, sizeof **args);
+    if (!*rec || !*args) {
+        free(*rec);
+        free(*args);
+        return -1;
+    }
+    const char **a = *args;
+    a[0] = p;
+    a[1] = m->id;
+    a[2] = ts;
+    a[3] = *rec;
+    a[4] = mode;
+    a[5] = due;
+    a[6] = association;
+    for (size_t i = 0; i < n_groups; i++)
+        a[7 + i] = one_group ? one_group : m->groups[i].id;
+    *n_args = (int)(7 + n_groups);
+    return 0;
+}
+
 static int fold_member(redisContext *c, const char *p, const char *association,
                        const struct member_record *m, const char *ts, const char *due,
                        const char *mode, const char *one_group)
 {
-    char *rec = facts_record_json(m);
-    if (!rec)
+    const char **args;
+    char *rec;
+    int n;
+    if (member_args(p, association, m, ts, due, mode, one_group, &args, &rec, &n) != 0)
         return -1;
-    size_t n_groups = strcmp(mode, "groups") == 0 ? m->n_groups : (one_group ? 1 : 0);
-    const char **args = calloc(7 + n_groups, sizeof *args);
-    if (!args) {
-        free(rec);
-        return -1;
-    }
-    args[0] = p;
-    args[1] = m->id;
-    args[2] = ts;
-    args[3] = rec;
-    args[4] = mode;
-    args[5] = due;
-    args[6] = association;
-    for (size_t i = 0; i < n_groups; i++)
-        args[7 + i] = one_group ? one_group : m->groups[i].id;
-    int rc = run(c, member_script, (int)(7 + n_groups), args);
+    int rc = run(c, member_script, n, args);
     free(args);
     free(rec);
     return rc;
+}
+
+/*
+ * A group.members snapshot: every member's fold is pipelined, SNAPSHOT_CHUNK
+ * calls a round trip; then the sweep. The script is made known to the server
+ * first, so EVALSHA cannot meet NOSCRIPT in the middle of a chunk (if it did,
+ * after a SCRIPT FLUSH, the fold fails and the redelivered event is folded again).
+ */
+static int fold_snapshot(redisContext *c, const char *p, const char *association,
+                         const struct event *ev, const char *ts, const char *due)
+{
+    char sha[41];
+    script_sha(member_script, sha);
+    redisReply *load = redisCommand(c, "SCRIPT LOAD %s", member_script);
+    bool loaded = load && load->type == REDIS_REPLY_STRING;
+    if (load)
+        freeReplyObject(load);
+    if (!loaded)
+        return -1;
+    for (size_t start = 0; start < ev->n_members; start += SNAPSHOT_CHUNK) {
+        size_t end = start + SNAPSHOT_CHUNK < ev->n_members ? start + SNAPSHOT_CHUNK : ev->n_members;
+        size_t sent = 0;
+        int rc = 0;
+        for (size_t i = start; i < end && rc == 0; i++) {
+            const struct member_record *m = &ev->members[i];
+            const char **args;
+            char *rec;
+            int n;
+            rc = member_args(p, association, m, ts, due, m->active ? "in_one" : "out_one",
+                             ev->subject_id, &args, &rec, &n);
+            if (rc == 0) {
+                rc = append_script(c, "EVALSHA", sha, n, args);
+                free(args);
+                free(rec);
+                sent += rc == 0;
+            }
+        }
+        for (size_t i = 0; i < sent; i++)
+            if (read_script_reply(c) != 1)
+                rc = -1;
+        if (rc != 0)
+            return -1;
+    }
+    const char *args[] = {p, ev->subject_id, ts, due, association};
+    return run(c, sweep_script, 5, args);
 }
 
 int facts_fold(redisContext *c, const char *association, const struct event *ev, int64_t now_ns,
@@ -319,17 +447,8 @@ int facts_fold(redisContext *c, const char *association, const struct event *ev,
                               now};
         return run(c, group_script, 9, args);
     }
-    case EVENT_GROUP_MEMBERS: {
-        /* Pipelined chunks: one round trip per SNAPSHOT_CHUNK members. */
-        for (size_t i = 0; i < ev->n_members; i++) {
-            const struct member_record *m = &ev->members[i];
-            if (fold_member(c, p, association, m, ts, due, m->active ? "in_one" : "out_one",
-                            ev->subject_id) != 0)
-                return -1;
-        }
-        const char *args[] = {p, ev->subject_id, ts, due, association};
-        return run(c, sweep_script, 5, args);
-    }
+    case EVENT_GROUP_MEMBERS:
+        return fold_snapshot(c, p, association, ev, ts, due);
     default:
         return 0;
     }
