@@ -215,8 +215,7 @@ static bool parse_update(struct http_request *req, json_object *root, struct ass
     }
     if (!optional_string(req, root, "webhook_secret", "webhook_secret", 255, &u->webhook_secret))
         return false;
-    char sig[128];
-    if (u->webhook_secret && webhook_sign(u->webhook_secret, "x", 0, "", 0, sig, sizeof sig) != 0) {
+    if (u->webhook_secret && !webhook_secret_valid(u->webhook_secret)) {
         http_reply_error(req, 400, "invalid_field",
                          "webhook_secret must be whsec_ followed by base64 (as Novi shows it)");
         return false;

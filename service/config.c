@@ -253,8 +253,7 @@ int config_load(struct config *c, config_lookup_fn lookup, char *err, size_t err
                         "CCSYNC_ASSOCIATION_ID: \"%s\" is not 1-64 characters of A-Z a-z 0-9 _ -", v);
         snprintf(c->boot_association_id, sizeof c->boot_association_id, "%s", v);
         v = value_or(lookup, "CCSYNC_WEBHOOK_SECRET", "");
-        char sig[128];
-        if (!*v || webhook_sign(v, "x", 0, "", 0, sig, sizeof sig) != 0)
+        if (!webhook_secret_valid(v))
             return fail(err, err_size,
                         "CCSYNC_WEBHOOK_SECRET: required with CCSYNC_ASSOCIATION_ID, as whsec_<base64>");
         if (copy_value(c->boot_webhook_secret, sizeof c->boot_webhook_secret, v,
