@@ -848,6 +848,24 @@ static void put_applied(redisContext *c, const char *p, const char *g, const cha
     free(v);
 }
 
+/* Reads the replies of *pending appended commands; false when Redis failed. */
+static bool flush_replies(redisContext *c, size_t *pending)
+{
+    bool ok = true;
+    for (; *pending > 0; (*pending)--) {
+        redisReply *rep = NULL;
+        if (redisGetReply(c, (void **)&rep) != REDIS_OK)
+            ok = false;
+        if (rep)
+            freeReplyObject(rep);
+        if (!ok) {
+            *pending = 0;
+            break;
+        }
+    }
+    return ok;
+}
+
 /*
  * Reads every contact on the list and rebuilds the applied state from it:
  * contacts on the list are ON (with their contact_id); ON entries that are not
@@ -895,6 +913,12 @@ static enum call_outcome verify_list(struct run *r, struct ccapi_error *err)
             put_applied(c, r->p, r->group, email, "on", ct->contact_id, fn, ln);
             pending++;
         }
+        /* Read this page's replies now: the next cc_call talks to Redis on the
+         * same connection (lease, budget) and would read them as its own. */
+        if (!flush_replies(c, &pending)) {
+            oc = CALL_REDIS;
+            break;
+        }
         if (a.page.next_href)
             next = strdup(a.page.next_href);
     } while (next);
@@ -905,14 +929,8 @@ static enum call_outcome verify_list(struct run *r, struct ccapi_error *err)
             pending++;
         }
     }
-    for (size_t i = 0; i < pending; i++) {
-        redisReply *rep = NULL;
-        if (redisGetReply(c, (void **)&rep) != REDIS_OK) {
-            oc = CALL_REDIS;
-            break;
-        }
-        freeReplyObject(rep);
-    }
+    if (!flush_replies(c, &pending) && oc == CALL_OK)
+        oc = CALL_REDIS;
     free(found);
     applied_free(&applied);
     return oc;
@@ -1106,6 +1124,11 @@ static enum sync_result run_import(struct run *r, const struct plan_op *op)
                 put_applied(c, r->p, r->group, op->contacts[i].email, "unsub", "",
                             op->contacts[i].first_name, op->contacts[i].last_name);
                 appends++;
+                /* the next HEXISTS must not read this HSET's reply as its own */
+                if (!flush_replies(c, &appends)) {
+                    free(rejected);
+                    return SYNC_REDIS;
+                }
             }
         }
         if (!flush_appends(c, appends)) {
