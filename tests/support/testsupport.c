@@ -5,7 +5,9 @@
 #include <arpa/inet.h>
 #include <curl/curl.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdbool.h>
@@ -180,4 +182,252 @@ int ts_http(const char *method, const char *url, const char *const *headers, con
 {
     return ts_http_full(method, url, headers, body, body ? strlen(body) : 0, 0, status,
                         resp_body, NULL);
+}
+
+/* ---- processes with captured output, files, redis-server ---- */
+
+static int redirect(int target_fd, const char *path)
+{
+    int fd = open(path ? path : "/dev/null", O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0)
+        return -1;
+    int rc = dup2(fd, target_fd) < 0 ? -1 : 0;
+    close(fd);
+    return rc;
+}
+
+pid_t ts_spawn_io(char *const argv[], char *const env[], const char *stdout_path,
+                  const char *stderr_path)
+{
+    fflush(stdout);
+    fflush(stderr);
+    pid_t pid = fork();
+    if (pid < 0)
+        return -1;
+    if (pid > 0)
+        return pid;
+    if (redirect(STDOUT_FILENO, stdout_path) != 0 || redirect(STDERR_FILENO, stderr_path) != 0)
+        _exit(126);
+    for (size_t i = 0; env != NULL && env[i] != NULL; i++)
+        putenv(env[i]);
+    execvp(argv[0], argv);
+    fprintf(stderr, "ts_spawn_io: cannot run %s: %s\n", argv[0], strerror(errno));
+    _exit(127);
+}
+
+int ts_wait_exit(pid_t pid, int timeout_ms)
+{
+    if (pid <= 0)
+        return -1;
+    int status;
+    for (int waited = 0;; waited += 10) {
+        pid_t r = waitpid(pid, &status, WNOHANG);
+        if (r == pid)
+            return status;
+        if (r < 0 || waited >= timeout_ms)
+            return -1;
+        sleep_ms(10);
+    }
+}
+
+char *ts_read_file(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    if (f == NULL)
+        return NULL;
+    struct buffer b = {NULL, 0};
+    char chunk[8192];
+    size_t n;
+    while ((n = fread(chunk, 1, sizeof chunk, f)) > 0) {
+        if (on_data(chunk, 1, n, &b) != n) {
+            free(b.data);
+            fclose(f);
+            return NULL;
+        }
+    }
+    fclose(f);
+    if (b.data == NULL)
+        b.data = calloc(1, 1);
+    if (len)
+        *len = b.len;
+    return b.data;
+}
+
+pid_t ts_redis_start(int port)
+{
+    char port_s[16];
+    snprintf(port_s, sizeof port_s, "%d", port);
+    char *argv[] = {"redis-server", "--port", port_s, "--bind", "127.0.0.1", "--save", "",
+                    "--appendonly", "no", "--loglevel", "warning", NULL};
+    pid_t pid = ts_spawn_io(argv, NULL, NULL, NULL);
+    if (pid < 0)
+        return -1;
+    if (ts_wait_port(port, 5000) != 0) {
+        ts_kill(pid, SIGKILL);
+        return -1;
+    }
+    return pid;
+}
+
+/* ---- raw HTTP ---- */
+
+int ts_connect(int port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -1;
+    struct sockaddr_in addr;
+    memset(&addr, 0, sizeof addr);
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    addr.sin_port = htons((uint16_t)port);
+    if (connect(fd, (struct sockaddr *)&addr, sizeof addr) != 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+int ts_send_all(int fd, const void *buf, size_t len)
+{
+    const char *p = buf;
+    while (len > 0) {
+        ssize_t n = send(fd, p, len, MSG_NOSIGNAL);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return -1;
+        p += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+static long elapsed_ms(const struct timespec *since)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (now.tv_sec - since->tv_sec) * 1000L + (now.tv_nsec - since->tv_nsec) / 1000000L;
+}
+
+/* Decodes a complete chunked body from src into a new buffer; -1 when incomplete. */
+static int unchunk(const char *src, size_t len, struct buffer *out)
+{
+    size_t pos = 0;
+    for (;;) {
+        const char *eol = memmem(src + pos, len - pos, "\r\n", 2);
+        if (eol == NULL)
+            return -1;
+        size_t size = strtoul(src + pos, NULL, 16);
+        pos = (size_t)(eol - src) + 2;
+        if (size == 0)
+            return memmem(src + pos, len - pos, "\r\n", 2) ? 0 : -1;
+        if (len - pos < size + 2)
+            return -1;
+        if (on_data((char *)src + pos, 1, size, out) != size)
+            return -1;
+        pos += size + 2;
+    }
+}
+
+int ts_read_response(int fd, int timeout_ms, long *status, char **headers, char **body)
+{
+    struct buffer in = {NULL, 0};
+    struct timespec started;
+    clock_gettime(CLOCK_MONOTONIC, &started);
+    *status = 0;
+    if (headers)
+        *headers = NULL;
+    if (body)
+        *body = NULL;
+    int rc = -1;
+    bool closed = false;
+    for (;;) {
+        const char *end = in.data ? strstr(in.data, "\r\n\r\n") : NULL;
+        if (end != NULL) {
+            size_t head_len = (size_t)(end - in.data) + 4;
+            char cl[32];
+            char te[64] = "";
+            struct buffer content = {NULL, 0};
+            char *head = strndup(in.data, head_len);
+            bool chunked = ts_header_value(head, "Transfer-Encoding", te, sizeof te) == 0 &&
+                           strcasecmp(te, "chunked") == 0;
+            bool complete = false;
+            if (chunked) {
+                complete = unchunk(in.data + head_len, in.len - head_len, &content) == 0;
+            } else if (ts_header_value(head, "Content-Length", cl, sizeof cl) == 0) {
+                size_t want = strtoul(cl, NULL, 10);
+                if (in.len - head_len >= want) {
+                    complete = true;
+                    if (want > 0)
+                        on_data(in.data + head_len, 1, want, &content);
+                }
+            } else if (closed) {
+                complete = true;
+                if (in.len > head_len)
+                    on_data(in.data + head_len, 1, in.len - head_len, &content);
+            }
+            if (complete) {
+                *status = strtol(in.data + strcspn(in.data, " "), NULL, 10);
+                if (content.data == NULL)
+                    content.data = calloc(1, 1);
+                if (headers)
+                    *headers = head;
+                else
+                    free(head);
+                if (body)
+                    *body = content.data;
+                else
+                    free(content.data);
+                rc = 0;
+                break;
+            }
+            free(head);
+            free(content.data);
+        }
+        long left = timeout_ms - elapsed_ms(&started);
+        if (closed || left <= 0)
+            break;
+        struct pollfd p = {fd, POLLIN, 0};
+        int ready = poll(&p, 1, (int)left);
+        if (ready < 0 && errno == EINTR)
+            continue;
+        if (ready <= 0)
+            break;
+        char chunk[8192];
+        ssize_t n = recv(fd, chunk, sizeof chunk, 0);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            closed = true;
+            continue;
+        }
+        if (on_data(chunk, 1, (size_t)n, &in) != (size_t)n)
+            break;
+    }
+    free(in.data);
+    return rc;
+}
+
+int ts_header_value(const char *headers, const char *name, char *out, size_t out_size)
+{
+    size_t name_len = strlen(name);
+    for (const char *line = headers; line && *line;) {
+        const char *eol = strstr(line, "\r\n");
+        size_t line_len = eol ? (size_t)(eol - line) : strlen(line);
+        if (line_len > name_len && line[name_len] == ':' && strncasecmp(line, name, name_len) == 0) {
+            const char *v = line + name_len + 1;
+            const char *v_end = line + line_len;
+            while (v < v_end && (*v == ' ' || *v == '\t'))
+                v++;
+            while (v_end > v && (v_end[-1] == ' ' || v_end[-1] == '\t'))
+                v_end--;
+            snprintf(out, out_size, "%.*s", (int)(v_end - v), v);
+            return 0;
+        }
+        if (!eol)
+            break;
+        line = eol + 2;
+    }
+    return -1;
 }

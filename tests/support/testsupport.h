@@ -36,4 +36,41 @@ int ts_http_full(const char *method, const char *url, const char *const *headers
                  const char *body, size_t body_len, long timeout_ms, long *status,
                  char **resp_body, char **resp_headers);
 
+/* ts_spawn with the child's stdout and stderr written to files (created or
+ * truncated; NULL or "/dev/null" discards), so a test can read what it printed. */
+pid_t ts_spawn_io(char *const argv[], char *const env[], const char *stdout_path,
+                  const char *stderr_path);
+
+/* Waits up to timeout_ms for pid to exit, without signalling it. Returns its wait
+ * status, or -1 when it is still running (or is not our child). */
+int ts_wait_exit(pid_t pid, int timeout_ms);
+
+/* The whole file, malloc'd and NUL-terminated (the caller frees); *len (may be
+ * NULL) gets its size. NULL when it cannot be read. */
+char *ts_read_file(const char *path, size_t *len);
+
+/* A throwaway redis-server on 127.0.0.1:port (no persistence, output discarded),
+ * waited for until it accepts connections. Returns its pid, or -1. Stop it with
+ * ts_kill. */
+pid_t ts_redis_start(int port);
+
+/* Raw HTTP for what libcurl will not do (a body sent in pieces, chunked by hand,
+ * one keep-alive connection kept across a server's state change). */
+
+/* A connected TCP socket to 127.0.0.1:port, or -1. */
+int ts_connect(int port);
+
+/* Writes all len bytes; 0 or -1. */
+int ts_send_all(int fd, const void *buf, size_t len);
+
+/* Reads one HTTP/1.x response from fd within timeout_ms: *status, the header
+ * block and the body (Content-Length, chunked, or up to the close), each malloc'd
+ * and NUL-terminated (the caller frees; either pointer may be NULL to discard).
+ * Returns 0, or -1 when no complete response came. */
+int ts_read_response(int fd, int timeout_ms, long *status, char **headers, char **body);
+
+/* The value of header name (case-insensitive) in a response header block, copied
+ * into out without surrounding white space; 0, or -1 when absent. */
+int ts_header_value(const char *headers, const char *name, char *out, size_t out_size);
+
 #endif
