@@ -273,7 +273,7 @@ int config_load(struct config *c, config_lookup_fn lookup, char *err, size_t err
         snprintf(c->boot_cc_expires_at, sizeof c->boot_cc_expires_at, "%s", v);
     } else {
         const char *orphans[] = {"CCSYNC_WEBHOOK_SECRET", "CCSYNC_CC_ACCESS_TOKEN",
-                                 "CCSYNC_CC_REFRESH_TOKEN"};
+                                 "CCSYNC_CC_REFRESH_TOKEN", "CCSYNC_CC_EXPIRES_AT"};
         for (size_t i = 0; i < sizeof orphans / sizeof orphans[0]; i++)
             if (*value_or(lookup, orphans[i], ""))
                 return fail(err, err_size, "%s: is set but CCSYNC_ASSOCIATION_ID is not",
