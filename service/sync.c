@@ -1324,6 +1324,21 @@ static enum sync_result converge(struct run *r)
     return SYNC_RETRY;
 }
 
+/*
+ * Forgets a deleted group whose list is gone, keeping a tombstone (fact_ts,
+ * deleted, gen): without it a late group.created/updated older than the
+ * deletion would bring the group, and a new CC list, back. Does nothing when a
+ * newer fact revived the group since it was loaded.
+ * KEYS: g:{G}, gm:{G}, ap:{G}, groups. ARGV: group id.
+ */
+static const char forget_group_script[] =
+    "local f = redis.call('HMGET', KEYS[1], 'deleted', 'fact_ts', 'gen')\n"
+    "if f[1] ~= '1' then return 0 end\n"
+    "redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])\n"
+    "redis.call('HSET', KEYS[1], 'deleted', '1', 'fact_ts', f[2], 'gen', f[3] or '0')\n"
+    "redis.call('SREM', KEYS[4], ARGV[1])\n"
+    "return 1\n";
+
 enum sync_result sync_group(struct sync_worker *w, const char *association, const char *group_id,
                             int64_t *retry_ms)
 {
@@ -1349,10 +1364,17 @@ enum sync_result sync_group(struct sync_worker *w, const char *association, cons
                 goto out;
         }
         if (r.gs.deleted) {
-            bool ok = cmd(c, "DEL %sg:%s %sgm:%s %sap:%s", r.p, group_id, r.p, group_id, r.p,
-                          group_id) &&
-                      cmd(c, "SREM %sgroups %s", r.p, group_id);
-            res = ok ? SYNC_DONE : SYNC_REDIS;
+            char keys[3][300];
+            snprintf(keys[0], sizeof keys[0], "%sg:%s", r.p, group_id);
+            snprintf(keys[1], sizeof keys[1], "%sgm:%s", r.p, group_id);
+            snprintf(keys[2], sizeof keys[2], "%sap:%s", r.p, group_id);
+            char groups[200];
+            snprintf(groups, sizeof groups, "%sgroups", r.p);
+            const char *args[] = {keys[0], keys[1], keys[2], groups, group_id};
+            redisReply *rep = script_eval(c, forget_group_script, 4, 5, args);
+            res = store_reply_ok(c, rep) ? SYNC_DONE : SYNC_REDIS;
+            if (rep)
+                freeReplyObject(rep);
             goto out;
         }
         bool ok = cmd(c, "HSET %sg:%s state disabled pending 0", r.p, group_id) &&
