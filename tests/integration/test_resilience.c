@@ -1,0 +1,1510 @@
+/*
+ * test_resilience.c (integration) - the sync engine keeps every list exact through
+ * crashes, restarts, faults and concurrency: real redis-server, the Constant
+ * Contact simulator (ccsim) and ccsyncd, driven over HTTP with signed webhooks.
+ *
+ *   a) SIGKILL of ccsyncd in the middle of a 20,000-member first sync, restart
+ *   b) Redis restarted (AOF on) in the middle of a sync
+ *   c) 30% of Constant Contact's answers are 429 or 5xx during a first sync
+ *   d) every access token expires in the middle of two groups' syncs
+ *   e) two ccsyncd processes on one Redis, events sent to both
+ *   f) the same 20 events redelivered in random order with new webhook-ids
+ *
+ * "Exact" is asserted the same way everywhere: once the events are folded and
+ * the group is settled, the group's CC list (ccsim's state dump) holds precisely
+ * the expected emails, the account holds exactly the expected lists, and the
+ * GroupStatus counts are the expected numbers. ccsim's request log tells how many
+ * contacts_json_import requests CC accepted and for which emails, so a second
+ * import of the same contacts is seen.
+ *
+ * Every test gets its own redis-server, ccsim and ccsyncd(s) on free loopback
+ * ports. Binaries: $CCSYNCD_BIN and $CCSIM_BIN, by default $BUILD/ccsyncd and
+ * $BUILD/ccsim ($BUILD defaults to "build"). Process logs go to
+ * /tmp/ccsync-test-resilience-<pid>/ (printed once).
+ *
+ * Rates: ccsim runs with --rate 0 and ccsync with CCSYNC_CC_RATE_PER_SEC=100 where
+ * the budget is not the subject (the 20,000-member read-back is 40 pages; at 4/s
+ * the suite would spend its time waiting on the bucket, not on what is tested).
+ * Test (e) keeps production limits (4/s in ccsim and in both processes): two
+ * processes sharing one budget in Redis is part of what it checks.
+ *
+ * Deadlines exist only so a broken engine cannot hang the suite; no test asserts
+ * speed. Tests that kill a sync's holder (a, b) wait for its lease to expire
+ * (60 s, worker.c's LEASE_MS), which is why their deadlines are longer.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <json-c/json.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "ccsync/webhook.h"
+#include "testsupport.h"
+
+#define ASSOC "acme"
+#define SECRET "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+#define ADMIN_TOKEN "test-admin-token"
+#define DEV_TOKEN "sim-dev-token"
+#define WAIT_MS 60000
+#define WAIT_LEASE_MS 150000 /* a dead holder's lease (60 s) plus the work */
+#define T0 1767225600LL      /* 2026-01-01T00:00:00Z: event timestamps are T0 + n s */
+#define IMPORT_PATH "/v3/activities/contacts_json_import"
+#define MAX_CCSYNCD 2
+
+/* ---- the stack under test ---- */
+
+struct options {
+    int sim_rate;      /* ccsim --rate (0 off) */
+    int cc_rate;       /* CCSYNC_CC_RATE_PER_SEC */
+    int activity_ms;   /* ccsim --activity-ms */
+    int workers;       /* CCSYNC_WORKERS */
+    int n_ccsyncd;     /* processes on the one Redis */
+    bool aof;          /* Redis persists (AOF, fsync always) in the test's folder */
+    bool minted_token; /* a token pair minted by ccsim instead of the dev token */
+};
+
+static struct {
+    struct options o;
+    pid_t redis_pid, sim_pid, ccsyncd_pid[MAX_CCSYNCD];
+    int redis_port, sim_port, http_port[MAX_CCSYNCD];
+    char sim_root[64];
+    char base[MAX_CCSYNCD][64];
+    char log_dir[128];
+    char data_dir[192];
+    int serial;
+    long msg_serial;
+    char access[256], refresh[256]; /* minted tokens */
+} S;
+
+static void sleep_ms(long ms)
+{
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+static long now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1000L + ts.tv_nsec / 1000000L;
+}
+
+static const char *bin_path(const char *env_name, const char *name, char *out, size_t size)
+{
+    const char *v = getenv(env_name);
+    if (v && *v) {
+        snprintf(out, size, "%s", v);
+    } else {
+        const char *build = getenv("BUILD");
+        snprintf(out, size, "%s/%s", build && *build ? build : "build", name);
+    }
+    return out;
+}
+
+/* Starts argv with env added, stdout and stderr appended to log. */
+static pid_t spawn_logged(char *const argv[], char *const env[], const char *log)
+{
+    fflush(stdout);
+    fflush(stderr);
+    pid_t pid = fork();
+    if (pid != 0)
+        return pid;
+    int fd = open(log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    if (fd >= 0) {
+        dup2(fd, STDOUT_FILENO);
+        dup2(fd, STDERR_FILENO);
+        close(fd);
+    }
+    for (size_t i = 0; env && env[i]; i++)
+        putenv(env[i]);
+    execvp(argv[0], argv);
+    fprintf(stderr, "cannot run %s: %s\n", argv[0], strerror(errno));
+    _exit(127);
+}
+
+static void log_path(char *out, size_t size, const char *what)
+{
+    snprintf(out, size, "%s/%02d-%s.log", S.log_dir, S.serial, what);
+}
+
+/* ---- HTTP ---- */
+
+struct reply {
+    long status;
+    char *body;
+    json_object *json;
+};
+
+static void reply_free(struct reply *r)
+{
+    free(r->body);
+    json_object_put(r->json);
+    memset(r, 0, sizeof *r);
+}
+
+static struct reply http(const char *method, const char *url, const char *const *headers,
+                         const char *body)
+{
+    struct reply r = {0};
+    if (ts_http_full(method, url, headers, body, body ? strlen(body) : 0, 30000, &r.status,
+                     &r.body, NULL) != 0)
+        fail_msg("%s %s: no answer", method, url);
+    r.json = json_tokener_parse(r.body ? r.body : "");
+    return r;
+}
+
+/* An admin call to ccsyncd number i. */
+static struct reply api_at(int i, const char *method, const char *path, const char *body)
+{
+    char url[512];
+    snprintf(url, sizeof url, "%s%s", S.base[i], path);
+    const char *headers[] = {"Authorization: Bearer " ADMIN_TOKEN,
+                             "Content-Type: application/json", NULL};
+    return http(method, url, headers, body);
+}
+
+static struct reply api(const char *method, const char *path, const char *body)
+{
+    return api_at(0, method, path, body);
+}
+
+/* A control call to ccsim; asserts a 200. */
+static json_object *sim(const char *method, const char *path, const char *body)
+{
+    char url[512];
+    snprintf(url, sizeof url, "%s%s", S.sim_root, path);
+    const char *headers[] = {"Content-Type: application/json", NULL};
+    struct reply r = http(method, url, headers, body);
+    if (r.status != 200)
+        fail_msg("ccsim %s %s: %ld %s", method, path, r.status, r.body ? r.body : "");
+    json_object *j = r.json;
+    r.json = NULL;
+    reply_free(&r);
+    return j;
+}
+
+static void sim_void(const char *method, const char *path, const char *body)
+{
+    json_object_put(sim(method, path, body));
+}
+
+/* ---- JSON access ---- */
+
+static json_object *jget(json_object *o, const char *key)
+{
+    json_object *v = NULL;
+    if (!o || !json_object_object_get_ex(o, key, &v))
+        return NULL;
+    return v;
+}
+
+static const char *jstr(json_object *o, const char *key)
+{
+    json_object *v = jget(o, key);
+    return v && json_object_is_type(v, json_type_string) ? json_object_get_string(v) : NULL;
+}
+
+static long long jint(json_object *o, const char *key)
+{
+    json_object *v = jget(o, key);
+    if (!v || !json_object_is_type(v, json_type_int))
+        fail_msg("no integer \"%s\" in %.500s", key, o ? json_object_to_json_string(o) : "(null)");
+    return json_object_get_int64(v);
+}
+
+/* ---- webhooks ---- */
+
+static void rfc3339_at(long long seconds, char *out, size_t size)
+{
+    time_t t = (time_t)(T0 + seconds);
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    strftime(out, size, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+/* Posts body signed with id to ccsyncd number i; returns the HTTP status. */
+static long post_webhook_at(int i, const char *id, const char *body)
+{
+    char sig[128], ts_hdr[64], id_hdr[160], sig_hdr[200], url[256];
+    int64_t now = (int64_t)time(NULL);
+    assert_int_equal(webhook_sign(SECRET, id, now, body, strlen(body), sig, sizeof sig), 0);
+    snprintf(ts_hdr, sizeof ts_hdr, "webhook-timestamp: %lld", (long long)now);
+    snprintf(id_hdr, sizeof id_hdr, "webhook-id: %s", id);
+    snprintf(sig_hdr, sizeof sig_hdr, "webhook-signature: %s", sig);
+    const char *headers[] = {"Content-Type: application/json", id_hdr, ts_hdr, sig_hdr, NULL};
+    snprintf(url, sizeof url, "%s/v1/associations/" ASSOC "/webhooks/novi", S.base[i]);
+    struct reply r = http("POST", url, headers, body);
+    long status = r.status;
+    reply_free(&r);
+    return status;
+}
+
+/* The envelope of an event at T0 + at seconds; malloc'd. */
+static char *envelope(const char *type, const char *data, long long at)
+{
+    char ts[40];
+    rfc3339_at(at, ts, sizeof ts);
+    size_t n = strlen(type) + strlen(data) + 128;
+    char *body = malloc(n);
+    snprintf(body, n, "{\"type\":\"%s\",\"timestamp\":\"%s\",\"data\":%s}", type, ts, data);
+    return body;
+}
+
+static void new_id(char *out, size_t size)
+{
+    snprintf(out, size, "msg_%d_%d_%ld", getpid(), S.serial, ++S.msg_serial);
+}
+
+/* Sends one event to ccsyncd number i under a new webhook-id; asserts it was queued. */
+static void send_event_at(int i, const char *type, const char *data, long long at)
+{
+    char id[64];
+    new_id(id, sizeof id);
+    char *body = envelope(type, data, at);
+    long status = post_webhook_at(i, id, body);
+    if (status != 202)
+        fail_msg("webhook %s %s: %ld", type, id, status);
+    free(body);
+}
+
+static void send_event(const char *type, const char *data, long long at)
+{
+    send_event_at(0, type, data, at);
+}
+
+/* Member record JSON; email NULL = none; extra is appended inside the object. */
+static char *member_json(const char *id, const char *email, const char *first, const char *last,
+                         const char *extra)
+{
+    char em[200] = "", *b = malloc(1024);
+    if (email)
+        snprintf(em, sizeof em, ",\"Email\":\"%s\"", email);
+    snprintf(b, 1024,
+             "{\"UniqueID\":\"%s\"%s,\"FirstName\":\"%s\",\"LastName\":\"%s\","
+             "\"CustomerType\":\"Person\",\"Active\":true%s}",
+             id, em, first, last, extra ? extra : "");
+    return b;
+}
+
+static void send_group_at(int i, const char *g, const char *name, bool sync, long long at)
+{
+    char data[512];
+    snprintf(data, sizeof data,
+             "{\"UniqueID\":\"%s\",\"GroupName\":\"%s\",\"SyncToConstantContact\":%s}", g, name,
+             sync ? "true" : "false");
+    send_event_at(i, "group.updated", data, at);
+}
+
+/* ---- generated groups: member k of a group is "<prefix><k>" ---- */
+
+/* The email of member k, or NULL (no email) / an invalid one for some k:
+ * every k % 1000 == 7 has no email, every k % 1000 == 8 an invalid one. */
+static bool gen_special(int k, bool *no_email, bool *invalid)
+{
+    *no_email = k % 1000 == 7;
+    *invalid = k % 1000 == 8;
+    return *no_email || *invalid;
+}
+
+static void gen_email(const char *prefix, int k, char *out, size_t size)
+{
+    snprintf(out, size, "%s%05d@example.org", prefix, k);
+}
+
+/* group.members data for members [from, to) of prefix. malloc'd. */
+static char *gen_members_data(const char *g, const char *prefix, int from, int to)
+{
+    size_t cap = 128 + (size_t)(to - from) * 200, len = 0;
+    char *d = malloc(cap);
+    len += (size_t)snprintf(d + len, cap - len, "{\"UniqueID\":\"%s\",\"Members\":[", g);
+    for (int k = from; k < to; k++) {
+        bool no_email, invalid;
+        gen_special(k, &no_email, &invalid);
+        char email[64];
+        gen_email(prefix, k, email, sizeof email);
+        if (invalid)
+            snprintf(email, sizeof email, "%s%05d at example.org", prefix, k);
+        len += (size_t)snprintf(d + len, cap - len,
+                                "%s{\"UniqueID\":\"%s%05d\"%s%s%s,\"FirstName\":\"F%d\","
+                                "\"LastName\":\"L%d\",\"CustomerType\":\"Person\",\"Active\":true}",
+                                k > from ? "," : "", prefix, k, no_email ? "" : ",\"Email\":\"",
+                                no_email ? "" : email, no_email ? "" : "\"", k, k);
+    }
+    snprintf(d + len, cap - len, "]}");
+    return d;
+}
+
+/* A customer.updated for member k of prefix joining (or leaving: in_group false) g. */
+static void send_gen_member_at(int i, const char *g, const char *prefix, int k, bool in_group,
+                               long long at)
+{
+    char data[512], email[64], id[64], groups[160];
+    gen_email(prefix, k, email, sizeof email);
+    snprintf(id, sizeof id, "%s%05d", prefix, k);
+    snprintf(groups, sizeof groups, ",\"Groups\":[%s%s%s]", in_group ? "{\"UniqueID\":\"" : "",
+             in_group ? g : "", in_group ? "\"}" : "");
+    char fn[16], ln[16];
+    snprintf(fn, sizeof fn, "F%d", k);
+    snprintf(ln, sizeof ln, "L%d", k);
+    char *m = member_json(id, email, fn, ln, groups);
+    snprintf(data, sizeof data, "%s", m);
+    free(m);
+    send_event_at(i, "customer.updated", data, at);
+}
+
+/* ---- sets of emails ---- */
+
+struct strv {
+    size_t n, cap;
+    char **v;
+};
+
+static void strv_add(struct strv *s, const char *x)
+{
+    if (s->n == s->cap) {
+        s->cap = s->cap ? s->cap * 2 : 64;
+        s->v = realloc(s->v, s->cap * sizeof *s->v);
+    }
+    s->v[s->n++] = strdup(x);
+}
+
+static void strv_free(struct strv *s)
+{
+    for (size_t i = 0; i < s->n; i++)
+        free(s->v[i]);
+    free(s->v);
+    memset(s, 0, sizeof *s);
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+static void strv_sort(struct strv *s)
+{
+    if (s->n)
+        qsort(s->v, s->n, sizeof *s->v, cmp_str);
+}
+
+/* The emails of members [from, to) of prefix that belong on a list. */
+static void gen_expected(struct strv *out, const char *prefix, int from, int to)
+{
+    for (int k = from; k < to; k++) {
+        bool no_email, invalid;
+        if (gen_special(k, &no_email, &invalid))
+            continue;
+        char email[64];
+        gen_email(prefix, k, email, sizeof email);
+        strv_add(out, email);
+    }
+}
+
+static long long gen_expected_count(int from, int to)
+{
+    long long n = 0;
+    for (int k = from; k < to; k++)
+        n += k % 1000 != 7 && k % 1000 != 8;
+    return n;
+}
+
+static int gen_no_email(int from, int to)
+{
+    int n = 0;
+    for (int k = from; k < to; k++)
+        n += k % 1000 == 7;
+    return n;
+}
+
+static int gen_invalid(int from, int to)
+{
+    int n = 0;
+    for (int k = from; k < to; k++)
+        n += k % 1000 == 8;
+    return n;
+}
+
+/* ---- ccsyncd's view ---- */
+
+static json_object *get_group(const char *g, long *status)
+{
+    char path[256];
+    snprintf(path, sizeof path, "/v1/associations/" ASSOC "/groups/%s", g);
+    struct reply r = api("GET", path, NULL);
+    *status = r.status;
+    json_object *j = r.json;
+    r.json = NULL;
+    reply_free(&r);
+    return j;
+}
+
+static long long queue_pending(void)
+{
+    struct reply r = api("GET", "/v1/status", NULL);
+    if (r.status != 200) {
+        reply_free(&r);
+        return -1; /* e.g. Redis still coming back */
+    }
+    long long n = jint(jget(r.json, "queue"), "pending");
+    reply_free(&r);
+    return n;
+}
+
+static bool group_settled(json_object *gs)
+{
+    json_object *q = jget(gs, "changes_queued");
+    json_object *p = jget(gs, "pending_changes");
+    return gs && p && json_object_get_int64(p) == 0 && q && !json_object_get_boolean(q);
+}
+
+/* Called between polls while waiting (fault rotation and the like); may be NULL. */
+typedef void (*tick_fn)(void);
+
+/* Waits until every event is folded and the groups' work is done. Returns the
+ * GroupStatus of groups[0] (the caller puts it). */
+static json_object *wait_settled_n(const char *const *groups, size_t n, long wait_ms, tick_fn tick)
+{
+    long deadline = now_ms() + wait_ms;
+    for (;;) {
+        if (tick)
+            tick();
+        bool all = queue_pending() == 0;
+        json_object *first = NULL;
+        for (size_t i = 0; all && i < n; i++) {
+            long status;
+            json_object *gs = get_group(groups[i], &status);
+            const char *code = status == 200 ? jstr(jget(gs, "error"), "code") : NULL;
+            if (code && strcmp(code, "constant_contact_unavailable") != 0)
+                fail_msg("group %s in error (not one that retries soon): %s", groups[i],
+                         json_object_to_json_string(gs));
+            all = status == 200 && group_settled(gs);
+            if (all && i == 0)
+                first = gs;
+            else
+                json_object_put(gs);
+        }
+        if (all)
+            return first;
+        json_object_put(first);
+        if (now_ms() > deadline) {
+            long status;
+            json_object *gs = get_group(groups[0], &status);
+            fail_msg("groups did not settle within %ld ms: %ld %s", wait_ms, status,
+                     gs ? json_object_to_json_string(gs) : "");
+        }
+        sleep_ms(50);
+    }
+}
+
+static json_object *wait_settled(const char *g, long wait_ms)
+{
+    const char *groups[] = {g};
+    return wait_settled_n(groups, 1, wait_ms, NULL);
+}
+
+static void assert_counts(json_object *gs, long long members, long long no_email,
+                          long long invalid_email, long long duplicate_email,
+                          long long do_not_email, long long unsubscribed, long long rejected,
+                          long long in_list)
+{
+    json_object *c = jget(gs, "counts");
+    char got[256], want[256];
+    snprintf(got, sizeof got,
+             "members=%lld no_email=%lld invalid=%lld dup=%lld dne=%lld unsub=%lld rej=%lld in_list=%lld",
+             jint(c, "members"), jint(c, "no_email"), jint(c, "invalid_email"),
+             jint(c, "duplicate_email"), jint(c, "do_not_email"), jint(c, "unsubscribed"),
+             jint(c, "rejected"), jint(c, "in_list"));
+    snprintf(want, sizeof want,
+             "members=%lld no_email=%lld invalid=%lld dup=%lld dne=%lld unsub=%lld rej=%lld in_list=%lld",
+             members, no_email, invalid_email, duplicate_email, do_not_email, unsubscribed,
+             rejected, in_list);
+    assert_string_equal(got, want);
+}
+
+static void assert_state(json_object *gs, const char *state)
+{
+    const char *st = jstr(gs, "state");
+    if (!st || strcmp(st, state) != 0)
+        fail_msg("state %s, wanted %s: %s", st ? st : "(none)", state, json_object_to_json_string(gs));
+    json_object *e = jget(gs, "error");
+    if (e && !json_object_is_type(e, json_type_null))
+        fail_msg("group shows an error: %s", json_object_to_json_string(gs));
+}
+
+static void gs_list(json_object *gs, char *list_id, char *name, size_t size)
+{
+    json_object *l = jget(gs, "list");
+    if (!l || !json_object_is_type(l, json_type_object) || !jstr(l, "list_id"))
+        fail_msg("group has no list: %s", json_object_to_json_string(gs));
+    snprintf(list_id, size, "%s", jstr(l, "list_id"));
+    if (name)
+        snprintf(name, size, "%s", jstr(l, "name") ? jstr(l, "name") : "");
+}
+
+/* ---- ccsim's view ---- */
+
+static bool list_active(json_object *l)
+{
+    const char *st = jstr(l, "status");
+    return !st || strcmp(st, "active") == 0;
+}
+
+/* The active lists' names, sorted and comma-separated. */
+static const char *cc_list_names(json_object *st, char *out, size_t size)
+{
+    json_object *lists = jget(st, "lists");
+    struct strv names = {0};
+    for (size_t i = 0; i < json_object_array_length(lists); i++) {
+        json_object *l = json_object_array_get_idx(lists, i);
+        if (list_active(l))
+            strv_add(&names, jstr(l, "name"));
+    }
+    strv_sort(&names);
+    size_t len = 0;
+    out[0] = '\0';
+    for (size_t i = 0; i < names.n; i++)
+        len += (size_t)snprintf(out + len, size - len, "%s%s", i ? "," : "", names.v[i]);
+    strv_free(&names);
+    return out;
+}
+
+/* Asserts that the active CC list list_id holds exactly the emails of want. */
+static void assert_list_exact(json_object *st, const char *list_id, struct strv *want)
+{
+    json_object *lists = jget(st, "lists"), *found = NULL;
+    for (size_t i = 0; i < json_object_array_length(lists); i++) {
+        json_object *l = json_object_array_get_idx(lists, i);
+        if (jstr(l, "list_id") && strcmp(jstr(l, "list_id"), list_id) == 0 && list_active(l))
+            found = l;
+    }
+    if (!found)
+        fail_msg("list %s is not active in CC", list_id);
+    json_object *members = jget(found, "members");
+    struct strv got = {0};
+    for (size_t i = 0; i < json_object_array_length(members); i++)
+        strv_add(&got, json_object_get_string(json_object_array_get_idx(members, i)));
+    strv_sort(&got);
+    strv_sort(want);
+    size_t i = 0, k = 0, missing = 0, extra = 0;
+    char first[256] = "";
+    while (i < got.n || k < want->n) {
+        int c = i >= got.n ? 1 : k >= want->n ? -1 : strcmp(got.v[i], want->v[k]);
+        if (c == 0) {
+            i++, k++;
+        } else if (c < 0) {
+            if (!first[0])
+                snprintf(first, sizeof first, "extra %s", got.v[i]);
+            extra++, i++;
+        } else {
+            if (!first[0])
+                snprintf(first, sizeof first, "missing %s", want->v[k]);
+            missing++, k++;
+        }
+    }
+    size_t n_got = got.n;
+    strv_free(&got);
+    if (missing || extra)
+        fail_msg("list %s holds %zu emails, wanted %zu: %zu missing, %zu extra (first: %s)",
+                 list_id, n_got, want->n, missing, extra, first);
+}
+
+/* "first last" of the CC contact with email. */
+static const char *cc_contact_names(json_object *st, const char *email, char *out, size_t size)
+{
+    json_object *cs = jget(st, "contacts");
+    for (size_t i = 0; i < json_object_array_length(cs); i++) {
+        json_object *c = json_object_array_get_idx(cs, i);
+        if (jstr(c, "email") && strcmp(jstr(c, "email"), email) == 0) {
+            snprintf(out, size, "%s %s", jstr(c, "first_name") ? jstr(c, "first_name") : "",
+                     jstr(c, "last_name") ? jstr(c, "last_name") : "");
+            return out;
+        }
+    }
+    fail_msg("no contact %s in CC", email);
+    return NULL;
+}
+
+static long long cc_endpoint(const char *name)
+{
+    json_object *c = sim("GET", "/__sim/counters", NULL);
+    json_object *v = jget(jget(c, "by_endpoint"), name);
+    long long n = v ? json_object_get_int64(v) : 0;
+    json_object_put(c);
+    return n;
+}
+
+static long long cc_counter(const char *key)
+{
+    json_object *c = sim("GET", "/__sim/counters", NULL);
+    long long n = jint(c, key);
+    json_object_put(c);
+    return n;
+}
+
+/* /v3 requests ccsim has answered (any status). */
+static long long cc_requests(void)
+{
+    return cc_counter("total") + cc_counter("unauthorized");
+}
+
+/*
+ * What CC accepted, from ccsim's request log: successful (2xx) requests of
+ * method + path; for imports, whose bodies the log keeps up to 16 KB, each
+ * accepted import is either "big" (body cut: more rows than the log keeps) or
+ * parsed, its (list, email) rows added to pairs as "list_id email".
+ */
+struct accepted {
+    int ok;          /* 2xx answers */
+    int big_imports; /* accepted imports whose body the log cut */
+    struct strv pairs;
+};
+
+static void accepted_read(const char *method, const char *path, struct accepted *a)
+{
+    memset(a, 0, sizeof *a);
+    json_object *log = sim("GET", "/__sim/log?since=0", NULL);
+    json_object *reqs = jget(log, "requests");
+    if (jint(log, "next") > (long long)json_object_array_length(reqs) + 1)
+        fail_msg("ccsim's request log overflowed (%lld requests): cannot count", jint(log, "next"));
+    for (size_t i = 0; i < json_object_array_length(reqs); i++) {
+        json_object *q = json_object_array_get_idx(reqs, i);
+        const char *m = jstr(q, "method"), *p = jstr(q, "path");
+        long long status = jint(q, "status");
+        if (!m || !p || strcmp(m, method) != 0 || strncmp(p, path, strlen(path)) != 0 ||
+            status < 200 || status > 299)
+            continue;
+        a->ok++;
+        if (strcmp(path, IMPORT_PATH) != 0)
+            continue;
+        json_object *body = jstr(q, "body") ? json_tokener_parse(jstr(q, "body")) : NULL;
+        json_object *rows = jget(body, "import_data"), *lists = jget(body, "list_ids");
+        if (!rows || !lists) {
+            a->big_imports++;
+        } else {
+            for (size_t l = 0; l < json_object_array_length(lists); l++)
+                for (size_t r = 0; r < json_object_array_length(rows); r++) {
+                    char pair[300];
+                    snprintf(pair, sizeof pair, "%s %s",
+                             json_object_get_string(json_object_array_get_idx(lists, l)),
+                             jstr(json_object_array_get_idx(rows, r), "email"));
+                    strv_add(&a->pairs, pair);
+                }
+        }
+        json_object_put(body);
+    }
+    json_object_put(log);
+}
+
+/* Fails when a (list, email) row was accepted twice. */
+static void assert_no_pair_twice(struct accepted *a)
+{
+    strv_sort(&a->pairs);
+    for (size_t i = 1; i < a->pairs.n; i++)
+        if (strcmp(a->pairs.v[i - 1], a->pairs.v[i]) == 0)
+            fail_msg("imported twice: %s", a->pairs.v[i]);
+}
+
+/* Rows of every contacts_json_import CC accepted (the activities'
+ * items_total_count), read through the /v3 API with ccsim's dev token: a row
+ * imported twice counts twice. Call it last: it adds to ccsim's counters. */
+static long long cc_import_rows(void)
+{
+    long long rows = 0;
+    char url[1024];
+    snprintf(url, sizeof url, "%s/v3/activities?limit=500", S.sim_root);
+    for (;;) {
+        const char *headers[] = {"Authorization: Bearer " DEV_TOKEN, NULL};
+        struct reply r = http("GET", url, headers, NULL);
+        if (r.status != 200)
+            fail_msg("GET /v3/activities: %ld %s", r.status, r.body ? r.body : "");
+        json_object *acts = jget(r.json, "activities");
+        for (size_t i = 0; i < json_object_array_length(acts); i++) {
+            json_object *status = jget(json_object_array_get_idx(acts, i), "status");
+            if (jget(status, "person_count")) /* only imports report persons */
+                rows += jint(status, "items_total_count");
+        }
+        json_object *next = jget(jget(jget(r.json, "_links"), "next"), "href");
+        if (next)
+            snprintf(url, sizeof url, "%s%s", S.sim_root, json_object_get_string(next));
+        reply_free(&r);
+        if (!next)
+            return rows;
+    }
+}
+
+/* ---- fixture ---- */
+
+static int start_redis(void)
+{
+    char rport[16], log[256];
+    snprintf(rport, sizeof rport, "%d", S.redis_port);
+    char *aof[] = {"redis-server", "--port", rport, "--bind", "127.0.0.1", "--save", "",
+                   "--dir", S.data_dir, "--appendonly", "yes", "--appendfsync", "always", NULL};
+    char *mem[] = {"redis-server", "--port", rport, "--bind", "127.0.0.1", "--save", "",
+                   "--appendonly", "no", NULL};
+    log_path(log, sizeof log, "redis");
+    S.redis_pid = spawn_logged(S.o.aof ? aof : mem, NULL, log);
+    return S.redis_pid > 0 && ts_wait_port(S.redis_port, 10000) == 0 ? 0 : -1;
+}
+
+static int start_ccsyncd(int i)
+{
+    char ccsyncd[512], log[256], what[32];
+    bin_path("CCSYNCD_BIN", "ccsyncd", ccsyncd, sizeof ccsyncd);
+    static char e_listen[MAX_CCSYNCD][64], e_redis[MAX_CCSYNCD][80], e_api[MAX_CCSYNCD][96],
+        e_token[MAX_CCSYNCD][128], e_workers[MAX_CCSYNCD][64], e_rate[MAX_CCSYNCD][64];
+    snprintf(e_listen[i], sizeof e_listen[i], "CCSYNC_LISTEN=127.0.0.1:%d", S.http_port[i]);
+    snprintf(e_redis[i], sizeof e_redis[i], "CCSYNC_REDIS_URL=redis://127.0.0.1:%d/0", S.redis_port);
+    snprintf(e_api[i], sizeof e_api[i], "CCSYNC_CC_API_URL=%s/v3", S.sim_root);
+    snprintf(e_token[i], sizeof e_token[i], "CCSYNC_CC_TOKEN_URL=%s/oauth2/default/v1/token", S.sim_root);
+    snprintf(e_workers[i], sizeof e_workers[i], "CCSYNC_WORKERS=%d", S.o.workers);
+    snprintf(e_rate[i], sizeof e_rate[i], "CCSYNC_CC_RATE_PER_SEC=%d", S.o.cc_rate);
+    char *env[] = {e_listen[i], e_redis[i], "CCSYNC_ADMIN_TOKEN=" ADMIN_TOKEN, e_api[i], e_token[i],
+                   "CCSYNC_SYNC_DELAY_MS=100", "CCSYNC_RECONCILE_SECONDS=3600", e_workers[i],
+                   e_rate[i], "CCSYNC_LOG_FORMAT=json", "CCSYNC_LOG_LEVEL=info",
+                   "CCSYNC_ASSOCIATION_ID=", "CCSYNC_WEBHOOK_SECRET=", "CCSYNC_CC_ACCESS_TOKEN=",
+                   "CCSYNC_CC_REFRESH_TOKEN=", "CCSYNC_CC_EXPIRES_AT=",
+                   "CCSYNC_CC_CLIENT_ID=ccsync-test", NULL};
+    char *argv[] = {ccsyncd, NULL};
+    snprintf(what, sizeof what, "ccsyncd%d", i);
+    log_path(log, sizeof log, what);
+    S.ccsyncd_pid[i] = spawn_logged(argv, env, log);
+    snprintf(S.base[i], sizeof S.base[i], "http://127.0.0.1:%d", S.http_port[i]);
+    if (S.ccsyncd_pid[i] <= 0 || ts_wait_port(S.http_port[i], 10000) != 0)
+        return -1;
+    for (int k = 0;; k++) {
+        long status = 0;
+        char url[128], *body = NULL;
+        snprintf(url, sizeof url, "%s/readyz", S.base[i]);
+        ts_http("GET", url, NULL, NULL, &status, &body);
+        free(body);
+        if (status == 200)
+            return 0;
+        if (k > 400)
+            return -1;
+        sleep_ms(50);
+    }
+}
+
+static void put_tokens(const char *access_token, const char *refresh_token)
+{
+    char body[1024];
+    snprintf(body, sizeof body,
+             "{\"webhook_secret\":\"" SECRET "\",\"constant_contact\":{\"access_token\":\"%s\""
+             "%s%s%s,\"expires_at\":\"2099-01-01T00:00:00Z\"}}",
+             access_token, refresh_token ? ",\"refresh_token\":\"" : "",
+             refresh_token ? refresh_token : "", refresh_token ? "\"" : "");
+    struct reply r = api("PUT", "/v1/associations/" ASSOC, body);
+    if (r.status != 200)
+        fail_msg("PUT association: %ld %s", r.status, r.body ? r.body : "");
+    reply_free(&r);
+}
+
+static int start_stack(const struct options *o)
+{
+    memset(&S.o, 0, sizeof S.o);
+    S.o = *o;
+    char ccsim[512], ccsyncd[512], log[256];
+    bin_path("CCSIM_BIN", "ccsim", ccsim, sizeof ccsim);
+    bin_path("CCSYNCD_BIN", "ccsyncd", ccsyncd, sizeof ccsyncd);
+    if (access(ccsim, X_OK) != 0 || access(ccsyncd, X_OK) != 0) {
+        fprintf(stderr, "test_resilience: %s or %s missing (set CCSIM_BIN, CCSYNCD_BIN or BUILD)\n",
+                ccsim, ccsyncd);
+        return -1;
+    }
+    if (!S.log_dir[0]) {
+        snprintf(S.log_dir, sizeof S.log_dir, "/tmp/ccsync-test-resilience-%d", getpid());
+        mkdir(S.log_dir, 0755);
+        fprintf(stderr, "test_resilience: process logs in %s\n", S.log_dir);
+    }
+    S.serial++;
+    snprintf(S.data_dir, sizeof S.data_dir, "%s/%02d-redis-data", S.log_dir, S.serial);
+    mkdir(S.data_dir, 0755);
+
+    S.redis_port = ts_free_port();
+    if (start_redis() != 0)
+        return -1;
+
+    S.sim_port = ts_free_port();
+    char listen[64], rate[16], act[16];
+    snprintf(listen, sizeof listen, "127.0.0.1:%d", S.sim_port);
+    snprintf(rate, sizeof rate, "%d", o->sim_rate);
+    snprintf(act, sizeof act, "%d", o->activity_ms ? o->activity_ms : 200);
+    char *sargv[] = {ccsim, "--listen", listen, "--dev-token", DEV_TOKEN, "--rate", rate,
+                     "--activity-ms", act, NULL};
+    log_path(log, sizeof log, "ccsim");
+    S.sim_pid = spawn_logged(sargv, NULL, log);
+    if (S.sim_pid <= 0 || ts_wait_port(S.sim_port, 10000) != 0)
+        return -1;
+    snprintf(S.sim_root, sizeof S.sim_root, "http://127.0.0.1:%d", S.sim_port);
+
+    for (int i = 0; i < (o->n_ccsyncd ? o->n_ccsyncd : 1); i++) {
+        S.http_port[i] = ts_free_port();
+        if (start_ccsyncd(i) != 0)
+            return -1;
+    }
+    if (o->minted_token) {
+        json_object *t = sim("POST", "/__sim/tokens", "{}");
+        snprintf(S.access, sizeof S.access, "%s", jstr(t, "access_token"));
+        snprintf(S.refresh, sizeof S.refresh, "%s", jstr(t, "refresh_token"));
+        json_object_put(t);
+        put_tokens(S.access, S.refresh);
+    } else {
+        put_tokens(DEV_TOKEN, NULL);
+    }
+    return 0;
+}
+
+static int stop_stack(void **state)
+{
+    (void)state;
+    for (int i = 0; i < MAX_CCSYNCD; i++) {
+        if (S.ccsyncd_pid[i] > 0)
+            ts_kill(S.ccsyncd_pid[i], SIGTERM);
+        S.ccsyncd_pid[i] = 0;
+    }
+    if (S.sim_pid > 0)
+        ts_kill(S.sim_pid, SIGTERM);
+    if (S.redis_pid > 0)
+        ts_kill(S.redis_pid, SIGTERM);
+    S.sim_pid = S.redis_pid = 0;
+    return 0;
+}
+
+/* Waits (polling ccsim tightly) until the endpoint's counter reaches n. */
+static void wait_endpoint(const char *name, long long n, long wait_ms)
+{
+    long deadline = now_ms() + wait_ms;
+    while (cc_endpoint(name) < n) {
+        if (now_ms() > deadline)
+            fail_msg("no %lld× %s within %ld ms", n, name, wait_ms);
+        sleep_ms(2);
+    }
+}
+
+/* ==== a) SIGKILL in the middle of a 20,000-member first sync ==== */
+
+#define BIG 20000
+
+static int setup_big(void **state)
+{
+    (void)state;
+    struct options o = {.sim_rate = 0, .cc_rate = 100, .activity_ms = 1500, .workers = 4};
+    return start_stack(&o);
+}
+
+static void test_sigkill_mid_first_sync_of_20000_converges_with_one_list_and_one_import(void **state)
+{
+    (void)state;
+    /* The members are known before sync is turned on, so the first sync is one
+     * import of every usable member (20,000 rows fit one chunk: < 40,000, < 4 MB). */
+    char *data = gen_members_data("big", "b", 0, BIG);
+    send_event("group.members", data, 2);
+    free(data);
+    long deadline = now_ms() + WAIT_MS;
+    while (queue_pending() != 0) {
+        if (now_ms() > deadline)
+            fail_msg("the snapshot was not folded");
+        sleep_ms(20);
+    }
+    send_group_at(0, "big", "Big Group", true, 3);
+
+    /* The import was accepted: its activity is queued or processing (1.5 s) and
+     * ccsyncd waits on it with the journal written. Kill it there. */
+    wait_endpoint("POST " IMPORT_PATH, 1, WAIT_MS);
+    assert_int_equal(kill(S.ccsyncd_pid[0], SIGKILL), 0);
+    assert_true(WIFSIGNALED(ts_kill(S.ccsyncd_pid[0], SIGKILL)));
+    S.ccsyncd_pid[0] = 0;
+    long long unfinished = cc_counter("activities_queued");
+
+    /* Restarted at once; the dead holder's lease keeps the group for up to 60 s.
+     * A join and a leave arrive meanwhile. */
+    assert_int_equal(start_ccsyncd(0), 0);
+    send_gen_member_at(0, "big", "b", BIG, true, 4); /* joins */
+    send_gen_member_at(0, "big", "b", 0, false, 4);  /* leaves */
+
+    json_object *gs = wait_settled("big", WAIT_LEASE_MS);
+    assert_state(gs, "synced");
+    int n_no = gen_no_email(1, BIG + 1), n_inv = gen_invalid(1, BIG + 1);
+    assert_counts(gs, BIG, n_no, n_inv, 0, 0, 0, 0, BIG - n_no - n_inv);
+    char list_id[128], name[128];
+    gs_list(gs, list_id, name, sizeof list_id);
+    json_object_put(gs);
+
+    json_object *st = sim("GET", "/__sim/state", NULL);
+    char names[512];
+    assert_string_equal(cc_list_names(st, names, sizeof names), "Big Group");
+    struct strv want = {0};
+    gen_expected(&want, "b", 1, BIG + 1);
+    assert_list_exact(st, list_id, &want);
+    strv_free(&want);
+    json_object_put(st);
+
+    /* One list created. The 20,000-member import was accepted once: recovery
+     * waited for the recorded activity and read the list back instead of
+     * importing again; the joiner went alone afterwards (2 imports, every row
+     * once: 19,960 usable members + 1). */
+    struct accepted lists, imports;
+    accepted_read("POST", "/v3/contact_lists", &lists);
+    accepted_read("POST", IMPORT_PATH, &imports);
+    fprintf(stderr, "test_resilience: %lld activities unfinished at the kill\n", unfinished);
+    assert_int_equal(lists.ok, 1);
+    assert_int_equal(imports.ok, 2);
+    assert_int_equal(imports.big_imports, 1);
+    assert_no_pair_twice(&imports);
+    strv_free(&lists.pairs);
+    strv_free(&imports.pairs);
+    assert_int_equal(cc_import_rows(), gen_expected_count(0, BIG) + 1);
+}
+
+/* ==== b) Redis restarted in the middle of a sync ==== */
+
+static int setup_aof(void **state)
+{
+    (void)state;
+    struct options o = {.sim_rate = 0, .cc_rate = 100, .activity_ms = 2000, .workers = 3, .aof = true};
+    return start_stack(&o);
+}
+
+static void test_redis_restart_mid_sync_converges(void **state)
+{
+    (void)state;
+    const int n = 2000;
+    send_group_at(0, "g", "Redis Group", true, 1);
+    char *data = gen_members_data("g", "r", 0, n);
+    send_event("group.members", data, 2);
+    free(data);
+
+    /* The import is accepted and ccsyncd is waiting on its activity: stop Redis. */
+    wait_endpoint("POST " IMPORT_PATH, 1, WAIT_MS);
+    int st_redis = ts_kill(S.redis_pid, SIGTERM);
+    assert_true(WIFEXITED(st_redis));
+    S.redis_pid = 0;
+
+    /* While Redis is down, a webhook is refused with 503 (Novi retries it). */
+    char id[64];
+    new_id(id, sizeof id);
+    char rec[512], email[64];
+    gen_email("r", n, email, sizeof email);
+    snprintf(rec, sizeof rec,
+             "{\"UniqueID\":\"r%05d\",\"Email\":\"%s\",\"FirstName\":\"F%d\",\"LastName\":\"L%d\","
+             "\"Groups\":[{\"UniqueID\":\"g\"}]}",
+             n, email, n, n);
+    char *join = envelope("customer.updated", rec, 3);
+    assert_int_equal(post_webhook_at(0, id, join), 503);
+    sleep_ms(1000);
+
+    assert_int_equal(start_redis(), 0);
+    /* Novi's retry of the refused delivery, and a leave. */
+    long deadline = now_ms() + WAIT_MS;
+    long status;
+    while ((status = post_webhook_at(0, id, join)) == 503) {
+        if (now_ms() > deadline)
+            fail_msg("ccsyncd kept answering 503 after Redis returned");
+        sleep_ms(100);
+    }
+    assert_int_equal(status, 202);
+    free(join);
+    send_gen_member_at(0, "g", "r", 1, false, 3);
+
+    json_object *gs = wait_settled("g", WAIT_LEASE_MS);
+    assert_state(gs, "synced");
+    int n_no = gen_no_email(0, n + 1), n_inv = gen_invalid(0, n + 1);
+    assert_counts(gs, n, n_no, n_inv, 0, 0, 0, 0, n - n_no - n_inv);
+    char list_id[128], name[128];
+    gs_list(gs, list_id, name, sizeof list_id);
+    json_object_put(gs);
+
+    json_object *st = sim("GET", "/__sim/state", NULL);
+    char names[512];
+    assert_string_equal(cc_list_names(st, names, sizeof names), "Redis Group");
+    struct strv want = {0};
+    gen_expected(&want, "r", 0, n + 1);
+    for (size_t i = 0; i < want.n; i++)
+        if (strcmp(want.v[i], "r00001@example.org") == 0) {
+            free(want.v[i]);
+            want.v[i] = want.v[--want.n];
+            break;
+        }
+    assert_list_exact(st, list_id, &want);
+    strv_free(&want);
+    json_object_put(st);
+
+    struct accepted lists, imports;
+    accepted_read("POST", "/v3/contact_lists", &lists);
+    accepted_read("POST", IMPORT_PATH, &imports);
+    assert_int_equal(lists.ok, 1);
+    assert_int_equal(imports.big_imports, 1);
+    assert_no_pair_twice(&imports);
+    strv_free(&lists.pairs);
+    strv_free(&imports.pairs);
+}
+
+/* ==== c) 30% of CC's answers are 429 or 5xx ==== */
+
+static int setup_fast(void **state)
+{
+    (void)state;
+    struct options o = {.sim_rate = 0, .cc_rate = 100, .activity_ms = 200, .workers = 3};
+    return start_stack(&o);
+}
+
+static void rotate_fault(void)
+{
+    static const int statuses[] = {429, 500, 503, 502, 504};
+    static int next;
+    static long last;
+    if (now_ms() - last < 300)
+        return;
+    last = now_ms();
+    char body[128];
+    snprintf(body, sizeof body, "{\"mode\":\"status\",\"status\":%d,\"fraction\":0.3}",
+             statuses[next++ % 5]);
+    sim_void("POST", "/__sim/faults", body);
+}
+
+static void test_thirty_percent_429_and_5xx_still_exact(void **state)
+{
+    (void)state;
+    const int n = 300, waves = 6, per_wave = 3;
+    rotate_fault();
+    send_group_at(0, "g", "Faulty", true, 1);
+    char *data = gen_members_data("g", "c", 0, n);
+    send_event("group.members", data, 2);
+    free(data);
+    /* Waves of joins and leaves, the first while the first sync fights through
+     * the faults, the others one sync each, so imports, removals, look-ups and
+     * activity polls all meet the faults. */
+    const char *groups[] = {"g"};
+    for (int w = 0; w < waves; w++) {
+        for (int j = 0; j < per_wave; j++) {
+            int k = w * per_wave + j;
+            send_gen_member_at(0, "g", "c", n + k, true, 3 + w);
+            send_gen_member_at(0, "g", "c", k, false, 3 + w);
+        }
+        json_object_put(wait_settled_n(groups, 1, 3 * WAIT_MS, rotate_fault));
+    }
+    json_object *gs = wait_settled_n(groups, 1, 3 * WAIT_MS, rotate_fault);
+    long long faults = cc_counter("faults");
+    sim_void("DELETE", "/__sim/faults", NULL);
+    fprintf(stderr, "test_resilience: %lld faults in %lld CC requests\n", faults, cc_requests());
+    assert_true(faults >= 5); /* the faults did hit */
+
+    const int gone = waves * per_wave; /* members [gone, n + gone) remain */
+    assert_state(gs, "synced");
+    int n_no = gen_no_email(gone, n + gone), n_inv = gen_invalid(gone, n + gone);
+    assert_counts(gs, n, n_no, n_inv, 0, 0, 0, 0, n - n_no - n_inv);
+    char list_id[128], name[128];
+    gs_list(gs, list_id, name, sizeof list_id);
+    json_object_put(gs);
+
+    json_object *st = sim("GET", "/__sim/state", NULL);
+    char names[512];
+    assert_string_equal(cc_list_names(st, names, sizeof names), "Faulty");
+    struct strv want = {0};
+    gen_expected(&want, "c", gone, n + gone);
+    assert_list_exact(st, list_id, &want);
+    strv_free(&want);
+    json_object_put(st);
+
+    /* One list; the first import's 300 rows accepted once; the joiners' rows
+     * once each. */
+    struct accepted lists, imports;
+    accepted_read("POST", "/v3/contact_lists", &lists);
+    accepted_read("POST", IMPORT_PATH, &imports);
+    assert_int_equal(lists.ok, 1);
+    assert_true(imports.big_imports <= 1);
+    assert_no_pair_twice(&imports);
+    strv_free(&lists.pairs);
+    strv_free(&imports.pairs);
+}
+
+/* ==== d) tokens expire in the middle of a sync ==== */
+
+static int setup_minted(void **state)
+{
+    (void)state;
+    struct options o = {.sim_rate = 0, .cc_rate = 100, .activity_ms = 2000, .workers = 3,
+                        .minted_token = true};
+    return start_stack(&o);
+}
+
+static void test_tokens_expiring_mid_sync_refresh_once(void **state)
+{
+    (void)state;
+    const int n = 200;
+    send_group_at(0, "g1", "Tokens One", true, 1);
+    send_group_at(0, "g2", "Tokens Two", true, 1);
+    char *d1 = gen_members_data("g1", "t", 0, n);
+    char *d2 = gen_members_data("g2", "u", 0, n);
+    send_event("group.members", d1, 2);
+    send_event("group.members", d2, 2);
+    free(d1);
+    free(d2);
+
+    /* Both imports accepted, both syncs waiting on their activities (2 s). */
+    wait_endpoint("POST " IMPORT_PATH, 2, WAIT_MS);
+    sim_void("POST", "/__sim/tokens/expire", "{}");
+    send_gen_member_at(0, "g1", "t", n, true, 3);
+
+    const char *groups[] = {"g1", "g2"};
+    json_object *gs = wait_settled_n(groups, 2, WAIT_MS, NULL);
+    json_object_put(gs);
+
+    assert_true(cc_counter("unauthorized") >= 1); /* the expiry did hit a request */
+    assert_int_equal(cc_endpoint("POST /oauth2/default/v1/token"), 1);
+    struct reply r = api("GET", "/v1/associations/" ASSOC, NULL);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(jstr(jget(r.json, "constant_contact"), "state"), "connected");
+    reply_free(&r);
+
+    json_object *st = sim("GET", "/__sim/state", NULL);
+    char names[512], list_id[128], name[128];
+    assert_string_equal(cc_list_names(st, names, sizeof names), "Tokens One,Tokens Two");
+    for (int g = 0; g < 2; g++) {
+        long status;
+        gs = get_group(groups[g], &status);
+        assert_int_equal(status, 200);
+        assert_state(gs, "synced");
+        int to = g == 0 ? n + 1 : n;
+        int n_no = gen_no_email(0, to), n_inv = gen_invalid(0, to);
+        assert_counts(gs, to, n_no, n_inv, 0, 0, 0, 0, to - n_no - n_inv);
+        gs_list(gs, list_id, name, sizeof list_id);
+        json_object_put(gs);
+        struct strv want = {0};
+        gen_expected(&want, g == 0 ? "t" : "u", 0, to);
+        assert_list_exact(st, list_id, &want);
+        strv_free(&want);
+    }
+    json_object_put(st);
+
+    struct accepted imports;
+    accepted_read("POST", IMPORT_PATH, &imports);
+    assert_int_equal(imports.ok, 3); /* each group's members, then the join */
+    assert_no_pair_twice(&imports);
+    strv_free(&imports.pairs);
+}
+
+/* ==== e) two ccsyncd processes on one Redis ==== */
+
+static int setup_two(void **state)
+{
+    (void)state;
+    struct options o = {.sim_rate = 4, .cc_rate = 4, .activity_ms = 200, .workers = 2,
+                        .n_ccsyncd = 2};
+    return start_stack(&o);
+}
+
+static void test_two_processes_one_redis_exact_no_duplicates(void **state)
+{
+    (void)state;
+    /* 80 members a group keeps every import's body within the 16 KB ccsim logs,
+     * so every accepted row is known. */
+    const int n = 80;
+    const char *groups[] = {"g0", "g1", "g2"};
+    const char *prefix[] = {"x", "y", "z"};
+    for (int g = 0; g < 3; g++) {
+        char name[32];
+        snprintf(name, sizeof name, "Shared %d", g);
+        send_group_at(g % 2, groups[g], name, true, 1);
+        char *data = gen_members_data(groups[g], prefix[g], 0, n);
+        send_event_at((g + 1) % 2, "group.members", data, 2);
+        free(data);
+    }
+    /* The same snapshot delivered to the other process too (Novi retried). */
+    char *again = gen_members_data("g0", "x", 0, n);
+    send_event_at(0, "group.members", again, 2);
+    free(again);
+    json_object_put(wait_settled_n(groups, 3, 2 * WAIT_MS, NULL));
+
+    /* Joins and leaves, spread over both processes. */
+    for (int k = 0; k < 12; k++) {
+        int g = k % 3;
+        send_gen_member_at(k % 2, groups[g], prefix[g], n + k, true, 10 + k);
+        send_gen_member_at((k + 1) % 2, groups[g], prefix[g], k, false, 10 + k);
+    }
+    json_object_put(wait_settled_n(groups, 3, 2 * WAIT_MS, NULL));
+
+    json_object *st = sim("GET", "/__sim/state", NULL);
+    char names[512];
+    assert_string_equal(cc_list_names(st, names, sizeof names), "Shared 0,Shared 1,Shared 2");
+    for (int g = 0; g < 3; g++) {
+        long status;
+        json_object *gs = get_group(groups[g], &status);
+        assert_int_equal(status, 200);
+        assert_state(gs, "synced");
+        /* members [0, n + 12) of this group's prefix, minus leavers k, plus joiners n + k,
+         * for k ≡ g (mod 3) */
+        struct strv want = {0};
+        int members = 0, no = 0, inv = 0;
+        for (int k = 0; k < n + 12; k++) {
+            bool in = k < n ? !(k < 12 && k % 3 == g) : (k - n) % 3 == g;
+            if (!in)
+                continue;
+            members++;
+            bool ne, iv;
+            if (gen_special(k, &ne, &iv)) {
+                no += ne;
+                inv += iv;
+                continue;
+            }
+            char email[64];
+            gen_email(prefix[g], k, email, sizeof email);
+            strv_add(&want, email);
+        }
+        assert_counts(gs, members, no, inv, 0, 0, 0, 0, members - no - inv);
+        char list_id[128], name[128];
+        gs_list(gs, list_id, name, sizeof list_id);
+        json_object_put(gs);
+        assert_list_exact(st, list_id, &want);
+        strv_free(&want);
+    }
+    json_object_put(st);
+
+    struct accepted lists, imports;
+    accepted_read("POST", "/v3/contact_lists", &lists);
+    accepted_read("POST", IMPORT_PATH, &imports);
+    assert_int_equal(lists.ok, 3);
+    assert_int_equal(imports.big_imports, 0);
+    assert_no_pair_twice(&imports);
+    /* Every usable member of the snapshots once, and each joiner once. */
+    assert_int_equal(imports.pairs.n, (size_t)(3 * (n - gen_no_email(0, n) - gen_invalid(0, n)) + 12));
+    strv_free(&lists.pairs);
+    strv_free(&imports.pairs);
+    /* The shared budget held: ccsim (4/s) never throttled the two processes. */
+    assert_int_equal(cc_counter("throttled"), 0);
+    assert_true(cc_counter("max_per_second") <= 4);
+}
+
+/* ==== f) 20 events redelivered in random order ==== */
+
+static int setup_order(void **state)
+{
+    (void)state;
+    struct options o = {.sim_rate = 0, .cc_rate = 100, .activity_ms = 200, .workers = 3};
+    return start_stack(&o);
+}
+
+#define N_EVENTS 20
+
+struct event_def {
+    const char *type;
+    char *data;
+    long long at;
+};
+
+static char *groups_json(bool in_board)
+{
+    return strdup(in_board ? ",\"Groups\":[{\"UniqueID\":\"board\",\"GroupName\":\"Board\"}]"
+                           : ",\"Groups\":[]");
+}
+
+static char *customer(const char *id, const char *email, const char *first, const char *last,
+                      const char *extra, bool in_board)
+{
+    char *g = groups_json(in_board), x[256];
+    snprintf(x, sizeof x, "%s%s", extra ? extra : "", g);
+    free(g);
+    return member_json(id, email, first, last, x);
+}
+
+static void build_events(struct event_def *e)
+{
+    int i = 0;
+#define EV(t, d, a) (e[i].type = (t), e[i].data = (d), e[i].at = (a), i++)
+    EV("group.updated", strdup("{\"UniqueID\":\"board\",\"GroupName\":\"Board\",\"SyncToConstantContact\":true}"), 1);
+    {
+        char *m[6] = {member_json("m1", "ann@example.org", "Ann", "Lee", NULL),
+                      member_json("m2", "bob@example.org", "Bob", "Ray", NULL),
+                      member_json("m3", "cy@example.org", "Cy", "Lo", NULL),
+                      member_json("m4", "dan@example.org", "Dan", "Fox", NULL),
+                      member_json("m5", "eve@example.org", "Eve", "Gu", NULL),
+                      member_json("m6", "fay@example.org", "Fay", "Gu", NULL)};
+        char *d = malloc(8192);
+        snprintf(d, 8192, "{\"UniqueID\":\"board\",\"Members\":[%s,%s,%s,%s,%s,%s]}", m[0], m[1],
+                 m[2], m[3], m[4], m[5]);
+        for (int k = 0; k < 6; k++)
+            free(m[k]);
+        EV("group.members", d, 2);
+    }
+    EV("customer.updated", customer("m7", "gil@example.org", "Gil", "Ho", NULL, true), 3);
+    EV("customer.updated", customer("m8", "hugo@example.org", "Hugo", "Ik", NULL, true), 4);
+    EV("customer.updated", customer("m1", "ann.new@example.org", "Ann", "Lee", NULL, true), 5);
+    EV("customer.updated", customer("m2", "bob@example.org", "Bob", "Ray", NULL, false), 6);
+    EV("customer.removed", strdup("{\"UniqueID\":\"m3\"}"), 7);
+    EV("customer.updated", customer("m4", "dan@example.org", "Daniel", "Fox", NULL, true), 8);
+    EV("customer.updated",
+       customer("m5", "eve@example.org", "Eve", "Gu", ",\"DoNotSendMarketingEmails\":true", true), 9);
+    EV("customer.updated", customer("m9", "FAY@example.org", "Fiona", "Gu", NULL, true), 10);
+    EV("customer.updated",
+       strdup("{\"UniqueID\":\"m10\",\"Email\":\"acme@example.org\",\"Company\":\"Acme\","
+              "\"CustomerType\":\"Company\",\"Groups\":[{\"UniqueID\":\"board\"}]}"),
+       11);
+    EV("customer.updated", customer("m2", "bob2@example.org", "Bob", "Ray", NULL, true), 12);
+    EV("customer.updated", customer("m7", "gil@example.org", "Gilbert", "Ho", NULL, true), 13);
+    EV("customer.updated", customer("m8", "hugo@example.org", "Hugo", "Ik", NULL, false), 14);
+    EV("customer.updated", customer("m1", "ann.new@example.org", "Annie", "Lee", NULL, true), 15);
+    EV("customer.updated", customer("m11", NULL, "No", "Mail", NULL, true), 16);
+    EV("customer.updated", customer("m12", "bad@@example.org", "Bad", "Mail", NULL, true), 17);
+    {
+        /* Novi recalculates the group at 18: the records as they are then. */
+        char *m[11] = {
+            member_json("m1", "ann.new@example.org", "Annie", "Lee", NULL),
+            member_json("m2", "bob2@example.org", "Bob", "Ray", NULL),
+            member_json("m4", "dan@example.org", "Daniel", "Fox", NULL),
+            member_json("m5", "eve@example.org", "Eve", "Gu", ",\"DoNotSendMarketingEmails\":true"),
+            member_json("m6", "fay@example.org", "Fay", "Gu", NULL),
+            member_json("m7", "gil@example.org", "Gilbert", "Ho", NULL),
+            member_json("m9", "FAY@example.org", "Fiona", "Gu", NULL),
+            strdup("{\"UniqueID\":\"m10\",\"Email\":\"acme@example.org\",\"Company\":\"Acme\","
+                   "\"CustomerType\":\"Company\"}"),
+            member_json("m11", NULL, "No", "Mail", NULL),
+            member_json("m12", "bad@@example.org", "Bad", "Mail", NULL),
+            member_json("m13", "hal@example.org", "Hal", "Ito", NULL)};
+        char *d = malloc(16384);
+        size_t len = (size_t)snprintf(d, 16384, "{\"UniqueID\":\"board\",\"Members\":[");
+        for (int k = 0; k < 11; k++) {
+            len += (size_t)snprintf(d + len, 16384 - len, "%s%s", k ? "," : "", m[k]);
+            free(m[k]);
+        }
+        snprintf(d + len, 16384 - len, "]}");
+        EV("group.members", d, 18);
+    }
+    EV("customer.updated", customer("m14", "ivy@example.org", "Ivy", "Jo", NULL, true), 19);
+    EV("customer.updated", customer("m6", "fay@example.org", "Fay", "Gu", NULL, false), 20);
+#undef EV
+    assert_int_equal(i, N_EVENTS);
+}
+
+/* The final state, as text: list name, "email first last" of each member of the
+ * list, and the counts. Asserted against what §1 selects. */
+static void final_state(char *out, size_t size)
+{
+    json_object *gs = wait_settled("board", WAIT_MS);
+    assert_state(gs, "synced");
+    /* m1 m2 m4 m5 m7 m9 m10 m11 m12 m13 m14: m11 no email, m12 invalid, m5 do not email */
+    assert_counts(gs, 11, 1, 1, 0, 1, 0, 0, 8);
+    char list_id[128], name[128];
+    gs_list(gs, list_id, name, sizeof list_id);
+    json_object_put(gs);
+    json_object *st = sim("GET", "/__sim/state", NULL);
+    char names[512];
+    assert_string_equal(cc_list_names(st, names, sizeof names), "Board");
+    struct strv want = {0};
+    const char *emails[] = {"ann.new@example.org", "bob2@example.org", "dan@example.org",
+                            "gil@example.org",     "fay@example.org",  "acme@example.org",
+                            "hal@example.org",     "ivy@example.org"};
+    for (size_t i = 0; i < 8; i++)
+        strv_add(&want, emails[i]);
+    assert_list_exact(st, list_id, &want);
+    size_t len = (size_t)snprintf(out, size, "%s:", name);
+    for (size_t i = 0; i < want.n; i++) {
+        char who[128];
+        len += (size_t)snprintf(out + len, size - len, " %s=%s", want.v[i],
+                                cc_contact_names(st, want.v[i], who, sizeof who));
+    }
+    strv_free(&want);
+    json_object_put(st);
+}
+
+static void send_events(struct event_def *e, const int *order)
+{
+    for (int i = 0; i < N_EVENTS; i++) {
+        char id[64];
+        new_id(id, sizeof id);
+        char *body = envelope(e[order[i]].type, e[order[i]].data, e[order[i]].at);
+        assert_int_equal(post_webhook_at(0, id, body), 202);
+        free(body);
+    }
+}
+
+static void shuffle(int *order, unsigned *seed)
+{
+    for (int i = 0; i < N_EVENTS; i++)
+        order[i] = i;
+    for (int i = N_EVENTS - 1; i > 0; i--) {
+        int k = (int)(rand_r(seed) % (unsigned)(i + 1));
+        int t = order[i];
+        order[i] = order[k];
+        order[k] = t;
+    }
+}
+
+static void test_redelivered_in_random_order_same_final_state(void **state)
+{
+    (void)state;
+    struct event_def ev[N_EVENTS];
+    build_events(ev);
+    const char *env_seed = getenv("TEST_SEED");
+    unsigned seed = env_seed ? (unsigned)strtoul(env_seed, NULL, 10) : (unsigned)time(NULL);
+    fprintf(stderr, "test_resilience: shuffle seed %u (TEST_SEED to repeat)\n", seed);
+    int order[N_EVENTS];
+
+    /* In order. */
+    for (int i = 0; i < N_EVENTS; i++)
+        order[i] = i;
+    send_events(ev, order);
+    char in_order[2048];
+    final_state(in_order, sizeof in_order);
+    assert_string_equal(in_order,
+                        "Board: acme@example.org=Acme _ ann.new@example.org=Annie Lee "
+                        "bob2@example.org=Bob Ray dan@example.org=Daniel Fox "
+                        "fay@example.org=Fiona Gu gil@example.org=Gilbert Ho "
+                        "hal@example.org=Hal Ito ivy@example.org=Ivy Jo");
+
+    /* The same 20 redelivered in random order with new webhook-ids: nothing
+     * changes, and CC is not called at all. */
+    long long before = cc_requests();
+    shuffle(order, &seed);
+    send_events(ev, order);
+    char again[2048];
+    final_state(again, sizeof again);
+    sleep_ms(400); /* longer than the coalescing delay */
+    final_state(again, sizeof again);
+    assert_string_equal(again, in_order);
+    assert_int_equal(cc_requests(), before);
+
+    /* A fresh stack that gets them only in a random order ends the same. */
+    stop_stack(NULL);
+    assert_int_equal(setup_order(NULL), 0);
+    shuffle(order, &seed);
+    send_events(ev, order);
+    char shuffled[2048];
+    final_state(shuffled, sizeof shuffled);
+    assert_string_equal(shuffled, in_order);
+    struct accepted lists;
+    accepted_read("POST", "/v3/contact_lists", &lists);
+    assert_int_equal(lists.ok, 1);
+    strv_free(&lists.pairs);
+    for (int i = 0; i < N_EVENTS; i++)
+        free(ev[i].data);
+}
+
+int main(void)
+{
+    signal(SIGPIPE, SIG_IGN);
+    if (getenv("TEST_FILTER")) /* e.g. TEST_FILTER='*redis*' runs one test */
+        cmocka_set_test_filter(getenv("TEST_FILTER"));
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_sigkill_mid_first_sync_of_20000_converges_with_one_list_and_one_import, setup_big, stop_stack),
+        cmocka_unit_test_setup_teardown(test_redis_restart_mid_sync_converges, setup_aof, stop_stack),
+        cmocka_unit_test_setup_teardown(test_thirty_percent_429_and_5xx_still_exact, setup_fast, stop_stack),
+        cmocka_unit_test_setup_teardown(test_tokens_expiring_mid_sync_refresh_once, setup_minted, stop_stack),
+        cmocka_unit_test_setup_teardown(test_two_processes_one_redis_exact_no_duplicates, setup_two, stop_stack),
+        cmocka_unit_test_setup_teardown(test_redelivered_in_random_order_same_final_state, setup_order, stop_stack),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
