@@ -44,6 +44,9 @@ INTEG_BIN   = $(INTEG_SRC:tests/integration/%.c=$(BUILD)/tests/integration/%)
 BENCH_SRC   = $(wildcard tests/bench/*.c)
 BENCH_BIN   = $(BENCH_SRC:tests/bench/%.c=$(BUILD)/bench/%)
 
+# Keep objects make thinks intermediate, so a second run rebuilds nothing.
+.SECONDARY:
+
 .PHONY: all run test test-fast check-tests deps deps-run deps-test lint-openapi fuzz bench clean format print-deps
 all: $(BUILD)/ccsyncd $(BUILD)/ccsim
 

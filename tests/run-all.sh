@@ -37,14 +37,15 @@ count_cmocka() { # log, name, exit status
 }
 
 run_suite() { # build dir, label
-    local build=$1 label=$2 bin log rc
+    local build=$1 label=$2 bin log rc kind
     for bin in "$build"/tests/unit/test_* "$build"/tests/integration/test_*; do
         [ -x "$bin" ] || continue
-        log="$LOG_DIR/$label-$(basename "$bin").log"
+        kind=$(basename "$(dirname "$bin")")
+        log="$LOG_DIR/$label-$kind-$(basename "$bin").log"
         BUILD=$build CCSYNCD_BIN=$build/ccsyncd CCSIM_BIN=$build/ccsim \
             timeout 900 "$bin" >"$log" 2>&1
         rc=$?
-        count_cmocka "$log" "$label $(basename "$bin")" "$rc"
+        count_cmocka "$log" "$label $kind/$(basename "$bin")" "$rc"
     done
 }
 
