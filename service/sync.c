@@ -1226,7 +1226,9 @@ static enum sync_result recover(struct run *r)
 {
     json_object *j = json_tokener_parse(r->gs.journal);
     json_object *v;
-    const char *op = j && json_object_object_get_ex(j, "op", &v) ? json_object_get_string(v) : "";
+    char op[16] = ""; /* a copy: it is logged after j is released */
+    if (j && json_object_object_get_ex(j, "op", &v))
+        snprintf(op, sizeof op, "%s", json_object_get_string(v));
     if (strcmp(op, "import") != 0 && strcmp(op, "remove") != 0) {
         json_object_put(j);
         return SYNC_DONE; /* "create" is recovered by create_list */
