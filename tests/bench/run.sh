@@ -1,0 +1,298 @@
+#!/bin/bash
+# `make bench`: the two benchmarks of ccsync, each printed as one markdown table
+# with the exact commands that produced it. Figures are printed, never judged:
+# the script exits 0 unless something broke (a process did not start, ccsyncd
+# refused a webhook, the stream lost or gained an event, a sync did not converge).
+#
+# 1. Ingest. wrk sends pre-signed Novi webhooks (each a distinct webhook-id,
+#    timestamp now; tests/bench/gen_webhooks.c + webhooks.lua) to ccsyncd backed by
+#    a local redis-server, beside two ceilings measured in the same run: a bare
+#    libmicrohttpd server answering 200 with ccsyncd's MHD flags
+#    (tests/bench/bare_http.c, sent the very same requests) and redis-benchmark
+#    doing XADD (and ccsyncd's enqueue script), pipelined and not.
+# 2. Sync efficiency. tests/bench/sync_bench.c against ccsim with its production
+#    limits (4 requests/s): first syncs of 1,000, 10,000 and 50,000 members and a
+#    burst of 1,000 single-member changes over 10 groups, beside the naive cost.
+#
+# Environment: BUILD (build), BENCH_SECONDS (10: each wrk run), BENCH_CONNECTIONS
+# (64), BENCH_WRK_THREADS (2), BENCH_SYNC_SCENARIOS (first:1000 first:10000
+# first:50000 burst:1000:10), BENCH_ONLY (ingest | sync: run one of the two).
+# Logs and generated requests go to $BUILD/bench/out/.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+BUILD=${BUILD:-build}
+OUT=$BUILD/bench/out
+SECS=${BENCH_SECONDS:-10}
+CONNS=${BENCH_CONNECTIONS:-64}
+WRK_THREADS=${BENCH_WRK_THREADS:-2}
+SCENARIOS=${BENCH_SYNC_SCENARIOS:-first:1000 first:10000 first:50000 burst:1000:10}
+ONLY=${BENCH_ONLY:-}
+SECRET=whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw
+ADMIN=bench-admin-token-0123456789
+rm -rf "$OUT"
+mkdir -p "$OUT"
+
+for bin in "$BUILD/ccsyncd" "$BUILD/ccsim" "$BUILD/bench/bare_http" "$BUILD/bench/gen_webhooks" \
+    "$BUILD/bench/sync_bench"; do
+    [ -x "$bin" ] || { echo "bench: $bin is missing (make BUILD=$BUILD bench builds it)"; exit 1; }
+done
+for tool in wrk redis-server redis-benchmark redis-cli curl python3; do
+    command -v "$tool" >/dev/null || { echo "bench: $tool is missing (make deps-test)"; exit 1; }
+done
+
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+wait_port() { # port
+    for _ in $(seq 1 100); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+        sleep 0.1
+    done
+    return 1
+}
+pids=()
+cleanup() {
+    local p
+    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+    for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+    pids=()
+}
+trap cleanup EXIT
+broken() { echo "bench: BROKEN: $*"; exit 1; }
+
+CMDS=() # the exact commands, printed under each table
+run_logged() { # name command... : runs it, output to $OUT/name.txt, records the command
+    local name=$1
+    shift
+    CMDS+=("$(printf '%q ' "$@")")
+    "$@" >"$OUT/$name.txt" 2>&1
+}
+field() { # file key : the value of key=value in the RESULT line of a wrk run
+    sed -n "s/^RESULT .*[ ]$2=\([^ ]*\).*/\1/p" "$1"
+}
+ms() { awk -v us="$1" 'BEGIN { printf "%.2f", us / 1000 }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.0f%%", 100 * a / b; else print "-" }'; }
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+
+echo "# ccsync benchmarks"
+echo
+echo "Machine: $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')), $(uname -sr);" \
+    "load average before: $(cut -d' ' -f1-3 /proc/loadavg)."
+echo "wrk $(wrk -v 2>&1 | head -1 | awk '{print $2}'), $(redis-server --version | awk '{print $3}')," \
+    "libmicrohttpd $(pkg-config --modversion libmicrohttpd 2>/dev/null || echo '?'). Everything on loopback, sharing the CPUs."
+echo
+
+# ---------------------------------------------------------------- ingest
+REDIS_PORT='' REDIS_PID='' HTTP_PORT='' CCSYNCD_PID=''
+start_redis() { # name: a redis-server durable as deployed (docker/: AOF, fsync every second)
+    REDIS_PORT=$(free_port)
+    mkdir -p "$OUT/redis-$1"
+    CMDS+=("redis-server --port $REDIS_PORT --bind 127.0.0.1 --save '' --appendonly yes --appendfsync everysec --dir $OUT/redis-$1")
+    redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly yes \
+        --appendfsync everysec --dir "$(pwd)/$OUT/redis-$1" >"$OUT/redis-$1.log" 2>&1 &
+    REDIS_PID=$!
+    pids+=("$REDIS_PID")
+    wait_port "$REDIS_PORT" || broken "redis-server did not start ($OUT/redis-$1.log)"
+}
+start_ccsyncd() { # name
+    # One worker, and Constant Contact at a dead port: the events name groups that
+    # are not synced, so the worker only folds facts (it does consume the stream
+    # while wrk runs, as it would in production: that CPU is in the figures).
+    # Logs as deployed: JSON, level info (one line per request), to a file.
+    HTTP_PORT=$(free_port)
+    local env=("CCSYNC_LISTEN=127.0.0.1:$HTTP_PORT" "CCSYNC_REDIS_URL=redis://127.0.0.1:$REDIS_PORT/0"
+        "CCSYNC_ADMIN_TOKEN=$ADMIN" CCSYNC_WORKERS=1 CCSYNC_CC_API_URL=http://127.0.0.1:9/v3
+        CCSYNC_CC_TOKEN_URL=http://127.0.0.1:9/token CCSYNC_ASSOCIATION_ID=bench
+        "CCSYNC_WEBHOOK_SECRET=$SECRET")
+    CMDS+=("env ${env[*]} $BUILD/ccsyncd > $OUT/ccsyncd-$1.log")
+    env "${env[@]}" "$BUILD/ccsyncd" >"$OUT/ccsyncd-$1.log" 2>&1 &
+    CCSYNCD_PID=$!
+    pids+=("$CCSYNCD_PID")
+    wait_port "$HTTP_PORT" || broken "ccsyncd did not start ($OUT/ccsyncd-$1.log)"
+    for _ in $(seq 1 50); do
+        curl -sf "http://127.0.0.1:$HTTP_PORT/readyz" >/dev/null && return 0
+        sleep 0.1
+    done
+    broken "ccsyncd not ready ($OUT/ccsyncd-$1.log)"
+}
+outcome() { # metrics text, outcome label: the value of ccsync_webhooks_total{outcome=...}
+    printf '%s\n' "$1" | awk -v o="outcome=\"$2\"" \
+        'index($0, "ccsync_webhooks_total{" o "}") == 1 { print $2 + 0; f = 1 } END { if (!f) print 0 }'
+}
+
+# ccsync_run NAME [RATE]: a fresh Redis and ccsyncd, fresh requests signed now
+# (the window is 300 s; a run takes SECS), one wrk run; checks that every accepted
+# webhook is in the stream exactly once; leaves its figures in $OUT/NAME.facts.
+ccsync_run() {
+    local name=$1 rate=${2:-} f=$OUT/wrk-$1.txt
+    start_redis "$name"
+    start_ccsyncd "$name"
+    local count=$((60000 * SECS))
+    run_logged "gen-$name" "$BUILD/bench/gen_webhooks" "$SECRET" bench "127.0.0.1:$HTTP_PORT" "$count" \
+        "$WRK_THREADS" "$OUT/req-$name"
+    local metrics0 metrics1 t0 t1 r0 r1
+    metrics0=$(curl -s "http://127.0.0.1:$HTTP_PORT/metrics")
+    t0=$(cpu_ticks "$CCSYNCD_PID")
+    r0=$(cpu_ticks "$REDIS_PID")
+    # shellcheck disable=SC2086
+    run_logged "wrk-$name" "${WRK[@]}" -s tests/bench/webhooks.lua "http://127.0.0.1:$HTTP_PORT/" \
+        -- "$OUT/req-$name" "$name" $rate
+    t1=$(cpu_ticks "$CCSYNCD_PID")
+    r1=$(cpu_ticks "$REDIS_PID")
+    rm -f "$OUT/req-$name".*
+    [ -n "$(field "$f" rps)" ] || broken "wrk against ccsyncd: $(tail -3 "$f")"
+    sleep 0.5 # replies to requests wrk stopped waiting for land
+    metrics1=$(curl -s "http://127.0.0.1:$HTTP_PORT/metrics")
+    local added queued duplicates wrk_n non2xx hz
+    added=$(redis-cli -p "$REDIS_PORT" XINFO STREAM ccsync:events | awk 'f { print; exit } /^entries-added$/ { f = 1 }')
+    queued=$(($(outcome "$metrics1" queued) - $(outcome "$metrics0" queued)))
+    duplicates=$(($(outcome "$metrics1" duplicate) - $(outcome "$metrics0" duplicate)))
+    wrk_n=$(field "$f" requests)
+    non2xx=$(field "$f" non2xx)
+    hz=$(getconf CLK_TCK)
+    {
+        echo "queued=$queued"
+        echo "added=$added"
+        echo "duplicates=$duplicates"
+        echo "backlog=$(redis-cli -p "$REDIS_PORT" XLEN ccsync:events)"
+        echo "rss_kib=$(awk '/^VmRSS/ { print $2 }' "/proc/$CCSYNCD_PID/status")"
+        echo "hwm_kib=$(awk '/^VmHWM/ { print $2 }' "/proc/$CCSYNCD_PID/status")"
+        echo "cpu_s=$(awk -v a="$t0" -v b="$t1" -v hz="$hz" 'BEGIN { printf "%.1f", (b - a) / hz }')"
+        echo "redis_cpu_s=$(awk -v a="$r0" -v b="$r1" -v hz="$hz" 'BEGIN { printf "%.1f", (b - a) / hz }')"
+    } >"$OUT/$name.facts"
+    CMDS+=("redis-cli -p $REDIS_PORT XINFO STREAM ccsync:events   # entries-added")
+    CMDS+=("grep -E 'VmHWM|VmRSS' /proc/$CCSYNCD_PID/status")
+    cleanup
+    # Broken (not slow): refused webhooks, socket errors, lost or doubled events.
+    [ "$non2xx" = 0 ] || broken "ccsyncd answered $non2xx non-2xx (see $OUT/ccsyncd-$name.log)"
+    [ "$(field "$f" errors)" = 0 ] || broken "socket errors against ccsyncd ($f)"
+    [ "$(field "$f" wraps)" = 0 ] || broken "wrk ran out of distinct requests ($f)"
+    [ "$added" = "$queued" ] || broken "stream entries-added $added != queued $queued"
+    [ "$duplicates" = 0 ] || broken "$duplicates duplicates: requests were reused"
+    if [ "$queued" -lt "$wrk_n" ] || [ "$queued" -gt $((wrk_n + CONNS)) ]; then
+        broken "queued $queued does not match wrk's $wrk_n answers"
+    fi
+}
+fact() { sed -n "s/^$2=//p" "$OUT/$1.facts"; }
+
+ingest() {
+    WRK=(wrk -t"$WRK_THREADS" -c"$CONNS" -d"${SECS}s" --latency)
+
+    # Ceiling 1: the bare server, sent the very same signed POSTs (it ignores them),
+    # and a plain GET for reference.
+    local bare_port bare_pid
+    bare_port=$(free_port)
+    CMDS+=("$BUILD/bench/bare_http $bare_port")
+    "$BUILD/bench/bare_http" "$bare_port" >"$OUT/bare_http.log" 2>&1 &
+    bare_pid=$!
+    pids+=("$bare_pid")
+    wait_port "$bare_port" || broken "bare_http did not start"
+    run_logged gen-bare "$BUILD/bench/gen_webhooks" "$SECRET" bench "127.0.0.1:$bare_port" \
+        $((60000 * SECS)) "$WRK_THREADS" "$OUT/req-bare"
+    run_logged wrk-bare "${WRK[@]}" -s tests/bench/webhooks.lua "http://127.0.0.1:$bare_port/" \
+        -- "$OUT/req-bare" bare
+    rm -f "$OUT"/req-bare.*
+    run_logged wrk-get "${WRK[@]}" -s tests/bench/webhooks.lua "http://127.0.0.1:$bare_port/" -- - get
+    cleanup
+    local bare_rps
+    bare_rps=$(field "$OUT/wrk-bare.txt" rps)
+    [ -n "$bare_rps" ] || broken "wrk against bare_http: $(tail -3 "$OUT/wrk-bare.txt")"
+
+    # Ceiling 2: Redis alone. XADD of an entry shaped like ccsyncd's (a 300-byte
+    # body), and ccsyncd's own enqueue script (SET NX dedup key + XADD) by EVALSHA.
+    start_redis ceiling
+    local body sha
+    body=$(head -c 300 /dev/zero | tr '\0' 'x')
+    sha=$(redis-cli -p "$REDIS_PORT" SCRIPT LOAD "if redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then return redis.call('XADD', KEYS[2], '*', 'assoc', ARGV[2], 'id', ARGV[3], 'type', ARGV[4], 'ts', ARGV[5], 'body', ARGV[6]) end return false")
+    local rb=(redis-benchmark -p "$REDIS_PORT" -c 50 --csv)
+    run_logged rb-xadd-p16 "${rb[@]}" -n 500000 -P 16 XADD bench:xadd '*' assoc bench id msg_1 type customer.updated ts 1 body "$body"
+    run_logged rb-xadd-p1 "${rb[@]}" -n 100000 XADD bench:xadd '*' assoc bench id msg_1 type customer.updated ts 1 body "$body"
+    run_logged rb-eval-p16 "${rb[@]}" -n 300000 -P 16 -r 1000000000 EVALSHA "$sha" 2 bench:dedup:__rand_int__ bench:xadd 604800 bench msg_1 customer.updated 1 "$body"
+    run_logged rb-eval-p1 "${rb[@]}" -n 100000 -r 1000000000 EVALSHA "$sha" 2 bench:dedup:__rand_int__ bench:xadd 604800 bench msg_1 customer.updated 1 "$body"
+    cleanup
+
+    # ccsyncd flat out, then paced at half the bare ceiling (the load the latency
+    # target is about): each wrk thread sends its share on an open-loop schedule.
+    ccsync_run ccsync
+    local half
+    half=$((bare_rps / 2))
+    ccsync_run paced $((half / WRK_THREADS))
+
+    echo "## 1. Ingest: signed webhooks into ccsyncd + Redis, beside the ceilings"
+    echo
+    echo "wrk -t$WRK_THREADS -c$CONNS (two load threads for two CPUs; 64 connections keep both MHD" \
+        "threads and the Redis pipeline busy without queueing far beyond them), ${SECS} s a run. Closed" \
+        "loop unless paced, so latency is at the highest load each server sustains. wrk, the servers and" \
+        "Redis (AOF, fsync every second) share the same $(nproc) CPUs. Each ccsyncd run has a fresh Redis;" \
+        "its single worker consumes the stream concurrently (folding every event into Redis), as in production."
+    echo
+    echo "| what | requests/s | p50 ms | p99 ms | vs bare HTTP (same requests) | non-2xx | socket errors |"
+    echo "|---|---:|---:|---:|---:|---:|---:|"
+    row() { # label file
+        echo "| $1 | $(field "$2" rps) | $(ms "$(field "$2" p50_us)") | $(ms "$(field "$2" p99_us)") |" \
+            "$(ratio "$(field "$2" rps)" "$bare_rps") | $(field "$2" non2xx) | $(field "$2" errors) |"
+    }
+    rbrow() { # label file
+        awk -F'"' -v l="$1" -v b="$bare_rps" 'NR == 2 { printf "| %s | %.0f | %s | %s | %s | - | - |\n", l, $4, $10, $14, (b > 0 ? sprintf("%.0f%%", 100 * $4 / b) : "-") }' "$2"
+    }
+    row "bare libmicrohttpd, GET / (reference)" "$OUT/wrk-get.txt"
+    row "**bare libmicrohttpd, the signed POSTs → 200 (ceiling)**" "$OUT/wrk-bare.txt"
+    row "**ccsyncd: verify, validate, dedup + XADD, flat out**" "$OUT/wrk-ccsync.txt"
+    row "**ccsyncd, paced at half the ceiling ($half/s asked)**" "$OUT/wrk-paced.txt"
+    rbrow "redis-benchmark XADD, -P 16, 50 clients" "$OUT/rb-xadd-p16.txt"
+    rbrow "redis-benchmark XADD, unpipelined, 50 clients" "$OUT/rb-xadd-p1.txt"
+    rbrow "redis-benchmark enqueue script (SET NX + XADD), -P 16" "$OUT/rb-eval-p16.txt"
+    rbrow "redis-benchmark enqueue script, unpipelined" "$OUT/rb-eval-p1.txt"
+    echo
+    echo "| ccsyncd run | accepted (wrk 2xx) | queued (ccsyncd) | stream entries-added | duplicates | VmRSS after | VmHWM | ccsyncd CPU | redis CPU | events not yet folded at the end |"
+    echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    local r
+    for r in ccsync paced; do
+        echo "| $r | $(($(field "$OUT/wrk-$r.txt" requests) - $(field "$OUT/wrk-$r.txt" non2xx))) |" \
+            "$(fact $r queued) | $(fact $r added) | $(fact $r duplicates) | $(($(fact $r rss_kib) / 1024)) MiB |" \
+            "$(($(fact $r hwm_kib) / 1024)) MiB | $(fact $r cpu_s) s | $(fact $r redis_cpu_s) s | $(fact $r backlog) |"
+    done
+    echo
+    echo "Targets: ≥ 50% of bare HTTP → **$(ratio "$(field "$OUT/wrk-ccsync.txt" rps)" "$bare_rps")**;" \
+        "p99 < 10 ms at that load → **$(ms "$(field "$OUT/wrk-paced.txt" p99_us)") ms** at" \
+        "$(field "$OUT/wrk-paced.txt" rps)/s ($(ms "$(field "$OUT/wrk-ccsync.txt" p99_us)") ms flat out);" \
+        "RSS < 64 MiB → **$(($(fact ccsync hwm_kib) / 1024)) MiB** peak. Queued may exceed wrk's 2xx by the" \
+        "requests in flight when wrk stopped (≤ $CONNS); entries-added must equal queued exactly."
+    echo
+    echo "Commands:"
+    echo
+    echo '```'
+    printf '%s\n' "${CMDS[@]}"
+    echo '```'
+    echo
+    CMDS=()
+}
+
+# ---------------------------------------------------------------- sync
+sync_efficiency() {
+    echo "## 2. Sync efficiency: Constant Contact requests, ccsim with production limits (4 requests/s)"
+    echo
+    echo "Each scenario on a fresh redis-server, ccsim and ccsyncd (defaults: 4 workers," \
+        "CCSYNC_SYNC_DELAY_MS 1000, CCSYNC_CC_RATE_PER_SEC 4). Seconds run from the first webhook to" \
+        "convergence (queue empty, GroupStatus pending_changes 0 and changes_queued false, ccsim's list" \
+        "holding exactly the expected emails); requests are ccsim's counters 3 s after convergence." \
+        "The naive cost is one request per member change, which at 4 requests/s takes N/4 seconds."
+    echo
+    # shellcheck disable=SC2086
+    CMDS+=("$BUILD/bench/sync_bench $BUILD/ccsyncd $BUILD/ccsim $OUT/sync $SCENARIOS")
+    # shellcheck disable=SC2086
+    "$BUILD/bench/sync_bench" "$BUILD/ccsyncd" "$BUILD/ccsim" "$OUT/sync" $SCENARIOS ||
+        broken "sync_bench failed (logs in $OUT/sync)"
+    echo
+    echo "Commands:"
+    echo
+    echo '```'
+    printf '%s\n' "${CMDS[@]}"
+    echo '```'
+}
+
+t0=$(date +%s)
+[ "$ONLY" = sync ] || ingest
+[ "$ONLY" = ingest ] || sync_efficiency
+echo
+echo "bench: done in $(($(date +%s) - t0)) s; logs in $OUT"
