@@ -304,6 +304,17 @@ static int run(redisContext *c, const char *script, int n_args, const char *cons
     return rc == 1 ? 0 : -1;
 }
 
+/* run(), or with append_only only the EVALSHA appended (the caller reads the reply). */
+static int run_or_append(redisContext *c, bool append_only, const char *script, int n_args,
+                         const char *const *args)
+{
+    if (!append_only)
+        return run(c, script, n_args, args);
+    char sha[41];
+    script_sha(script, sha);
+    return append_script(c, "EVALSHA", sha, n_args, args);
+}
+
 int facts_audit(redisContext *c, const char *association, const char *group_id,
                 const char *action, const char *list_id, const char *list_name,
                 const char *detail)
@@ -353,7 +364,7 @@ static int member_args(const char *p, const char *association, const struct memb
     return 0;
 }
 
-static int fold_member(redisContext *c, const char *p, const char *association,
+static int fold_member(redisContext *c, bool append_only, const char *p, const char *association,
                        const struct member_record *m, const char *ts, const char *due,
                        const char *mode, const char *one_group)
 {
@@ -362,7 +373,7 @@ static int fold_member(redisContext *c, const char *p, const char *association,
     int n;
     if (member_args(p, association, m, ts, due, mode, one_group, &args, &rec, &n) != 0)
         return -1;
-    int rc = run(c, member_script, n, args);
+    int rc = run_or_append(c, append_only, member_script, n, args);
     free(args);
     free(rec);
     return rc;
@@ -413,8 +424,9 @@ static int fold_snapshot(redisContext *c, const char *p, const char *association
     return run(c, sweep_script, 5, args);
 }
 
-int facts_fold(redisContext *c, const char *association, const struct event *ev, int64_t now_ns,
-               int delay_ms)
+/* Folds ev, or with append_only appends its one script call (never for a snapshot). */
+static int fold(redisContext *c, bool append_only, const char *association,
+                const struct event *ev, int64_t now_ns, int delay_ms)
 {
     char p[128], ts[FACTS_TS_KEY_SIZE], due[32], now[32];
     prefix_of(association, p, sizeof p);
@@ -427,13 +439,13 @@ int facts_fold(redisContext *c, const char *association, const struct event *ev,
     case EVENT_CUSTOMER_UPDATED: {
         const struct member_record *m = &ev->member;
         const char *mode = !m->active ? "out_all" : m->has_groups ? "groups" : "keep";
-        return fold_member(c, p, association, m, ts, due, mode, NULL);
+        return fold_member(c, append_only, p, association, m, ts, due, mode, NULL);
     }
     case EVENT_CUSTOMER_REMOVED: {
         struct member_record m = {0};
         snprintf(m.id, sizeof m.id, "%s", ev->subject_id);
         const char *args[] = {p, m.id, ts, "", "out_all", due, association};
-        return run(c, member_script, 7, args);
+        return run_or_append(c, append_only, member_script, 7, args);
     }
     case EVENT_GROUP_CREATED:
     case EVENT_GROUP_UPDATED:
@@ -445,11 +457,30 @@ int facts_fold(redisContext *c, const char *association, const struct event *ev,
                               ev->sync_enabled ? "1" : "0",
                               due, association,
                               now};
-        return run(c, group_script, 9, args);
+        return run_or_append(c, append_only, group_script, 9, args);
     }
     case EVENT_GROUP_MEMBERS:
-        return fold_snapshot(c, p, association, ev, ts, due);
+        return append_only ? -1 : fold_snapshot(c, p, association, ev, ts, due);
     default:
-        return 0;
+        return append_only ? -1 : 0;
     }
+}
+
+int facts_fold(redisContext *c, const char *association, const struct event *ev, int64_t now_ns,
+               int delay_ms)
+{
+    return fold(c, false, association, ev, now_ns, delay_ms);
+}
+
+int facts_fold_append(redisContext *c, const char *association, const struct event *ev,
+                      int64_t now_ns, int delay_ms)
+{
+    if (ev->type == EVENT_GROUP_MEMBERS || ev->type == EVENT_UNKNOWN)
+        return 0;
+    return fold(c, true, association, ev, now_ns, delay_ms) == 0 ? 1 : -1;
+}
+
+int facts_fold_reply(redisContext *c)
+{
+    return read_script_reply(c);
 }

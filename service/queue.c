@@ -10,6 +10,7 @@
 
 #include <hiredis/hiredis.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "ccsync/script.h"
@@ -108,6 +109,34 @@ int queue_ack(redisContext *c, const char *id)
 {
     redisAppendCommand(c, "XACK " STORE_EVENTS_STREAM " " QUEUE_GROUP " %s", id);
     redisAppendCommand(c, "XDEL " STORE_EVENTS_STREAM " %s", id);
+    int rc = 0;
+    for (int i = 0; i < 2; i++) {
+        redisReply *r = NULL;
+        if (redisGetReply(c, (void **)&r) != REDIS_OK || !r || r->type == REDIS_REPLY_ERROR)
+            rc = -1;
+        if (r)
+            freeReplyObject(r);
+    }
+    return rc;
+}
+
+int queue_ack_many(redisContext *c, const char *const *ids, size_t n)
+{
+    if (n == 0)
+        return 0;
+    const char **argv = malloc((n + 3) * sizeof *argv);
+    if (!argv)
+        return -1;
+    argv[0] = "XACK";
+    argv[1] = STORE_EVENTS_STREAM;
+    argv[2] = QUEUE_GROUP;
+    for (size_t i = 0; i < n; i++)
+        argv[3 + i] = ids[i];
+    redisAppendCommandArgv(c, (int)(n + 3), argv, NULL);
+    argv[1] = "XDEL";
+    argv[2] = STORE_EVENTS_STREAM;
+    redisAppendCommandArgv(c, (int)(n + 2), argv + 1, NULL);
+    free(argv);
     int rc = 0;
     for (int i = 0; i < 2; i++) {
         redisReply *r = NULL;

@@ -73,33 +73,90 @@ static void count_event(const char *outcome)
     metrics_inc("ccsync_events_processed_total", labels);
 }
 
-/* Folds one entry; false when Redis failed (the entry stays pending). */
-static bool process_entry(struct sync_worker *w, const struct queue_entry *e, bool reclaimed)
+static void dead_letter_log(const struct queue_entry *e, const char *reason)
+{
+    count_event("dead_letter");
+    log_error("event_dead_lettered", LOG_STR("entry", e->id), LOG_STR("association", e->association),
+              LOG_STR("webhook_id", e->webhook_id), LOG_STR("reason", reason));
+}
+
+/*
+ * Folds a batch of entries and acknowledges those whose facts are stored.
+ * Events that fit one script call are folded in one pipeline (one round trip
+ * for the batch); snapshots, events the server lacked a script for and dead
+ * letters are handled one by one after it. Returns false when Redis failed:
+ * entries not acknowledged stay pending and come back (folding is idempotent).
+ */
+static bool process_batch(struct sync_worker *w, const struct queue_entry *entries, size_t n,
+                          bool reclaimed)
 {
     redisContext *c = w->redis;
-    if (reclaimed && queue_deliveries(c, e->id) > QUEUE_MAX_DELIVERIES) {
-        count_event("dead_letter");
-        log_error("event_dead_lettered", LOG_STR("entry", e->id), LOG_STR("association", e->association),
-                  LOG_STR("webhook_id", e->webhook_id), LOG_STR("reason", "too many attempts"));
-        return queue_dead_letter(c, e, "could not be applied after repeated attempts") == 0;
+    struct event *events = calloc(n, sizeof *events);
+    /* per entry: 0 to fold alone, 1 appended, 2 done (dead-lettered), 3 folded */
+    char *how = calloc(n, 1);
+    const char **acks = calloc(n, sizeof *acks);
+    size_t n_acks = 0, appended = 0;
+    bool ok = events && how && acks;
+    int64_t now = store_now_ns();
+    int delay = w->app->cfg->sync_delay_ms;
+
+    for (size_t i = 0; ok && i < n; i++) {
+        const struct queue_entry *e = &entries[i];
+        struct webhook_error err;
+        if (reclaimed && queue_deliveries(c, e->id) > QUEUE_MAX_DELIVERIES) {
+            dead_letter_log(e, "too many attempts");
+            ok = queue_dead_letter(c, e, "could not be applied after repeated attempts") == 0;
+            how[i] = 2;
+        } else if (!e->association || !e->body ||
+                   webhook_parse_event(e->body, e->body_len, &events[i], &err) != 0) {
+            const char *reason = e->body ? err.message : "entry has no body";
+            dead_letter_log(e, reason);
+            ok = queue_dead_letter(c, e, reason) == 0;
+            how[i] = 2;
+        }
     }
-    struct event ev;
-    struct webhook_error err;
-    if (!e->association || !e->body ||
-        webhook_parse_event(e->body, e->body_len, &ev, &err) != 0) {
-        count_event("dead_letter");
-        log_error("event_dead_lettered", LOG_STR("entry", e->id), LOG_STR("association", e->association),
-                  LOG_STR("reason", e->body ? err.message : "entry has no body"));
-        return queue_dead_letter(c, e, e->body ? err.message : "entry has no body") == 0;
+    for (size_t i = 0; ok && i < n; i++) {
+        if (how[i] != 0)
+            continue;
+        int a = facts_fold_append(c, entries[i].association, &events[i], now, delay);
+        if (a < 0)
+            ok = false;
+        how[i] = a == 1 ? 1 : 0;
+        appended += a == 1;
     }
-    int rc = facts_fold(c, e->association, &ev, store_now_ns(), w->app->cfg->sync_delay_ms);
-    event_clear(&ev);
-    if (rc != 0) {
-        count_event("redis_error");
-        return false;
+    for (size_t i = 0; i < n && appended > 0; i++) {
+        if (how[i] != 1)
+            continue;
+        appended--;
+        int r = facts_fold_reply(c);
+        if (r < 0)
+            ok = false;
+        how[i] = r == 1 ? 3 : 0; /* NOSCRIPT: fold alone below */
     }
-    count_event("folded");
-    return queue_ack(c, e->id) == 0;
+    for (size_t i = 0; ok && i < n; i++) {
+        if (how[i] == 0) {
+            if (facts_fold(c, entries[i].association, &events[i], now, delay) != 0) {
+                count_event("redis_error");
+                ok = false;
+                break;
+            }
+            how[i] = 3;
+        }
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (how && how[i] == 3) {
+            count_event("folded");
+            acks[n_acks++] = entries[i].id;
+        }
+        if (events)
+            event_clear(&events[i]);
+    }
+    if (ok || !c->err)
+        ok = queue_ack_many(c, acks, n_acks) == 0 && ok;
+    free(events);
+    free(how);
+    free(acks);
+    return ok;
 }
 
 static bool consume(struct sync_worker *w, const char *consumer, bool reclaim, int block_ms, bool *got)
@@ -110,9 +167,7 @@ static bool consume(struct sync_worker *w, const char *consumer, bool reclaim, i
     redisReply *r = queue_read(w->redis, consumer, reclaim, block_ms, entries, READ_BATCH, &n);
     if (!r)
         return false;
-    bool ok = true;
-    for (size_t i = 0; i < n && ok; i++)
-        ok = process_entry(w, &entries[i], reclaim);
+    bool ok = process_batch(w, entries, n, reclaim);
     *got = n > 0;
     freeReplyObject(r);
     return ok;
@@ -314,6 +369,7 @@ static void *worker_main(void *arg)
     atomic_fetch_add(&e->app->workers_up, 1);
     int64_t next_reclaim = 0, next_reconcile = now_ms() + 1000;
     bool group_ready = false;
+    char stale_key[sizeof w.lease_key] = "", stale_token[sizeof w.lease_token] = "";
     while (!atomic_load(&e->stop)) {
         if (!w.redis) {
             char err[256];
@@ -328,6 +384,12 @@ static void *worker_main(void *arg)
                 continue;
             }
             group_ready = true;
+            if (stale_key[0]) {
+                snprintf(w.lease_key, sizeof w.lease_key, "%s", stale_key);
+                snprintf(w.lease_token, sizeof w.lease_token, "%s", stale_token);
+                release_lease(&w);
+                stale_key[0] = '\0';
+            }
         }
         bool ok = true, got = false, worked = false;
         ok = consume(&w, consumer, false, group_ready ? 200 : 0, &got);
@@ -349,6 +411,12 @@ static void *worker_main(void *arg)
             if (w.redis)
                 redisFree(w.redis);
             w.redis = NULL;
+            /* A lease held when Redis failed is given back after reconnecting, so
+             * the group need not wait for it to expire (e.g. after a Redis restart). */
+            if (w.lease_key[0]) {
+                snprintf(stale_key, sizeof stale_key, "%s", w.lease_key);
+                snprintf(stale_token, sizeof stale_token, "%s", w.lease_token);
+            }
             w.lease_key[0] = '\0';
             sleep_ms(200);
         }

@@ -45,6 +45,18 @@ int facts_record_parse(const char *json, const char *member_id, struct member_re
 int facts_fold(struct redisContext *c, const char *association, const struct event *ev,
                int64_t now_ns, int delay_ms);
 
+/*
+ * Pipelined folding, for a worker's batch: appends ev's one script call to c
+ * without reading its reply. Returns 1 appended, 0 when ev cannot go in a
+ * pipeline (a group.members snapshot: fold it with facts_fold), -1 on failure.
+ * Each appended call's reply is read, in order, with facts_fold_reply: 1 folded,
+ * 0 the server lacked the script (fold that event again with facts_fold, which
+ * loads it), -1 Redis failed.
+ */
+int facts_fold_append(struct redisContext *c, const char *association, const struct event *ev,
+                      int64_t now_ns, int delay_ms);
+int facts_fold_reply(struct redisContext *c);
+
 /* Appends an audit entry (also used by the sync engine). 0 or -1. */
 int facts_audit(struct redisContext *c, const char *association, const char *group_id,
                 const char *action, const char *list_id, const char *list_name,

@@ -44,6 +44,9 @@ long queue_deliveries(struct redisContext *c, const char *id);
 /* Acknowledges and deletes an entry. 0 or -1. */
 int queue_ack(struct redisContext *c, const char *id);
 
+/* Acknowledges and deletes n entries in one round trip. 0 or -1. */
+int queue_ack_many(struct redisContext *c, const char *const *ids, size_t n);
+
 /* Moves an entry to the dead-letter stream with the reason, atomically. 0 or -1. */
 int queue_dead_letter(struct redisContext *c, const struct queue_entry *e, const char *reason);
 
