@@ -203,7 +203,8 @@ int config_load(struct config *c, config_lookup_fn lookup, char *err, size_t err
     if (int_var(lookup, "CCSYNC_CC_DAILY_LIMIT", "10000", 1, 100000000, &n, err, err_size) != 0)
         return -1;
     c->cc_daily_limit = n;
-    if (int_var(lookup, "CCSYNC_WORKERS", "4", 1, 256, &n, err, err_size) != 0)
+    /* 0: an ingest-only process (webhooks and the API); others on the Redis sync */
+    if (int_var(lookup, "CCSYNC_WORKERS", "4", 0, 256, &n, err, err_size) != 0)
         return -1;
     c->workers = (int)n;
     if (int_var(lookup, "CCSYNC_RECONCILE_SECONDS", "300", 1, 86400 * 7, &n, err, err_size) != 0)

@@ -1,11 +1,20 @@
 /*
  * log.c - one JSON object a line on stdout, or "key=value" text for people
- * reading a terminal. Each line is assembled in a local buffer and written with
- * a single write(2), so lines from different threads never interleave.
+ * reading a terminal. Each line is assembled in a local buffer, so lines from
+ * different threads never interleave.
+ *
+ * Once log_start_writer() has run (ccsyncd does it at start), lines are
+ * appended to a shared buffer that a writer thread flushes every 20 ms or when
+ * it fills: one write(2) for many lines instead of one a request, which the
+ * webhook path feels. Warnings and errors are flushed at once, and
+ * log_stop_writer() flushes everything at exit. Like metrics.c, this file keeps
+ * process-wide state on purpose (one buffer, guarded by one mutex).
  */
 #include "ccsync/log.h"
 
+#include <pthread.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -16,6 +25,102 @@ static atomic_int log_fmt = LOG_FORMAT_JSON;
 static atomic_int log_min = LOG_INFO;
 
 static const char *level_names[] = {"debug", "info", "warn", "error"};
+
+#define LOG_BUFFER_SIZE (256 * 1024)
+#define LOG_FLUSH_AT (64 * 1024)
+#define LOG_FLUSH_EVERY_MS 20
+
+static struct {
+    pthread_mutex_t lock; /* guards everything below */
+    pthread_cond_t wake;
+    char buf[LOG_BUFFER_SIZE];
+    size_t len;
+    bool running, stopping;
+    pthread_t thread;
+} writer = {.lock = PTHREAD_MUTEX_INITIALIZER, .wake = PTHREAD_COND_INITIALIZER};
+
+static void write_all(const char *p, size_t n)
+{
+    while (n > 0) {
+        ssize_t w = write(STDOUT_FILENO, p, n);
+        if (w <= 0)
+            return; /* nowhere better to report a failed log write */
+        p += w;
+        n -= (size_t)w;
+    }
+}
+
+/* Called with writer.lock held; writes the buffer out (the lock is kept, so
+ * lines stay in order). */
+static void flush_locked(void)
+{
+    write_all(writer.buf, writer.len);
+    writer.len = 0;
+}
+
+static void *writer_main(void *arg)
+{
+    (void)arg;
+    pthread_mutex_lock(&writer.lock);
+    while (!writer.stopping) {
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_nsec += LOG_FLUSH_EVERY_MS * 1000000L;
+        if (until.tv_nsec >= 1000000000L) {
+            until.tv_sec++;
+            until.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&writer.wake, &writer.lock, &until);
+        if (writer.len > 0)
+            flush_locked();
+    }
+    flush_locked();
+    pthread_mutex_unlock(&writer.lock);
+    return NULL;
+}
+
+void log_start_writer(void)
+{
+    pthread_mutex_lock(&writer.lock);
+    if (!writer.running && pthread_create(&writer.thread, NULL, writer_main, NULL) == 0)
+        writer.running = true;
+    pthread_mutex_unlock(&writer.lock);
+}
+
+void log_stop_writer(void)
+{
+    pthread_mutex_lock(&writer.lock);
+    bool running = writer.running;
+    writer.stopping = true;
+    pthread_cond_signal(&writer.wake);
+    pthread_mutex_unlock(&writer.lock);
+    if (running)
+        pthread_join(writer.thread, NULL);
+    pthread_mutex_lock(&writer.lock);
+    writer.running = false;
+    writer.stopping = false;
+    flush_locked();
+    pthread_mutex_unlock(&writer.lock);
+}
+
+static void output(enum log_level level, const char *line, size_t n)
+{
+    pthread_mutex_lock(&writer.lock);
+    if (!writer.running) {
+        pthread_mutex_unlock(&writer.lock);
+        write_all(line, n);
+        return;
+    }
+    if (writer.len + n > sizeof writer.buf)
+        flush_locked(); /* the writer fell behind: write in this thread rather than drop */
+    memcpy(writer.buf + writer.len, line, n);
+    writer.len += n;
+    if (level >= LOG_WARN)
+        flush_locked();
+    else if (writer.len >= LOG_FLUSH_AT)
+        pthread_cond_signal(&writer.wake);
+    pthread_mutex_unlock(&writer.lock);
+}
 
 void log_init(enum log_format format, enum log_level level)
 {
@@ -124,6 +229,5 @@ void log_emit(enum log_level level, const char *msg, size_t n, const struct log_
     if (json)
         l.buf[l.len++] = '}';
     l.buf[l.len++] = '\n';
-    ssize_t w = write(STDOUT_FILENO, l.buf, l.len);
-    (void)w; /* nowhere better to report a failed log write */
+    output(level, l.buf, l.len);
 }

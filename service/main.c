@@ -96,6 +96,7 @@ int main(int argc, char **argv)
         return rc;
     }
     log_init(cfg.log_format, cfg.log_level);
+    log_start_writer();
 
     struct sigaction sa = {0};
     sa.sa_handler = on_signal;
@@ -155,5 +156,6 @@ int main(int argc, char **argv)
     store_pool_free(app.pool);
     curl_global_cleanup();
     log_info("stopped", LOG_INT("drain_ms", spent));
+    log_stop_writer();
     return 0;
 }

@@ -3,7 +3,7 @@
  *
  *   log_info("webhook_accepted", LOG_STR("association", id), LOG_INT("status", 202));
  *
- * Thread safe: a line is built in a buffer and written with one write(2).
+ * Thread safe: a line is built in a buffer and never interleaves with another.
  * Never pass a secret as a value.
  */
 #ifndef CCSYNC_LOG_H
@@ -24,6 +24,10 @@ struct log_kv {
 #define LOG_INT(k, v) ((struct log_kv){(k), NULL, (long long)(v), 1})
 
 void log_init(enum log_format format, enum log_level level);
+/* From here on lines are buffered and written by a thread (warn and error at once). */
+void log_start_writer(void);
+/* Flushes and stops that thread; lines are written directly again. */
+void log_stop_writer(void);
 int log_enabled(enum log_level level);
 void log_emit(enum log_level level, const char *msg, size_t n, const struct log_kv *kv);
 

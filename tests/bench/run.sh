@@ -94,14 +94,14 @@ start_redis() { # name: a redis-server durable as deployed (docker/: AOF, fsync 
     pids+=("$REDIS_PID")
     wait_port "$REDIS_PORT" || broken "redis-server did not start ($OUT/redis-$1.log)"
 }
-start_ccsyncd() { # name
+start_ccsyncd() { # name [workers]
     # One worker, and Constant Contact at a dead port: the events name groups that
     # are not synced, so the worker only folds facts (it does consume the stream
     # while wrk runs, as it would in production: that CPU is in the figures).
     # Logs as deployed: JSON, level info (one line per request), to a file.
     HTTP_PORT=$(free_port)
     local env=("CCSYNC_LISTEN=127.0.0.1:$HTTP_PORT" "CCSYNC_REDIS_URL=redis://127.0.0.1:$REDIS_PORT/0"
-        "CCSYNC_ADMIN_TOKEN=$ADMIN" CCSYNC_WORKERS=1 CCSYNC_CC_API_URL=http://127.0.0.1:9/v3
+        "CCSYNC_ADMIN_TOKEN=$ADMIN" "CCSYNC_WORKERS=${2:-1}" CCSYNC_CC_API_URL=http://127.0.0.1:9/v3
         CCSYNC_CC_TOKEN_URL=http://127.0.0.1:9/token CCSYNC_ASSOCIATION_ID=bench
         "CCSYNC_WEBHOOK_SECRET=$SECRET")
     CMDS+=("env ${env[*]} $BUILD/ccsyncd > $OUT/ccsyncd-$1.log")
@@ -120,13 +120,13 @@ outcome() { # metrics text, outcome label: the value of ccsync_webhooks_total{ou
         'index($0, "ccsync_webhooks_total{" o "}") == 1 { print $2 + 0; f = 1 } END { if (!f) print 0 }'
 }
 
-# ccsync_run NAME [RATE]: a fresh Redis and ccsyncd, fresh requests signed now
+# ccsync_run NAME [RATE] [WORKERS]: a fresh Redis and ccsyncd, fresh requests signed now
 # (the window is 300 s; a run takes SECS), one wrk run; checks that every accepted
 # webhook is in the stream exactly once; leaves its figures in $OUT/NAME.facts.
 ccsync_run() {
     local name=$1 rate=${2:-} f=$OUT/wrk-$1.txt
     start_redis "$name"
-    start_ccsyncd "$name"
+    start_ccsyncd "$name" "${3:-1}"
     local count=$((60000 * SECS))
     run_logged "gen-$name" "$BUILD/bench/gen_webhooks" "$SECRET" bench "127.0.0.1:$HTTP_PORT" "$count" \
         "$WRK_THREADS" "$OUT/req-$name"
@@ -217,6 +217,10 @@ ingest() {
     local half
     half=$((bare_rps / 2))
     ccsync_run paced $((half / WRK_THREADS))
+    # The ingest path alone: an ingest-only ccsyncd (CCSYNC_WORKERS=0), as when
+    # webhook replicas and worker replicas run apart; nothing folds meanwhile.
+    ccsync_run alone "" 0
+    ccsync_run alone-paced $((half / WRK_THREADS)) 0
 
     echo "## 1. Ingest: signed webhooks into ccsyncd + Redis, beside the ceilings"
     echo
@@ -239,6 +243,8 @@ ingest() {
     row "**bare libmicrohttpd, the signed POSTs → 200 (ceiling)**" "$OUT/wrk-bare.txt"
     row "**ccsyncd: verify, validate, dedup + XADD, flat out**" "$OUT/wrk-ccsync.txt"
     row "**ccsyncd, paced at half the ceiling ($half/s asked)**" "$OUT/wrk-paced.txt"
+    row "ccsyncd ingest-only (CCSYNC_WORKERS=0), flat out" "$OUT/wrk-alone.txt"
+    row "ccsyncd ingest-only, paced at half the ceiling" "$OUT/wrk-alone-paced.txt"
     rbrow "redis-benchmark XADD, -P 16, 50 clients" "$OUT/rb-xadd-p16.txt"
     rbrow "redis-benchmark XADD, unpipelined, 50 clients" "$OUT/rb-xadd-p1.txt"
     rbrow "redis-benchmark enqueue script (SET NX + XADD), -P 16" "$OUT/rb-eval-p16.txt"
@@ -247,7 +253,7 @@ ingest() {
     echo "| ccsyncd run | accepted (wrk 2xx) | queued (ccsyncd) | stream entries-added | duplicates | VmRSS after | VmHWM | ccsyncd CPU | redis CPU | events not yet folded at the end |"
     echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     local r
-    for r in ccsync paced; do
+    for r in ccsync paced alone alone-paced; do
         echo "| $r | $(($(field "$OUT/wrk-$r.txt" requests) - $(field "$OUT/wrk-$r.txt" non2xx))) |" \
             "$(fact $r queued) | $(fact $r added) | $(fact $r duplicates) | $(($(fact $r rss_kib) / 1024)) MiB |" \
             "$(($(fact $r hwm_kib) / 1024)) MiB | $(fact $r cpu_s) s | $(fact $r redis_cpu_s) s | $(fact $r backlog) |"

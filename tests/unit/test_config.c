@@ -349,17 +349,26 @@ static void test_rate_per_second_must_be_positive_number(void **state)
                    "CCSYNC_CC_RATE_PER_SEC: \"1001\" is not a number above 0 and at most 1000");
 }
 
-static void test_workers_must_be_from_1_to_256(void **state)
+static void test_workers_must_be_from_0_to_256(void **state)
 {
     (void)state;
-    expect_refused("CCSYNC_WORKERS", "0",
-                   "CCSYNC_WORKERS: \"0\" is not a whole number from 1 to 256");
+    expect_refused("CCSYNC_WORKERS", "-1",
+                   "CCSYNC_WORKERS: \"-1\" is not a whole number from 0 to 256");
     expect_refused("CCSYNC_WORKERS", "257",
-                   "CCSYNC_WORKERS: \"257\" is not a whole number from 1 to 256");
+                   "CCSYNC_WORKERS: \"257\" is not a whole number from 0 to 256");
     expect_refused("CCSYNC_WORKERS", "two",
-                   "CCSYNC_WORKERS: \"two\" is not a whole number from 1 to 256");
+                   "CCSYNC_WORKERS: \"two\" is not a whole number from 0 to 256");
     expect_refused("CCSYNC_WORKERS", "4 ",
-                   "CCSYNC_WORKERS: \"4 \" is not a whole number from 1 to 256");
+                   "CCSYNC_WORKERS: \"4 \" is not a whole number from 0 to 256");
+}
+
+/* 0 makes an ingest-only process: webhooks and the API, no worker threads. */
+static void test_workers_zero_is_an_ingest_only_process(void **state)
+{
+    (void)state;
+    env_set("CCSYNC_WORKERS", "0");
+    assert_int_equal(load(), 0);
+    assert_int_equal(cfg.workers, 0);
 }
 
 static void test_other_numbers_are_range_checked(void **state)
@@ -625,7 +634,8 @@ int main(void)
         T(test_missing_admin_token_is_refused),
         T(test_short_admin_token_is_refused_without_echo),
         T(test_rate_per_second_must_be_positive_number),
-        T(test_workers_must_be_from_1_to_256),
+        T(test_workers_must_be_from_0_to_256),
+        T(test_workers_zero_is_an_ingest_only_process),
         T(test_other_numbers_are_range_checked),
         T(test_cc_urls_must_be_http),
         T(test_unknown_log_format_is_refused),
