@@ -1221,6 +1221,42 @@ static bool write_counts(struct run *r, const struct plan *pl)
                (long long)k->in_list, (long long)(pl->pending.imports + pl->pending.removes));
 }
 
+struct activities_call {
+    struct ccapi_activity_page page;
+};
+static int do_activities(struct sync_worker *w, void *arg, struct ccapi_error *err)
+{
+    struct activities_call *a = arg;
+    ccapi_activity_page_clear(&a->page);
+    return ccapi_activities_page(w->cc, NULL, &a->page, err);
+}
+
+/* Waits (bounded) until the account's recent activities have all finished. */
+static enum call_outcome wait_account_activities(struct run *r, struct ccapi_error *err)
+{
+    long waited = 0, step = 500;
+    for (;;) {
+        struct activities_call a = {0};
+        enum call_outcome oc =
+            cc_call(r->w, r->association, "activities_list", true, do_activities, &a, err);
+        bool busy = false;
+        for (size_t i = 0; oc == CALL_OK && i < a.page.n_activities; i++)
+            busy = busy || !ccapi_activity_finished(a.page.activities[i].state);
+        ccapi_activity_page_clear(&a.page);
+        if (oc != CALL_OK || !busy)
+            return oc;
+        if (waited >= ACTIVITY_WAIT_MAX_MS) {
+            snprintf(err->message, sizeof err->message, "activities still running after %ld s",
+                     waited / 1000);
+            return CALL_RETRY;
+        }
+        if (!pause_ms(r->w, step))
+            return CALL_STOPPED;
+        waited += step;
+        step = step < 4000 ? step * 2 : 4000;
+    }
+}
+
 /* A journal left by an earlier run: find out what CC did before anything else. */
 static enum sync_result recover(struct run *r)
 {
@@ -1244,8 +1280,14 @@ static enum sync_result recover(struct run *r)
         ccapi_activity_clear(&act);
         if (oc != CALL_OK && !(oc == CALL_FAILED && err.status == CCAPI_NOT_FOUND))
             return call_failed(r, oc, &err, "report on an earlier request");
-    } else if (!pause_ms(r->w, 2000)) {
-        return SYNC_STOPPED; /* give a request that did reach CC time to become visible */
+    } else {
+        /* The answer was lost before its activity id was written down: if the
+         * request did reach CC, its job is among the account's unfinished ones.
+         * Wait until none is left (they cannot be told apart by list), so the
+         * read-back below sees what the lost request did. */
+        enum call_outcome oc = wait_account_activities(r, &err);
+        if (oc != CALL_OK)
+            return call_failed(r, oc, &err, "list recent activities");
     }
     enum call_outcome oc = verify_list(r, &err);
     if (oc == CALL_FAILED && err.status == CCAPI_NOT_FOUND)
