@@ -10,6 +10,9 @@
 #include "ccsync/http.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
+#include <pthread.h>
+#include <sys/socket.h>
 #include <json-c/json.h>
 #include <microhttpd.h>
 #include <openssl/crypto.h>
@@ -69,11 +72,22 @@ static const struct route routes[] = {
      admin_redrive_dead_letter},
 };
 
+/*
+ * ccsyncd accepts connections itself, in one thread, and hands them to the
+ * daemon's thread pool (MHD_add_connection). Stopping to accept at shutdown is
+ * then closing our own socket: libmicrohttpd 0.9.75's MHD_quiesce_daemon races
+ * with its epoll worker threads (it can abort the process with "Failed to
+ * remove listen FD from epoll set", seen under load at SIGTERM).
+ */
 struct http_server {
     struct MHD_Daemon *daemon;
     struct app *app;
     atomic_int in_flight;
     int port;
+    int listen_fd;
+    pthread_t acceptor;
+    bool acceptor_running;
+    atomic_bool quiescing;
 };
 
 struct extra_header {
@@ -484,6 +498,59 @@ static void on_mhd_error(void *cls, const char *fmt, va_list ap)
     log_warn("http_server", LOG_STR("detail", msg));
 }
 
+static void *acceptor_main(void *arg)
+{
+    struct http_server *s = arg;
+    while (!atomic_load(&s->quiescing)) {
+        struct sockaddr_storage peer;
+        socklen_t len = sizeof peer;
+        int fd = accept4(s->listen_fd, (struct sockaddr *)&peer, &len, SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EINTR || errno == ECONNABORTED)
+                continue;
+            if (atomic_load(&s->quiescing))
+                break;
+            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+                log_warn("http_accept_failed", LOG_STR("error", strerror(errno)));
+                struct timespec pause = {0, 100 * 1000000L};
+                nanosleep(&pause, NULL);
+                continue;
+            }
+            log_error("http_accept_stopped", LOG_STR("error", strerror(errno)));
+            break;
+        }
+        /* MHD closes fd when it cannot take it */
+        if (MHD_add_connection(s->daemon, fd, (struct sockaddr *)&peer, len) != MHD_YES)
+            metrics_inc("ccsync_http_connections_refused_total", "");
+    }
+    return NULL;
+}
+
+static int open_listener(const struct config *cfg, int *port, char *err, size_t err_size)
+{
+    struct sockaddr_in addr = {0};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons((uint16_t)cfg->listen_port);
+    if (inet_pton(AF_INET, cfg->listen_host, &addr.sin_addr) != 1) {
+        snprintf(err, err_size, "CCSYNC_LISTEN: \"%s\" is not an IPv4 address", cfg->listen_host);
+        return -1;
+    }
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int one = 1;
+    if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0 ||
+        bind(fd, (struct sockaddr *)&addr, sizeof addr) != 0 || listen(fd, 1024) != 0) {
+        snprintf(err, err_size, "CCSYNC_LISTEN: cannot listen on %s:%d (%s)", cfg->listen_host,
+                 cfg->listen_port, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    socklen_t len = sizeof addr;
+    getsockname(fd, (struct sockaddr *)&addr, &len);
+    *port = ntohs(addr.sin_port);
+    return fd;
+}
+
 struct http_server *http_start(struct app *app, char *err, size_t err_size)
 {
     struct http_server *s = calloc(1, sizeof *s);
@@ -492,32 +559,33 @@ struct http_server *http_start(struct app *app, char *err, size_t err_size)
         return NULL;
     }
     s->app = app;
-    struct sockaddr_in addr = {0};
-    addr.sin_family = AF_INET;
-    addr.sin_port = htons((uint16_t)app->cfg->listen_port);
-    if (inet_pton(AF_INET, app->cfg->listen_host, &addr.sin_addr) != 1) {
-        snprintf(err, err_size, "CCSYNC_LISTEN: \"%s\" is not an IPv4 address",
-                 app->cfg->listen_host);
+    s->listen_fd = open_listener(app->cfg, &s->port, err, err_size);
+    if (s->listen_fd < 0) {
         free(s);
         return NULL;
     }
-    unsigned int flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL |
+    unsigned int flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_NO_LISTEN_SOCKET |
                          MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ITC | MHD_USE_ERROR_LOG;
     s->daemon = MHD_start_daemon(
         flags, 0, NULL, NULL, on_request, s, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_error, s,
-        MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr,
         MHD_OPTION_THREAD_POOL_SIZE, (unsigned int)app->cfg->http_threads,
         MHD_OPTION_CONNECTION_LIMIT, 10000u, MHD_OPTION_CONNECTION_TIMEOUT, 30u,
-        MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024u, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
-        MHD_OPTION_END);
+        MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_END);
     if (!s->daemon) {
-        snprintf(err, err_size, "CCSYNC_LISTEN: cannot listen on %s:%d (in use, or not allowed)",
-                 app->cfg->listen_host, app->cfg->listen_port);
+        snprintf(err, err_size, "cannot start the HTTP server on %s:%d", app->cfg->listen_host,
+                 s->port);
+        close(s->listen_fd);
         free(s);
         return NULL;
     }
-    const union MHD_DaemonInfo *info = MHD_get_daemon_info(s->daemon, MHD_DAEMON_INFO_BIND_PORT);
-    s->port = info ? info->port : app->cfg->listen_port;
+    if (pthread_create(&s->acceptor, NULL, acceptor_main, s) != 0) {
+        snprintf(err, err_size, "cannot start the HTTP accept thread");
+        MHD_stop_daemon(s->daemon);
+        close(s->listen_fd);
+        free(s);
+        return NULL;
+    }
+    s->acceptor_running = true;
     return s;
 }
 
@@ -528,9 +596,15 @@ int http_port(struct http_server *s)
 
 void http_quiesce(struct http_server *s)
 {
-    MHD_socket fd = MHD_quiesce_daemon(s->daemon);
-    if (fd != MHD_INVALID_SOCKET)
-        close(fd);
+    if (!s->acceptor_running)
+        return;
+    atomic_store(&s->quiescing, true);
+    /* wakes the accept(2) in progress; new connections are refused from here */
+    shutdown(s->listen_fd, SHUT_RDWR);
+    pthread_join(s->acceptor, NULL);
+    s->acceptor_running = false;
+    close(s->listen_fd);
+    s->listen_fd = -1;
 }
 
 int http_in_flight(struct http_server *s)
@@ -542,6 +616,7 @@ void http_stop(struct http_server *s)
 {
     if (!s)
         return;
+    http_quiesce(s);
     MHD_stop_daemon(s->daemon);
     free(s);
 }
