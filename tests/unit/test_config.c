@@ -559,10 +559,10 @@ static void expect_exit_2(char *const env[], const char *line, bool quiet_stdout
 static void test_ccsyncd_exits_2_with_one_line_naming_bad_variable(void **state)
 {
     (void)state;
-    char *const env[] = {"CCSYNC_ADMIN_TOKEN=" ADMIN_TOKEN, "CCSYNC_WORKERS=0", NULL};
+    char *const env[] = {"CCSYNC_ADMIN_TOKEN=" ADMIN_TOKEN, "CCSYNC_WORKERS=-1", NULL};
     expect_exit_2(env,
-                  "ccsyncd: configuration error: CCSYNC_WORKERS: \"0\" is not a whole number from "
-                  "1 to 256\n",
+                  "ccsyncd: configuration error: CCSYNC_WORKERS: \"-1\" is not a whole number from "
+                  "0 to 256\n",
                   true, NULL);
 }
 
@@ -609,7 +609,7 @@ static void test_ccsyncd_exits_2_when_port_is_taken(void **state)
     char listen_var[64], line[160];
     snprintf(listen_var, sizeof listen_var, "CCSYNC_LISTEN=127.0.0.1:%d", port);
     snprintf(line, sizeof line,
-             "ccsyncd: CCSYNC_LISTEN: cannot listen on 127.0.0.1:%d (in use, or not allowed)\n",
+             "ccsyncd: CCSYNC_LISTEN: cannot listen on 127.0.0.1:%d (Address already in use)\n",
              port);
     char *const env[] = {"CCSYNC_ADMIN_TOKEN=" ADMIN_TOKEN, listen_var,
                          "CCSYNC_REDIS_URL=redis://127.0.0.1:1/0", "CCSYNC_WORKERS=1", NULL};
