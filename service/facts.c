@@ -165,10 +165,11 @@ static const char member_script[] =
     "  for _, g in ipairs(redis.call('SMEMBERS', mgkey)) do dirty[g] = true end\n"
     "end\n"
     "local n = 0\n"
-    "for g, _ in pairs(dirty) do mark(p, assoc, g, due); n = n + 1 end\n"
+    "for g, _ in pairs(dirty) do if due then mark(p, assoc, g, due) end; n = n + 1 end\n"
     "return n\n";
 
-/* Snapshot sweep. ARGV: 1 prefix, 2 group, 3 ts key, 4 due, 5 association. */
+/* Snapshot sweep. ARGV: 1 prefix, 2 group, 3 ts key, 4 due, 5 association, 6 "1" when
+ * the chunks changed the group (they leave marking it dirty to the sweep). */
 static const char sweep_script[] =
     LUA_COMMON
     "local p, g, ts, due, assoc = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5]\n"
@@ -185,7 +186,7 @@ static const char sweep_script[] =
     "    changed = true\n"
     "  end\n"
     "end\n"
-    "if changed then mark(p, assoc, g, due) end\n"
+    "if changed or ARGV[6] == '1' then mark(p, assoc, g, due) end\n"
     "return changed and 1 or 0\n";
 
 /*
@@ -396,6 +397,7 @@ static int fold_snapshot(redisContext *c, const char *p, const char *association
         freeReplyObject(load);
     if (!loaded)
         return -1;
+    bool changed = false;
     for (size_t start = 0; start < ev->n_members; start += SNAPSHOT_CHUNK) {
         size_t end = start + SNAPSHOT_CHUNK < ev->n_members ? start + SNAPSHOT_CHUNK : ev->n_members;
         size_t sent = 0;
@@ -405,7 +407,9 @@ static int fold_snapshot(redisContext *c, const char *p, const char *association
             const char **args;
             char *rec;
             int n;
-            rc = member_args(p, association, m, ts, due, m->active ? "in_one" : "out_one",
+            /* "" defers marking the group dirty to the sweep, so no sync starts
+             * on a half-folded snapshot */
+            rc = member_args(p, association, m, ts, "", m->active ? "in_one" : "out_one",
                              ev->subject_id, &args, &rec, &n);
             if (rc == 0) {
                 rc = append_script(c, "EVALSHA", sha, n, args);
@@ -414,14 +418,20 @@ static int fold_snapshot(redisContext *c, const char *p, const char *association
                 sent += rc == 0;
             }
         }
-        for (size_t i = 0; i < sent; i++)
-            if (read_script_reply(c) != 1)
+        for (size_t i = 0; i < sent; i++) {
+            redisReply *r = NULL;
+            if (redisGetReply(c, (void **)&r) != REDIS_OK || !r || r->type != REDIS_REPLY_INTEGER)
                 rc = -1;
+            else if (r->integer > 0)
+                changed = true;
+            if (r)
+                freeReplyObject(r);
+        }
         if (rc != 0)
             return -1;
     }
-    const char *args[] = {p, ev->subject_id, ts, due, association};
-    return run(c, sweep_script, 5, args);
+    const char *args[] = {p, ev->subject_id, ts, due, association, changed ? "1" : "0"};
+    return run(c, sweep_script, 6, args);
 }
 
 /* Folds ev, or with append_only appends its one script call (never for a snapshot). */

@@ -1071,6 +1071,9 @@ static enum sync_result run_import(struct run *r, const struct plan_op *op)
         clear_journal(r);
         return call_failed(r, oc, &err, "import contacts");
     }
+    log_info("contacts_import_sent", LOG_STR("association", r->association),
+             LOG_STR("group", r->group), LOG_STR("list_id", r->gs.list_id),
+             LOG_INT("contacts", (long long)op->n_contacts), LOG_STR("activity", a.activity));
     if (!journal_op(r, "import", a.activity))
         return SYNC_REDIS;
     struct ccapi_activity act = {0};
@@ -1159,6 +1162,9 @@ static enum sync_result run_remove(struct run *r, const struct plan_op *op,
         clear_journal(r);
         return call_failed(r, oc, &err, "remove contacts from the list");
     }
+    log_info("memberships_remove_sent", LOG_STR("association", r->association),
+             LOG_STR("group", r->group), LOG_STR("list_id", r->gs.list_id),
+             LOG_INT("contacts", (long long)op->n_contact_ids), LOG_STR("activity", a.activity));
     if (!journal_op(r, "remove", a.activity))
         return SYNC_REDIS;
     struct ccapi_activity act = {0};
@@ -1295,7 +1301,7 @@ static enum sync_result recover(struct run *r)
     if (oc != CALL_OK)
         return call_failed(r, oc, &err, "read the list");
     log_info("sync_recovered", LOG_STR("association", r->association), LOG_STR("group", r->group),
-             LOG_STR("journal", op));
+             LOG_STR("journal", op), LOG_STR("activity", activity[0] ? activity : NULL));
     return clear_journal(r) ? SYNC_DONE : SYNC_REDIS;
 }
 
