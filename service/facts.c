@@ -398,7 +398,17 @@ static int fold_snapshot(redisContext *c, const char *p, const char *association
     if (!loaded)
         return -1;
     bool changed = false;
+    char folding[300];
+    snprintf(folding, sizeof folding, "%sg:%s:folding", p, ev->subject_id);
     for (size_t start = 0; start < ev->n_members; start += SNAPSHOT_CHUNK) {
+        /* While a snapshot is half folded the group is not synced (sync.c waits
+         * for this marker; it expires should this worker die). */
+        redisReply *mark = redisCommand(c, "SET %s 1 PX %d", folding, FACTS_FOLDING_TTL_MS);
+        bool marked = store_reply_ok(c, mark);
+        if (mark)
+            freeReplyObject(mark);
+        if (!marked)
+            return -1;
         size_t end = start + SNAPSHOT_CHUNK < ev->n_members ? start + SNAPSHOT_CHUNK : ev->n_members;
         size_t sent = 0;
         int rc = 0;
@@ -431,7 +441,13 @@ static int fold_snapshot(redisContext *c, const char *p, const char *association
             return -1;
     }
     const char *args[] = {p, ev->subject_id, ts, due, association, changed ? "1" : "0"};
-    return run(c, sweep_script, 6, args);
+    int rc = run(c, sweep_script, 6, args);
+    redisReply *done = redisCommand(c, "DEL %s", folding);
+    if (!store_reply_ok(c, done))
+        rc = -1;
+    if (done)
+        freeReplyObject(done);
+    return rc;
 }
 
 /* Folds ev, or with append_only appends its one script call (never for a snapshot). */

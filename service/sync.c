@@ -1401,6 +1401,17 @@ enum sync_result sync_group(struct sync_worker *w, const char *association, cons
     enum sync_result res = SYNC_DONE;
     if (!r.gs.exists)
         goto out;
+    redisReply *folding = redisCommand(c, "EXISTS %sg:%s:folding", r.p, group_id);
+    bool half_folded = folding && folding->type == REDIS_REPLY_INTEGER && folding->integer == 1;
+    if (folding)
+        freeReplyObject(folding);
+    if (c->err)
+        return SYNC_REDIS;
+    if (half_folded) {
+        r.retry_ms = 250; /* a snapshot is being folded: sync the whole of it */
+        res = SYNC_RETRY;
+        goto out;
+    }
     if (r.gs.journal[0] && r.gs.list_id[0] && !r.gs.list_deleted_in_cc) {
         res = recover(&r);
         if (res != SYNC_DONE || r.gs.list_deleted_in_cc)

@@ -32,6 +32,8 @@ struct redisContext;
 
 #define FACTS_TS_KEY_SIZE 23
 #define FACTS_DIRTY_KEY "ccsync:dirty"
+/* P g:{G}:folding exists while a group.members snapshot of G is being folded. */
+#define FACTS_FOLDING_TTL_MS 30000
 
 /* "%012lld.%09d": seconds since 0001-01-01 and nanoseconds; sorts in time order. */
 void facts_ts_key(int64_t ts_ns, char out[FACTS_TS_KEY_SIZE]);
