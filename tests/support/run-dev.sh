@@ -41,7 +41,8 @@ if [ -z "${CCSYNC_REDIS_URL:-}" ]; then
     # empty too (state that points at lists of an earlier simulator would be stale).
     persist=(--appendonly yes --appendfsync everysec)
     [ -z "${CCSYNC_CC_API_URL:-}" ] && persist=(--appendonly no)
-    redis-server --port "$port" --bind 127.0.0.1 --dir "$(pwd)/$DEV" "${persist[@]}" \
+    # setsid: Ctrl-C reaches ccsyncd only; Redis and the simulator stop after it drained
+    setsid redis-server --port "$port" --bind 127.0.0.1 --dir "$(pwd)/$DEV" "${persist[@]}" \
         --save "" --daemonize no >"$DEV/redis.log" 2>&1 &
     pids+=($!)
     wait_port "$port" || { echo "redis-server did not start: see $DEV/redis.log"; exit 1; }
@@ -53,7 +54,7 @@ DEV_CC_TOKEN=dev-cc-access-token
 SIM_URL=""
 if [ -z "${CCSYNC_CC_API_URL:-}" ]; then
     port=$(free_port)
-    "$BUILD/ccsim" --listen "127.0.0.1:$port" --dev-token "$DEV_CC_TOKEN" >"$DEV/ccsim.log" 2>&1 &
+    setsid "$BUILD/ccsim" --listen "127.0.0.1:$port" --dev-token "$DEV_CC_TOKEN" >"$DEV/ccsim.log" 2>&1 &
     pids+=($!)
     wait_port "$port" || { echo "ccsim did not start: see $DEV/ccsim.log"; exit 1; }
     SIM_URL="http://127.0.0.1:$port"
