@@ -662,41 +662,84 @@ static struct json_object *page_items(struct json_object *root, const char *key,
     return v;
 }
 
-int ccapi_parse_list_page(const char *json, struct ccapi_list_page *out, struct ccapi_error *err)
+/* What differs between CC's paged answers: the name of the items' array, the
+ * size of one parsed item, and how to read and clear one. */
+struct page_kind {
+    const char *what;  /* for error messages: "contact list page" */
+    const char *array; /* "lists", "activities", "contacts" */
+    size_t item_size;
+    int (*read)(struct json_object *o, void *item, struct ccapi_error *err);
+    void (*clear)(void *item);
+};
+
+/* Parses {"<array>":[...],"_links":{"next":{"href"}}}. On success *items (owned,
+ * NULL when empty), *n and *next_href are set; on failure they are NULL/0. */
+static int parse_page(const char *json, const struct page_kind *k, void **items, size_t *n,
+                      char **next_href, struct ccapi_error *err)
 {
-    memset(out, 0, sizeof(*out));
-    struct json_object *root = parse_object(json, "contact list page", err);
+    *items = NULL;
+    *n = 0;
+    *next_href = NULL;
+    struct json_object *root = parse_object(json, k->what, err);
     if (root == NULL)
         return -1;
     bool ok;
-    struct json_object *items = page_items(root, "lists", &ok);
-    size_t n = items != NULL ? json_object_array_length(items) : 0;
+    struct json_object *array = page_items(root, k->array, &ok);
+    size_t len = array != NULL ? json_object_array_length(array) : 0;
+    char *base = NULL;
     if (!ok) {
-        bad_response(err, "lists is not an array");
+        char why[64];
+        snprintf(why, sizeof why, "%s is not an array", k->array);
+        bad_response(err, why);
         goto error;
     }
-    if (n > 0) {
-        out->lists = calloc(n, sizeof(*out->lists));
-        if (out->lists == NULL) {
+    if (len > 0) {
+        base = calloc(len, k->item_size);
+        if (base == NULL) {
             bad_response(err, "out of memory");
             goto error;
         }
     }
-    for (size_t i = 0; i < n; i++) {
-        if (list_read(json_object_array_get_idx(items, i), &out->lists[i], err) != 0) {
-            ccapi_list_clear(&out->lists[i]);
+    for (size_t i = 0; i < len; i++) {
+        if (k->read(json_object_array_get_idx(array, i), base + i * k->item_size, err) != 0) {
+            k->clear(base + i * k->item_size);
             goto error;
         }
-        out->n_lists++;
+        (*n)++;
     }
-    if (next_href_read(root, &out->next_href, err) != 0)
+    if (next_href_read(root, next_href, err) != 0)
         goto error;
     json_object_put(root);
+    *items = base;
     return 0;
 error:
-    ccapi_list_page_clear(out);
+    for (size_t i = 0; i < *n; i++)
+        k->clear(base + i * k->item_size);
+    free(base);
+    *n = 0;
     json_object_put(root);
     return -1;
+}
+
+static int list_read_item(struct json_object *o, void *item, struct ccapi_error *err)
+{
+    return list_read(o, item, err);
+}
+
+static void list_clear_item(void *item)
+{
+    ccapi_list_clear(item);
+}
+
+int ccapi_parse_list_page(const char *json, struct ccapi_list_page *out, struct ccapi_error *err)
+{
+    static const struct page_kind kind = {"contact list page", "lists", sizeof(struct ccapi_list),
+                                          list_read_item, list_clear_item};
+    void *items;
+    memset(out, 0, sizeof(*out));
+    int rc = parse_page(json, &kind, &items, &out->n_lists, &out->next_href, err);
+    out->lists = items;
+    return rc;
 }
 
 int ccapi_parse_activity_id(const char *json, char activity_id[CCAPI_ID_SIZE],
@@ -851,42 +894,27 @@ int ccapi_parse_activity(const char *json, struct ccapi_activity *out, struct cc
     return rc;
 }
 
+static int activity_read_item(struct json_object *o, void *item, struct ccapi_error *err)
+{
+    return activity_read(o, item, err);
+}
+
+static void activity_clear_item(void *item)
+{
+    ccapi_activity_clear(item);
+}
+
 int ccapi_parse_activity_page(const char *json, struct ccapi_activity_page *out,
                               struct ccapi_error *err)
 {
+    static const struct page_kind kind = {"activity page", "activities",
+                                          sizeof(struct ccapi_activity), activity_read_item,
+                                          activity_clear_item};
+    void *items;
     memset(out, 0, sizeof(*out));
-    struct json_object *root = parse_object(json, "activity page", err);
-    if (root == NULL)
-        return -1;
-    bool ok;
-    struct json_object *items = page_items(root, "activities", &ok);
-    size_t n = items != NULL ? json_object_array_length(items) : 0;
-    if (!ok) {
-        bad_response(err, "activities is not an array");
-        goto error;
-    }
-    if (n > 0) {
-        out->activities = calloc(n, sizeof(*out->activities));
-        if (out->activities == NULL) {
-            bad_response(err, "out of memory");
-            goto error;
-        }
-    }
-    for (size_t i = 0; i < n; i++) {
-        if (activity_read(json_object_array_get_idx(items, i), &out->activities[i], err) != 0) {
-            ccapi_activity_clear(&out->activities[i]);
-            goto error;
-        }
-        out->n_activities++;
-    }
-    if (next_href_read(root, &out->next_href, err) != 0)
-        goto error;
-    json_object_put(root);
-    return 0;
-error:
-    ccapi_activity_page_clear(out);
-    json_object_put(root);
-    return -1;
+    int rc = parse_page(json, &kind, &items, &out->n_activities, &out->next_href, err);
+    out->activities = items;
+    return rc;
 }
 
 void ccapi_contact_clear(struct ccapi_contact *contact)
@@ -961,42 +989,27 @@ static int contact_read(struct json_object *o, struct ccapi_contact *out, struct
     return 0;
 }
 
+static int contact_read_item(struct json_object *o, void *item, struct ccapi_error *err)
+{
+    return contact_read(o, item, err);
+}
+
+static void contact_clear_item(void *item)
+{
+    ccapi_contact_clear(item);
+}
+
 int ccapi_parse_contact_page(const char *json, struct ccapi_contact_page *out,
                              struct ccapi_error *err)
 {
+    static const struct page_kind kind = {"contact page", "contacts",
+                                          sizeof(struct ccapi_contact), contact_read_item,
+                                          contact_clear_item};
+    void *items;
     memset(out, 0, sizeof(*out));
-    struct json_object *root = parse_object(json, "contact page", err);
-    if (root == NULL)
-        return -1;
-    bool ok;
-    struct json_object *items = page_items(root, "contacts", &ok);
-    size_t n = items != NULL ? json_object_array_length(items) : 0;
-    if (!ok) {
-        bad_response(err, "contacts is not an array");
-        goto error;
-    }
-    if (n > 0) {
-        out->contacts = calloc(n, sizeof(*out->contacts));
-        if (out->contacts == NULL) {
-            bad_response(err, "out of memory");
-            goto error;
-        }
-    }
-    for (size_t i = 0; i < n; i++) {
-        if (contact_read(json_object_array_get_idx(items, i), &out->contacts[i], err) != 0) {
-            ccapi_contact_clear(&out->contacts[i]);
-            goto error;
-        }
-        out->n_contacts++;
-    }
-    if (next_href_read(root, &out->next_href, err) != 0)
-        goto error;
-    json_object_put(root);
-    return 0;
-error:
-    ccapi_contact_page_clear(out);
-    json_object_put(root);
-    return -1;
+    int rc = parse_page(json, &kind, &items, &out->n_contacts, &out->next_href, err);
+    out->contacts = items;
+    return rc;
 }
 
 void ccapi_token_clear(struct ccapi_token *token)
