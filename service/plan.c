@@ -781,3 +781,199 @@ void plan_free(struct plan *p)
     arena_free(p->arena);
     memset(p, 0, sizeof(*p));
 }
+
+/* ---- merging removals of several lists ------------------------------------ */
+
+/* A contact of the round: the lists it leaves and those it must not be sent to. */
+struct leaver {
+    const char *contact_id;
+    const char *email;
+    bool *leaves;    /* [n_lists] */
+    bool *forbidden; /* [n_lists]: email held there and not leaving */
+    size_t n_leaves;
+};
+
+struct batch_build {
+    bool *lists;     /* [n_lists] named by the request */
+    bool *forbidden; /* [n_lists] union of its contacts' forbidden lists */
+    size_t n_lists;
+    size_t n_contacts;
+};
+
+static int leave_cmp(const void *pa, const void *pb)
+{
+    const struct plan_leave *a = *(const struct plan_leave *const *)pa;
+    const struct plan_leave *b = *(const struct plan_leave *const *)pb;
+    int c = strcmp(a->contact_id, b->contact_id);
+    if (c != 0)
+        return c;
+    return a->list < b->list ? -1 : a->list > b->list;
+}
+
+static int held_cmp(const void *key, const void *elem)
+{
+    return strcmp((const char *)key, *(const char *const *)elem);
+}
+
+static bool list_holds(const struct plan_round_list *l, const char *email)
+{
+    return l->n_held > 0 &&
+           bsearch(email, l->held, l->n_held, sizeof(*l->held), held_cmp) != NULL;
+}
+
+/* Whether leaver c can join batch b without breaking a contact's stay. */
+static bool batch_fits(const struct batch_build *b, const struct leaver *c, size_t n_lists,
+                       size_t max_ids, size_t max_lists)
+{
+    if (b->n_contacts >= max_ids)
+        return false;
+    size_t named = b->n_lists;
+    for (size_t k = 0; k < n_lists; k++) {
+        bool in_b = b->lists[k];
+        if (c->leaves[k] && b->forbidden[k])
+            return false; /* a contact of b must stay on k */
+        if (c->forbidden[k] && (in_b || c->leaves[k]))
+            return false; /* c must stay on a list b names */
+        if (c->leaves[k] && !in_b)
+            named++;
+    }
+    return named <= max_lists;
+}
+
+static void batch_add(struct batch_build *b, const struct leaver *c, size_t n_lists)
+{
+    for (size_t k = 0; k < n_lists; k++) {
+        if (c->leaves[k] && !b->lists[k]) {
+            b->lists[k] = true;
+            b->n_lists++;
+        }
+        b->forbidden[k] = b->forbidden[k] || c->forbidden[k];
+    }
+    b->n_contacts++;
+}
+
+int plan_merge_removes(const struct plan_leave *leaves, size_t n_leaves,
+                       const struct plan_round_list *lists, size_t n_lists, size_t max_ids,
+                       size_t max_lists, struct plan_merged_removes *out, struct plan_error *err)
+{
+    struct plan_error scratch;
+    struct builder b = {.err = err != NULL ? err : &scratch};
+    memset(out, 0, sizeof(*out));
+    memset(b.err, 0, sizeof(*b.err));
+    const struct plan_leave **sorted = malloc((n_leaves ? n_leaves : 1) * sizeof(*sorted));
+    struct leaver *cs = calloc(n_leaves ? n_leaves : 1, sizeof(*cs));
+    size_t *batch_of = calloc(n_leaves ? n_leaves : 1, sizeof(*batch_of));
+    struct batch_build *bs = calloc(n_leaves ? n_leaves : 1, sizeof(*bs));
+    bool *flags = calloc((n_leaves ? n_leaves : 1) * 4 * (n_lists ? n_lists : 1), sizeof(*flags));
+    size_t n_cs = 0, n_bs = 0;
+    int rc = -1;
+    out->arena = calloc(1, sizeof(*out->arena));
+    if (sorted == NULL || cs == NULL || batch_of == NULL || bs == NULL || flags == NULL ||
+        out->arena == NULL) {
+        fail_oom(&b);
+        goto done;
+    }
+    if (max_ids == 0 || max_lists == 0) {
+        fail(&b, "invalid_input", "%s", "merge limits must be positive");
+        goto done;
+    }
+    for (size_t i = 0; i < n_leaves; i++) {
+        if (leaves[i].list >= n_lists || leaves[i].contact_id == NULL ||
+            leaves[i].contact_id[0] == '\0' || leaves[i].email == NULL) {
+            fail(&b, "invalid_input", "leave of \"%.200s\" names no known list or contact",
+                 or_empty(leaves[i].email));
+            goto done;
+        }
+        sorted[i] = &leaves[i];
+    }
+    qsort(sorted, n_leaves, sizeof(*sorted), leave_cmp);
+
+    /* One leaver per contact id; its flags live in flags[]. */
+    for (size_t i = 0; i < n_leaves; i++) {
+        if (n_cs == 0 || strcmp(cs[n_cs - 1].contact_id, sorted[i]->contact_id) != 0) {
+            struct leaver *c = &cs[n_cs];
+            c->contact_id = sorted[i]->contact_id;
+            c->email = sorted[i]->email;
+            c->leaves = flags + n_cs * 2 * n_lists;
+            c->forbidden = c->leaves + n_lists;
+            n_cs++;
+        }
+        struct leaver *c = &cs[n_cs - 1];
+        if (!c->leaves[sorted[i]->list]) {
+            c->leaves[sorted[i]->list] = true;
+            c->n_leaves++;
+        }
+    }
+    for (size_t i = 0; i < n_cs; i++) {
+        struct leaver *c = &cs[i];
+        if (c->n_leaves > max_lists) {
+            fail(&b, "invalid_input", "contact %.200s leaves more lists than one request takes",
+                 c->contact_id);
+            goto done;
+        }
+        for (size_t k = 0; k < n_lists; k++)
+            c->forbidden[k] = !c->leaves[k] && list_holds(&lists[k], c->email);
+    }
+
+    /* First fit. Batch flags follow the leavers' flags in flags[]. */
+    bool *batch_flags = flags + n_leaves * 2 * n_lists;
+    for (size_t i = 0; i < n_cs; i++) {
+        size_t k = 0;
+        while (k < n_bs && !batch_fits(&bs[k], &cs[i], n_lists, max_ids, max_lists))
+            k++;
+        if (k == n_bs) {
+            bs[k].lists = batch_flags + k * 2 * n_lists;
+            bs[k].forbidden = bs[k].lists + n_lists;
+            n_bs++;
+        }
+        batch_add(&bs[k], &cs[i], n_lists);
+        batch_of[i] = k;
+    }
+
+    out->batches = arena_alloc(out->arena, (n_bs ? n_bs : 1) * sizeof(*out->batches));
+    if (out->batches == NULL) {
+        fail_oom(&b);
+        goto done;
+    }
+    memset(out->batches, 0, (n_bs ? n_bs : 1) * sizeof(*out->batches));
+    for (size_t k = 0; k < n_bs; k++) {
+        struct plan_remove_batch *pb = &out->batches[k];
+        pb->contact_ids = arena_alloc(out->arena, bs[k].n_contacts * sizeof(*pb->contact_ids));
+        pb->lists = arena_alloc(out->arena, bs[k].n_lists * sizeof(*pb->lists));
+        if (pb->contact_ids == NULL || pb->lists == NULL) {
+            fail_oom(&b);
+            goto done;
+        }
+        for (size_t l = 0; l < n_lists; l++)
+            if (bs[k].lists[l])
+                pb->lists[pb->n_lists++] = l;
+    }
+    for (size_t i = 0; i < n_cs; i++) {
+        struct plan_remove_batch *pb = &out->batches[batch_of[i]];
+        const char *id = arena_strdup(out->arena, cs[i].contact_id);
+        if (id == NULL) {
+            fail_oom(&b);
+            goto done;
+        }
+        pb->contact_ids[pb->n_contact_ids++] = id;
+    }
+    out->n_batches = n_bs;
+    rc = 0;
+done:
+    free(sorted);
+    free(cs);
+    free(batch_of);
+    free(bs);
+    free(flags);
+    if (rc != 0)
+        plan_merged_removes_free(out);
+    return rc;
+}
+
+void plan_merged_removes_free(struct plan_merged_removes *m)
+{
+    if (m == NULL)
+        return;
+    arena_free(m->arena);
+    memset(m, 0, sizeof(*m));
+}

@@ -232,4 +232,58 @@ int plan_build(const struct plan_group *group, const struct plan_member *members
 /* Frees what plan_build allocated and empties p. NULL and an empty plan are fine. */
 void plan_free(struct plan *p);
 
+/* ---- several lists' removals in few requests ------------------------------ */
+
+/*
+ * CC's remove_list_memberships takes every one of its contact_ids off every one
+ * of its list_ids. A round that syncs several groups of an association can
+ * therefore merge their removals, as long as no request takes a contact off a
+ * list it must stay on. plan_merge_removes cuts those requests.
+ */
+
+/* One contact to take off one list of the round. Strings are borrowed. */
+struct plan_leave {
+    const char *contact_id;
+    const char *email; /* normalized: compared with the lists' held emails */
+    size_t list;       /* index into the round's lists */
+};
+
+/* One list of the round: every email ccsync holds on it or is putting on it
+ * (applied, whatever the status, and being imported), sorted by strcmp. A
+ * contact may go into a request naming this list only when it is leaving this
+ * list or its email is not held here (CC then has nothing to remove). */
+struct plan_round_list {
+    const char *const *held;
+    size_t n_held;
+};
+
+/* One remove_list_memberships request: contact_ids x lists (indices). */
+struct plan_remove_batch {
+    size_t n_contact_ids;
+    const char **contact_ids;
+    size_t n_lists;
+    size_t *lists;
+};
+
+struct plan_merged_removes {
+    size_t n_batches;
+    struct plan_remove_batch *batches;
+    struct plan_arena *arena;
+};
+
+/*
+ * Packs the leaves into requests of at most max_ids contacts and max_lists
+ * lists such that every leave is in exactly one request naming both its
+ * contact and its list, and every other (contact, list) pair a request names is
+ * safe: the contact's email is not held on that list. First fit over contacts
+ * sorted by contact_id, so the same input gives the same requests. A contact
+ * leaving several lists travels in one request. Returns 0 with out filled
+ * (free with plan_merged_removes_free), or -1 with err (invalid_input: a list
+ * index out of range, a contact leaving more lists than max_lists; out_of_memory).
+ */
+int plan_merge_removes(const struct plan_leave *leaves, size_t n_leaves,
+                       const struct plan_round_list *lists, size_t n_lists, size_t max_ids,
+                       size_t max_lists, struct plan_merged_removes *out, struct plan_error *err);
+void plan_merged_removes_free(struct plan_merged_removes *m);
+
 #endif

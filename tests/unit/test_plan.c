@@ -1051,6 +1051,110 @@ static void test_large_group_plans_in_one_pass(void **state)
     free(ids);
 }
 
+/* ---- merged removals (plan_merge_removes) --------------------------------- */
+
+/* "c1,c2>0,1" per request: its contact ids, then its list indices. */
+static void batches_text(const struct plan_merged_removes *m, char *out, size_t size)
+{
+    size_t len = 0;
+    out[0] = '\0';
+    for (size_t k = 0; k < m->n_batches; k++) {
+        const struct plan_remove_batch *b = &m->batches[k];
+        len += (size_t)snprintf(out + len, size - len, "%s", k ? " | " : "");
+        for (size_t i = 0; i < b->n_contact_ids; i++)
+            len += (size_t)snprintf(out + len, size - len, "%s%s", i ? "," : "", b->contact_ids[i]);
+        len += (size_t)snprintf(out + len, size - len, ">");
+        for (size_t i = 0; i < b->n_lists; i++)
+            len += (size_t)snprintf(out + len, size - len, "%s%zu", i ? "," : "", b->lists[i]);
+    }
+}
+
+static void test_merge_removes_of_disjoint_groups_is_one_request(void **state)
+{
+    (void)state;
+    /* Three lists; each loses its own members, who are on no other list. */
+    const char *held0[] = {"a@x.org", "b@x.org", "keep0@x.org"};
+    const char *held1[] = {"c@x.org", "keep1@x.org"};
+    const char *held2[] = {"d@x.org", "keep2@x.org"};
+    struct plan_round_list lists[] = {{held0, 3}, {held1, 2}, {held2, 2}};
+    struct plan_leave leaves[] = {{"id-b", "b@x.org", 0}, {"id-a", "a@x.org", 0},
+                                  {"id-c", "c@x.org", 1}, {"id-d", "d@x.org", 2}};
+    struct plan_merged_removes m;
+    struct plan_error err;
+    assert_int_equal(plan_merge_removes(leaves, 4, lists, 3, 500, 50, &m, &err), 0);
+    char text[256];
+    batches_text(&m, text, sizeof text);
+    assert_string_equal(text, "id-a,id-b,id-c,id-d>0,1,2");
+    plan_merged_removes_free(&m);
+}
+
+static void test_merge_removes_never_takes_a_contact_off_a_list_it_stays_on(void **state)
+{
+    (void)state;
+    /* both@ is in groups 0 and 1 and leaves only 0; c@ leaves 1. Sending both
+     * in one request for lists 0,1 would take both@ off list 1. */
+    const char *held0[] = {"both@x.org"};
+    const char *held1[] = {"both@x.org", "c@x.org"};
+    struct plan_round_list lists[] = {{held0, 1}, {held1, 2}};
+    struct plan_leave leaves[] = {{"id-both", "both@x.org", 0}, {"id-c", "c@x.org", 1}};
+    struct plan_merged_removes m;
+    assert_int_equal(plan_merge_removes(leaves, 2, lists, 2, 500, 50, &m, NULL), 0);
+    char text[256];
+    batches_text(&m, text, sizeof text);
+    assert_string_equal(text, "id-both>0 | id-c>1");
+    plan_merged_removes_free(&m);
+
+    /* A member importing to list 1 (held there) is protected the same way. */
+    const char *held1b[] = {"both@x.org"};
+    struct plan_round_list lists_b[] = {{NULL, 0}, {held1b, 1}};
+    struct plan_leave leaves_b[] = {{"id-both", "both@x.org", 0}, {"id-e", "e@x.org", 1}};
+    assert_int_equal(plan_merge_removes(leaves_b, 2, lists_b, 2, 500, 50, &m, NULL), 0);
+    batches_text(&m, text, sizeof text);
+    assert_string_equal(text, "id-both>0 | id-e>1");
+    plan_merged_removes_free(&m);
+}
+
+static void test_merge_removes_contact_leaving_two_lists_goes_once(void **state)
+{
+    (void)state;
+    const char *held0[] = {"a@x.org"};
+    const char *held1[] = {"a@x.org", "b@x.org"};
+    struct plan_round_list lists[] = {{held0, 1}, {held1, 2}};
+    struct plan_leave leaves[] = {{"id-a", "a@x.org", 1}, {"id-a", "a@x.org", 0},
+                                  {"id-b", "b@x.org", 1}, {"id-a", "a@x.org", 0}};
+    struct plan_merged_removes m;
+    assert_int_equal(plan_merge_removes(leaves, 4, lists, 2, 500, 50, &m, NULL), 0);
+    char text[256];
+    batches_text(&m, text, sizeof text);
+    assert_string_equal(text, "id-a,id-b>0,1");
+    plan_merged_removes_free(&m);
+}
+
+static void test_merge_removes_respects_request_limits(void **state)
+{
+    (void)state;
+    struct plan_round_list lists[3] = {{NULL, 0}, {NULL, 0}, {NULL, 0}};
+    struct plan_leave leaves[5] = {{"id-1", "1@x.org", 0}, {"id-2", "2@x.org", 1},
+                                   {"id-3", "3@x.org", 2}, {"id-4", "4@x.org", 0},
+                                   {"id-5", "5@x.org", 1}};
+    struct plan_merged_removes m;
+    char text[256];
+    assert_int_equal(plan_merge_removes(leaves, 5, lists, 3, 2, 50, &m, NULL), 0);
+    batches_text(&m, text, sizeof text);
+    assert_string_equal(text, "id-1,id-2>0,1 | id-3,id-4>0,2 | id-5>1");
+    plan_merged_removes_free(&m);
+    assert_int_equal(plan_merge_removes(leaves, 5, lists, 3, 500, 2, &m, NULL), 0);
+    batches_text(&m, text, sizeof text);
+    assert_string_equal(text, "id-1,id-2,id-4,id-5>0,1 | id-3>2");
+    plan_merged_removes_free(&m);
+
+    struct plan_leave bad = {"id-9", "9@x.org", 3};
+    struct plan_error err;
+    assert_int_equal(plan_merge_removes(&bad, 1, lists, 3, 500, 50, &m, &err), -1);
+    assert_string_equal(err.code, "invalid_input");
+    assert_int_equal(m.n_batches, 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1088,6 +1192,10 @@ int main(void)
         cmocka_unit_test(test_replan_with_shuffled_input_gives_same_ops),
         cmocka_unit_test(test_bad_applied_state_is_refused),
         cmocka_unit_test(test_large_group_plans_in_one_pass),
+        cmocka_unit_test(test_merge_removes_of_disjoint_groups_is_one_request),
+        cmocka_unit_test(test_merge_removes_never_takes_a_contact_off_a_list_it_stays_on),
+        cmocka_unit_test(test_merge_removes_contact_leaving_two_lists_goes_once),
+        cmocka_unit_test(test_merge_removes_respects_request_limits),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
