@@ -141,6 +141,61 @@ static void set_fault(json_object *body, struct sim_resp *r)
     r->body = ok();
 }
 
+static json_object *delays_json(void)
+{
+    json_object *arr = json_object_new_array();
+    for (int i = 0; i < sim.n_delays; i++) {
+        json_object *o = json_object_new_object();
+        json_object_object_add(o, "endpoint", json_object_new_string(sim.delays[i].endpoint));
+        json_object_object_add(o, "delay_ms", json_object_new_int(sim.delays[i].delay_ms));
+        json_object_object_add(o, "remaining", json_object_new_int64(sim.delays[i].remaining));
+        json_object_array_add(arr, o);
+    }
+    json_object *o = json_object_new_object();
+    json_object_object_add(o, "delays", arr);
+    return o;
+}
+
+/* Sets (or, with delay_ms 0, removes) the latency of one endpoint, named as the
+ * counters name it: "POST /v3/contact_lists", "GET /v3/activities/{activity_id}". */
+static void set_delay(json_object *body, struct sim_resp *r)
+{
+    const char *endpoint = str_of(body, "endpoint");
+    long ms, count = -1;
+    if (endpoint == NULL || strchr(endpoint, ' ') == NULL || strlen(endpoint) >= 128) {
+        bad(r, "endpoint must be \"METHOD /path\" as /__sim/counters names it");
+        return;
+    }
+    if (!int_of(body, "delay_ms", &ms) || ms < 0 || ms > 600000) {
+        bad(r, "delay_ms must be 0 to 600000");
+        return;
+    }
+    if (int_of(body, "count", &count) && count < 1) {
+        bad(r, "count must be at least 1 (leave it out to delay until cleared)");
+        return;
+    }
+    int i = 0;
+    while (i < sim.n_delays && strcmp(sim.delays[i].endpoint, endpoint) != 0)
+        i++;
+    if (ms == 0) {
+        if (i < sim.n_delays)
+            sim.delays[i] = sim.delays[--sim.n_delays];
+    } else {
+        if (i == sim.n_delays) {
+            if (sim.n_delays == SIM_DELAY_RULES) {
+                bad(r, "too many delayed endpoints");
+                return;
+            }
+            sim.n_delays++;
+        }
+        snprintf(sim.delays[i].endpoint, sizeof sim.delays[i].endpoint, "%s", endpoint);
+        sim.delays[i].delay_ms = (int)ms;
+        sim.delays[i].remaining = count;
+    }
+    r->status = 200;
+    r->body = delays_json();
+}
+
 static json_object *counters(void)
 {
     json_object *o = json_object_new_object();
@@ -174,6 +229,8 @@ static json_object *request_log(const struct sim_req *q)
         sim_format_time(e->ts, ts, sizeof ts);
         json_object_object_add(o, "seq", json_object_new_int64((int64_t)e->seq));
         json_object_object_add(o, "ts", json_object_new_string(ts));
+        sim_format_time(e->arrived, ts, sizeof ts);
+        json_object_object_add(o, "arrived", json_object_new_string(ts));
         json_object_object_add(o, "method", json_object_new_string(e->method));
         json_object_object_add(o, "path", json_object_new_string(e->path ? e->path : ""));
         json_object_object_add(o, "status", json_object_new_int(e->status));
@@ -367,6 +424,15 @@ void control_handle(struct sim_req *q, struct sim_resp *r)
         memset(&sim.fault, 0, sizeof sim.fault);
         r->status = 200;
         r->body = ok();
+    } else if (post && strcmp(p, "/delays") == 0) {
+        set_delay(body, r);
+    } else if (get && strcmp(p, "/delays") == 0) {
+        r->status = 200;
+        r->body = delays_json();
+    } else if (strcmp(q->method, "DELETE") == 0 && strcmp(p, "/delays") == 0) {
+        sim.n_delays = 0;
+        r->status = 200;
+        r->body = delays_json();
     } else if (get && strcmp(p, "/counters") == 0) {
         r->status = 200;
         r->body = counters();

@@ -1,8 +1,8 @@
 /* ccsim HTTP front: the libmicrohttpd daemon, the route table, and what Constant
  * Contact's gateway does before an endpoint sees a request, in this order:
- * injected faults, Bearer authentication (401), the per-second rate limit (429
- * throttled) and the daily quota (429 quota_exceeded). It also keeps the counters and
- * the request log the control API shows. */
+ * injected faults and per-endpoint delays, Bearer authentication (401), the
+ * per-second rate limit (429 throttled) and the daily quota (429 quota_exceeded).
+ * It also keeps the counters and the request log the control API shows. */
 #include "sim.h"
 
 #include <arpa/inet.h>
@@ -140,12 +140,13 @@ static void note_arrival(int64_t now)
         sim.max_per_second = (long)sim.arrivals_n;
 }
 
-static void log_request(const struct sim_req *q, const char *query, int status)
+static void log_request(const struct sim_req *q, const char *query, int status, int64_t arrived)
 {
     struct sim_log_entry *e = &sim.log[sim.log_seq % SIM_LOG_CAP];
     free(e->path);
     free(e->body);
     e->seq = sim.log_seq++;
+    e->arrived = arrived;
     e->ts = sim_now_ms();
     snprintf(e->method, sizeof e->method, "%s", q->method);
     size_t n = strlen(q->path) + strlen(query) + 2;
@@ -185,6 +186,21 @@ static enum sim_fault_mode fault_take(const char *path, struct sim_fault *out)
         f->mode = FAULT_NONE;
     sim.faults_served++;
     return out->mode;
+}
+
+/* The latency configured for endpoint ("METHOD /v3/..."), consuming one of its count. */
+static int delay_take(const char *endpoint)
+{
+    for (int i = 0; i < sim.n_delays; i++) {
+        struct sim_delay *d = &sim.delays[i];
+        if (strcmp(d->endpoint, endpoint) != 0)
+            continue;
+        int ms = d->delay_ms;
+        if (d->remaining > 0 && --d->remaining == 0)
+            sim.delays[i] = sim.delays[--sim.n_delays]; /* spent */
+        return ms;
+    }
+    return 0;
 }
 
 /* 0 when the Bearer token is good (or auth is off); else r holds the 401. */
@@ -369,7 +385,7 @@ static void handle(struct sim_req *q, struct sim_resp *r, bool *drop)
     query_string(q, query, sizeof query);
 
     pthread_mutex_lock(&sim.lock);
-    int64_t now = sim_now_ms();
+    int64_t now = sim_now_ms(), arrived = now;
     sim.total++;
     count_endpoint(counter);
     if (v3)
@@ -377,7 +393,7 @@ static void handle(struct sim_req *q, struct sim_resp *r, bool *drop)
     struct sim_fault fault;
     enum sim_fault_mode mode = (v3 || token) ? fault_take(q->path, &fault) : FAULT_NONE;
     if (mode == FAULT_DROP) {
-        log_request(q, query, 0);
+        log_request(q, query, 0, arrived);
         pthread_mutex_unlock(&sim.lock);
         *drop = true;
         return;
@@ -388,15 +404,18 @@ static void handle(struct sim_req *q, struct sim_resp *r, bool *drop)
         else
             resp_error(r, fault.status, fault.status == 503 ? "service.unavailable" : "server.error",
                        "Injected fault %d", fault.status);
-        log_request(q, query, r->status);
+        log_request(q, query, r->status, arrived);
         pthread_mutex_unlock(&sim.lock);
         return;
     }
-    if (mode == FAULT_DELAY) {
+    int delay_ms = (v3 || token) ? delay_take(counter) : 0;
+    if (mode == FAULT_DELAY)
+        delay_ms += fault.delay_ms;
+    if (delay_ms > 0) {
         /* The request still happens after the delay, as on a slow server whose client
          * gave up: the client cannot know whether it took effect. */
         pthread_mutex_unlock(&sim.lock);
-        usleep((useconds_t)fault.delay_ms * 1000);
+        usleep((useconds_t)delay_ms * 1000);
         pthread_mutex_lock(&sim.lock);
         now = sim_now_ms();
     }
@@ -413,7 +432,7 @@ static void handle(struct sim_req *q, struct sim_resp *r, bool *drop)
             dispatch_v3(q, r, kind, id);
         }
     }
-    log_request(q, query, r->status);
+    log_request(q, query, r->status, arrived);
     pthread_mutex_unlock(&sim.lock);
 }
 

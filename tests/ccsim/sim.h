@@ -20,6 +20,7 @@
 #define SIM_RATE_RING 65536
 #define SIM_LOG_CAP 4096
 #define SIM_LOG_BODY_MAX 16384
+#define SIM_DELAY_RULES 16
 
 struct sim_config {
     char host[64];
@@ -98,9 +99,18 @@ struct sim_fault {
     char path_prefix[128];
 };
 
+/* Per-endpoint latency (control API /__sim/delays): requests to endpoint wait
+ * delay_ms before they are processed, like a slow Constant Contact. */
+struct sim_delay {
+    char endpoint[128]; /* "METHOD /v3/..." as the counters name it */
+    int delay_ms;
+    long remaining; /* requests left to delay; -1 = until cleared */
+};
+
 struct sim_log_entry {
     uint64_t seq;
-    int64_t ts;
+    int64_t arrived; /* when the request came in (before any delay) */
+    int64_t ts;      /* when it was answered */
     char method[8];
     char *path;  /* with query */
     char *body;  /* truncated */
@@ -149,6 +159,8 @@ struct sim_state {
     uint64_t log_seq;
 
     struct sim_fault fault;
+    struct sim_delay delays[SIM_DELAY_RULES];
+    int n_delays;
     uint64_t rng;
 };
 

@@ -355,8 +355,8 @@ void sim_state_init(const struct sim_config *cfg)
     }
 }
 
-/* Forget the account, the tokens, the counters, the log and the faults; keep the
- * configuration (including the dev token) and the simulated clock. */
+/* Forget the account, the tokens, the counters, the log, the faults and the delays;
+ * keep the configuration (including the dev token) and the simulated clock. */
 void sim_state_reset(void)
 {
     struct sim_config cfg = sim.cfg;

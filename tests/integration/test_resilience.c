@@ -9,6 +9,15 @@
  *   d) every access token expires in the middle of two groups' syncs
  *   e) two ccsyncd processes on one Redis, events sent to both
  *   f) the same 20 events redelivered in random order with new webhook-ids
+ *   g) the group lease: one process's import (then removal) of a group is in
+ *      flight, slowed by ccsim, when a change makes the group due again; the
+ *      other workers of both processes must leave it alone (never two changes
+ *      to one list in flight at once, each row imported and each contact
+ *      removed once)
+ *   h) SIGKILL while a list create is in flight (ccsim creates it after the
+ *      death: adopted, not "NAME - 1"); while a removal is in flight, and while
+ *      an accepted removal's activity runs; while an import is in flight and
+ *      again while the next process recovers (reads the list back)
  *
  * "Exact" is asserted the same way everywhere: once the events are folded and
  * the group is settled, the group's CC list (ccsim's state dump) holds precisely
@@ -30,7 +39,16 @@
  *
  * Deadlines exist only so a broken engine cannot hang the suite; no test asserts
  * speed. Tests that kill a sync's holder (a, b) wait for its lease to expire
- * (60 s, worker.c's LEASE_MS), which is why their deadlines are longer.
+ * (60 s, worker.c's LEASE_MS), which is why their deadlines are longer. The
+ * tests of (h) kill ccsyncd up to twice each; they wait until ccsim has answered
+ * what was in flight and then do what those 60 s would (expire_dead_leases:
+ * the dead holder's lease expires, the group it parked is due), asserting that
+ * the dead process did hold the group's lease.
+ *
+ * Crash points are made with ccsim's per-endpoint delays (/__sim/delays): the
+ * request has arrived (ccsim's counter) but is not processed yet when ccsyncd
+ * is killed, and takes effect in CC afterwards. Redis is read directly only to
+ * check the journal the dead process left (what it had in flight).
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -50,6 +68,8 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+
+#include <hiredis/hiredis.h>
 
 #include "ccsync/webhook.h"
 #include "testsupport.h"
@@ -664,7 +684,8 @@ static long long cc_requests(void)
  * What CC accepted, from ccsim's request log: successful (2xx) requests of
  * method + path; for imports, whose bodies the log keeps up to 16 KB, each
  * accepted import is either "big" (body cut: more rows than the log keeps) or
- * parsed, its (list, email) rows added to pairs as "list_id email".
+ * parsed, its (list, email) rows added to pairs as "list_id email"; for
+ * remove_list_memberships, pairs gets "list_id contact_id" of each removal.
  */
 struct accepted {
     int ok;          /* 2xx answers */
@@ -687,6 +708,21 @@ static void accepted_read(const char *method, const char *path, struct accepted 
             status < 200 || status > 299)
             continue;
         a->ok++;
+        if (strcmp(path, "/v3/activities/remove_list_memberships") == 0) {
+            json_object *body = jstr(q, "body") ? json_tokener_parse(jstr(q, "body")) : NULL;
+            json_object *ids = jget(jget(body, "source"), "contact_ids");
+            json_object *lists = jget(body, "list_ids");
+            for (size_t l = 0; l < json_object_array_length(lists); l++)
+                for (size_t r = 0; r < json_object_array_length(ids); r++) {
+                    char pair[300];
+                    snprintf(pair, sizeof pair, "%s %s",
+                             json_object_get_string(json_object_array_get_idx(lists, l)),
+                             json_object_get_string(json_object_array_get_idx(ids, r)));
+                    strv_add(&a->pairs, pair);
+                }
+            json_object_put(body);
+            continue;
+        }
         if (strcmp(path, IMPORT_PATH) != 0)
             continue;
         json_object *body = jstr(q, "body") ? json_tokener_parse(jstr(q, "body")) : NULL;
@@ -714,7 +750,7 @@ static void assert_no_pair_twice(struct accepted *a)
     strv_sort(&a->pairs);
     for (size_t i = 1; i < a->pairs.n; i++)
         if (strcmp(a->pairs.v[i - 1], a->pairs.v[i]) == 0)
-            fail_msg("imported twice: %s", a->pairs.v[i]);
+            fail_msg("accepted twice (list, contact): %s", a->pairs.v[i]);
 }
 
 /* Rows of every contacts_json_import CC accepted (the activities'
@@ -893,6 +929,184 @@ static void wait_endpoint(const char *name, long long n, long wait_ms)
             fail_msg("no %lld× %s within %ld ms", n, name, wait_ms);
         sleep_ms(2);
     }
+}
+
+/* ---- crash points: delays, kills, leases ---- */
+
+/* Makes ccsim answer endpoint ("METHOD /v3/...", as its counters name it) after
+ * delay_ms; count 0 = every such request until cleared. */
+static void sim_delay(const char *endpoint, int delay_ms, int count)
+{
+    char body[256];
+    if (count > 0)
+        snprintf(body, sizeof body, "{\"endpoint\":\"%s\",\"delay_ms\":%d,\"count\":%d}", endpoint,
+                 delay_ms, count);
+    else
+        snprintf(body, sizeof body, "{\"endpoint\":\"%s\",\"delay_ms\":%d}", endpoint, delay_ms);
+    sim_void("POST", "/__sim/delays", body);
+}
+
+/* Requests of method whose path (with query) starts with path that ccsim has
+ * answered (its log holds a request once it is answered, whatever the status). */
+static long long cc_answered(const char *method, const char *path)
+{
+    json_object *log = sim("GET", "/__sim/log?since=0", NULL);
+    json_object *reqs = jget(log, "requests");
+    long long n = 0;
+    for (size_t i = 0; i < json_object_array_length(reqs); i++) {
+        json_object *q = json_object_array_get_idx(reqs, i);
+        const char *m = jstr(q, "method"), *p = jstr(q, "path");
+        n += m && p && strcmp(m, method) == 0 && strncmp(p, path, strlen(path)) == 0;
+    }
+    json_object_put(log);
+    return n;
+}
+
+static void wait_answered(const char *method, const char *path, long long n, long wait_ms)
+{
+    long deadline = now_ms() + wait_ms;
+    while (cc_answered(method, path) < n) {
+        if (now_ms() > deadline)
+            fail_msg("ccsim did not answer %lld× %s %s within %ld ms", n, method, path, wait_ms);
+        sleep_ms(20);
+    }
+}
+
+/* SIGKILLs ccsyncd number i: no drain, no lease given back, the journal as it was. */
+static void kill_ccsyncd(int i)
+{
+    assert_int_equal(kill(S.ccsyncd_pid[i], SIGKILL), 0);
+    assert_true(WIFSIGNALED(ts_kill(S.ccsyncd_pid[i], SIGKILL)));
+    S.ccsyncd_pid[i] = 0;
+}
+
+/* One command to the test's Redis; the caller frees the reply. */
+static redisReply *redis_cmd(const char *fmt, ...)
+{
+    redisContext *c = redisConnect("127.0.0.1", S.redis_port);
+    if (!c || c->err)
+        fail_msg("cannot connect to Redis on %d", S.redis_port);
+    va_list ap;
+    va_start(ap, fmt);
+    redisReply *r = redisvCommand(c, fmt, ap);
+    va_end(ap);
+    if (!r || r->type == REDIS_REPLY_ERROR)
+        fail_msg("Redis: %s", r ? r->str : c->errstr);
+    redisFree(c);
+    return r;
+}
+
+/*
+ * What the 60 s after a holder's death do (worker.c: a group's lease lives 60 s
+ * and its ccsync:dirty entry is parked at the lease's end), done now so that a
+ * test can crash ccsyncd several times in well under a minute: the dead
+ * holder's leases expire and the groups it parked are due. Call it only while
+ * no ccsyncd runs, so no live holder's lease is touched. Asserts that the group
+ * g's lease was still held (the dead process did hold it). Test (a) waits for
+ * the real expiry.
+ */
+static void expire_dead_leases(const char *g)
+{
+    static const char script[] =
+        "local t = redis.call('TIME')\n"
+        "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
+        "local held = {}\n"
+        "for _, k in ipairs(redis.call('KEYS', 'ccsync:lease:*')) do\n"
+        "  held[#held + 1] = k\n"
+        "  redis.call('DEL', k)\n"
+        "end\n"
+        "local parked = redis.call('ZRANGEBYSCORE', 'ccsync:dirty', '(' .. now, now + 61000)\n"
+        "for _, m in ipairs(parked) do redis.call('ZADD', 'ccsync:dirty', now, m) end\n"
+        "return held\n";
+    char want[160];
+    snprintf(want, sizeof want, "ccsync:lease:" ASSOC "|%s", g);
+    redisReply *r = redis_cmd("EVAL %s 0", script);
+    bool found = false;
+    for (size_t i = 0; r->type == REDIS_REPLY_ARRAY && i < r->elements; i++)
+        found = found || strcmp(r->element[i]->str, want) == 0;
+    freeReplyObject(r);
+    if (!found)
+        fail_msg("the dead ccsyncd held no lease on group %s", g);
+}
+
+/* Asserts the journal ccsyncd left for group g (the CC request it had in flight):
+ * its op, and for a create the list name, else whether the activity id was
+ * written down (want_activity) or not yet. */
+static void assert_journal(const char *g, const char *op, const char *name, bool want_activity)
+{
+    redisReply *r = redis_cmd("HGET ccsync:a:" ASSOC ":g:%s journal", g);
+    json_object *j = r->type == REDIS_REPLY_STRING ? json_tokener_parse(r->str) : NULL;
+    freeReplyObject(r);
+    const char *got_op = jstr(j, "op");
+    bool ok = got_op && strcmp(got_op, op) == 0;
+    if (ok && name)
+        ok = jstr(j, "name") && strcmp(jstr(j, "name"), name) == 0;
+    else if (ok)
+        ok = jstr(j, "activity") && (jstr(j, "activity")[0] != '\0') == want_activity;
+    if (!ok)
+        fail_msg("journal of %s at the kill: %s; wanted op %s%s%s", g,
+                 j ? json_object_to_json_string(j) : "(none)", op,
+                 name ? " for " : want_activity ? " with its activity" : " without an activity",
+                 name ? name : "");
+    json_object_put(j);
+}
+
+/*
+ * Fails when two requests that change CC for the same list were in flight at
+ * once (ccsim's log: arrived .. answered). Changing requests: POST, PUT and
+ * DELETE under /v3; the list is the body's list_ids[0] (imports, membership
+ * changes), the list id in the path, or the name a POST /contact_lists creates.
+ * Returns how many such requests the log holds.
+ */
+static int assert_no_overlapping_changes(void)
+{
+    json_object *log = sim("GET", "/__sim/log?since=0", NULL);
+    json_object *reqs = jget(log, "requests");
+    if (jint(log, "next") > (long long)json_object_array_length(reqs))
+        fail_msg("ccsim's request log overflowed: cannot check overlaps");
+    size_t n = json_object_array_length(reqs);
+    struct {
+        char list[160], arrived[32], answered[32], what[200];
+    } *w = calloc(n ? n : 1, sizeof *w);
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        json_object *q = json_object_array_get_idx(reqs, i);
+        const char *m = jstr(q, "method"), *p = jstr(q, "path");
+        if (!m || !p || strncmp(p, "/v3/", 4) != 0 || strcmp(m, "GET") == 0)
+            continue;
+        json_object *body = jstr(q, "body") ? json_tokener_parse(jstr(q, "body")) : NULL;
+        json_object *lists = jget(body, "list_ids");
+        if (lists && json_object_array_length(lists) > 0)
+            snprintf(w[k].list, sizeof w[k].list, "%s",
+                     json_object_get_string(json_object_array_get_idx(lists, 0)));
+        else if (strncmp(p, "/v3/contact_lists/", 18) == 0)
+            snprintf(w[k].list, sizeof w[k].list, "%s", p + 18);
+        else if (jstr(body, "name"))
+            snprintf(w[k].list, sizeof w[k].list, "name:%s", jstr(body, "name"));
+        else
+            snprintf(w[k].list, sizeof w[k].list, "%s", p);
+        json_object_put(body);
+        snprintf(w[k].arrived, sizeof w[k].arrived, "%s", jstr(q, "arrived"));
+        snprintf(w[k].answered, sizeof w[k].answered, "%s", jstr(q, "ts"));
+        snprintf(w[k].what, sizeof w[k].what, "%s %s (%s .. %s, %lld)", m, p, w[k].arrived,
+                 w[k].answered, jint(q, "status"));
+        k++;
+    }
+    json_object_put(log);
+    for (size_t i = 0; i < k; i++)
+        for (size_t j = i + 1; j < k; j++)
+            /* same-format UTC times in ms: string order is time order */
+            if (strcmp(w[i].list, w[j].list) == 0 && strcmp(w[i].arrived, w[j].answered) < 0 &&
+                strcmp(w[j].arrived, w[i].answered) < 0) {
+                char l[160], a[200], b[200];
+                snprintf(l, sizeof l, "%s", w[i].list);
+                snprintf(a, sizeof a, "%s", w[i].what);
+                snprintf(b, sizeof b, "%s", w[j].what);
+                free(w);
+                fail_msg("two changes to list %s in flight at once: %s and %s", l, a, b);
+            }
+    free(w);
+    return (int)k;
 }
 
 /* ==== a) SIGKILL in the middle of a 20,000-member first sync ==== */
@@ -1493,6 +1707,283 @@ static void test_redelivered_in_random_order_same_final_state(void **state)
         free(ev[i].data);
 }
 
+/* ==== g) one group, one worker at a time: the lease across two processes ==== */
+
+#define REMOVE_PATH "/v3/activities/remove_list_memberships"
+
+static int setup_lease(void **state)
+{
+    (void)state;
+    struct options o = {.sim_rate = 0, .cc_rate = 100, .activity_ms = 300, .workers = 2,
+                        .n_ccsyncd = 2};
+    return start_stack(&o);
+}
+
+/* Members [0, n) of prefix, minus the leavers [0, gone), plus the joiner n when
+ * joined: the emails that belong on the list, and the GroupStatus counts. */
+static void expect_members(const char *prefix, int n, int gone, bool joined, struct strv *want,
+                           int *members, int *no, int *inv)
+{
+    *members = *no = *inv = 0;
+    for (int k = gone; k < n + (joined ? 1 : 0); k++) {
+        bool ne, iv;
+        (*members)++;
+        if (gen_special(k, &ne, &iv)) {
+            *no += ne;
+            *inv += iv;
+            continue;
+        }
+        char email[64];
+        gen_email(prefix, k, email, sizeof email);
+        strv_add(want, email);
+    }
+}
+
+/* The group is synced and its one list (named name) holds exactly members
+ * [gone, n) of prefix, plus n when joined. */
+static void assert_group_exact(const char *g, const char *name_want, const char *prefix, int n,
+                               int gone, bool joined)
+{
+    long status;
+    json_object *gs = get_group(g, &status);
+    assert_int_equal(status, 200);
+    assert_state(gs, "synced");
+    struct strv want = {0};
+    int members, no, inv;
+    expect_members(prefix, n, gone, joined, &want, &members, &no, &inv);
+    assert_counts(gs, members, no, inv, 0, 0, 0, 0, members - no - inv);
+    char list_id[128], name[128];
+    gs_list(gs, list_id, name, sizeof list_id);
+    json_object_put(gs);
+    assert_string_equal(name, name_want);
+    json_object *st = sim("GET", "/__sim/state", NULL);
+    char names[512];
+    assert_string_equal(cc_list_names(st, names, sizeof names), name_want);
+    assert_list_exact(st, list_id, &want);
+    strv_free(&want);
+    json_object_put(st);
+}
+
+/*
+ * Process A is in the middle of group G's import (ccsim takes 3 s to answer it)
+ * when a member joins G, which makes G due again at once; the other workers of
+ * A and of process B see it due and must leave it to A's lease. Then the same
+ * with a removal in flight and a second member leaving. Without the lease a
+ * second worker recovers A's journal, reads the list back (A's request has not
+ * landed yet) and sends the whole import, or the first removal again, while A's
+ * is still in flight.
+ */
+static void test_lease_one_worker_per_group_across_two_processes(void **state)
+{
+    (void)state;
+    const int n = 40;
+    sim_delay("POST " IMPORT_PATH, 3000, 0);
+    send_group_at(0, "G", "Lease Group", true, 1);
+    char *data = gen_members_data("G", "l", 0, n);
+    send_event_at(1, "group.members", data, 2);
+    free(data);
+
+    /* A's import is in flight: member n joins (sent to the other process). */
+    wait_endpoint("POST " IMPORT_PATH, 1, WAIT_MS);
+    send_gen_member_at(1, "G", "l", n, true, 3);
+    json_object_put(wait_settled("G", 2 * WAIT_MS));
+    assert_no_overlapping_changes();
+    long long sent = cc_endpoint("POST " IMPORT_PATH);
+    if (sent != 2)
+        fail_msg("%lld imports sent, wanted 2: the snapshot, then the joiner", sent);
+    assert_group_exact("G", "Lease Group", "l", n, 0, true);
+
+    /* A removal in flight: member 0 leaves, and while CC is removing it, member 1. */
+    sim_void("DELETE", "/__sim/delays", NULL);
+    sim_delay("POST " REMOVE_PATH, 3000, 0);
+    send_gen_member_at(0, "G", "l", 0, false, 4);
+    wait_endpoint("POST " REMOVE_PATH, 1, WAIT_MS);
+    send_gen_member_at(1, "G", "l", 1, false, 5);
+    json_object_put(wait_settled("G", 2 * WAIT_MS));
+    sim_void("DELETE", "/__sim/delays", NULL);
+    assert_no_overlapping_changes();
+    sent = cc_endpoint("POST " REMOVE_PATH);
+    if (sent != 2)
+        fail_msg("%lld removals sent, wanted 2: member 0, then member 1", sent);
+
+    /* Never two changes to the list in flight at once. */
+    assert_true(assert_no_overlapping_changes() >= 5); /* create, 2 imports, 2 removals */
+    struct accepted lists, imports, removes;
+    accepted_read("POST", "/v3/contact_lists", &lists);
+    accepted_read("POST", IMPORT_PATH, &imports);
+    accepted_read("POST", REMOVE_PATH, &removes);
+    assert_int_equal(lists.ok, 1);
+    /* Each usable member's row once: the snapshot's import, then the joiner's. */
+    assert_int_equal(imports.ok, 2);
+    assert_no_pair_twice(&imports);
+    assert_int_equal(imports.pairs.n, (size_t)(n - gen_no_email(0, n) - gen_invalid(0, n) + 1));
+    /* Each leaver removed once, one request each. */
+    assert_int_equal(removes.ok, 2);
+    assert_no_pair_twice(&removes);
+    assert_int_equal(removes.pairs.n, 2);
+    strv_free(&lists.pairs);
+    strv_free(&imports.pairs);
+    strv_free(&removes.pairs);
+    assert_group_exact("G", "Lease Group", "l", n, 2, true);
+}
+
+/* ==== h) SIGKILL at other points of a sync; a second SIGKILL during recovery ==== */
+
+static int setup_crash(void **state)
+{
+    (void)state;
+    struct options o = {.sim_rate = 0, .cc_rate = 100, .activity_ms = 300, .workers = 2};
+    return start_stack(&o);
+}
+
+/* group.members of [0, n) of prefix for g, folded, then sync turned on. */
+static void first_sync_starts(const char *g, const char *name, const char *prefix, int n)
+{
+    char *data = gen_members_data(g, prefix, 0, n);
+    send_event("group.members", data, 2);
+    free(data);
+    long deadline = now_ms() + WAIT_MS;
+    while (queue_pending() != 0) {
+        if (now_ms() > deadline)
+            fail_msg("the snapshot was not folded");
+        sleep_ms(20);
+    }
+    send_group_at(0, g, name, true, 3);
+}
+
+/* After a SIGKILL: once ccsim has answered what was in flight, what the dead
+ * holder's 60 s lease would do, then a new ccsyncd. */
+static void restart_after_kill(const char *g)
+{
+    expire_dead_leases(g);
+    assert_int_equal(start_ccsyncd(0), 0);
+}
+
+static void test_sigkill_while_list_create_in_flight_adopts_the_list(void **state)
+{
+    (void)state;
+    const int n = 60;
+    /* ccsim creates the list 2 s after the request came, when ccsyncd is dead. */
+    sim_delay("POST /v3/contact_lists", 2000, 1);
+    first_sync_starts("C", "Crash Create", "k", n);
+    wait_endpoint("POST /v3/contact_lists", 1, WAIT_MS);
+    kill_ccsyncd(0);
+    assert_journal("C", "create", "Crash Create", false);
+    wait_answered("POST", "/v3/contact_lists", 1, WAIT_MS);
+
+    restart_after_kill("C");
+    json_object_put(wait_settled("C", WAIT_MS));
+
+    /* The list the lost request made was adopted: no "Crash Create - 1". */
+    assert_group_exact("C", "Crash Create", "k", n, 0, false);
+    struct accepted lists, imports;
+    accepted_read("POST", "/v3/contact_lists", &lists);
+    accepted_read("POST", IMPORT_PATH, &imports);
+    assert_int_equal(cc_endpoint("POST /v3/contact_lists"), 1);
+    assert_int_equal(lists.ok, 1);
+    assert_int_equal(imports.ok, 1);
+    assert_no_pair_twice(&imports);
+    assert_int_equal(imports.pairs.n, (size_t)(n - gen_no_email(0, n) - gen_invalid(0, n)));
+    strv_free(&lists.pairs);
+    strv_free(&imports.pairs);
+    assert_no_overlapping_changes();
+}
+
+static void test_sigkill_while_removal_in_flight_and_while_its_activity_runs(void **state)
+{
+    (void)state;
+    const int n = 60;
+    first_sync_starts("R", "Crash Remove", "q", n);
+    json_object_put(wait_settled("R", WAIT_MS));
+
+    /* 1. Members 0 and 1 leave; ccsim removes them 2 s after the request came,
+     * when ccsyncd is dead. The journal says a removal was sent, not its activity. */
+    sim_delay("POST " REMOVE_PATH, 2000, 1);
+    send_gen_member_at(0, "R", "q", 0, false, 4);
+    send_gen_member_at(0, "R", "q", 1, false, 4);
+    wait_endpoint("POST " REMOVE_PATH, 1, WAIT_MS);
+    kill_ccsyncd(0);
+    assert_journal("R", "remove", NULL, false);
+    wait_answered("POST", REMOVE_PATH, 1, WAIT_MS);
+    restart_after_kill("R");
+    send_gen_member_at(0, "R", "q", 2, false, 5);
+    json_object_put(wait_settled("R", WAIT_MS));
+    assert_group_exact("R", "Crash Remove", "q", n, 3, false);
+
+    /* 2. Member 3 leaves; CC accepts the removal, its activity takes 4 s, and
+     * ccsyncd dies while polling it (the activity id is in the journal). */
+    sim_void("POST", "/__sim/config", "{\"activity_ms\":4000}");
+    send_gen_member_at(0, "R", "q", 3, false, 6);
+    wait_answered("POST", REMOVE_PATH, 3, WAIT_MS);
+    long long polls = cc_endpoint("GET /v3/activities/{activity_id}");
+    wait_endpoint("GET /v3/activities/{activity_id}", polls + 1, WAIT_MS);
+    kill_ccsyncd(0);
+    assert_journal("R", "remove", NULL, true);
+    assert_true(cc_counter("activities_queued") >= 1); /* unfinished at the kill */
+    sim_void("POST", "/__sim/config", "{\"activity_ms\":300}");
+    restart_after_kill("R");
+    send_gen_member_at(0, "R", "q", n, true, 7);
+    json_object_put(wait_settled("R", WAIT_MS));
+
+    assert_group_exact("R", "Crash Remove", "q", n, 4, true);
+    struct accepted lists, imports, removes;
+    accepted_read("POST", "/v3/contact_lists", &lists);
+    accepted_read("POST", IMPORT_PATH, &imports);
+    accepted_read("POST", REMOVE_PATH, &removes);
+    assert_int_equal(lists.ok, 1);
+    assert_int_equal(imports.ok, 2); /* the snapshot, the joiner */
+    assert_no_pair_twice(&imports);
+    /* members 0 and 1 in the request in flight at the first kill, 2, then 3: each
+     * contact removed once, none sent again after a crash */
+    assert_no_pair_twice(&removes);
+    assert_int_equal(removes.ok, 3);
+    assert_int_equal(removes.pairs.n, 4);
+    strv_free(&lists.pairs);
+    strv_free(&imports.pairs);
+    strv_free(&removes.pairs);
+    assert_no_overlapping_changes();
+}
+
+static void test_second_sigkill_during_recovery_still_one_import(void **state)
+{
+    (void)state;
+    const int n = 120;
+    /* 1. Killed while the first import is in flight: ccsim accepts it 2 s later. */
+    sim_delay("POST " IMPORT_PATH, 2000, 1);
+    first_sync_starts("D", "Crash Twice", "d", n);
+    wait_endpoint("POST " IMPORT_PATH, 1, WAIT_MS);
+    kill_ccsyncd(0);
+    assert_journal("D", "import", NULL, false);
+    wait_answered("POST", IMPORT_PATH, 1, WAIT_MS);
+
+    /* 2. Killed again while recovering: reading the list back takes ccsim 3 s. */
+    sim_delay("GET /v3/contacts", 3000, 1);
+    restart_after_kill("D");
+    wait_endpoint("GET /v3/contacts", 1, WAIT_MS);
+    kill_ccsyncd(0);
+    assert_journal("D", "import", NULL, false);
+
+    /* 3. The third process recovers; a member joins and one leaves meanwhile. */
+    restart_after_kill("D");
+    send_gen_member_at(0, "D", "d", n, true, 4);
+    send_gen_member_at(0, "D", "d", 0, false, 4);
+    json_object_put(wait_settled("D", WAIT_MS));
+
+    assert_group_exact("D", "Crash Twice", "d", n, 1, true);
+    struct accepted lists, imports;
+    accepted_read("POST", "/v3/contact_lists", &lists);
+    accepted_read("POST", IMPORT_PATH, &imports);
+    assert_int_equal(lists.ok, 1);
+    /* the snapshot's import once (never resent after either crash), the joiner */
+    assert_int_equal(imports.ok, 2);
+    assert_int_equal(imports.big_imports, 0);
+    assert_no_pair_twice(&imports);
+    assert_int_equal(imports.pairs.n, (size_t)(n - gen_no_email(0, n) - gen_invalid(0, n) + 1));
+    strv_free(&lists.pairs);
+    strv_free(&imports.pairs);
+    assert_no_overlapping_changes();
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -1505,6 +1996,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_tokens_expiring_mid_sync_refresh_once, setup_minted, stop_stack),
         cmocka_unit_test_setup_teardown(test_two_processes_one_redis_exact_no_duplicates, setup_two, stop_stack),
         cmocka_unit_test_setup_teardown(test_redelivered_in_random_order_same_final_state, setup_order, stop_stack),
+        cmocka_unit_test_setup_teardown(test_lease_one_worker_per_group_across_two_processes, setup_lease, stop_stack),
+        cmocka_unit_test_setup_teardown(test_sigkill_while_list_create_in_flight_adopts_the_list, setup_crash, stop_stack),
+        cmocka_unit_test_setup_teardown(test_sigkill_while_removal_in_flight_and_while_its_activity_runs, setup_crash, stop_stack),
+        cmocka_unit_test_setup_teardown(test_second_sigkill_during_recovery_still_one_import, setup_crash, stop_stack),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
