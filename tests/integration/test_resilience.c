@@ -1000,27 +1000,31 @@ static redisReply *redis_cmd(const char *fmt, ...)
  * What the 60 s after a holder's death do (worker.c: a group's lease lives 60 s
  * and its ccsync:dirty entry is parked at the lease's end), done now so that a
  * test can crash ccsyncd several times in well under a minute: the dead
- * holder's leases expire and the groups it parked are due. Call it only while
- * no ccsyncd runs, so no live holder's lease is touched. Asserts that the group
- * g's lease was still held (the dead process did hold it). Test (a) waits for
- * the real expiry.
+ * holder's leases expire and the groups it parked are due. With only_g, only
+ * group g's lease (other processes may be alive and hold others); else every
+ * lease, so call it only while no ccsyncd runs. Asserts that g's lease was
+ * still held (the dead process did hold it). Test (a) waits for the real expiry.
  */
-static void expire_dead_leases(const char *g)
+static void expire_dead_leases(const char *g, bool only_g)
 {
     static const char script[] =
         "local t = redis.call('TIME')\n"
         "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
         "local held = {}\n"
-        "for _, k in ipairs(redis.call('KEYS', 'ccsync:lease:*')) do\n"
+        "for _, k in ipairs(redis.call('KEYS', ARGV[1])) do\n"
         "  held[#held + 1] = k\n"
         "  redis.call('DEL', k)\n"
         "end\n"
         "local parked = redis.call('ZRANGEBYSCORE', 'ccsync:dirty', '(' .. now, now + 61000)\n"
-        "for _, m in ipairs(parked) do redis.call('ZADD', 'ccsync:dirty', now, m) end\n"
+        "for _, m in ipairs(parked) do\n"
+        "  if ARGV[2] == '' or m == ARGV[2] then redis.call('ZADD', 'ccsync:dirty', now, m) end\n"
+        "end\n"
         "return held\n";
-    char want[160];
+    char want[160], member[160];
     snprintf(want, sizeof want, "ccsync:lease:" ASSOC "|%s", g);
-    redisReply *r = redis_cmd("EVAL %s 0", script);
+    snprintf(member, sizeof member, ASSOC "|%s", g);
+    redisReply *r = redis_cmd("EVAL %s 0 %s %s", script, only_g ? want : "ccsync:lease:*",
+                              only_g ? member : "");
     bool found = false;
     for (size_t i = 0; r->type == REDIS_REPLY_ARRAY && i < r->elements; i++)
         found = found || strcmp(r->element[i]->str, want) == 0;
@@ -1855,6 +1859,62 @@ static void test_lease_one_worker_per_group_across_two_processes(void **state)
     assert_group_exact("G", "Lease Group", "l", n, 2, true);
 }
 
+/*
+ * Process A dies with group G's import in flight. Process B, alive on the same
+ * Redis, gets a change to G at once: it must leave G alone while A's lease
+ * lives (no CC request at all), and finish G by itself once the lease has
+ * expired: recover what A had sent (read the list back, not import again),
+ * then add the joiner.
+ */
+static void test_lease_of_a_killed_process_holds_until_it_expires_then_the_other_finishes(
+    void **state)
+{
+    (void)state;
+    const int n = 50;
+    /* Only A runs when G's first sync starts, so A holds G's lease. */
+    kill_ccsyncd(1);
+    sim_delay("POST " IMPORT_PATH, 2000, 1);
+    char *data = gen_members_data("T", "t", 0, n);
+    send_event("group.members", data, 2);
+    free(data);
+    send_group_at(0, "T", "Takeover", true, 3);
+    wait_endpoint("POST " IMPORT_PATH, 1, WAIT_MS);
+    kill_ccsyncd(0);
+    assert_journal("T", "import", NULL, false);
+    wait_answered("POST", IMPORT_PATH, 1, WAIT_MS);
+
+    /* B starts; a member joins G through it: G is due, its lease still A's. */
+    assert_int_equal(start_ccsyncd(1), 0);
+    snprintf(S.base[0], sizeof S.base[0], "%s", S.base[1]); /* api() talks to B now */
+    long long before = cc_requests();
+    send_gen_member_at(1, "T", "t", n, true, 4);
+    long deadline = now_ms() + WAIT_MS;
+    while (queue_pending() != 0) {
+        if (now_ms() > deadline)
+            fail_msg("the join was not folded");
+        sleep_ms(20);
+    }
+    sleep_ms(2000); /* B's workers poll the due group many times meanwhile */
+    long long during = cc_requests() - before;
+    if (during != 0)
+        fail_msg("B sent %lld CC requests while the dead A's lease on the group lived", during);
+
+    /* A's lease expires (fast-forwarded): B syncs G alone. */
+    expire_dead_leases("T", true);
+    json_object_put(wait_settled("T", WAIT_MS));
+    assert_group_exact("T", "Takeover", "t", n, 0, true);
+    struct accepted lists, imports;
+    accepted_read("POST", "/v3/contact_lists", &lists);
+    accepted_read("POST", IMPORT_PATH, &imports);
+    assert_int_equal(lists.ok, 1);
+    assert_no_pair_twice(&imports);
+    assert_int_equal(imports.ok, 2); /* A's snapshot import (landed after A died), B's joiner */
+    assert_int_equal(imports.pairs.n, (size_t)(n - gen_no_email(0, n) - gen_invalid(0, n) + 1));
+    strv_free(&lists.pairs);
+    strv_free(&imports.pairs);
+    assert_no_overlapping_changes();
+}
+
 /* ==== h) SIGKILL at other points of a sync; a second SIGKILL during recovery ==== */
 
 static int setup_crash(void **state)
@@ -1883,7 +1943,7 @@ static void first_sync_starts(const char *g, const char *name, const char *prefi
  * holder's 60 s lease would do, then a new ccsyncd. */
 static void restart_after_kill(const char *g)
 {
-    expire_dead_leases(g);
+    expire_dead_leases(g, false);
     assert_int_equal(start_ccsyncd(0), 0);
 }
 
@@ -2030,6 +2090,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_two_processes_one_redis_exact_no_duplicates, setup_two, stop_stack),
         cmocka_unit_test_setup_teardown(test_redelivered_in_random_order_same_final_state, setup_order, stop_stack),
         cmocka_unit_test_setup_teardown(test_lease_one_worker_per_group_across_two_processes, setup_lease, stop_stack),
+        cmocka_unit_test_setup_teardown(test_lease_of_a_killed_process_holds_until_it_expires_then_the_other_finishes, setup_lease, stop_stack),
         cmocka_unit_test_setup_teardown(test_sigkill_while_list_create_in_flight_adopts_the_list, setup_crash, stop_stack),
         cmocka_unit_test_setup_teardown(test_sigkill_while_removal_in_flight_and_while_its_activity_runs, setup_crash, stop_stack),
         cmocka_unit_test_setup_teardown(test_second_sigkill_during_recovery_still_one_import, setup_crash, stop_stack),
