@@ -88,7 +88,7 @@ struct group_state {
     char list_id[CCAPI_ID_SIZE];
     char list_name[LIST_NAME_MAX + 1];
     bool list_deleted_in_cc;
-    char journal[1024];
+    char journal[4096];
     long long gen;
 };
 
@@ -163,21 +163,34 @@ static bool clear_error(redisContext *c, const char *p, const char *g)
 
 /* ---- the lease ---- */
 
+/* KEYS: the leases; ARGV: their tokens, then the lease time. Renews each that
+ * is still ours; returns how many were. */
 static const char renew_script[] =
-    "if redis.call('GET', KEYS[1]) == ARGV[1] then\n"
-    "  return redis.call('PEXPIRE', KEYS[1], ARGV[2])\n"
+    "local n = 0\n"
+    "for i, k in ipairs(KEYS) do\n"
+    "  if redis.call('GET', k) == ARGV[i] then\n"
+    "    redis.call('PEXPIRE', k, ARGV[#KEYS + 1])\n"
+    "    n = n + 1\n"
+    "  end\n"
     "end\n"
-    "return 0\n";
+    "return n\n";
 
 bool sync_lease_renew(struct sync_worker *w)
 {
-    if (!w->lease_key[0])
+    if (w->n_leases == 0)
         return true;
     char ms[16];
     snprintf(ms, sizeof ms, "%d", w->lease_ms);
-    const char *args[] = {w->lease_key, w->lease_token, ms};
-    redisReply *r = script_eval(w->redis, renew_script, 1, 3, args);
-    bool ok = store_reply_ok(w->redis, r) && r->type == REDIS_REPLY_INTEGER && r->integer == 1;
+    const char *args[2 * SYNC_MAX_GROUPS + 1];
+    size_t n = w->n_leases;
+    for (size_t i = 0; i < n; i++) {
+        args[i] = w->leases[i].key;
+        args[n + i] = w->leases[i].token;
+    }
+    args[2 * n] = ms;
+    redisReply *r = script_eval(w->redis, renew_script, (int)n, (int)(2 * n + 1), args);
+    bool ok = store_reply_ok(w->redis, r) && r->type == REDIS_REPLY_INTEGER &&
+              r->integer == (long long)n;
     if (r)
         freeReplyObject(r);
     return ok;
@@ -365,14 +378,14 @@ static int do_import(struct sync_worker *w, void *arg, struct ccapi_error *err)
 struct remove_call {
     const char *const *ids;
     size_t n;
-    const char *list_id;
+    const char *const *lists; /* every id comes off every one of these */
+    size_t n_lists;
     char activity[CCAPI_ID_SIZE];
 };
 static int do_remove(struct sync_worker *w, void *arg, struct ccapi_error *err)
 {
     struct remove_call *a = arg;
-    const char *lists[] = {a->list_id};
-    return ccapi_memberships_remove(w->cc, a->ids, a->n, lists, 1, a->activity, err);
+    return ccapi_memberships_remove(w->cc, a->ids, a->n, a->lists, a->n_lists, a->activity, err);
 }
 
 struct activity_call {
@@ -387,8 +400,9 @@ static int do_activity(struct sync_worker *w, void *arg, struct ccapi_error *err
 }
 
 struct contacts_call {
-    const char *list_id;
-    const char *email; /* lookup by email instead of the list */
+    const char *const *lists; /* contacts on any of these (1..25) */
+    size_t n_lists;
+    const char *email; /* lookup by email instead of the lists */
     const char *next;
     struct ccapi_contact_page page;
 };
@@ -398,11 +412,13 @@ static int do_contacts(struct sync_worker *w, void *arg, struct ccapi_error *err
     ccapi_contact_page_clear(&a->page);
     if (a->email)
         return ccapi_contacts_find_by_email(w->cc, a->email, &a->page, err);
-    const char *lists[] = {a->list_id};
-    return ccapi_contacts_page(w->cc, lists, 1, NULL, a->next, &a->page, err);
+    return ccapi_contacts_page(w->cc, a->lists, a->n_lists, NULL, a->next, &a->page, err);
 }
 
 /* ---- sync context for one run ---- */
+
+/* Activities one group may have in flight in a round (its journal's room). */
+#define ROUND_MAX_ACTIVITIES 32
 
 struct run {
     struct sync_worker *w;
@@ -411,6 +427,12 @@ struct run {
     char p[128];
     struct group_state gs;
     int64_t retry_ms;
+    enum sync_result res; /* the group's outcome so far; SYNC_DONE while it goes on */
+    bool converge;        /* its list changes are to run in the round */
+    /* The journal's activities in flight, as written ("" = sent, id not known). */
+    size_t n_acts;
+    char acts[ROUND_MAX_ACTIVITIES][CCAPI_ID_SIZE];
+    char act_ops[ROUND_MAX_ACTIVITIES][8]; /* "import" or "remove" */
 };
 
 /* Maps a failed call to the run's result, recording what status should show. */
@@ -472,7 +494,49 @@ static bool write_journal(struct run *r, const char *json)
 static bool clear_journal(struct run *r)
 {
     r->gs.journal[0] = '\0';
+    r->n_acts = 0;
     return cmd(r->w->redis, "HDEL %sg:%s journal", r->p, r->group);
+}
+
+/* Writes the journal {"op":"import"|"remove","activity":id,"activities":[...]}:
+ * op and activity name the latest request, activities every activity of the
+ * group's round that may be running in CC, "" for one sent whose answer (its
+ * id) is not known. Written before each request and after it. */
+static bool journal_save(struct run *r)
+{
+    if (r->n_acts == 0)
+        return clear_journal(r);
+    json_object *j = json_object_new_object();
+    json_object *a = json_object_new_array();
+    for (size_t i = 0; i < r->n_acts; i++)
+        json_object_array_add(a, json_object_new_string(r->acts[i]));
+    json_object_object_add(j, "op", json_object_new_string(r->act_ops[r->n_acts - 1]));
+    json_object_object_add(j, "activity", json_object_new_string(r->acts[r->n_acts - 1]));
+    json_object_object_add(j, "activities", a);
+    bool ok = write_journal(r, json_object_to_json_string_ext(j, JSON_C_TO_STRING_PLAIN));
+    json_object_put(j);
+    return ok;
+}
+
+/* Before a request (op "import" or "remove"): one more activity, journaled as "". */
+static bool journal_push(struct run *r, const char *op)
+{
+    snprintf(r->act_ops[r->n_acts], sizeof r->act_ops[0], "%s", op);
+    r->acts[r->n_acts++][0] = '\0';
+    return journal_save(r);
+}
+
+/* After it: its id (or, when CC refused it, nothing: the entry goes). */
+static bool journal_name_last(struct run *r, const char *activity)
+{
+    snprintf(r->acts[r->n_acts - 1], sizeof r->acts[0], "%s", activity);
+    return journal_save(r);
+}
+
+static bool journal_drop_last(struct run *r)
+{
+    r->n_acts--;
+    return journal_save(r);
 }
 
 /* Waits until a CC activity finishes; fills *act. */
@@ -498,7 +562,7 @@ static enum call_outcome wait_activity(struct run *r, const char *activity_id,
         }
         if (waited > ACTIVITY_WAIT_MAX_MS) {
             ccapi_activity_clear(&a.act);
-            snprintf(err->message, sizeof err->message, "activity %s did not finish", activity_id);
+            snprintf(err->message, sizeof err->message, "activity %.64s did not finish", activity_id);
             return CALL_RETRY;
         }
         step = step < 2000 ? step * 2 : 2000;
@@ -866,74 +930,145 @@ static bool flush_replies(redisContext *c, size_t *pending)
     return ok;
 }
 
-/*
- * Reads every contact on the list and rebuilds the applied state from it:
- * contacts on the list are ON (with their contact_id); ON entries that are not
- * on the list any more are dropped (planned again: an unsubscribed contact is
- * then reported by CC's import and marked). UNSUB and REJ entries stay.
- * on_list (optional) receives the normalized emails found, for the caller.
- */
-static enum call_outcome verify_list(struct run *r, struct ccapi_error *err)
+static int applied_ptr_cmp(const void *pa, const void *pb)
 {
-    redisContext *c = r->w->redis;
+    const struct applied_contact *a = *(const struct applied_contact *const *)pa;
+    const struct applied_contact *b = *(const struct applied_contact *const *)pb;
+    return strcmp(a->email, b->email);
+}
+
+static int applied_key_cmp(const void *key, const void *elem)
+{
+    return strcmp((const char *)key, (*(const struct applied_contact *const *)elem)->email);
+}
+
+/* One list being read back: its applied state, sorted by email, and which
+ * entries CC showed. */
+struct readback {
+    struct run *r;
     struct applied_set applied;
-    if (load_applied(c, r->p, r->group, &applied) != 0)
-        return CALL_REDIS;
-    char *found = calloc(applied.n ? applied.n : 1, 1);
-    struct contacts_call a = {.list_id = r->gs.list_id};
+    const struct applied_contact **sorted;
+    char *found; /* per sorted entry */
+};
+
+static void readback_free(struct readback *b)
+{
+    applied_free(&b->applied);
+    free(b->sorted);
+    free(b->found);
+}
+
+/* Records the contacts of one page that are on b's list. Returns the number of
+ * commands appended to c. */
+static size_t readback_page(redisContext *c, struct readback *b, size_t n,
+                            const struct ccapi_contact_page *page)
+{
+    size_t pending = 0;
+    for (size_t i = 0; i < page->n_contacts; i++) {
+        const struct ccapi_contact *ct = &page->contacts[i];
+        char email[EMAIL_BUF_SIZE];
+        if (!ct->email || ct->deleted || email_normalize(ct->email, email, sizeof email) != 0)
+            continue;
+        for (size_t k = 0; k < n; k++) {
+            bool on = false;
+            for (size_t l = 0; l < ct->n_list_ids && !on; l++)
+                on = strcmp(ct->list_ids[l], b[k].r->gs.list_id) == 0;
+            if (!on)
+                continue;
+            const char *fn = ct->first_name, *ln = ct->last_name;
+            const struct applied_contact **hit =
+                b[k].applied.n ? bsearch(email, b[k].sorted, b[k].applied.n, sizeof *b[k].sorted,
+                                         applied_key_cmp)
+                               : NULL;
+            if (hit) {
+                b[k].found[hit - b[k].sorted] = 1;
+                fn = (*hit)->first_name; /* what we sent stays the reference */
+                ln = (*hit)->last_name;
+            }
+            put_applied(c, b[k].r->p, b[k].r->group, email, "on", ct->contact_id, fn, ln);
+            pending++;
+        }
+    }
+    return pending;
+}
+
+/*
+ * Reads every contact on the lists of rs (1..CCAPI_CONTACTS_MAX_LISTS groups) in
+ * one paged read (GET /contacts?lists=a,b,...) and rebuilds each group's applied
+ * state from it: contacts on a list are ON (with their contact_id); ON entries
+ * that are not on the list any more are dropped (planned again: an unsubscribed
+ * contact is then reported by CC's import and marked). UNSUB and REJ entries
+ * stay. A 404 (a list gone) fails the whole read: the caller reads the lists
+ * one by one to tell which.
+ */
+static enum call_outcome verify_lists(struct run *const *rs, size_t n, struct ccapi_error *err)
+{
+    redisContext *c = rs[0]->w->redis;
+    struct readback *b = calloc(n, sizeof *b);
+    const char *lists[CCAPI_CONTACTS_MAX_LISTS];
+    enum call_outcome oc = CALL_OK;
+    if (!b)
+        return CALL_RETRY;
+    for (size_t k = 0; k < n && oc == CALL_OK; k++) {
+        b[k].r = rs[k];
+        lists[k] = rs[k]->gs.list_id;
+        if (load_applied(c, rs[k]->p, rs[k]->group, &b[k].applied) != 0) {
+            oc = CALL_REDIS;
+            break;
+        }
+        size_t m = b[k].applied.n;
+        b[k].sorted = calloc(m ? m : 1, sizeof *b[k].sorted);
+        b[k].found = calloc(m ? m : 1, 1);
+        if (!b[k].sorted || !b[k].found) {
+            oc = CALL_RETRY;
+            break;
+        }
+        for (size_t i = 0; i < m; i++)
+            b[k].sorted[i] = &b[k].applied.items[i];
+        qsort(b[k].sorted, m, sizeof *b[k].sorted, applied_ptr_cmp);
+    }
+    struct contacts_call a = {.lists = lists, .n_lists = n};
     char *next = NULL;
     size_t pending = 0;
-    enum call_outcome oc;
-    do {
+    while (oc == CALL_OK) {
         a.next = next;
-        oc = cc_call(r->w, r->association, "contacts_page", true, do_contacts, &a, err);
+        oc = cc_call(rs[0]->w, rs[0]->association, "contacts_page", true, do_contacts, &a, err);
         free(next);
         next = NULL;
         if (oc != CALL_OK)
             break;
-        for (size_t i = 0; i < a.page.n_contacts; i++) {
-            const struct ccapi_contact *ct = &a.page.contacts[i];
-            char email[EMAIL_BUF_SIZE];
-            if (!ct->email || email_normalize(ct->email, email, sizeof email) != 0)
-                continue;
-            bool on = false;
-            for (size_t k = 0; k < ct->n_list_ids; k++)
-                on = on || strcmp(ct->list_ids[k], r->gs.list_id) == 0;
-            if (!on || ct->deleted)
-                continue;
-            const char *fn = ct->first_name, *ln = ct->last_name;
-            for (size_t k = 0; k < applied.n; k++) {
-                if (strcmp(applied.items[k].email, email) == 0) {
-                    found[k] = 1;
-                    fn = applied.items[k].first_name; /* what we sent stays the reference */
-                    ln = applied.items[k].last_name;
-                    break;
-                }
-            }
-            put_applied(c, r->p, r->group, email, "on", ct->contact_id, fn, ln);
-            pending++;
-        }
+        pending += readback_page(c, b, n, &a.page);
         /* Read this page's replies now: the next cc_call talks to Redis on the
          * same connection (lease, budget) and would read them as its own. */
         if (!flush_replies(c, &pending)) {
             oc = CALL_REDIS;
             break;
         }
-        if (a.page.next_href)
-            next = strdup(a.page.next_href);
-    } while (next);
-    ccapi_contact_page_clear(&a.page);
-    for (size_t k = 0; oc == CALL_OK && k < applied.n; k++) {
-        if (!found[k] && applied.items[k].status == APPLIED_ON_LIST) {
-            redisAppendCommand(c, "HDEL %sap:%s %s", r->p, r->group, applied.items[k].email);
-            pending++;
-        }
+        if (!a.page.next_href)
+            break;
+        next = strdup(a.page.next_href);
     }
-    if (!flush_replies(c, &pending) && oc == CALL_OK)
-        oc = CALL_REDIS;
-    free(found);
-    applied_free(&applied);
+    ccapi_contact_page_clear(&a.page);
+    for (size_t k = 0; oc == CALL_OK && k < n; k++) {
+        for (size_t i = 0; i < b[k].applied.n; i++) {
+            if (!b[k].found[i] && b[k].sorted[i]->status == APPLIED_ON_LIST) {
+                redisAppendCommand(c, "HDEL %sap:%s %s", rs[k]->p, rs[k]->group,
+                                   b[k].sorted[i]->email);
+                pending++;
+            }
+        }
+        if (!flush_replies(c, &pending))
+            oc = CALL_REDIS;
+    }
+    for (size_t k = 0; k < n; k++)
+        readback_free(&b[k]);
+    free(b);
     return oc;
+}
+
+static enum call_outcome verify_list(struct run *r, struct ccapi_error *err)
+{
+    return verify_lists(&r, 1, err);
 }
 
 static const char set_cid_script[] =
@@ -943,46 +1078,6 @@ static const char set_cid_script[] =
     "a[2] = ARGV[2]\n"
     "redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(a))\n"
     "return 1\n";
-
-/* LEARN: contact ids of contacts to remove. A few are looked up by email; more
- * than a page's worth are learned by reading the list (one request per 500). */
-static enum call_outcome learn(struct run *r, const struct plan_op *op, size_t list_size,
-                               struct ccapi_error *err)
-{
-    size_t pages = list_size / CCAPI_PAGE_LIMIT + 1;
-    if (op->n_emails > pages)
-        return verify_list(r, err);
-    redisContext *c = r->w->redis;
-    for (size_t i = 0; i < op->n_emails; i++) {
-        struct contacts_call a = {.email = op->emails[i]};
-        enum call_outcome oc = cc_call(r->w, r->association, "contacts_find", true, do_contacts, &a, err);
-        if (oc != CALL_OK) {
-            ccapi_contact_page_clear(&a.page);
-            return oc;
-        }
-        bool on = false;
-        const struct ccapi_contact *ct = a.page.n_contacts ? &a.page.contacts[0] : NULL;
-        for (size_t k = 0; ct && k < ct->n_list_ids; k++)
-            on = on || strcmp(ct->list_ids[k], r->gs.list_id) == 0;
-        bool ok;
-        if (on) {
-            char key[300];
-            snprintf(key, sizeof key, "%sap:%s", r->p, r->group);
-            const char *args[] = {key, op->emails[i], ct->contact_id};
-            redisReply *rep = script_eval(c, set_cid_script, 1, 3, args);
-            ok = store_reply_ok(c, rep);
-            if (rep)
-                freeReplyObject(rep);
-        } else {
-            /* not on the list any more: nothing to remove */
-            ok = cmd(c, "HDEL %sap:%s %s", r->p, r->group, op->emails[i]);
-        }
-        ccapi_contact_page_clear(&a.page);
-        if (!ok)
-            return CALL_REDIS;
-    }
-    return CALL_OK;
-}
 
 /* ---- the list was deleted in CC ---- */
 
@@ -1019,16 +1114,6 @@ static enum sync_result check_list_gone(struct run *r, const struct ccapi_error 
 
 /* ---- the bulk operations ---- */
 
-static bool journal_op(struct run *r, const char *op, const char *activity)
-{
-    json_object *j = json_object_new_object();
-    json_object_object_add(j, "op", json_object_new_string(op));
-    json_object_object_add(j, "activity", json_object_new_string(activity));
-    bool ok = write_journal(r, json_object_to_json_string(j));
-    json_object_put(j);
-    return ok;
-}
-
 static bool flush_appends(redisContext *c, size_t n)
 {
     bool ok = true;
@@ -1040,158 +1125,6 @@ static bool flush_appends(redisContext *c, size_t n)
         freeReplyObject(rep);
     }
     return ok;
-}
-
-static enum sync_result run_import(struct run *r, const struct plan_op *op)
-{
-    redisContext *c = r->w->redis;
-    struct ccapi_error err;
-    struct ccapi_import_contact *cs = calloc(op->n_contacts, sizeof *cs);
-    if (!cs)
-        return SYNC_RETRY;
-    for (size_t i = 0; i < op->n_contacts; i++) {
-        cs[i].email = op->contacts[i].email;
-        cs[i].first_name = op->contacts[i].first_name;
-        cs[i].last_name = op->contacts[i].last_name;
-    }
-    if (!journal_op(r, "import", "")) {
-        free(cs);
-        return SYNC_REDIS;
-    }
-    struct import_call a = {.contacts = cs, .n = op->n_contacts, .list_id = r->gs.list_id};
-    enum call_outcome oc = cc_call(r->w, r->association, "contacts_import", false, do_import, &a, &err);
-    free(cs);
-    if (oc == CALL_UNCERTAIN) {
-        r->retry_ms = 1000; /* the journal makes the next run read the list back first */
-        return SYNC_RETRY;
-    }
-    if (oc == CALL_FAILED && err.status == CCAPI_NOT_FOUND)
-        return check_list_gone(r, &err);
-    if (oc != CALL_OK) {
-        clear_journal(r);
-        return call_failed(r, oc, &err, "import contacts");
-    }
-    log_info("contacts_import_sent", LOG_STR("association", r->association),
-             LOG_STR("group", r->group), LOG_STR("list_id", r->gs.list_id),
-             LOG_INT("contacts", (long long)op->n_contacts), LOG_STR("activity", a.activity));
-    if (!journal_op(r, "import", a.activity))
-        return SYNC_REDIS;
-    struct ccapi_activity act = {0};
-    oc = wait_activity(r, a.activity, &act, &err);
-    if (oc != CALL_OK)
-        return call_failed(r, oc, &err, "report on an import");
-
-    /* Rejected contacts are named in the activity's errors. */
-    size_t appends = 0;
-    char *rejected = calloc(op->n_contacts, 1);
-    for (size_t e = 0; e < act.n_errors; e++) {
-        char norm[EMAIL_BUF_SIZE];
-        if (!act.errors[e].email || email_normalize(act.errors[e].email, norm, sizeof norm) != 0)
-            continue;
-        for (size_t i = 0; i < op->n_contacts; i++)
-            if (strcmp(op->contacts[i].email, norm) == 0)
-                rejected[i] = 1;
-    }
-    for (size_t i = 0; i < op->n_contacts; i++) {
-        put_applied(c, r->p, r->group, op->contacts[i].email, rejected[i] ? "rej" : "on", "",
-                    op->contacts[i].first_name, op->contacts[i].last_name);
-        appends++;
-    }
-    bool ok = flush_appends(c, appends);
-    bool finished_ok = act.state == CCAPI_ACTIVITY_COMPLETED;
-    long cannot_add = act.cannot_add_to_list_count;
-    ccapi_activity_clear(&act);
-    if (!ok) {
-        free(rejected);
-        return SYNC_REDIS;
-    }
-    if (cannot_add > 0 || !finished_ok) {
-        /* Some were not added (unsubscribed in CC), or the job did not finish:
-         * read the list back; contacts of this import missing from it were
-         * refused by CC as unsubscribed (never re-added). */
-        oc = verify_list(r, &err);
-        if (oc != CALL_OK) {
-            free(rejected);
-            return call_failed(r, oc, &err, "read the list");
-        }
-        appends = 0;
-        for (size_t i = 0; finished_ok && i < op->n_contacts; i++) {
-            if (rejected[i])
-                continue;
-            redisReply *rep = redisCommand(c, "HEXISTS %sap:%s %s", r->p, r->group,
-                                           op->contacts[i].email);
-            bool present = rep && rep->type == REDIS_REPLY_INTEGER && rep->integer == 1;
-            if (rep)
-                freeReplyObject(rep);
-            if (!present) {
-                put_applied(c, r->p, r->group, op->contacts[i].email, "unsub", "",
-                            op->contacts[i].first_name, op->contacts[i].last_name);
-                appends++;
-                /* the next HEXISTS must not read this HSET's reply as its own */
-                if (!flush_replies(c, &appends)) {
-                    free(rejected);
-                    return SYNC_REDIS;
-                }
-            }
-        }
-        if (!flush_appends(c, appends)) {
-            free(rejected);
-            return SYNC_REDIS;
-        }
-    }
-    free(rejected);
-    return clear_journal(r) ? SYNC_DONE : SYNC_REDIS;
-}
-
-static enum sync_result run_remove(struct run *r, const struct plan_op *op,
-                                   const struct applied_set *applied)
-{
-    redisContext *c = r->w->redis;
-    struct ccapi_error err;
-    if (!journal_op(r, "remove", ""))
-        return SYNC_REDIS;
-    struct remove_call a = {.ids = op->contact_ids, .n = op->n_contact_ids, .list_id = r->gs.list_id};
-    enum call_outcome oc = cc_call(r->w, r->association, "memberships_remove", false, do_remove, &a, &err);
-    if (oc == CALL_UNCERTAIN) {
-        r->retry_ms = 1000;
-        return SYNC_RETRY;
-    }
-    if (oc == CALL_FAILED && err.status == CCAPI_NOT_FOUND)
-        return check_list_gone(r, &err);
-    if (oc != CALL_OK) {
-        clear_journal(r);
-        return call_failed(r, oc, &err, "remove contacts from the list");
-    }
-    log_info("memberships_remove_sent", LOG_STR("association", r->association),
-             LOG_STR("group", r->group), LOG_STR("list_id", r->gs.list_id),
-             LOG_INT("contacts", (long long)op->n_contact_ids), LOG_STR("activity", a.activity));
-    if (!journal_op(r, "remove", a.activity))
-        return SYNC_REDIS;
-    struct ccapi_activity act = {0};
-    oc = wait_activity(r, a.activity, &act, &err);
-    bool completed = act.state == CCAPI_ACTIVITY_COMPLETED;
-    ccapi_activity_clear(&act);
-    if (oc != CALL_OK)
-        return call_failed(r, oc, &err, "report on a removal");
-    if (!completed) {
-        oc = verify_list(r, &err);
-        if (oc != CALL_OK)
-            return call_failed(r, oc, &err, "read the list");
-        return clear_journal(r) ? SYNC_DONE : SYNC_REDIS;
-    }
-    size_t appends = 0;
-    for (size_t i = 0; i < op->n_contact_ids; i++) {
-        for (size_t k = 0; k < applied->n; k++) {
-            if (applied->items[k].contact_id && strcmp(applied->items[k].contact_id, op->contact_ids[i]) == 0) {
-                redisAppendCommand(c, "HDEL %sap:%s %s", r->p, r->group, applied->items[k].email);
-                appends++;
-                break;
-            }
-        }
-    }
-    if (!flush_appends(c, appends))
-        return SYNC_REDIS;
-    return clear_journal(r) ? SYNC_DONE : SYNC_REDIS;
 }
 
 static enum sync_result delete_list(struct run *r, const char *why)
@@ -1263,7 +1196,9 @@ static enum call_outcome wait_account_activities(struct run *r, struct ccapi_err
     }
 }
 
-/* A journal left by an earlier run: find out what CC did before anything else. */
+/* A journal left by an earlier run: find out what CC did before anything else.
+ * {"op":"import"|"remove","activity":id or "","activities":[id or ""...]};
+ * older versions wrote no "activities" (one request in flight). */
 static enum sync_result recover(struct run *r)
 {
     json_object *j = json_tokener_parse(r->gs.journal);
@@ -1275,19 +1210,34 @@ static enum sync_result recover(struct run *r)
         json_object_put(j);
         return SYNC_DONE; /* "create" is recovered by create_list */
     }
-    char activity[CCAPI_ID_SIZE] = "";
-    if (json_object_object_get_ex(j, "activity", &v))
-        snprintf(activity, sizeof activity, "%s", json_object_get_string(v));
+    size_t n = 0;
+    char acts[ROUND_MAX_ACTIVITIES][CCAPI_ID_SIZE];
+    if (json_object_object_get_ex(j, "activities", &v) && json_object_is_type(v, json_type_array)) {
+        for (size_t i = 0; i < json_object_array_length(v) && n < ROUND_MAX_ACTIVITIES; i++)
+            snprintf(acts[n++], sizeof acts[0], "%s",
+                     json_object_get_string(json_object_array_get_idx(v, i)));
+    } else {
+        acts[n][0] = '\0';
+        if (json_object_object_get_ex(j, "activity", &v))
+            snprintf(acts[n], sizeof acts[0], "%s", json_object_get_string(v));
+        n++;
+    }
     json_object_put(j);
     struct ccapi_error err;
-    if (activity[0]) {
+    bool lost = false;
+    for (size_t i = 0; i < n; i++) {
+        if (!acts[i][0]) {
+            lost = true;
+            continue;
+        }
         struct ccapi_activity act = {0};
-        enum call_outcome oc = wait_activity(r, activity, &act, &err);
+        enum call_outcome oc = wait_activity(r, acts[i], &act, &err);
         ccapi_activity_clear(&act);
         if (oc != CALL_OK && !(oc == CALL_FAILED && err.status == CCAPI_NOT_FOUND))
             return call_failed(r, oc, &err, "report on an earlier request");
-    } else {
-        /* The answer was lost before its activity id was written down: if the
+    }
+    if (lost) {
+        /* An answer was lost before its activity id was written down: if the
          * request did reach CC, its job is among the account's unfinished ones.
          * Wait until none is left (they cannot be told apart by list), so the
          * read-back below sees what the lost request did. */
@@ -1301,77 +1251,741 @@ static enum sync_result recover(struct run *r)
     if (oc != CALL_OK)
         return call_failed(r, oc, &err, "read the list");
     log_info("sync_recovered", LOG_STR("association", r->association), LOG_STR("group", r->group),
-             LOG_STR("journal", op), LOG_STR("activity", activity[0] ? activity : NULL));
+             LOG_STR("journal", op), LOG_INT("activities", (long long)n),
+             LOG_STR("activity", n == 1 && acts[0][0] ? acts[0] : NULL));
     return clear_journal(r) ? SYNC_DONE : SYNC_REDIS;
 }
 
-static enum sync_result converge(struct run *r)
+/* ---- the round: several groups' list changes, sharing requests ---- */
+
+/* One converging group of a round, and this pass's input and plan. */
+struct round_group {
+    struct run *r;
+    bool settled; /* its plan is empty: synced */
+    bool planned;
+    struct member_set members;
+    struct applied_set applied;
+    const struct applied_contact **by_cid; /* applied entries with a contact_id, by id */
+    size_t n_by_cid;
+    struct plan pl;
+    bool first_sync; /* nothing applied before this pass: its imports are read back */
+    bool readback;   /* read the list back once the activities are known */
+};
+
+/* An activity the round waits for. */
+struct round_activity {
+    char id[CCAPI_ID_SIZE];
+    bool import;
+    struct round_group *g;    /* import: its group and op */
+    const struct plan_op *op;
+    size_t batch;             /* remove: its request in round.merged */
+    bool done;
+    bool check_unsub;         /* import: CC could not add some (unsubscribed) */
+    struct ccapi_activity act;
+};
+
+struct round {
+    struct round_group *groups;
+    size_t n;
+    struct round_group **active; /* this pass's groups with work: the merge's lists */
+    size_t n_active;
+    struct plan_merged_removes merged;
+    struct round_activity *acts;
+    size_t n_acts, cap_acts;
+};
+
+static int cid_ptr_cmp(const void *pa, const void *pb)
 {
+    const struct applied_contact *a = *(const struct applied_contact *const *)pa;
+    const struct applied_contact *b = *(const struct applied_contact *const *)pb;
+    return strcmp(a->contact_id, b->contact_id);
+}
+
+static int cid_key_cmp(const void *key, const void *elem)
+{
+    return strcmp((const char *)key, (*(const struct applied_contact *const *)elem)->contact_id);
+}
+
+static const struct applied_contact *by_contact_id(const struct round_group *g, const char *cid)
+{
+    const struct applied_contact **hit =
+        g->n_by_cid ? bsearch(cid, g->by_cid, g->n_by_cid, sizeof *g->by_cid, cid_key_cmp) : NULL;
+    return hit ? *hit : NULL;
+}
+
+static int str_ptr_cmp(const void *pa, const void *pb)
+{
+    return strcmp(*(const char *const *)pa, *(const char *const *)pb);
+}
+
+static void group_pass_free(struct round_group *g)
+{
+    if (g->planned)
+        plan_free(&g->pl);
+    members_free(&g->members);
+    applied_free(&g->applied);
+    free(g->by_cid);
+    g->by_cid = NULL;
+    g->n_by_cid = 0;
+    g->planned = false;
+    g->readback = false;
+}
+
+/* A failure shared by groups: each records it in its status. */
+static void groups_failed(struct round_group *const *gs, size_t n, enum call_outcome oc,
+                          const struct ccapi_error *err, const char *what)
+{
+    for (size_t i = 0; i < n; i++)
+        if (gs[i]->r->res == SYNC_DONE)
+            gs[i]->r->res = call_failed(gs[i]->r, oc, err, what);
+}
+
+/* Plans one group; false when it has nothing to send this pass. */
+static bool plan_group(struct round_group *g)
+{
+    struct run *r = g->r;
     redisContext *c = r->w->redis;
-    for (int round = 0; round < MAX_ROUNDS; round++) {
-        struct member_set members;
-        struct applied_set applied;
-        if (load_members(c, r->p, r->group, &members) != 0)
-            return SYNC_REDIS;
-        if (load_applied(c, r->p, r->group, &applied) != 0) {
-            members_free(&members);
-            return SYNC_REDIS;
-        }
-        struct plan_group pg = {.id = r->group, .name = r->gs.name, .sync_enabled = true,
-                                .list = {PLAN_LIST_ACTIVE, r->gs.list_id, r->gs.list_name}};
-        struct plan pl;
-        struct plan_error perr;
-        if (plan_build(&pg, members.members, members.n, applied.items, applied.n, NULL, &pl,
-                       &perr) != 0) {
-            log_error("plan_failed", LOG_STR("association", r->association),
-                      LOG_STR("group", r->group), LOG_STR("error", perr.message));
-            members_free(&members);
-            applied_free(&applied);
-            r->retry_ms = 60000;
-            return SYNC_RETRY;
-        }
-        bool ok = write_counts(r, &pl);
-        enum sync_result res = ok ? SYNC_DONE : SYNC_REDIS;
-        if (ok && pl.n_ops == 0) {
-            char now[32];
-            rfc3339_format(store_now_ns(), now, sizeof now);
-            ok = cmd(c, "HSET %sg:%s state synced last_synced_at %s", r->p, r->group, now) &&
-                 clear_error(c, r->p, r->group);
-            plan_free(&pl);
-            members_free(&members);
-            applied_free(&applied);
-            return ok ? SYNC_DONE : SYNC_REDIS;
-        }
-        for (size_t i = 0; res == SYNC_DONE && i < pl.n_ops; i++) {
-            const struct plan_op *op = &pl.ops[i];
-            struct ccapi_error err;
-            if (op->type == PLAN_OP_LEARN) {
-                enum call_outcome oc = learn(r, op, applied.n, &err);
-                if (oc == CALL_FAILED && err.status == CCAPI_NOT_FOUND)
-                    res = check_list_gone(r, &err);
-                else if (oc != CALL_OK)
-                    res = call_failed(r, oc, &err, "look up contacts");
-                break; /* plan again with what was learned */
-            } else if (op->type == PLAN_OP_REMOVE) {
-                res = run_remove(r, op, &applied);
-            } else if (op->type == PLAN_OP_IMPORT) {
-                res = run_import(r, op);
-            }
-            if (r->gs.list_deleted_in_cc)
-                break;
-        }
-        plan_free(&pl);
-        members_free(&members);
-        applied_free(&applied);
-        if (res != SYNC_DONE)
-            return res;
-        if (load_group(c, r->p, r->group, &r->gs) != 0)
-            return SYNC_REDIS;
-        if (r->gs.list_deleted_in_cc)
-            return SYNC_DONE;
+    if (load_members(c, r->p, r->group, &g->members) != 0 ||
+        load_applied(c, r->p, r->group, &g->applied) != 0) {
+        r->res = SYNC_REDIS;
+        return false;
     }
-    r->retry_ms = 1000;
-    return SYNC_RETRY;
+    struct plan_group pg = {.id = r->group, .name = r->gs.name, .sync_enabled = true,
+                            .list = {PLAN_LIST_ACTIVE, r->gs.list_id, r->gs.list_name}};
+    struct plan_error perr;
+    if (plan_build(&pg, g->members.members, g->members.n, g->applied.items, g->applied.n, NULL,
+                   &g->pl, &perr) != 0) {
+        log_error("plan_failed", LOG_STR("association", r->association), LOG_STR("group", r->group),
+                  LOG_STR("error", perr.message));
+        r->retry_ms = 60000;
+        r->res = SYNC_RETRY;
+        return false;
+    }
+    g->planned = true;
+    if (!write_counts(r, &g->pl)) {
+        r->res = SYNC_REDIS;
+        return false;
+    }
+    if (g->pl.n_ops == 0) {
+        char now[32];
+        rfc3339_format(store_now_ns(), now, sizeof now);
+        bool ok = cmd(c, "HSET %sg:%s state synced last_synced_at %s", r->p, r->group, now) &&
+                  clear_error(c, r->p, r->group);
+        r->res = ok ? SYNC_DONE : SYNC_REDIS;
+        g->settled = ok;
+        return false;
+    }
+    g->first_sync = g->applied.n == 0;
+    g->by_cid = calloc(g->applied.n ? g->applied.n : 1, sizeof *g->by_cid);
+    if (!g->by_cid) {
+        r->res = SYNC_RETRY;
+        return false;
+    }
+    for (size_t i = 0; i < g->applied.n; i++)
+        if (g->applied.items[i].contact_id && g->applied.items[i].contact_id[0])
+            g->by_cid[g->n_by_cid++] = &g->applied.items[i];
+    qsort(g->by_cid, g->n_by_cid, sizeof *g->by_cid, cid_ptr_cmp);
+    return true;
+}
+
+/* After a 404 naming one of several lists: is r's list the one gone? */
+static enum sync_result list_still_there(struct run *r)
+{
+    struct ccapi_error err;
+    struct list_get_call a = {.list_id = r->gs.list_id};
+    enum call_outcome oc = cc_call(r->w, r->association, "list_get", true, do_list_get, &a, &err);
+    bool deleted = a.list.deleted;
+    ccapi_list_clear(&a.list);
+    if ((oc == CALL_FAILED && err.status == CCAPI_NOT_FOUND) || (oc == CALL_OK && deleted))
+        return mark_list_deleted(r);
+    if (oc != CALL_OK)
+        return call_failed(r, oc, &err, "read the list");
+    return SYNC_DONE; /* this one is fine: it is planned again */
+}
+
+/* Reads back the lists of gs (1..25) in one paged read; a 404 is sorted out
+ * list by list. */
+static void read_back(struct round_group *const *gs, size_t n)
+{
+    if (n == 0)
+        return;
+    struct run *rs[SYNC_MAX_GROUPS];
+    for (size_t i = 0; i < n; i++)
+        rs[i] = gs[i]->r;
+    struct ccapi_error err;
+    enum call_outcome oc = verify_lists(rs, n, &err);
+    if (oc == CALL_FAILED && err.status == CCAPI_NOT_FOUND) {
+        for (size_t i = 0; i < n; i++) {
+            oc = n == 1 ? oc : verify_list(rs[i], &err);
+            if (oc == CALL_FAILED && err.status == CCAPI_NOT_FOUND)
+                rs[i]->res = check_list_gone(rs[i], &err);
+            else if (oc != CALL_OK)
+                rs[i]->res = call_failed(rs[i], oc, &err, "read the list");
+        }
+        return;
+    }
+    if (oc != CALL_OK)
+        groups_failed(gs, n, oc, &err, "read the list");
+}
+
+/* LEARN: contact ids of contacts to remove, for every group that needs some.
+ * A few are looked up by email; more than a read of the lists would take are
+ * learned by reading the lists together (one request per 500 contacts). */
+static void learn_round(struct round_group *const *gs, size_t n)
+{
+    size_t emails = 0, listed = 0;
+    for (size_t i = 0; i < n; i++) {
+        emails += gs[i]->pl.ops[0].n_emails;
+        listed += gs[i]->applied.n;
+    }
+    if (emails > listed / CCAPI_PAGE_LIMIT + 1) {
+        read_back(gs, n);
+        return;
+    }
+    for (size_t k = 0; k < n; k++) {
+        struct run *r = gs[k]->r;
+        redisContext *c = r->w->redis;
+        const struct plan_op *op = &gs[k]->pl.ops[0];
+        for (size_t i = 0; i < op->n_emails && r->res == SYNC_DONE; i++) {
+            struct ccapi_error err;
+            struct contacts_call a = {.email = op->emails[i]};
+            enum call_outcome oc =
+                cc_call(r->w, r->association, "contacts_find", true, do_contacts, &a, &err);
+            if (oc != CALL_OK) {
+                ccapi_contact_page_clear(&a.page);
+                groups_failed(gs + k, n - k, oc, &err, "look up contacts");
+                return;
+            }
+            bool on = false;
+            const struct ccapi_contact *ct = a.page.n_contacts ? &a.page.contacts[0] : NULL;
+            for (size_t l = 0; ct && l < ct->n_list_ids; l++)
+                on = on || strcmp(ct->list_ids[l], r->gs.list_id) == 0;
+            bool ok;
+            if (on) {
+                char key[300];
+                snprintf(key, sizeof key, "%sap:%s", r->p, r->group);
+                const char *args[] = {key, op->emails[i], ct->contact_id};
+                redisReply *rep = script_eval(c, set_cid_script, 1, 3, args);
+                ok = store_reply_ok(c, rep);
+                if (rep)
+                    freeReplyObject(rep);
+            } else {
+                /* not on the list any more: nothing to remove */
+                ok = cmd(c, "HDEL %sap:%s %s", r->p, r->group, op->emails[i]);
+            }
+            ccapi_contact_page_clear(&a.page);
+            if (!ok)
+                r->res = SYNC_REDIS;
+        }
+    }
+}
+
+static bool round_add_activity(struct round *rd, const struct round_activity *a)
+{
+    if (rd->n_acts == rd->cap_acts) {
+        size_t cap = rd->cap_acts ? rd->cap_acts * 2 : 16;
+        struct round_activity *acts = realloc(rd->acts, cap * sizeof *acts);
+        if (!acts)
+            return false;
+        rd->acts = acts;
+        rd->cap_acts = cap;
+    }
+    rd->acts[rd->n_acts++] = *a;
+    return true;
+}
+
+/* The emails a group's list holds or is getting, sorted: the merge must not
+ * send any of them to that list's removal unless it is leaving. */
+static const char **held_emails(const struct round_group *g, size_t *n)
+{
+    size_t cap = g->applied.n + g->pl.pending.imports + 1;
+    const char **held = malloc(cap * sizeof *held);
+    *n = 0;
+    if (!held)
+        return NULL;
+    for (size_t i = 0; i < g->applied.n; i++)
+        held[(*n)++] = g->applied.items[i].email;
+    for (size_t i = 0; i < g->pl.n_ops; i++) {
+        const struct plan_op *op = &g->pl.ops[i];
+        for (size_t k = 0; op->type == PLAN_OP_IMPORT && k < op->n_contacts && *n < cap; k++)
+            held[(*n)++] = op->contacts[k].email;
+    }
+    qsort(held, *n, sizeof *held, str_ptr_cmp);
+    return held;
+}
+
+/* Sends the pass's removals, merged across its groups (plan_merge_removes).
+ * Each request is journaled in every group it touches, with the same id. */
+static void send_removes(struct round *rd)
+{
+    size_t n_leaves = 0;
+    for (size_t k = 0; k < rd->n_active; k++)
+        for (size_t i = 0; i < rd->active[k]->pl.n_ops; i++)
+            if (rd->active[k]->pl.ops[i].type == PLAN_OP_REMOVE)
+                n_leaves += rd->active[k]->pl.ops[i].n_contact_ids;
+    if (n_leaves == 0)
+        return;
+    struct plan_leave *leaves = calloc(n_leaves, sizeof *leaves);
+    struct plan_round_list lists[SYNC_MAX_GROUPS] = {{0}};
+    const char **held[SYNC_MAX_GROUPS] = {0};
+    size_t n = 0;
+    bool ok = leaves != NULL;
+    for (size_t k = 0; ok && k < rd->n_active; k++) {
+        const struct round_group *g = rd->active[k];
+        held[k] = held_emails(g, &lists[k].n_held);
+        lists[k].held = held[k];
+        ok = held[k] != NULL;
+        for (size_t i = 0; ok && i < g->pl.n_ops; i++) {
+            const struct plan_op *op = &g->pl.ops[i];
+            for (size_t c = 0; op->type == PLAN_OP_REMOVE && c < op->n_contact_ids; c++) {
+                const struct applied_contact *a = by_contact_id(g, op->contact_ids[c]);
+                if (a)
+                    leaves[n++] = (struct plan_leave){a->contact_id, a->email, k};
+            }
+        }
+    }
+    struct plan_error perr;
+    if (ok && plan_merge_removes(leaves, n, lists, rd->n_active, CCAPI_MEMBERSHIPS_MAX_CONTACTS,
+                                 CCAPI_MAX_LIST_IDS, &rd->merged, &perr) != 0) {
+        log_error("merge_failed", LOG_STR("association", rd->active[0]->r->association),
+                  LOG_STR("error", perr.message));
+        ok = false;
+    }
+    free(leaves);
+    for (size_t k = 0; k < rd->n_active; k++)
+        free(held[k]);
+    if (!ok) {
+        for (size_t k = 0; k < rd->n_active; k++) {
+            rd->active[k]->r->retry_ms = 60000;
+            rd->active[k]->r->res = SYNC_RETRY;
+        }
+        return;
+    }
+    for (size_t b = 0; b < rd->merged.n_batches; b++) {
+        const struct plan_remove_batch *pb = &rd->merged.batches[b];
+        struct round_group *gs[SYNC_MAX_GROUPS];
+        const char *list_ids[SYNC_MAX_GROUPS];
+        bool go = true;
+        for (size_t l = 0; l < pb->n_lists; l++) {
+            gs[l] = rd->active[pb->lists[l]];
+            list_ids[l] = gs[l]->r->gs.list_id;
+            go = go && gs[l]->r->res == SYNC_DONE && gs[l]->r->n_acts < ROUND_MAX_ACTIVITIES;
+        }
+        if (!go)
+            continue; /* planned again in the next pass */
+        for (size_t l = 0; l < pb->n_lists; l++) {
+            if (!journal_push(gs[l]->r, "remove")) {
+                gs[l]->r->res = SYNC_REDIS;
+                return;
+            }
+        }
+        struct remove_call a = {.ids = pb->contact_ids, .n = pb->n_contact_ids, .lists = list_ids,
+                                .n_lists = pb->n_lists};
+        struct ccapi_error err;
+        struct run *r0 = gs[0]->r;
+        enum call_outcome oc =
+            cc_call(r0->w, r0->association, "memberships_remove", false, do_remove, &a, &err);
+        if (oc == CALL_OK) {
+            log_info("memberships_remove_sent", LOG_STR("association", r0->association),
+                     LOG_INT("lists", (long long)pb->n_lists),
+                     LOG_INT("contacts", (long long)pb->n_contact_ids),
+                     LOG_STR("activity", a.activity));
+            struct round_activity ra = {.import = false, .batch = b};
+            snprintf(ra.id, sizeof ra.id, "%s", a.activity);
+            for (size_t l = 0; l < pb->n_lists; l++)
+                if (!journal_name_last(gs[l]->r, a.activity))
+                    gs[l]->r->res = SYNC_REDIS;
+            if (!round_add_activity(rd, &ra))
+                for (size_t l = 0; l < pb->n_lists; l++)
+                    gs[l]->r->res = SYNC_RETRY; /* the journal has it: recovered next run */
+            continue;
+        }
+        if (oc == CALL_UNCERTAIN) {
+            /* The journals keep "": the next run waits, then reads the lists back. */
+            for (size_t l = 0; l < pb->n_lists; l++) {
+                gs[l]->r->retry_ms = 1000;
+                gs[l]->r->res = SYNC_RETRY;
+            }
+            continue;
+        }
+        for (size_t l = 0; l < pb->n_lists; l++)
+            if (!journal_drop_last(gs[l]->r))
+                gs[l]->r->res = SYNC_REDIS;
+        if (oc == CALL_FAILED && err.status == CCAPI_NOT_FOUND) {
+            for (size_t l = 0; l < pb->n_lists; l++)
+                if (gs[l]->r->res == SYNC_DONE)
+                    gs[l]->r->res = pb->n_lists == 1 ? check_list_gone(gs[l]->r, &err)
+                                                     : list_still_there(gs[l]->r);
+            continue;
+        }
+        groups_failed(gs, pb->n_lists, oc, &err, "remove contacts from the list");
+    }
+}
+
+/* Sends the pass's imports: one per list (contacts_json_import adds every
+ * contact to every list it names, so lists cannot share one). */
+static void send_imports(struct round *rd)
+{
+    for (size_t k = 0; k < rd->n_active; k++) {
+        struct round_group *g = rd->active[k];
+        struct run *r = g->r;
+        for (size_t i = 0; i < g->pl.n_ops; i++) {
+            const struct plan_op *op = &g->pl.ops[i];
+            if (op->type != PLAN_OP_IMPORT)
+                continue;
+            if (r->res != SYNC_DONE || r->gs.list_deleted_in_cc || r->n_acts >= ROUND_MAX_ACTIVITIES)
+                break;
+            struct ccapi_import_contact *cs = calloc(op->n_contacts, sizeof *cs);
+            if (!cs) {
+                r->res = SYNC_RETRY;
+                break;
+            }
+            for (size_t c = 0; c < op->n_contacts; c++) {
+                cs[c].email = op->contacts[c].email;
+                cs[c].first_name = op->contacts[c].first_name;
+                cs[c].last_name = op->contacts[c].last_name;
+            }
+            if (!journal_push(r, "import")) {
+                free(cs);
+                r->res = SYNC_REDIS;
+                break;
+            }
+            struct ccapi_error err;
+            struct import_call a = {.contacts = cs, .n = op->n_contacts, .list_id = r->gs.list_id};
+            enum call_outcome oc =
+                cc_call(r->w, r->association, "contacts_import", false, do_import, &a, &err);
+            free(cs);
+            if (oc == CALL_UNCERTAIN) {
+                r->retry_ms = 1000; /* the journal makes the next run read the list back first */
+                r->res = SYNC_RETRY;
+                break;
+            }
+            if (oc != CALL_OK) {
+                if (!journal_drop_last(r))
+                    r->res = SYNC_REDIS;
+                else if (oc == CALL_FAILED && err.status == CCAPI_NOT_FOUND)
+                    r->res = check_list_gone(r, &err);
+                else
+                    r->res = call_failed(r, oc, &err, "import contacts");
+                break;
+            }
+            log_info("contacts_import_sent", LOG_STR("association", r->association),
+                     LOG_STR("group", r->group), LOG_STR("list_id", r->gs.list_id),
+                     LOG_INT("contacts", (long long)op->n_contacts), LOG_STR("activity", a.activity));
+            struct round_activity ra = {.import = true, .g = g, .op = op};
+            snprintf(ra.id, sizeof ra.id, "%s", a.activity);
+            if (!journal_name_last(r, a.activity))
+                r->res = SYNC_REDIS;
+            else if (!round_add_activity(rd, &ra))
+                r->res = SYNC_RETRY;
+        }
+    }
+}
+
+/* Finds the round's unfinished activities in a page of the account's recent
+ * ones; *missing counts those the page does not show at all. */
+static void round_match_page(struct round *rd, struct ccapi_activity_page *page, size_t *missing)
+{
+    *missing = 0;
+    for (size_t i = 0; i < rd->n_acts; i++) {
+        struct round_activity *ra = &rd->acts[i];
+        if (ra->done)
+            continue;
+        bool seen = false;
+        for (size_t k = 0; k < page->n_activities && !seen; k++) {
+            struct ccapi_activity *act = &page->activities[k];
+            if (strcmp(act->activity_id, ra->id) != 0)
+                continue;
+            seen = true;
+            if (ccapi_activity_finished(act->state)) {
+                ra->act = *act; /* moved: the page forgets its errors */
+                act->errors = NULL;
+                act->n_errors = 0;
+                ra->done = true;
+            }
+        }
+        *missing += !seen;
+    }
+}
+
+/* Waits until every activity of the round has finished, asking about all of
+ * them at once (GET /activities lists the account's newest 500 with their
+ * state, counts and errors); one that has fallen out of that page is asked
+ * about by id. */
+static enum call_outcome wait_round(struct round *rd, struct run *r, struct ccapi_error *err)
+{
+    long waited = 0, step = 200;
+    for (;;) {
+        size_t left = 0;
+        for (size_t i = 0; i < rd->n_acts; i++)
+            left += !rd->acts[i].done;
+        if (left == 0)
+            return CALL_OK;
+        if (waited > ACTIVITY_WAIT_MAX_MS) {
+            snprintf(err->message, sizeof err->message, "%zu activities did not finish", left);
+            return CALL_RETRY;
+        }
+        if (!pause_ms(r->w, step))
+            return CALL_STOPPED;
+        waited += step;
+        step = step < 2000 ? step * 2 : 2000;
+        struct activities_call a = {0};
+        enum call_outcome oc =
+            cc_call(r->w, r->association, "activities_list", true, do_activities, &a, err);
+        size_t missing = 0;
+        if (oc == CALL_OK)
+            round_match_page(rd, &a.page, &missing);
+        ccapi_activity_page_clear(&a.page);
+        if (oc != CALL_OK)
+            return oc;
+        for (size_t i = 0; missing > 0 && i < rd->n_acts; i++) {
+            struct round_activity *ra = &rd->acts[i];
+            if (ra->done)
+                continue;
+            struct activity_call one = {.id = ra->id};
+            oc = cc_call(r->w, r->association, "activity_get", true, do_activity, &one, err);
+            if (oc == CALL_OK && ccapi_activity_finished(one.act.state)) {
+                ra->act = one.act;
+                ra->done = true;
+            } else {
+                ccapi_activity_clear(&one.act);
+            }
+            if (oc != CALL_OK)
+                return oc;
+        }
+    }
+}
+
+/* An import has finished: its contacts are ON, but those CC named in its
+ * errors (REJ). Some not added (unsubscribed in CC) or an unfinished job: the
+ * list is read back. */
+static bool import_settled(struct round_activity *ra)
+{
+    struct round_group *g = ra->g;
+    struct run *r = g->r;
+    redisContext *c = r->w->redis;
+    const struct plan_op *op = ra->op;
+    size_t appends = 0;
+    for (size_t i = 0; i < op->n_contacts; i++) {
+        bool rejected = false;
+        for (size_t e = 0; e < ra->act.n_errors && !rejected; e++) {
+            char norm[EMAIL_BUF_SIZE];
+            rejected = ra->act.errors[e].email &&
+                       email_normalize(ra->act.errors[e].email, norm, sizeof norm) == 0 &&
+                       strcmp(op->contacts[i].email, norm) == 0;
+        }
+        put_applied(c, r->p, r->group, op->contacts[i].email, rejected ? "rej" : "on", "",
+                    op->contacts[i].first_name, op->contacts[i].last_name);
+        appends++;
+    }
+    bool completed = ra->act.state == CCAPI_ACTIVITY_COMPLETED;
+    if (ra->act.cannot_add_to_list_count > 0 || !completed)
+        g->readback = true;
+    ra->check_unsub = completed && ra->act.cannot_add_to_list_count > 0;
+    return flush_appends(c, appends);
+}
+
+/* Contacts of an import that CC could not add and the read-back did not find
+ * on the list are unsubscribed in CC: never imported again. */
+static bool mark_unsubscribed(struct round_activity *ra)
+{
+    struct run *r = ra->g->r;
+    redisContext *c = r->w->redis;
+    const struct plan_op *op = ra->op;
+    for (size_t i = 0; i < op->n_contacts; i++) {
+        redisReply *rep = redisCommand(c, "HEXISTS %sap:%s %s", r->p, r->group,
+                                       op->contacts[i].email);
+        bool present = rep && rep->type == REDIS_REPLY_INTEGER && rep->integer == 1;
+        if (rep)
+            freeReplyObject(rep);
+        if (c->err)
+            return false;
+        if (present)
+            continue;
+        /* flushed at once: the next HEXISTS must not read this HSET's reply */
+        size_t pending = 1;
+        put_applied(c, r->p, r->group, op->contacts[i].email, "unsub", "",
+                    op->contacts[i].first_name, op->contacts[i].last_name);
+        if (!flush_replies(c, &pending))
+            return false;
+    }
+    return true;
+}
+
+/* A removal has finished: its contacts leave the applied state of each group
+ * it took them from (or, if it did not complete, those lists are read back). */
+static bool remove_settled(struct round *rd, const struct round_activity *ra)
+{
+    const struct plan_remove_batch *pb = &rd->merged.batches[ra->batch];
+    bool completed = ra->act.state == CCAPI_ACTIVITY_COMPLETED;
+    for (size_t l = 0; l < pb->n_lists; l++) {
+        struct round_group *g = rd->active[pb->lists[l]];
+        struct run *r = g->r;
+        if (r->res != SYNC_DONE)
+            continue;
+        if (!completed) {
+            g->readback = true;
+            continue;
+        }
+        redisContext *c = r->w->redis;
+        size_t appends = 0;
+        for (size_t i = 0; i < pb->n_contact_ids; i++) {
+            const struct applied_contact *a = by_contact_id(g, pb->contact_ids[i]);
+            if (a) {
+                redisAppendCommand(c, "HDEL %sap:%s %s", r->p, r->group, a->email);
+                appends++;
+            }
+        }
+        if (!flush_appends(c, appends))
+            return false;
+    }
+    return true;
+}
+
+/* Everything the pass sent has finished: record it, read back what needs it. */
+static void settle(struct round *rd)
+{
+    for (size_t i = 0; i < rd->n_acts; i++) {
+        struct round_activity *ra = &rd->acts[i];
+        bool ok = ra->import ? ra->g->r->res != SYNC_DONE || import_settled(ra)
+                             : remove_settled(rd, ra);
+        if (!ok) {
+            for (size_t k = 0; k < rd->n_active; k++)
+                rd->active[k]->r->res = SYNC_REDIS;
+            return;
+        }
+    }
+    /* A first sync ends by reading its list back: that confirms what CC holds
+     * and records every contact id, so later leaves need no lookup. The read
+     * costs a request per 500 contacts, as the import did. */
+    struct round_group *back[SYNC_MAX_GROUPS];
+    size_t n = 0;
+    for (size_t i = 0; i < rd->n_acts; i++) {
+        struct round_group *g = rd->acts[i].import ? rd->acts[i].g : NULL;
+        if (g && g->first_sync)
+            g->readback = true;
+    }
+    for (size_t k = 0; k < rd->n_active; k++)
+        if (rd->active[k]->readback && rd->active[k]->r->res == SYNC_DONE)
+            back[n++] = rd->active[k];
+    read_back(back, n);
+    for (size_t i = 0; i < rd->n_acts; i++) {
+        struct round_activity *ra = &rd->acts[i];
+        if (ra->import && ra->check_unsub && ra->g->r->res == SYNC_DONE && !mark_unsubscribed(ra))
+            ra->g->r->res = SYNC_REDIS;
+    }
+    for (size_t k = 0; k < rd->n_active; k++) {
+        struct run *r = rd->active[k]->r;
+        if (r->res == SYNC_DONE && r->n_acts > 0 && !clear_journal(r))
+            r->res = SYNC_REDIS;
+    }
+}
+
+static void round_pass_free(struct round *rd)
+{
+    for (size_t i = 0; i < rd->n_acts; i++)
+        ccapi_activity_clear(&rd->acts[i].act);
+    rd->n_acts = 0;
+    plan_merged_removes_free(&rd->merged);
+    for (size_t i = 0; i < rd->n; i++)
+        group_pass_free(&rd->groups[i]);
+    rd->n_active = 0;
+}
+
+/* A failure of the worker itself (Redis, lease, shutdown) ends the round for all. */
+static bool round_broken(struct round *rd)
+{
+    enum sync_result worst = SYNC_DONE;
+    for (size_t i = 0; i < rd->n; i++) {
+        enum sync_result res = rd->groups[i].r->res;
+        if (res == SYNC_REDIS || res == SYNC_LEASE_LOST || res == SYNC_STOPPED)
+            worst = res;
+    }
+    if (rd->n > 0 && rd->groups[0].r->w->redis->err)
+        worst = SYNC_REDIS;
+    if (worst == SYNC_DONE)
+        return false;
+    for (size_t i = 0; i < rd->n; i++)
+        if (rd->groups[i].r->res == SYNC_DONE && !rd->groups[i].settled)
+            rd->groups[i].r->res = worst;
+    return true;
+}
+
+/*
+ * Makes the lists of runs match their groups, together: plan each, learn the
+ * contact ids they need in one read, send removals (merged) and imports, wait
+ * for all of them with GET /activities, record what they did, and plan again
+ * until no group has anything left. Each run's res says how its group ended.
+ */
+static void converge_round(struct run *const *runs, size_t n)
+{
+    struct round rd = {0};
+    rd.groups = calloc(n, sizeof *rd.groups);
+    rd.active = calloc(n, sizeof *rd.active);
+    if (!rd.groups || !rd.active) {
+        for (size_t i = 0; i < n; i++)
+            runs[i]->res = SYNC_RETRY;
+        free(rd.groups);
+        free(rd.active);
+        return;
+    }
+    rd.n = n;
+    for (size_t i = 0; i < n; i++)
+        rd.groups[i].r = runs[i];
+    int pass;
+    for (pass = 0; pass < MAX_ROUNDS; pass++) {
+        struct round_group *learners[SYNC_MAX_GROUPS];
+        size_t n_learn = 0;
+        for (size_t i = 0; i < n; i++) {
+            struct round_group *g = &rd.groups[i];
+            if (g->r->res != SYNC_DONE || g->settled || g->r->gs.list_deleted_in_cc)
+                continue;
+            if (!plan_group(g))
+                continue;
+            rd.active[rd.n_active++] = g;
+            if (g->pl.ops[0].type == PLAN_OP_LEARN)
+                learners[n_learn++] = g;
+        }
+        if (round_broken(&rd) || rd.n_active == 0) {
+            round_pass_free(&rd);
+            break;
+        }
+        if (n_learn > 0) {
+            learn_round(learners, n_learn); /* the others go on in the next pass */
+        } else {
+            send_removes(&rd);
+            send_imports(&rd);
+            if (!round_broken(&rd)) {
+                struct ccapi_error err = {0};
+                enum call_outcome oc = wait_round(&rd, rd.active[0]->r, &err);
+                if (oc == CALL_OK) {
+                    settle(&rd);
+                } else {
+                    /* The journals keep the activities: the next run recovers. */
+                    for (size_t k = 0; k < rd.n_active; k++)
+                        if (rd.active[k]->r->n_acts > 0)
+                            groups_failed(&rd.active[k], 1, oc, &err, "report on a bulk request");
+                }
+            }
+        }
+        for (size_t k = 0; k < rd.n_active; k++) {
+            struct run *r = rd.active[k]->r;
+            if (r->res == SYNC_DONE && load_group(r->w->redis, r->p, r->group, &r->gs) != 0)
+                r->res = SYNC_REDIS;
+        }
+        round_pass_free(&rd);
+        if (round_broken(&rd))
+            break;
+    }
+    for (size_t i = 0; pass == MAX_ROUNDS && i < n; i++) {
+        struct round_group *g = &rd.groups[i];
+        if (g->r->res == SYNC_DONE && !g->settled && !g->r->gs.list_deleted_in_cc) {
+            g->r->retry_ms = 1000;
+            g->r->res = SYNC_RETRY;
+        }
+    }
+    free(rd.groups);
+    free(rd.active);
 }
 
 /*
@@ -1389,48 +2003,51 @@ static const char forget_group_script[] =
     "redis.call('SREM', KEYS[4], ARGV[1])\n"
     "return 1\n";
 
-enum sync_result sync_group(struct sync_worker *w, const char *association, const char *group_id,
-                            int64_t *retry_ms)
+/*
+ * One group's own steps before its list changes: a journal left behind is
+ * recovered, a deleted or switched-off group's list is deleted, a resync or a
+ * reconcile's doubt reads the list back, a new list is created. Sets
+ * r->converge when the group's list changes are to run in the round.
+ */
+static enum sync_result prepare(struct run *r)
 {
-    struct run r = {.w = w, .association = association, .group = group_id, .retry_ms = 0};
-    prefix_of(association, r.p, sizeof r.p);
-    w->token_association[0] = '\0'; /* read the token afresh: it may be near expiry */
-    redisContext *c = w->redis;
-    if (load_group(c, r.p, group_id, &r.gs) != 0)
+    const char *group_id = r->group;
+    redisContext *c = r->w->redis;
+    if (load_group(c, r->p, group_id, &r->gs) != 0)
         return SYNC_REDIS;
     enum sync_result res = SYNC_DONE;
-    if (!r.gs.exists)
+    if (!r->gs.exists)
         goto out;
-    redisReply *folding = redisCommand(c, "EXISTS %sg:%s:folding", r.p, group_id);
+    redisReply *folding = redisCommand(c, "EXISTS %sg:%s:folding", r->p, group_id);
     bool half_folded = folding && folding->type == REDIS_REPLY_INTEGER && folding->integer == 1;
     if (folding)
         freeReplyObject(folding);
     if (c->err)
         return SYNC_REDIS;
     if (half_folded) {
-        r.retry_ms = 250; /* a snapshot is being folded: sync the whole of it */
+        r->retry_ms = 250; /* a snapshot is being folded: sync the whole of it */
         res = SYNC_RETRY;
         goto out;
     }
-    if (r.gs.journal[0] && r.gs.list_id[0] && !r.gs.list_deleted_in_cc) {
-        res = recover(&r);
-        if (res != SYNC_DONE || r.gs.list_deleted_in_cc)
+    if (r->gs.journal[0] && r->gs.list_id[0] && !r->gs.list_deleted_in_cc) {
+        res = recover(r);
+        if (res != SYNC_DONE || r->gs.list_deleted_in_cc)
             goto out;
     }
-    if (r.gs.deleted || !r.gs.sync) {
-        if (r.gs.list_id[0] && !r.gs.list_deleted_in_cc) {
-            res = delete_list(&r, r.gs.deleted ? "the group was deleted in Novi"
+    if (r->gs.deleted || !r->gs.sync) {
+        if (r->gs.list_id[0] && !r->gs.list_deleted_in_cc) {
+            res = delete_list(r, r->gs.deleted ? "the group was deleted in Novi"
                                                : "sync to Constant Contact was turned off");
             if (res != SYNC_DONE)
                 goto out;
         }
-        if (r.gs.deleted) {
+        if (r->gs.deleted) {
             char keys[3][300];
-            snprintf(keys[0], sizeof keys[0], "%sg:%s", r.p, group_id);
-            snprintf(keys[1], sizeof keys[1], "%sgm:%s", r.p, group_id);
-            snprintf(keys[2], sizeof keys[2], "%sap:%s", r.p, group_id);
+            snprintf(keys[0], sizeof keys[0], "%sg:%s", r->p, group_id);
+            snprintf(keys[1], sizeof keys[1], "%sgm:%s", r->p, group_id);
+            snprintf(keys[2], sizeof keys[2], "%sap:%s", r->p, group_id);
             char groups[200];
-            snprintf(groups, sizeof groups, "%sgroups", r.p);
+            snprintf(groups, sizeof groups, "%sgroups", r->p);
             const char *args[] = {keys[0], keys[1], keys[2], groups, group_id};
             redisReply *rep = script_eval(c, forget_group_script, 4, 5, args);
             res = store_reply_ok(c, rep) ? SYNC_DONE : SYNC_REDIS;
@@ -1438,70 +2055,105 @@ enum sync_result sync_group(struct sync_worker *w, const char *association, cons
                 freeReplyObject(rep);
             goto out;
         }
-        bool ok = cmd(c, "HSET %sg:%s state disabled pending 0", r.p, group_id) &&
-                  cmd(c, "HDEL %sg:%s list_id list_name list_state journal resync", r.p, group_id) &&
-                  cmd(c, "DEL %sap:%s", r.p, group_id) && clear_error(c, r.p, group_id);
+        bool ok = cmd(c, "HSET %sg:%s state disabled pending 0", r->p, group_id) &&
+                  cmd(c, "HDEL %sg:%s list_id list_name list_state journal resync", r->p, group_id) &&
+                  cmd(c, "DEL %sap:%s", r->p, group_id) && clear_error(c, r->p, group_id);
         res = ok ? SYNC_DONE : SYNC_REDIS;
         goto out;
     }
-    if (r.gs.resync) {
+    if (r->gs.resync) {
         struct ccapi_error err;
-        if (r.gs.list_deleted_in_cc || !r.gs.list_id[0]) {
-            if (!cmd(c, "HDEL %sg:%s list_id list_name list_state journal", r.p, group_id) ||
-                !cmd(c, "DEL %sap:%s", r.p, group_id)) {
+        if (r->gs.list_deleted_in_cc || !r->gs.list_id[0]) {
+            if (!cmd(c, "HDEL %sg:%s list_id list_name list_state journal", r->p, group_id) ||
+                !cmd(c, "DEL %sap:%s", r->p, group_id)) {
                 res = SYNC_REDIS;
                 goto out;
             }
-            r.gs.list_id[0] = '\0';
-            r.gs.list_deleted_in_cc = false;
-            r.gs.journal[0] = '\0';
+            r->gs.list_id[0] = '\0';
+            r->gs.list_deleted_in_cc = false;
+            r->gs.journal[0] = '\0';
         } else {
-            enum call_outcome oc = verify_list(&r, &err);
+            enum call_outcome oc = verify_list(r, &err);
             if (oc == CALL_FAILED && err.status == CCAPI_NOT_FOUND) {
-                res = check_list_gone(&r, &err);
+                res = check_list_gone(r, &err);
                 goto out;
             }
             if (oc != CALL_OK) {
-                res = call_failed(&r, oc, &err, "read the list");
+                res = call_failed(r, oc, &err, "read the list");
                 goto out;
             }
         }
-        if (!cmd(c, "HDEL %sg:%s resync", r.p, group_id) || !clear_error(c, r.p, group_id)) {
+        if (!cmd(c, "HDEL %sg:%s resync", r->p, group_id) || !clear_error(c, r->p, group_id)) {
             res = SYNC_REDIS;
             goto out;
         }
-    } else if (r.gs.list_deleted_in_cc) {
+    } else if (r->gs.list_deleted_in_cc) {
         goto out; /* waits for an admin: resync or toggle */
-    } else if (r.gs.verify && r.gs.list_id[0]) {
+    } else if (r->gs.verify && r->gs.list_id[0]) {
         /* reconcile saw the list's size differ from what ccsync applied */
         struct ccapi_error err;
-        enum call_outcome oc = verify_list(&r, &err);
+        enum call_outcome oc = verify_list(r, &err);
         if (oc == CALL_FAILED && err.status == CCAPI_NOT_FOUND) {
-            res = check_list_gone(&r, &err);
+            res = check_list_gone(r, &err);
             goto out;
         }
         if (oc != CALL_OK) {
-            res = call_failed(&r, oc, &err, "read the list");
+            res = call_failed(r, oc, &err, "read the list");
             goto out;
         }
     }
-    if (r.gs.verify && !cmd(c, "HDEL %sg:%s verify", r.p, group_id)) {
+    if (r->gs.verify && !cmd(c, "HDEL %sg:%s verify", r->p, group_id)) {
         res = SYNC_REDIS;
         goto out;
     }
-    if (!cmd(c, "HSET %sg:%s state syncing", r.p, group_id)) {
+    if (!cmd(c, "HSET %sg:%s state syncing", r->p, group_id)) {
         res = SYNC_REDIS;
         goto out;
     }
-    if (!r.gs.list_id[0]) {
-        res = create_list(&r);
-        if (res != SYNC_DONE || !r.gs.list_id[0])
+    if (!r->gs.list_id[0]) {
+        res = create_list(r);
+        if (res != SYNC_DONE || !r->gs.list_id[0])
             goto out;
     }
-    res = converge(&r);
+    r->converge = true;
 out:
-    *retry_ms = r.retry_ms;
     return res;
+}
+
+enum sync_result sync_group(struct sync_worker *w, const char *association, const char *group_id,
+                            int64_t *retry_ms)
+{
+    enum sync_result res;
+    sync_groups(w, association, &group_id, 1, &res, retry_ms);
+    return res;
+}
+
+void sync_groups(struct sync_worker *w, const char *association, const char *const *group_ids,
+                 size_t n, enum sync_result *results, int64_t *retry_ms)
+{
+    struct run *runs = calloc(n, sizeof *runs);
+    struct run *converging[SYNC_MAX_GROUPS];
+    size_t n_conv = 0;
+    enum sync_result broken = SYNC_DONE;
+    w->token_association[0] = '\0'; /* read the token afresh: it may be near expiry */
+    for (size_t i = 0; runs && i < n; i++) {
+        struct run *r = &runs[i];
+        *r = (struct run){.w = w, .association = association, .group = group_ids[i]};
+        prefix_of(association, r->p, sizeof r->p);
+        /* After the worker's own failure (Redis, lease, shutdown) the others stop too. */
+        r->res = broken != SYNC_DONE ? broken : prepare(r);
+        if (r->res == SYNC_REDIS || r->res == SYNC_LEASE_LOST || r->res == SYNC_STOPPED)
+            broken = r->res;
+        if (r->res == SYNC_DONE && r->converge && n_conv < SYNC_MAX_GROUPS)
+            converging[n_conv++] = r;
+    }
+    if (runs && broken == SYNC_DONE && n_conv > 0)
+        converge_round(converging, n_conv);
+    for (size_t i = 0; i < n; i++) {
+        results[i] = runs ? runs[i].res : SYNC_RETRY;
+        retry_ms[i] = runs ? runs[i].retry_ms : 1000;
+    }
+    free(runs);
 }
 
 /* ---- reconcile: deleted and renamed lists, and lists whose size drifted ---- */

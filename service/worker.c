@@ -192,116 +192,213 @@ static const char finish_script[] =
     "end\n"
     "return 1\n";
 
-static void release_lease(struct sync_worker *w)
+/*
+ * Claims due groups of one association at once, atomically (so that workers
+ * racing for a burst's groups do not split them into several rounds): the
+ * first due group whose lease is free decides the association; its other due
+ * groups whose leases are free join, up to ARGV[4]. Each claimed group's lease
+ * is taken, its ccsync:dirty entry parked at the lease's end (if the worker
+ * dies, the group returns), and its gen read. Entries without '|' are dropped.
+ * KEYS: ccsync:dirty. ARGV: now ms, lease ms, token, max, park-until ms, scan.
+ * Returns {member, gen, member, gen, ...}.
+ */
+static const char claim_script[] =
+    "local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, "
+    "tonumber(ARGV[6]))\n"
+    "local assoc = nil\n"
+    "local out = {}\n"
+    "for _, m in ipairs(due) do\n"
+    "  local bar = string.find(m, '|', 1, true)\n"
+    "  if not bar then\n"
+    "    redis.call('ZREM', KEYS[1], m)\n"
+    "  else\n"
+    "    local a = string.sub(m, 1, bar - 1)\n"
+    "    if (assoc == nil or a == assoc) and\n"
+    "       redis.call('SET', 'ccsync:lease:' .. m, ARGV[3], 'NX', 'PX', ARGV[2]) then\n"
+    "      assoc = a\n"
+    "      redis.call('ZADD', KEYS[1], 'XX', ARGV[5], m)\n"
+    "      local g = string.sub(m, bar + 1)\n"
+    "      out[#out + 1] = m\n"
+    "      out[#out + 1] = redis.call('HGET', 'ccsync:a:' .. a .. ':g:' .. g, 'gen') or '0'\n"
+    "      if #out >= 2 * tonumber(ARGV[4]) then break end\n"
+    "    end\n"
+    "  end\n"
+    "end\n"
+    "return out\n";
+
+/* Gives back one lease; true when it was still ours. */
+static bool release_one(struct sync_worker *w, const struct sync_lease *l)
 {
-    const char *args[] = {w->lease_key, w->lease_token};
+    const char *args[] = {l->key, l->token};
     redisReply *r = script_eval(w->redis, release_script, 1, 2, args);
+    bool ours = r && r->type == REDIS_REPLY_INTEGER && r->integer == 1;
     if (r)
         freeReplyObject(r);
-    w->lease_key[0] = '\0';
+    return ours;
+}
+
+static void release_leases(struct sync_worker *w)
+{
+    for (size_t i = 0; i < w->n_leases; i++)
+        release_one(w, &w->leases[i]);
+    w->n_leases = 0;
+}
+
+static void new_token(char *out, size_t size)
+{
+    snprintf(out, size, "%d-%ld-%d", getpid(), (long)pthread_self() & 0xffff, rand());
 }
 
 static bool take_lease(struct sync_worker *w, const char *member)
 {
-    snprintf(w->lease_key, sizeof w->lease_key, "ccsync:lease:%s", member);
-    snprintf(w->lease_token, sizeof w->lease_token, "%d-%ld-%d", getpid(), (long)pthread_self() & 0xffff, rand());
-    redisReply *r = redisCommand(w->redis, "SET %s %s NX PX %d", w->lease_key, w->lease_token, w->lease_ms);
+    struct sync_lease *l = &w->leases[0];
+    snprintf(l->key, sizeof l->key, "ccsync:lease:%s", member);
+    new_token(l->token, sizeof l->token);
+    redisReply *r = redisCommand(w->redis, "SET %s %s NX PX %d", l->key, l->token, w->lease_ms);
     bool got = store_reply_ok(w->redis, r) && r->type == REDIS_REPLY_STATUS;
     if (r)
         freeReplyObject(r);
-    if (!got)
-        w->lease_key[0] = '\0';
+    w->n_leases = got ? 1 : 0;
     return got;
 }
 
-/* Syncs one due group if there is one; false when Redis failed. *worked says whether it did. */
-static bool sync_due_group(struct sync_worker *w, bool *worked)
+struct claimed {
+    char member[256];
+    char association[CCSYNC_ASSOC_ID_MAX + 1];
+    char group[CCSYNC_ID_MAX + 1];
+    char gkey[300];
+    char gen[32];
+};
+
+/* Takes the due groups of one association (up to SYNC_MAX_GROUPS) with their
+ * leases into w; their entries go to out. -1 when Redis failed. */
+static int claim_due_groups(struct sync_worker *w, struct claimed *out)
 {
     redisContext *c = w->redis;
-    *worked = false;
-    redisReply *r = redisCommand(c, "ZRANGEBYSCORE " FACTS_DIRTY_KEY " -inf %lld LIMIT 0 8",
-                                 (long long)now_ms());
+    char token[40], now[32], lease[16], max[8], park[32];
+    new_token(token, sizeof token);
+    int64_t t = now_ms();
+    snprintf(now, sizeof now, "%lld", (long long)t);
+    snprintf(lease, sizeof lease, "%d", w->lease_ms);
+    snprintf(max, sizeof max, "%d", SYNC_MAX_GROUPS);
+    snprintf(park, sizeof park, "%lld", (long long)(t + w->lease_ms));
+    const char *args[] = {FACTS_DIRTY_KEY, now, lease, token, max, park, "200"};
+    redisReply *r = script_eval(c, claim_script, 1, 7, args);
     if (!store_reply_ok(c, r) || r->type != REDIS_REPLY_ARRAY) {
         if (r)
             freeReplyObject(r);
-        return false;
+        return -1;
     }
-    char member[256] = "";
-    for (size_t i = 0; i < r->elements; i++) {
-        if (take_lease(w, r->element[i]->str)) {
-            snprintf(member, sizeof member, "%s", r->element[i]->str);
-            break;
+    int n = 0;
+    w->n_leases = 0;
+    for (size_t i = 0; i + 1 < r->elements && n < SYNC_MAX_GROUPS; i += 2) {
+        const char *member = r->element[i]->str;
+        struct sync_lease *l = &w->leases[w->n_leases++];
+        snprintf(l->key, sizeof l->key, "ccsync:lease:%s", member);
+        snprintf(l->token, sizeof l->token, "%s", token);
+        const char *bar = strchr(member, '|');
+        if (!bar || (size_t)(bar - member) > CCSYNC_ASSOC_ID_MAX ||
+            strlen(bar + 1) > CCSYNC_ID_MAX) {
+            /* not a group we could sync: forget it */
+            redisReply *z = redisCommand(c, "ZREM " FACTS_DIRTY_KEY " %s", member);
+            if (z)
+                freeReplyObject(z);
+            release_one(w, l);
+            w->n_leases--;
+            continue;
         }
+        struct claimed *e = &out[n++];
+        snprintf(e->member, sizeof e->member, "%s", member);
+        snprintf(e->association, sizeof e->association, "%.*s", (int)(bar - member), member);
+        snprintf(e->group, sizeof e->group, "%s", bar + 1);
+        snprintf(e->gkey, sizeof e->gkey, STORE_PREFIX "a:%s:g:%s", e->association, e->group);
+        snprintf(e->gen, sizeof e->gen, "%s",
+                 r->element[i + 1]->type == REDIS_REPLY_STRING ? r->element[i + 1]->str : "0");
     }
     freeReplyObject(r);
-    if (!member[0])
-        return true;
-    *worked = true;
+    return c->err ? -1 : n;
+}
 
-    char association[CCSYNC_ASSOC_ID_MAX + 1], group[CCSYNC_ID_MAX + 1], gkey[300];
-    const char *bar = strchr(member, '|');
-    if (!bar || (size_t)(bar - member) > CCSYNC_ASSOC_ID_MAX) {
-        redisReply *z = redisCommand(c, "ZREM " FACTS_DIRTY_KEY " %s", member);
-        if (z)
-            freeReplyObject(z);
-        release_lease(w);
-        return true;
+/* Records how one group's sync ended: done, or due again after its retry time. */
+static void finish_group(struct sync_worker *w, const struct claimed *e, enum sync_result res,
+                         int64_t retry_ms)
+{
+    redisContext *c = w->redis;
+    if (res == SYNC_RETRY && retry_ms <= 0) {
+        redisReply *a = redisCommand(c, "HINCRBY %s attempts 1", e->gkey);
+        long n = a && a->type == REDIS_REPLY_INTEGER ? (long)a->integer : 1;
+        if (a)
+            freeReplyObject(a);
+        long base = 1000L << (n > 8 ? 8 : n);
+        retry_ms = base / 2 + rand() % (base / 2 + 1);
+    } else if (res == SYNC_DONE) {
+        redisReply *a = redisCommand(c, "HDEL %s attempts", e->gkey);
+        if (a)
+            freeReplyObject(a);
     }
-    snprintf(association, sizeof association, "%.*s", (int)(bar - member), member);
-    snprintf(group, sizeof group, "%s", bar + 1);
-    snprintf(gkey, sizeof gkey, STORE_PREFIX "a:%s:g:%s", association, group);
+    char again[32], later[32];
+    snprintf(again, sizeof again, "%lld", (long long)(now_ms() + w->app->cfg->sync_delay_ms));
+    snprintf(later, sizeof later, "%lld", (long long)(now_ms() + retry_ms));
+    const char *args[] = {FACTS_DIRTY_KEY, e->gkey, "ccsync:retrying", e->member,
+                          res == SYNC_DONE ? "done" : "retry", e->gen, again, later};
+    redisReply *f = script_eval(c, finish_script, 3, 8, args);
+    if (f)
+        freeReplyObject(f);
+}
 
-    /* Park the entry at the lease's end: if this worker dies, the group returns. */
-    redisReply *p = redisCommand(c, "ZADD " FACTS_DIRTY_KEY " XX %lld %s",
-                                 (long long)(now_ms() + w->lease_ms), member);
-    if (p)
-        freeReplyObject(p);
-    redisReply *g = redisCommand(c, "HGET %s gen", gkey);
-    char gen[32] = "0";
-    if (g && g->type == REDIS_REPLY_STRING)
-        snprintf(gen, sizeof gen, "%s", g->str);
-    if (g)
-        freeReplyObject(g);
-    if (c->err)
-        return false;
-
-    int64_t retry_ms = 0;
+/* Syncs the due groups of one association, if any, in one round; false when
+ * Redis failed. *worked says whether it did. */
+static bool sync_due_group(struct sync_worker *w, bool *worked)
+{
+    redisContext *c = w->redis;
+    struct claimed *due = calloc(SYNC_MAX_GROUPS, sizeof *due);
+    if (!due)
+        return true;
+    int n = claim_due_groups(w, due);
+    *worked = n > 0;
+    if (n <= 0) {
+        free(due);
+        return n == 0;
+    }
+    const char *groups[SYNC_MAX_GROUPS];
+    enum sync_result results[SYNC_MAX_GROUPS];
+    int64_t retry_ms[SYNC_MAX_GROUPS];
+    for (int i = 0; i < n; i++)
+        groups[i] = due[i].group;
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
-    enum sync_result res = sync_group(w, association, group, &retry_ms);
+    sync_groups(w, due[0].association, groups, (size_t)n, results, retry_ms);
     clock_gettime(CLOCK_MONOTONIC, &t1);
     static const char *names[] = {"done", "retry", "lease_lost", "redis_error", "stopped"};
-    char labels[48];
-    snprintf(labels, sizeof labels, "outcome=\"%s\"", names[res]);
-    metrics_inc("ccsync_syncs_total", labels);
-    log_info("group_synced", LOG_STR("association", association), LOG_STR("group", group),
-             LOG_STR("outcome", names[res]),
-             LOG_INT("ms", (t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000));
-    if (res == SYNC_REDIS || c->err)
-        return false;
-    if (res == SYNC_DONE || res == SYNC_RETRY) {
-        if (res == SYNC_RETRY && retry_ms <= 0) {
-            redisReply *a = redisCommand(c, "HINCRBY %s attempts 1", gkey);
-            long n = a && a->type == REDIS_REPLY_INTEGER ? (long)a->integer : 1;
-            if (a)
-                freeReplyObject(a);
-            long base = 1000L << (n > 8 ? 8 : n);
-            retry_ms = base / 2 + rand() % (base / 2 + 1);
-        } else if (res == SYNC_DONE) {
-            redisReply *a = redisCommand(c, "HDEL %s attempts", gkey);
-            if (a)
-                freeReplyObject(a);
-        }
-        char again[32], later[32];
-        snprintf(again, sizeof again, "%lld", (long long)(now_ms() + w->app->cfg->sync_delay_ms));
-        snprintf(later, sizeof later, "%lld", (long long)(now_ms() + retry_ms));
-        const char *args[] = {FACTS_DIRTY_KEY, gkey, "ccsync:retrying", member,
-                              res == SYNC_DONE ? "done" : "retry", gen, again, later};
-        redisReply *f = script_eval(c, finish_script, 3, 8, args);
-        if (f)
-            freeReplyObject(f);
+    long long ms = (t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000;
+    bool redis_failed = false;
+    for (int i = 0; i < n; i++) {
+        char labels[48];
+        snprintf(labels, sizeof labels, "outcome=\"%s\"", names[results[i]]);
+        metrics_inc("ccsync_syncs_total", labels);
+        log_info("group_synced", LOG_STR("association", due[i].association),
+                 LOG_STR("group", due[i].group), LOG_STR("outcome", names[results[i]]),
+                 LOG_INT("round_groups", n), LOG_INT("ms", ms));
+        redis_failed = redis_failed || results[i] == SYNC_REDIS;
     }
-    release_lease(w);
+    if (redis_failed || c->err) {
+        free(due);
+        return false; /* the leases are given back after reconnecting */
+    }
+    for (int i = 0; i < n; i++) {
+        if (results[i] == SYNC_DONE || results[i] == SYNC_RETRY) {
+            finish_group(w, &due[i], results[i], retry_ms[i]);
+        } else if (results[i] == SYNC_LEASE_LOST && release_one(w, &w->leases[i])) {
+            /* Another group's lease was lost, not this one's: it is due again soon. */
+            finish_group(w, &due[i], SYNC_RETRY, w->app->cfg->sync_delay_ms);
+            w->leases[i].key[0] = '\0';
+        }
+    }
+    for (int i = 0; i < n; i++)
+        if (w->leases[i].key[0])
+            release_one(w, &w->leases[i]);
+    w->n_leases = 0;
+    free(due);
     return c->err == 0;
 }
 
@@ -348,7 +445,7 @@ static bool reconcile_due(struct sync_worker *w)
         freeReplyObject(z);
     enum sync_result res = sync_reconcile(w, association);
     log_info("reconciled", LOG_STR("association", association), LOG_INT("result", res));
-    release_lease(w);
+    release_leases(w);
     return res != SYNC_REDIS && c->err == 0;
 }
 
@@ -369,7 +466,8 @@ static void *worker_main(void *arg)
     atomic_fetch_add(&e->app->workers_up, 1);
     int64_t next_reclaim = 0, next_reconcile = now_ms() + 1000;
     bool group_ready = false;
-    char stale_key[sizeof w.lease_key] = "", stale_token[sizeof w.lease_token] = "";
+    struct sync_lease stale[SYNC_MAX_GROUPS];
+    size_t n_stale = 0;
     while (!atomic_load(&e->stop)) {
         if (!w.redis) {
             char err[256];
@@ -384,11 +482,11 @@ static void *worker_main(void *arg)
                 continue;
             }
             group_ready = true;
-            if (stale_key[0]) {
-                snprintf(w.lease_key, sizeof w.lease_key, "%s", stale_key);
-                snprintf(w.lease_token, sizeof w.lease_token, "%s", stale_token);
-                release_lease(&w);
-                stale_key[0] = '\0';
+            if (n_stale > 0) {
+                memcpy(w.leases, stale, n_stale * sizeof *stale);
+                w.n_leases = n_stale;
+                release_leases(&w);
+                n_stale = 0;
             }
         }
         bool ok = true, got = false, worked = false;
@@ -413,11 +511,10 @@ static void *worker_main(void *arg)
             w.redis = NULL;
             /* A lease held when Redis failed is given back after reconnecting, so
              * the group need not wait for it to expire (e.g. after a Redis restart). */
-            if (w.lease_key[0]) {
-                snprintf(stale_key, sizeof stale_key, "%s", w.lease_key);
-                snprintf(stale_token, sizeof stale_token, "%s", w.lease_token);
-            }
-            w.lease_key[0] = '\0';
+            for (size_t i = 0; i < w.n_leases; i++)
+                if (w.leases[i].key[0] && n_stale < SYNC_MAX_GROUPS)
+                    stale[n_stale++] = w.leases[i];
+            w.n_leases = 0;
             sleep_ms(200);
         }
     }

@@ -12,6 +12,7 @@
 
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "ccsync/ratelimit.h"
@@ -20,6 +21,16 @@ struct app;
 struct ccapi;
 struct redisContext;
 
+/* Groups of one association synced together in one round: GET /contacts
+ * reads up to 25 lists at once, so a shared read covers them all. */
+#define SYNC_MAX_GROUPS 25
+
+/* A lease in Redis (ccsync:lease:*), held with a token of our own. */
+struct sync_lease {
+    char key[200];
+    char token[40];
+};
+
 /* What one worker thread brings to a sync. */
 struct sync_worker {
     struct app *app;
@@ -27,8 +38,8 @@ struct sync_worker {
     struct ccapi *cc;
     struct ratelimit_conf budget;
     const atomic_bool *stop;
-    char lease_key[200];
-    char lease_token[40];
+    struct sync_lease leases[SYNC_MAX_GROUPS]; /* the groups (or reconcile) this worker holds */
+    size_t n_leases;
     int lease_ms;
     char token_association[72]; /* whose access token cc holds */
     char token[4096];
@@ -45,11 +56,22 @@ enum sync_result {
 enum sync_result sync_group(struct sync_worker *w, const char *association, const char *group_id,
                             int64_t *retry_ms);
 
+/*
+ * Syncs n (1..SYNC_MAX_GROUPS) groups of one association, whose leases w holds,
+ * in one round: each group's own steps first (recovery, list create or delete,
+ * resync), then their list changes together, so that they share CC requests:
+ * one paged read learns contact ids for all of them, removals are merged
+ * (plan_merge_removes), and one GET /activities reports on every import and
+ * removal. results[i] and retry_ms[i] belong to group_ids[i].
+ */
+void sync_groups(struct sync_worker *w, const char *association, const char *const *group_ids,
+                 size_t n, enum sync_result *results, int64_t *retry_ms);
+
 /* Reconcile one association: one paged read of its lists; deleted and renamed
  * lists are noticed, and groups whose list count differs are queued to verify. */
 enum sync_result sync_reconcile(struct sync_worker *w, const char *association);
 
-/* Renews the lease held in w; false when it is no longer ours. */
+/* Renews every lease held in w; false when one is no longer ours. */
 bool sync_lease_renew(struct sync_worker *w);
 
 #endif

@@ -640,6 +640,49 @@ static long long cc_counter(const char *key)
     return n;
 }
 
+/* Requests ccsim has answered on one endpoint ("POST /v3/contact_lists"). */
+static long long cc_endpoint(const char *endpoint)
+{
+    json_object *c = sim("GET", "/__sim/counters", NULL);
+    json_object *v = jget(jget(c, "by_endpoint"), endpoint);
+    long long n = v ? json_object_get_int64(v) : 0;
+    json_object_put(c);
+    return n;
+}
+
+/* The bodies of the remove_list_memberships requests ccsim logged after seq
+ * since, as "contacts>lists" with each part's count, e.g. "3>3,1>1", in order. */
+static void cc_remove_shapes(long long since, char *out, size_t size)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/__sim/log?since=%lld", since);
+    json_object *log = sim("GET", path, NULL);
+    json_object *reqs = jget(log, "requests");
+    size_t len = 0;
+    out[0] = '\0';
+    for (size_t i = 0; reqs && i < json_object_array_length(reqs); i++) {
+        json_object *q = json_object_array_get_idx(reqs, i);
+        const char *p = jstr(q, "path");
+        if (!p || strcmp(p, "/v3/activities/remove_list_memberships") != 0)
+            continue;
+        json_object *body = json_tokener_parse(jstr(q, "body"));
+        size_t ids = json_object_array_length(jget(jget(body, "source"), "contact_ids"));
+        size_t lists = json_object_array_length(jget(body, "list_ids"));
+        len += (size_t)snprintf(out + len, size - len, "%s%zu>%zu", len ? "," : "", ids, lists);
+        json_object_put(body);
+    }
+    json_object_put(log);
+}
+
+/* The sequence number the next request ccsim logs will have. */
+static long long cc_log_next(void)
+{
+    json_object *log = sim("GET", "/__sim/log?since=0", NULL);
+    long long n = jint(log, "next");
+    json_object_put(log);
+    return n;
+}
+
 /* ---- fixture ---- */
 
 static void put_tokens(const char *access, const char *refresh)
@@ -1564,6 +1607,160 @@ static void test_older_snapshot_does_not_override_newer_customer_update(void **s
                         "ann@example.org,cy@example.org");
 }
 
+/* ==== several groups in one round (issue #4: burst efficiency) ==== */
+
+/* Three synced groups of four; the member ids are g-a..g-d, emails a@g.org... */
+static void three_groups_of_four(const char *groups[3])
+{
+    for (int g = 0; g < 3; g++) {
+        char id[4][32], email[4][64];
+        for (int i = 0; i < 4; i++) {
+            snprintf(id[i], sizeof id[i], "%s-%c", groups[g], 'a' + i);
+            snprintf(email[i], sizeof email[i], "%c@%s.org", 'a' + i, groups[g]);
+        }
+        send_group(groups[g], groups[g], true, 1);
+        send_members(groups[g], 2, 4, member(id[0], email[0], "A", "A", NULL),
+                     member(id[1], email[1], "B", "B", NULL), member(id[2], email[2], "C", "C", NULL),
+                     member(id[3], email[3], "D", "D", NULL));
+    }
+}
+
+static void test_burst_over_groups_shares_requests(void **state)
+{
+    (void)state;
+    char buf[1024];
+    const char *groups[3] = {"g1", "g2", "g3"};
+    three_groups_of_four(groups);
+    char list_id[3][128];
+    for (int g = 0; g < 3; g++) {
+        json_object *gs = wait_synced(groups[g]);
+        snprintf(list_id[g], sizeof list_id[g], "%s", gs_list_id(gs));
+        json_object_put(gs);
+    }
+    long long before = cc_requests(), seq = cc_log_next();
+    long long imports = cc_imports(), removes = cc_endpoint("POST /v3/activities/remove_list_memberships");
+    long long lookups = cc_endpoint("GET /v3/contacts"), polls = cc_endpoint("GET /v3/activities");
+    long long polls_by_id = cc_endpoint("GET /v3/activities/{activity_id}");
+
+    /* The burst: in each group a leaves and e joins, as separate webhooks. */
+    for (int g = 0; g < 3; g++) {
+        char id[32], email[64];
+        snprintf(id, sizeof id, "%s-a", groups[g]);
+        snprintf(email, sizeof email, "a@%s.org", groups[g]);
+        send_customer(member(id, email, "A", "A", groups_of("")), 3);
+        snprintf(id, sizeof id, "%s-e", groups[g]);
+        snprintf(email, sizeof email, "e@%s.org", groups[g]);
+        send_customer(member(id, email, "E", "E", groups_of(groups[g])), 3);
+    }
+    for (int g = 0; g < 3; g++) {
+        json_object *gs = wait_synced(groups[g]);
+        assert_counts(gs, 4, 0, 0, 0, 0, 0, 0, 4);
+        json_object_put(gs);
+        char want[256];
+        snprintf(want, sizeof want, "b@%s.org,c@%s.org,d@%s.org,e@%s.org", groups[g], groups[g],
+                 groups[g], groups[g]);
+        assert_string_equal(cc_members(list_id[g], buf, sizeof buf, NULL, 0), want);
+    }
+    /* One import per list, ONE removal for the three lists (the contact ids
+     * are known from the first sync's read-back, so no lookup), and one
+     * GET /activities reporting on all four activities. */
+    assert_int_equal(cc_imports() - imports, 3);
+    assert_int_equal(cc_endpoint("POST /v3/activities/remove_list_memberships") - removes, 1);
+    cc_remove_shapes(seq, buf, sizeof buf);
+    assert_string_equal(buf, "3>3");
+    assert_int_equal(cc_endpoint("GET /v3/contacts") - lookups, 0);
+    assert_int_equal(cc_endpoint("GET /v3/activities/{activity_id}") - polls_by_id, 0);
+    assert_int_equal(cc_endpoint("GET /v3/activities") - polls, 1);
+    assert_int_equal(cc_requests() - before, 5);
+    assert_int_equal(cc_counter("throttled"), 0);
+}
+
+static void test_member_of_two_groups_leaving_one_stays_on_the_other(void **state)
+{
+    (void)state;
+    char buf[1024];
+    /* pat is in board and staff; bob only in board; sue only in staff. */
+    send_group("board", "Board", true, 1);
+    send_group("staff", "Staff", true, 1);
+    send_members("board", 2, 2, member("pat", "pat@example.org", "Pat", "Poe", NULL),
+                 member("bob", "bob@example.org", "Bob", "Ray", NULL));
+    send_members("staff", 2, 2, member("pat", "pat@example.org", "Pat", "Poe", NULL),
+                 member("sue", "sue@example.org", "Sue", "Sim", NULL));
+    json_object *gs = wait_synced("board");
+    char board[128], staff[128];
+    snprintf(board, sizeof board, "%s", gs_list_id(gs));
+    json_object_put(gs);
+    gs = wait_synced("staff");
+    snprintf(staff, sizeof staff, "%s", gs_list_id(gs));
+    json_object_put(gs);
+    long long seq = cc_log_next(), imports = cc_imports();
+
+    /* In one burst pat leaves board (stays in staff) and sue leaves staff. One
+     * request for both lists would take pat off staff too: two are needed. */
+    send_customer(member("pat", "pat@example.org", "Pat", "Poe", groups_of("staff")), 3);
+    send_customer(member("sue", "sue@example.org", "Sue", "Sim", groups_of("")), 3);
+    gs = wait_synced("board");
+    assert_counts(gs, 1, 0, 0, 0, 0, 0, 0, 1);
+    json_object_put(gs);
+    gs = wait_synced("staff");
+    assert_counts(gs, 1, 0, 0, 0, 0, 0, 0, 1);
+    json_object_put(gs);
+    assert_string_equal(cc_members(board, buf, sizeof buf, NULL, 0), "bob@example.org");
+    assert_string_equal(cc_members(staff, buf, sizeof buf, NULL, 0), "pat@example.org");
+    cc_remove_shapes(seq, buf, sizeof buf);
+    assert_string_equal(buf, "1>1,1>1");
+    assert_int_equal(cc_imports(), imports); /* pat was never off staff: no re-import */
+
+    /* Later pat leaves staff too and bob leaves board: nothing stays, so one
+     * request takes both off both lists. */
+    seq = cc_log_next();
+    send_customer(member("pat", "pat@example.org", "Pat", "Poe", groups_of("")), 4);
+    send_customer(member("bob", "bob@example.org", "Bob", "Ray", groups_of("")), 4);
+    json_object_put(wait_synced("board"));
+    json_object_put(wait_synced("staff"));
+    assert_string_equal(cc_members(board, buf, sizeof buf, NULL, 0), "");
+    assert_string_equal(cc_members(staff, buf, sizeof buf, NULL, 0), "");
+    cc_remove_shapes(seq, buf, sizeof buf);
+    assert_string_equal(buf, "2>2");
+}
+
+static void test_merged_removal_with_lost_answer_is_recovered_in_every_group(void **state)
+{
+    (void)state;
+    char buf[1024];
+    const char *groups[3] = {"g1", "g2", "g3"};
+    three_groups_of_four(groups);
+    char list_id[3][128];
+    for (int g = 0; g < 3; g++) {
+        json_object *gs = wait_synced(groups[g]);
+        snprintf(list_id[g], sizeof list_id[g], "%s", gs_list_id(gs));
+        json_object_put(gs);
+    }
+    /* The merged removal's answer is lost (a 502: CC may have acted). Each
+     * group's journal holds it; each recovers and the lists end exact. */
+    sim_void("POST", "/__sim/faults",
+             "{\"mode\":\"status\",\"status\":502,\"count\":1,"
+             "\"path_prefix\":\"/v3/activities/remove_list_memberships\"}");
+    for (int g = 0; g < 3; g++) {
+        char id[32], email[64];
+        snprintf(id, sizeof id, "%s-a", groups[g]);
+        snprintf(email, sizeof email, "a@%s.org", groups[g]);
+        send_customer(member(id, email, "A", "A", groups_of("")), 3);
+    }
+    for (int g = 0; g < 3; g++) {
+        json_object *gs = wait_synced(groups[g]);
+        assert_state(gs, "synced");
+        assert_null(error_code(gs));
+        assert_counts(gs, 3, 0, 0, 0, 0, 0, 0, 3);
+        json_object_put(gs);
+        char want[256];
+        snprintf(want, sizeof want, "b@%s.org,c@%s.org,d@%s.org", groups[g], groups[g], groups[g]);
+        assert_string_equal(cc_members(list_id[g], buf, sizeof buf, NULL, 0), want);
+    }
+    assert_int_equal(cc_counter("faults"), 1);
+}
+
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1584,6 +1781,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_same_event_delivered_twice_changes_nothing, setup_fast, stop_stack),
         cmocka_unit_test_setup_teardown(test_out_of_order_events_do_not_regress, setup_fast, stop_stack),
         cmocka_unit_test_setup_teardown(test_older_snapshot_does_not_override_newer_customer_update, setup_fast, stop_stack),
+        cmocka_unit_test_setup_teardown(test_burst_over_groups_shares_requests, setup_limits, stop_stack),
+        cmocka_unit_test_setup_teardown(test_member_of_two_groups_leaving_one_stays_on_the_other, setup_fast, stop_stack),
+        cmocka_unit_test_setup_teardown(test_merged_removal_with_lost_answer_is_recovered_in_every_group, setup_fast, stop_stack),
     };
     const char *filter = getenv("TEST_FILTER");
     if (filter && *filter)
