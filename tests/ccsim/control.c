@@ -357,6 +357,9 @@ void control_handle(struct sim_req *q, struct sim_resp *r)
         }
     }
     q->json = body; /* freed by the caller */
+    /* Activities complete with time, not when someone asks: a list whose delete
+     * activity has run is gone from the dump even if no /v3 request came since. */
+    sim_activities_settle();
     char id[64];
     if (post && strcmp(p, "/reset") == 0) {
         sim_state_reset();

@@ -2077,6 +2077,114 @@ static void test_second_sigkill_during_recovery_still_one_import(void **state)
     assert_no_overlapping_changes();
 }
 
+static void test_second_sigkill_while_recovery_waits_for_the_recorded_import(void **state)
+{
+    (void)state;
+    const int n = 120;
+    /* 1. Killed once CC has accepted the import and ccsyncd asks about its
+     * activity (4 s long): the journal names the activity. */
+    sim_void("POST", "/__sim/config", "{\"activity_ms\":4000}");
+    first_sync_starts("W", "Crash Waiting", "w", n);
+    wait_answered("POST", IMPORT_PATH, 1, WAIT_MS);
+    long long polls = cc_activity_polls();
+    long deadline = now_ms() + WAIT_MS;
+    while (cc_activity_polls() <= polls) {
+        if (now_ms() > deadline)
+            fail_msg("ccsyncd did not ask CC about its import within %d ms", WAIT_MS);
+        sleep_ms(2);
+    }
+    kill_ccsyncd(0);
+    assert_journal("W", "import", NULL, true);
+
+    /* 2. Killed again while the next process waits for that activity: its first
+     * poll of it is delayed 1.5 s, and it dies with the poll in flight. */
+    sim_delay("GET /v3/activities/{activity_id}", 1500, 1);
+    sim_delay("GET /v3/activities", 1500, 1);
+    polls = cc_activity_polls();
+    restart_after_kill("W");
+    deadline = now_ms() + WAIT_MS;
+    while (cc_activity_polls() <= polls) {
+        if (now_ms() > deadline)
+            fail_msg("the restarted ccsyncd did not ask CC about the import within %d ms", WAIT_MS);
+        sleep_ms(2);
+    }
+    kill_ccsyncd(0);
+    assert_journal("W", "import", NULL, true);
+    assert_true(cc_counter("activities_queued") >= 1); /* still running at the second kill */
+    sim_void("DELETE", "/__sim/delays", NULL);
+    sim_void("POST", "/__sim/config", "{\"activity_ms\":300}");
+
+    /* 3. The third process recovers; a member joins and one leaves meanwhile. */
+    restart_after_kill("W");
+    send_gen_member_at(0, "W", "w", n, true, 4);
+    send_gen_member_at(0, "W", "w", 0, false, 4);
+    json_object_put(wait_settled("W", WAIT_MS));
+
+    assert_group_exact("W", "Crash Waiting", "w", n, 1, true);
+    struct accepted lists, imports;
+    accepted_read("POST", "/v3/contact_lists", &lists);
+    accepted_read("POST", IMPORT_PATH, &imports);
+    assert_int_equal(lists.ok, 1);
+    assert_no_pair_twice(&imports);
+    assert_int_equal(imports.ok, 2); /* the snapshot once, the joiner */
+    assert_int_equal(imports.pairs.n, (size_t)(n - gen_no_email(0, n) - gen_invalid(0, n) + 1));
+    strv_free(&lists.pairs);
+    strv_free(&imports.pairs);
+    assert_no_overlapping_changes();
+}
+
+/* The actions of group g's audit entries, oldest first, comma-separated. */
+static const char *audit_actions(const char *g, char *out, size_t size)
+{
+    struct reply r = api("GET", "/v1/associations/" ASSOC "/audit?limit=1000", NULL);
+    assert_int_equal(r.status, 200);
+    json_object *entries = jget(r.json, "entries");
+    out[0] = '\0';
+    size_t len = 0;
+    for (size_t i = json_object_array_length(entries); i-- > 0;) {
+        json_object *e = json_object_array_get_idx(entries, i);
+        if (jstr(e, "group_id") && strcmp(jstr(e, "group_id"), g) == 0)
+            len += (size_t)snprintf(out + len, size - len, "%s%s", len ? "," : "", jstr(e, "action"));
+    }
+    reply_free(&r);
+    return out;
+}
+
+static void test_sigkill_while_list_delete_in_flight_list_deleted_once(void **state)
+{
+    (void)state;
+    const int n = 20;
+    first_sync_starts("X", "Crash Delete", "x", n);
+    json_object_put(wait_settled("X", WAIT_MS));
+
+    /* Sync is turned off; ccsim deletes the list 2 s after the request came,
+     * when ccsyncd is dead (the audit entry is not written yet). */
+    sim_delay("DELETE /v3/contact_lists/{list_id}", 2000, 1);
+    send_group_at(0, "X", "Crash Delete", false, 5);
+    wait_endpoint("DELETE /v3/contact_lists/{list_id}", 1, WAIT_MS);
+    kill_ccsyncd(0);
+    wait_answered("DELETE", "/v3/contact_lists/", 1, WAIT_MS);
+    restart_after_kill("X");
+    json_object *gs = wait_settled("X", WAIT_MS);
+    const char *st = jstr(gs, "state");
+    if (!st || strcmp(st, "disabled") != 0)
+        fail_msg("group after the restart: %s", json_object_to_json_string(gs));
+    json_object_put(gs);
+
+    json_object *sim_state = sim("GET", "/__sim/state", NULL);
+    char names[512];
+    assert_string_equal(cc_list_names(sim_state, names, sizeof names), "");
+    json_object_put(sim_state);
+    char actions[512];
+    assert_string_equal(audit_actions("X", actions, sizeof actions),
+                        "sync_enabled,list_created,sync_disabled,list_deleted");
+    struct accepted lists;
+    accepted_read("POST", "/v3/contact_lists", &lists);
+    assert_int_equal(lists.ok, 1); /* never recreated */
+    strv_free(&lists.pairs);
+    assert_no_overlapping_changes();
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -2094,6 +2202,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_sigkill_while_list_create_in_flight_adopts_the_list, setup_crash, stop_stack),
         cmocka_unit_test_setup_teardown(test_sigkill_while_removal_in_flight_and_while_its_activity_runs, setup_crash, stop_stack),
         cmocka_unit_test_setup_teardown(test_second_sigkill_during_recovery_still_one_import, setup_crash, stop_stack),
+        cmocka_unit_test_setup_teardown(test_second_sigkill_while_recovery_waits_for_the_recorded_import, setup_crash, stop_stack),
+        cmocka_unit_test_setup_teardown(test_sigkill_while_list_delete_in_flight_list_deleted_once, setup_crash, stop_stack),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
