@@ -1771,10 +1771,11 @@ static void expect_members(const char *prefix, int n, int gone, bool joined, str
     }
 }
 
-/* The group is synced and its one list (named name) holds exactly members
- * [gone, n) of prefix, plus n when joined. */
-static void assert_group_exact(const char *g, const char *name_want, const char *prefix, int n,
-                               int gone, bool joined)
+/* The group is synced and its list (named name_want) holds exactly members
+ * [gone, n) of prefix, plus n when joined; the account's active lists are
+ * all_lists (sorted, comma-separated; NULL: that one list). */
+static void assert_group_exact_among(const char *g, const char *name_want, const char *all_lists,
+                                     const char *prefix, int n, int gone, bool joined)
 {
     long status;
     json_object *gs = get_group(g, &status);
@@ -1790,10 +1791,16 @@ static void assert_group_exact(const char *g, const char *name_want, const char 
     assert_string_equal(name, name_want);
     json_object *st = sim("GET", "/__sim/state", NULL);
     char names[512];
-    assert_string_equal(cc_list_names(st, names, sizeof names), name_want);
+    assert_string_equal(cc_list_names(st, names, sizeof names), all_lists ? all_lists : name_want);
     assert_list_exact(st, list_id, &want);
     strv_free(&want);
     json_object_put(st);
+}
+
+static void assert_group_exact(const char *g, const char *name_want, const char *prefix, int n,
+                               int gone, bool joined)
+{
+    assert_group_exact_among(g, name_want, NULL, prefix, n, gone, joined);
 }
 
 /*
@@ -2133,6 +2140,105 @@ static void test_second_sigkill_while_recovery_waits_for_the_recorded_import(voi
     assert_no_overlapping_changes();
 }
 
+/*
+ * Two groups with the same members; two members leave both. One removal names
+ * both lists (removals are merged across the groups of a round) and is in
+ * flight when ccsyncd dies. The next process recovers both groups: each
+ * contact leaves each list once, nothing is sent again.
+ */
+static void test_sigkill_while_a_removal_for_two_lists_is_in_flight(void **state)
+{
+    (void)state;
+    const int n = 30;
+    const char *groups[] = {"M1", "M2"};
+    for (int g = 0; g < 2; g++) {
+        char *data = gen_members_data(groups[g], "mm", 0, n);
+        send_event("group.members", data, 2);
+        free(data);
+    }
+    send_group_at(0, "M1", "Merged One", true, 3);
+    send_group_at(0, "M2", "Merged Two", true, 3);
+    json_object_put(wait_settled_n(groups, 2, WAIT_MS, NULL));
+
+    sim_delay("POST " REMOVE_PATH, 2000, 1);
+    send_gen_member_at(0, "M1", "mm", 0, false, 4); /* "Groups": [] leaves both */
+    send_gen_member_at(0, "M1", "mm", 1, false, 4);
+    wait_endpoint("POST " REMOVE_PATH, 1, WAIT_MS);
+    kill_ccsyncd(0);
+    wait_answered("POST", REMOVE_PATH, 1, WAIT_MS);
+    struct accepted removes;
+    accepted_read("POST", REMOVE_PATH, &removes);
+    fprintf(stderr, "test_resilience: the removal in flight at the kill: %zu (list, contact) pairs\n",
+            removes.pairs.n);
+    strv_free(&removes.pairs);
+    assert_journal("M1", "remove", NULL, false);
+    assert_journal("M2", "remove", NULL, false);
+    restart_after_kill("M1");
+    json_object_put(wait_settled_n(groups, 2, WAIT_MS, NULL));
+
+    assert_group_exact_among("M1", "Merged One", "Merged One,Merged Two", "mm", n, 2, false);
+    assert_group_exact_among("M2", "Merged Two", "Merged One,Merged Two", "mm", n, 2, false);
+    struct accepted lists, imports;
+    accepted_read("POST", "/v3/contact_lists", &lists);
+    accepted_read("POST", IMPORT_PATH, &imports);
+    accepted_read("POST", REMOVE_PATH, &removes);
+    assert_int_equal(lists.ok, 2);
+    assert_int_equal(imports.ok, 2); /* one per list */
+    assert_no_pair_twice(&imports);
+    assert_no_pair_twice(&removes);
+    assert_int_equal(removes.pairs.n, 4); /* 2 contacts x 2 lists, once each */
+    strv_free(&lists.pairs);
+    strv_free(&imports.pairs);
+    strv_free(&removes.pairs);
+    assert_no_overlapping_changes();
+}
+
+/*
+ * Two groups' first syncs: ccsim takes 2 s to answer each import. ccsyncd dies
+ * when the second import has arrived (the first answered, its activity maybe
+ * written down; the second in flight). Both land; the next process recovers
+ * both lists without importing again.
+ */
+static void test_sigkill_between_two_groups_imports(void **state)
+{
+    (void)state;
+    const int n = 40;
+    const char *groups[] = {"I1", "I2"};
+    const char *prefix[] = {"ia", "ib"};
+    sim_delay("POST " IMPORT_PATH, 2000, 2);
+    for (int g = 0; g < 2; g++) {
+        char *data = gen_members_data(groups[g], prefix[g], 0, n);
+        send_event("group.members", data, 2);
+        free(data);
+    }
+    long deadline = now_ms() + WAIT_MS;
+    while (queue_pending() != 0) {
+        if (now_ms() > deadline)
+            fail_msg("the snapshots were not folded");
+        sleep_ms(20);
+    }
+    send_group_at(0, "I1", "Imports One", true, 3);
+    send_group_at(0, "I2", "Imports Two", true, 3);
+    wait_endpoint("POST " IMPORT_PATH, 2, WAIT_MS);
+    kill_ccsyncd(0);
+    wait_answered("POST", IMPORT_PATH, 2, WAIT_MS);
+    restart_after_kill(groups[0]);
+    json_object_put(wait_settled_n(groups, 2, WAIT_MS, NULL));
+
+    assert_group_exact_among("I1", "Imports One", "Imports One,Imports Two", "ia", n, 0, false);
+    assert_group_exact_among("I2", "Imports Two", "Imports One,Imports Two", "ib", n, 0, false);
+    struct accepted lists, imports;
+    accepted_read("POST", "/v3/contact_lists", &lists);
+    accepted_read("POST", IMPORT_PATH, &imports);
+    assert_int_equal(lists.ok, 2);
+    assert_no_pair_twice(&imports);
+    assert_int_equal(imports.ok, 2); /* one per list, never again after the crash */
+    assert_int_equal(imports.pairs.n, (size_t)(2 * (n - gen_no_email(0, n) - gen_invalid(0, n))));
+    strv_free(&lists.pairs);
+    strv_free(&imports.pairs);
+    assert_no_overlapping_changes();
+}
+
 /* The actions of group g's audit entries, oldest first, comma-separated. */
 static const char *audit_actions(const char *g, char *out, size_t size)
 {
@@ -2204,6 +2310,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_second_sigkill_during_recovery_still_one_import, setup_crash, stop_stack),
         cmocka_unit_test_setup_teardown(test_second_sigkill_while_recovery_waits_for_the_recorded_import, setup_crash, stop_stack),
         cmocka_unit_test_setup_teardown(test_sigkill_while_list_delete_in_flight_list_deleted_once, setup_crash, stop_stack),
+        cmocka_unit_test_setup_teardown(test_sigkill_while_a_removal_for_two_lists_is_in_flight, setup_crash, stop_stack),
+        cmocka_unit_test_setup_teardown(test_sigkill_between_two_groups_imports, setup_crash, stop_stack),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
