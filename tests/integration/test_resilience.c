@@ -16,8 +16,16 @@
  *      removed once)
  *   h) SIGKILL while a list create is in flight (ccsim creates it after the
  *      death: adopted, not "NAME - 1"); while a removal is in flight, and while
- *      an accepted removal's activity runs; while an import is in flight and
- *      again while the next process recovers (reads the list back)
+ *      an accepted removal's activity runs; while one removal for two groups'
+ *      lists is in flight; between two groups' imports; while a list delete is
+ *      in flight; while an import is in flight and again while the next
+ *      process recovers (reads the list back); once an import is accepted and
+ *      again while the next process waits for its activity. A process killed
+ *      holding a group's lease keeps it from a live second process until the
+ *      lease expires, then the live one finishes the group.
+ *
+ * A test that shows a bug not fixed yet says KNOWN BUG in its comment and is
+ * skipped unless CCSYNC_TEST_KNOWN_BUGS=1.
  *
  * "Exact" is asserted the same way everywhere: once the events are folded and
  * the group is settled, the group's CC list (ccsim's state dump) holds precisely
@@ -2239,6 +2247,18 @@ static void test_sigkill_between_two_groups_imports(void **state)
     assert_no_overlapping_changes();
 }
 
+/* Tests of crash points that show a bug not fixed yet run only with
+ * CCSYNC_TEST_KNOWN_BUGS=1 (they fail until the bug is fixed); else skipped. */
+static bool known_bugs_skipped(const char *bug)
+{
+    const char *v = getenv("CCSYNC_TEST_KNOWN_BUGS");
+    if (v && strcmp(v, "1") == 0)
+        return false;
+    fprintf(stderr, "test_resilience: KNOWN BUG, skipped (CCSYNC_TEST_KNOWN_BUGS=1 runs it): %s\n",
+            bug);
+    return true;
+}
+
 /* The actions of group g's audit entries, oldest first, comma-separated. */
 static const char *audit_actions(const char *g, char *out, size_t size)
 {
@@ -2291,6 +2311,63 @@ static void test_sigkill_while_list_delete_in_flight_list_deleted_once(void **st
     assert_no_overlapping_changes();
 }
 
+/*
+ * KNOWN BUG (service/sync.c, delete_list): a list delete is sent without a
+ * journal, so a process that dies with the DELETE in flight leaves the group
+ * linked to the list CC then deletes. Sync is turned off, ccsyncd dies with
+ * the DELETE in flight, sync is turned back on: the next process finds sync on
+ * and the old list_id, plans nothing (its applied state still says everyone is
+ * on the list) and shows "synced" with a list that no longer exists; no new
+ * list is made. Expected: the list deleted once, a new list with the members,
+ * state synced, no error.
+ */
+static void test_sigkill_while_list_delete_in_flight_then_sync_on_again_makes_a_new_list(
+    void **state)
+{
+    (void)state;
+    if (known_bugs_skipped("delete_list sends DELETE without a journal; see this test's comment"))
+        skip();
+    const int n = 20;
+    first_sync_starts("Y", "Crash Toggle", "y", n);
+    json_object_put(wait_settled("Y", WAIT_MS));
+
+    sim_delay("DELETE /v3/contact_lists/{list_id}", 3000, 1);
+    send_group_at(0, "Y", "Crash Toggle", false, 5);
+    wait_endpoint("DELETE /v3/contact_lists/{list_id}", 1, WAIT_MS);
+    send_group_at(0, "Y", "Crash Toggle", true, 6);
+    long deadline = now_ms() + WAIT_MS;
+    while (queue_pending() != 0) {
+        if (now_ms() > deadline)
+            fail_msg("the toggle was not folded");
+        sleep_ms(20);
+    }
+    kill_ccsyncd(0);
+    wait_answered("DELETE", "/v3/contact_lists/", 1, WAIT_MS);
+    restart_after_kill("Y");
+    json_object *gs = wait_settled("Y", WAIT_MS);
+
+    /* The new list is "Crash Toggle", or "Crash Toggle - 1" if the old one's
+     * name was not free yet (its delete activity still running). */
+    assert_state(gs, "synced");
+    char list_id[128], name[128];
+    gs_list(gs, list_id, name, sizeof list_id);
+    json_object_put(gs);
+    json_object *st = sim("GET", "/__sim/state", NULL);
+    char names[512];
+    cc_list_names(st, names, sizeof names);
+    if (strcmp(names, name) != 0 ||
+        (strcmp(name, "Crash Toggle") != 0 && strcmp(name, "Crash Toggle - 1") != 0))
+        fail_msg("group Y shows list \"%s\" (%s); CC's active lists: \"%s\"", name, list_id,
+                 names);
+    json_object_put(st);
+    assert_group_exact("Y", name, "y", n, 0, false);
+    struct accepted lists;
+    accepted_read("POST", "/v3/contact_lists", &lists);
+    assert_int_equal(lists.ok, 2); /* the first list, deleted; the new one */
+    strv_free(&lists.pairs);
+    assert_no_overlapping_changes();
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -2312,6 +2389,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_sigkill_while_list_delete_in_flight_list_deleted_once, setup_crash, stop_stack),
         cmocka_unit_test_setup_teardown(test_sigkill_while_a_removal_for_two_lists_is_in_flight, setup_crash, stop_stack),
         cmocka_unit_test_setup_teardown(test_sigkill_between_two_groups_imports, setup_crash, stop_stack),
+        cmocka_unit_test_setup_teardown(test_sigkill_while_list_delete_in_flight_then_sync_on_again_makes_a_new_list, setup_crash, stop_stack),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
