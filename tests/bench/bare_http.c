@@ -6,11 +6,17 @@
  * this (signature check, JSON validation, the Redis round trip) shows as the gap
  * between the two in tests/bench/run.sh.
  *
- *   bare_http PORT [THREADS]     THREADS defaults to the number of online cores
+ * With "hop", each request is also suspended and handed to a second thread,
+ * which resumes it at once, as ccsyncd hands a webhook to the thread that talks
+ * to Redis: the cost of libmicrohttpd's suspend/resume alone, without any work.
+ *
+ *   bare_http PORT [THREADS [hop]]   THREADS defaults to the number of online cores
  *
  * Prints "listening on PORT" once it accepts; runs until SIGTERM or SIGINT.
  */
 #include <arpa/inet.h>
+#include <pthread.h>
+#include <stdbool.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
 #include <signal.h>
@@ -29,6 +35,36 @@ static void on_signal(int sig)
 
 static const char answer[] = "{\"status\":\"ok\"}";
 
+/* "hop": suspended connections wait here for the resumer thread. */
+struct waiting {
+    struct MHD_Connection *conn;
+    struct waiting *next;
+};
+static bool hop;
+static pthread_mutex_t hop_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t hop_wake = PTHREAD_COND_INITIALIZER;
+static struct waiting *hop_head;
+
+static void *resumer_main(void *arg)
+{
+    (void)arg;
+    for (;;) {
+        pthread_mutex_lock(&hop_lock);
+        while (!hop_head)
+            pthread_cond_wait(&hop_wake, &hop_lock);
+        struct waiting *w = hop_head;
+        hop_head = NULL;
+        pthread_mutex_unlock(&hop_lock);
+        while (w) {
+            struct waiting *next = w->next;
+            MHD_resume_connection(w->conn);
+            free(w);
+            w = next;
+        }
+    }
+    return NULL;
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
                                   const char *method, const char *version, const char *upload_data,
                                   size_t *upload_data_size, void **con_cls)
@@ -41,6 +77,20 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     }
     if (*upload_data_size) {
         *upload_data_size = 0;
+        return MHD_YES;
+    }
+    if (hop && *con_cls == conn) {
+        struct waiting *w = malloc(sizeof *w);
+        if (!w)
+            return MHD_NO;
+        *con_cls = (void *)answer; /* resumed once: answer on the next call */
+        w->conn = conn;
+        MHD_suspend_connection(conn);
+        pthread_mutex_lock(&hop_lock);
+        w->next = hop_head;
+        hop_head = w;
+        pthread_cond_signal(&hop_wake);
+        pthread_mutex_unlock(&hop_lock);
         return MHD_YES;
     }
     /* A fresh response per request, as ccsyncd builds one (its cost belongs to both). */
@@ -58,13 +108,19 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 int main(int argc, char **argv)
 {
     if (argc < 2) {
-        fprintf(stderr, "usage: %s PORT [THREADS]\n", argv[0]);
+        fprintf(stderr, "usage: %s PORT [THREADS [hop]]\n", argv[0]);
         return 2;
     }
     int port = atoi(argv[1]);
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
     unsigned int threads =
-        argc > 2 ? (unsigned int)atoi(argv[2]) : (unsigned int)(cores > 0 ? cores : 1);
+        argc > 2 && atoi(argv[2]) > 0 ? (unsigned int)atoi(argv[2]) : (unsigned int)(cores > 0 ? cores : 1);
+    hop = argc > 3 && strcmp(argv[3], "hop") == 0;
+    pthread_t resumer;
+    if (hop && pthread_create(&resumer, NULL, resumer_main, NULL) != 0) {
+        fprintf(stderr, "bare_http: cannot start the resumer thread\n");
+        return 1;
+    }
 
     struct sockaddr_in addr;
     memset(&addr, 0, sizeof addr);
@@ -87,7 +143,7 @@ int main(int argc, char **argv)
     sa.sa_handler = on_signal;
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
-    printf("listening on %d (%u threads)\n", port, threads);
+    printf("listening on %d (%u threads%s)\n", port, threads, hop ? ", suspend/resume hop" : "");
     fflush(stdout);
     while (!stop)
         pause();

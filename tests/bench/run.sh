@@ -189,10 +189,32 @@ ingest() {
     wait_port "$bare_port" || broken "bare_http did not start"
     run_logged gen-bare "$BUILD/bench/gen_webhooks" "$SECRET" bench "127.0.0.1:$bare_port" \
         $((60000 * SECS)) "$WRK_THREADS" "$OUT/req-bare"
+    local c0 c1
+    c0=$(cpu_ticks "$bare_pid")
     run_logged wrk-bare "${WRK[@]}" -s tests/bench/webhooks.lua "http://127.0.0.1:$bare_port/" \
         -- "$OUT/req-bare" bare
+    c1=$(cpu_ticks "$bare_pid")
+    echo "cpu_s=$(awk -v a="$c0" -v b="$c1" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.1f", (b - a) / hz }')" >"$OUT/bare.facts"
     rm -f "$OUT"/req-bare.*
     run_logged wrk-get "${WRK[@]}" -s tests/bench/webhooks.lua "http://127.0.0.1:$bare_port/" -- - get
+    cleanup
+
+    # The same bare server, each request also suspended and resumed by a second
+    # thread (the hand-off ccsyncd makes to its Redis thread), doing no work.
+    bare_port=$(free_port)
+    CMDS+=("$BUILD/bench/bare_http $bare_port 0 hop")
+    "$BUILD/bench/bare_http" "$bare_port" 0 hop >"$OUT/bare_hop.log" 2>&1 &
+    bare_pid=$!
+    pids+=("$bare_pid")
+    wait_port "$bare_port" || broken "bare_http hop did not start"
+    run_logged gen-hop "$BUILD/bench/gen_webhooks" "$SECRET" bench "127.0.0.1:$bare_port" \
+        $((60000 * SECS)) "$WRK_THREADS" "$OUT/req-hop"
+    c0=$(cpu_ticks "$bare_pid")
+    run_logged wrk-hop "${WRK[@]}" -s tests/bench/webhooks.lua "http://127.0.0.1:$bare_port/" \
+        -- "$OUT/req-hop" hop
+    c1=$(cpu_ticks "$bare_pid")
+    echo "cpu_s=$(awk -v a="$c0" -v b="$c1" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.1f", (b - a) / hz }')" >"$OUT/hop.facts"
+    rm -f "$OUT"/req-hop.*
     cleanup
     local bare_rps
     bare_rps=$(field "$OUT/wrk-bare.txt" rps)
@@ -241,6 +263,7 @@ ingest() {
     }
     row "bare libmicrohttpd, GET / (reference)" "$OUT/wrk-get.txt"
     row "**bare libmicrohttpd, the signed POSTs → 200 (ceiling)**" "$OUT/wrk-bare.txt"
+    row "bare libmicrohttpd + suspend/resume by a second thread, no work" "$OUT/wrk-hop.txt"
     row "**ccsyncd: verify, validate, dedup + XADD, flat out**" "$OUT/wrk-ccsync.txt"
     row "**ccsyncd, paced at half the ceiling ($half/s asked)**" "$OUT/wrk-paced.txt"
     row "ccsyncd ingest-only (CCSYNC_WORKERS=0), flat out" "$OUT/wrk-alone.txt"
@@ -258,6 +281,18 @@ ingest() {
             "$(fact $r queued) | $(fact $r added) | $(fact $r duplicates) | $(($(fact $r rss_kib) / 1024)) MiB |" \
             "$(($(fact $r hwm_kib) / 1024)) MiB | $(fact $r cpu_s) s | $(fact $r redis_cpu_s) s | $(fact $r backlog) |"
     done
+    echo
+    us() { # facts-name wrk-file : CPU µs per answered request
+        awk -v c="$(fact "$1" cpu_s)" -v n="$(field "$2" requests)" 'BEGIN { if (n > 0) printf "%.0f", 1e6 * c / n; else print "-" }'
+    }
+    rus() { # facts-name wrk-file : Redis CPU µs per answered request
+        awk -v c="$(fact "$1" redis_cpu_s)" -v n="$(field "$2" requests)" 'BEGIN { if (n > 0) printf "%.0f", 1e6 * c / n; else print "-" }'
+    }
+    echo "CPU per answered request (process CPU time / wrk's answers; wrk itself uses the rest of the" \
+        "$(nproc) CPUs): bare server $(us bare "$OUT/wrk-bare.txt") µs; bare + suspend/resume hop" \
+        "$(us hop "$OUT/wrk-hop.txt") µs; ccsyncd ingest-only $(us alone "$OUT/wrk-alone.txt") µs + its Redis" \
+        "$(rus alone "$OUT/wrk-alone.txt") µs; ccsyncd with a folding worker $(us ccsync "$OUT/wrk-ccsync.txt") µs + its" \
+        "Redis $(rus ccsync "$OUT/wrk-ccsync.txt") µs."
     echo
     echo "Targets: ≥ 50% of bare HTTP → **$(ratio "$(field "$OUT/wrk-ccsync.txt" rps)" "$bare_rps")**;" \
         "p99 < 10 ms at that load → **$(ms "$(field "$OUT/wrk-paced.txt" p99_us)") ms** at" \
