@@ -2013,9 +2013,9 @@ static void test_sigkill_while_removal_in_flight_and_while_its_activity_runs(voi
     json_object_put(wait_settled("R", WAIT_MS));
     assert_group_exact("R", "Crash Remove", "q", n, 3, false);
 
-    /* 2. Member 3 leaves; CC accepts the removal, its activity takes 4 s, and
+    /* 2. Member 3 leaves; CC accepts the removal, its activity takes 6 s, and
      * ccsyncd dies while polling it (the activity id is in the journal). */
-    sim_void("POST", "/__sim/config", "{\"activity_ms\":4000}");
+    sim_void("POST", "/__sim/config", "{\"activity_ms\":6000}");
     send_gen_member_at(0, "R", "q", 3, false, 6);
     wait_answered("POST", REMOVE_PATH, 3, WAIT_MS);
     long long polls = cc_activity_polls();
@@ -2097,8 +2097,9 @@ static void test_second_sigkill_while_recovery_waits_for_the_recorded_import(voi
     (void)state;
     const int n = 120;
     /* 1. Killed once CC has accepted the import and ccsyncd asks about its
-     * activity (4 s long): the journal names the activity. */
-    sim_void("POST", "/__sim/config", "{\"activity_ms\":4000}");
+     * activity (8 s long, so that it still runs at the second kill even on a
+     * slow machine): the journal names the activity. */
+    sim_void("POST", "/__sim/config", "{\"activity_ms\":8000}");
     first_sync_starts("W", "Crash Waiting", "w", n);
     wait_answered("POST", IMPORT_PATH, 1, WAIT_MS);
     long long polls = cc_activity_polls();
