@@ -817,8 +817,7 @@ static int held_cmp(const void *key, const void *elem)
 
 static bool list_holds(const struct plan_round_list *l, const char *email)
 {
-    return l->n_held > 0 &&
-           bsearch(email, l->held, l->n_held, sizeof(*l->held), held_cmp) != NULL;
+    return l->n_held > 0 && bsearch(email, l->held, l->n_held, sizeof(*l->held), held_cmp) != NULL;
 }
 
 /* Whether leaver c can join batch b without breaking a contact's stay. */

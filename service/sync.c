@@ -39,6 +39,10 @@
 #include "ccsync/store.h"
 #include "ccsync/webhook.h"
 
+/* One shared read names every list of a round; one merged removal may too. */
+_Static_assert(SYNC_MAX_GROUPS <= CCAPI_CONTACTS_MAX_LISTS, "a round's lists fit one GET /contacts");
+_Static_assert(SYNC_MAX_GROUPS <= CCAPI_MAX_LIST_IDS, "a round's lists fit one removal");
+
 #define MAX_ROUNDS 8
 #define MAX_TRANSIENT_ATTEMPTS 5
 #define LIST_NAME_MAX 255
@@ -976,10 +980,10 @@ static size_t readback_page(redisContext *c, struct readback *b, size_t n,
             if (!on)
                 continue;
             const char *fn = ct->first_name, *ln = ct->last_name;
-            const struct applied_contact **hit =
-                b[k].applied.n ? bsearch(email, b[k].sorted, b[k].applied.n, sizeof *b[k].sorted,
-                                         applied_key_cmp)
-                               : NULL;
+            const struct applied_contact **hit = b[k].applied.n
+                                                     ? bsearch(email, b[k].sorted, b[k].applied.n,
+                                                               sizeof *b[k].sorted, applied_key_cmp)
+                                                     : NULL;
             if (hit) {
                 b[k].found[hit - b[k].sorted] = 1;
                 fn = (*hit)->first_name; /* what we sent stays the reference */
@@ -1071,13 +1075,12 @@ static enum call_outcome verify_list(struct run *r, struct ccapi_error *err)
     return verify_lists(&r, 1, err);
 }
 
-static const char set_cid_script[] =
-    "local v = redis.call('HGET', KEYS[1], ARGV[1])\n"
-    "if not v then return 0 end\n"
-    "local a = cjson.decode(v)\n"
-    "a[2] = ARGV[2]\n"
-    "redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(a))\n"
-    "return 1\n";
+static const char set_cid_script[] = "local v = redis.call('HGET', KEYS[1], ARGV[1])\n"
+                                     "if not v then return 0 end\n"
+                                     "local a = cjson.decode(v)\n"
+                                     "a[2] = ARGV[2]\n"
+                                     "redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(a))\n"
+                                     "return 1\n";
 
 /* ---- the list was deleted in CC ---- */
 
@@ -1268,19 +1271,20 @@ struct round_group {
     const struct applied_contact **by_cid; /* applied entries with a contact_id, by id */
     size_t n_by_cid;
     struct plan pl;
-    bool first_sync; /* nothing applied before this pass: its imports are read back */
+    bool first_sync; /* nothing applied before this pass */
     bool readback;   /* read the list back once the activities are known */
+    bool learn_ids;  /* a first sync's import finished: read the list back once synced */
 };
 
 /* An activity the round waits for. */
 struct round_activity {
     char id[CCAPI_ID_SIZE];
     bool import;
-    struct round_group *g;    /* import: its group and op */
+    struct round_group *g; /* import: its group and op */
     const struct plan_op *op;
-    size_t batch;             /* remove: its request in round.merged */
+    size_t batch; /* remove: its request in round.merged */
     bool done;
-    bool check_unsub;         /* import: CC could not add some (unsubscribed) */
+    bool check_unsub; /* import: CC could not add some (unsubscribed) */
     struct ccapi_activity act;
 };
 
@@ -1350,7 +1354,9 @@ static bool plan_group(struct round_group *g)
         r->res = SYNC_REDIS;
         return false;
     }
-    struct plan_group pg = {.id = r->group, .name = r->gs.name, .sync_enabled = true,
+    struct plan_group pg = {.id = r->group,
+                            .name = r->gs.name,
+                            .sync_enabled = true,
                             .list = {PLAN_LIST_ACTIVE, r->gs.list_id, r->gs.list_name}};
     struct plan_error perr;
     if (plan_build(&pg, g->members.members, g->members.n, g->applied.items, g->applied.n, NULL,
@@ -1579,7 +1585,9 @@ static void send_removes(struct round *rd)
                 return;
             }
         }
-        struct remove_call a = {.ids = pb->contact_ids, .n = pb->n_contact_ids, .lists = list_ids,
+        struct remove_call a = {.ids = pb->contact_ids,
+                                .n = pb->n_contact_ids,
+                                .lists = list_ids,
                                 .n_lists = pb->n_lists};
         struct ccapi_error err;
         struct run *r0 = gs[0]->r;
@@ -1633,7 +1641,8 @@ static void send_imports(struct round *rd)
             const struct plan_op *op = &g->pl.ops[i];
             if (op->type != PLAN_OP_IMPORT)
                 continue;
-            if (r->res != SYNC_DONE || r->gs.list_deleted_in_cc || r->n_acts >= ROUND_MAX_ACTIVITIES)
+            if (r->res != SYNC_DONE || r->gs.list_deleted_in_cc ||
+                r->n_acts >= ROUND_MAX_ACTIVITIES)
                 break;
             struct ccapi_import_contact *cs = calloc(op->n_contacts, sizeof *cs);
             if (!cs) {
@@ -1671,7 +1680,8 @@ static void send_imports(struct round *rd)
             }
             log_info("contacts_import_sent", LOG_STR("association", r->association),
                      LOG_STR("group", r->group), LOG_STR("list_id", r->gs.list_id),
-                     LOG_INT("contacts", (long long)op->n_contacts), LOG_STR("activity", a.activity));
+                     LOG_INT("contacts", (long long)op->n_contacts),
+                     LOG_STR("activity", a.activity));
             struct round_activity ra = {.import = true, .g = g, .op = op};
             snprintf(ra.id, sizeof ra.id, "%s", a.activity);
             if (!journal_name_last(r, a.activity))
@@ -1793,8 +1803,8 @@ static bool mark_unsubscribed(struct round_activity *ra)
     redisContext *c = r->w->redis;
     const struct plan_op *op = ra->op;
     for (size_t i = 0; i < op->n_contacts; i++) {
-        redisReply *rep = redisCommand(c, "HEXISTS %sap:%s %s", r->p, r->group,
-                                       op->contacts[i].email);
+        redisReply *rep =
+            redisCommand(c, "HEXISTS %sap:%s %s", r->p, r->group, op->contacts[i].email);
         bool present = rep && rep->type == REDIS_REPLY_INTEGER && rep->integer == 1;
         if (rep)
             freeReplyObject(rep);
@@ -1847,27 +1857,27 @@ static void settle(struct round *rd)
 {
     for (size_t i = 0; i < rd->n_acts; i++) {
         struct round_activity *ra = &rd->acts[i];
-        bool ok = ra->import ? ra->g->r->res != SYNC_DONE || import_settled(ra)
-                             : remove_settled(rd, ra);
+        bool ok =
+            ra->import ? ra->g->r->res != SYNC_DONE || import_settled(ra) : remove_settled(rd, ra);
         if (!ok) {
             for (size_t k = 0; k < rd->n_active; k++)
                 rd->active[k]->r->res = SYNC_REDIS;
             return;
         }
     }
-    /* A first sync ends by reading its list back: that confirms what CC holds
-     * and records every contact id, so later leaves need no lookup. The read
-     * costs a request per 500 contacts, as the import did. */
     struct round_group *back[SYNC_MAX_GROUPS];
     size_t n = 0;
     for (size_t i = 0; i < rd->n_acts; i++) {
         struct round_group *g = rd->acts[i].import ? rd->acts[i].g : NULL;
         if (g && g->first_sync)
-            g->readback = true;
+            g->learn_ids = true; /* see learn_ids_after_sync */
     }
-    for (size_t k = 0; k < rd->n_active; k++)
-        if (rd->active[k]->readback && rd->active[k]->r->res == SYNC_DONE)
+    for (size_t k = 0; k < rd->n_active; k++) {
+        if (rd->active[k]->readback && rd->active[k]->r->res == SYNC_DONE) {
             back[n++] = rd->active[k];
+            rd->active[k]->learn_ids = false; /* this read learns them */
+        }
+    }
     read_back(back, n);
     for (size_t i = 0; i < rd->n_acts; i++) {
         struct round_activity *ra = &rd->acts[i];
@@ -1890,6 +1900,30 @@ static void round_pass_free(struct round *rd)
     for (size_t i = 0; i < rd->n; i++)
         group_pass_free(&rd->groups[i]);
     rd->n_active = 0;
+}
+
+/*
+ * A first sync ends by reading its list back, after the group shows synced:
+ * that confirms what CC holds and records every contact id, so that later
+ * leaves need no lookup (a burst's removals then cost their merged requests
+ * only). The read costs a request per 500 contacts, as many as the import's
+ * share of the budget. The groups read back are planned once more (nothing to
+ * do, unless CC differs). Returns false when no group needed it.
+ */
+static bool learn_ids_after_sync(struct round *rd)
+{
+    struct round_group *back[SYNC_MAX_GROUPS];
+    size_t n = 0;
+    for (size_t i = 0; i < rd->n; i++) {
+        struct round_group *g = &rd->groups[i];
+        if (g->learn_ids && g->settled && g->r->res == SYNC_DONE && !g->r->gs.list_deleted_in_cc)
+            back[n++] = g;
+        g->learn_ids = false;
+    }
+    read_back(back, n);
+    for (size_t i = 0; i < n; i++)
+        back[i]->settled = false;
+    return n > 0;
 }
 
 /* A failure of the worker itself (Redis, lease, shutdown) ends the round for all. */
@@ -1946,8 +1980,14 @@ static void converge_round(struct run *const *runs, size_t n)
             if (g->pl.ops[0].type == PLAN_OP_LEARN)
                 learners[n_learn++] = g;
         }
-        if (round_broken(&rd) || rd.n_active == 0) {
+        if (round_broken(&rd)) {
             round_pass_free(&rd);
+            break;
+        }
+        if (rd.n_active == 0) {
+            round_pass_free(&rd);
+            if (learn_ids_after_sync(&rd) && !round_broken(&rd))
+                continue;
             break;
         }
         if (n_learn > 0) {

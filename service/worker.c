@@ -339,8 +339,14 @@ static void finish_group(struct sync_worker *w, const struct claimed *e, enum sy
     char again[32], later[32];
     snprintf(again, sizeof again, "%lld", (long long)(now_ms() + w->app->cfg->sync_delay_ms));
     snprintf(later, sizeof later, "%lld", (long long)(now_ms() + retry_ms));
-    const char *args[] = {FACTS_DIRTY_KEY, e->gkey, "ccsync:retrying", e->member,
-                          res == SYNC_DONE ? "done" : "retry", e->gen, again, later};
+    const char *args[] = {FACTS_DIRTY_KEY,
+                          e->gkey,
+                          "ccsync:retrying",
+                          e->member,
+                          res == SYNC_DONE ? "done" : "retry",
+                          e->gen,
+                          again,
+                          later};
     redisReply *f = script_eval(c, finish_script, 3, 8, args);
     if (f)
         freeReplyObject(f);

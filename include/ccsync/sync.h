@@ -27,7 +27,7 @@ struct redisContext;
 
 /* A lease in Redis (ccsync:lease:*), held with a token of our own. */
 struct sync_lease {
-    char key[200];
+    char key[224]; /* "ccsync:lease:" + association|group (at most 64 + 1 + 128) */
     char token[40];
 };
 

@@ -1620,7 +1620,8 @@ static void three_groups_of_four(const char *groups[3])
         }
         send_group(groups[g], groups[g], true, 1);
         send_members(groups[g], 2, 4, member(id[0], email[0], "A", "A", NULL),
-                     member(id[1], email[1], "B", "B", NULL), member(id[2], email[2], "C", "C", NULL),
+                     member(id[1], email[1], "B", "B", NULL),
+                     member(id[2], email[2], "C", "C", NULL),
                      member(id[3], email[3], "D", "D", NULL));
     }
 }
@@ -1638,7 +1639,8 @@ static void test_burst_over_groups_shares_requests(void **state)
         json_object_put(gs);
     }
     long long before = cc_requests(), seq = cc_log_next();
-    long long imports = cc_imports(), removes = cc_endpoint("POST /v3/activities/remove_list_memberships");
+    long long imports = cc_imports(),
+              removes = cc_endpoint("POST /v3/activities/remove_list_memberships");
     long long lookups = cc_endpoint("GET /v3/contacts"), polls = cc_endpoint("GET /v3/activities");
     long long polls_by_id = cc_endpoint("GET /v3/activities/{activity_id}");
 
@@ -1759,7 +1761,6 @@ static void test_merged_removal_with_lost_answer_is_recovered_in_every_group(voi
     }
     assert_int_equal(cc_counter("faults"), 1);
 }
-
 
 int main(void)
 {

@@ -1077,8 +1077,10 @@ static void test_merge_removes_of_disjoint_groups_is_one_request(void **state)
     const char *held1[] = {"c@x.org", "keep1@x.org"};
     const char *held2[] = {"d@x.org", "keep2@x.org"};
     struct plan_round_list lists[] = {{held0, 3}, {held1, 2}, {held2, 2}};
-    struct plan_leave leaves[] = {{"id-b", "b@x.org", 0}, {"id-a", "a@x.org", 0},
-                                  {"id-c", "c@x.org", 1}, {"id-d", "d@x.org", 2}};
+    struct plan_leave leaves[] = {{"id-b", "b@x.org", 0},
+                                  {"id-a", "a@x.org", 0},
+                                  {"id-c", "c@x.org", 1},
+                                  {"id-d", "d@x.org", 2}};
     struct plan_merged_removes m;
     struct plan_error err;
     assert_int_equal(plan_merge_removes(leaves, 4, lists, 3, 500, 50, &m, &err), 0);
@@ -1120,8 +1122,10 @@ static void test_merge_removes_contact_leaving_two_lists_goes_once(void **state)
     const char *held0[] = {"a@x.org"};
     const char *held1[] = {"a@x.org", "b@x.org"};
     struct plan_round_list lists[] = {{held0, 1}, {held1, 2}};
-    struct plan_leave leaves[] = {{"id-a", "a@x.org", 1}, {"id-a", "a@x.org", 0},
-                                  {"id-b", "b@x.org", 1}, {"id-a", "a@x.org", 0}};
+    struct plan_leave leaves[] = {{"id-a", "a@x.org", 1},
+                                  {"id-a", "a@x.org", 0},
+                                  {"id-b", "b@x.org", 1},
+                                  {"id-a", "a@x.org", 0}};
     struct plan_merged_removes m;
     assert_int_equal(plan_merge_removes(leaves, 4, lists, 2, 500, 50, &m, NULL), 0);
     char text[256];
@@ -1134,8 +1138,10 @@ static void test_merge_removes_respects_request_limits(void **state)
 {
     (void)state;
     struct plan_round_list lists[3] = {{NULL, 0}, {NULL, 0}, {NULL, 0}};
-    struct plan_leave leaves[5] = {{"id-1", "1@x.org", 0}, {"id-2", "2@x.org", 1},
-                                   {"id-3", "3@x.org", 2}, {"id-4", "4@x.org", 0},
+    struct plan_leave leaves[5] = {{"id-1", "1@x.org", 0},
+                                   {"id-2", "2@x.org", 1},
+                                   {"id-3", "3@x.org", 2},
+                                   {"id-4", "4@x.org", 0},
                                    {"id-5", "5@x.org", 1}};
     struct plan_merged_removes m;
     char text[256];
