@@ -22,6 +22,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 BUILD=${BUILD:-build}
 OUT=$BUILD/bench/out
+case $OUT in /*) ;; *) OUT=$(pwd)/$OUT ;; esac # redis-server needs an absolute --dir
 SECS=${BENCH_SECONDS:-10}
 CONNS=${BENCH_CONNECTIONS:-64}
 WRK_THREADS=${BENCH_WRK_THREADS:-2}
@@ -89,7 +90,7 @@ start_redis() { # name: a redis-server durable as deployed (docker/: AOF, fsync 
     mkdir -p "$OUT/redis-$1"
     CMDS+=("redis-server --port $REDIS_PORT --bind 127.0.0.1 --save '' --appendonly yes --appendfsync everysec --dir $OUT/redis-$1")
     redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly yes \
-        --appendfsync everysec --dir "$(pwd)/$OUT/redis-$1" >"$OUT/redis-$1.log" 2>&1 &
+        --appendfsync everysec --dir "$OUT/redis-$1" >"$OUT/redis-$1.log" 2>&1 &
     REDIS_PID=$!
     pids+=("$REDIS_PID")
     wait_port "$REDIS_PORT" || broken "redis-server did not start ($OUT/redis-$1.log)"
