@@ -2414,6 +2414,41 @@ static void test_sigkill_while_list_create_in_flight_never_adopts_a_list_ccsync_
     json_object_put(st);
 }
 
+/*
+ * After syncs that sent bulk requests, SIGTERM drains ccsyncd and it exits 0
+ * (§2 Shutdown). Under AddressSanitizer the exit status also says whether
+ * LeakSanitizer found leaks at exit (it makes the status 1).
+ * KNOWN BUG under ASan (service/sync.c, converge_round): the round's activity
+ * array (rd.acts, grown by round_add_activity from send_removes and
+ * send_imports) is never freed, so every round that sends an import or a
+ * removal leaks it and ccsyncd exits 1. Skipped in sanitizer builds unless
+ * CCSYNC_TEST_KNOWN_BUGS=1; runs in plain builds.
+ */
+static void test_sigterm_after_bulk_syncs_exits_0(void **state)
+{
+    (void)state;
+#if defined(__SANITIZE_ADDRESS__)
+    if (known_bugs_skipped("converge_round leaks rd.acts: ccsyncd exits 1 under LeakSanitizer"))
+        skip();
+#endif
+    const int n = 20;
+    first_sync_starts("E", "Exit Clean", "e", n);
+    json_object_put(wait_settled("E", WAIT_MS));
+    send_gen_member_at(0, "E", "e", 0, false, 4);
+    send_gen_member_at(0, "E", "e", n, true, 4);
+    json_object_put(wait_settled("E", WAIT_MS));
+    assert_group_exact("E", "Exit Clean", "e", n, 1, true);
+
+    int status = ts_kill(S.ccsyncd_pid[0], SIGTERM);
+    S.ccsyncd_pid[0] = 0;
+    char log[256];
+    log_path(log, sizeof log, "ccsyncd0");
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+        fail_msg("ccsyncd after SIGTERM: %s %d (wanted exit 0; see %s)",
+                 WIFEXITED(status) ? "exit" : "signal",
+                 WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status), log);
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -2437,6 +2472,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_sigkill_between_two_groups_imports, setup_crash, stop_stack),
         cmocka_unit_test_setup_teardown(test_sigkill_while_list_delete_in_flight_then_sync_on_again_makes_a_new_list, setup_crash, stop_stack),
         cmocka_unit_test_setup_teardown(test_sigkill_while_list_create_in_flight_never_adopts_a_list_ccsync_did_not_make, setup_crash, stop_stack),
+        cmocka_unit_test_setup_teardown(test_sigterm_after_bulk_syncs_exits_0, setup_crash, stop_stack),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
