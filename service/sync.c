@@ -2024,6 +2024,7 @@ static void converge_round(struct run *const *runs, size_t n)
             g->r->res = SYNC_RETRY;
         }
     }
+    free(rd.acts);
     free(rd.groups);
     free(rd.active);
 }
