@@ -599,6 +599,7 @@ void ccapi_list_clear(struct ccapi_list *list)
     if (list == NULL)
         return;
     free(list->name);
+    free(list->description);
     memset(list, 0, sizeof(*list));
 }
 
@@ -623,6 +624,13 @@ static int list_read(struct json_object *o, struct ccapi_list *out, struct ccapi
     }
     out->name = strdup(name);
     if (out->name == NULL) {
+        bad_response(err, "out of memory");
+        return -1;
+    }
+    const char *description = json_get_string(o, "description");
+    if (description != NULL && (out->description = strdup(description)) == NULL) {
+        free(out->name);
+        out->name = NULL;
         bad_response(err, "out of memory");
         return -1;
     }

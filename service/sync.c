@@ -21,6 +21,7 @@
 
 #include <hiredis/hiredis.h>
 #include <json-c/json.h>
+#include <openssl/rand.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -46,6 +47,7 @@ _Static_assert(SYNC_MAX_GROUPS <= CCAPI_MAX_LIST_IDS, "a round's lists fit one r
 #define MAX_ROUNDS 8
 #define MAX_TRANSIENT_ATTEMPTS 5
 #define LIST_NAME_MAX 255
+#define LIST_REF_SIZE 17 /* 16 hex digits and the NUL */
 #define ACTIVITY_WAIT_MAX_MS (15 * 60 * 1000)
 
 /* ---- small helpers ---- */
@@ -325,13 +327,14 @@ static int do_lists_page(struct sync_worker *w, void *arg, struct ccapi_error *e
 
 struct list_create_call {
     const char *name;
+    const char *description;
     struct ccapi_list list;
 };
 static int do_list_create(struct sync_worker *w, void *arg, struct ccapi_error *err)
 {
     struct list_create_call *a = arg;
     ccapi_list_clear(&a->list);
-    return ccapi_list_create(w->cc, a->name, "Kept in step with a Novi group by ccsync", &a->list, err);
+    return ccapi_list_create(w->cc, a->name, a->description, &a->list, err);
 }
 
 struct list_find_call {
@@ -799,8 +802,14 @@ static bool link_list(struct run *r, const char *list_id, const char *name)
 }
 
 /* Finds out whether a create whose answer was lost made the list. */
-static enum call_outcome recover_create(struct run *r, const char *name, bool *adopted,
-                                        struct ccapi_error *err)
+/*
+ * A create whose answer was lost: adopts the list it made, if it made one. The
+ * list is known by the reference its description carries, so a list of the
+ * same name that someone else made meanwhile is never taken for it. (A journal
+ * without a reference, from an older version, adopts by name.)
+ */
+static enum call_outcome recover_create(struct run *r, const char *name, const char *ref,
+                                        bool *adopted, struct ccapi_error *err)
 {
     struct list_find_call f = {.name = name};
     *adopted = false;
@@ -808,7 +817,8 @@ static enum call_outcome recover_create(struct run *r, const char *name, bool *a
     if (oc == CALL_OK) {
         for (size_t i = 0; i < f.page.n_lists; i++) {
             const struct ccapi_list *l = &f.page.lists[i];
-            if (!l->deleted && strcmp(l->name, name) == 0) {
+            bool ours = !ref[0] || (l->description && strstr(l->description, ref));
+            if (!l->deleted && strcmp(l->name, name) == 0 && ours) {
                 if (!link_list(r, l->list_id, l->name))
                     oc = CALL_REDIS;
                 *adopted = true;
@@ -820,6 +830,19 @@ static enum call_outcome recover_create(struct run *r, const char *name, bool *a
     return oc;
 }
 
+/* A reference unique to one create request, for its list's description. */
+static void new_create_ref(char out[LIST_REF_SIZE])
+{
+    unsigned char raw[8];
+    if (RAND_bytes(raw, sizeof raw) != 1) {
+        /* only makes the reference guessable, never reused within a run */
+        int64_t now = store_now_ns();
+        memcpy(raw, &now, sizeof raw);
+    }
+    for (size_t i = 0; i < sizeof raw; i++)
+        snprintf(out + 2 * i, 3, "%02x", raw[i]);
+}
+
 static enum sync_result create_list(struct run *r)
 {
     struct ccapi_error err = {0};
@@ -829,10 +852,12 @@ static enum sync_result create_list(struct run *r)
     if (j && json_object_object_get_ex(j, "op", &v) &&
         strcmp(json_object_get_string(v), "create") == 0 &&
         json_object_object_get_ex(j, "name", &v)) {
-        char name[LIST_NAME_MAX + 1];
+        char name[LIST_NAME_MAX + 1], ref[LIST_REF_SIZE] = "";
         snprintf(name, sizeof name, "%s", json_object_get_string(v));
+        if (json_object_object_get_ex(j, "ref", &v))
+            snprintf(ref, sizeof ref, "%s", json_object_get_string(v));
         bool adopted;
-        oc = recover_create(r, name, &adopted, &err);
+        oc = recover_create(r, name, ref, &adopted, &err);
         if (oc != CALL_OK) {
             json_object_put(j);
             return call_failed(r, oc, &err, "look up a list");
@@ -866,16 +891,21 @@ static enum sync_result create_list(struct run *r)
         candidate_name(r->gs.name[0] ? r->gs.name : r->group, n, name, sizeof name);
         if (names_has(&names, name))
             continue;
+        char ref[LIST_REF_SIZE], description[128];
+        new_create_ref(ref);
+        snprintf(description, sizeof description,
+                 "Kept in step with a Novi group by ccsync (ref %s)", ref);
         json_object *jn = json_object_new_object();
         json_object_object_add(jn, "op", json_object_new_string("create"));
         json_object_object_add(jn, "name", json_object_new_string(name));
+        json_object_object_add(jn, "ref", json_object_new_string(ref));
         bool journaled = write_journal(r, json_object_to_json_string(jn));
         json_object_put(jn);
         if (!journaled) {
             result = SYNC_REDIS;
             break;
         }
-        struct list_create_call a = {.name = name};
+        struct list_create_call a = {.name = name, .description = description};
         oc = cc_call(r->w, r->association, "list_create", false, do_list_create, &a, &err);
         if (oc == CALL_OK) {
             result = link_list(r, a.list.list_id, a.list.name) ? SYNC_DONE : SYNC_REDIS;
@@ -1130,13 +1160,9 @@ static bool flush_appends(redisContext *c, size_t n)
     return ok;
 }
 
-static enum sync_result delete_list(struct run *r, const char *why)
+/* The group's list is gone from CC (deleted by ccsync): forget it, audited. */
+static enum sync_result forget_list(struct run *r, const char *why)
 {
-    struct ccapi_error err;
-    struct list_delete_call a = {.list_id = r->gs.list_id};
-    enum call_outcome oc = cc_call(r->w, r->association, "list_delete", true, do_list_delete, &a, &err);
-    if (oc != CALL_OK && !(oc == CALL_FAILED && err.status == CCAPI_NOT_FOUND))
-        return call_failed(r, oc, &err, "delete the list");
     redisContext *c = r->w->redis;
     bool ok = facts_audit(c, r->association, r->group, "list_deleted", r->gs.list_id,
                           r->gs.list_name, why) == 0 &&
@@ -1145,8 +1171,36 @@ static enum sync_result delete_list(struct run *r, const char *why)
     log_info("list_deleted", LOG_STR("association", r->association), LOG_STR("group", r->group),
              LOG_STR("list_id", r->gs.list_id), LOG_STR("reason", why));
     r->gs.list_id[0] = '\0';
+    r->gs.journal[0] = '\0';
     return ok ? SYNC_DONE : SYNC_REDIS;
 }
+
+/* Deletes the group's list; journaled first, so that a process that dies with
+ * the DELETE in flight leaves the next one a note to find out what CC did. */
+static enum sync_result delete_list(struct run *r, const char *why)
+{
+    json_object *jn = json_object_new_object();
+    json_object_object_add(jn, "op", json_object_new_string("delete"));
+    json_object_object_add(jn, "list_id", json_object_new_string(r->gs.list_id));
+    json_object_object_add(jn, "why", json_object_new_string(why));
+    bool journaled = write_journal(r, json_object_to_json_string(jn));
+    json_object_put(jn);
+    if (!journaled)
+        return SYNC_REDIS;
+    struct ccapi_error err;
+    struct list_delete_call a = {.list_id = r->gs.list_id};
+    enum call_outcome oc = cc_call(r->w, r->association, "list_delete", true, do_list_delete, &a, &err);
+    if (oc == CALL_UNCERTAIN) {
+        r->retry_ms = 1000; /* the journal makes the next run look the list up first */
+        return SYNC_RETRY;
+    }
+    if (oc != CALL_OK && !(oc == CALL_FAILED && err.status == CCAPI_NOT_FOUND)) {
+        clear_journal(r);
+        return call_failed(r, oc, &err, "delete the list");
+    }
+    return forget_list(r, why);
+}
+
 
 /* ---- the run ---- */
 
@@ -1199,9 +1253,37 @@ static enum call_outcome wait_account_activities(struct run *r, struct ccapi_err
     }
 }
 
+/*
+ * A journaled delete whose outcome is unknown: once the account's jobs have
+ * finished, the list is either gone (the delete went through: forgotten, as
+ * after a delete) or still there (it never arrived: the journal is dropped and
+ * the group goes on from its present facts, deleting the list again if sync is
+ * still off, keeping it if sync was turned back on).
+ */
+static enum sync_result recover_delete(struct run *r, const char *why)
+{
+    struct ccapi_error err;
+    enum call_outcome oc = wait_account_activities(r, &err);
+    if (oc != CALL_OK)
+        return call_failed(r, oc, &err, "list recent activities");
+    struct list_get_call a = {.list_id = r->gs.list_id};
+    oc = cc_call(r->w, r->association, "list_get", true, do_list_get, &a, &err);
+    bool gone = (oc == CALL_FAILED && err.status == CCAPI_NOT_FOUND) || (oc == CALL_OK && a.list.deleted);
+    ccapi_list_clear(&a.list);
+    log_info("sync_recovered", LOG_STR("association", r->association), LOG_STR("group", r->group),
+             LOG_STR("journal", "delete"), LOG_STR("list_id", r->gs.list_id),
+             LOG_STR("list", gone ? "deleted" : oc == CALL_OK ? "still there" : "unknown"));
+    if (gone)
+        return forget_list(r, why);
+    if (oc != CALL_OK)
+        return call_failed(r, oc, &err, "read the list");
+    return clear_journal(r) ? SYNC_DONE : SYNC_REDIS;
+}
+
 /* A journal left by an earlier run: find out what CC did before anything else.
- * {"op":"import"|"remove","activity":id or "","activities":[id or ""...]};
- * older versions wrote no "activities" (one request in flight). */
+ * {"op":"import"|"remove","activity":id or "","activities":[id or ""...]} or
+ * {"op":"delete","list_id","why"}; older versions wrote no "activities" (one
+ * request in flight). */
 static enum sync_result recover(struct run *r)
 {
     json_object *j = json_tokener_parse(r->gs.journal);
@@ -1209,6 +1291,13 @@ static enum sync_result recover(struct run *r)
     char op[16] = ""; /* a copy: it is logged after j is released */
     if (j && json_object_object_get_ex(j, "op", &v))
         snprintf(op, sizeof op, "%s", json_object_get_string(v));
+    if (strcmp(op, "delete") == 0) {
+        char why[256] = "the list delete sent before a restart went through";
+        if (json_object_object_get_ex(j, "why", &v))
+            snprintf(why, sizeof why, "%s", json_object_get_string(v));
+        json_object_put(j);
+        return recover_delete(r, why);
+    }
     if (strcmp(op, "import") != 0 && strcmp(op, "remove") != 0) {
         json_object_put(j);
         return SYNC_DONE; /* "create" is recovered by create_list */
@@ -2245,6 +2334,7 @@ enum sync_result sync_reconcile(struct sync_worker *w, const char *association)
                 }
                 lists[n_lists] = a.page.lists[i];
                 a.page.lists[i].name = NULL; /* moved */
+                a.page.lists[i].description = NULL;
                 n_lists++;
             }
             if (a.page.next_href)

@@ -135,6 +135,7 @@ int ccapi_set_token(struct ccapi *c, const char *access_token);
 struct ccapi_list {
     char list_id[CCAPI_ID_SIZE];
     char *name;            /* owned */
+    char *description;     /* owned; NULL when absent */
     long membership_count; /* -1 when absent */
     char status[16];       /* "" when absent; "deleted", "active" when CC says */
     bool deleted;          /* status "deleted" or deleted_at present */
