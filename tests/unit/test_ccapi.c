@@ -583,7 +583,7 @@ static void test_parse_list_page_last_page_and_status(void **state)
 {
     const char *json =
         "{\"lists\":[{\"list_id\":\"a1\",\"name\":\"Board\",\"status\":\"active\","
-        "\"created_at\":\"2026-01-01T00:00:00Z\"},"
+        "\"description\":\"Kept in step (ref 00ff)\",\"created_at\":\"2026-01-01T00:00:00Z\"},"
         "{\"list_id\":\"a2\",\"name\":\"Old\",\"status\":\"deleted\",\"membership_count\":0}],"
         "\"lists_count\":2,\"_links\":{}}";
     struct ccapi_list_page page;
@@ -592,6 +592,8 @@ static void test_parse_list_page_last_page_and_status(void **state)
     assert_int_equal(page.n_lists, 2);
     assert_null(page.next_href);
     assert_false(page.lists[0].deleted);
+    assert_string_equal(page.lists[0].description, "Kept in step (ref 00ff)");
+    assert_null(page.lists[1].description);
     assert_int_equal(page.lists[0].membership_count, -1);
     assert_string_equal(page.lists[1].status, "deleted");
     assert_true(page.lists[1].deleted);
