@@ -24,9 +24,6 @@
  *      holding a group's lease keeps it from a live second process until the
  *      lease expires, then the live one finishes the group.
  *
- * A test that shows a bug not fixed yet says KNOWN BUG in its comment and is
- * skipped unless CCSYNC_TEST_KNOWN_BUGS=1.
- *
  * "Exact" is asserted the same way everywhere: once the events are folded and
  * the group is settled, the group's CC list (ccsim's state dump) holds precisely
  * the expected emails, the account holds exactly the expected lists, and the
@@ -2248,18 +2245,6 @@ static void test_sigkill_between_two_groups_imports(void **state)
     assert_no_overlapping_changes();
 }
 
-/* Tests of crash points that show a bug not fixed yet run only with
- * CCSYNC_TEST_KNOWN_BUGS=1 (they fail until the bug is fixed); else skipped. */
-static bool known_bugs_skipped(const char *bug)
-{
-    const char *v = getenv("CCSYNC_TEST_KNOWN_BUGS");
-    if (v && strcmp(v, "1") == 0)
-        return false;
-    fprintf(stderr, "test_resilience: KNOWN BUG, skipped (CCSYNC_TEST_KNOWN_BUGS=1 runs it): %s\n",
-            bug);
-    return true;
-}
-
 /* The actions of group g's audit entries, oldest first, comma-separated. */
 static const char *audit_actions(const char *g, char *out, size_t size)
 {
@@ -2313,21 +2298,17 @@ static void test_sigkill_while_list_delete_in_flight_list_deleted_once(void **st
 }
 
 /*
- * KNOWN BUG (service/sync.c, delete_list): a list delete is sent without a
- * journal, so a process that dies with the DELETE in flight leaves the group
- * linked to the list CC then deletes. Sync is turned off, ccsyncd dies with
- * the DELETE in flight, sync is turned back on: the next process finds sync on
- * and the old list_id, plans nothing (its applied state still says everyone is
- * on the list) and shows "synced" with a list that no longer exists; no new
- * list is made. Expected: the list deleted once, a new list with the members,
- * state synced, no error.
+ * Sync is turned off, ccsyncd dies with the list DELETE in flight, sync is
+ * turned back on. The delete is journaled, so the next process finds out that
+ * it went through (once the account's jobs finish, the list is gone) and makes
+ * a new list. Without the journal it found sync on and the old list_id, planned
+ * nothing (its applied state still said everyone was on the list) and showed
+ * "synced" with a list that no longer existed.
  */
 static void test_sigkill_while_list_delete_in_flight_then_sync_on_again_makes_a_new_list(
     void **state)
 {
     (void)state;
-    if (known_bugs_skipped("delete_list sends DELETE without a journal; see this test's comment"))
-        skip();
     const int n = 20;
     first_sync_starts("Y", "Crash Toggle", "y", n);
     json_object_put(wait_settled("Y", WAIT_MS));
@@ -2370,22 +2351,18 @@ static void test_sigkill_while_list_delete_in_flight_then_sync_on_again_makes_a_
 }
 
 /*
- * KNOWN BUG (service/sync.c, create_list/recover_create): after a crash with a
- * list create in flight, the next process adopts any live list that has the
- * journaled name, even one ccsync did not make. Here the create is in flight
- * when ccsyncd dies; meanwhile a CC admin makes a list of that name (with a
- * contact of their own), so ccsync's request is refused (409). The next
- * process adopts the admin's list as the group's: it puts the group's members
- * on it (and would later take the admin's contact off, or delete the whole
- * list when sync is turned off). Expected: the group gets "NAME - 1" (the
- * name is taken, §1.2), and the admin's list is left as it was.
+ * The create is in flight when ccsyncd dies; meanwhile a CC admin makes a list
+ * of that name (with a contact of their own), so ccsync's request is refused
+ * (409). The next process must not adopt the admin's list (it would put the
+ * group's members on it, take the admin's contact off, and delete the whole
+ * list when sync is turned off): a list is adopted only when its description
+ * carries the reference journaled with the create. Expected: the group gets
+ * "NAME - 1" (the name is taken, §1.2), and the admin's list is left as it was.
  */
 static void test_sigkill_while_list_create_in_flight_never_adopts_a_list_ccsync_did_not_make(
     void **state)
 {
     (void)state;
-    if (known_bugs_skipped("recover_create adopts a same-named list it did not create"))
-        skip();
     const int n = 20;
     sim_delay("POST /v3/contact_lists", 2000, 1);
     first_sync_starts("Z", "Crash Taken", "z", n);
@@ -2417,20 +2394,12 @@ static void test_sigkill_while_list_create_in_flight_never_adopts_a_list_ccsync_
 /*
  * After syncs that sent bulk requests, SIGTERM drains ccsyncd and it exits 0
  * (§2 Shutdown). Under AddressSanitizer the exit status also says whether
- * LeakSanitizer found leaks at exit (it makes the status 1).
- * KNOWN BUG under ASan (service/sync.c, converge_round): the round's activity
- * array (rd.acts, grown by round_add_activity from send_removes and
- * send_imports) is never freed, so every round that sends an import or a
- * removal leaks it and ccsyncd exits 1. Skipped in sanitizer builds unless
- * CCSYNC_TEST_KNOWN_BUGS=1; runs in plain builds.
+ * LeakSanitizer found leaks at exit (it makes the status 1): this is how a
+ * round's activity array that was never freed was found.
  */
 static void test_sigterm_after_bulk_syncs_exits_0(void **state)
 {
     (void)state;
-#if defined(__SANITIZE_ADDRESS__)
-    if (known_bugs_skipped("converge_round leaks rd.acts: ccsyncd exits 1 under LeakSanitizer"))
-        skip();
-#endif
     const int n = 20;
     first_sync_starts("E", "Exit Clean", "e", n);
     json_object_put(wait_settled("E", WAIT_MS));
