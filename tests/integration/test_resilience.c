@@ -1352,7 +1352,10 @@ static void test_thirty_percent_429_and_5xx_still_exact(void **state)
     long long faults = cc_counter("faults");
     sim_void("DELETE", "/__sim/faults", NULL);
     fprintf(stderr, "test_resilience: %lld faults in %lld CC requests\n", faults, cc_requests());
-    assert_true(faults >= 5); /* the faults did hit */
+    /* The faults did hit. ccsync sends few requests here (about 26 since
+     * rounds share them), so at a random 30% even 2 faults is not certain:
+     * fewer than 2 happens about once in a thousand runs. */
+    assert_true(faults >= 2);
 
     const int gone = waves * per_wave; /* members [gone, n + gone) remain */
     assert_state(gs, "synced");
