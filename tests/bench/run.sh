@@ -317,7 +317,7 @@ sync_efficiency() {
     echo "Each scenario on a fresh redis-server, ccsim and ccsyncd (defaults: 4 workers," \
         "CCSYNC_SYNC_DELAY_MS 1000, CCSYNC_CC_RATE_PER_SEC 4). Seconds run from the first webhook to" \
         "convergence (queue empty, GroupStatus pending_changes 0 and changes_queued false, ccsim's list" \
-        "holding exactly the expected emails); requests are ccsim's counters 3 s after convergence." \
+        "holding exactly the expected emails); requests are ccsim's counters once it has had no request for 3 s (work after convergence, such as a first sync's read-back, is counted)." \
         "The naive cost is one request per member change, which at 4 requests/s takes N/4 seconds."
     echo
     # shellcheck disable=SC2086
