@@ -1117,6 +1117,9 @@ static const char set_cid_script[] = "local v = redis.call('HGET', KEYS[1], ARGV
 static enum sync_result mark_list_deleted(struct run *r)
 {
     redisContext *c = r->w->redis;
+    /* Callers go on (prepare, the round's later requests): nothing more is sent
+     * to this list, or a 400 on it would replace this error with another. */
+    r->gs.list_deleted_in_cc = true;
     bool ok = cmd(c, "HSET %sg:%s list_state deleted_in_cc", r->p, r->group) &&
               set_error(c, r->p, r->group, "list_deleted_in_constant_contact",
                         "The Constant Contact list for this group was deleted in Constant "
@@ -1664,7 +1667,8 @@ static void send_removes(struct round *rd)
         for (size_t l = 0; l < pb->n_lists; l++) {
             gs[l] = rd->active[pb->lists[l]];
             list_ids[l] = gs[l]->r->gs.list_id;
-            go = go && gs[l]->r->res == SYNC_DONE && gs[l]->r->n_acts < ROUND_MAX_ACTIVITIES;
+            go = go && gs[l]->r->res == SYNC_DONE && !gs[l]->r->gs.list_deleted_in_cc &&
+                 gs[l]->r->n_acts < ROUND_MAX_ACTIVITIES;
         }
         if (!go)
             continue; /* planned again in the next pass */
@@ -1962,7 +1966,8 @@ static void settle(struct round *rd)
             g->learn_ids = true; /* see learn_ids_after_sync */
     }
     for (size_t k = 0; k < rd->n_active; k++) {
-        if (rd->active[k]->readback && rd->active[k]->r->res == SYNC_DONE) {
+        if (rd->active[k]->readback && rd->active[k]->r->res == SYNC_DONE &&
+            !rd->active[k]->r->gs.list_deleted_in_cc) {
             back[n++] = rd->active[k];
             rd->active[k]->learn_ids = false; /* this read learns them */
         }

@@ -1762,6 +1762,41 @@ static void test_merged_removal_with_lost_answer_is_recovered_in_every_group(voi
     assert_int_equal(cc_counter("faults"), 1);
 }
 
+/* The list was deleted in CC and a burst both removes and adds members before
+ * reconcile notices: the removal's 404 marks the group list_deleted; the
+ * import of the same pass is not sent to the gone list (CC would refuse it with
+ * a 400, and the group's error would turn into constant_contact_rejected). */
+static void test_list_deleted_in_cc_found_by_a_removal_stops_the_round(void **state)
+{
+    (void)state;
+    char path[256], actions[512];
+    BOARD_ON();
+    send_members("board", 2, 2, member("m1", "ann@example.org", "Ann", "Lee", NULL),
+                 member("m2", "bob@example.org", "Bob", "Ray", NULL));
+    json_object *gs = wait_synced("board");
+    char list_id[128];
+    snprintf(list_id, sizeof list_id, "%s", gs_list_id(gs));
+    json_object_put(gs);
+    long long imports = cc_imports();
+
+    snprintf(path, sizeof path, "/__sim/lists/%s/delete", list_id);
+    sim_void("POST", path, NULL);
+    /* One burst: ann leaves (a removal, her contact id known), cy joins (an import). */
+    send_customer(member("m1", "ann@example.org", "Ann", "Lee", groups_of("")), 3);
+    send_customer(member("m3", "cy@example.org", "Cy", "Lo", groups_of("board")), 3);
+    gs = wait_group_error("board", "list_deleted_in_constant_contact", "error");
+    json_object_put(gs);
+    sleep_ms(2000);
+    long status;
+    gs = get_group("board", &status);
+    assert_int_equal(status, 200);
+    assert_string_equal(error_code(gs), "list_deleted_in_constant_contact");
+    json_object_put(gs);
+    assert_string_equal(audit_actions("board", actions, sizeof actions),
+                        "sync_enabled,list_created,list_missing");
+    assert_int_equal(cc_imports(), imports); /* nothing imported into the gone list */
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1785,6 +1820,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_burst_over_groups_shares_requests, setup_limits, stop_stack),
         cmocka_unit_test_setup_teardown(test_member_of_two_groups_leaving_one_stays_on_the_other, setup_fast, stop_stack),
         cmocka_unit_test_setup_teardown(test_merged_removal_with_lost_answer_is_recovered_in_every_group, setup_fast, stop_stack),
+        cmocka_unit_test_setup_teardown(test_list_deleted_in_cc_found_by_a_removal_stops_the_round, setup_fast, stop_stack),
     };
     const char *filter = getenv("TEST_FILTER");
     if (filter && *filter)
