@@ -843,12 +843,14 @@ static void new_create_ref(char out[LIST_REF_SIZE])
         snprintf(out + 2 * i, 3, "%02x", raw[i]);
 }
 
-static enum sync_result create_list(struct run *r)
+/* A journaled create whose answer was lost: links the list it made, if it made
+ * one (*adopted). Nothing to do without such a journal. */
+static enum sync_result adopt_lost_create(struct run *r, bool *adopted)
 {
-    struct ccapi_error err = {0};
-    enum call_outcome oc;
+    enum sync_result res = SYNC_DONE;
     json_object *j = r->gs.journal[0] ? json_tokener_parse(r->gs.journal) : NULL;
     json_object *v;
+    *adopted = false;
     if (j && json_object_object_get_ex(j, "op", &v) &&
         strcmp(json_object_get_string(v), "create") == 0 &&
         json_object_object_get_ex(j, "name", &v)) {
@@ -856,20 +858,26 @@ static enum sync_result create_list(struct run *r)
         snprintf(name, sizeof name, "%s", json_object_get_string(v));
         if (json_object_object_get_ex(j, "ref", &v))
             snprintf(ref, sizeof ref, "%s", json_object_get_string(v));
-        bool adopted;
-        oc = recover_create(r, name, ref, &adopted, &err);
-        if (oc != CALL_OK) {
-            json_object_put(j);
-            return call_failed(r, oc, &err, "look up a list");
-        }
-        if (adopted) {
-            json_object_put(j);
+        struct ccapi_error err = {0};
+        enum call_outcome oc = recover_create(r, name, ref, adopted, &err);
+        if (oc != CALL_OK)
+            res = call_failed(r, oc, &err, "look up a list");
+        else if (*adopted)
             log_info("list_adopted", LOG_STR("association", r->association),
                      LOG_STR("group", r->group), LOG_STR("list_id", r->gs.list_id));
-            return SYNC_DONE;
-        }
     }
     json_object_put(j);
+    return res;
+}
+
+static enum sync_result create_list(struct run *r)
+{
+    struct ccapi_error err = {0};
+    enum call_outcome oc;
+    bool adopted;
+    enum sync_result adopt = adopt_lost_create(r, &adopted);
+    if (adopt != SYNC_DONE || adopted)
+        return adopt;
 
     struct name_set names = {0};
     oc = read_list_names(r, &names, &err);
@@ -2170,6 +2178,13 @@ static enum sync_result prepare(struct run *r)
             goto out;
     }
     if (r->gs.deleted || !r->gs.sync) {
+        if (r->gs.journal[0] && !r->gs.list_id[0]) {
+            /* A create whose answer was lost may have made a list: it goes too. */
+            bool adopted;
+            res = adopt_lost_create(r, &adopted);
+            if (res != SYNC_DONE)
+                goto out;
+        }
         if (r->gs.list_id[0] && !r->gs.list_deleted_in_cc) {
             res = delete_list(r, r->gs.deleted ? "the group was deleted in Novi"
                                                : "sync to Constant Contact was turned off");

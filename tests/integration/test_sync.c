@@ -1797,6 +1797,29 @@ static void test_list_deleted_in_cc_found_by_a_removal_stops_the_round(void **st
     assert_int_equal(cc_imports(), imports); /* nothing imported into the gone list */
 }
 
+/* A list create whose answer is lost (ccsyncd gives up after 30 s; ccsim makes
+ * the list a moment later), and sync is turned off before the retry: the list
+ * the lost create made is found by its reference and deleted, not left behind
+ * in CC with nobody syncing it. */
+static void test_sync_off_after_a_lost_create_deletes_the_list_it_made(void **state)
+{
+    (void)state;
+    char actions[512];
+    sim_void("POST", "/__sim/delays",
+             "{\"endpoint\":\"POST /v3/contact_lists\",\"delay_ms\":30300,\"count\":1}");
+    BOARD_ON();
+    send_members("board", 2, 1, member("m1", "ann@example.org", "Ann", "Lee", NULL));
+    sleep_ms(3000); /* the create is on its way */
+    send_group("board", "Board", false, 3);
+    wait_cc_list_names("Board"); /* the lost create lands */
+    wait_cc_list_names("");
+    json_object *gs = wait_synced("board");
+    assert_state(gs, "disabled");
+    json_object_put(gs);
+    assert_string_equal(audit_actions("board", actions, sizeof actions),
+                        "sync_enabled,sync_disabled,list_created,list_deleted");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1821,6 +1844,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_member_of_two_groups_leaving_one_stays_on_the_other, setup_fast, stop_stack),
         cmocka_unit_test_setup_teardown(test_merged_removal_with_lost_answer_is_recovered_in_every_group, setup_fast, stop_stack),
         cmocka_unit_test_setup_teardown(test_list_deleted_in_cc_found_by_a_removal_stops_the_round, setup_fast, stop_stack),
+        cmocka_unit_test_setup_teardown(test_sync_off_after_a_lost_create_deletes_the_list_it_made, setup_fast, stop_stack),
     };
     const char *filter = getenv("TEST_FILTER");
     if (filter && *filter)
