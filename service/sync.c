@@ -2205,7 +2205,13 @@ static enum sync_result prepare(struct run *r)
                 freeReplyObject(rep);
             goto out;
         }
-        bool ok = cmd(c, "HSET %sg:%s state disabled pending 0", r->p, group_id) &&
+        /* The counts describe the list: with sync off there is none, as for a
+         * group that never synced. */
+        bool ok = cmd(c,
+                      "HSET %sg:%s state disabled pending 0 c_members 0 c_no_email 0 "
+                      "c_invalid_email 0 c_duplicate_email 0 c_do_not_email 0 c_unsubscribed 0 "
+                      "c_rejected 0 c_in_list 0",
+                      r->p, group_id) &&
                   cmd(c, "HDEL %sg:%s list_id list_name list_state journal resync", r->p, group_id) &&
                   cmd(c, "DEL %sap:%s", r->p, group_id) && clear_error(c, r->p, group_id);
         res = ok ? SYNC_DONE : SYNC_REDIS;

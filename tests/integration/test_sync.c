@@ -1114,6 +1114,7 @@ static void test_toggle_off_deletes_the_list_and_audits(void **state)
     assert_null(error_code(gs));
     assert_true(json_object_is_type(jget(gs, "list"), json_type_null));
     assert_false(json_object_get_boolean(jget(gs, "sync_enabled")));
+    assert_counts(gs, 0, 0, 0, 0, 0, 0, 0, 0); /* no list, nothing counted on it */
     json_object_put(gs);
     wait_cc_list_names("");
     assert_string_equal(audit_actions("board", actions, sizeof actions),
