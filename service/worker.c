@@ -398,6 +398,14 @@ static bool sync_due_group(struct sync_worker *w, bool *worked)
             /* Another group's lease was lost, not this one's: it is due again soon. */
             finish_group(w, &due[i], SYNC_RETRY, w->app->cfg->sync_delay_ms);
             w->leases[i].key[0] = '\0';
+        } else if (results[i] == SYNC_STOPPED && release_one(w, &w->leases[i])) {
+            /* Shutdown: handed back due now, not when the claim's park ends
+             * (up to a lease later), so the next process goes on at once. */
+            redisReply *z = redisCommand(c, "ZADD " FACTS_DIRTY_KEY " XX %lld %s",
+                                         (long long)now_ms(), due[i].member);
+            if (z)
+                freeReplyObject(z);
+            w->leases[i].key[0] = '\0';
         }
     }
     for (int i = 0; i < n; i++)

@@ -2421,6 +2421,39 @@ static void test_sigterm_after_bulk_syncs_exits_0(void **state)
                  WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status), log);
 }
 
+/* Activities that run 8 s, so that a SIGTERM finds the round waiting for one. */
+static int setup_slow_activity(void **state)
+{
+    (void)state;
+    struct options o = {.sim_rate = 0, .cc_rate = 100, .activity_ms = 8000, .workers = 2};
+    return start_stack(&o);
+}
+
+/*
+ * SIGTERM while a round waits for its import's activity: the worker stops
+ * between steps and gives the group back due at once, so a ccsyncd started
+ * right after finishes it (recovering the journaled import) without first
+ * waiting out the 60 s its claim parked the group for.
+ */
+static void test_sigterm_mid_round_hands_the_group_back_at_once(void **state)
+{
+    (void)state;
+    const int n = 20;
+    first_sync_starts("T", "Term Mid Round", "t", n);
+    wait_endpoint("POST " IMPORT_PATH, 1, WAIT_MS);
+    int status = ts_kill(S.ccsyncd_pid[0], SIGTERM);
+    S.ccsyncd_pid[0] = 0;
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    assert_int_equal(start_ccsyncd(0), 0);
+    long t0 = now_ms();
+    json_object_put(wait_settled("T", WAIT_MS));
+    long took = now_ms() - t0;
+    if (took > 30000)
+        fail_msg("the group was synced %ld ms after the restart (its claim's park, not the work)",
+                 took);
+    assert_group_exact("T", "Term Mid Round", "t", n, 0, false);
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -2445,6 +2478,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_sigkill_while_list_delete_in_flight_then_sync_on_again_makes_a_new_list, setup_crash, stop_stack),
         cmocka_unit_test_setup_teardown(test_sigkill_while_list_create_in_flight_never_adopts_a_list_ccsync_did_not_make, setup_crash, stop_stack),
         cmocka_unit_test_setup_teardown(test_sigterm_after_bulk_syncs_exits_0, setup_crash, stop_stack),
+        cmocka_unit_test_setup_teardown(test_sigterm_mid_round_hands_the_group_back_at_once, setup_slow_activity, stop_stack),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
