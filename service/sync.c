@@ -2220,14 +2220,19 @@ static enum sync_result prepare(struct run *r)
     if (r->gs.resync) {
         struct ccapi_error err;
         if (r->gs.list_deleted_in_cc || !r->gs.list_id[0]) {
-            if (!cmd(c, "HDEL %sg:%s list_id list_name list_state journal", r->p, group_id) ||
+            /* A group that has no list yet keeps its journal: a lost create's,
+             * whose list create_list adopts instead of making a second one. */
+            bool drop_journal = r->gs.list_deleted_in_cc;
+            if (!cmd(c, "HDEL %sg:%s list_id list_name list_state", r->p, group_id) ||
+                (drop_journal && !cmd(c, "HDEL %sg:%s journal", r->p, group_id)) ||
                 !cmd(c, "DEL %sap:%s", r->p, group_id)) {
                 res = SYNC_REDIS;
                 goto out;
             }
             r->gs.list_id[0] = '\0';
             r->gs.list_deleted_in_cc = false;
-            r->gs.journal[0] = '\0';
+            if (drop_journal)
+                r->gs.journal[0] = '\0';
         } else {
             enum call_outcome oc = verify_list(r, &err);
             if (oc == CALL_FAILED && err.status == CCAPI_NOT_FOUND) {

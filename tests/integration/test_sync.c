@@ -1821,6 +1821,36 @@ static void test_sync_off_after_a_lost_create_deletes_the_list_it_made(void **st
                         "sync_enabled,sync_disabled,list_created,list_deleted");
 }
 
+/* A list create whose answer is lost, and an admin resyncs the group (it shows
+ * no list yet) before the retry: the list the lost create made is adopted, not
+ * left behind beside a second list "Board - 1". */
+static void test_resync_after_a_lost_create_adopts_the_list_it_made(void **state)
+{
+    (void)state;
+    char buf[1024];
+    sim_void("POST", "/__sim/delays",
+             "{\"endpoint\":\"POST /v3/contact_lists\",\"delay_ms\":30300,\"count\":1}");
+    BOARD_ON();
+    send_members("board", 2, 1, member("m1", "ann@example.org", "Ann", "Lee", NULL));
+    sleep_ms(3000); /* the create is on its way */
+    struct reply r = api("POST", "/v1/associations/" ASSOC "/groups/board/resync", NULL);
+    assert_int_equal(r.status, 202);
+    reply_free(&r);
+    wait_cc_list_names("Board"); /* the lost create lands */
+    json_object *gs = wait_synced("board");
+    long deadline = now_ms() + WAIT_MS;
+    while (strcmp(jstr(gs, "state"), "synced") != 0 && now_ms() < deadline) {
+        json_object_put(gs);
+        sleep_ms(200);
+        gs = wait_synced("board");
+    }
+    assert_state(gs, "synced");
+    assert_string_equal(gs_list_name(gs), "Board");
+    assert_string_equal(cc_members(gs_list_id(gs), buf, sizeof buf, NULL, 0), "ann@example.org");
+    json_object_put(gs);
+    assert_string_equal(cc_list_names(buf, sizeof buf), "Board");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1846,6 +1876,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_merged_removal_with_lost_answer_is_recovered_in_every_group, setup_fast, stop_stack),
         cmocka_unit_test_setup_teardown(test_list_deleted_in_cc_found_by_a_removal_stops_the_round, setup_fast, stop_stack),
         cmocka_unit_test_setup_teardown(test_sync_off_after_a_lost_create_deletes_the_list_it_made, setup_fast, stop_stack),
+        cmocka_unit_test_setup_teardown(test_resync_after_a_lost_create_adopts_the_list_it_made, setup_fast, stop_stack),
     };
     const char *filter = getenv("TEST_FILTER");
     if (filter && *filter)
