@@ -237,6 +237,37 @@ static bool load_token(struct sync_worker *w, const char *association, struct cc
     return true;
 }
 
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/*
+ * Sleeps ms (in slices, watching the stop flag) while keeping the worker's
+ * leases alive: a wait for the shared budget or a 429's Retry-After can outlast
+ * a lease, and a group whose lease lapsed could be claimed by another worker
+ * while this one still acts on it. *renewed is when they were last renewed.
+ */
+static enum call_outcome wait_renewing(struct sync_worker *w, long ms, int64_t *renewed)
+{
+    long every = w->lease_ms / 3 > 0 ? w->lease_ms / 3 : 1;
+    while (ms > 0) {
+        if (atomic_load(w->stop))
+            return CALL_STOPPED;
+        if (mono_ms() - *renewed >= every) {
+            if (!sync_lease_renew(w))
+                return w->redis->err ? CALL_REDIS : CALL_LEASE_LOST;
+            *renewed = mono_ms();
+        }
+        long slice = ms > 100 ? 100 : ms;
+        sleep_ms(slice);
+        ms -= slice;
+    }
+    return atomic_load(w->stop) ? CALL_STOPPED : CALL_OK;
+}
+
 static enum call_outcome cc_call(struct sync_worker *w, const char *association, const char *op,
                                  bool may_repeat, cc_fn fn, void *arg, struct ccapi_error *err)
 {
@@ -246,19 +277,26 @@ static enum call_outcome cc_call(struct sync_worker *w, const char *association,
         memset(err, 0, sizeof *err);
         if (!sync_lease_renew(w))
             return w->redis->err ? CALL_REDIS : CALL_LEASE_LOST;
+        int64_t renewed = mono_ms();
         if (!load_token(w, association, err)) {
             if (w->redis->err)
                 return CALL_REDIS;
             return err->status == CCAPI_UNAUTHORIZED ? CALL_FAILED : CALL_RETRY;
         }
-        int64_t wait_ns = 0;
-        enum ratelimit_result rl = ratelimit_wait(w->redis, &w->budget, association, w->stop, &wait_ns);
+        enum ratelimit_result rl;
+        for (;;) {
+            int64_t wait_ns = 0;
+            rl = ratelimit_acquire(w->redis, &w->budget, association, &wait_ns);
+            if (rl != RATELIMIT_WAIT)
+                break;
+            enum call_outcome waited = wait_renewing(w, (long)(wait_ns / 1000000) + 1, &renewed);
+            if (waited != CALL_OK)
+                return waited;
+        }
         if (rl == RATELIMIT_QUOTA) {
             err->status = CCAPI_QUOTA;
             return CALL_QUOTA;
         }
-        if (rl == RATELIMIT_STOPPED)
-            return CALL_STOPPED;
         if (rl != RATELIMIT_GRANTED)
             return CALL_REDIS;
         fn(w, arg, err);
@@ -291,10 +329,13 @@ static enum call_outcome cc_call(struct sync_worker *w, const char *association,
             ccapi_set_token(w->cc, w->token);
             continue;
         }
-        case CCAPI_THROTTLED:
-            if (!pause_ms(w, err->retry_after_s > 0 ? err->retry_after_s * 1000 : 1000))
-                return CALL_STOPPED;
+        case CCAPI_THROTTLED: {
+            enum call_outcome waited = wait_renewing(
+                w, err->retry_after_s > 0 ? err->retry_after_s * 1000 : 1000, &renewed);
+            if (waited != CALL_OK)
+                return waited;
             continue;
+        }
         case CCAPI_QUOTA:
             ratelimit_pause_until_midnight(w->redis, &w->budget, NULL);
             return CALL_QUOTA;
@@ -303,8 +344,9 @@ static enum call_outcome cc_call(struct sync_worker *w, const char *association,
                 return CALL_UNCERTAIN;
             if (++transient >= MAX_TRANSIENT_ATTEMPTS)
                 return CALL_RETRY;
-            if (!pause_ms(w, backoff_ms(transient)))
-                return CALL_STOPPED;
+            enum call_outcome waited = wait_renewing(w, backoff_ms(transient), &renewed);
+            if (waited != CALL_OK)
+                return waited;
             continue;
         default:
             return CALL_FAILED;
@@ -1717,6 +1759,11 @@ static void send_removes(struct round *rd)
             }
             continue;
         }
+        if (oc == CALL_LEASE_LOST) {
+            /* Another worker may own these groups now: their journals are its. */
+            groups_failed(gs, pb->n_lists, oc, &err, "remove contacts from the list");
+            continue;
+        }
         for (size_t l = 0; l < pb->n_lists; l++)
             if (!journal_drop_last(gs[l]->r))
                 gs[l]->r->res = SYNC_REDIS;
@@ -1768,6 +1815,10 @@ static void send_imports(struct round *rd)
             if (oc == CALL_UNCERTAIN) {
                 r->retry_ms = 1000; /* the journal makes the next run read the list back first */
                 r->res = SYNC_RETRY;
+                break;
+            }
+            if (oc == CALL_LEASE_LOST) {
+                r->res = SYNC_LEASE_LOST; /* the journal is the new owner's now */
                 break;
             }
             if (oc != CALL_OK) {
