@@ -449,7 +449,8 @@ static bool reconcile_due(struct sync_worker *w)
     freeReplyObject(r);
     if (!association[0])
         return true;
-    snprintf(member, sizeof member, "reconcile|%s", association);
+    /* no '|': it can never be a group's "association|group" lease */
+    snprintf(member, sizeof member, "reconcile:%s", association);
     if (!take_lease(w, member))
         return true;
     redisReply *z = redisCommand(c, "ZADD ccsync:reconcile XX %lld %s",
