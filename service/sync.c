@@ -2437,8 +2437,27 @@ enum sync_result sync_reconcile(struct sync_worker *w, const char *association)
         for (size_t k = 0; k < n_lists; k++)
             if (strcmp(lists[k].list_id, r.gs.list_id) == 0)
                 l = &lists[k];
-        if (!l || l->deleted) {
+        if (l && l->deleted) {
             res = mark_list_deleted(&r);
+            continue;
+        }
+        if (!l) {
+            /* Not on the pages read: deleted, or made by a round after the page
+             * was read. Asking for it by id tells which (one request, rarely);
+             * when CC does not say, the next reconcile looks again. */
+            struct ccapi_error err;
+            struct list_get_call a = {.list_id = r.gs.list_id};
+            enum call_outcome oc = cc_call(w, association, "list_get", true, do_list_get, &a, &err);
+            bool deleted = a.list.deleted;
+            ccapi_list_clear(&a.list);
+            if ((oc == CALL_FAILED && err.status == CCAPI_NOT_FOUND) || (oc == CALL_OK && deleted))
+                res = mark_list_deleted(&r);
+            else if (oc == CALL_REDIS)
+                res = SYNC_REDIS;
+            else if (oc == CALL_STOPPED)
+                res = SYNC_STOPPED;
+            else if (oc == CALL_LEASE_LOST)
+                res = SYNC_LEASE_LOST;
             continue;
         }
         if (l->name && strcmp(l->name, r.gs.list_name) != 0) {
