@@ -1183,15 +1183,23 @@ static enum sync_result mark_list_deleted(struct run *r)
     return ok ? SYNC_DONE : SYNC_REDIS;
 }
 
+/* Asks CC for the run's list by id: *gone when CC says it is deleted or unknown. */
+static enum call_outcome ask_list(struct run *r, bool *gone, struct ccapi_error *err)
+{
+    struct list_get_call a = {.list_id = r->gs.list_id};
+    enum call_outcome oc = cc_call(r->w, r->association, "list_get", true, do_list_get, &a, err);
+    *gone = (oc == CALL_FAILED && err->status == CCAPI_NOT_FOUND) || (oc == CALL_OK && a.list.deleted);
+    ccapi_list_clear(&a.list);
+    return oc;
+}
+
 /* After a 404 on a list operation: is the list gone, or was it something else? */
 static enum sync_result check_list_gone(struct run *r, const struct ccapi_error *first)
 {
     struct ccapi_error err;
-    struct list_get_call a = {.list_id = r->gs.list_id};
-    enum call_outcome oc = cc_call(r->w, r->association, "list_get", true, do_list_get, &a, &err);
-    bool deleted = a.list.deleted;
-    ccapi_list_clear(&a.list);
-    if ((oc == CALL_FAILED && err.status == CCAPI_NOT_FOUND) || (oc == CALL_OK && deleted))
+    bool gone;
+    enum call_outcome oc = ask_list(r, &gone, &err);
+    if (gone)
         return mark_list_deleted(r);
     if (oc != CALL_OK)
         return call_failed(r, oc, &err, "read the list");
@@ -1319,10 +1327,8 @@ static enum sync_result recover_delete(struct run *r, const char *why)
     enum call_outcome oc = wait_account_activities(r, &err);
     if (oc != CALL_OK)
         return call_failed(r, oc, &err, "list recent activities");
-    struct list_get_call a = {.list_id = r->gs.list_id};
-    oc = cc_call(r->w, r->association, "list_get", true, do_list_get, &a, &err);
-    bool gone = (oc == CALL_FAILED && err.status == CCAPI_NOT_FOUND) || (oc == CALL_OK && a.list.deleted);
-    ccapi_list_clear(&a.list);
+    bool gone;
+    oc = ask_list(r, &gone, &err);
     log_info("sync_recovered", LOG_STR("association", r->association), LOG_STR("group", r->group),
              LOG_STR("journal", "delete"), LOG_STR("list_id", r->gs.list_id),
              LOG_STR("list", gone ? "deleted" : oc == CALL_OK ? "still there" : "unknown"));
@@ -1540,11 +1546,9 @@ static bool plan_group(struct round_group *g)
 static enum sync_result list_still_there(struct run *r)
 {
     struct ccapi_error err;
-    struct list_get_call a = {.list_id = r->gs.list_id};
-    enum call_outcome oc = cc_call(r->w, r->association, "list_get", true, do_list_get, &a, &err);
-    bool deleted = a.list.deleted;
-    ccapi_list_clear(&a.list);
-    if ((oc == CALL_FAILED && err.status == CCAPI_NOT_FOUND) || (oc == CALL_OK && deleted))
+    bool gone;
+    enum call_outcome oc = ask_list(r, &gone, &err);
+    if (gone)
         return mark_list_deleted(r);
     if (oc != CALL_OK)
         return call_failed(r, oc, &err, "read the list");
@@ -2446,11 +2450,9 @@ enum sync_result sync_reconcile(struct sync_worker *w, const char *association)
              * was read. Asking for it by id tells which (one request, rarely);
              * when CC does not say, the next reconcile looks again. */
             struct ccapi_error err;
-            struct list_get_call a = {.list_id = r.gs.list_id};
-            enum call_outcome oc = cc_call(w, association, "list_get", true, do_list_get, &a, &err);
-            bool deleted = a.list.deleted;
-            ccapi_list_clear(&a.list);
-            if ((oc == CALL_FAILED && err.status == CCAPI_NOT_FOUND) || (oc == CALL_OK && deleted))
+            bool gone;
+            enum call_outcome oc = ask_list(&r, &gone, &err);
+            if (gone)
                 res = mark_list_deleted(&r);
             else if (oc == CALL_REDIS)
                 res = SYNC_REDIS;
