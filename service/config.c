@@ -245,6 +245,9 @@ int config_load(struct config *c, config_lookup_fn lookup, char *err, size_t err
     if (int_var(lookup, "CCSYNC_SYNC_DELAY_MS", "1000", 0, 3600000, &n, err, err_size) != 0)
         return -1;
     c->sync_delay_ms = (int)n;
+    if (int_var(lookup, "CCSYNC_LEASE_SECONDS", "60", 2, 3600, &n, err, err_size) != 0)
+        return -1;
+    c->lease_seconds = (int)n;
 
     /* Bootstrap of one association: all or nothing, checked like a PUT would be. */
     v = value_or(lookup, "CCSYNC_ASSOCIATION_ID", "");

@@ -36,7 +36,6 @@
 #include "ccsync/webhook.h"
 
 #define READ_BATCH 64
-#define LEASE_MS 60000
 #define RECLAIM_EVERY_MS 5000
 #define CC_TIMEOUT_MS 30000
 
@@ -471,7 +470,7 @@ static void *worker_main(void *arg)
     struct worker_thread *t = arg;
     struct engine *e = t->engine;
     const struct config *cfg = e->app->cfg;
-    struct sync_worker w = {.app = e->app, .stop = &e->stop, .lease_ms = LEASE_MS};
+    struct sync_worker w = {.app = e->app, .stop = &e->stop, .lease_ms = cfg->lease_seconds * 1000};
     ratelimit_conf_from_config(&w.budget, cfg);
     w.cc = ccapi_new(cfg->cc_api_url, CC_TIMEOUT_MS);
     char host[64] = "host", consumer[128];

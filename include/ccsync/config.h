@@ -38,6 +38,7 @@ struct config {
     int shutdown_grace_seconds;
     int http_threads;
     int sync_delay_ms; /* how long changes to a group are coalesced before a sync */
+    int lease_seconds; /* how long a worker holds a group (or a reconcile) without renewing */
 
     /* Optional bootstrap of one association (single-association deployments). */
     char boot_association_id[65];

@@ -1,0 +1,84 @@
+/*
+ * keys.h - the one place that names Redis keys.
+ *
+ * Every key that belongs to an association starts with "ccsync:{A}:", A being
+ * the association id, so the part in braces is Redis Cluster's hash tag: all of
+ * an association's keys live in one slot and a script may touch any of them.
+ * No script touches two associations. The few keys that belong to no
+ * association (the event streams, the schedule, the shared CC budget) are
+ * global and named here too.
+ *
+ * A builder returns a struct holding the key, so it can be used in place:
+ *     redisCommand(c, "HGET %s name", key_group(assoc, group).s);
+ * (C11 keeps such a temporary alive to the end of the full expression.)
+ * Lua scripts receive the association's prefix (key_prefix) and append the
+ * KEY_* suffixes below, so C and Lua spell each key the same way.
+ *
+ * docs/redis-layout.md lists every key, who writes it and how long it lives.
+ */
+#ifndef CCSYNC_KEYS_H
+#define CCSYNC_KEYS_H
+
+#include <stdbool.h>
+
+/* Long enough for the prefix, a 64-character association id, a 128-character
+ * Novi id and any suffix; ids longer than that are refused at the door. */
+#define KEY_MAX 400
+
+struct key {
+    char s[KEY_MAX];
+    bool cut; /* an id longer than the limits ingest enforces: the key was cut short */
+};
+
+#define KEY_ROOT "ccsync:"
+
+/* Suffixes under an association's prefix (Lua uses them too). */
+#define KEY_ASSOCIATION "association" /* hash: secrets, CC connection state */
+#define KEY_GROUPS "groups"           /* set: group ids with a group fact */
+#define KEY_GROUP "g:"                /* + G, hash: group fact, list link, status, journal */
+#define KEY_FOLDING ":folding"        /* after a group key: a snapshot is being folded */
+#define KEY_GROUP_MEMBERS "gm:"       /* + G, hash: member -> "1|ts|join" or "0|ts" */
+#define KEY_APPLIED "ap:"             /* + G, hash: email -> contact as applied in CC */
+#define KEY_MEMBER "m:"               /* + M, hash: rec, ts */
+#define KEY_MEMBER_GROUPS "mg:"       /* + M, set: the member's groups */
+#define KEY_AUDIT "audit"             /* list: audit entries, newest first */
+#define KEY_DEDUP "dedup:"            /* + webhook id: seen recently */
+#define KEY_LEASE "lease:"            /* + G: one worker syncs G */
+#define KEY_RECONCILE_LEASE "reconcile-lease" /* one worker reconciles the association */
+#define KEY_REFRESH_LOCK "refresh-lock"       /* one process refreshes the CC token */
+
+/* Global keys. */
+#define KEY_EVENTS KEY_ROOT "events"            /* stream of accepted webhooks */
+#define KEY_DEAD_LETTERS KEY_ROOT "events:dead" /* stream of events that could not be applied */
+#define KEY_ASSOCIATIONS KEY_ROOT "associations" /* set of association ids */
+#define KEY_CREDENTIALS KEY_ROOT "credentials"   /* counter bumped when any CC token changes */
+#define KEY_DIRTY KEY_ROOT "dirty"               /* zset "A|G" -> due ms: groups to sync */
+#define KEY_RETRYING KEY_ROOT "retrying"         /* set "A|G": last sync failed, will retry */
+#define KEY_RECONCILE KEY_ROOT "reconcile"       /* zset A -> next reconcile ms */
+#define KEY_LAYOUT_VERSION KEY_ROOT "layout"     /* the layout this Redis holds (migration) */
+
+/* "ccsync:{A}:" */
+struct key key_prefix(const char *association);
+
+struct key key_association(const char *association);
+struct key key_groups(const char *association);
+struct key key_group(const char *association, const char *group);
+struct key key_group_folding(const char *association, const char *group);
+struct key key_group_members(const char *association, const char *group);
+struct key key_applied(const char *association, const char *group);
+struct key key_member(const char *association, const char *member);
+struct key key_member_groups(const char *association, const char *member);
+struct key key_audit(const char *association);
+struct key key_dedup(const char *association, const char *webhook_id);
+struct key key_lease(const char *association, const char *group);
+struct key key_reconcile_lease(const char *association);
+struct key key_refresh_lock(const char *association);
+
+/* The shared CC budget's keys: "ccsync:cc:{APP}:WHAT" (global: one key a CC
+ * application, shared by every association). */
+struct key key_budget(const char *app, const char *what);
+
+/* "A|G", how the global schedule names a group. */
+struct key key_schedule_member(const char *association, const char *group);
+
+#endif

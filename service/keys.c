@@ -1,0 +1,103 @@
+/*
+ * keys.c - the Redis key layout (see keys.h): every key an association owns is
+ * "ccsync:{A}:..." so that the association is the hash tag.
+ */
+#include "ccsync/keys.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+
+static struct key key_format(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+static struct key key_format(const char *fmt, ...)
+{
+    struct key k;
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(k.s, sizeof k.s, fmt, ap);
+    va_end(ap);
+    k.cut = n < 0 || (size_t)n >= sizeof k.s;
+    return k;
+}
+
+#define ASSOC_KEY(suffix) KEY_ROOT "{%s}:" suffix
+
+struct key key_prefix(const char *association)
+{
+    return key_format(ASSOC_KEY(""), association);
+}
+
+struct key key_association(const char *association)
+{
+    return key_format(ASSOC_KEY(KEY_ASSOCIATION), association);
+}
+
+struct key key_groups(const char *association)
+{
+    return key_format(ASSOC_KEY(KEY_GROUPS), association);
+}
+
+struct key key_group(const char *association, const char *group)
+{
+    return key_format(ASSOC_KEY(KEY_GROUP "%s"), association, group);
+}
+
+struct key key_group_folding(const char *association, const char *group)
+{
+    return key_format(ASSOC_KEY(KEY_GROUP "%s" KEY_FOLDING), association, group);
+}
+
+struct key key_group_members(const char *association, const char *group)
+{
+    return key_format(ASSOC_KEY(KEY_GROUP_MEMBERS "%s"), association, group);
+}
+
+struct key key_applied(const char *association, const char *group)
+{
+    return key_format(ASSOC_KEY(KEY_APPLIED "%s"), association, group);
+}
+
+struct key key_member(const char *association, const char *member)
+{
+    return key_format(ASSOC_KEY(KEY_MEMBER "%s"), association, member);
+}
+
+struct key key_member_groups(const char *association, const char *member)
+{
+    return key_format(ASSOC_KEY(KEY_MEMBER_GROUPS "%s"), association, member);
+}
+
+struct key key_audit(const char *association)
+{
+    return key_format(ASSOC_KEY(KEY_AUDIT), association);
+}
+
+struct key key_dedup(const char *association, const char *webhook_id)
+{
+    return key_format(ASSOC_KEY(KEY_DEDUP "%s"), association, webhook_id);
+}
+
+struct key key_lease(const char *association, const char *group)
+{
+    return key_format(ASSOC_KEY(KEY_LEASE "%s"), association, group);
+}
+
+struct key key_reconcile_lease(const char *association)
+{
+    return key_format(ASSOC_KEY(KEY_RECONCILE_LEASE), association);
+}
+
+struct key key_refresh_lock(const char *association)
+{
+    return key_format(ASSOC_KEY(KEY_REFRESH_LOCK), association);
+}
+
+struct key key_budget(const char *app, const char *what)
+{
+    return key_format(KEY_ROOT "cc:{%s}:%s", app && app[0] ? app : "default", what);
+}
+
+struct key key_schedule_member(const char *association, const char *group)
+{
+    return key_format("%s|%s", association, group);
+}
