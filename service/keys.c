@@ -1,6 +1,11 @@
 /*
- * keys.c - the Redis key layout (see keys.h): every key an association owns is
- * "ccsync:{A}:..." so that the association is the hash tag.
+ * keys.c - the Redis key layout (see keys.h).
+ *
+ * TRANSITION: the builders still spell release 1's layout ("ccsync:a:A:...",
+ * "ccsync:lease:A|G", "ccsync:dedup:A:ID", "ccsync:lock:refresh:A"), so that
+ * every file can move to them one at a time; the switch to "ccsync:{A}:..."
+ * and the start-up migration of an existing Redis land together, here and in
+ * migrate.c.
  */
 #include "ccsync/keys.h"
 
@@ -20,7 +25,7 @@ static struct key key_format(const char *fmt, ...)
     return k;
 }
 
-#define ASSOC_KEY(suffix) KEY_ROOT "{%s}:" suffix
+#define ASSOC_KEY(suffix) KEY_ROOT "a:%s:" suffix
 
 struct key key_prefix(const char *association)
 {
@@ -29,7 +34,7 @@ struct key key_prefix(const char *association)
 
 struct key key_association(const char *association)
 {
-    return key_format(ASSOC_KEY(KEY_ASSOCIATION), association);
+    return key_format(KEY_ROOT "a:%s", association);
 }
 
 struct key key_groups(const char *association)
@@ -74,22 +79,22 @@ struct key key_audit(const char *association)
 
 struct key key_dedup(const char *association, const char *webhook_id)
 {
-    return key_format(ASSOC_KEY(KEY_DEDUP "%s"), association, webhook_id);
+    return key_format(KEY_ROOT "dedup:%s:%s", association, webhook_id);
 }
 
 struct key key_lease(const char *association, const char *group)
 {
-    return key_format(ASSOC_KEY(KEY_LEASE "%s"), association, group);
+    return key_format(KEY_ROOT "lease:%s|%s", association, group);
 }
 
 struct key key_reconcile_lease(const char *association)
 {
-    return key_format(ASSOC_KEY(KEY_RECONCILE_LEASE), association);
+    return key_format(KEY_ROOT "lease:reconcile:%s", association);
 }
 
 struct key key_refresh_lock(const char *association)
 {
-    return key_format(ASSOC_KEY(KEY_REFRESH_LOCK), association);
+    return key_format(KEY_ROOT "lock:refresh:%s", association);
 }
 
 struct key key_budget(const char *app, const char *what)

@@ -48,8 +48,8 @@ struct key {
 #define KEY_REFRESH_LOCK "refresh-lock"       /* one process refreshes the CC token */
 
 /* Global keys. */
-#define KEY_EVENTS KEY_ROOT "events"            /* stream of accepted webhooks */
-#define KEY_DEAD_LETTERS KEY_ROOT "events:dead" /* stream of events that could not be applied */
+#define KEY_EVENTS KEY_ROOT "events"             /* stream of accepted webhooks */
+#define KEY_DEAD_LETTERS KEY_ROOT "events:dead"  /* stream of events that could not be applied */
 #define KEY_ASSOCIATIONS KEY_ROOT "associations" /* set of association ids */
 #define KEY_CREDENTIALS KEY_ROOT "credentials"   /* counter bumped when any CC token changes */
 #define KEY_DIRTY KEY_ROOT "dirty"               /* zset "A|G" -> due ms: groups to sync */
