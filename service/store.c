@@ -10,6 +10,7 @@
 
 #include <hiredis/hiredis.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,6 +28,33 @@ int64_t store_now_ns(void)
 bool store_reply_ok(redisContext *c, redisReply *r)
 {
     return r != NULL && c->err == 0 && r->type != REDIS_REPLY_ERROR;
+}
+
+redisReply *store_command(redisContext *c, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    redisReply *r = redisvCommand(c, fmt, ap);
+    va_end(ap);
+    if (!store_reply_ok(c, r)) {
+        freeReplyObject(r);
+        return NULL;
+    }
+    return r;
+}
+
+int store_drain(redisContext *c, size_t n)
+{
+    int rc = STORE_OK;
+    for (size_t i = 0; i < n; i++) {
+        redisReply *r = NULL;
+        if (redisGetReply(c, (void **)&r) != REDIS_OK || !r)
+            return STORE_ERR; /* the connection broke: the rest will not come */
+        if (r->type == REDIS_REPLY_ERROR)
+            rc = STORE_ERR;
+        freeReplyObject(r);
+    }
+    return rc;
 }
 
 redisContext *store_connect(const struct redis_target *t, int timeout_ms, char *err,

@@ -25,8 +25,27 @@ struct redisReply;
 struct redisContext *store_connect(const struct redis_target *t, int timeout_ms, char *err,
                                    size_t err_size);
 
+/*
+ * The error vocabulary of the Redis plumbing, as in Redis and hiredis: a
+ * function returns STORE_OK or STORE_ERR, and the reason stays where hiredis
+ * keeps it (c->err and c->errstr for the connection, the reply's text for a
+ * command error, which the function logs or passes on once). Enums are kept for
+ * results a caller branches on. freeReplyObject accepts NULL: no guard needed.
+ */
+#define STORE_OK 0
+#define STORE_ERR -1
+
 /* True when the reply is usable (not NULL, not an error) and the context is healthy. */
 bool store_reply_ok(struct redisContext *c, struct redisReply *r);
+
+/* Runs one command; the reply when it is usable, else NULL (the reply, if
+ * any, is freed; c->err says whether the connection broke). Caller frees. */
+struct redisReply *store_command(struct redisContext *c, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+/* Reads the replies of n pipelined commands. STORE_OK when every one arrived
+ * and none was an error; all n are read either way unless the connection broke. */
+int store_drain(struct redisContext *c, size_t n);
 
 struct store_pool;
 struct store_pool *store_pool_new(const struct redis_target *t, int timeout_ms);
