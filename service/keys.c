@@ -106,3 +106,8 @@ struct key key_schedule_member(const char *association, const char *group)
 {
     return key_format("%s|%s", association, group);
 }
+
+struct key key_dirty(const char *association)
+{
+    return key_format(ASSOC_KEY(KEY_ASSOC_DIRTY), association);
+}

@@ -46,6 +46,7 @@ struct key {
 #define KEY_LEASE "lease:"            /* + G: one worker syncs G */
 #define KEY_RECONCILE_LEASE "reconcile-lease" /* one worker reconciles the association */
 #define KEY_REFRESH_LOCK "refresh-lock"       /* one process refreshes the CC token */
+#define KEY_ASSOC_DIRTY "dirty" /* zset G -> due ms: the association's groups to sync */
 
 /* Global keys. */
 #define KEY_EVENTS KEY_ROOT "events"             /* stream of accepted webhooks */
@@ -56,6 +57,7 @@ struct key {
 #define KEY_RETRYING KEY_ROOT "retrying"         /* set "A|G": last sync failed, will retry */
 #define KEY_RECONCILE KEY_ROOT "reconcile"       /* zset A -> next reconcile ms */
 #define KEY_LAYOUT_VERSION KEY_ROOT "layout"     /* the layout this Redis holds (migration) */
+#define KEY_DUE KEY_ROOT "due" /* zset A -> earliest due ms of the association's dirty groups */
 
 /* "ccsync:{A}:" */
 struct key key_prefix(const char *association);
@@ -73,6 +75,7 @@ struct key key_dedup(const char *association, const char *webhook_id);
 struct key key_lease(const char *association, const char *group);
 struct key key_reconcile_lease(const char *association);
 struct key key_refresh_lock(const char *association);
+struct key key_dirty(const char *association);
 
 /* The shared CC budget's keys: "ccsync:cc:{APP}:WHAT" (global: one key a CC
  * application, shared by every association). */
