@@ -1,0 +1,312 @@
+/* test_budget.c - the budget planner's rules, one table per decision. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <limits.h>
+
+#include <cmocka.h>
+
+#include "ccsync/budget.h"
+
+#define N_OF(a) (sizeof(a) / sizeof((a)[0]))
+#define HOUR 3600
+
+static struct budget_day day(long limit, long used, int64_t now_s, double rate)
+{
+    struct budget_day d = {
+        .limit = limit, .used = used, .now_s = now_s, .recent_rate = rate, .reconcile_share = 0.2};
+    return d;
+}
+
+/* ---- who spends the next request ---- */
+
+struct pick_case {
+    const char *name;
+    struct budget_day day;
+    struct budget_assoc assoc[3];
+    size_t n;
+    int want;                   /* index, or -1 */
+    enum budget_class want_cls; /* when want >= 0 */
+};
+
+static void test_pick_follows_classes_then_least_used(void **state)
+{
+    (void)state;
+    const struct pick_case cases[] = {
+        {"class 1 goes before class 2, whoever used less",
+         day(10000, 100, 9 * HOUR, 0.01),
+         {{.pending = {0, 40}, .used_today = 0}, {.pending = {3}, .used_today = 90}},
+         2,
+         1,
+         BUDGET_CHANGES},
+        {"within a class the association that used least goes first",
+         day(10000, 60, 9 * HOUR, 0.01),
+         {{.pending = {5}, .used_today = 50}, {.pending = {5}, .used_today = 10}},
+         2,
+         1,
+         BUDGET_CHANGES},
+        {"a tie goes to the one served longest ago",
+         day(10000, 20, 9 * HOUR, 0.01),
+         {{.pending = {5}, .used_today = 10, .last_served_ms = 900},
+          {.pending = {5}, .used_today = 10, .last_served_ms = 100}},
+         2,
+         1,
+         BUDGET_CHANGES},
+        {"a weight of 2 is entitled to twice the use",
+         day(10000, 150, 9 * HOUR, 0.01),
+         {{.pending = {5}, .used_today = 90, .weight = 2}, {.pending = {5}, .used_today = 60}},
+         2,
+         0,
+         BUDGET_CHANGES},
+        {"nobody has work", day(10000, 0, 9 * HOUR, 0), {{.used_today = 0}}, 1, -1, 0},
+        {"the day is used up: not even class 1",
+         day(1000, 1000, 20 * HOUR, 0),
+         {{.pending = {1}}},
+         1,
+         -1,
+         0},
+        {"past the ceiling only class 1 may spend the reserve",
+         day(1000, 960, 20 * HOUR, 0),
+         {{.pending = {0, 50, 3, 2}}, {.pending = {2}, .used_today = 500}},
+         2,
+         1,
+         BUDGET_CHANGES},
+        {"past the ceiling a first sync waits",
+         day(1000, 960, 20 * HOUR, 0),
+         {{.pending = {0, 50, 3, 2}}},
+         1,
+         -1,
+         0},
+        {"refreshing counts waits while the day is not calm",
+         day(1000, 500, 12 * HOUR, 0.02),
+         {{.pending = {0, 0, 0, 4}}},
+         1,
+         -1,
+         0},
+        {"refreshing counts runs on a calm day",
+         day(1000, 100, 12 * HOUR, 0.001),
+         {{.pending = {0, 0, 0, 4}}},
+         1,
+         0,
+         BUDGET_REFRESH},
+        {"an association past its share waits while another has class-1 work",
+         day(1000, 900, 12 * HOUR, 0.01),
+         {{.pending = {200}, .used_today = 850}, {.pending = {100}, .used_today = 50}},
+         2,
+         1,
+         BUDGET_CHANGES},
+        {"what the others leave may be used: alone, past its share, it goes on",
+         day(1000, 900, 12 * HOUR, 0.001),
+         {{.pending = {20}, .used_today = 850}, {.pending = {0}, .used_today = 50}},
+         2,
+         0,
+         BUDGET_CHANGES},
+    };
+    for (size_t k = 0; k < N_OF(cases); k++) {
+        const struct pick_case *c = &cases[k];
+        enum budget_class cls = BUDGET_CLASSES;
+        int got = budget_pick(&c->day, c->assoc, c->n, &cls);
+        if (got != c->want || (got >= 0 && cls != c->want_cls))
+            fail_msg("%s: picked %d class %d, want %d class %d", c->name, got, cls, c->want,
+                     c->want_cls);
+    }
+}
+
+static void test_reconcile_is_spread_over_the_day(void **state)
+{
+    (void)state;
+    struct {
+        const char *name;
+        int64_t now_s;
+        long reconcile_used;
+        bool want;
+    } cases[] = {
+        /* 0.2 x 10,000 = 2,000 a day: by 00:00 an hour's worth, 83.3 */
+        {"midnight: an hour's share", 0, 83, true},
+        {"midnight: past an hour's share", 0, 84, false},
+        {"noon: half a day and an hour", 12 * HOUR, 1083, true},
+        {"noon: past it", 12 * HOUR, 1084, false},
+        {"late evening: the whole share", 23 * HOUR + 1800, 1999, true},
+        {"late evening: share spent", 23 * HOUR + 1800, 2000, false},
+    };
+    for (size_t k = 0; k < N_OF(cases); k++) {
+        struct budget_day d = day(10000, cases[k].reconcile_used, cases[k].now_s, 0);
+        d.used_by_class[BUDGET_RECONCILE] = cases[k].reconcile_used;
+        if (budget_reconcile_allowed(&d) != cases[k].want)
+            fail_msg("%s: allowed %d", cases[k].name, !cases[k].want);
+        struct budget_assoc a = {.pending = {0, 0, 1}};
+        enum budget_class cls;
+        int got = budget_pick(&d, &a, 1, &cls);
+        if (got != (cases[k].want ? 0 : -1))
+            fail_msg("%s: pick %d", cases[k].name, got);
+    }
+}
+
+/* ---- fair shares ---- */
+
+static void test_fair_share_gives_unused_share_to_others(void **state)
+{
+    (void)state;
+    struct {
+        const char *name;
+        long limit;
+        struct budget_assoc assoc[3];
+        size_t n;
+        long want[3];
+    } cases[] = {
+        {"everyone's need fits: no cap",
+         1000,
+         {{.used_today = 100, .pending = {100}}, {.used_today = 100}},
+         2,
+         {LONG_MAX, LONG_MAX}},
+        /* ceiling 950; B and C need 100 each, so A may have the other 750 */
+        {"small needs are met and the rest goes to the big one",
+         1000,
+         {{.used_today = 500, .pending = {0, 2000}}, {.pending = {100}}, {.used_today = 100}},
+         3,
+         {750, 750, 750}},
+        /* nobody fits: equal shares of 950 */
+        {"two big needs split the day",
+         1000,
+         {{.pending = {0, 5000}}, {.pending = {0, 5000}}},
+         2,
+         {475, 475}},
+        {"weights split it 2:1",
+         900,
+         {{.pending = {0, 5000}, .weight = 2}, {.pending = {0, 5000}, .weight = 1}},
+         2,
+         {570, 285}},
+    };
+    for (size_t k = 0; k < N_OF(cases); k++) {
+        struct budget_day d = day(cases[k].limit, 0, 9 * HOUR, 0);
+        for (size_t i = 0; i < cases[k].n; i++) {
+            long got = budget_fair_share(&d, cases[k].assoc, cases[k].n, i);
+            if (got != cases[k].want[i])
+                fail_msg("%s: association %zu share %ld, want %ld", cases[k].name, i, got,
+                         cases[k].want[i]);
+        }
+    }
+}
+
+static void test_short_day(void **state)
+{
+    (void)state;
+    struct budget_assoc busy = {.pending = {0, 400}};
+    struct budget_day calm = day(1000, 100, 12 * HOUR, 0.001);
+    assert_false(budget_is_short(&calm, &busy, 1));
+    struct budget_day waiting = day(1000, 600, 12 * HOUR, 0.001); /* 600 + 400 > 950 */
+    assert_true(budget_is_short(&waiting, &busy, 1));
+    struct budget_day fast = day(1000, 100, 12 * HOUR, 0.02); /* 100 + 864 > 950 */
+    assert_true(budget_is_short(&fast, NULL, 0));
+}
+
+/* ---- coalescing ---- */
+
+static void test_coalescing_widens_with_demand(void **state)
+{
+    (void)state;
+    struct {
+        const char *name;
+        long used;
+        int64_t now_s;
+        double rate;
+        int64_t max_ms;
+        int64_t want_ms;
+    } cases[] = {
+        /* limit 10,000: calm is 8,000 */
+        {"a calm day waits the base delay", 1000, 12 * HOUR, 0.05, 3600000, 1000}, /* 3,160 */
+        {"just calm", 3680, 12 * HOUR, 0.1, 3600000, 1000},                        /* 8,000 */
+        /* 4,320 left to 80%, 0.2/s x 43,200 s = 8,640 wanted: twice the wait */
+        {"twice the affordable rate waits twice as long", 3680, 12 * HOUR, 0.2, 3600000, 2000},
+        /* past 80% the aim is 95%: 500 room, 0.1 x 3,600 = 360 wanted */
+        {"past calm, aiming at the ceiling, still affordable", 9000, 23 * HOUR, 0.1, 3600000, 1000},
+        /* 450 room, 0.5 x 3,600 = 1,800 wanted: four times the wait */
+        {"past calm, over the ceiling's rate", 9050, 23 * HOUR, 0.5, 3600000, 4000},
+        {"at the ceiling every change waits the longest", 9500, 23 * HOUR, 0.1, 3600000, 3600000},
+        {"never past the maximum", 8500, 23 * HOUR, 4.0, 10000, 10000},
+    };
+    for (size_t k = 0; k < N_OF(cases); k++) {
+        struct budget_day d = day(10000, cases[k].used, cases[k].now_s, cases[k].rate);
+        int64_t got = budget_sync_delay_ms(&d, 1000, cases[k].max_ms);
+        if (got != cases[k].want_ms)
+            fail_msg("%s: %lld ms, want %lld", cases[k].name, (long long)got,
+                     (long long)cases[k].want_ms);
+    }
+}
+
+/* ---- reconcile intervals ---- */
+
+static void test_reconcile_interval_stretches_with_associations(void **state)
+{
+    (void)state;
+    struct {
+        const char *name;
+        long limit;
+        long idle, busy;
+        int64_t floor_s;
+        int64_t want_idle, want_busy;
+    } cases[] = {
+        /* 10 idle, 8,640 a day, 20%: 1,728 a day -> every 500 s: 1.2 a minute in all */
+        {"ten idle associations", 8640, 10, 0, 3, 500, 250},
+        {"few associations: the floor", 10000, 2, 0, 300, 300, 300},
+        {"100 idle", 10000, 100, 0, 300, 4320, 2160},
+        /* 90 idle + 10 busy weigh 110: 4,752 s and 2,376 s */
+        {"busy ones are checked twice as often", 10000, 90, 10, 300, 4752, 2376},
+        {"2,000 associations", 10000, 2000, 0, 300, 86400, 43200},
+    };
+    for (size_t k = 0; k < N_OF(cases); k++) {
+        struct budget_day d = day(cases[k].limit, 0, 0, 0);
+        int64_t busy = -1;
+        int64_t idle =
+            budget_reconcile_interval_s(&d, cases[k].idle, cases[k].busy, cases[k].floor_s, &busy);
+        if (idle != cases[k].want_idle || busy != cases[k].want_busy)
+            fail_msg("%s: %lld/%lld s, want %lld/%lld", cases[k].name, (long long)idle,
+                     (long long)busy, (long long)cases[k].want_idle, (long long)cases[k].want_busy);
+    }
+}
+
+static void test_reconcile_share_holds_for_the_day(void **state)
+{
+    (void)state;
+    /* Whatever the mix, a day of reconciles at these intervals spends at most the share. */
+    for (long idle = 0; idle <= 3000; idle += 250) {
+        for (long busy = 0; busy <= 600; busy += 150) {
+            struct budget_day d = day(10000, 0, 0, 0);
+            int64_t busy_s;
+            int64_t idle_s = budget_reconcile_interval_s(&d, idle, busy, 3, &busy_s);
+            double per_day =
+                (double)idle * 86400.0 / (double)idle_s + (double)busy * 86400.0 / (double)busy_s;
+            if (per_day > 2000.0 + 1e-6)
+                fail_msg("%ld idle, %ld busy: %.1f reconcile requests a day", idle, busy, per_day);
+        }
+    }
+}
+
+/* ---- what to ask Constant Contact for ---- */
+
+static void test_needed_daily_limit(void **state)
+{
+    (void)state;
+    /* 0.1/s of syncs while changes waited 15 minutes, 0.02/s of the rest: for
+     * 5 minutes the syncs cost three times as much. */
+    assert_int_equal(budget_needed_daily_limit(0.1, 0.02, 900000, 300), 27648);
+    /* already within 5 minutes: what is spent now */
+    assert_int_equal(budget_needed_daily_limit(0.1, 0.02, 1000, 300), 10368);
+    assert_int_equal(budget_needed_daily_limit(0, 0, 1000, 300), 0);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_pick_follows_classes_then_least_used),
+        cmocka_unit_test(test_reconcile_is_spread_over_the_day),
+        cmocka_unit_test(test_fair_share_gives_unused_share_to_others),
+        cmocka_unit_test(test_short_day),
+        cmocka_unit_test(test_coalescing_widens_with_demand),
+        cmocka_unit_test(test_reconcile_interval_stretches_with_associations),
+        cmocka_unit_test(test_reconcile_share_holds_for_the_day),
+        cmocka_unit_test(test_needed_daily_limit),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
