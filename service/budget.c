@@ -20,15 +20,23 @@
  * - A ceiling and a reserve. Nothing is planned past BUDGET_CEILING of the limit:
  *   the rest stays for class 1, so a quota_exceeded from CC is a bug, not a plan.
  *   Class 4 only runs while the day is calm (projected under BUDGET_CALM).
+ * - Rounds are paced when the wait alone cannot keep the day. The coalescing
+ *   wait stops at its maximum; past it, a round of class-1 or class-2 work
+ *   starts only while what is committed (used, requests already queued, the
+ *   round's own cost) plus the recent rate over the rest of the day stays under
+ *   the ceiling. A round that waits keeps gathering its groups' changes, so the
+ *   wait widens further exactly when the budget binds.
  * - Reconcile spread over the day. It may use reconcile_share of the limit, and
  *   by any hour no more than its part of the day so far (plus an hour), so a
  *   morning of polling cannot eat the evening's checks.
  * - Coalescing widens with demand. A group's changes wait the base delay while
- *   the projection is calm; above it the wait grows in proportion to how far the
- *   recent rate exceeds what is left (aiming under BUDGET_CALM while that is
- *   still possible, then under BUDGET_CEILING): one sync window costs about the
- *   same whatever it carries, so a window twice as long halves the rate of a
- *   group that changes often.
+ *   the projection is calm; above it the wait is multiplied by the pressure (how
+ *   many times over what is left the recent rate runs, aiming under BUDGET_CALM
+ *   while that is possible, then under BUDGET_CEILING), a full step per
+ *   BUDGET_RATE_WINDOW_S since the rate answers a new wait only that slowly. One
+ *   sync window costs about the same whatever it carries, so the wait keeps
+ *   growing until windows are rare enough; a proportional rule on the base delay
+ *   alone would stall where waits of seconds coalesce nothing.
  */
 #include "ccsync/budget.h"
 
@@ -168,22 +176,52 @@ int budget_pick(const struct budget_day *d, const struct budget_assoc *a, size_t
     return -1;
 }
 
-int64_t budget_sync_delay_ms(const struct budget_day *d, int64_t base_ms, int64_t max_ms)
+/* How many times over what the rest of the day affords the recent rate runs:
+ * above 1 the wait must grow, below 1 it may shrink. Aims under BUDGET_CALM while
+ * that is still possible, then under BUDGET_CEILING. */
+double budget_pressure(const struct budget_day *d)
 {
     double limit = (double)d->limit;
-    if (budget_projected(d) <= limit * BUDGET_CALM)
-        return base_ms;
     double target =
         (double)d->used < limit * BUDGET_CALM ? limit * BUDGET_CALM : limit * BUDGET_CEILING;
     double room = target - (double)d->used;
     double wanted = (d->recent_rate > 0 ? d->recent_rate : 0) * seconds_left(d);
     if (room <= 0)
-        return max_ms;
-    double factor = wanted / room;
-    if (factor <= 1)
+        return wanted > 0 ? INFINITY : 1.0;
+    return wanted / room;
+}
+
+int64_t budget_sync_delay_ms(const struct budget_day *d, int64_t current_ms, double elapsed_s,
+                             int64_t base_ms, int64_t max_ms)
+{
+    if (base_ms < 1)
+        base_ms = 1;
+    if (current_ms < base_ms)
+        current_ms = base_ms;
+    if (budget_projected(d) <= (double)d->limit * BUDGET_CALM)
         return base_ms;
-    double delay = (double)(base_ms > 0 ? base_ms : 1) * factor;
+    double pressure = budget_pressure(d);
+    if (isinf(pressure))
+        return max_ms;
+    /* The rate answers a change of the wait only over BUDGET_RATE_WINDOW_S, so the
+     * wait moves by pressure^(elapsed / window): a full step per window. */
+    double step = elapsed_s >= BUDGET_RATE_WINDOW_S ? 1.0 : elapsed_s / BUDGET_RATE_WINDOW_S;
+    double delay = (double)current_ms * pow(pressure, step);
+    if (delay <= (double)base_ms)
+        return base_ms;
     return delay >= (double)max_ms ? max_ms : (int64_t)ceil(delay - 1e-6);
+}
+
+bool budget_may_start_round(const struct budget_day *d, long pending, long cost)
+{
+    double limit = (double)d->limit;
+    double committed =
+        (double)d->used + (double)(pending > 0 ? pending : 0) + (double)(cost > 0 ? cost : 0);
+    if (committed > limit * BUDGET_CEILING)
+        return committed <= limit && d->used < d->limit &&
+               committed + (d->recent_rate > 0 ? d->recent_rate : 0) * seconds_left(d) <= limit;
+    double wanted = (d->recent_rate > 0 ? d->recent_rate : 0) * seconds_left(d);
+    return committed + wanted <= limit * BUDGET_CEILING;
 }
 
 int64_t budget_reconcile_interval_s(const struct budget_day *d, long cost_idle, long cost_busy,

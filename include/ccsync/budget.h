@@ -82,12 +82,31 @@ bool budget_is_short(const struct budget_day *d, const struct budget_assoc *a, s
 int budget_pick(const struct budget_day *d, const struct budget_assoc *a, size_t n,
                 enum budget_class *cls);
 
+/* The window over which the caller measures recent_rate (an exponential
+ * average with this time constant). */
+#define BUDGET_RATE_WINDOW_S 600.0
+
+/* How many times over what the rest of the day affords the recent rate runs. */
+double budget_pressure(const struct budget_day *d);
+
 /*
- * How long a group's changes wait to be coalesced: base_ms while the projection
- * stays under BUDGET_CALM of the limit; above, longer in proportion to how far
- * the recent rate exceeds what the rest of the day can afford, up to max_ms.
+ * How long a group's changes wait to be coalesced, updated from the wait in
+ * force (current_ms) elapsed_s after it was last set: base_ms while the
+ * projection stays under BUDGET_CALM of the limit; above, the wait grows (or
+ * shrinks) by the pressure, a full step per BUDGET_RATE_WINDOW_S, within
+ * base_ms..max_ms.
  */
-int64_t budget_sync_delay_ms(const struct budget_day *d, int64_t base_ms, int64_t max_ms);
+int64_t budget_sync_delay_ms(const struct budget_day *d, int64_t current_ms, double elapsed_s,
+                             int64_t base_ms, int64_t max_ms);
+
+/*
+ * May an association start a sync round of about cost requests now, with
+ * pending requests already queued by rounds in flight? True while what is
+ * committed plus the recent rate over the rest of the day stays under the
+ * ceiling (past the ceiling: under the limit, for class-1 work only). A round
+ * that may not start waits and keeps gathering changes.
+ */
+bool budget_may_start_round(const struct budget_day *d, long pending, long cost);
 
 /*
  * Seconds between two reconciles of an association: reconcile spends at most

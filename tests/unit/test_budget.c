@@ -211,24 +211,32 @@ static void test_coalescing_widens_with_demand(void **state)
         long used;
         int64_t now_s;
         double rate;
-        int64_t max_ms;
+        int64_t current_ms;
+        double elapsed_s;
         int64_t want_ms;
     } cases[] = {
         /* limit 10,000: calm is 8,000 */
-        {"a calm day waits the base delay", 1000, 12 * HOUR, 0.05, 3600000, 1000}, /* 3,160 */
-        {"just calm", 3680, 12 * HOUR, 0.1, 3600000, 1000},                        /* 8,000 */
-        /* 4,320 left to 80%, 0.2/s x 43,200 s = 8,640 wanted: twice the wait */
-        {"twice the affordable rate waits twice as long", 3680, 12 * HOUR, 0.2, 3600000, 2000},
-        /* past 80% the aim is 95%: 500 room, 0.1 x 3,600 = 360 wanted */
-        {"past calm, aiming at the ceiling, still affordable", 9000, 23 * HOUR, 0.1, 3600000, 1000},
-        /* 450 room, 0.5 x 3,600 = 1,800 wanted: four times the wait */
-        {"past calm, over the ceiling's rate", 9050, 23 * HOUR, 0.5, 3600000, 4000},
-        {"at the ceiling every change waits the longest", 9500, 23 * HOUR, 0.1, 3600000, 3600000},
-        {"never past the maximum", 8500, 23 * HOUR, 4.0, 10000, 10000},
+        {"a calm day waits the base delay", 1000, 12 * HOUR, 0.05, 1000, 1, 1000}, /* 3,160 */
+        {"a calm day brings a long wait back to base", 3680, 12 * HOUR, 0.1, 50000, 1, 1000},
+        /* 4,320 left to 80%, 0.2/s x 43,200 s = 8,640 wanted: pressure 2 */
+        {"pressure 2 doubles the wait over a window", 3680, 12 * HOUR, 0.2, 1000, 600, 2000},
+        {"half a window: the square root of 2", 3680, 12 * HOUR, 0.2, 1000, 300, 1415},
+        {"the wait keeps growing while the pressure lasts", 3680, 12 * HOUR, 0.2, 60000, 600,
+         120000},
+        {"more than a window still moves one step", 3680, 12 * HOUR, 0.2, 60000, 6000, 120000},
+        /* past 80% the aim is 95%: 500 room, 0.1 x 3,600 = 360 wanted: 0.72 */
+        {"past calm, under the ceiling's rate: the wait shrinks", 9000, 23 * HOUR, 0.1, 10000, 600,
+         7200},
+        {"it never shrinks below base", 9000, 23 * HOUR, 0.1, 1000, 600, 1000},
+        /* 450 room, 0.5 x 3,600 = 1,800 wanted: pressure 4 */
+        {"past calm, over the ceiling's rate", 9050, 23 * HOUR, 0.5, 1000, 600, 4000},
+        {"at the ceiling every change waits the longest", 9500, 23 * HOUR, 0.1, 1000, 1, 3600000},
+        {"never past the maximum", 9050, 23 * HOUR, 0.5, 3000000, 600, 3600000},
     };
     for (size_t k = 0; k < N_OF(cases); k++) {
         struct budget_day d = day(10000, cases[k].used, cases[k].now_s, cases[k].rate);
-        int64_t got = budget_sync_delay_ms(&d, 1000, cases[k].max_ms);
+        int64_t got =
+            budget_sync_delay_ms(&d, cases[k].current_ms, cases[k].elapsed_s, 1000, 3600000);
         if (got != cases[k].want_ms)
             fail_msg("%s: %lld ms, want %lld", cases[k].name, (long long)got,
                      (long long)cases[k].want_ms);
