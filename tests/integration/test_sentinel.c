@@ -1,0 +1,178 @@
+/* test_sentinel.c - finding the Redis primary through real Sentinels, again
+ * after a failover, and reading a real Redis's persistence settings. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <hiredis/hiredis.h>
+
+#include "ccsync/durability.h"
+#include "ccsync/sentinel.h"
+#include "ccsync/store.h"
+#include "testsupport.h"
+
+static pid_t redis_with(int port, char *const extra[])
+{
+    char port_s[16];
+    snprintf(port_s, sizeof port_s, "%d", port);
+    char *argv[32] = {"redis-server", "--port", port_s,       "--bind", "127.0.0.1",
+                      "--save",       "",       "--loglevel", "warning"};
+    size_t n = 9;
+    for (size_t k = 0; extra && extra[k] && n < 31; k++)
+        argv[n++] = extra[k];
+    argv[n] = NULL;
+    pid_t pid = ts_spawn_io(argv, NULL, NULL, NULL);
+    if (pid > 0 && ts_wait_port(port, 5000) != 0) {
+        ts_kill(pid, SIGKILL);
+        return -1;
+    }
+    return pid;
+}
+
+/* A Sentinel watching "main" at 127.0.0.1:primary, deciding alone (quorum 1). */
+static pid_t sentinel_start(int port, int primary, char *dir)
+{
+    char conf[512];
+    snprintf(conf, sizeof conf, "%s/sentinel-%d.conf", dir, port);
+    FILE *f = fopen(conf, "w");
+    if (!f)
+        return -1;
+    fprintf(f,
+            "port %d\nbind 127.0.0.1\ndir %s\nsentinel monitor main 127.0.0.1 %d 1\n"
+            "sentinel down-after-milliseconds main 1000\nsentinel failover-timeout main 10000\n",
+            port, dir, primary);
+    fclose(f);
+    char *argv[] = {"redis-server", conf, "--sentinel", "--loglevel", "warning", NULL};
+    pid_t pid = ts_spawn_io(argv, NULL, NULL, NULL);
+    if (pid > 0 && ts_wait_port(port, 5000) != 0) {
+        ts_kill(pid, SIGKILL);
+        return -1;
+    }
+    return pid;
+}
+
+static void sleep_ms(long ms)
+{
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+static void test_primary_found_and_found_again_after_failover(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/ccsync-sentinel-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    int p1 = ts_free_port(), p2 = ts_free_port(), ps = ts_free_port(), dead = ts_free_port();
+    char p1_s[16];
+    snprintf(p1_s, sizeof p1_s, "%d", p1);
+    pid_t primary = redis_with(p1, NULL);
+    char *replica_args[] = {"--replicaof", "127.0.0.1", p1_s, NULL};
+    pid_t replica = redis_with(p2, replica_args);
+    pid_t sentinel = sentinel_start(ps, p1, dir);
+    assert_true(primary > 0 && replica > 0 && sentinel > 0);
+
+    struct sentinel_set set;
+    char list[128], err[256], host[256];
+    int port = 0;
+    /* the first Sentinel named is down: the next one answers */
+    snprintf(list, sizeof list, "127.0.0.1:%d,127.0.0.1:%d", dead, ps);
+    assert_int_equal(sentinel_parse_list(list, &set, err, sizeof err), 0);
+    snprintf(set.master_name, sizeof set.master_name, "main");
+    assert_int_equal(
+        sentinel_find_primary(&set, "", "", 1000, host, sizeof host, &port, err, sizeof err), 0);
+    assert_string_equal(host, "127.0.0.1");
+    assert_int_equal(port, p1);
+
+    ts_kill(primary, SIGKILL); /* the primary dies: the Sentinel promotes the replica */
+    int found = -1;
+    for (int i = 0; i < 300 && found != 0; i++) {
+        sleep_ms(100);
+        found = sentinel_find_primary(&set, "", "", 500, host, sizeof host, &port, err, sizeof err);
+        /* until the failover the Sentinel still names the dead primary: never taken */
+        if (found == 0)
+            assert_int_equal(port, p2);
+    }
+    assert_int_equal(found, 0);
+    assert_int_equal(port, p2);
+
+    snprintf(set.master_name, sizeof set.master_name, "other");
+    assert_int_equal(
+        sentinel_find_primary(&set, "", "", 500, host, sizeof host, &port, err, sizeof err), -1);
+    assert_non_null(strstr(err, "no Sentinel of 2 knows the primary \"other\""));
+    ts_kill(sentinel, SIGTERM);
+    ts_kill(replica, SIGTERM);
+    char rm[300];
+    snprintf(rm, sizeof rm, "rm -rf %s", dir);
+    assert_int_equal(system(rm), 0);
+}
+
+static void read_settings(int port, struct redis_persistence *p)
+{
+    redisContext *c = redisConnect("127.0.0.1", port);
+    assert_true(c && !c->err);
+    assert_int_equal(durability_read(c, p), STORE_OK);
+    redisFree(c);
+}
+
+static void test_persistence_settings_read_from_redis(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/ccsync-aof-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    int port = ts_free_port();
+    char *aof[] = {"--appendonly", "yes", "--appendfsync", "always", "--dir", dir, NULL};
+    pid_t pid = redis_with(port, aof);
+    assert_true(pid > 0);
+    struct redis_persistence p;
+    read_settings(port, &p);
+    assert_true(p.known);
+    assert_true(p.aof);
+    assert_string_equal(p.fsync, "always");
+    assert_string_equal(p.eviction, "noeviction");
+    assert_int_equal(p.replicas, 0);
+    ts_kill(pid, SIGTERM);
+
+    port = ts_free_port();
+    char *lru[] = {"--appendonly", "no", "--maxmemory-policy", "allkeys-lru", NULL};
+    pid = redis_with(port, lru);
+    read_settings(port, &p);
+    assert_false(p.aof);
+    assert_string_equal(p.eviction, "allkeys-lru");
+    struct durability_report r;
+    durability_judge(DURABILITY_EVERYSEC, &p, &r);
+    assert_int_equal(r.n_warnings, 2);
+    ts_kill(pid, SIGTERM);
+
+    /* CONFIG renamed away, as managed services do: INFO still tells AOF and policy */
+    port = ts_free_port();
+    char *renamed[] = {"--appendonly", "no", "--rename-command", "CONFIG", "", NULL};
+    pid = redis_with(port, renamed);
+    read_settings(port, &p);
+    assert_true(p.known);
+    assert_false(p.aof);
+    assert_string_equal(p.fsync, "");
+    assert_string_equal(p.eviction, "noeviction");
+    durability_judge(DURABILITY_ALWAYS, &p, &r);
+    assert_true(r.fatal);
+    ts_kill(pid, SIGTERM);
+    char rm[300];
+    snprintf(rm, sizeof rm, "rm -rf %s", dir);
+    assert_int_equal(system(rm), 0);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_primary_found_and_found_again_after_failover),
+        cmocka_unit_test(test_persistence_settings_read_from_redis),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
