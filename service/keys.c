@@ -111,3 +111,13 @@ struct key key_dirty(const char *association)
 {
     return key_format(ASSOC_KEY(KEY_ASSOC_DIRTY), association);
 }
+
+struct key key_tokens(const char *association)
+{
+    return key_format(ASSOC_KEY(KEY_TOKENS), association);
+}
+
+struct key key_token_uses(const char *association)
+{
+    return key_format(ASSOC_KEY(KEY_TOKEN_USES), association);
+}

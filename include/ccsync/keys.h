@@ -46,7 +46,9 @@ struct key {
 #define KEY_LEASE "lease:"            /* + G: one worker syncs G */
 #define KEY_RECONCILE_LEASE "reconcile-lease" /* one worker reconciles the association */
 #define KEY_REFRESH_LOCK "refresh-lock"       /* one process refreshes the CC token */
-#define KEY_ASSOC_DIRTY "dirty" /* zset G -> due ms: the association's groups to sync */
+#define KEY_ASSOC_DIRTY "dirty"     /* zset G -> due ms: the association's groups to sync */
+#define KEY_TOKENS "tokens"         /* hash: token id -> the token's record (hash, scope, name) */
+#define KEY_TOKEN_USES "token-uses" /* hash: token id -> when it was last used (ns) */
 
 /* Global keys. */
 #define KEY_EVENTS KEY_ROOT "events"             /* stream of accepted webhooks */
@@ -76,6 +78,8 @@ struct key key_lease(const char *association, const char *group);
 struct key key_reconcile_lease(const char *association);
 struct key key_refresh_lock(const char *association);
 struct key key_dirty(const char *association);
+struct key key_tokens(const char *association);
+struct key key_token_uses(const char *association);
 
 /* The shared CC budget's keys: "ccsync:cc:{APP}:WHAT" (global: one key a CC
  * application, shared by every association). */
