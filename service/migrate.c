@@ -66,7 +66,7 @@
 #define SCHEDULE_BATCH 200
 #define WAIT_MS 100
 #define CONNECT_TIMEOUT_MS 5000
-#define LOST 1 /* the lock ran out under us: someone else migrates now */
+#define BUSY 1 /* another process holds the migration lock (or took it over from us) */
 
 struct run {
     redisContext *c;
@@ -162,13 +162,13 @@ static int fail(struct run *m, const char *what, redisReply *r)
     return STORE_ERR;
 }
 
-/* Renews the migration lock after a batch: STORE_OK, LOST or STORE_ERR. */
+/* Renews the migration lock after a batch: STORE_OK, BUSY or STORE_ERR. */
 static int keep_lock(struct run *m)
 {
     int held = lease_renew(m->c, &m->lock, 1, MIGRATE_LOCK_MS);
     if (held == STORE_ERR)
         return fail(m, "renewing the migration lock", NULL);
-    return held == 1 ? STORE_OK : LOST;
+    return held == 1 ? STORE_OK : BUSY;
 }
 
 /* RENAMEs the keys of one SCAN answer that have a new name, pipelined. */
@@ -292,7 +292,7 @@ static int too_new(struct run *m, int layout)
     return STORE_ERR;
 }
 
-/* The migration proper, lock held. STORE_OK, LOST or STORE_ERR. */
+/* The migration proper, lock held. STORE_OK, BUSY or STORE_ERR. */
 static int migrate_locked(struct run *m)
 {
     int layout = layout_of(m); /* again: a holder before us may have just finished */
@@ -315,7 +315,7 @@ static int migrate_locked(struct run *m)
     return STORE_OK;
 }
 
-/* One attempt: done, someone else is at it (LOST, or the lock is taken), or failed. */
+/* One attempt: STORE_OK done, BUSY another process is at it, STORE_ERR failed. */
 static int attempt(struct run *m)
 {
     int layout = layout_of(m);
@@ -328,9 +328,9 @@ static int attempt(struct run *m)
     if (got == STORE_ERR)
         return fail(m, "taking the migration lock", NULL);
     if (got == 0)
-        return LOST;
+        return BUSY;
     int rc = migrate_locked(m);
-    if (rc != LOST)
+    if (rc != BUSY)
         lease_release(m->c, &m->lock); /* on a broken connection it runs out by itself */
     return rc;
 }
@@ -341,7 +341,7 @@ int migrate_run(redisContext *c, const volatile sig_atomic_t *stop, struct migra
     struct run m = {.c = c, .rep = report ? report : &unused};
     memset(m.rep, 0, sizeof *m.rep);
     int rc;
-    while ((rc = attempt(&m)) == LOST) {
+    while ((rc = attempt(&m)) == BUSY) {
         if (stop && *stop)
             return STORE_ERR; /* asked to stop while another process migrates */
         sleep_ms(WAIT_MS);
