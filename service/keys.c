@@ -1,11 +1,10 @@
 /*
- * keys.c - the Redis key layout (see keys.h).
+ * keys.c - the Redis key layout (see keys.h): everything of association A
+ * under "ccsync:{A}:", the braces making A Redis Cluster's hash tag.
  *
- * TRANSITION: the builders still spell release 1's layout ("ccsync:a:A:...",
- * "ccsync:lease:A|G", "ccsync:dedup:A:ID", "ccsync:lock:refresh:A"), so that
- * every file can move to them one at a time; the switch to "ccsync:{A}:..."
- * and the start-up migration of an existing Redis land together, here and in
- * migrate.c.
+ * Release 1 spelled keys differently ("ccsync:a:A:...", "ccsync:lease:A|G",
+ * "ccsync:dedup:A:ID", ...); migrate.c moves such a Redis to this layout once,
+ * at start, before anything here is used.
  */
 #include "ccsync/keys.h"
 
@@ -25,7 +24,7 @@ static struct key key_format(const char *fmt, ...)
     return k;
 }
 
-#define ASSOC_KEY(suffix) KEY_ROOT "a:%s:" suffix
+#define ASSOC_KEY(suffix) KEY_ROOT "{%s}:" suffix
 
 struct key key_prefix(const char *association)
 {
@@ -34,7 +33,7 @@ struct key key_prefix(const char *association)
 
 struct key key_association(const char *association)
 {
-    return key_format(KEY_ROOT "a:%s", association);
+    return key_format(ASSOC_KEY(KEY_ASSOCIATION), association);
 }
 
 struct key key_groups(const char *association)
@@ -79,22 +78,22 @@ struct key key_audit(const char *association)
 
 struct key key_dedup(const char *association, const char *webhook_id)
 {
-    return key_format(KEY_ROOT "dedup:%s:%s", association, webhook_id);
+    return key_format(ASSOC_KEY(KEY_DEDUP "%s"), association, webhook_id);
 }
 
 struct key key_lease(const char *association, const char *group)
 {
-    return key_format(KEY_ROOT "lease:%s|%s", association, group);
+    return key_format(ASSOC_KEY(KEY_LEASE "%s"), association, group);
 }
 
 struct key key_reconcile_lease(const char *association)
 {
-    return key_format(KEY_ROOT "lease:reconcile:%s", association);
+    return key_format(ASSOC_KEY(KEY_RECONCILE_LEASE), association);
 }
 
 struct key key_refresh_lock(const char *association)
 {
-    return key_format(KEY_ROOT "lock:refresh:%s", association);
+    return key_format(ASSOC_KEY(KEY_REFRESH_LOCK), association);
 }
 
 struct key key_budget(const char *app, const char *what)

@@ -19,6 +19,7 @@
 #include "ccsync/http.h"
 #include "ccsync/ingest.h"
 #include "ccsync/log.h"
+#include "ccsync/migrate.h"
 #include "ccsync/store.h"
 #include "ccsync/worker.h"
 
@@ -104,6 +105,10 @@ int main(int argc, char **argv)
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
+
+    /* Redis in this release's key layout before anything reads or writes a key. */
+    if (migrate_at_start(&cfg.redis, &stop_signal) != STORE_OK)
+        return stop_signal ? 0 : 1;
 
     static struct app app;
     app.cfg = &cfg;

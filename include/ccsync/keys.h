@@ -8,6 +8,9 @@
  * association (the event streams, the schedule, the shared CC budget) are
  * global and named here too.
  *
+ * Release 1 named keys otherwise ("ccsync:a:A:...", a global "ccsync:dirty");
+ * migrate.c, the only file that still spells those names, moves them here once.
+ *
  * A builder returns a struct holding the key, so it can be used in place:
  *     redisCommand(c, "HGET %s name", key_group(assoc, group).s);
  * (C11 keeps such a temporary alive to the end of the full expression.)
@@ -55,10 +58,10 @@ struct key {
 #define KEY_DEAD_LETTERS KEY_ROOT "events:dead"  /* stream of events that could not be applied */
 #define KEY_ASSOCIATIONS KEY_ROOT "associations" /* set of association ids */
 #define KEY_CREDENTIALS KEY_ROOT "credentials"   /* counter bumped when any CC token changes */
-#define KEY_DIRTY KEY_ROOT "dirty"               /* zset "A|G" -> due ms: groups to sync */
 #define KEY_RETRYING KEY_ROOT "retrying"         /* set "A|G": last sync failed, will retry */
 #define KEY_RECONCILE KEY_ROOT "reconcile"       /* zset A -> next reconcile ms */
-#define KEY_LAYOUT_VERSION KEY_ROOT "layout"     /* the layout this Redis holds (migration) */
+#define KEY_LAYOUT_VERSION KEY_ROOT "layout"     /* the layout this Redis holds (migrate.c) */
+#define KEY_MIGRATE_LOCK KEY_ROOT "migrate-lock" /* one process migrates, the others wait */
 #define KEY_DUE KEY_ROOT "due" /* zset A -> earliest due ms of the association's dirty groups */
 
 /* "ccsync:{A}:" */

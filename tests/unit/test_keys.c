@@ -22,6 +22,44 @@ static void test_group_keys_share_the_association_prefix(void **state)
     assert_false(key_group("assoc-1", "g-1").cut);
 }
 
+/* The exact spellings: docs/redis-layout.md and migrate.c depend on them. */
+static void test_every_association_key_carries_the_association_as_hash_tag(void **state)
+{
+    (void)state;
+    assert_string_equal(key_prefix("A-1").s, "ccsync:{A-1}:");
+    assert_string_equal(key_association("A-1").s, "ccsync:{A-1}:association");
+    assert_string_equal(key_groups("A-1").s, "ccsync:{A-1}:groups");
+    assert_string_equal(key_group("A-1", "g.1:x").s, "ccsync:{A-1}:g:g.1:x");
+    assert_string_equal(key_group_folding("A-1", "g1").s, "ccsync:{A-1}:g:g1:folding");
+    assert_string_equal(key_group_members("A-1", "g1").s, "ccsync:{A-1}:gm:g1");
+    assert_string_equal(key_applied("A-1", "g1").s, "ccsync:{A-1}:ap:g1");
+    assert_string_equal(key_member("A-1", "m1").s, "ccsync:{A-1}:m:m1");
+    assert_string_equal(key_member_groups("A-1", "m1").s, "ccsync:{A-1}:mg:m1");
+    assert_string_equal(key_audit("A-1").s, "ccsync:{A-1}:audit");
+    assert_string_equal(key_dedup("A-1", "msg_1:2").s, "ccsync:{A-1}:dedup:msg_1:2");
+    assert_string_equal(key_lease("A-1", "g1").s, "ccsync:{A-1}:lease:g1");
+    assert_string_equal(key_reconcile_lease("A-1").s, "ccsync:{A-1}:reconcile-lease");
+    assert_string_equal(key_refresh_lock("A-1").s, "ccsync:{A-1}:refresh-lock");
+    assert_string_equal(key_dirty("A-1").s, "ccsync:{A-1}:dirty");
+}
+
+static void test_global_keys_keep_their_names(void **state)
+{
+    (void)state;
+    assert_string_equal(KEY_EVENTS, "ccsync:events");
+    assert_string_equal(KEY_DEAD_LETTERS, "ccsync:events:dead");
+    assert_string_equal(KEY_ASSOCIATIONS, "ccsync:associations");
+    assert_string_equal(KEY_CREDENTIALS, "ccsync:credentials");
+    assert_string_equal(KEY_RETRYING, "ccsync:retrying");
+    assert_string_equal(KEY_RECONCILE, "ccsync:reconcile");
+    assert_string_equal(KEY_DUE, "ccsync:due");
+    assert_string_equal(KEY_LAYOUT_VERSION, "ccsync:layout");
+    assert_string_equal(KEY_MIGRATE_LOCK, "ccsync:migrate-lock");
+    assert_string_equal(key_budget("app-1", "bucket").s, "ccsync:cc:{app-1}:bucket");
+    assert_string_equal(key_budget("", "bucket").s, "ccsync:cc:{default}:bucket");
+    assert_string_equal(key_schedule_member("A-1", "g1").s, "A-1|g1");
+}
+
 static void test_a_key_too_long_is_marked_cut(void **state)
 {
     (void)state;
@@ -51,6 +89,8 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_group_keys_share_the_association_prefix),
+        cmocka_unit_test(test_every_association_key_carries_the_association_as_hash_tag),
+        cmocka_unit_test(test_global_keys_keep_their_names),
         cmocka_unit_test(test_a_key_too_long_is_marked_cut),
         cmocka_unit_test(test_the_longest_ids_fit),
     };
