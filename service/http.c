@@ -367,42 +367,63 @@ static bool is_json_content_type(const char *ct)
     return n == strlen("application/json") && strncasecmp(ct, "application/json", n) == 0;
 }
 
-/* First call for a request: route it and refuse what can be refused before the body. */
-static void begin(struct http_server *s, struct http_request *req, const char *url,
-                  const char *method)
+/* Finds the route of method and url; false (404 or 405 answered) when none.
+ * *bad is the pattern segment of a path parameter that is not valid. */
+static bool find_route(struct http_request *req, const char *url, const char *method,
+                       const char **bad)
 {
     char allowed[64] = "";
-    const char *bad = NULL;
     for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {
         char params[MAX_PARAMS][CCSYNC_ID_MAX + 1] = {{0}};
         const char *b = NULL;
         if (!match(routes[i].pattern, url, params, &b))
             continue;
+        req->route_name = routes[i].name;
         if (strcmp(routes[i].method, method) != 0) {
             size_t n = strlen(allowed);
             snprintf(allowed + n, sizeof allowed - n, "%s%s", n ? ", " : "", routes[i].method);
-            req->route_name = routes[i].name;
             continue;
         }
         req->route = &routes[i];
-        req->route_name = routes[i].name;
         memcpy(req->params, params, sizeof params);
-        bad = b;
-        break;
+        *bad = b;
+        return true;
     }
-    if (!req->route) {
-        if (allowed[0]) {
-            http_add_header(req, "Allow", allowed);
-            http_reply_error(req, 405, "method_not_allowed", "%s is not allowed on %s; use %s",
-                             method, url, allowed);
-        } else {
-            req->route_name = "unknown";
-            http_reply_error(req, 404, "not_found", "no such endpoint: %s %s", method, url);
-        }
+    if (allowed[0]) {
+        http_add_header(req, "Allow", allowed);
+        http_reply_error(req, 405, "method_not_allowed", "%s is not allowed on %s; use %s", method,
+                         url, allowed);
+    } else {
+        req->route_name = "unknown";
+        http_reply_error(req, 404, "not_found", "no such endpoint: %s %s", method, url);
+    }
+    return false;
+}
+
+/* A route with a body: its length and type, told by the headers before it comes. */
+static void check_body_headers(struct http_server *s, struct http_request *req)
+{
+    req->body_limit =
+        req->route->body == BODY_WEBHOOK ? s->app->cfg->max_body_bytes : ADMIN_MAX_BODY;
+    const char *cl = http_header(req, MHD_HTTP_HEADER_CONTENT_LENGTH);
+    if (cl && strtoull(cl, NULL, 10) > req->body_limit) {
+        http_reply_error(req, 413, "body_too_large", "the body is %s bytes; the limit is %zu", cl,
+                         req->body_limit);
         return;
     }
-    const struct route *r = req->route;
-    if (r->auth == AUTH_ADMIN && !admin_authorized(s, req)) {
+    if (!is_json_content_type(http_header(req, MHD_HTTP_HEADER_CONTENT_TYPE)))
+        http_reply_error(req, 415, "unsupported_media_type",
+                         "the body must be sent as Content-Type: application/json");
+}
+
+/* First call for a request: route it and refuse what can be refused before the body. */
+static void begin(struct http_server *s, struct http_request *req, const char *url,
+                  const char *method)
+{
+    const char *bad = NULL;
+    if (!find_route(req, url, method, &bad))
+        return;
+    if (req->route->auth == AUTH_ADMIN && !admin_authorized(s, req)) {
         http_add_header(req, "WWW-Authenticate", "Bearer");
         http_reply_error(
             req, 401, "unauthorized",
@@ -414,20 +435,8 @@ static void begin(struct http_server *s, struct http_request *req, const char *u
                          param_name(bad));
         return;
     }
-    if (r->body == BODY_NONE)
-        return;
-    req->body_limit = r->body == BODY_WEBHOOK ? s->app->cfg->max_body_bytes : ADMIN_MAX_BODY;
-    const char *cl = http_header(req, MHD_HTTP_HEADER_CONTENT_LENGTH);
-    if (cl && strtoull(cl, NULL, 10) > req->body_limit) {
-        http_reply_error(req, 413, "body_too_large", "the body is %s bytes; the limit is %zu", cl,
-                         req->body_limit);
-        return;
-    }
-    if (!is_json_content_type(http_header(req, MHD_HTTP_HEADER_CONTENT_TYPE))) {
-        http_reply_error(req, 415, "unsupported_media_type",
-                         "the body must be sent as Content-Type: application/json");
-        return;
-    }
+    if (req->route->body != BODY_NONE)
+        check_body_headers(s, req);
 }
 
 static void take_body(struct http_request *req, const char *data, size_t size)

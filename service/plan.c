@@ -5,7 +5,7 @@
  * globals; the worker runs it, executes the ops, records what it applied and
  * plans again until the plan is empty.
  *
- * Decisions (beyond ENGINE.md and DESIGN.md §5, which this file follows):
+ * Decisions (beyond the sync rules in docs/, which this file follows):
  *
  * - Which ops, by group state:
  *     deleted or sync off, list ACTIVE    -> DELETE_LIST only

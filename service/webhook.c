@@ -16,10 +16,10 @@
  *     which C strings cannot carry; other values are refused, naming the
  *     field, rather than silently cut or passed on to Constant Contact;
  *   - "type" is kept as sent, cut to 63 bytes on a UTF-8 boundary, for logs;
- *   - identifiers follow DESIGN.md §4 (ccsync_valid_unique_id);
+ *   - identifiers are checked by ccsync_valid_unique_id (model.h);
  *   - the secret's key is 1..WEBHOOK_KEY_MAX bytes of standard, padded base64.
  *
- * Decisions where DESIGN.md §5 is silent:
+ * Decisions Novi's webhook documentation leaves open:
  *   - a required field that is JSON null counts as missing ("... is required");
  *   - an unknown type needs a string type and a valid timestamp only: its data
  *     may be anything or absent, so that Novi's new event types are ignored
@@ -556,7 +556,7 @@ static int text_check(json_object *v, const char *path, size_t max, struct webho
     return 0;
 }
 
-/* A required Novi UniqueID: present, a string, and valid per DESIGN.md §4. */
+/* A required Novi UniqueID: present, a string, and valid (ccsync_valid_unique_id). */
 static int id_required(json_object *obj, const char *parent, const char *key,
                        char out[CCSYNC_ID_MAX + 1], struct webhook_error *err)
 {
