@@ -2,6 +2,12 @@
  * http.c - the libmicrohttpd daemon, the route table in one place, request
  * reading (headers, bounded bodies) and JSON answers.
  *
+ * A request goes through its route's columns in order: the admin token (auth),
+ * the path parameters, the body's headers and the body (body), the route's own
+ * check, then what the handler needs (needs: a pooled Redis connection, the
+ * path's association), which is taken here, refused here with 503 or 404, and
+ * given back here, so handlers hold no connection bookkeeping.
+ *
  * Limits are enforced before a body is read: a Content-Length over the limit is
  * answered 413 at once; a chunked body that grows past it is dropped and
  * answered 413. Every answer, error or not, is logged once when the connection
