@@ -1,5 +1,11 @@
 /*
- * admin.c - health endpoints and the association admin API.
+ * admin.c - health endpoints and the association admin API: associations,
+ * group status, audit, service status and dead letters.
+ *
+ * Each handler is a route of http.c's table, whose flags take what the handler
+ * needs before it runs (a Redis connection, the path's association) and answer
+ * 503 or 404 in its place; its check, when it has one, has refused what can be
+ * refused without Redis. So a handler here only reads, writes and answers.
  *
  * Secrets go into Redis and never come back out: the association view says
  * only whether each is set, with the token's expiry and the connection state.
@@ -15,12 +21,13 @@
 
 #include "ccsync/app.h"
 #include "ccsync/facts.h"
-#include "ccsync/queue.h"
-#include "ccsync/ratelimit.h"
 #include "ccsync/http.h"
 #include "ccsync/ingest.h"
+#include "ccsync/keys.h"
 #include "ccsync/log.h"
 #include "ccsync/metrics.h"
+#include "ccsync/queue.h"
+#include "ccsync/ratelimit.h"
 #include "ccsync/script.h"
 #include "ccsync/store.h"
 #include "ccsync/webhook.h"
@@ -34,6 +41,13 @@ static json_object *time_or_null(int64_t ns)
     return json_object_new_string(buf);
 }
 
+static json_object *str_or_null(const char *s)
+{
+    return s && *s ? json_object_new_string(s) : NULL;
+}
+
+/* ---- health ---- */
+
 int admin_livez(struct app *app, struct http_request *req)
 {
     json_object *o = json_object_new_object();
@@ -42,27 +56,35 @@ int admin_livez(struct app *app, struct http_request *req)
     return HTTP_DONE;
 }
 
-/* PING on a pooled connection: is Redis answering right now? */
-static bool redis_answers(struct app *app, char *why, size_t size)
+/* PING on the route's connection: is Redis answering right now? */
+static bool redis_answers(struct http_request *req, char *why, size_t size)
 {
-    redisContext *c = store_pool_get(app->pool, why, size);
-    if (!c)
+    redisContext *c = http_redis(req);
+    if (!c) {
+        snprintf(why, size, "%s", http_redis_error(req));
         return false;
+    }
     redisReply *r = redisCommand(c, "PING");
     bool ok = store_reply_ok(c, r);
     if (!ok)
         snprintf(why, size, "Redis did not answer PING: %s", c->err ? c->errstr : "error reply");
-    if (r)
-        freeReplyObject(r);
-    store_pool_put(app->pool, c, ok);
+    freeReplyObject(r);
     return ok;
+}
+
+static json_object *error_object(const char *code, const char *message)
+{
+    json_object *e = json_object_new_object();
+    json_object_object_add(e, "code", json_object_new_string(code));
+    json_object_object_add(e, "message", json_object_new_string(message));
+    return e;
 }
 
 int admin_readyz(struct app *app, struct http_request *req)
 {
     char why[256] = "";
     bool draining = atomic_load(&app->draining);
-    bool redis_ok = redis_answers(app, why, sizeof why);
+    bool redis_ok = redis_answers(req, why, sizeof why);
     int workers = atomic_load(&app->workers_up);
     bool workers_ok = workers >= app->cfg->workers;
     json_object *o = json_object_new_object();
@@ -70,13 +92,10 @@ int admin_readyz(struct app *app, struct http_request *req)
     json_object_object_add(o, "workers", json_object_new_int(workers));
     json_object_object_add(o, "draining", json_object_new_boolean(draining));
     if (draining || !redis_ok || !workers_ok) {
-        const char *reason = draining     ? "the process is shutting down"
-                             : !redis_ok  ? why
-                                          : "worker threads are not all running";
-        json_object *err = json_object_new_object();
-        json_object_object_add(err, "code", json_object_new_string("not_ready"));
-        json_object_object_add(err, "message", json_object_new_string(reason));
-        json_object_object_add(o, "error", err);
+        const char *reason = draining    ? "the process is shutting down"
+                             : !redis_ok ? why
+                                         : "worker threads are not all running";
+        json_object_object_add(o, "error", error_object("not_ready", reason));
         json_object_object_add(o, "status", json_object_new_string("not_ready"));
         http_reply_json(req, 503, o);
     } else {
@@ -88,24 +107,19 @@ int admin_readyz(struct app *app, struct http_request *req)
 
 /* Queue depth is read from Redis at scrape time: the stream is shared by all
  * processes, so no process's own counter could say it. */
-static void refresh_queue_gauges(struct app *app)
+static void refresh_queue_gauges(redisContext *c)
 {
-    char err[128];
-    redisContext *c = store_pool_get(app->pool, err, sizeof err);
     if (!c)
         return;
-    redisReply *r = redisCommand(c, "XLEN " STORE_EVENTS_STREAM);
-    bool ok = store_reply_ok(c, r);
-    if (ok && r->type == REDIS_REPLY_INTEGER)
+    redisReply *r = store_command(c, "XLEN %s", KEY_EVENTS);
+    if (r && r->type == REDIS_REPLY_INTEGER)
         metrics_set("ccsync_queue_depth", "state=\"stream\"", (double)r->integer);
-    if (r)
-        freeReplyObject(r);
-    store_pool_put(app->pool, c, ok);
+    freeReplyObject(r);
 }
 
 int admin_metrics(struct app *app, struct http_request *req)
 {
-    refresh_queue_gauges(app);
+    refresh_queue_gauges(http_redis(req));
     char *text;
     size_t len;
     if (metrics_render(&text, &len) != 0) {
@@ -116,64 +130,56 @@ int admin_metrics(struct app *app, struct http_request *req)
     return HTTP_DONE;
 }
 
-static json_object *association_view(const struct association *a)
+/* ---- associations ---- */
+
+static json_object *connection_view(const struct association *a)
 {
-    json_object *o = json_object_new_object();
-    json_object_object_add(o, "association_id", json_object_new_string(a->id));
-    json_object_object_add(o, "webhook_secret_set", json_object_new_boolean(a->webhook_secret[0]));
     json_object *cc = json_object_new_object();
     json_object_object_add(cc, "access_token_set", json_object_new_boolean(a->cc_access_token[0]));
     json_object_object_add(cc, "refresh_token_set",
                            json_object_new_boolean(a->cc_refresh_token[0]));
     json_object_object_add(cc, "expires_at", time_or_null(a->cc_expires_at_ns));
     json_object_object_add(cc, "state", json_object_new_string(a->cc_state));
+    json_object *e = NULL;
     if (a->cc_last_error[0]) {
-        json_object *e = json_object_new_object();
+        e = json_object_new_object();
         json_object_object_add(e, "message", json_object_new_string(a->cc_last_error));
         json_object_object_add(e, "at", time_or_null(a->cc_last_error_at_ns));
-        json_object_object_add(cc, "last_error", e);
-    } else {
-        json_object_object_add(cc, "last_error", NULL);
     }
-    json_object_object_add(o, "constant_contact", cc);
+    json_object_object_add(cc, "last_error", e);
+    return cc;
+}
+
+static json_object *association_view(const struct association *a)
+{
+    json_object *o = json_object_new_object();
+    json_object_object_add(o, "association_id", json_object_new_string(a->id));
+    json_object_object_add(o, "webhook_secret_set", json_object_new_boolean(a->webhook_secret[0]));
+    json_object_object_add(o, "constant_contact", connection_view(a));
     json_object_object_add(o, "created_at", time_or_null(a->created_at_ns));
     json_object_object_add(o, "updated_at", time_or_null(a->updated_at_ns));
     return o;
 }
 
-static void reply_store_unavailable(struct http_request *req, const char *why)
+int admin_get_association(struct app *app, struct http_request *req)
 {
-    http_add_header(req, "Retry-After", "5");
-    http_reply_error(req, 503, "redis_unavailable", "the state store is unavailable: %s", why);
-}
-
-/* Reads and answers the association; 404 when unknown. */
-static int answer_association(struct app *app, struct http_request *req, const char *id, int status)
-{
-    char err[256];
-    redisContext *c = store_pool_get(app->pool, err, sizeof err);
-    if (!c) {
-        reply_store_unavailable(req, err);
-        return HTTP_DONE;
-    }
-    struct association *a = malloc(sizeof *a);
-    int found = a ? store_association_get(c, id, a) : -1;
-    store_pool_put(app->pool, c, found >= 0);
-    if (found < 0)
-        reply_store_unavailable(req, "read failed");
-    else if (found == 0)
-        http_reply_error(req, 404, "unknown_association", "no association \"%s\"", id);
-    else
-        http_reply_json(req, status, association_view(a));
-    free(a);
+    http_reply_json(req, 200, association_view(http_association(req)));
     return HTTP_DONE;
 }
 
-int admin_get_association(struct app *app, struct http_request *req)
+/* Reads and answers the association; 404 when unknown. */
+static int answer_association(struct http_request *req, redisContext *c, const char *id)
 {
-    const char *id = http_param(req, 0);
-    http_set_log_field(req, "association", id);
-    return answer_association(app, req, id, 200);
+    struct association *a = malloc(sizeof *a);
+    int found = a ? store_association_get(c, id, a) : -1;
+    if (found < 0)
+        http_reply_redis_unavailable(req, "read failed");
+    else if (found == 0)
+        http_reply_error(req, 404, "unknown_association", "no association \"%s\"", id);
+    else
+        http_reply_json(req, 200, association_view(a));
+    free(a);
+    return HTTP_DONE;
 }
 
 /* Reads an optional string member; false (with the reply set) when it has the wrong type. */
@@ -197,48 +203,37 @@ static bool optional_string(struct http_request *req, json_object *obj, const ch
     return true;
 }
 
-static bool parse_update(struct http_request *req, json_object *root, struct association_update *u)
+/* True when every member of obj is one of known (NULL-terminated); else 400 naming it. */
+static bool only_known_fields(struct http_request *req, json_object *obj, const char *path,
+                              const char *const *known, const char *expected)
 {
-    memset(u, 0, sizeof *u);
-    if (!json_object_is_type(root, json_type_object)) {
-        http_reply_error(req, 400, "invalid_body", "the body must be a JSON object");
-        return false;
-    }
-    json_object_object_foreach(root, key, val)
+    json_object_object_foreach(obj, key, val)
     {
         (void)val;
-        if (strcmp(key, "webhook_secret") != 0 && strcmp(key, "constant_contact") != 0) {
-            http_reply_error(req, 400, "invalid_field",
-                             "unknown field \"%s\" (expected webhook_secret, constant_contact)", key);
+        size_t i = 0;
+        while (known[i] && strcmp(known[i], key) != 0)
+            i++;
+        if (!known[i]) {
+            http_reply_error(req, 400, "invalid_field", "unknown field \"%s%s\" (expected %s)",
+                             path, key, expected);
             return false;
         }
     }
-    if (!optional_string(req, root, "webhook_secret", "webhook_secret", 255, &u->webhook_secret))
-        return false;
-    if (u->webhook_secret && !webhook_secret_valid(u->webhook_secret)) {
-        http_reply_error(req, 400, "invalid_field",
-                         "webhook_secret must be whsec_ followed by base64 (as Novi shows it)");
-        return false;
-    }
-    json_object *cc;
-    if (!json_object_object_get_ex(root, "constant_contact", &cc) || cc == NULL)
-        return true;
+    return true;
+}
+
+/* The "constant_contact" object of a PUT; u points into cc. */
+static bool parse_connection(struct http_request *req, json_object *cc,
+                             struct association_update *u)
+{
+    static const char *const known[] = {"access_token", "refresh_token", "expires_at", NULL};
     if (!json_object_is_type(cc, json_type_object)) {
         http_reply_error(req, 400, "invalid_field", "constant_contact must be an object");
         return false;
     }
-    json_object_object_foreach(cc, ckey, cval)
-    {
-        (void)cval;
-        if (strcmp(ckey, "access_token") && strcmp(ckey, "refresh_token") &&
-            strcmp(ckey, "expires_at")) {
-            http_reply_error(req, 400, "invalid_field",
-                             "unknown field \"constant_contact.%s\" (expected access_token, "
-                             "refresh_token, expires_at)",
-                             ckey);
-            return false;
-        }
-    }
+    if (!only_known_fields(req, cc, "constant_contact.", known,
+                           "access_token, refresh_token, expires_at"))
+        return false;
     const char *expires;
     if (!optional_string(req, cc, "access_token", "constant_contact.access_token",
                          ASSOC_TOKEN_MAX - 1, &u->cc_access_token) ||
@@ -260,69 +255,103 @@ static bool parse_update(struct http_request *req, json_object *root, struct ass
     return true;
 }
 
-static int put_association(struct app *app, struct http_request *req, const char *id,
-                           const struct association_update *u)
+/* The body of a PUT; u points into root. False with a 400 answered. */
+static bool parse_update(struct http_request *req, json_object *root, struct association_update *u)
 {
-    char err[256];
-    redisContext *c = store_pool_get(app->pool, err, sizeof err);
-    if (!c) {
-        reply_store_unavailable(req, err);
-        return HTTP_DONE;
+    static const char *const known[] = {"webhook_secret", "constant_contact", NULL};
+    memset(u, 0, sizeof *u);
+    if (!json_object_is_type(root, json_type_object)) {
+        http_reply_error(req, 400, "invalid_body", "the body must be a JSON object");
+        return false;
     }
-    /* A new association cannot take webhooks without its secret. */
-    redisReply *r = redisCommand(c, "EXISTS " STORE_PREFIX "a:%s", id);
-    bool ok = store_reply_ok(c, r) && r->type == REDIS_REPLY_INTEGER;
-    bool exists = ok && r->integer == 1;
-    if (r)
-        freeReplyObject(r);
-    if (!ok) {
-        store_pool_put(app->pool, c, false);
-        reply_store_unavailable(req, "read failed");
-        return HTTP_DONE;
-    }
-    if (!exists && !u->webhook_secret) {
-        store_pool_put(app->pool, c, true);
+    if (!only_known_fields(req, root, "", known, "webhook_secret, constant_contact"))
+        return false;
+    if (!optional_string(req, root, "webhook_secret", "webhook_secret", 255, &u->webhook_secret))
+        return false;
+    if (u->webhook_secret && !webhook_secret_valid(u->webhook_secret)) {
         http_reply_error(req, 400, "invalid_field",
-                         "webhook_secret is required when creating an association");
-        return HTTP_DONE;
+                         "webhook_secret must be whsec_ followed by base64 (as Novi shows it)");
+        return false;
     }
-    bool created;
-    ok = store_association_put(c, id, u, store_now_ns(), &created) == 0;
-    store_pool_put(app->pool, c, ok);
-    if (!ok) {
-        reply_store_unavailable(req, "write failed");
-        return HTTP_DONE;
-    }
-    if (u->webhook_secret && app->ingest)
-        ingest_forget_secret(app->ingest, id);
-    log_info(created ? "association_created" : "association_updated", LOG_STR("association", id),
-             LOG_INT("webhook_secret_changed", u->webhook_secret != NULL),
-             LOG_INT("credentials_changed", u->has_cc));
-    return answer_association(app, req, id, 200);
+    json_object *cc;
+    if (!json_object_object_get_ex(root, "constant_contact", &cc) || cc == NULL)
+        return true;
+    return parse_connection(req, cc, u);
+}
+
+bool admin_check_update(struct http_request *req)
+{
+    struct association_update u;
+    return parse_update(req, http_json(req), &u);
+}
+
+/* 1 the association exists, 0 not, -1 Redis failed. */
+static int association_exists(redisContext *c, const char *id)
+{
+    redisReply *r = store_command(c, "EXISTS %s", key_association(id).s);
+    int exists = r && r->type == REDIS_REPLY_INTEGER ? r->integer == 1 : -1;
+    freeReplyObject(r);
+    return exists;
 }
 
 int admin_put_association(struct app *app, struct http_request *req)
 {
     const char *id = http_param(req, 0);
-    http_set_log_field(req, "association", id);
-    size_t len;
-    const char *body = http_body(req, &len);
-    json_tokener *tok = json_tokener_new();
-    json_object *root = json_tokener_parse_ex(tok, body, (int)len);
-    bool complete = json_tokener_get_error(tok) == json_tokener_success &&
-                    json_tokener_get_parse_end(tok) == len;
-    json_tokener_free(tok);
-    if (!root || !complete) {
-        json_object_put(root);
-        http_reply_error(req, 400, "malformed_json", "the body is not valid JSON");
+    redisContext *c = http_redis(req);
+    struct association_update u;
+    parse_update(req, http_json(req), &u); /* admin_check_update has accepted it */
+    int exists = association_exists(c, id);
+    if (exists < 0) {
+        http_reply_redis_unavailable(req, "read failed");
         return HTTP_DONE;
     }
-    struct association_update u;
-    int ret = HTTP_DONE;
-    if (parse_update(req, root, &u))
-        ret = put_association(app, req, id, &u);
-    json_object_put(root);
-    return ret;
+    /* A new association cannot take webhooks without its secret. */
+    if (!exists && !u.webhook_secret) {
+        http_reply_error(req, 400, "invalid_field",
+                         "webhook_secret is required when creating an association");
+        return HTTP_DONE;
+    }
+    bool created;
+    if (store_association_put(c, id, &u, store_now_ns(), &created) != STORE_OK) {
+        http_reply_redis_unavailable(req, "write failed");
+        return HTTP_DONE;
+    }
+    if (u.webhook_secret && app->ingest)
+        ingest_forget_secret(app->ingest, id);
+    log_info(created ? "association_created" : "association_updated", LOG_STR("association", id),
+             LOG_INT("webhook_secret_changed", u.webhook_secret != NULL),
+             LOG_INT("credentials_changed", u.has_cc));
+    return answer_association(req, c, id);
+}
+
+/* The environment's association as an update (tokens only when some are given). */
+static void bootstrap_update(const struct config *cfg, struct association_update *u)
+{
+    memset(u, 0, sizeof *u);
+    u->webhook_secret = cfg->boot_webhook_secret;
+    if (!cfg->boot_cc_access_token[0] && !cfg->boot_cc_refresh_token[0])
+        return;
+    u->has_cc = true;
+    u->cc_access_token = cfg->boot_cc_access_token[0] ? cfg->boot_cc_access_token : NULL;
+    u->cc_refresh_token = cfg->boot_cc_refresh_token[0] ? cfg->boot_cc_refresh_token : NULL;
+    if (cfg->boot_cc_expires_at[0])
+        rfc3339_parse(cfg->boot_cc_expires_at, &u->cc_expires_at_ns);
+}
+
+/* Only what differs is written, so a restart does not reset a connection whose
+ * refresh token has rotated since. -1 when Redis failed. */
+static int drop_unchanged(redisContext *c, const struct config *cfg, struct association_update *u)
+{
+    struct association *a = calloc(1, sizeof *a);
+    int found = a ? store_association_get(c, cfg->boot_association_id, a) : -1;
+    if (found == 1) {
+        if (strcmp(a->webhook_secret, cfg->boot_webhook_secret) == 0)
+            u->webhook_secret = NULL;
+        if (u->has_cc && a->credentials_version > 0)
+            u->has_cc = false; /* tokens stored earlier rotate; the environment's are stale */
+    }
+    free(a);
+    return found < 0 ? -1 : 0;
 }
 
 int admin_bootstrap_association(struct app *app, char *err, size_t err_size)
@@ -330,34 +359,19 @@ int admin_bootstrap_association(struct app *app, char *err, size_t err_size)
     const struct config *cfg = app->cfg;
     if (!cfg->boot_association_id[0])
         return 0;
-    struct association_update u = {.webhook_secret = cfg->boot_webhook_secret};
-    if (cfg->boot_cc_access_token[0] || cfg->boot_cc_refresh_token[0]) {
-        u.has_cc = true;
-        u.cc_access_token = cfg->boot_cc_access_token[0] ? cfg->boot_cc_access_token : NULL;
-        u.cc_refresh_token = cfg->boot_cc_refresh_token[0] ? cfg->boot_cc_refresh_token : NULL;
-        if (cfg->boot_cc_expires_at[0])
-            rfc3339_parse(cfg->boot_cc_expires_at, &u.cc_expires_at_ns);
-    }
+    struct association_update u;
+    bootstrap_update(cfg, &u);
     redisContext *c = store_pool_get(app->pool, err, err_size);
     if (!c)
         return -1;
-    /* Only what differs is written, so a restart does not reset a connection
-     * whose refresh token has rotated since. */
-    struct association *a = calloc(1, sizeof *a);
-    int found = a ? store_association_get(c, cfg->boot_association_id, a) : -1;
-    if (found == 1) {
-        if (strcmp(a->webhook_secret, cfg->boot_webhook_secret) == 0)
-            u.webhook_secret = NULL;
-        if (u.has_cc && a->credentials_version > 0)
-            u.has_cc = false; /* tokens stored earlier rotate; the environment's are stale */
-    }
-    free(a);
     bool created = false;
-    int rc = found < 0 ? -1 : store_association_put(c, cfg->boot_association_id, &u,
-                                                     store_now_ns(), &created);
+    int rc = drop_unchanged(c, cfg, &u);
+    if (rc == 0)
+        rc = store_association_put(c, cfg->boot_association_id, &u, store_now_ns(), &created);
     store_pool_put(app->pool, c, rc == 0);
     if (rc != 0) {
-        snprintf(err, err_size, "could not store association %s in Redis", cfg->boot_association_id);
+        snprintf(err, err_size, "could not store association %s in Redis",
+                 cfg->boot_association_id);
         return -1;
     }
     log_info("association_bootstrapped", LOG_STR("association", cfg->boot_association_id),
@@ -365,434 +379,489 @@ int admin_bootstrap_association(struct app *app, char *err, size_t err_size)
     return 0;
 }
 
-/* ---- groups, audit, service status, dead letters ---- */
+/* ---- groups ---- */
 
+/* The group hash fields the status readers ask for (HMGET), in reply order.
+ * The count fields are the JSON counts' names with "c_" in front. */
+#define GROUP_FIELDS(X)                                                                            \
+    X(GF_NAME, "name")                                                                             \
+    X(GF_SYNC, "sync")                                                                             \
+    X(GF_DELETED, "deleted")                                                                       \
+    X(GF_LIST_ID, "list_id")                                                                       \
+    X(GF_LIST_NAME, "list_name")                                                                   \
+    X(GF_LIST_STATE, "list_state")                                                                 \
+    X(GF_STATE, "state")                                                                           \
+    X(GF_ERR_CODE, "err_code")                                                                     \
+    X(GF_ERR_MSG, "err_msg")                                                                       \
+    X(GF_ERR_SINCE, "err_since")                                                                   \
+    X(GF_C_MEMBERS, "c_members")                                                                   \
+    X(GF_C_NO_EMAIL, "c_no_email")                                                                 \
+    X(GF_C_INVALID_EMAIL, "c_invalid_email")                                                       \
+    X(GF_C_DUPLICATE_EMAIL, "c_duplicate_email")                                                   \
+    X(GF_C_DO_NOT_EMAIL, "c_do_not_email")                                                         \
+    X(GF_C_UNSUBSCRIBED, "c_unsubscribed")                                                         \
+    X(GF_C_REJECTED, "c_rejected")                                                                 \
+    X(GF_C_IN_LIST, "c_in_list")                                                                   \
+    X(GF_PENDING, "pending")                                                                       \
+    X(GF_LAST_SYNCED, "last_synced_at")                                                            \
+    X(GF_FACT_TS, "fact_ts")
 
-static const char *group_fields[] = {
-    "name",    "sync",           "deleted",      "list_id",        "list_name",     "list_state",
-    "state",   "err_code",       "err_msg",      "err_since",      "c_members",     "c_no_email",
-    "c_invalid_email", "c_duplicate_email", "c_do_not_email", "c_unsubscribed", "c_rejected",
-    "c_in_list", "pending", "last_synced_at", "fact_ts"};
-enum {
-    GF_NAME, GF_SYNC, GF_DELETED, GF_LIST_ID, GF_LIST_NAME, GF_LIST_STATE, GF_STATE, GF_ERR_CODE,
-    GF_ERR_MSG, GF_ERR_SINCE, GF_C_FIRST, GF_PENDING = GF_C_FIRST + 8, GF_LAST_SYNCED, GF_FACT_TS,
-    GF_COUNT
-};
+#define GROUP_FIELD_ENUM(id, field) id,
+#define GROUP_FIELD_NAME(id, field) field,
+enum group_field { GROUP_FIELDS(GROUP_FIELD_ENUM) GF_COUNT };
+static const char *const group_fields[GF_COUNT] = {GROUP_FIELDS(GROUP_FIELD_NAME)};
 
-static const char *str_of(redisReply *r, int i)
+/* HMGET of n fields of the group hash from first on; the reply's element i is
+ * field first + i. NULL when Redis failed. Caller frees. */
+static redisReply *read_group(redisContext *c, const char *assoc, const char *g,
+                              enum group_field first, int n)
 {
-    redisReply *v = r->element[i];
-    return v->type == REDIS_REPLY_STRING ? v->str : NULL;
-}
-
-static json_object *str_or_null(const char *s)
-{
-    return s && *s ? json_object_new_string(s) : NULL;
-}
-
-/* GroupStatus (DESIGN.md §4) from the group hash; NULL when there is no group fact. */
-static json_object *group_view(redisReply *r, const char *group_id, bool dirty)
-{
-    if (!str_of(r, GF_FACT_TS))
-        return NULL;
-    const char *deleted = str_of(r, GF_DELETED);
-    if (deleted && strcmp(deleted, "1") == 0 && !str_of(r, GF_LIST_ID))
-        return NULL;
-    json_object *o = json_object_new_object();
-    json_object_object_add(o, "group_id", json_object_new_string(group_id));
-    json_object_object_add(o, "group_name", json_object_new_string(str_of(r, GF_NAME) ? str_of(r, GF_NAME) : ""));
-    bool sync = str_of(r, GF_SYNC) && strcmp(str_of(r, GF_SYNC), "1") == 0;
-    json_object_object_add(o, "sync_enabled", json_object_new_boolean(sync));
-    if (str_of(r, GF_LIST_ID)) {
-        json_object *l = json_object_new_object();
-        json_object_object_add(l, "list_id", json_object_new_string(str_of(r, GF_LIST_ID)));
-        json_object_object_add(l, "name", str_or_null(str_of(r, GF_LIST_NAME)));
-        json_object_object_add(o, "list", l);
-    } else {
-        json_object_object_add(o, "list", NULL);
-    }
-    const char *state = str_of(r, GF_STATE);
-    const char *code = str_of(r, GF_ERR_CODE);
-    if (!state)
-        state = sync ? "pending" : "disabled";
-    /* A transient error shows while the group waits to retry, state pending. */
-    json_object_object_add(o, "state", json_object_new_string(state));
-    if (code && *code) {
-        json_object *e = json_object_new_object();
-        json_object_object_add(e, "code", json_object_new_string(code));
-        json_object_object_add(e, "message", str_or_null(str_of(r, GF_ERR_MSG)));
-        json_object_object_add(e, "since", str_or_null(str_of(r, GF_ERR_SINCE)));
-        json_object_object_add(o, "error", e);
-    } else {
-        json_object_object_add(o, "error", NULL);
-    }
-    static const char *count_names[] = {"members",     "no_email",        "invalid_email",
-                                        "duplicate_email", "do_not_email", "unsubscribed",
-                                        "rejected",    "in_list"};
-    json_object *counts = json_object_new_object();
-    for (int i = 0; i < 8; i++) {
-        const char *v = str_of(r, GF_C_FIRST + i);
-        json_object_object_add(counts, count_names[i], json_object_new_int64(v ? atoll(v) : 0));
-    }
-    json_object_object_add(o, "counts", counts);
-    const char *pending = str_of(r, GF_PENDING);
-    long long pend = pending ? atoll(pending) : 0;
-    json_object_object_add(o, "pending_changes", json_object_new_int64(pend));
-    json_object_object_add(o, "changes_queued", json_object_new_boolean(dirty));
-    json_object_object_add(o, "last_synced_at", str_or_null(str_of(r, GF_LAST_SYNCED)));
-    return o;
-}
-
-static redisReply *read_group(redisContext *c, const char *assoc, const char *g)
-{
-    char key[300];
-    snprintf(key, sizeof key, STORE_PREFIX "a:%s:g:%s", assoc, g);
-    const char *argv[2 + GF_COUNT];
-    argv[0] = "HMGET";
-    argv[1] = key;
-    for (int i = 0; i < GF_COUNT; i++)
-        argv[2 + i] = group_fields[i];
-    redisReply *r = redisCommandArgv(c, 2 + GF_COUNT, argv, NULL);
-    if (!store_reply_ok(c, r) || r->type != REDIS_REPLY_ARRAY || r->elements != GF_COUNT) {
-        if (r)
-            freeReplyObject(r);
+    struct key key = key_group(assoc, g);
+    const char *argv[2 + GF_COUNT] = {"HMGET", key.s};
+    for (int i = 0; i < n; i++)
+        argv[2 + i] = group_fields[first + i];
+    redisReply *r = redisCommandArgv(c, 2 + n, argv, NULL);
+    if (!store_reply_ok(c, r) || r->type != REDIS_REPLY_ARRAY || r->elements != (size_t)n) {
+        freeReplyObject(r);
         return NULL;
     }
     return r;
 }
 
+static const char *str_of(redisReply *r, enum group_field f)
+{
+    redisReply *v = r->element[f];
+    return v->type == REDIS_REPLY_STRING ? v->str : NULL;
+}
+
+static bool is_one(const char *v)
+{
+    return v && strcmp(v, "1") == 0;
+}
+
 static bool group_dirty(redisContext *c, const char *assoc, const char *g)
 {
-    redisReply *r = redisCommand(c, "ZSCORE " FACTS_DIRTY_KEY " %s|%s", assoc, g);
+    redisReply *r = redisCommand(c, "ZSCORE %s %s", KEY_DIRTY, key_schedule_member(assoc, g).s);
     bool dirty = r && r->type == REDIS_REPLY_STRING;
-    if (r)
-        freeReplyObject(r);
+    freeReplyObject(r);
     return dirty;
 }
 
-/* 1 the association exists, 0 not (404 answered), -1 Redis failed (503 answered). */
-static int require_association(struct http_request *req, redisContext *c, const char *assoc)
+static json_object *list_view(redisReply *r)
 {
-    redisReply *r = redisCommand(c, "EXISTS " STORE_PREFIX "a:%s", assoc);
-    bool ok = store_reply_ok(c, r) && r->type == REDIS_REPLY_INTEGER;
-    int exists = ok ? (int)r->integer : -1;
-    if (r)
-        freeReplyObject(r);
-    if (exists < 0)
-        reply_store_unavailable(req, "read failed");
-    else if (exists == 0)
-        http_reply_error(req, 404, "unknown_association", "no association \"%s\"", assoc);
-    return exists;
+    if (!str_of(r, GF_LIST_ID))
+        return NULL;
+    json_object *l = json_object_new_object();
+    json_object_object_add(l, "list_id", json_object_new_string(str_of(r, GF_LIST_ID)));
+    json_object_object_add(l, "name", str_or_null(str_of(r, GF_LIST_NAME)));
+    return l;
+}
+
+/* A transient error shows too, while the group waits to retry in state pending. */
+static json_object *group_error_view(redisReply *r)
+{
+    const char *code = str_of(r, GF_ERR_CODE);
+    if (!code || !*code)
+        return NULL;
+    json_object *e = json_object_new_object();
+    json_object_object_add(e, "code", json_object_new_string(code));
+    json_object_object_add(e, "message", str_or_null(str_of(r, GF_ERR_MSG)));
+    json_object_object_add(e, "since", str_or_null(str_of(r, GF_ERR_SINCE)));
+    return e;
+}
+
+static json_object *counts_view(redisReply *r)
+{
+    json_object *counts = json_object_new_object();
+    for (int f = GF_C_MEMBERS; f <= GF_C_IN_LIST; f++) {
+        const char *v = str_of(r, f);
+        json_object_object_add(counts, group_fields[f] + strlen("c_"),
+                               json_object_new_int64(v ? atoll(v) : 0));
+    }
+    return counts;
+}
+
+/* GroupStatus (docs/) from the group hash; NULL when there is no group fact. */
+static json_object *group_view(redisReply *r, const char *group_id, bool dirty)
+{
+    if (!str_of(r, GF_FACT_TS) || (is_one(str_of(r, GF_DELETED)) && !str_of(r, GF_LIST_ID)))
+        return NULL;
+    const char *name = str_of(r, GF_NAME), *state = str_of(r, GF_STATE);
+    const char *pending = str_of(r, GF_PENDING);
+    bool sync = is_one(str_of(r, GF_SYNC));
+    json_object *o = json_object_new_object();
+    json_object_object_add(o, "group_id", json_object_new_string(group_id));
+    json_object_object_add(o, "group_name", json_object_new_string(name ? name : ""));
+    json_object_object_add(o, "sync_enabled", json_object_new_boolean(sync));
+    json_object_object_add(o, "list", list_view(r));
+    if (!state)
+        state = sync ? "pending" : "disabled";
+    json_object_object_add(o, "state", json_object_new_string(state));
+    json_object_object_add(o, "error", group_error_view(r));
+    json_object_object_add(o, "counts", counts_view(r));
+    json_object_object_add(o, "pending_changes",
+                           json_object_new_int64(pending ? atoll(pending) : 0));
+    json_object_object_add(o, "changes_queued", json_object_new_boolean(dirty));
+    json_object_object_add(o, "last_synced_at", str_or_null(str_of(r, GF_LAST_SYNCED)));
+    return o;
+}
+
+/* Adds group g's view to list (nothing when it has no group fact). */
+static int add_group_view(redisContext *c, const char *assoc, const char *g, json_object *list)
+{
+    redisReply *r = read_group(c, assoc, g, 0, GF_COUNT);
+    if (!r)
+        return STORE_ERR;
+    json_object *v = group_view(r, g, group_dirty(c, assoc, g));
+    if (v)
+        json_object_array_add(list, v);
+    freeReplyObject(r);
+    return STORE_OK;
 }
 
 int admin_list_groups(struct app *app, struct http_request *req)
 {
     const char *assoc = http_param(req, 0);
-    http_set_log_field(req, "association", assoc);
-    char err[256];
-    redisContext *c = store_pool_get(app->pool, err, sizeof err);
-    if (!c) {
-        reply_store_unavailable(req, err);
+    redisContext *c = http_redis(req);
+    redisReply *ids = store_command(c, "SMEMBERS %s", key_groups(assoc).s);
+    json_object *list = ids && ids->type == REDIS_REPLY_ARRAY ? json_object_new_array() : NULL;
+    for (size_t i = 0; list && i < ids->elements; i++) {
+        if (add_group_view(c, assoc, ids->element[i]->str, list) != STORE_OK) {
+            json_object_put(list);
+            list = NULL;
+        }
+    }
+    freeReplyObject(ids);
+    if (!list) {
+        http_reply_redis_unavailable(req, "read failed");
         return HTTP_DONE;
     }
-    bool ok = false;
-    if (require_association(req, c, assoc) == 1) {
-        redisReply *ids = redisCommand(c, "SMEMBERS " STORE_PREFIX "a:%s:groups", assoc);
-        ok = store_reply_ok(c, ids) && ids->type == REDIS_REPLY_ARRAY;
-        json_object *list = json_object_new_array();
-        for (size_t i = 0; ok && i < ids->elements; i++) {
-            redisReply *g = read_group(c, assoc, ids->element[i]->str);
-            if (!g) {
-                ok = false;
-                break;
-            }
-            json_object *v = group_view(g, ids->element[i]->str, group_dirty(c, assoc, ids->element[i]->str));
-            if (v)
-                json_object_array_add(list, v);
-            freeReplyObject(g);
-        }
-        if (ids)
-            freeReplyObject(ids);
-        if (ok) {
-            json_object *o = json_object_new_object();
-            json_object_object_add(o, "groups", list);
-            http_reply_json(req, 200, o);
-        } else {
-            json_object_put(list);
-            reply_store_unavailable(req, "read failed");
-        }
-    } else {
-        ok = c->err == 0;
-    }
-    store_pool_put(app->pool, c, ok);
+    json_object *o = json_object_new_object();
+    json_object_object_add(o, "groups", list);
+    http_reply_json(req, 200, o);
     return HTTP_DONE;
 }
 
 int admin_get_group(struct app *app, struct http_request *req)
 {
     const char *assoc = http_param(req, 0), *g = http_param(req, 1);
-    http_set_log_field(req, "association", assoc);
-    char err[256];
-    redisContext *c = store_pool_get(app->pool, err, sizeof err);
-    if (!c) {
-        reply_store_unavailable(req, err);
-        return HTTP_DONE;
-    }
-    if (require_association(req, c, assoc) == 1) {
-        redisReply *r = read_group(c, assoc, g);
-        json_object *v = r ? group_view(r, g, group_dirty(c, assoc, g)) : NULL;
-        if (!r)
-            reply_store_unavailable(req, "read failed");
-        else if (!v)
-            http_reply_error(req, 404, "unknown_group", "no group \"%s\" in association \"%s\"", g, assoc);
-        else
-            http_reply_json(req, 200, v);
-        if (r)
-            freeReplyObject(r);
-    }
-    store_pool_put(app->pool, c, c->err == 0);
+    redisContext *c = http_redis(req);
+    redisReply *r = read_group(c, assoc, g, 0, GF_COUNT);
+    json_object *v = r ? group_view(r, g, group_dirty(c, assoc, g)) : NULL;
+    if (!r)
+        http_reply_redis_unavailable(req, "read failed");
+    else if (!v)
+        http_reply_error(req, 404, "unknown_group", "no group \"%s\" in association \"%s\"", g,
+                         assoc);
+    else
+        http_reply_json(req, 200, v);
+    freeReplyObject(r);
     return HTTP_DONE;
 }
 
 /* Flags the group for a full sync (a new list if it was deleted in CC) and queues it now. */
 static const char resync_script[] =
-    "if redis.call('HGET', KEYS[1], 'fact_ts') == false or redis.call('HGET', KEYS[1], 'deleted') == '1' then return 0 end\n"
+    "if redis.call('HGET', KEYS[1], 'fact_ts') == false or redis.call('HGET', KEYS[1], "
+    "'deleted') == '1' then return 0 end\n"
     "if redis.call('HGET', KEYS[1], 'sync') ~= '1' then return -1 end\n"
     "redis.call('HSET', KEYS[1], 'resync', '1', 'state', 'pending')\n"
     "redis.call('HINCRBY', KEYS[1], 'gen', 1)\n"
     "redis.call('ZADD', KEYS[2], ARGV[1], ARGV[2])\n"
     "return 1\n";
 
+enum resync { RESYNC_QUEUED, RESYNC_NO_GROUP, RESYNC_SYNC_OFF, RESYNC_FAILED };
+
+static enum resync request_resync(redisContext *c, const char *assoc, const char *g)
+{
+    struct key group = key_group(assoc, g), member = key_schedule_member(assoc, g);
+    char due[32];
+    snprintf(due, sizeof due, "%lld", (long long)(store_now_ns() / 1000000));
+    const char *args[] = {group.s, KEY_DIRTY, due, member.s};
+    redisReply *r = script_eval(c, resync_script, 2, 4, args);
+    long long rc = store_reply_ok(c, r) && r->type == REDIS_REPLY_INTEGER ? r->integer : -2;
+    freeReplyObject(r);
+    if (rc == 0)
+        return RESYNC_NO_GROUP;
+    if (rc == -1)
+        return RESYNC_SYNC_OFF;
+    if (rc != 1 ||
+        facts_audit(c, assoc, g, "resync_requested", NULL, NULL, "requested by an admin") != 0)
+        return RESYNC_FAILED;
+    return RESYNC_QUEUED;
+}
+
 int admin_resync_group(struct app *app, struct http_request *req)
 {
     const char *assoc = http_param(req, 0), *g = http_param(req, 1);
-    http_set_log_field(req, "association", assoc);
-    char err[256];
-    redisContext *c = store_pool_get(app->pool, err, sizeof err);
-    if (!c) {
-        reply_store_unavailable(req, err);
-        return HTTP_DONE;
+    switch (request_resync(http_redis(req), assoc, g)) {
+    case RESYNC_QUEUED: {
+        log_info("resync_requested", LOG_STR("association", assoc), LOG_STR("group", g));
+        json_object *o = json_object_new_object();
+        json_object_object_add(o, "group_id", json_object_new_string(g));
+        json_object_object_add(o, "status", json_object_new_string("resync_queued"));
+        http_reply_json(req, 202, o);
+        break;
     }
-    if (require_association(req, c, assoc) == 1) {
-        char key[300], due[32], member[256];
-        snprintf(key, sizeof key, STORE_PREFIX "a:%s:g:%s", assoc, g);
-        snprintf(due, sizeof due, "%lld", (long long)(store_now_ns() / 1000000));
-        snprintf(member, sizeof member, "%s|%s", assoc, g);
-        const char *args[] = {key, FACTS_DIRTY_KEY, due, member};
-        redisReply *r = script_eval(c, resync_script, 2, 4, args);
-        long long rc = store_reply_ok(c, r) && r->type == REDIS_REPLY_INTEGER ? r->integer : -2;
-        if (r)
-            freeReplyObject(r);
-        if (rc == 1 && facts_audit(c, assoc, g, "resync_requested", NULL, NULL, "requested by an admin") != 0)
-            rc = -2;
-        if (rc == 1) {
-            log_info("resync_requested", LOG_STR("association", assoc), LOG_STR("group", g));
-            json_object *o = json_object_new_object();
-            json_object_object_add(o, "group_id", json_object_new_string(g));
-            json_object_object_add(o, "status", json_object_new_string("resync_queued"));
-            http_reply_json(req, 202, o);
-        } else if (rc == 0) {
-            http_reply_error(req, 404, "unknown_group", "no group \"%s\" in association \"%s\"", g, assoc);
-        } else if (rc == -1) {
-            http_reply_error(req, 409, "sync_disabled",
-                             "group \"%s\" does not sync to Constant Contact; turn its sync on in Novi", g);
-        } else {
-            reply_store_unavailable(req, "write failed");
-        }
+    case RESYNC_NO_GROUP:
+        http_reply_error(req, 404, "unknown_group", "no group \"%s\" in association \"%s\"", g,
+                         assoc);
+        break;
+    case RESYNC_SYNC_OFF:
+        http_reply_error(req, 409, "sync_disabled",
+                         "group \"%s\" does not sync to Constant Contact; turn its sync on in Novi",
+                         g);
+        break;
+    case RESYNC_FAILED:
+        http_reply_redis_unavailable(req, "write failed");
+        break;
     }
-    store_pool_put(app->pool, c, c->err == 0);
     return HTTP_DONE;
 }
 
-static bool parse_limit(struct http_request *req, long dflt, long max, long *out)
+/* ---- audit ---- */
+
+#define LIMIT_DEFAULT 100
+#define LIMIT_MAX 1000
+
+/* ?limit=, from 1 to LIMIT_MAX; false when it is given but not such a number. */
+static bool parse_limit(struct http_request *req, long *out)
 {
     const char *v = http_query(req, "limit");
-    *out = dflt;
+    *out = LIMIT_DEFAULT;
     if (!v)
         return true;
     char *end;
     long n = strtol(v, &end, 10);
-    if (*v == '\0' || *end != '\0' || n < 1 || n > max) {
-        http_reply_error(req, 400, "invalid_parameter", "limit must be a whole number from 1 to %ld", max);
+    if (*v == '\0' || *end != '\0' || n < 1 || n > LIMIT_MAX)
         return false;
-    }
     *out = n;
     return true;
+}
+
+bool admin_check_limit(struct http_request *req)
+{
+    long limit;
+    if (parse_limit(req, &limit))
+        return true;
+    http_reply_error(req, 400, "invalid_parameter", "limit must be a whole number from 1 to %d",
+                     LIMIT_MAX);
+    return false;
 }
 
 int admin_audit(struct app *app, struct http_request *req)
 {
     const char *assoc = http_param(req, 0);
-    http_set_log_field(req, "association", assoc);
     long limit;
-    if (!parse_limit(req, 100, 1000, &limit))
-        return HTTP_DONE;
-    char err[256];
-    redisContext *c = store_pool_get(app->pool, err, sizeof err);
-    if (!c) {
-        reply_store_unavailable(req, err);
+    parse_limit(req, &limit); /* admin_check_limit has accepted it */
+    redisReply *r =
+        store_command(http_redis(req), "LRANGE %s 0 %ld", key_audit(assoc).s, limit - 1);
+    if (!r || r->type != REDIS_REPLY_ARRAY) {
+        freeReplyObject(r);
+        http_reply_redis_unavailable(req, "read failed");
         return HTTP_DONE;
     }
-    if (require_association(req, c, assoc) == 1) {
-        redisReply *r = redisCommand(c, "LRANGE " STORE_PREFIX "a:%s:audit 0 %ld", assoc, limit - 1);
-        if (store_reply_ok(c, r) && r->type == REDIS_REPLY_ARRAY) {
-            json_object *entries = json_object_new_array();
-            for (size_t i = 0; i < r->elements; i++) {
-                json_object *e = json_tokener_parse(r->element[i]->str);
-                if (e)
-                    json_object_array_add(entries, e);
-            }
-            json_object *o = json_object_new_object();
-            json_object_object_add(o, "entries", entries);
-            http_reply_json(req, 200, o);
-        } else {
-            reply_store_unavailable(req, "read failed");
-        }
-        if (r)
-            freeReplyObject(r);
+    json_object *entries = json_object_new_array();
+    for (size_t i = 0; i < r->elements; i++) {
+        json_object *e = json_tokener_parse(r->element[i]->str);
+        if (e)
+            json_object_array_add(entries, e);
     }
-    store_pool_put(app->pool, c, c->err == 0);
+    freeReplyObject(r);
+    json_object *o = json_object_new_object();
+    json_object_object_add(o, "entries", entries);
+    http_reply_json(req, 200, o);
     return HTTP_DONE;
 }
 
-static long long int_reply(redisContext *c, const char *fmt, ...)
+/* ---- service status ---- */
+
+/* The queue's counts in the status: each one command answering an integer. */
+static const struct {
+    const char *name;
+    const char *command;
+    const char *key;
+} queue_counts[] = {
+    {"pending", "XLEN", KEY_EVENTS},
+    {"retrying", "SCARD", KEY_RETRYING},
+    {"dead", "XLEN", KEY_DEAD_LETTERS},
+    {"groups_waiting", "ZCARD", KEY_DIRTY},
+};
+
+/* The integer answer of "command key" into *n. STORE_ERR, why saying what
+ * Redis answered, when the command failed: a count Redis refused is no zero. */
+static int int_reply(redisContext *c, const char *command, const char *key, long long *n, char *why,
+                     size_t size)
 {
-    va_list ap;
-    va_start(ap, fmt);
-    redisReply *r = redisvCommand(c, fmt, ap);
-    va_end(ap);
-    long long v = r && r->type == REDIS_REPLY_INTEGER ? r->integer : 0;
-    if (r)
-        freeReplyObject(r);
-    return v;
+    redisReply *r = redisCommand(c, "%s %s", command, key);
+    int rc = store_reply_ok(c, r) && r->type == REDIS_REPLY_INTEGER ? STORE_OK : STORE_ERR;
+    if (rc == STORE_OK)
+        *n = r->integer;
+    else
+        snprintf(why, size, "%s %s: %s", command, key,
+                 c->err                              ? c->errstr
+                 : r && r->type == REDIS_REPLY_ERROR ? r->str
+                                                     : "not a count");
+    freeReplyObject(r);
+    return rc;
 }
 
-int admin_status(struct app *app, struct http_request *req)
+/* {"pending": n, ...}; NULL (why says what failed) when a count could not be read. */
+static json_object *queue_view(redisContext *c, char *why, size_t size)
 {
-    char err[256];
-    redisContext *c = store_pool_get(app->pool, err, sizeof err);
-    json_object *o = json_object_new_object();
-    json_object *redis = json_object_new_object();
-    json_object_object_add(o, "redis", redis);
-    json_object *workers = json_object_new_object();
-    json_object_object_add(workers, "configured", json_object_new_int(app->cfg->workers));
-    json_object_object_add(workers, "running", json_object_new_int(atomic_load(&app->workers_up)));
-    json_object_object_add(o, "workers", workers);
-    json_object_object_add(o, "draining", json_object_new_boolean(atomic_load(&app->draining)));
-    if (!c) {
-        json_object_object_add(redis, "status", json_object_new_string("unreachable"));
-        json_object *e = json_object_new_object();
-        json_object_object_add(e, "code", json_object_new_string("redis_unavailable"));
-        json_object_object_add(e, "message", json_object_new_string(err));
-        json_object_object_add(o, "error", e);
-        http_add_header(req, "Retry-After", "5");
-        http_reply_json(req, 503, o);
-        return HTTP_DONE;
-    }
-    json_object_object_add(redis, "status", json_object_new_string("ok"));
     json_object *queue = json_object_new_object();
-    json_object_object_add(queue, "pending", json_object_new_int64(int_reply(c, "XLEN " STORE_EVENTS_STREAM)));
-    json_object_object_add(queue, "retrying", json_object_new_int64(int_reply(c, "SCARD ccsync:retrying")));
-    json_object_object_add(queue, "dead", json_object_new_int64(int_reply(c, "XLEN " QUEUE_DEAD_STREAM)));
-    json_object_object_add(queue, "groups_waiting", json_object_new_int64(int_reply(c, "ZCARD " FACTS_DIRTY_KEY)));
-    json_object_object_add(o, "queue", queue);
+    for (size_t i = 0; i < sizeof queue_counts / sizeof queue_counts[0]; i++) {
+        long long n;
+        if (int_reply(c, queue_counts[i].command, queue_counts[i].key, &n, why, size) != STORE_OK) {
+            json_object_put(queue);
+            return NULL;
+        }
+        json_object_object_add(queue, queue_counts[i].name, json_object_new_int64(n));
+    }
+    return queue;
+}
 
+static json_object *budget_view(redisContext *c, const struct config *cfg)
+{
     struct ratelimit_conf rc;
-    ratelimit_conf_from_config(&rc, app->cfg);
+    ratelimit_conf_from_config(&rc, cfg);
     long used = 0;
     int64_t paused = 0;
     ratelimit_used_today(c, &rc, &used);
     ratelimit_paused_until(c, &rc, &paused);
     json_object *budget = json_object_new_object();
     json_object_object_add(budget, "used_today", json_object_new_int64(used));
-    json_object_object_add(budget, "daily_limit", json_object_new_int64(app->cfg->cc_daily_limit));
-    json_object_object_add(budget, "rate_per_sec", json_object_new_double(app->cfg->cc_rate_per_sec));
+    json_object_object_add(budget, "daily_limit", json_object_new_int64(cfg->cc_daily_limit));
+    json_object_object_add(budget, "rate_per_sec", json_object_new_double(cfg->cc_rate_per_sec));
     json_object_object_add(budget, "paused_until", time_or_null(paused));
-    json_object_object_add(o, "constant_contact_budget", budget);
+    return budget;
+}
 
+/* The association's groups in state error: [{"group_id", "code"}]. */
+static json_object *groups_in_error(redisContext *c, const char *assoc)
+{
+    _Static_assert(GF_ERR_CODE == GF_STATE + 1, "state and err_code are read together");
+    json_object *groups = json_object_new_array();
+    redisReply *ids = redisCommand(c, "SMEMBERS %s", key_groups(assoc).s);
+    for (size_t k = 0; ids && ids->type == REDIS_REPLY_ARRAY && k < ids->elements; k++) {
+        const char *g = ids->element[k]->str;
+        redisReply *r = read_group(c, assoc, g, GF_STATE, 2);
+        const redisReply *state = r ? r->element[0] : NULL;
+        if (state && state->type == REDIS_REPLY_STRING && strcmp(state->str, "error") == 0) {
+            json_object *e = json_object_new_object();
+            json_object_object_add(e, "group_id", json_object_new_string(g));
+            json_object_object_add(e, "code", str_or_null(r->element[1]->str));
+            json_object_array_add(groups, e);
+        }
+        freeReplyObject(r);
+    }
+    freeReplyObject(ids);
+    return groups;
+}
+
+/* [{"association_id", "groups": [...]}] for the associations with a group in error. */
+static json_object *associations_in_error(redisContext *c)
+{
     json_object *in_error = json_object_new_array();
-    redisReply *assocs = redisCommand(c, "SMEMBERS " STORE_ASSOCIATIONS);
+    redisReply *assocs = redisCommand(c, "SMEMBERS %s", KEY_ASSOCIATIONS);
     for (size_t i = 0; assocs && assocs->type == REDIS_REPLY_ARRAY && i < assocs->elements; i++) {
         const char *a = assocs->element[i]->str;
-        redisReply *ids = redisCommand(c, "SMEMBERS " STORE_PREFIX "a:%s:groups", a);
-        json_object *groups = json_object_new_array();
-        for (size_t k = 0; ids && ids->type == REDIS_REPLY_ARRAY && k < ids->elements; k++) {
-            redisReply *code = redisCommand(c, "HMGET " STORE_PREFIX "a:%s:g:%s state err_code", a,
-                                            ids->element[k]->str);
-            if (code && code->type == REDIS_REPLY_ARRAY && code->elements == 2 &&
-                code->element[0]->type == REDIS_REPLY_STRING &&
-                strcmp(code->element[0]->str, "error") == 0) {
-                json_object *g = json_object_new_object();
-                json_object_object_add(g, "group_id", json_object_new_string(ids->element[k]->str));
-                json_object_object_add(g, "code", str_or_null(code->element[1]->str));
-                json_object_array_add(groups, g);
-            }
-            if (code)
-                freeReplyObject(code);
-        }
-        if (ids)
-            freeReplyObject(ids);
-        if (json_object_array_length(groups) > 0) {
-            json_object *e = json_object_new_object();
-            json_object_object_add(e, "association_id", json_object_new_string(a));
-            json_object_object_add(e, "groups", groups);
-            json_object_array_add(in_error, e);
-        } else {
+        json_object *groups = groups_in_error(c, a);
+        if (json_object_array_length(groups) == 0) {
             json_object_put(groups);
+            continue;
         }
+        json_object *e = json_object_new_object();
+        json_object_object_add(e, "association_id", json_object_new_string(a));
+        json_object_object_add(e, "groups", groups);
+        json_object_array_add(in_error, e);
     }
-    if (assocs)
-        freeReplyObject(assocs);
-    json_object_object_add(o, "associations_in_error", in_error);
-    bool ok = c->err == 0;
-    store_pool_put(app->pool, c, ok);
+    freeReplyObject(assocs);
+    return in_error;
+}
+
+/* What the status says with or without Redis: redis (its status added later), workers, draining. */
+static json_object *status_view(struct app *app, json_object **redis)
+{
+    json_object *o = json_object_new_object();
+    *redis = json_object_new_object();
+    json_object_object_add(o, "redis", *redis);
+    json_object *workers = json_object_new_object();
+    json_object_object_add(workers, "configured", json_object_new_int(app->cfg->workers));
+    json_object_object_add(workers, "running", json_object_new_int(atomic_load(&app->workers_up)));
+    json_object_object_add(o, "workers", workers);
+    json_object_object_add(o, "draining", json_object_new_boolean(atomic_load(&app->draining)));
+    return o;
+}
+
+static int reply_status_unavailable(struct http_request *req, json_object *o, json_object *redis,
+                                    const char *why)
+{
+    json_object_object_add(redis, "status", json_object_new_string("unreachable"));
+    json_object_object_add(o, "error", error_object("redis_unavailable", why));
+    http_add_header(req, "Retry-After", "5");
+    http_reply_json(req, 503, o);
+    return HTTP_DONE;
+}
+
+int admin_status(struct app *app, struct http_request *req)
+{
+    redisContext *c = http_redis(req);
+    json_object *redis, *o = status_view(app, &redis);
+    if (!c)
+        return reply_status_unavailable(req, o, redis, http_redis_error(req));
+    char why[256];
+    json_object *queue = queue_view(c, why, sizeof why);
+    if (!queue)
+        return reply_status_unavailable(req, o, redis, why);
+    json_object_object_add(redis, "status", json_object_new_string("ok"));
+    json_object_object_add(o, "queue", queue);
+    json_object_object_add(o, "constant_contact_budget", budget_view(c, app->cfg));
+    json_object_object_add(o, "associations_in_error", associations_in_error(c));
     http_reply_json(req, 200, o);
     return HTTP_DONE;
+}
+
+/* ---- dead letters ---- */
+
+/* One dead letter: its id, the event's fields (body parsed when it is JSON). */
+static json_object *dead_letter_view(const redisReply *item)
+{
+    json_object *e = json_object_new_object();
+    json_object_object_add(e, "id", json_object_new_string(item->element[0]->str));
+    const redisReply *f = item->element[1];
+    for (size_t k = 0; k + 1 < f->elements; k += 2) {
+        const char *name = f->element[k]->str, *value = f->element[k + 1]->str;
+        if (strcmp(name, "body") == 0) {
+            json_object *body = json_tokener_parse(value);
+            json_object_object_add(e, "body", body ? body : json_object_new_string(value));
+            continue;
+        }
+        const char *out = strcmp(name, "assoc") == 0 ? "association_id"
+                          : strcmp(name, "id") == 0  ? "webhook_id"
+                                                     : name;
+        json_object_object_add(e, out, json_object_new_string(value));
+    }
+    return e;
 }
 
 int admin_list_dead_letters(struct app *app, struct http_request *req)
 {
     long limit;
-    if (!parse_limit(req, 100, 1000, &limit))
-        return HTTP_DONE;
-    char err[256];
-    redisContext *c = store_pool_get(app->pool, err, sizeof err);
-    if (!c) {
-        reply_store_unavailable(req, err);
-        return HTTP_DONE;
-    }
-    redisReply *r = redisCommand(c, "XREVRANGE " QUEUE_DEAD_STREAM " + - COUNT %ld", limit);
-    bool ok = store_reply_ok(c, r) && r->type == REDIS_REPLY_ARRAY;
-    if (ok) {
-        json_object *list = json_object_new_array();
-        for (size_t i = 0; i < r->elements; i++) {
-            redisReply *item = r->element[i];
-            json_object *e = json_object_new_object();
-            json_object_object_add(e, "id", json_object_new_string(item->element[0]->str));
-            redisReply *f = item->element[1];
-            for (size_t k = 0; k + 1 < f->elements; k += 2) {
-                const char *name = f->element[k]->str;
-                const char *out = strcmp(name, "assoc") == 0 ? "association_id"
-                                  : strcmp(name, "id") == 0  ? "webhook_id"
-                                                             : name;
-                if (strcmp(name, "body") == 0) {
-                    json_object *body = json_tokener_parse(f->element[k + 1]->str);
-                    json_object_object_add(e, "body", body ? body : json_object_new_string(f->element[k + 1]->str));
-                } else {
-                    json_object_object_add(e, out, json_object_new_string(f->element[k + 1]->str));
-                }
-            }
-            json_object_array_add(list, e);
-        }
-        json_object *o = json_object_new_object();
-        json_object_object_add(o, "dead_letters", list);
-        http_reply_json(req, 200, o);
-    } else {
-        reply_store_unavailable(req, "read failed");
-    }
-    if (r)
+    parse_limit(req, &limit); /* admin_check_limit has accepted it */
+    redisReply *r =
+        store_command(http_redis(req), "XREVRANGE %s + - COUNT %ld", KEY_DEAD_LETTERS, limit);
+    if (!r || r->type != REDIS_REPLY_ARRAY) {
         freeReplyObject(r);
-    store_pool_put(app->pool, c, ok);
+        http_reply_redis_unavailable(req, "read failed");
+        return HTTP_DONE;
+    }
+    json_object *list = json_object_new_array();
+    for (size_t i = 0; i < r->elements; i++)
+        json_object_array_add(list, dead_letter_view(r->element[i]));
+    freeReplyObject(r);
+    json_object *o = json_object_new_object();
+    json_object_object_add(o, "dead_letters", list);
+    http_reply_json(req, 200, o);
     return HTTP_DONE;
 }
 
@@ -804,21 +873,19 @@ static bool valid_entry_id(const char *id)
            strspn(id + ms + 1, "0123456789") == strlen(id + ms + 1);
 }
 
+bool admin_check_entry_id(struct http_request *req)
+{
+    if (valid_entry_id(http_param(req, 0)))
+        return true;
+    http_reply_error(req, 400, "invalid_path_parameter",
+                     "the dead letter id must be a stream entry id such as 1700000000000-0");
+    return false;
+}
+
 int admin_redrive_dead_letter(struct app *app, struct http_request *req)
 {
     const char *id = http_param(req, 0);
-    if (!valid_entry_id(id)) {
-        http_reply_error(req, 400, "invalid_path_parameter",
-                         "the dead letter id must be a stream entry id such as 1700000000000-0");
-        return HTTP_DONE;
-    }
-    char err[256];
-    redisContext *c = store_pool_get(app->pool, err, sizeof err);
-    if (!c) {
-        reply_store_unavailable(req, err);
-        return HTTP_DONE;
-    }
-    int rc = queue_redrive(c, id);
+    int rc = queue_redrive(http_redis(req), id);
     if (rc == 1) {
         log_info("dead_letter_redriven", LOG_STR("entry", id));
         json_object *o = json_object_new_object();
@@ -828,8 +895,7 @@ int admin_redrive_dead_letter(struct app *app, struct http_request *req)
     } else if (rc == 0) {
         http_reply_error(req, 404, "unknown_dead_letter", "no dead letter \"%s\"", id);
     } else {
-        reply_store_unavailable(req, "write failed");
+        http_reply_redis_unavailable(req, "write failed");
     }
-    store_pool_put(app->pool, c, c->err == 0);
     return HTTP_DONE;
 }

@@ -1,9 +1,9 @@
 /*
  * config.c - environment → struct config, validated once at start.
  *
- * Every variable of DESIGN.md §3 plus the operational knobs documented in
- * README.md. A bad value stops the process with one line naming the variable
- * (the caller exits with status 2); secrets are never echoed in that line.
+ * Every variable documented in README.md, the operational knobs included. A
+ * bad value stops the process with one line naming the variable (the caller
+ * exits with status 2); secrets are never echoed in that line.
  */
 #include "ccsync/config.h"
 
@@ -59,8 +59,8 @@ static int int_var(config_lookup_fn lookup, const char *name, const char *dflt, 
 {
     const char *v = value_or(lookup, name, dflt);
     if (parse_long(v, min, max, out) != 0)
-        return fail(err, err_size, "%s: \"%s\" is not a whole number from %ld to %ld", name, v,
-                    min, max);
+        return fail(err, err_size, "%s: \"%s\" is not a whole number from %ld to %ld", name, v, min,
+                    max);
     return 0;
 }
 
@@ -149,33 +149,46 @@ static int cpu_count(void)
     return n > 0 ? (int)n : 1;
 }
 
-int config_load(struct config *c, config_lookup_fn lookup, char *err, size_t err_size)
+/*
+ * config_load reads the variables in steps, in a fixed order, so the first bad
+ * variable is the one reported. Each step has the shape of load_step.
+ */
+typedef int (*load_step)(struct config *c, config_lookup_fn lookup, char *err, size_t err_size);
+
+static int load_listen(struct config *c, config_lookup_fn lookup, char *err, size_t err_size)
 {
-    long n;
-    const char *v;
-    memset(c, 0, sizeof *c);
+    return parse_listen(value_or(lookup, "CCSYNC_LISTEN", "0.0.0.0:8080"), c, err, err_size);
+}
 
-    if (parse_listen(value_or(lookup, "CCSYNC_LISTEN", "0.0.0.0:8080"), c, err, err_size) != 0)
-        return -1;
-
-    v = value_or(lookup, "CCSYNC_REDIS_URL", "redis://127.0.0.1:6379/0");
+static int load_redis(struct config *c, config_lookup_fn lookup, char *err, size_t err_size)
+{
+    const char *v = value_or(lookup, "CCSYNC_REDIS_URL", "redis://127.0.0.1:6379/0");
     if (copy_value(c->redis_url, sizeof c->redis_url, v, "CCSYNC_REDIS_URL", err, err_size) != 0)
         return -1;
     char why[128];
     if (config_parse_redis_url(v, &c->redis, why, sizeof why) != 0)
         return fail(err, err_size, "CCSYNC_REDIS_URL: %s", why); /* the URL may hold a password */
+    return 0;
+}
 
-    v = value_or(lookup, "CCSYNC_ADMIN_TOKEN", "");
+static int load_admin_token(struct config *c, config_lookup_fn lookup, char *err, size_t err_size)
+{
+    const char *v = value_or(lookup, "CCSYNC_ADMIN_TOKEN", "");
     if (!*v)
-        return fail(err, err_size, "CCSYNC_ADMIN_TOKEN: is required (the admin API's bearer token)");
+        return fail(err, err_size,
+                    "CCSYNC_ADMIN_TOKEN: is required (the admin API's bearer token)");
     if (strlen(v) < 16)
         return fail(err, err_size, "CCSYNC_ADMIN_TOKEN: must be at least 16 characters");
-    if (copy_value(c->admin_token, sizeof c->admin_token, v, "CCSYNC_ADMIN_TOKEN", err,
-                   err_size) != 0)
-        return -1;
+    return copy_value(c->admin_token, sizeof c->admin_token, v, "CCSYNC_ADMIN_TOKEN", err,
+                      err_size);
+}
 
-    if (http_url("CCSYNC_CC_API_URL", value_or(lookup, "CCSYNC_CC_API_URL", "https://api.cc.email/v3"),
-                 c->cc_api_url, sizeof c->cc_api_url, err, err_size) != 0)
+/* Where Constant Contact is and who ccsync is to it. */
+static int load_cc_endpoints(struct config *c, config_lookup_fn lookup, char *err, size_t err_size)
+{
+    if (http_url("CCSYNC_CC_API_URL",
+                 value_or(lookup, "CCSYNC_CC_API_URL", "https://api.cc.email/v3"), c->cc_api_url,
+                 sizeof c->cc_api_url, err, err_size) != 0)
         return -1;
     if (http_url("CCSYNC_CC_TOKEN_URL",
                  value_or(lookup, "CCSYNC_CC_TOKEN_URL",
@@ -189,20 +202,27 @@ int config_load(struct config *c, config_lookup_fn lookup, char *err, size_t err
                    value_or(lookup, "CCSYNC_CC_CLIENT_SECRET", ""), "CCSYNC_CC_CLIENT_SECRET", err,
                    err_size) != 0)
         return -1;
+    return 0;
+}
 
-    v = value_or(lookup, "CCSYNC_CC_RATE_PER_SEC", "4");
-    {
-        char *end;
-        errno = 0;
-        double r = strtod(v, &end);
-        if (errno || end == v || *end || !(r > 0) || r > 1000)
-            return fail(err, err_size,
-                        "CCSYNC_CC_RATE_PER_SEC: \"%s\" is not a number above 0 and at most 1000", v);
-        c->cc_rate_per_sec = r;
-    }
-    if (int_var(lookup, "CCSYNC_CC_DAILY_LIMIT", "10000", 1, 100000000, &n, err, err_size) != 0)
-        return -1;
-    c->cc_daily_limit = n;
+/* The shared Constant Contact budget: requests a second and a day. */
+static int load_cc_budget(struct config *c, config_lookup_fn lookup, char *err, size_t err_size)
+{
+    const char *v = value_or(lookup, "CCSYNC_CC_RATE_PER_SEC", "4");
+    char *end;
+    errno = 0;
+    double r = strtod(v, &end);
+    if (errno || end == v || *end || !(r > 0) || r > 1000)
+        return fail(err, err_size,
+                    "CCSYNC_CC_RATE_PER_SEC: \"%s\" is not a number above 0 and at most 1000", v);
+    c->cc_rate_per_sec = r;
+    return int_var(lookup, "CCSYNC_CC_DAILY_LIMIT", "10000", 1, 100000000, &c->cc_daily_limit, err,
+                   err_size);
+}
+
+static int load_workers(struct config *c, config_lookup_fn lookup, char *err, size_t err_size)
+{
+    long n;
     /* 0: an ingest-only process (webhooks and the API); others on the Redis sync */
     if (int_var(lookup, "CCSYNC_WORKERS", "4", 0, 256, &n, err, err_size) != 0)
         return -1;
@@ -210,8 +230,12 @@ int config_load(struct config *c, config_lookup_fn lookup, char *err, size_t err
     if (int_var(lookup, "CCSYNC_RECONCILE_SECONDS", "300", 1, 86400 * 7, &n, err, err_size) != 0)
         return -1;
     c->reconcile_seconds = (int)n;
+    return 0;
+}
 
-    v = value_or(lookup, "CCSYNC_LOG_FORMAT", "json");
+static int load_logging(struct config *c, config_lookup_fn lookup, char *err, size_t err_size)
+{
+    const char *v = value_or(lookup, "CCSYNC_LOG_FORMAT", "json");
     if (strcmp(v, "json") == 0)
         c->log_format = LOG_FORMAT_JSON;
     else if (strcmp(v, "text") == 0)
@@ -219,19 +243,24 @@ int config_load(struct config *c, config_lookup_fn lookup, char *err, size_t err
     else
         return fail(err, err_size, "CCSYNC_LOG_FORMAT: \"%s\" is not json or text", v);
 
+    static const char *const levels[] = {
+        [LOG_DEBUG] = "debug", [LOG_INFO] = "info", [LOG_WARN] = "warn", [LOG_ERROR] = "error"};
     v = value_or(lookup, "CCSYNC_LOG_LEVEL", "info");
-    if (strcmp(v, "debug") == 0)
-        c->log_level = LOG_DEBUG;
-    else if (strcmp(v, "info") == 0)
-        c->log_level = LOG_INFO;
-    else if (strcmp(v, "warn") == 0)
-        c->log_level = LOG_WARN;
-    else if (strcmp(v, "error") == 0)
-        c->log_level = LOG_ERROR;
-    else
-        return fail(err, err_size, "CCSYNC_LOG_LEVEL: \"%s\" is not debug, info, warn or error", v);
+    for (int i = LOG_DEBUG; i <= LOG_ERROR; i++) {
+        if (strcmp(v, levels[i]) == 0) {
+            c->log_level = (enum log_level)i;
+            return 0;
+        }
+    }
+    return fail(err, err_size, "CCSYNC_LOG_LEVEL: \"%s\" is not debug, info, warn or error", v);
+}
 
-    if (int_var(lookup, "CCSYNC_MAX_BODY_BYTES", "16777216", 1024, 1L << 30, &n, err, err_size) != 0)
+/* Sizes and times: the body limit, shutdown grace, HTTP threads, sync delay, lease. */
+static int load_limits(struct config *c, config_lookup_fn lookup, char *err, size_t err_size)
+{
+    long n;
+    if (int_var(lookup, "CCSYNC_MAX_BODY_BYTES", "16777216", 1024, 1L << 30, &n, err, err_size) !=
+        0)
         return -1;
     c->max_body_bytes = (size_t)n;
     if (int_var(lookup, "CCSYNC_SHUTDOWN_GRACE_SECONDS", "25", 1, 3600, &n, err, err_size) != 0)
@@ -248,40 +277,63 @@ int config_load(struct config *c, config_lookup_fn lookup, char *err, size_t err
     if (int_var(lookup, "CCSYNC_LEASE_SECONDS", "60", 2, 3600, &n, err, err_size) != 0)
         return -1;
     c->lease_seconds = (int)n;
+    return 0;
+}
 
-    /* Bootstrap of one association: all or nothing, checked like a PUT would be. */
-    v = value_or(lookup, "CCSYNC_ASSOCIATION_ID", "");
-    if (*v) {
-        if (!ccsync_valid_association_id(v))
-            return fail(err, err_size,
-                        "CCSYNC_ASSOCIATION_ID: \"%s\" is not 1-64 characters of A-Z a-z 0-9 _ -", v);
-        snprintf(c->boot_association_id, sizeof c->boot_association_id, "%s", v);
-        v = value_or(lookup, "CCSYNC_WEBHOOK_SECRET", "");
-        if (!webhook_secret_valid(v))
-            return fail(err, err_size,
-                        "CCSYNC_WEBHOOK_SECRET: required with CCSYNC_ASSOCIATION_ID, as whsec_<base64>");
-        if (copy_value(c->boot_webhook_secret, sizeof c->boot_webhook_secret, v,
-                       "CCSYNC_WEBHOOK_SECRET", err, err_size) != 0)
+/* The bootstrap association's secret and tokens, checked like a PUT would be. */
+static int load_boot_association(struct config *c, config_lookup_fn lookup, const char *id,
+                                 char *err, size_t err_size)
+{
+    if (!ccsync_valid_association_id(id))
+        return fail(err, err_size,
+                    "CCSYNC_ASSOCIATION_ID: \"%s\" is not 1-64 characters of A-Z a-z 0-9 _ -", id);
+    snprintf(c->boot_association_id, sizeof c->boot_association_id, "%s", id);
+    const char *v = value_or(lookup, "CCSYNC_WEBHOOK_SECRET", "");
+    if (!webhook_secret_valid(v))
+        return fail(
+            err, err_size,
+            "CCSYNC_WEBHOOK_SECRET: required with CCSYNC_ASSOCIATION_ID, as whsec_<base64>");
+    if (copy_value(c->boot_webhook_secret, sizeof c->boot_webhook_secret, v,
+                   "CCSYNC_WEBHOOK_SECRET", err, err_size) != 0)
+        return -1;
+    if (copy_value(c->boot_cc_access_token, sizeof c->boot_cc_access_token,
+                   value_or(lookup, "CCSYNC_CC_ACCESS_TOKEN", ""), "CCSYNC_CC_ACCESS_TOKEN", err,
+                   err_size) != 0 ||
+        copy_value(c->boot_cc_refresh_token, sizeof c->boot_cc_refresh_token,
+                   value_or(lookup, "CCSYNC_CC_REFRESH_TOKEN", ""), "CCSYNC_CC_REFRESH_TOKEN", err,
+                   err_size) != 0)
+        return -1;
+    v = value_or(lookup, "CCSYNC_CC_EXPIRES_AT", "");
+    int64_t ns;
+    if (*v && rfc3339_parse(v, &ns) != 0)
+        return fail(err, err_size, "CCSYNC_CC_EXPIRES_AT: \"%s\" is not an RFC 3339 date-time", v);
+    snprintf(c->boot_cc_expires_at, sizeof c->boot_cc_expires_at, "%s", v);
+    return 0;
+}
+
+/* Bootstrap of one association: all or nothing. */
+static int load_bootstrap(struct config *c, config_lookup_fn lookup, char *err, size_t err_size)
+{
+    const char *id = value_or(lookup, "CCSYNC_ASSOCIATION_ID", "");
+    if (*id)
+        return load_boot_association(c, lookup, id, err, err_size);
+    static const char *const orphans[] = {"CCSYNC_WEBHOOK_SECRET", "CCSYNC_CC_ACCESS_TOKEN",
+                                          "CCSYNC_CC_REFRESH_TOKEN", "CCSYNC_CC_EXPIRES_AT"};
+    for (size_t i = 0; i < sizeof orphans / sizeof orphans[0]; i++)
+        if (*value_or(lookup, orphans[i], ""))
+            return fail(err, err_size, "%s: is set but CCSYNC_ASSOCIATION_ID is not", orphans[i]);
+    return 0;
+}
+
+int config_load(struct config *c, config_lookup_fn lookup, char *err, size_t err_size)
+{
+    static const load_step steps[] = {
+        load_listen,  load_redis,   load_admin_token, load_cc_endpoints, load_cc_budget,
+        load_workers, load_logging, load_limits,      load_bootstrap,
+    };
+    memset(c, 0, sizeof *c);
+    for (size_t i = 0; i < sizeof steps / sizeof steps[0]; i++)
+        if (steps[i](c, lookup, err, err_size) != 0)
             return -1;
-        if (copy_value(c->boot_cc_access_token, sizeof c->boot_cc_access_token,
-                       value_or(lookup, "CCSYNC_CC_ACCESS_TOKEN", ""), "CCSYNC_CC_ACCESS_TOKEN",
-                       err, err_size) != 0 ||
-            copy_value(c->boot_cc_refresh_token, sizeof c->boot_cc_refresh_token,
-                       value_or(lookup, "CCSYNC_CC_REFRESH_TOKEN", ""), "CCSYNC_CC_REFRESH_TOKEN",
-                       err, err_size) != 0)
-            return -1;
-        v = value_or(lookup, "CCSYNC_CC_EXPIRES_AT", "");
-        int64_t ns;
-        if (*v && rfc3339_parse(v, &ns) != 0)
-            return fail(err, err_size, "CCSYNC_CC_EXPIRES_AT: \"%s\" is not an RFC 3339 date-time", v);
-        snprintf(c->boot_cc_expires_at, sizeof c->boot_cc_expires_at, "%s", v);
-    } else {
-        const char *orphans[] = {"CCSYNC_WEBHOOK_SECRET", "CCSYNC_CC_ACCESS_TOKEN",
-                                 "CCSYNC_CC_REFRESH_TOKEN", "CCSYNC_CC_EXPIRES_AT"};
-        for (size_t i = 0; i < sizeof orphans / sizeof orphans[0]; i++)
-            if (*value_or(lookup, orphans[i], ""))
-                return fail(err, err_size, "%s: is set but CCSYNC_ASSOCIATION_ID is not",
-                            orphans[i]);
-    }
     return 0;
 }

@@ -2,6 +2,12 @@
  * http.c - the libmicrohttpd daemon, the route table in one place, request
  * reading (headers, bounded bodies) and JSON answers.
  *
+ * A request goes through its route's columns in order: the admin token (auth),
+ * the path parameters, the body's headers and the body (body), the route's own
+ * check, then what the handler needs (needs: a pooled Redis connection, the
+ * path's association), which is taken here, refused here with 503 or 404, and
+ * given back here, so handlers hold no connection bookkeeping.
+ *
  * Limits are enforced before a body is read: a Content-Length over the limit is
  * answered 413 at once; a chunked body that grows past it is dropped and
  * answered 413. Every answer, error or not, is logged once when the connection
@@ -25,12 +31,15 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <hiredis/hiredis.h>
+
 #include "ccsync/admin.h"
 #include "ccsync/app.h"
 #include "ccsync/ingest.h"
 #include "ccsync/log.h"
 #include "ccsync/metrics.h"
 #include "ccsync/model.h"
+#include "ccsync/store.h"
 
 #define ADMIN_MAX_BODY (1024 * 1024)
 #define MAX_PARAMS 2
@@ -38,6 +47,19 @@
 
 enum auth { AUTH_NONE, AUTH_ADMIN, AUTH_SIGNATURE };
 enum body_kind { BODY_NONE, BODY_JSON, BODY_WEBHOOK };
+
+/*
+ * What a handler needs before it runs. http.c takes it, answers for the handler
+ * when it cannot (503 redis_unavailable, 404 unknown_association), hands it over
+ * in the request (http_redis, http_association) and gives it back afterwards,
+ * so no handler repeats that preamble. A route that suspends needs nothing.
+ */
+enum needs {
+    NEEDS_NOTHING = 0,
+    WANTS_REDIS = 1 << 0,                       /* a connection if Redis answers; runs either way */
+    NEEDS_REDIS = 1 << 1,                       /* a connection, else 503 */
+    NEEDS_ASSOCIATION = (1 << 2) | NEEDS_REDIS, /* and the path's association, else 404 */
+};
 
 typedef int (*handler_fn)(struct app *app, struct http_request *req);
 
@@ -47,30 +69,30 @@ struct route {
     const char *name;    /* metrics/log label */
     enum auth auth;
     enum body_kind body;
+    int needs;
+    http_check_fn check; /* refuses what it can before Redis is asked; NULL: nothing to check */
     handler_fn handler;
 };
 
 /* The whole HTTP surface of ccsync. openapi/ccsync.yaml describes the same. */
+// clang-format off
 static const struct route routes[] = {
-    {"GET", "/livez", "livez", AUTH_NONE, BODY_NONE, admin_livez},
-    {"GET", "/readyz", "readyz", AUTH_NONE, BODY_NONE, admin_readyz},
-    {"GET", "/metrics", "metrics", AUTH_NONE, BODY_NONE, admin_metrics},
-    {"POST", "/v1/associations/{a}/webhooks/novi", "webhook", AUTH_SIGNATURE, BODY_WEBHOOK,
-     ingest_handle_webhook},
-    {"PUT", "/v1/associations/{a}", "association_put", AUTH_ADMIN, BODY_JSON,
-     admin_put_association},
-    {"GET", "/v1/associations/{a}", "association_get", AUTH_ADMIN, BODY_NONE,
-     admin_get_association},
-    {"GET", "/v1/associations/{a}/groups", "groups_list", AUTH_ADMIN, BODY_NONE, admin_list_groups},
-    {"GET", "/v1/associations/{a}/groups/{g}", "group_get", AUTH_ADMIN, BODY_NONE, admin_get_group},
-    {"POST", "/v1/associations/{a}/groups/{g}/resync", "group_resync", AUTH_ADMIN, BODY_NONE,
-     admin_resync_group},
-    {"GET", "/v1/associations/{a}/audit", "audit", AUTH_ADMIN, BODY_NONE, admin_audit},
-    {"GET", "/v1/status", "status", AUTH_ADMIN, BODY_NONE, admin_status},
-    {"GET", "/v1/dead-letters", "dead_letters_list", AUTH_ADMIN, BODY_NONE, admin_list_dead_letters},
-    {"POST", "/v1/dead-letters/{e}/redrive", "dead_letter_redrive", AUTH_ADMIN, BODY_NONE,
-     admin_redrive_dead_letter},
+    /* {method, pattern, name, auth, body, needs, check, handler} */
+    {"GET",  "/livez",                                 "livez",               AUTH_NONE,      BODY_NONE,    NEEDS_NOTHING,     NULL,                 admin_livez},
+    {"GET",  "/readyz",                                "readyz",              AUTH_NONE,      BODY_NONE,    WANTS_REDIS,       NULL,                 admin_readyz},
+    {"GET",  "/metrics",                               "metrics",             AUTH_NONE,      BODY_NONE,    WANTS_REDIS,       NULL,                 admin_metrics},
+    {"POST", "/v1/associations/{a}/webhooks/novi",     "webhook",             AUTH_SIGNATURE, BODY_WEBHOOK, NEEDS_NOTHING,     NULL,                 ingest_handle_webhook},
+    {"PUT",  "/v1/associations/{a}",                   "association_put",     AUTH_ADMIN,     BODY_JSON,    NEEDS_REDIS,       admin_check_update,   admin_put_association},
+    {"GET",  "/v1/associations/{a}",                   "association_get",     AUTH_ADMIN,     BODY_NONE,    NEEDS_ASSOCIATION, NULL,                 admin_get_association},
+    {"GET",  "/v1/associations/{a}/groups",            "groups_list",         AUTH_ADMIN,     BODY_NONE,    NEEDS_ASSOCIATION, NULL,                 admin_list_groups},
+    {"GET",  "/v1/associations/{a}/groups/{g}",        "group_get",           AUTH_ADMIN,     BODY_NONE,    NEEDS_ASSOCIATION, NULL,                 admin_get_group},
+    {"POST", "/v1/associations/{a}/groups/{g}/resync", "group_resync",        AUTH_ADMIN,     BODY_NONE,    NEEDS_ASSOCIATION, NULL,                 admin_resync_group},
+    {"GET",  "/v1/associations/{a}/audit",             "audit",               AUTH_ADMIN,     BODY_NONE,    NEEDS_ASSOCIATION, admin_check_limit,    admin_audit},
+    {"GET",  "/v1/status",                             "status",              AUTH_ADMIN,     BODY_NONE,    WANTS_REDIS,       NULL,                 admin_status},
+    {"GET",  "/v1/dead-letters",                       "dead_letters_list",   AUTH_ADMIN,     BODY_NONE,    NEEDS_REDIS,       admin_check_limit,    admin_list_dead_letters},
+    {"POST", "/v1/dead-letters/{e}/redrive",           "dead_letter_redrive", AUTH_ADMIN,     BODY_NONE,    NEEDS_REDIS,       admin_check_entry_id, admin_redrive_dead_letter},
 };
+// clang-format on
 
 /*
  * ccsyncd accepts connections itself, in one thread, and hands them to the
@@ -115,6 +137,11 @@ struct http_request {
     struct extra_header headers[MAX_EXTRA_HEADERS];
     int n_headers;
     bool replied;
+    /* what the route's needs took for the handler (given back after it) */
+    struct redisContext *redis;
+    char redis_error[256]; /* why there is no connection */
+    struct association *association;
+    struct json_object *json; /* a BODY_JSON route's body, parsed */
     /* for the access log */
     struct timespec started;
     char log_association[CCSYNC_ASSOC_ID_MAX + 1];
@@ -147,6 +174,26 @@ const char *http_route_name(struct http_request *req)
     return req->route_name;
 }
 
+struct redisContext *http_redis(struct http_request *req)
+{
+    return req->redis;
+}
+
+const char *http_redis_error(struct http_request *req)
+{
+    return req->redis_error;
+}
+
+const struct association *http_association(struct http_request *req)
+{
+    return req->association;
+}
+
+struct json_object *http_json(struct http_request *req)
+{
+    return req->json;
+}
+
 void http_set_log_field(struct http_request *req, const char *key, const char *value)
 {
     if (strcmp(key, "association") == 0)
@@ -168,8 +215,8 @@ void http_reply(struct http_request *req, int status, const char *content_type, 
 
 void http_reply_json(struct http_request *req, int status, struct json_object *obj)
 {
-    const char *s = json_object_to_json_string_ext(
-        obj, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
+    const char *s = json_object_to_json_string_ext(obj, JSON_C_TO_STRING_PLAIN |
+                                                            JSON_C_TO_STRING_NOSLASHESCAPE);
     size_t len = strlen(s);
     char *copy = malloc(len + 1);
     if (copy)
@@ -197,6 +244,12 @@ void http_reply_error(struct http_request *req, int status, const char *code, co
     http_reply_json(req, status, root);
 }
 
+void http_reply_redis_unavailable(struct http_request *req, const char *why)
+{
+    http_add_header(req, "Retry-After", "5");
+    http_reply_error(req, 503, "redis_unavailable", "the state store is unavailable: %s", why);
+}
+
 void http_add_header(struct http_request *req, const char *name, const char *value)
 {
     if (req->n_headers >= MAX_EXTRA_HEADERS)
@@ -221,15 +274,15 @@ void http_resume(struct http_request *req)
 static enum MHD_Result send_reply(struct http_request *req)
 {
     if (!req->resp && req->status != 204) {
-        static const char fallback[] =
-            "{\"error\":{\"code\":\"internal\",\"message\":\"the server could not build an answer\"}}";
+        static const char fallback[] = "{\"error\":{\"code\":\"internal\",\"message\":\"the server "
+                                       "could not build an answer\"}}";
         req->status = 500;
         req->resp = strdup(fallback);
         req->resp_len = req->resp ? strlen(req->resp) : 0;
         req->content_type = "application/json";
     }
-    struct MHD_Response *r = MHD_create_response_from_buffer(req->resp_len, req->resp,
-                                                             MHD_RESPMEM_MUST_FREE);
+    struct MHD_Response *r =
+        MHD_create_response_from_buffer(req->resp_len, req->resp, MHD_RESPMEM_MUST_FREE);
     if (!r)
         return MHD_NO;
     req->resp = NULL; /* the response owns it now */
@@ -320,45 +373,67 @@ static bool is_json_content_type(const char *ct)
     return n == strlen("application/json") && strncasecmp(ct, "application/json", n) == 0;
 }
 
-/* First call for a request: route it and refuse what can be refused before the body. */
-static void begin(struct http_server *s, struct http_request *req, const char *url,
-                  const char *method)
+/* Finds the route of method and url; false (404 or 405 answered) when none.
+ * *bad is the pattern segment of a path parameter that is not valid. */
+static bool find_route(struct http_request *req, const char *url, const char *method,
+                       const char **bad)
 {
     char allowed[64] = "";
-    const char *bad = NULL;
     for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {
         char params[MAX_PARAMS][CCSYNC_ID_MAX + 1] = {{0}};
         const char *b = NULL;
         if (!match(routes[i].pattern, url, params, &b))
             continue;
+        req->route_name = routes[i].name;
         if (strcmp(routes[i].method, method) != 0) {
             size_t n = strlen(allowed);
             snprintf(allowed + n, sizeof allowed - n, "%s%s", n ? ", " : "", routes[i].method);
-            req->route_name = routes[i].name;
             continue;
         }
         req->route = &routes[i];
-        req->route_name = routes[i].name;
         memcpy(req->params, params, sizeof params);
-        bad = b;
-        break;
+        *bad = b;
+        return true;
     }
-    if (!req->route) {
-        if (allowed[0]) {
-            http_add_header(req, "Allow", allowed);
-            http_reply_error(req, 405, "method_not_allowed", "%s is not allowed on %s; use %s",
-                             method, url, allowed);
-        } else {
-            req->route_name = "unknown";
-            http_reply_error(req, 404, "not_found", "no such endpoint: %s %s", method, url);
-        }
+    if (allowed[0]) {
+        http_add_header(req, "Allow", allowed);
+        http_reply_error(req, 405, "method_not_allowed", "%s is not allowed on %s; use %s", method,
+                         url, allowed);
+    } else {
+        req->route_name = "unknown";
+        http_reply_error(req, 404, "not_found", "no such endpoint: %s %s", method, url);
+    }
+    return false;
+}
+
+/* A route with a body: its length and type, told by the headers before it comes. */
+static void check_body_headers(struct http_server *s, struct http_request *req)
+{
+    req->body_limit =
+        req->route->body == BODY_WEBHOOK ? s->app->cfg->max_body_bytes : ADMIN_MAX_BODY;
+    const char *cl = http_header(req, MHD_HTTP_HEADER_CONTENT_LENGTH);
+    if (cl && strtoull(cl, NULL, 10) > req->body_limit) {
+        http_reply_error(req, 413, "body_too_large", "the body is %s bytes; the limit is %zu", cl,
+                         req->body_limit);
         return;
     }
-    const struct route *r = req->route;
-    if (r->auth == AUTH_ADMIN && !admin_authorized(s, req)) {
+    if (!is_json_content_type(http_header(req, MHD_HTTP_HEADER_CONTENT_TYPE)))
+        http_reply_error(req, 415, "unsupported_media_type",
+                         "the body must be sent as Content-Type: application/json");
+}
+
+/* First call for a request: route it and refuse what can be refused before the body. */
+static void begin(struct http_server *s, struct http_request *req, const char *url,
+                  const char *method)
+{
+    const char *bad = NULL;
+    if (!find_route(req, url, method, &bad))
+        return;
+    if (req->route->auth == AUTH_ADMIN && !admin_authorized(s, req)) {
         http_add_header(req, "WWW-Authenticate", "Bearer");
-        http_reply_error(req, 401, "unauthorized",
-                         "missing or wrong admin token: send Authorization: Bearer <CCSYNC_ADMIN_TOKEN>");
+        http_reply_error(
+            req, 401, "unauthorized",
+            "missing or wrong admin token: send Authorization: Bearer <CCSYNC_ADMIN_TOKEN>");
         return;
     }
     if (bad) {
@@ -366,20 +441,8 @@ static void begin(struct http_server *s, struct http_request *req, const char *u
                          param_name(bad));
         return;
     }
-    if (r->body == BODY_NONE)
-        return;
-    req->body_limit = r->body == BODY_WEBHOOK ? s->app->cfg->max_body_bytes : ADMIN_MAX_BODY;
-    const char *cl = http_header(req, MHD_HTTP_HEADER_CONTENT_LENGTH);
-    if (cl && strtoull(cl, NULL, 10) > req->body_limit) {
-        http_reply_error(req, 413, "body_too_large", "the body is %s bytes; the limit is %zu", cl,
-                         req->body_limit);
-        return;
-    }
-    if (!is_json_content_type(http_header(req, MHD_HTTP_HEADER_CONTENT_TYPE))) {
-        http_reply_error(req, 415, "unsupported_media_type",
-                         "the body must be sent as Content-Type: application/json");
-        return;
-    }
+    if (req->route->body != BODY_NONE)
+        check_body_headers(s, req);
 }
 
 static void take_body(struct http_request *req, const char *data, size_t size)
@@ -408,6 +471,82 @@ static void take_body(struct http_request *req, const char *data, size_t size)
     memcpy(req->body + req->body_len, data, size);
     req->body_len += size;
     req->body[req->body_len] = '\0';
+}
+
+/* A BODY_JSON route's body as one JSON value; false (400 answered) when it is not. */
+static bool parse_json_body(struct http_request *req)
+{
+    json_tokener *tok = json_tokener_new();
+    json_object *root = json_tokener_parse_ex(tok, req->body ? req->body : "", (int)req->body_len);
+    bool complete = json_tokener_get_error(tok) == json_tokener_success &&
+                    json_tokener_get_parse_end(tok) == req->body_len;
+    json_tokener_free(tok);
+    if (!root || !complete) {
+        json_object_put(root);
+        http_reply_error(req, 400, "malformed_json", "the body is not valid JSON");
+        return false;
+    }
+    req->json = root;
+    return true;
+}
+
+/* Loads the path's association; false (404 or 503 answered) when it cannot. */
+static bool take_association(struct http_request *req)
+{
+    const char *id = req->params[0];
+    req->association = malloc(sizeof *req->association);
+    int found = req->association ? store_association_get(req->redis, id, req->association) : -1;
+    if (found < 0)
+        http_reply_redis_unavailable(req, "read failed");
+    else if (found == 0)
+        http_reply_error(req, 404, "unknown_association", "no association \"%s\"", id);
+    return found == 1;
+}
+
+/* Takes what the route needs; false (answered) when the handler cannot run. */
+static bool take_needs(struct app *app, struct http_request *req)
+{
+    int needs = req->route->needs;
+    if (!(needs & (WANTS_REDIS | NEEDS_REDIS)))
+        return true;
+    req->redis = store_pool_get(app->pool, req->redis_error, sizeof req->redis_error);
+    if (!req->redis) {
+        if (needs & NEEDS_REDIS)
+            http_reply_redis_unavailable(req, req->redis_error);
+        return !(needs & NEEDS_REDIS);
+    }
+    if ((needs & NEEDS_ASSOCIATION) == NEEDS_ASSOCIATION)
+        return take_association(req);
+    return true;
+}
+
+/* Gives back what take_needs took; a connection that broke is closed. */
+static void give_back(struct app *app, struct http_request *req)
+{
+    if (req->redis)
+        store_pool_put(app->pool, req->redis, req->redis->err == 0);
+    req->redis = NULL;
+    free(req->association);
+    req->association = NULL;
+}
+
+/* The body is complete: check the request, take what it needs, run its handler. */
+static int run_route(struct app *app, struct http_request *req)
+{
+    const struct route *r = req->route;
+    if (strstr(r->pattern, "{a}"))
+        http_set_log_field(req, "association", req->params[0]);
+    if (r->body == BODY_JSON && !parse_json_body(req))
+        return HTTP_DONE;
+    if (r->check && !r->check(req))
+        return HTTP_DONE;
+    int ret = HTTP_DONE;
+    if (take_needs(app, req))
+        ret = r->handler(app, req);
+    if (ret == HTTP_SUSPENDED)
+        return ret; /* another thread answers now; a route that suspends takes nothing */
+    give_back(app, req);
+    return ret;
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
@@ -451,7 +590,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
                          req->body_limit);
         return send_reply(req);
     }
-    if (req->route->handler(s->app, req) == HTTP_SUSPENDED)
+    if (run_route(s->app, req) == HTTP_SUSPENDED)
         return MHD_YES;
     return send_reply(req);
 }
@@ -481,6 +620,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                  LOG_INT("duration_us", (long long)(secs * 1e6)),
                  LOG_STR("completed", toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "yes" : "no"));
     }
+    json_object_put(req->json);
     free(req->body);
     free(req->resp);
     free(req);
@@ -564,13 +704,14 @@ struct http_server *http_start(struct app *app, char *err, size_t err_size)
         free(s);
         return NULL;
     }
-    unsigned int flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_NO_LISTEN_SOCKET |
-                         MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ITC | MHD_USE_ERROR_LOG;
-    s->daemon = MHD_start_daemon(
-        flags, 0, NULL, NULL, on_request, s, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_error, s,
-        MHD_OPTION_THREAD_POOL_SIZE, (unsigned int)app->cfg->http_threads,
-        MHD_OPTION_CONNECTION_LIMIT, 10000u, MHD_OPTION_CONNECTION_TIMEOUT, 30u,
-        MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_END);
+    unsigned int flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL |
+                         MHD_USE_NO_LISTEN_SOCKET | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ITC |
+                         MHD_USE_ERROR_LOG;
+    s->daemon = MHD_start_daemon(flags, 0, NULL, NULL, on_request, s, MHD_OPTION_EXTERNAL_LOGGER,
+                                 on_mhd_error, s, MHD_OPTION_THREAD_POOL_SIZE,
+                                 (unsigned int)app->cfg->http_threads, MHD_OPTION_CONNECTION_LIMIT,
+                                 10000u, MHD_OPTION_CONNECTION_TIMEOUT, 30u,
+                                 MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_END);
     if (!s->daemon) {
         snprintf(err, err_size, "cannot start the HTTP server on %s:%d", app->cfg->listen_host,
                  s->port);

@@ -37,7 +37,8 @@ static const struct {
 } metric_help[] = {
     {"ccsync_http_requests_total", "HTTP requests answered, by route and status."},
     {"ccsync_http_request_duration_seconds", "Time from request start to answer, by route."},
-    {"ccsync_webhooks_total", "Novi webhooks by outcome (queued, duplicate, ignored, or why refused)."},
+    {"ccsync_webhooks_total",
+     "Novi webhooks by outcome (queued, duplicate, ignored, or why refused)."},
     {"ccsync_redis_errors_total", "Redis commands or connections that failed, by where."},
     {"ccsync_queue_depth", "Entries in the event stream not yet acknowledged, by state."},
     {"ccsync_ingest_batch_size", "Webhooks enqueued per pipelined Redis round trip."},
@@ -143,7 +144,8 @@ void metrics_reset(void)
 
 static int by_name_then_labels(const void *a, const void *b)
 {
-    const struct series *x = *(const struct series *const *)a, *y = *(const struct series *const *)b;
+    const struct series *x = *(const struct series *const *)a,
+                        *y = *(const struct series *const *)b;
     int c = strcmp(x->name, y->name);
     return c ? c : strcmp(x->labels, y->labels);
 }
@@ -166,12 +168,51 @@ static void labels_with(char *out, size_t size, const char *labels, const char *
         out[0] = '\0';
 }
 
-int metrics_render(char **out, size_t *out_len)
+/* One series in the exposition format; a histogram as its buckets, sum and count. */
+static void render_series(FILE *f, const struct series *s)
+{
+    char lb[256], extra[48];
+    if (s->kind != KIND_HISTOGRAM) {
+        labels_with(lb, sizeof lb, s->labels, "");
+        fprintf(f, "%s%s %.17g\n", s->name, lb, s->value);
+        return;
+    }
+    for (int b = 0; b < METRICS_BUCKETS; b++) {
+        snprintf(extra, sizeof extra, "le=\"%g\"", bucket_bounds[b]);
+        labels_with(lb, sizeof lb, s->labels, extra);
+        fprintf(f, "%s_bucket%s %llu\n", s->name, lb, s->buckets[b]);
+    }
+    labels_with(lb, sizeof lb, s->labels, "le=\"+Inf\"");
+    fprintf(f, "%s_bucket%s %llu\n", s->name, lb, s->count);
+    labels_with(lb, sizeof lb, s->labels, "");
+    fprintf(f, "%s_sum%s %.17g\n%s_count%s %llu\n", s->name, lb, s->value, s->name, lb, s->count);
+}
+
+/* The n series of order, sorted, each name's HELP and TYPE before its first. */
+static void render_all(FILE *f, struct series **order, size_t n)
 {
     static const char *kinds[] = {"counter", "gauge", "histogram"};
+    const char *last = "";
+    for (size_t i = 0; i < n; i++) {
+        const struct series *s = order[i];
+        if (strcmp(last, s->name) != 0) {
+            fprintf(f, "# HELP %s %s\n# TYPE %s %s\n", s->name, help_for(s->name), s->name,
+                    kinds[s->kind]);
+            last = s->name;
+        }
+        render_series(f, s);
+    }
+}
+
+int metrics_render(char **out, size_t *out_len)
+{
+    /* A copy of the table, so the lock is not held while the text is written. */
     struct series *snapshot = malloc(sizeof table);
     struct series **order = malloc(sizeof(struct series *) * METRICS_MAX_SERIES);
-    if (!snapshot || !order) {
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = snapshot && order ? open_memstream(&text, &len) : NULL;
+    if (!f) {
         free(snapshot);
         free(order);
         return -1;
@@ -185,40 +226,7 @@ int metrics_render(char **out, size_t *out_len)
         if (snapshot[i].name[0])
             order[n++] = &snapshot[i];
     qsort(order, n, sizeof order[0], by_name_then_labels);
-
-    char *text = NULL;
-    size_t len = 0;
-    FILE *f = open_memstream(&text, &len);
-    if (!f) {
-        free(snapshot);
-        free(order);
-        return -1;
-    }
-    const char *last = "";
-    char lb[256], extra[48];
-    for (size_t i = 0; i < n; i++) {
-        struct series *s = order[i];
-        if (strcmp(last, s->name) != 0) {
-            fprintf(f, "# HELP %s %s\n# TYPE %s %s\n", s->name, help_for(s->name), s->name,
-                    kinds[s->kind]);
-            last = s->name;
-        }
-        if (s->kind != KIND_HISTOGRAM) {
-            labels_with(lb, sizeof lb, s->labels, "");
-            fprintf(f, "%s%s %.17g\n", s->name, lb, s->value);
-            continue;
-        }
-        for (int b = 0; b < METRICS_BUCKETS; b++) {
-            snprintf(extra, sizeof extra, "le=\"%g\"", bucket_bounds[b]);
-            labels_with(lb, sizeof lb, s->labels, extra);
-            fprintf(f, "%s_bucket%s %llu\n", s->name, lb, s->buckets[b]);
-        }
-        labels_with(lb, sizeof lb, s->labels, "le=\"+Inf\"");
-        fprintf(f, "%s_bucket%s %llu\n", s->name, lb, s->count);
-        labels_with(lb, sizeof lb, s->labels, "");
-        fprintf(f, "%s_sum%s %.17g\n%s_count%s %llu\n", s->name, lb, s->value, s->name, lb,
-                s->count);
-    }
+    render_all(f, order, n);
     fclose(f);
     free(snapshot);
     free(order);

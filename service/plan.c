@@ -5,7 +5,7 @@
  * globals; the worker runs it, executes the ops, records what it applied and
  * plans again until the plan is empty.
  *
- * Decisions (beyond ENGINE.md and DESIGN.md §5, which this file follows):
+ * Decisions (beyond the sync rules in docs/, which this file follows):
  *
  * - Which ops, by group state:
  *     deleted or sync off, list ACTIVE    -> DELETE_LIST only
@@ -851,119 +851,167 @@ static void batch_add(struct batch_build *b, const struct leaver *c, size_t n_li
     b->n_contacts++;
 }
 
+/* One plan_merge_removes at work: its input and its scratch arrays. */
+struct merge {
+    const struct plan_leave *leaves;
+    size_t n_leaves;
+    const struct plan_round_list *lists;
+    size_t n_lists, max_ids, max_lists;
+    struct builder b; /* only its err */
+    const struct plan_leave **sorted;
+    struct leaver *cs; /* one per contact id */
+    size_t n_cs;
+    struct batch_build *bs;
+    size_t n_bs;
+    size_t *batch_of; /* [n_cs]: the batch each leaver went into */
+    bool *flags;      /* the leavers' flags, then the batches' */
+};
+
+static int merge_alloc(struct merge *m, struct plan_merged_removes *out)
+{
+    size_t n = m->n_leaves ? m->n_leaves : 1;
+    m->sorted = malloc(n * sizeof(*m->sorted));
+    m->cs = calloc(n, sizeof(*m->cs));
+    m->batch_of = calloc(n, sizeof(*m->batch_of));
+    m->bs = calloc(n, sizeof(*m->bs));
+    m->flags = calloc(n * 4 * (m->n_lists ? m->n_lists : 1), sizeof(*m->flags));
+    out->arena = calloc(1, sizeof(*out->arena));
+    if (m->sorted == NULL || m->cs == NULL || m->batch_of == NULL || m->bs == NULL ||
+        m->flags == NULL || out->arena == NULL)
+        return fail_oom(&m->b);
+    return 0;
+}
+
+static void merge_free(struct merge *m)
+{
+    free(m->sorted);
+    free(m->cs);
+    free(m->batch_of);
+    free(m->bs);
+    free(m->flags);
+}
+
+/* Checks the limits and the leaves, and sorts the leaves by contact, then list. */
+static int sort_leaves(struct merge *m)
+{
+    if (m->max_ids == 0 || m->max_lists == 0)
+        return fail(&m->b, "invalid_input", "%s", "merge limits must be positive");
+    for (size_t i = 0; i < m->n_leaves; i++) {
+        const struct plan_leave *l = &m->leaves[i];
+        if (l->list >= m->n_lists || l->contact_id == NULL || l->contact_id[0] == '\0' ||
+            l->email == NULL)
+            return fail(&m->b, "invalid_input",
+                        "leave of \"%.200s\" names no known list or contact", or_empty(l->email));
+        m->sorted[i] = l;
+    }
+    qsort(m->sorted, m->n_leaves, sizeof(*m->sorted), leave_cmp);
+    return 0;
+}
+
+/* One leaver per contact id, its flags in flags[]: the lists it leaves, then
+ * those it must not be named with. */
+static int gather_leavers(struct merge *m)
+{
+    size_t n_lists = m->n_lists;
+    for (size_t i = 0; i < m->n_leaves; i++) {
+        const struct plan_leave *l = m->sorted[i];
+        if (m->n_cs == 0 || strcmp(m->cs[m->n_cs - 1].contact_id, l->contact_id) != 0) {
+            struct leaver *c = &m->cs[m->n_cs];
+            c->contact_id = l->contact_id;
+            c->email = l->email;
+            c->leaves = m->flags + m->n_cs * 2 * n_lists;
+            c->forbidden = c->leaves + n_lists;
+            m->n_cs++;
+        }
+        struct leaver *c = &m->cs[m->n_cs - 1];
+        if (!c->leaves[l->list]) {
+            c->leaves[l->list] = true;
+            c->n_leaves++;
+        }
+    }
+    for (size_t i = 0; i < m->n_cs; i++) {
+        struct leaver *c = &m->cs[i];
+        if (c->n_leaves > m->max_lists)
+            return fail(&m->b, "invalid_input",
+                        "contact %.200s leaves more lists than one request takes", c->contact_id);
+        for (size_t k = 0; k < n_lists; k++)
+            c->forbidden[k] = !c->leaves[k] && list_holds(&m->lists[k], c->email);
+    }
+    return 0;
+}
+
+/* First fit. Batch flags follow the leavers' flags in flags[]. */
+static void first_fit(struct merge *m)
+{
+    size_t n_lists = m->n_lists;
+    bool *batch_flags = m->flags + m->n_leaves * 2 * n_lists;
+    for (size_t i = 0; i < m->n_cs; i++) {
+        size_t k = 0;
+        while (k < m->n_bs && !batch_fits(&m->bs[k], &m->cs[i], n_lists, m->max_ids, m->max_lists))
+            k++;
+        if (k == m->n_bs) {
+            m->bs[k].lists = batch_flags + k * 2 * n_lists;
+            m->bs[k].forbidden = m->bs[k].lists + n_lists;
+            m->n_bs++;
+        }
+        batch_add(&m->bs[k], &m->cs[i], n_lists);
+        m->batch_of[i] = k;
+    }
+}
+
+/* The batches as requests, allocated in out's arena. */
+static int emit_batches(struct merge *m, struct plan_merged_removes *out)
+{
+    size_t n_bs = m->n_bs;
+    out->batches = arena_alloc(out->arena, (n_bs ? n_bs : 1) * sizeof(*out->batches));
+    if (out->batches == NULL)
+        return fail_oom(&m->b);
+    memset(out->batches, 0, (n_bs ? n_bs : 1) * sizeof(*out->batches));
+    for (size_t k = 0; k < n_bs; k++) {
+        struct plan_remove_batch *pb = &out->batches[k];
+        pb->contact_ids = arena_alloc(out->arena, m->bs[k].n_contacts * sizeof(*pb->contact_ids));
+        pb->lists = arena_alloc(out->arena, m->bs[k].n_lists * sizeof(*pb->lists));
+        if (pb->contact_ids == NULL || pb->lists == NULL)
+            return fail_oom(&m->b);
+        for (size_t l = 0; l < m->n_lists; l++)
+            if (m->bs[k].lists[l])
+                pb->lists[pb->n_lists++] = l;
+    }
+    for (size_t i = 0; i < m->n_cs; i++) {
+        struct plan_remove_batch *pb = &out->batches[m->batch_of[i]];
+        const char *id = arena_strdup(out->arena, m->cs[i].contact_id);
+        if (id == NULL)
+            return fail_oom(&m->b);
+        pb->contact_ids[pb->n_contact_ids++] = id;
+    }
+    out->n_batches = n_bs;
+    return 0;
+}
+
 int plan_merge_removes(const struct plan_leave *leaves, size_t n_leaves,
                        const struct plan_round_list *lists, size_t n_lists, size_t max_ids,
                        size_t max_lists, struct plan_merged_removes *out, struct plan_error *err)
 {
     struct plan_error scratch;
-    struct builder b = {.err = err != NULL ? err : &scratch};
+    struct merge m = {.leaves = leaves,
+                      .n_leaves = n_leaves,
+                      .lists = lists,
+                      .n_lists = n_lists,
+                      .max_ids = max_ids,
+                      .max_lists = max_lists,
+                      .b = {.err = err != NULL ? err : &scratch}};
     memset(out, 0, sizeof(*out));
-    memset(b.err, 0, sizeof(*b.err));
-    const struct plan_leave **sorted = malloc((n_leaves ? n_leaves : 1) * sizeof(*sorted));
-    struct leaver *cs = calloc(n_leaves ? n_leaves : 1, sizeof(*cs));
-    size_t *batch_of = calloc(n_leaves ? n_leaves : 1, sizeof(*batch_of));
-    struct batch_build *bs = calloc(n_leaves ? n_leaves : 1, sizeof(*bs));
-    bool *flags = calloc((n_leaves ? n_leaves : 1) * 4 * (n_lists ? n_lists : 1), sizeof(*flags));
-    size_t n_cs = 0, n_bs = 0;
-    int rc = -1;
-    out->arena = calloc(1, sizeof(*out->arena));
-    if (sorted == NULL || cs == NULL || batch_of == NULL || bs == NULL || flags == NULL ||
-        out->arena == NULL) {
-        fail_oom(&b);
-        goto done;
+    memset(m.b.err, 0, sizeof(*m.b.err));
+    int rc = merge_alloc(&m, out);
+    if (rc == 0)
+        rc = sort_leaves(&m);
+    if (rc == 0)
+        rc = gather_leavers(&m);
+    if (rc == 0) {
+        first_fit(&m);
+        rc = emit_batches(&m, out);
     }
-    if (max_ids == 0 || max_lists == 0) {
-        fail(&b, "invalid_input", "%s", "merge limits must be positive");
-        goto done;
-    }
-    for (size_t i = 0; i < n_leaves; i++) {
-        if (leaves[i].list >= n_lists || leaves[i].contact_id == NULL ||
-            leaves[i].contact_id[0] == '\0' || leaves[i].email == NULL) {
-            fail(&b, "invalid_input", "leave of \"%.200s\" names no known list or contact",
-                 or_empty(leaves[i].email));
-            goto done;
-        }
-        sorted[i] = &leaves[i];
-    }
-    qsort(sorted, n_leaves, sizeof(*sorted), leave_cmp);
-
-    /* One leaver per contact id; its flags live in flags[]. */
-    for (size_t i = 0; i < n_leaves; i++) {
-        if (n_cs == 0 || strcmp(cs[n_cs - 1].contact_id, sorted[i]->contact_id) != 0) {
-            struct leaver *c = &cs[n_cs];
-            c->contact_id = sorted[i]->contact_id;
-            c->email = sorted[i]->email;
-            c->leaves = flags + n_cs * 2 * n_lists;
-            c->forbidden = c->leaves + n_lists;
-            n_cs++;
-        }
-        struct leaver *c = &cs[n_cs - 1];
-        if (!c->leaves[sorted[i]->list]) {
-            c->leaves[sorted[i]->list] = true;
-            c->n_leaves++;
-        }
-    }
-    for (size_t i = 0; i < n_cs; i++) {
-        struct leaver *c = &cs[i];
-        if (c->n_leaves > max_lists) {
-            fail(&b, "invalid_input", "contact %.200s leaves more lists than one request takes",
-                 c->contact_id);
-            goto done;
-        }
-        for (size_t k = 0; k < n_lists; k++)
-            c->forbidden[k] = !c->leaves[k] && list_holds(&lists[k], c->email);
-    }
-
-    /* First fit. Batch flags follow the leavers' flags in flags[]. */
-    bool *batch_flags = flags + n_leaves * 2 * n_lists;
-    for (size_t i = 0; i < n_cs; i++) {
-        size_t k = 0;
-        while (k < n_bs && !batch_fits(&bs[k], &cs[i], n_lists, max_ids, max_lists))
-            k++;
-        if (k == n_bs) {
-            bs[k].lists = batch_flags + k * 2 * n_lists;
-            bs[k].forbidden = bs[k].lists + n_lists;
-            n_bs++;
-        }
-        batch_add(&bs[k], &cs[i], n_lists);
-        batch_of[i] = k;
-    }
-
-    out->batches = arena_alloc(out->arena, (n_bs ? n_bs : 1) * sizeof(*out->batches));
-    if (out->batches == NULL) {
-        fail_oom(&b);
-        goto done;
-    }
-    memset(out->batches, 0, (n_bs ? n_bs : 1) * sizeof(*out->batches));
-    for (size_t k = 0; k < n_bs; k++) {
-        struct plan_remove_batch *pb = &out->batches[k];
-        pb->contact_ids = arena_alloc(out->arena, bs[k].n_contacts * sizeof(*pb->contact_ids));
-        pb->lists = arena_alloc(out->arena, bs[k].n_lists * sizeof(*pb->lists));
-        if (pb->contact_ids == NULL || pb->lists == NULL) {
-            fail_oom(&b);
-            goto done;
-        }
-        for (size_t l = 0; l < n_lists; l++)
-            if (bs[k].lists[l])
-                pb->lists[pb->n_lists++] = l;
-    }
-    for (size_t i = 0; i < n_cs; i++) {
-        struct plan_remove_batch *pb = &out->batches[batch_of[i]];
-        const char *id = arena_strdup(out->arena, cs[i].contact_id);
-        if (id == NULL) {
-            fail_oom(&b);
-            goto done;
-        }
-        pb->contact_ids[pb->n_contact_ids++] = id;
-    }
-    out->n_batches = n_bs;
-    rc = 0;
-done:
-    free(sorted);
-    free(cs);
-    free(batch_of);
-    free(bs);
-    free(flags);
+    merge_free(&m);
     if (rc != 0)
         plan_merged_removes_free(out);
     return rc;

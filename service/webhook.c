@@ -16,10 +16,10 @@
  *     which C strings cannot carry; other values are refused, naming the
  *     field, rather than silently cut or passed on to Constant Contact;
  *   - "type" is kept as sent, cut to 63 bytes on a UTF-8 boundary, for logs;
- *   - identifiers follow DESIGN.md §4 (ccsync_valid_unique_id);
+ *   - identifiers are checked by ccsync_valid_unique_id (model.h);
  *   - the secret's key is 1..WEBHOOK_KEY_MAX bytes of standard, padded base64.
  *
- * Decisions where DESIGN.md §5 is silent:
+ * Decisions Novi's webhook documentation leaves open:
  *   - a required field that is JSON null counts as missing ("... is required");
  *   - an unknown type needs a string type and a valid timestamp only: its data
  *     may be anything or absent, so that Novi's new event types are ignored
@@ -353,67 +353,99 @@ static bool expect_char(const char **p, char c)
  * first second of the next minute, as POSIX time does. Years 0000-9999 parse;
  * only those whose instant fits int64 nanoseconds (1677-2262) are accepted.
  */
+/* YYYY-MM-DD, a real day of its month. */
+static bool read_date(const char **p, int *year, int *month, int *day)
+{
+    *year = read_digits(p, 4);
+    if (*year < 0 || !expect_char(p, '-'))
+        return false;
+    *month = read_digits(p, 2);
+    if (*month < 1 || *month > 12 || !expect_char(p, '-'))
+        return false;
+    *day = read_digits(p, 2);
+    return *day >= 1 && *day <= days_in_month(*year, *month);
+}
+
+/* ("T"/"t") hh:mm:ss, as seconds into the day (a leap second is the 86400th). */
+static bool read_time(const char **p, int64_t *secs)
+{
+    if (**p != 'T' && **p != 't')
+        return false;
+    (*p)++;
+    int hour = read_digits(p, 2);
+    if (hour < 0 || hour > 23 || !expect_char(p, ':'))
+        return false;
+    int minute = read_digits(p, 2);
+    if (minute < 0 || minute > 59 || !expect_char(p, ':'))
+        return false;
+    int second = read_digits(p, 2);
+    if (second < 0 || second > 60)
+        return false;
+    *secs = hour * 3600 + minute * 60 + second;
+    return true;
+}
+
+/* [.1*9DIGIT], as nanoseconds. */
+static bool read_fraction(const char **p, int64_t *frac)
+{
+    *frac = 0;
+    if (**p != '.')
+        return true;
+    int n = 0;
+    (*p)++;
+    while (**p >= '0' && **p <= '9') {
+        if (++n > 9)
+            return false;
+        *frac = *frac * 10 + (*(*p)++ - '0');
+    }
+    if (n == 0)
+        return false;
+    for (; n < 9; n++)
+        *frac *= 10;
+    return true;
+}
+
+/* "Z"/"z" or ("+"/"-")hh:mm, as seconds east of UTC. */
+static bool read_offset(const char **p, int64_t *offset)
+{
+    *offset = 0;
+    if (**p == 'Z' || **p == 'z') {
+        (*p)++;
+        return true;
+    }
+    if (**p != '+' && **p != '-')
+        return false;
+    int sign = *(*p)++ == '+' ? 1 : -1;
+    int off_h = read_digits(p, 2);
+    if (off_h < 0 || off_h > 23 || !expect_char(p, ':'))
+        return false;
+    int off_m = read_digits(p, 2);
+    if (off_m < 0 || off_m > 59)
+        return false;
+    *offset = (int64_t)sign * (off_h * 3600 + off_m * 60);
+    return true;
+}
+
+/*
+ * date-time = YYYY-MM-DD ("T"/"t") hh:mm:ss [.1*9DIGIT] ("Z"/"z"/("+"/"-")hh:mm)
+ * A leap second (ss = 60) is accepted, as RFC 3339 allows, and counts as the
+ * first second of the next minute, as POSIX time does. Years 0000-9999 parse;
+ * only those whose instant fits int64 nanoseconds (1677-2262) are accepted.
+ */
 int rfc3339_parse(const char *s, int64_t *ns)
 {
     const char *p = s;
-    int year, month, day, hour, minute, second, off_h = 0, off_m = 0, sign = 0;
-    int64_t frac = 0, secs, out;
+    int year, month, day;
+    int64_t time_s, frac, offset, out;
 
     if (s == NULL || ns == NULL)
         return -1;
-    year = read_digits(&p, 4);
-    if (year < 0 || !expect_char(&p, '-'))
-        return -1;
-    month = read_digits(&p, 2);
-    if (month < 1 || month > 12 || !expect_char(&p, '-'))
-        return -1;
-    day = read_digits(&p, 2);
-    if (day < 1 || day > days_in_month(year, month))
-        return -1;
-    if (*p != 'T' && *p != 't')
-        return -1;
-    p++;
-    hour = read_digits(&p, 2);
-    if (hour < 0 || hour > 23 || !expect_char(&p, ':'))
-        return -1;
-    minute = read_digits(&p, 2);
-    if (minute < 0 || minute > 59 || !expect_char(&p, ':'))
-        return -1;
-    second = read_digits(&p, 2);
-    if (second < 0 || second > 60)
-        return -1;
-    if (*p == '.') {
-        int n = 0;
-        p++;
-        while (*p >= '0' && *p <= '9') {
-            if (++n > 9)
-                return -1;
-            frac = frac * 10 + (*p++ - '0');
-        }
-        if (n == 0)
-            return -1;
-        for (; n < 9; n++)
-            frac *= 10;
-    }
-    if (*p == 'Z' || *p == 'z') {
-        p++;
-    } else if (*p == '+' || *p == '-') {
-        sign = *p++ == '+' ? 1 : -1;
-        off_h = read_digits(&p, 2);
-        if (off_h < 0 || off_h > 23 || !expect_char(&p, ':'))
-            return -1;
-        off_m = read_digits(&p, 2);
-        if (off_m < 0 || off_m > 59)
-            return -1;
-    } else {
-        return -1;
-    }
-    if (*p != '\0')
+    if (!read_date(&p, &year, &month, &day) || !read_time(&p, &time_s) ||
+        !read_fraction(&p, &frac) || !read_offset(&p, &offset) || *p != '\0')
         return -1;
 
     /* Local time minus its offset is UTC. */
-    secs = days_from_civil(year, month, day) * 86400 + hour * 3600 + minute * 60 + second -
-           (int64_t)sign * (off_h * 3600 + off_m * 60);
+    int64_t secs = days_from_civil(year, month, day) * 86400 + time_s - offset;
     /* Before 1970 the fraction is borrowed from the next second up, so that the
      * earliest representable instant (1677-09-21T00:12:43.145224192Z) does not
      * overflow on the way. */
@@ -556,7 +588,7 @@ static int text_check(json_object *v, const char *path, size_t max, struct webho
     return 0;
 }
 
-/* A required Novi UniqueID: present, a string, and valid per DESIGN.md §4. */
+/* A required Novi UniqueID: present, a string, and valid (ccsync_valid_unique_id). */
 static int id_required(json_object *obj, const char *parent, const char *key,
                        char out[CCSYNC_ID_MAX + 1], struct webhook_error *err)
 {
@@ -820,13 +852,11 @@ static void type_name_copy(char *out, size_t out_size, const char *s, size_t len
 }
 
 /* The envelope and the data of a known type. body is the parsed top-level object. */
-static int event_fill(json_object *body, struct event *ev, struct webhook_error *err)
+/* The envelope's type (kept as sent, for logs) and timestamp. */
+static int envelope_fill(json_object *body, struct event *ev, struct webhook_error *err)
 {
     json_object *type = field_get(body, "type");
     json_object *ts = field_get(body, "timestamp");
-    json_object *data = field_get(body, "data");
-    const char *type_s;
-    size_t type_len;
 
     if (type == NULL) {
         invalid(err, "type is required");
@@ -836,8 +866,8 @@ static int event_fill(json_object *body, struct event *ev, struct webhook_error 
         invalid(err, "type must be a string");
         return -1;
     }
-    type_s = json_object_get_string(type);
-    type_len = (size_t)json_object_get_string_len(type);
+    const char *type_s = json_object_get_string(type);
+    size_t type_len = (size_t)json_object_get_string_len(type);
     type_name_copy(ev->type_name, sizeof ev->type_name, type_s, type_len);
     if (ts == NULL) {
         invalid(err, "timestamp is required");
@@ -853,18 +883,12 @@ static int event_fill(json_object *body, struct event *ev, struct webhook_error 
         return -1;
     }
     ev->type = event_type_lookup(type_s, type_len);
-    /* An unknown type is answered "ignored" so that Novi stops retrying; its data
-     * is not ours to judge, so it may be anything, or absent. */
-    if (ev->type == EVENT_UNKNOWN)
-        return 0;
-    if (data == NULL) {
-        invalid(err, "data is required");
-        return -1;
-    }
-    if (!json_object_is_type(data, json_type_object)) {
-        invalid(err, "data must be an object");
-        return -1;
-    }
+    return 0;
+}
+
+/* The data object of a known type. */
+static int data_fill(json_object *data, struct event *ev, struct webhook_error *err)
+{
     switch (ev->type) {
     case EVENT_CUSTOMER_CREATED:
     case EVENT_CUSTOMER_UPDATED:
@@ -888,6 +912,26 @@ static int event_fill(json_object *body, struct event *ev, struct webhook_error 
         break;
     }
     return 0;
+}
+
+static int event_fill(json_object *body, struct event *ev, struct webhook_error *err)
+{
+    if (envelope_fill(body, ev, err) != 0)
+        return -1;
+    /* An unknown type is answered "ignored" so that Novi stops retrying; its data
+     * is not ours to judge, so it may be anything, or absent. */
+    if (ev->type == EVENT_UNKNOWN)
+        return 0;
+    json_object *data = field_get(body, "data");
+    if (data == NULL) {
+        invalid(err, "data is required");
+        return -1;
+    }
+    if (!json_object_is_type(data, json_type_object)) {
+        invalid(err, "data must be an object");
+        return -1;
+    }
+    return data_fill(data, ev, err);
 }
 
 static bool json_space(char c)

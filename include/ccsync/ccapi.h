@@ -4,7 +4,7 @@
  *
  * The client does no rate limiting, no retrying and no token refresh on its
  * own: the worker takes a budget token before each call, and decides from the
- * error class what to do next (DESIGN.md §2, §6). One client per thread; it
+ * error class what to do next (service/cccall.c). One client per thread; it
  * owns one libcurl easy handle (CURLOPT_NOSIGNAL is set). curl_global_init
  * must have been called once, before any thread, by main.
  *
@@ -30,7 +30,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-/* Constant Contact's limits (DESIGN.md §6 and the v3 OpenAPI document). */
+/* Constant Contact's limits (its v3 API documentation and OpenAPI document). */
 #define CCAPI_IMPORT_MAX_CONTACTS 40000
 /* The import endpoint silently drops what follows its first 4 MB; we stay
  * below 4,000,000 bytes so that either reading of "MB" is safe. */
@@ -64,7 +64,7 @@ struct ccapi_error {
     /* True when the request may have reached CC and taken effect: a timeout or
      * broken connection after sending, a 5xx, or an unreadable 2xx body. A POST
      * with maybe_applied must not be blindly retried: a retry queues a second
-     * activity (DESIGN.md §6). False when CC cannot have acted on it
+     * activity. False when CC cannot have acted on it
      * (connection refused, DNS failure, 4xx, 429). */
     bool maybe_applied;
     long retry_after_s; /* Retry-After in seconds (date form converted); -1 when absent */

@@ -5,6 +5,11 @@
  * A handler returns HTTP_DONE after setting its answer with http_reply*, or
  * HTTP_SUSPENDED after http_suspend and handing the request to another thread,
  * which later calls http_reply* and then http_resume (never touching req after).
+ *
+ * A route's flags say what its handler needs (a Redis connection, the path's
+ * association); http.c takes it before the handler runs, answers 503 or 404 in
+ * its place when it cannot, and gives it back afterwards. A route may also name
+ * a check, run first, that refuses a request without asking Redis.
  */
 #ifndef CCSYNC_HTTP_H
 #define CCSYNC_HTTP_H
@@ -13,11 +18,16 @@
 #include <stddef.h>
 
 struct app;
+struct association;
 struct http_request;
+struct redisContext;
 struct http_server;
 struct json_object;
 
 enum { HTTP_DONE = 0, HTTP_SUSPENDED = 1 };
+
+/* A route's check: true to go on, false after answering (a 4xx). */
+typedef bool (*http_check_fn)(struct http_request *req);
 
 struct http_server *http_start(struct app *app, char *err, size_t err_size);
 /* Stop accepting new connections (readyz already answers 503 by then). */
@@ -35,6 +45,15 @@ const char *http_param(struct http_request *req, int index);
 const char *http_body(struct http_request *req, size_t *len);
 const char *http_route_name(struct http_request *req);
 
+/* What the route's flags took for the handler, lent for the handler's run.
+ * http_redis is NULL only on a WANTS_REDIS route when Redis cannot be reached
+ * (http_redis_error says why); http_association is set on NEEDS_ASSOCIATION
+ * routes; http_json is a BODY_JSON route's body, parsed. */
+struct redisContext *http_redis(struct http_request *req);
+const char *http_redis_error(struct http_request *req);
+const struct association *http_association(struct http_request *req);
+struct json_object *http_json(struct http_request *req);
+
 /* Log fields a handler learns (the association, the webhook-id) for the access log. */
 void http_set_log_field(struct http_request *req, const char *key, const char *value);
 
@@ -46,6 +65,8 @@ void http_reply_json(struct http_request *req, int status, struct json_object *o
 /* {"error":{"code","message"}} */
 void http_reply_error(struct http_request *req, int status, const char *code, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
+/* 503 redis_unavailable with Retry-After: 5 ("the state store is unavailable: why"). */
+void http_reply_redis_unavailable(struct http_request *req, const char *why);
 void http_add_header(struct http_request *req, const char *name, const char *value);
 /* Called by a handler before it hands req to another thread (then it returns
  * HTTP_SUSPENDED); the other thread answers with http_reply* and http_resume. */

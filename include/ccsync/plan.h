@@ -34,10 +34,10 @@ enum email_class {
     EMAIL_OK,
 };
 
-/* Classifies a raw email (as Novi sent it; NULL allowed) by the rules of
- * DESIGN.md §5, after trimming surrounding white space: invalid when it has not
- * exactly one '@', an empty local part, a domain without a dot, any white space
- * or control character inside, or more than EMAIL_MAX_CHARS characters. */
+/* Classifies a raw email (as Novi sent it; NULL allowed), after trimming
+ * surrounding white space: invalid when it has not exactly one '@', an empty
+ * local part, a domain without a dot, any white space or control character
+ * inside, or more than EMAIL_MAX_CHARS characters. */
 enum email_class email_classify(const char *email);
 
 /* Writes email trimmed of surrounding white space and lowercased (ASCII) into

@@ -21,6 +21,7 @@
 
 #include <cmocka.h>
 
+#include "ccsync/keys.h"
 #include "testsupport.h"
 
 #define ADMIN_TOKEN "dead-letter-test-admin-token"
@@ -300,6 +301,21 @@ static void test_redrive_refuses_an_id_that_is_not_a_stream_id(void **state)
     json_object_put(o);
 }
 
+/* A count Redis refuses is not a zero: the status answers 503 until the key is sound again. */
+static void test_status_answers_503_when_redis_refuses_a_count(void **state)
+{
+    start_ccsyncd();
+    freeReplyObject(cmd("SET %s not-a-set", KEY_RETRYING));
+    long status;
+    json_object *o = admin("GET", "/v1/status", &status), *err;
+    assert_int_equal(status, 503);
+    assert_true(json_object_object_get_ex(o, "error", &err));
+    assert_string_equal(str_at(err, "code"), "redis_unavailable");
+    json_object_put(o);
+    freeReplyObject(cmd("DEL %s", KEY_RETRYING));
+    assert_int_equal(status_queue("retrying"), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -310,6 +326,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(
             test_redrive_applies_a_fixed_event_and_removes_the_dead_letter, setup, teardown),
         cmocka_unit_test_setup_teardown(test_redrive_refuses_an_id_that_is_not_a_stream_id, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_status_answers_503_when_redis_refuses_a_count, setup,
                                         teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
