@@ -17,6 +17,8 @@
 #include "ccsync/facts.h"
 #include "ccsync/queue.h"
 #include "ccsync/ratelimit.h"
+#include "ccsync/keys.h"
+#include "ccsync/schedule.h"
 #include "ccsync/http.h"
 #include "ccsync/ingest.h"
 #include "ccsync/log.h"
@@ -463,10 +465,8 @@ static redisReply *read_group(redisContext *c, const char *assoc, const char *g)
 
 static bool group_dirty(redisContext *c, const char *assoc, const char *g)
 {
-    redisReply *r = redisCommand(c, "ZSCORE " FACTS_DIRTY_KEY " %s|%s", assoc, g);
-    bool dirty = r && r->type == REDIS_REPLY_STRING;
-    if (r)
-        freeReplyObject(r);
+    bool dirty = false;
+    schedule_queued(c, assoc, g, &dirty);
     return dirty;
 }
 
@@ -574,15 +574,17 @@ int admin_resync_group(struct app *app, struct http_request *req)
         return HTTP_DONE;
     }
     if (require_association(req, c, assoc) == 1) {
-        char key[300], due[32], member[256];
+        char key[300], due[32];
+        int64_t due_ms = store_now_ns() / 1000000;
         snprintf(key, sizeof key, STORE_PREFIX "a:%s:g:%s", assoc, g);
-        snprintf(due, sizeof due, "%lld", (long long)(store_now_ns() / 1000000));
-        snprintf(member, sizeof member, "%s|%s", assoc, g);
-        const char *args[] = {key, FACTS_DIRTY_KEY, due, member};
+        snprintf(due, sizeof due, "%lld", (long long)due_ms);
+        const char *args[] = {key, key_dirty(assoc).s, due, g};
         redisReply *r = script_eval(c, resync_script, 2, 4, args);
         long long rc = store_reply_ok(c, r) && r->type == REDIS_REPLY_INTEGER ? r->integer : -2;
         if (r)
             freeReplyObject(r);
+        if (rc == 1 && schedule_wake(c, assoc, due_ms) != STORE_OK)
+            rc = -2;
         if (rc == 1 && facts_audit(c, assoc, g, "resync_requested", NULL, NULL, "requested by an admin") != 0)
             rc = -2;
         if (rc == 1) {
@@ -694,7 +696,9 @@ int admin_status(struct app *app, struct http_request *req)
     json_object_object_add(queue, "pending", json_object_new_int64(int_reply(c, "XLEN " STORE_EVENTS_STREAM)));
     json_object_object_add(queue, "retrying", json_object_new_int64(int_reply(c, "SCARD ccsync:retrying")));
     json_object_object_add(queue, "dead", json_object_new_int64(int_reply(c, "XLEN " QUEUE_DEAD_STREAM)));
-    json_object_object_add(queue, "groups_waiting", json_object_new_int64(int_reply(c, "ZCARD " FACTS_DIRTY_KEY)));
+    long long waiting = -1;
+    schedule_waiting(c, &waiting);
+    json_object_object_add(queue, "groups_waiting", json_object_new_int64(waiting));
     json_object_object_add(o, "queue", queue);
 
     struct ratelimit_conf rc;
