@@ -259,19 +259,22 @@ static void script_sha(const char *body, char hex[41])
         snprintf(hex + 2 * i, 3, "%02x", md[i]);
 }
 
-/* Appends one script call without waiting for its reply. */
-static int append_script(redisContext *c, const char *verb, const char *what, int n_args,
-                         const char *const *args)
+/* Appends one script call without waiting for its reply. The scripts build
+ * the association's keys from its prefix; key (one of them) is declared so
+ * that a Redis Cluster sends the call to the association's node. */
+static int append_script(redisContext *c, const char *verb, const char *what, const char *key,
+                         int n_args, const char *const *args)
 {
-    const char **argv = malloc((size_t)(n_args + 3) * sizeof *argv);
+    const char **argv = malloc((size_t)(n_args + 4) * sizeof *argv);
     if (!argv)
         return STORE_ERR;
     argv[0] = verb;
     argv[1] = what;
-    argv[2] = "0";
+    argv[2] = "1";
+    argv[3] = key;
     for (int i = 0; i < n_args; i++)
-        argv[3 + i] = args[i];
-    int rc = redisAppendCommandArgv(c, n_args + 3, argv, NULL) == REDIS_OK ? STORE_OK : STORE_ERR;
+        argv[4 + i] = args[i];
+    int rc = redisAppendCommandArgv(c, n_args + 4, argv, NULL) == REDIS_OK ? STORE_OK : STORE_ERR;
     free(argv);
     return rc;
 }
@@ -293,16 +296,16 @@ static int read_script_reply(redisContext *c, int64_t *due)
     return rc;
 }
 
-static int run(redisContext *c, const char *script, int n_args, const char *const *args,
-               int64_t *due)
+static int run(redisContext *c, const char *script, const char *key, int n_args,
+               const char *const *args, int64_t *due)
 {
     char sha[41];
     script_sha(script, sha);
-    if (append_script(c, "EVALSHA", sha, n_args, args) != 0)
+    if (append_script(c, "EVALSHA", sha, key, n_args, args) != 0)
         return STORE_ERR;
     int rc = read_script_reply(c, due);
     if (rc == 0) {
-        if (append_script(c, "EVAL", script, n_args, args) != 0)
+        if (append_script(c, "EVAL", script, key, n_args, args) != 0)
             return STORE_ERR;
         rc = read_script_reply(c, due);
     }
@@ -310,14 +313,14 @@ static int run(redisContext *c, const char *script, int n_args, const char *cons
 }
 
 /* run(), or with append_only only the EVALSHA appended (the caller reads the reply). */
-static int run_or_append(redisContext *c, bool append_only, const char *script, int n_args,
-                         const char *const *args, int64_t *due)
+static int run_or_append(redisContext *c, bool append_only, const char *script, const char *key,
+                         int n_args, const char *const *args, int64_t *due)
 {
     if (!append_only)
-        return run(c, script, n_args, args, due);
+        return run(c, script, key, n_args, args, due);
     char sha[41];
     script_sha(script, sha);
-    return append_script(c, "EVALSHA", sha, n_args, args);
+    return append_script(c, "EVALSHA", sha, key, n_args, args);
 }
 
 int facts_audit(redisContext *c, const char *association, const char *group_id, const char *action,
@@ -333,7 +336,7 @@ int facts_audit(redisContext *c, const char *association, const char *group_id, 
                           list_id ? list_id : "",
                           list_name ? list_name : "",
                           detail ? detail : ""};
-    return run(c, audit_script, 7, args, NULL);
+    return run(c, audit_script, key_audit(association).s, 7, args, NULL);
 }
 
 int facts_mark_dirty(redisContext *c, const char *association, const char *group_id, int64_t now_ns,
@@ -344,7 +347,7 @@ int facts_mark_dirty(redisContext *c, const char *association, const char *group
     snprintf(due, sizeof due, "%lld", (long long)(now_ns / 1000000 + delay_ms));
     const char *args[] = {p.s, association, group_id, due};
     int64_t earliest;
-    if (run(c, dirty_script, 4, args, &earliest) != STORE_OK)
+    if (run(c, dirty_script, key_dirty(association).s, 4, args, &earliest) != STORE_OK)
         return STORE_ERR;
     return schedule_wake(c, association, earliest);
 }
@@ -385,7 +388,8 @@ static int fold_member(redisContext *c, bool append_only, const char *p, const c
     int n;
     if (member_args(p, association, m, ts, due, mode, NULL, &args, &rec, &n) != STORE_OK)
         return STORE_ERR;
-    int rc = run_or_append(c, append_only, member_script, n, args, earliest);
+    int rc =
+        run_or_append(c, append_only, member_script, key_dirty(association).s, n, args, earliest);
     free(args);
     free(rec);
     return rc;
@@ -408,7 +412,7 @@ static int fold_snapshot_chunk(redisContext *c, const char *sha, const char *p,
         rc = member_args(p, association, m, ts, "", m->active ? "in_one" : "out_one",
                          ev->subject_id, &args, &rec, &n);
         if (rc == STORE_OK) {
-            rc = append_script(c, "EVALSHA", sha, n, args);
+            rc = append_script(c, "EVALSHA", sha, key_dirty(association).s, n, args);
             free(args);
             free(rec);
             sent += rc == STORE_OK;
@@ -452,7 +456,7 @@ static int fold_snapshot(redisContext *c, const char *p, const char *association
             return STORE_ERR;
     }
     const char *args[] = {p, ev->subject_id, ts, due, association, changed ? "1" : "0"};
-    int rc = run(c, sweep_script, 6, args, earliest);
+    int rc = run(c, sweep_script, key_dirty(association).s, 6, args, earliest);
     return store_exec(c, "DEL %s", folding.s) == STORE_OK ? rc : STORE_ERR;
 }
 
@@ -478,7 +482,8 @@ static int fold(redisContext *c, bool append_only, const char *association, cons
     }
     case EVENT_CUSTOMER_REMOVED: {
         const char *args[] = {p, ev->subject_id, ts, "", "out_all", due, association};
-        return run_or_append(c, append_only, member_script, 7, args, earliest);
+        return run_or_append(c, append_only, member_script, key_dirty(association).s, 7, args,
+                             earliest);
     }
     case EVENT_GROUP_CREATED:
     case EVENT_GROUP_UPDATED:
@@ -493,7 +498,8 @@ static int fold(redisContext *c, bool append_only, const char *association, cons
                               due,
                               association,
                               now};
-        return run_or_append(c, append_only, group_script, 9, args, earliest);
+        return run_or_append(c, append_only, group_script, key_dirty(association).s, 9, args,
+                             earliest);
     }
     case EVENT_GROUP_MEMBERS:
         return append_only ? STORE_ERR : fold_snapshot(c, p, association, ev, ts, due, earliest);
