@@ -1,6 +1,6 @@
 /*
  * oauth.h - a usable Constant Contact access token for an association,
- * refreshed before it expires and after CC answers 401 (DESIGN.md §2, §6).
+ * refreshed before it expires and after CC answers 401.
  *
  * Refresh tokens rotate and are single use, so a refresh is single-flight
  * across threads and processes: one holder of a Redis lock calls the token

@@ -1,7 +1,7 @@
 /*
  * ratelimit.h - the Constant Contact budget: RATE requests per second and
  * DAILY requests per UTC day per CC application key, kept in Redis and shared
- * by every ccsyncd process and thread (DESIGN.md §2, §5 "CC request rate").
+ * by every ccsyncd process and thread.
  *
  * Take one grant before each CC API request (token-endpoint calls are outside
  * the budget). Associations waiting at the same time are served in turn.
