@@ -28,6 +28,7 @@
 #include "ccsync/metrics.h"
 #include "ccsync/queue.h"
 #include "ccsync/ratelimit.h"
+#include "ccsync/schedule.h"
 #include "ccsync/script.h"
 #include "ccsync/store.h"
 #include "ccsync/webhook.h"
@@ -441,9 +442,8 @@ static bool is_one(const char *v)
 
 static bool group_dirty(redisContext *c, const char *assoc, const char *g)
 {
-    redisReply *r = redisCommand(c, "ZSCORE %s %s", KEY_DIRTY, key_schedule_member(assoc, g).s);
-    bool dirty = r && r->type == REDIS_REPLY_STRING;
-    freeReplyObject(r);
+    bool dirty = false;
+    schedule_queued(c, assoc, g, &dirty);
     return dirty;
 }
 
@@ -573,10 +573,11 @@ enum resync { RESYNC_QUEUED, RESYNC_NO_GROUP, RESYNC_SYNC_OFF, RESYNC_FAILED };
 
 static enum resync request_resync(redisContext *c, const char *assoc, const char *g)
 {
-    struct key group = key_group(assoc, g), member = key_schedule_member(assoc, g);
+    struct key group = key_group(assoc, g), dirty = key_dirty(assoc);
     char due[32];
-    snprintf(due, sizeof due, "%lld", (long long)(store_now_ns() / 1000000));
-    const char *args[] = {group.s, KEY_DIRTY, due, member.s};
+    int64_t due_ms = store_now_ns() / 1000000;
+    snprintf(due, sizeof due, "%lld", (long long)due_ms);
+    const char *args[] = {group.s, dirty.s, due, g};
     redisReply *r = script_eval(c, resync_script, 2, 4, args);
     long long rc = store_reply_ok(c, r) && r->type == REDIS_REPLY_INTEGER ? r->integer : -2;
     freeReplyObject(r);
@@ -584,7 +585,7 @@ static enum resync request_resync(redisContext *c, const char *assoc, const char
         return RESYNC_NO_GROUP;
     if (rc == -1)
         return RESYNC_SYNC_OFF;
-    if (rc != 1 ||
+    if (rc != 1 || schedule_wake(c, assoc, due_ms) != STORE_OK ||
         facts_audit(c, assoc, g, "resync_requested", NULL, NULL, "requested by an admin") != 0)
         return RESYNC_FAILED;
     return RESYNC_QUEUED;
@@ -684,7 +685,6 @@ static const struct {
     {"pending", "XLEN", KEY_EVENTS},
     {"retrying", "SCARD", KEY_RETRYING},
     {"dead", "XLEN", KEY_DEAD_LETTERS},
-    {"groups_waiting", "ZCARD", KEY_DIRTY},
 };
 
 /* The integer answer of "command key" into *n. STORE_ERR, why saying what
@@ -717,6 +717,14 @@ static json_object *queue_view(redisContext *c, char *why, size_t size)
         }
         json_object_object_add(queue, queue_counts[i].name, json_object_new_int64(n));
     }
+    long long waiting = 0; /* groups due, summed over the associations' schedules */
+    if (schedule_waiting(c, &waiting) != STORE_OK) {
+        snprintf(why, size, "the schedule could not be read: %s",
+                 c->err ? c->errstr : "error reply");
+        json_object_put(queue);
+        return NULL;
+    }
+    json_object_object_add(queue, "groups_waiting", json_object_new_int64(waiting));
     return queue;
 }
 

@@ -18,6 +18,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ccsync/keys.h"
+#include "ccsync/schedule.h"
 #include "ccsync/store.h"
 #include "ccsync/webhook.h"
 
@@ -88,11 +90,15 @@ int facts_record_parse(const char *json, const char *member_id, struct member_re
     return 0;
 }
 
-/* Shared Lua: marking dirty (coalesced: an earlier due time is kept) and audit. */
+/* Shared Lua: marking a group dirty in the association's schedule (coalesced:
+ * an earlier due time is kept), and the association's earliest due, which
+ * every fold returns, changed or not, for the caller to wake the association
+ * with (schedule.h). */
 #define LUA_COMMON                                                                                 \
+    SCHEDULE_LUA_EARLIEST                                                                          \
     "local function mark(p, assoc, g, due)\n"                                                      \
-    "  redis.call('ZADD', 'ccsync:dirty', 'LT', due, assoc .. '|' .. g)\n"                         \
-    "  redis.call('HINCRBY', p .. 'g:' .. g, 'gen', 1)\n"                                          \
+    "  redis.call('ZADD', p .. '" KEY_ASSOC_DIRTY "', 'LT', due, g)\n"                             \
+    "  redis.call('HINCRBY', p .. '" KEY_GROUP "' .. g, 'gen', 1)\n"                               \
     "end\n"
 
 /*
@@ -100,11 +106,10 @@ int facts_record_parse(const char *json, const char *member_id, struct member_re
  * 5 mode (groups | out_all | in_one | out_one | keep), 6 due (ms), 7 association,
  * 8.. group ids (the target set for "groups", the one group for in_one/out_one).
  */
-static const char member_script[] =
-    LUA_COMMON
+static const char member_script[] = LUA_COMMON
     "local p, mid, ts, rec, mode = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]\n"
     "local due, assoc = tonumber(ARGV[6]), ARGV[7]\n"
-    "local mkey, mgkey = p .. 'm:' .. mid, p .. 'mg:' .. mid\n"
+    "local mkey, mgkey = p .. '" KEY_MEMBER "' .. mid, p .. '" KEY_MEMBER_GROUPS "' .. mid\n"
     "local dirty = {}\n"
     "local recchanged = false\n"
     "if rec ~= '' then\n"
@@ -118,7 +123,7 @@ static const char member_script[] =
     "local gts = redis.call('HGET', mkey, 'gts')\n"
     "local gset = redis.call('HGET', mkey, 'gset') or ''\n"
     "local function setm(g, inflag)\n"
-    "  local gm = p .. 'gm:' .. g\n"
+    "  local gm = p .. '" KEY_GROUP_MEMBERS "' .. g\n"
     "  local cur = redis.call('HGET', gm, mid)\n"
     "  local curin, join = false, ts\n"
     "  if cur then\n"
@@ -132,7 +137,7 @@ static const char member_script[] =
     "  if inflag and gts and gts >= ts and not string.find(gset, ',' .. g .. ',', 1, true) then\n"
     "    return\n"
     "  end\n"
-    "  local snap = redis.call('HGET', p .. 'g:' .. g, 'snap_ts')\n"
+    "  local snap = redis.call('HGET', p .. '" KEY_GROUP "' .. g, 'snap_ts')\n"
     "  if inflag and snap and snap >= ts then return end\n"
     "  if inflag then\n"
     "    redis.call('HSET', gm, mid, '1|' .. ts .. '|' .. join)\n"
@@ -144,13 +149,13 @@ static const char member_script[] =
     "    if curin then dirty[g] = true end\n"
     "  end\n"
     "end\n"
-    "if (mode == 'groups' or mode == 'out_all') and ((not gts) or ts > gts) then\n"
+    "if (mode == '" KEY_GROUPS "' or mode == 'out_all') and ((not gts) or ts > gts) then\n"
     "  local list = ','\n"
-    "  if mode == 'groups' then for i = 8, #ARGV do list = list .. ARGV[i] .. ',' end end\n"
+    "  if mode == '" KEY_GROUPS "' then for i = 8, #ARGV do list = list .. ARGV[i] .. ',' end end\n"
     "  redis.call('HSET', mkey, 'gts', ts, 'gset', list)\n"
     "  gts, gset = ts, list\n"
     "end\n"
-    "if mode == 'groups' then\n"
+    "if mode == '" KEY_GROUPS "' then\n"
     "  local target = {}\n"
     "  for i = 8, #ARGV do target[ARGV[i]] = true end\n"
     "  local current = redis.call('SMEMBERS', mgkey)\n"
@@ -166,28 +171,28 @@ static const char member_script[] =
     "end\n"
     "local n = 0\n"
     "for g, _ in pairs(dirty) do if due then mark(p, assoc, g, due) end; n = n + 1 end\n"
-    "return n\n";
+    "return {n, earliest(p)}\n";
 
 /* Snapshot sweep. ARGV: 1 prefix, 2 group, 3 ts key, 4 due, 5 association, 6 "1" when
  * the chunks changed the group (they leave marking it dirty to the sweep). */
-static const char sweep_script[] =
-    LUA_COMMON
+static const char sweep_script[] = LUA_COMMON
     "local p, g, ts, due, assoc = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5]\n"
-    "local gm = p .. 'gm:' .. g\n"
-    "local snap = redis.call('HGET', p .. 'g:' .. g, 'snap_ts')\n"
-    "if (not snap) or ts > snap then redis.call('HSET', p .. 'g:' .. g, 'snap_ts', ts) end\n"
+    "local gm = p .. '" KEY_GROUP_MEMBERS "' .. g\n"
+    "local snap = redis.call('HGET', p .. '" KEY_GROUP "' .. g, 'snap_ts')\n"
+    "if (not snap) or ts > snap then redis.call('HSET', p .. '" KEY_GROUP
+    "' .. g, 'snap_ts', ts) end\n"
     "local all = redis.call('HGETALL', gm)\n"
     "local changed = false\n"
     "for i = 1, #all, 2 do\n"
     "  local v = all[i + 1]\n"
     "  if string.sub(v, 1, 1) == '1' and string.sub(v, 3, 24) < ts then\n"
     "    redis.call('HSET', gm, all[i], '0|' .. ts)\n"
-    "    redis.call('SREM', p .. 'mg:' .. all[i], g)\n"
+    "    redis.call('SREM', p .. '" KEY_MEMBER_GROUPS "' .. all[i], g)\n"
     "    changed = true\n"
     "  end\n"
     "end\n"
     "if changed or ARGV[6] == '1' then mark(p, assoc, g, due) end\n"
-    "return changed and 1 or 0\n";
+    "return {changed and 1 or 0, earliest(p)}\n";
 
 /*
  * Group fact. ARGV: 1 prefix, 2 group, 3 ts key, 4 kind (upsert|delete), 5 name,
@@ -195,28 +200,27 @@ static const char sweep_script[] =
  * A new or changed fact is audited (sync_enabled, sync_disabled, group_deleted)
  * and makes the group dirty; an unchanged save does nothing (no CC call).
  */
-static const char group_script[] =
-    LUA_COMMON
+static const char group_script[] = LUA_COMMON
     "local p, g, ts, kind, name, sync = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]\n"
     "local due, assoc, now = tonumber(ARGV[7]), ARGV[8], ARGV[9]\n"
-    "local gk = p .. 'g:' .. g\n"
+    "local gk = p .. '" KEY_GROUP "' .. g\n"
     "local cur = redis.call('HMGET', gk, 'fact_ts', 'sync', 'deleted', 'name', 'list_id', "
     "'list_name')\n"
-    "if cur[1] and cur[1] >= ts then return 0 end\n"
+    "if cur[1] and cur[1] >= ts then return {0, earliest(p)} end\n"
     "local function audit(action)\n"
     "  local e = cjson.encode({at = now, group_id = g, action = action, list_id = cur[5] or "
     "cjson.null, list_name = cur[6] or cjson.null, detail = ''})\n"
-    "  redis.call('LPUSH', p .. 'audit', e)\n"
-    "  redis.call('LTRIM', p .. 'audit', 0, 9999)\n"
+    "  redis.call('LPUSH', p .. '" KEY_AUDIT "', e)\n"
+    "  redis.call('LTRIM', p .. '" KEY_AUDIT "', 0, 9999)\n"
     "end\n"
     "local wasdeleted, wassync = cur[3] == '1', cur[2] == '1'\n"
     "if kind == 'delete' then\n"
     "  redis.call('HSET', gk, 'fact_ts', ts, 'deleted', '1')\n"
     "  if not wasdeleted and cur[1] then audit('group_deleted'); mark(p, assoc, g, due) end\n"
-    "  return 1\n"
+    "  return {1, earliest(p)}\n"
     "end\n"
     "redis.call('HSET', gk, 'fact_ts', ts, 'deleted', '0', 'name', name, 'sync', sync)\n"
-    "redis.call('SADD', p .. 'groups', g)\n"
+    "redis.call('SADD', p .. '" KEY_GROUPS "', g)\n"
     "local nowsync = sync == '1'\n"
     "if nowsync and (wasdeleted or not wassync) then audit('sync_enabled') end\n"
     "if (not nowsync) and wassync and not wasdeleted then audit('sync_disabled') end\n"
@@ -228,23 +232,18 @@ static const char group_script[] =
     "  end\n"
     "  mark(p, assoc, g, due)\n"
     "end\n"
-    "return 1\n";
+    "return {1, earliest(p)}\n";
 
 static const char audit_script[] =
     "local e = cjson.encode({at = ARGV[2], group_id = ARGV[3], action = ARGV[4], "
     "list_id = ARGV[5] ~= '' and ARGV[5] or cjson.null, list_name = ARGV[6] ~= '' and ARGV[6] "
     "or cjson.null, detail = ARGV[7]})\n"
-    "redis.call('LPUSH', ARGV[1] .. 'audit', e)\n"
-    "redis.call('LTRIM', ARGV[1] .. 'audit', 0, 9999)\n"
+    "redis.call('LPUSH', ARGV[1] .. '" KEY_AUDIT "', e)\n"
+    "redis.call('LTRIM', ARGV[1] .. '" KEY_AUDIT "', 0, 9999)\n"
     "return 1\n";
 
 static const char dirty_script[] = LUA_COMMON "mark(ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]))\n"
-                                              "return 1\n";
-
-static void prefix_of(const char *association, char *out, size_t size)
-{
-    snprintf(out, size, STORE_PREFIX "a:%s:", association);
-}
+                                              "return {1, earliest(ARGV[1])}\n";
 
 /*
  * Scripts here take any number of arguments (a member's groups), so they are
@@ -260,25 +259,29 @@ static void script_sha(const char *body, char hex[41])
         snprintf(hex + 2 * i, 3, "%02x", md[i]);
 }
 
-/* Appends one script call without waiting for its reply. */
-static int append_script(redisContext *c, const char *verb, const char *what, int n_args,
-                         const char *const *args)
+/* Appends one script call without waiting for its reply. The scripts build
+ * the association's keys from its prefix; key (one of them) is declared so
+ * that a Redis Cluster sends the call to the association's node. */
+static int append_script(redisContext *c, const char *verb, const char *what, const char *key,
+                         int n_args, const char *const *args)
 {
-    const char **argv = malloc((size_t)(n_args + 3) * sizeof *argv);
+    const char **argv = malloc((size_t)(n_args + 4) * sizeof *argv);
     if (!argv)
-        return -1;
+        return STORE_ERR;
     argv[0] = verb;
     argv[1] = what;
-    argv[2] = "0";
+    argv[2] = "1";
+    argv[3] = key;
     for (int i = 0; i < n_args; i++)
-        argv[3 + i] = args[i];
-    int rc = redisAppendCommandArgv(c, n_args + 3, argv, NULL) == REDIS_OK ? 0 : -1;
+        argv[4 + i] = args[i];
+    int rc = redisAppendCommandArgv(c, n_args + 4, argv, NULL) == REDIS_OK ? STORE_OK : STORE_ERR;
     free(argv);
     return rc;
 }
 
-/* Reads one reply; 1 ok, 0 NOSCRIPT, -1 failure. */
-static int read_script_reply(redisContext *c)
+/* Reads one reply; 1 ok, 0 NOSCRIPT, -1 failure. A fold's reply is {result,
+ * the association's earliest due}: that due goes to *due (may be NULL). */
+static int read_script_reply(redisContext *c, int64_t *due)
 {
     redisReply *r = NULL;
     if (redisGetReply(c, (void **)&r) != REDIS_OK || !r)
@@ -286,56 +289,67 @@ static int read_script_reply(redisContext *c)
     int rc = 1;
     if (r->type == REDIS_REPLY_ERROR)
         rc = strncmp(r->str, "NOSCRIPT", 8) == 0 ? 0 : -1;
+    if (due)
+        *due = r->type == REDIS_REPLY_ARRAY && r->elements == 2 ? schedule_parse_due(r->element[1])
+                                                                : SCHEDULE_NONE;
     freeReplyObject(r);
     return rc;
 }
 
-static int run(redisContext *c, const char *script, int n_args, const char *const *args)
+static int run(redisContext *c, const char *script, const char *key, int n_args,
+               const char *const *args, int64_t *due)
 {
     char sha[41];
     script_sha(script, sha);
-    if (append_script(c, "EVALSHA", sha, n_args, args) != 0)
-        return -1;
-    int rc = read_script_reply(c);
+    if (append_script(c, "EVALSHA", sha, key, n_args, args) != 0)
+        return STORE_ERR;
+    int rc = read_script_reply(c, due);
     if (rc == 0) {
-        if (append_script(c, "EVAL", script, n_args, args) != 0)
-            return -1;
-        rc = read_script_reply(c);
+        if (append_script(c, "EVAL", script, key, n_args, args) != 0)
+            return STORE_ERR;
+        rc = read_script_reply(c, due);
     }
-    return rc == 1 ? 0 : -1;
+    return rc == 1 ? STORE_OK : STORE_ERR;
 }
 
 /* run(), or with append_only only the EVALSHA appended (the caller reads the reply). */
-static int run_or_append(redisContext *c, bool append_only, const char *script, int n_args,
-                         const char *const *args)
+static int run_or_append(redisContext *c, bool append_only, const char *script, const char *key,
+                         int n_args, const char *const *args, int64_t *due)
 {
     if (!append_only)
-        return run(c, script, n_args, args);
+        return run(c, script, key, n_args, args, due);
     char sha[41];
     script_sha(script, sha);
-    return append_script(c, "EVALSHA", sha, n_args, args);
+    return append_script(c, "EVALSHA", sha, key, n_args, args);
 }
 
-int facts_audit(redisContext *c, const char *association, const char *group_id,
-                const char *action, const char *list_id, const char *list_name,
-                const char *detail)
+int facts_audit(redisContext *c, const char *association, const char *group_id, const char *action,
+                const char *list_id, const char *list_name, const char *detail)
 {
-    char p[128], now[32];
-    prefix_of(association, p, sizeof p);
+    char now[32];
+    struct key p = key_prefix(association);
     rfc3339_format(store_now_ns(), now, sizeof now);
-    const char *args[] = {p, now, group_id, action, list_id ? list_id : "",
-                          list_name ? list_name : "", detail ? detail : ""};
-    return run(c, audit_script, 7, args);
+    const char *args[] = {p.s,
+                          now,
+                          group_id,
+                          action,
+                          list_id ? list_id : "",
+                          list_name ? list_name : "",
+                          detail ? detail : ""};
+    return run(c, audit_script, key_audit(association).s, 7, args, NULL);
 }
 
-int facts_mark_dirty(redisContext *c, const char *association, const char *group_id,
-                     int64_t now_ns, int delay_ms)
+int facts_mark_dirty(redisContext *c, const char *association, const char *group_id, int64_t now_ns,
+                     int delay_ms)
 {
-    char p[128], due[32];
-    prefix_of(association, p, sizeof p);
+    char due[32];
+    struct key p = key_prefix(association);
     snprintf(due, sizeof due, "%lld", (long long)(now_ns / 1000000 + delay_ms));
-    const char *args[] = {p, association, group_id, due};
-    return run(c, dirty_script, 4, args);
+    const char *args[] = {p.s, association, group_id, due};
+    int64_t earliest;
+    if (run(c, dirty_script, key_dirty(association).s, 4, args, &earliest) != STORE_OK)
+        return STORE_ERR;
+    return schedule_wake(c, association, earliest);
 }
 
 /* The script arguments of one member fold; the caller frees *args and *rec. */
@@ -349,7 +363,7 @@ static int member_args(const char *p, const char *association, const struct memb
     if (!*rec || !*args) {
         free(*rec);
         free(*args);
-        return -1;
+        return STORE_ERR;
     }
     const char **a = *args;
     a[0] = p;
@@ -362,21 +376,57 @@ static int member_args(const char *p, const char *association, const struct memb
     for (size_t i = 0; i < n_groups; i++)
         a[7 + i] = one_group ? one_group : m->groups[i].id;
     *n_args = (int)(7 + n_groups);
-    return 0;
+    return STORE_OK;
 }
 
 static int fold_member(redisContext *c, bool append_only, const char *p, const char *association,
                        const struct member_record *m, const char *ts, const char *due,
-                       const char *mode, const char *one_group)
+                       const char *mode, int64_t *earliest)
 {
     const char **args;
     char *rec;
     int n;
-    if (member_args(p, association, m, ts, due, mode, one_group, &args, &rec, &n) != 0)
-        return -1;
-    int rc = run_or_append(c, append_only, member_script, n, args);
+    if (member_args(p, association, m, ts, due, mode, NULL, &args, &rec, &n) != STORE_OK)
+        return STORE_ERR;
+    int rc =
+        run_or_append(c, append_only, member_script, key_dirty(association).s, n, args, earliest);
     free(args);
     free(rec);
+    return rc;
+}
+
+/* Folds members [start, end) of a snapshot as one pipeline, without marking
+ * the group dirty ("" due: the sweep does, so no sync starts on a half-folded
+ * snapshot). *changed is set when one of them changed the group. */
+static int fold_snapshot_chunk(redisContext *c, const char *sha, const char *p,
+                               const char *association, const struct event *ev, const char *ts,
+                               size_t start, size_t end, bool *changed)
+{
+    size_t sent = 0;
+    int rc = STORE_OK;
+    for (size_t i = start; i < end && rc == STORE_OK; i++) {
+        const struct member_record *m = &ev->members[i];
+        const char **args;
+        char *rec;
+        int n;
+        rc = member_args(p, association, m, ts, "", m->active ? "in_one" : "out_one",
+                         ev->subject_id, &args, &rec, &n);
+        if (rc == STORE_OK) {
+            rc = append_script(c, "EVALSHA", sha, key_dirty(association).s, n, args);
+            free(args);
+            free(rec);
+            sent += rc == STORE_OK;
+        }
+    }
+    for (size_t i = 0; i < sent; i++) {
+        redisReply *r = NULL;
+        if (redisGetReply(c, (void **)&r) != REDIS_OK || !r || r->type != REDIS_REPLY_ARRAY ||
+            r->elements != 2 || r->element[0]->type != REDIS_REPLY_INTEGER)
+            rc = STORE_ERR;
+        else if (r->element[0]->integer > 0)
+            *changed = true;
+        freeReplyObject(r);
+    }
     return rc;
 }
 
@@ -387,115 +437,84 @@ static int fold_member(redisContext *c, bool append_only, const char *p, const c
  * after a SCRIPT FLUSH, the fold fails and the redelivered event is folded again).
  */
 static int fold_snapshot(redisContext *c, const char *p, const char *association,
-                         const struct event *ev, const char *ts, const char *due)
+                         const struct event *ev, const char *ts, const char *due, int64_t *earliest)
 {
     char sha[41];
     script_sha(member_script, sha);
-    redisReply *load = redisCommand(c, "SCRIPT LOAD %s", member_script);
-    bool loaded = load && load->type == REDIS_REPLY_STRING;
-    if (load)
-        freeReplyObject(load);
-    if (!loaded)
-        return -1;
+    if (store_exec(c, "SCRIPT LOAD %s", member_script) != STORE_OK)
+        return STORE_ERR;
     bool changed = false;
-    char folding[300];
-    snprintf(folding, sizeof folding, "%sg:%s:folding", p, ev->subject_id);
+    struct key folding = key_group_folding(association, ev->subject_id);
     for (size_t start = 0; start < ev->n_members; start += SNAPSHOT_CHUNK) {
         /* While a snapshot is half folded the group is not synced (sync.c waits
          * for this marker; it expires should this worker die). */
-        redisReply *mark = redisCommand(c, "SET %s 1 PX %d", folding, FACTS_FOLDING_TTL_MS);
-        bool marked = store_reply_ok(c, mark);
-        if (mark)
-            freeReplyObject(mark);
-        if (!marked)
-            return -1;
-        size_t end = start + SNAPSHOT_CHUNK < ev->n_members ? start + SNAPSHOT_CHUNK : ev->n_members;
-        size_t sent = 0;
-        int rc = 0;
-        for (size_t i = start; i < end && rc == 0; i++) {
-            const struct member_record *m = &ev->members[i];
-            const char **args;
-            char *rec;
-            int n;
-            /* "" defers marking the group dirty to the sweep, so no sync starts
-             * on a half-folded snapshot */
-            rc = member_args(p, association, m, ts, "", m->active ? "in_one" : "out_one",
-                             ev->subject_id, &args, &rec, &n);
-            if (rc == 0) {
-                rc = append_script(c, "EVALSHA", sha, n, args);
-                free(args);
-                free(rec);
-                sent += rc == 0;
-            }
-        }
-        for (size_t i = 0; i < sent; i++) {
-            redisReply *r = NULL;
-            if (redisGetReply(c, (void **)&r) != REDIS_OK || !r || r->type != REDIS_REPLY_INTEGER)
-                rc = -1;
-            else if (r->integer > 0)
-                changed = true;
-            if (r)
-                freeReplyObject(r);
-        }
-        if (rc != 0)
-            return -1;
+        if (store_exec(c, "SET %s 1 PX %d", folding.s, FACTS_FOLDING_TTL_MS) != STORE_OK)
+            return STORE_ERR;
+        size_t end =
+            start + SNAPSHOT_CHUNK < ev->n_members ? start + SNAPSHOT_CHUNK : ev->n_members;
+        if (fold_snapshot_chunk(c, sha, p, association, ev, ts, start, end, &changed) != STORE_OK)
+            return STORE_ERR;
     }
     const char *args[] = {p, ev->subject_id, ts, due, association, changed ? "1" : "0"};
-    int rc = run(c, sweep_script, 6, args);
-    redisReply *done = redisCommand(c, "DEL %s", folding);
-    if (!store_reply_ok(c, done))
-        rc = -1;
-    if (done)
-        freeReplyObject(done);
-    return rc;
+    int rc = run(c, sweep_script, key_dirty(association).s, 6, args, earliest);
+    return store_exec(c, "DEL %s", folding.s) == STORE_OK ? rc : STORE_ERR;
 }
 
-/* Folds ev, or with append_only appends its one script call (never for a snapshot). */
-static int fold(redisContext *c, bool append_only, const char *association,
-                const struct event *ev, int64_t now_ns, int delay_ms)
+/* Folds ev, or with append_only appends its one script call (never for a
+ * snapshot). Without append_only, *earliest gets the association's earliest due. */
+static int fold(redisContext *c, bool append_only, const char *association, const struct event *ev,
+                int64_t now_ns, int delay_ms, int64_t *earliest)
 {
-    char p[128], ts[FACTS_TS_KEY_SIZE], due[32], now[32];
-    prefix_of(association, p, sizeof p);
+    char ts[FACTS_TS_KEY_SIZE], due[32], now[32];
+    struct key prefix = key_prefix(association);
+    const char *p = prefix.s;
     facts_ts_key(ev->ts_ns, ts);
     snprintf(due, sizeof due, "%lld", (long long)(now_ns / 1000000 + delay_ms));
     rfc3339_format(now_ns, now, sizeof now);
+    *earliest = SCHEDULE_NONE;
 
     switch (ev->type) {
     case EVENT_CUSTOMER_CREATED:
     case EVENT_CUSTOMER_UPDATED: {
         const struct member_record *m = &ev->member;
         const char *mode = !m->active ? "out_all" : m->has_groups ? "groups" : "keep";
-        return fold_member(c, append_only, p, association, m, ts, due, mode, NULL);
+        return fold_member(c, append_only, p, association, m, ts, due, mode, earliest);
     }
     case EVENT_CUSTOMER_REMOVED: {
-        struct member_record m = {0};
-        snprintf(m.id, sizeof m.id, "%s", ev->subject_id);
-        const char *args[] = {p, m.id, ts, "", "out_all", due, association};
-        return run_or_append(c, append_only, member_script, 7, args);
+        const char *args[] = {p, ev->subject_id, ts, "", "out_all", due, association};
+        return run_or_append(c, append_only, member_script, key_dirty(association).s, 7, args,
+                             earliest);
     }
     case EVENT_GROUP_CREATED:
     case EVENT_GROUP_UPDATED:
     case EVENT_GROUP_DELETED: {
         bool del = ev->type == EVENT_GROUP_DELETED;
-        const char *args[] = {p,   ev->subject_id,
-                              ts,  del ? "delete" : "upsert",
+        const char *args[] = {p,
+                              ev->subject_id,
+                              ts,
+                              del ? "delete" : "upsert",
                               del ? "" : (ev->group_name ? ev->group_name : ""),
                               ev->sync_enabled ? "1" : "0",
-                              due, association,
+                              due,
+                              association,
                               now};
-        return run_or_append(c, append_only, group_script, 9, args);
+        return run_or_append(c, append_only, group_script, key_dirty(association).s, 9, args,
+                             earliest);
     }
     case EVENT_GROUP_MEMBERS:
-        return append_only ? -1 : fold_snapshot(c, p, association, ev, ts, due);
+        return append_only ? STORE_ERR : fold_snapshot(c, p, association, ev, ts, due, earliest);
     default:
-        return append_only ? -1 : 0;
+        return append_only ? STORE_ERR : STORE_OK;
     }
 }
 
 int facts_fold(redisContext *c, const char *association, const struct event *ev, int64_t now_ns,
                int delay_ms)
 {
-    return fold(c, false, association, ev, now_ns, delay_ms);
+    int64_t earliest;
+    if (fold(c, false, association, ev, now_ns, delay_ms, &earliest) != STORE_OK)
+        return STORE_ERR;
+    return schedule_wake(c, association, earliest);
 }
 
 int facts_fold_append(redisContext *c, const char *association, const struct event *ev,
@@ -503,10 +522,11 @@ int facts_fold_append(redisContext *c, const char *association, const struct eve
 {
     if (ev->type == EVENT_GROUP_MEMBERS || ev->type == EVENT_UNKNOWN)
         return 0;
-    return fold(c, true, association, ev, now_ns, delay_ms) == 0 ? 1 : -1;
+    int64_t unused;
+    return fold(c, true, association, ev, now_ns, delay_ms, &unused) == STORE_OK ? 1 : STORE_ERR;
 }
 
-int facts_fold_reply(redisContext *c)
+int facts_fold_reply(redisContext *c, int64_t *earliest)
 {
-    return read_script_reply(c);
+    return read_script_reply(c, earliest);
 }

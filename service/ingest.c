@@ -24,6 +24,7 @@
 
 #include "ccsync/app.h"
 #include "ccsync/http.h"
+#include "ccsync/keys.h"
 #include "ccsync/log.h"
 #include "ccsync/metrics.h"
 #include "ccsync/model.h"
@@ -38,7 +39,10 @@
 #define SECRET_RECHECK_NS (1000000000LL)
 #define WEBHOOK_ID_MAX 128
 
-/* KEYS[1] dedup key, KEYS[2] stream; ARGV ttl, assoc, id, type, ts, body. */
+/* KEYS[1] dedup key, KEYS[2] stream; ARGV ttl, assoc, id, type, ts, body.
+ * The one script that touches an association's key (the dedup key) together
+ * with a global one (the event stream): it stays so until the stream is split
+ * per association, which makes it a one-association script again. */
 static const char enqueue_script[] =
     "if redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then\n"
     "  return redis.call('XADD', KEYS[2], '*', 'assoc', ARGV[2], 'id', ARGV[3], 'type', ARGV[4], "
@@ -91,8 +95,7 @@ static bool pipeline_connect(struct ingest *in)
             return true;
         }
         snprintf(err, sizeof err, "SCRIPT LOAD failed");
-        if (r)
-            freeReplyObject(r);
+        freeReplyObject(r);
         redisFree(in->ctx);
         in->ctx = NULL;
     }
@@ -124,12 +127,12 @@ static struct ingest_job *send_batch(struct ingest *in, struct ingest_job *jobs)
     }
     size_t n = 0;
     for (struct ingest_job *j = jobs; j; j = j->next) {
-        char dedup[256], ts[32], ttl[16];
-        snprintf(dedup, sizeof dedup, STORE_PREFIX "dedup:%s:%s", j->association_id, j->webhook_id);
+        char ts[32], ttl[16];
+        struct key dedup = key_dedup(j->association_id, j->webhook_id);
         snprintf(ts, sizeof ts, "%lld", (long long)j->ts_ns);
         snprintf(ttl, sizeof ttl, "%d", INGEST_DEDUP_TTL_SECONDS);
-        const char *argv[] = {"EVALSHA", in->sha,     "2",     dedup, STORE_EVENTS_STREAM, ttl,
-                              j->association_id, j->webhook_id, j->type, ts,   j->body};
+        const char *argv[] = {"EVALSHA",         in->sha,       "2",     dedup.s, KEY_EVENTS, ttl,
+                              j->association_id, j->webhook_id, j->type, ts,      j->body};
         size_t lens[11];
         for (int i = 0; i < 11; i++)
             lens[i] = strlen(argv[i]);
@@ -308,18 +311,17 @@ static int fetch_secret(struct app *app, const char *association, char *secret, 
     redisContext *c = store_pool_get(app->pool, err, sizeof err);
     if (!c)
         return -1;
-    redisReply *r = redisCommand(c, "HGET " STORE_PREFIX "a:%s webhook_secret", association);
-    bool ok = store_reply_ok(c, r);
+    redisReply *r = store_command(c, "HGET %s webhook_secret", key_association(association).s);
     int found = -1;
-    if (ok && r->type == REDIS_REPLY_STRING && r->len < size) {
+    if (r && r->type == REDIS_REPLY_STRING && r->len < size) {
         memcpy(secret, r->str, r->len + 1);
         cache_store(app->ingest, association, secret);
         found = 1;
-    } else if (ok && r->type == REDIS_REPLY_NIL) {
+    } else if (r && r->type == REDIS_REPLY_NIL) {
         found = 0;
     }
-    if (r)
-        freeReplyObject(r);
+    bool ok = r != NULL;
+    freeReplyObject(r);
     store_pool_put(app->pool, c, ok);
     return found;
 }
@@ -390,6 +392,78 @@ static bool valid_webhook_id(const char *id)
     return true;
 }
 
+/* The association's webhook secret, cached or read; false when the request
+ * was answered (Redis unavailable, unknown association). */
+static bool find_secret(struct app *app, struct http_request *req, const char *association,
+                        char *secret, size_t size, bool *cached)
+{
+    *cached = cache_lookup(app->ingest, association, SECRET_CACHE_TTL_NS, secret, size);
+    if (*cached)
+        return true;
+    int found = fetch_secret(app, association, secret, size);
+    if (found < 0) {
+        reply_unavailable(req);
+        return false;
+    }
+    if (found == 0) {
+        count("unknown_association");
+        http_reply_error(req, 404, "unknown_association", "no association \"%s\"", association);
+        return false;
+    }
+    return true;
+}
+
+/* Checks the signature; false when the request was answered (refused). */
+static bool verify(struct app *app, struct http_request *req, const char *association,
+                   const char *msg_id, char *secret, size_t size, bool cached)
+{
+    size_t len;
+    const char *body = http_body(req, &len);
+    struct webhook_error err;
+    int64_t now = store_now_ns() / 1000000000LL;
+    const char *ts = http_header(req, "webhook-timestamp");
+    const char *sig = http_header(req, "webhook-signature");
+    int verified = webhook_verify(secret, msg_id, ts, sig, body, len, now, &err);
+    if (verified != 0 && cached && strcmp(err.code, "invalid_signature") == 0 &&
+        !cache_lookup(app->ingest, association, SECRET_RECHECK_NS, secret, size)) {
+        /* The secret may have been rotated through another instance: look again. */
+        if (fetch_secret(app, association, secret, size) > 0)
+            verified = webhook_verify(secret, msg_id, ts, sig, body, len, now, &err);
+    }
+    if (verified != 0) {
+        count(err.code);
+        http_reply_error(req, err.status, err.code, "%s", err.message);
+        return false;
+    }
+    return true;
+}
+
+/* Hands the event to the pipeline thread; the request is answered when its
+ * reply arrives (on_enqueued). */
+static int submit(struct app *app, struct http_request *req, const char *association,
+                  const char *msg_id, const struct event *ev)
+{
+    struct webhook_job *w = calloc(1, sizeof *w);
+    if (!w) {
+        http_reply_error(req, 500, "internal", "out of memory");
+        return HTTP_DONE;
+    }
+    w->req = req;
+    snprintf(w->association, sizeof w->association, "%s", association);
+    snprintf(w->webhook_id, sizeof w->webhook_id, "%s", msg_id);
+    snprintf(w->type, sizeof w->type, "%s", event_type_name(ev->type));
+    w->job.association_id = w->association;
+    w->job.webhook_id = w->webhook_id;
+    w->job.type = w->type;
+    w->job.ts_ns = ev->ts_ns;
+    w->job.body = http_body(req, &w->job.body_len);
+    w->job.done = on_enqueued;
+    w->job.arg = w;
+    http_suspend(req);
+    ingest_submit(app->ingest, &w->job);
+    return HTTP_SUSPENDED;
+}
+
 int ingest_handle_webhook(struct app *app, struct http_request *req)
 {
     const char *association = http_param(req, 0);
@@ -404,41 +478,11 @@ int ingest_handle_webhook(struct app *app, struct http_request *req)
         http_reply_error(req, 503, "shutting_down", "this instance is shutting down; retry");
         return HTTP_DONE;
     }
-
     char secret[256];
-    bool cached = cache_lookup(app->ingest, association, SECRET_CACHE_TTL_NS, secret, sizeof secret);
-    if (!cached) {
-        int found = fetch_secret(app, association, secret, sizeof secret);
-        if (found < 0) {
-            reply_unavailable(req);
-            return HTTP_DONE;
-        }
-        if (found == 0) {
-            count("unknown_association");
-            http_reply_error(req, 404, "unknown_association", "no association \"%s\"", association);
-            return HTTP_DONE;
-        }
-    }
-
-    size_t len;
-    const char *body = http_body(req, &len);
-    struct webhook_error err;
-    int64_t now = store_now_ns() / 1000000000LL;
-    const char *ts = http_header(req, "webhook-timestamp");
-    const char *sig = http_header(req, "webhook-signature");
-    int verified = webhook_verify(secret, msg_id, ts, sig, body, len, now, &err);
-    if (verified != 0 && cached && strcmp(err.code, "invalid_signature") == 0 &&
-        !cache_lookup(app->ingest, association, SECRET_RECHECK_NS, secret, sizeof secret)) {
-        /* The secret may have been rotated through another instance: look again. */
-        int found = fetch_secret(app, association, secret, sizeof secret);
-        if (found > 0)
-            verified = webhook_verify(secret, msg_id, ts, sig, body, len, now, &err);
-    }
-    if (verified != 0) {
-        count(err.code);
-        http_reply_error(req, err.status, err.code, "%s", err.message);
+    bool cached;
+    if (!find_secret(app, req, association, secret, sizeof secret, &cached) ||
+        !verify(app, req, association, msg_id, secret, sizeof secret, cached))
         return HTTP_DONE;
-    }
     if (!valid_webhook_id(msg_id)) {
         count("invalid_webhook_id");
         http_reply_error(req, 400, "invalid_webhook_id",
@@ -446,42 +490,24 @@ int ingest_handle_webhook(struct app *app, struct http_request *req)
                          WEBHOOK_ID_MAX);
         return HTTP_DONE;
     }
-
+    size_t len;
+    const char *body = http_body(req, &len);
     struct event ev;
+    struct webhook_error err;
     if (webhook_parse_event(body, len, &ev, &err) != 0) {
         count(err.code);
         http_reply_error(req, err.status, err.code, "%s", err.message);
         return HTTP_DONE;
     }
+    int rc = HTTP_DONE;
     if (ev.type == EVENT_UNKNOWN) {
         count("ignored");
         log_info("webhook_ignored", LOG_STR("association", association),
                  LOG_STR("webhook_id", msg_id), LOG_STR("type", ev.type_name));
-        event_clear(&ev);
         reply_accepted(req, 202, msg_id, "ignored");
-        return HTTP_DONE;
+    } else {
+        rc = submit(app, req, association, msg_id, &ev);
     }
-
-    struct webhook_job *w = calloc(1, sizeof *w);
-    if (!w) {
-        event_clear(&ev);
-        http_reply_error(req, 500, "internal", "out of memory");
-        return HTTP_DONE;
-    }
-    w->req = req;
-    snprintf(w->association, sizeof w->association, "%s", association);
-    snprintf(w->webhook_id, sizeof w->webhook_id, "%s", msg_id);
-    snprintf(w->type, sizeof w->type, "%s", event_type_name(ev.type));
-    w->job.association_id = w->association;
-    w->job.webhook_id = w->webhook_id;
-    w->job.type = w->type;
-    w->job.ts_ns = ev.ts_ns;
-    w->job.body = body;
-    w->job.body_len = len;
-    w->job.done = on_enqueued;
-    w->job.arg = w;
     event_clear(&ev);
-    http_suspend(req);
-    ingest_submit(app->ingest, &w->job);
-    return HTTP_SUSPENDED;
+    return rc;
 }

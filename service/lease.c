@@ -9,6 +9,7 @@
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/random.h>
 #include <unistd.h>
 
 #include "ccsync/script.h"
@@ -30,7 +31,15 @@ static const char release_script[] =
 
 void lease_new_token(char out[LEASE_TOKEN_SIZE])
 {
-    snprintf(out, LEASE_TOKEN_SIZE, "%d-%ld-%d", getpid(), (long)pthread_self() & 0xffff, rand());
+    unsigned char b[16];
+    if (getrandom(b, sizeof b, 0) != (ssize_t)sizeof b) {
+        /* No entropy yet (early boot): unique enough within this host. */
+        snprintf(out, LEASE_TOKEN_SIZE, "%d-%lx-%d", getpid(), (unsigned long)pthread_self(),
+                 rand());
+        return;
+    }
+    for (size_t i = 0; i < sizeof b; i++)
+        snprintf(out + 2 * i, 3, "%02x", b[i]);
 }
 
 int lease_take(redisContext *c, struct lease *l, const struct key *key, int ms)

@@ -72,6 +72,88 @@ static int healthcheck(const struct config *cfg)
     return status == 200 ? 0 : 1;
 }
 
+/* Runs until SIGTERM or SIGINT; Redis may come up after us, so the bootstrap
+ * association is written once it answers. */
+static void wait_for_signal(struct app *app)
+{
+    char err[512];
+    bool bootstrapped = app->cfg->boot_association_id[0] == '\0';
+    long waited_ms = 0;
+    while (!stop_signal) {
+        if (!bootstrapped && waited_ms % 2000 == 0) {
+            bootstrapped = admin_bootstrap_association(app, err, sizeof err) == 0;
+            if (!bootstrapped)
+                log_warn("bootstrap_failed", LOG_STR("error", err));
+        }
+        sleep_ms(100);
+        waited_ms += 100;
+    }
+}
+
+/* Drain: readyz turns 503, no new connections, in-flight requests finish,
+ * workers finish their step or hand it back, then everything stops. */
+static void drain(struct app *app, struct http_server *http)
+{
+    const struct config *cfg = app->cfg;
+    log_info("draining", LOG_STR("signal", stop_signal == SIGINT ? "SIGINT" : "SIGTERM"),
+             LOG_INT("grace_seconds", cfg->shutdown_grace_seconds));
+    atomic_store(&app->draining, true);
+    http_quiesce(http);
+    long grace_ms = (long)cfg->shutdown_grace_seconds * 1000;
+    long spent = 0;
+    while (http_in_flight(http) > 0 && spent < grace_ms / 2) {
+        sleep_ms(20);
+        spent += 20;
+    }
+    engine_stop(app->engine, grace_ms - spent);
+    http_stop(http);
+    ingest_free(app->ingest);
+    store_pool_free(app->pool);
+    curl_global_cleanup();
+    log_info("stopped", LOG_INT("drain_ms", spent));
+}
+
+static int run(const struct config *cfg)
+{
+    log_init(cfg->log_format, cfg->log_level);
+    log_start_writer();
+    struct sigaction sa = {0};
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    /* Redis in this release's key layout before anything reads or writes a key. */
+    if (migrate_at_start(&cfg->redis, &stop_signal) != STORE_OK)
+        return stop_signal ? 0 : 1;
+
+    static struct app app;
+    char err[512];
+    app.cfg = cfg;
+    app.started_at_ns = store_now_ns();
+    app.pool = store_pool_new(&cfg->redis, 2000);
+    app.ingest = ingest_new(&cfg->redis);
+    if (!app.pool || !app.ingest) {
+        fprintf(stderr, "ccsyncd: out of memory at start\n");
+        return 1;
+    }
+    struct http_server *http = http_start(&app, err, sizeof err);
+    if (!http) {
+        fprintf(stderr, "ccsyncd: %s\n", err);
+        return 2;
+    }
+    app.engine = engine_start(&app);
+    log_info("started", LOG_STR("version", CCSYNC_VERSION), LOG_STR("listen", cfg->listen_host),
+             LOG_INT("port", http_port(http)), LOG_STR("redis_host", cfg->redis.host),
+             LOG_INT("redis_port", cfg->redis.port), LOG_INT("workers", cfg->workers),
+             LOG_STR("cc_api_url", cfg->cc_api_url));
+    wait_for_signal(&app);
+    drain(&app, http);
+    log_stop_writer();
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     if (argc > 1 && strcmp(argv[1], "--version") == 0) {
@@ -83,7 +165,6 @@ int main(int argc, char **argv)
                         "CCSYNC_* environment variables (see README.md)\n");
         return 2;
     }
-
     static struct config cfg;
     char err[512];
     if (config_load(&cfg, env_lookup, err, sizeof err) != 0) {
@@ -96,71 +177,5 @@ int main(int argc, char **argv)
         curl_global_cleanup();
         return rc;
     }
-    log_init(cfg.log_format, cfg.log_level);
-    log_start_writer();
-
-    struct sigaction sa = {0};
-    sa.sa_handler = on_signal;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGINT, &sa, NULL);
-    signal(SIGPIPE, SIG_IGN);
-
-    /* Redis in this release's key layout before anything reads or writes a key. */
-    if (migrate_at_start(&cfg.redis, &stop_signal) != STORE_OK)
-        return stop_signal ? 0 : 1;
-
-    static struct app app;
-    app.cfg = &cfg;
-    app.started_at_ns = store_now_ns();
-    app.pool = store_pool_new(&cfg.redis, 2000);
-    app.ingest = ingest_new(&cfg.redis);
-    if (!app.pool || !app.ingest) {
-        fprintf(stderr, "ccsyncd: out of memory at start\n");
-        return 1;
-    }
-    struct http_server *http = http_start(&app, err, sizeof err);
-    if (!http) {
-        fprintf(stderr, "ccsyncd: %s\n", err);
-        return 2;
-    }
-    app.engine = engine_start(&app);
-    log_info("started", LOG_STR("version", CCSYNC_VERSION), LOG_STR("listen", cfg.listen_host),
-             LOG_INT("port", http_port(http)), LOG_STR("redis_host", cfg.redis.host),
-             LOG_INT("redis_port", cfg.redis.port), LOG_INT("workers", cfg.workers),
-             LOG_STR("cc_api_url", cfg.cc_api_url));
-
-    /* Redis may come up after us: the bootstrap association is written once it answers. */
-    bool bootstrapped = cfg.boot_association_id[0] == '\0';
-    long waited_ms = 0;
-    while (!stop_signal) {
-        if (!bootstrapped && waited_ms % 2000 == 0) {
-            bootstrapped = admin_bootstrap_association(&app, err, sizeof err) == 0;
-            if (!bootstrapped)
-                log_warn("bootstrap_failed", LOG_STR("error", err));
-        }
-        sleep_ms(100);
-        waited_ms += 100;
-    }
-
-    /* Drain: readyz turns 503, no new connections, in-flight requests finish,
-     * workers finish their step or hand it back, then everything stops. */
-    log_info("draining", LOG_STR("signal", stop_signal == SIGINT ? "SIGINT" : "SIGTERM"),
-             LOG_INT("grace_seconds", cfg.shutdown_grace_seconds));
-    atomic_store(&app.draining, true);
-    http_quiesce(http);
-    long grace_ms = (long)cfg.shutdown_grace_seconds * 1000;
-    long spent = 0;
-    while (http_in_flight(http) > 0 && spent < grace_ms / 2) {
-        sleep_ms(20);
-        spent += 20;
-    }
-    engine_stop(app.engine, grace_ms - spent);
-    http_stop(http);
-    ingest_free(app.ingest);
-    store_pool_free(app.pool);
-    curl_global_cleanup();
-    log_info("stopped", LOG_INT("drain_ms", spent));
-    log_stop_writer();
-    return 0;
+    return run(&cfg);
 }

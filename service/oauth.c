@@ -2,9 +2,9 @@
  * oauth.c - access tokens for Constant Contact: when to refresh, and a
  * refresh that happens once however many threads and processes need it.
  *
- * Single flight: ccsync:lock:refresh:{association} is taken with SET NX PX and
- * a random owner value, and released by a compare-and-delete script (a holder
- * whose lock expired must not delete the next holder's lock). The holder
+ * Single flight: the association's refresh lock (key_refresh_lock) is a lease
+ * (lease.h: SET NX PX with a token of the holder's, released only by its
+ * holder, so a holder whose lock expired cannot delete the next one's). The holder
  * re-reads the association after taking the lock (the previous holder may have
  * just finished), calls the token endpoint, and stores the rotated refresh
  * token with the new access token in one script that first checks that the
@@ -21,11 +21,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 #include <time.h>
 
 #include "ccsync/ccapi.h"
 #include "ccsync/config.h"
+#include "ccsync/keys.h"
+#include "ccsync/lease.h"
 #include "ccsync/log.h"
 #include "ccsync/script.h"
 #include "ccsync/store.h"
@@ -35,12 +36,6 @@
 #define LOCK_WAIT_NS ((OAUTH_LOCK_TTL_MS + 5000) * 1000000LL)
 /* A token this close to its expiry is not handed out as a fallback. */
 #define FALLBACK_MIN_LEFT_NS (30LL * 1000000000LL)
-
-/* KEYS: lock. ARGV: owner. Deletes the lock only if we still own it. */
-static const char release_script[] = "if redis.call('GET', KEYS[1]) == ARGV[1] then\n"
-                                     "  return redis.call('DEL', KEYS[1])\n"
-                                     "end\n"
-                                     "return 0\n";
 
 /* KEYS: association. ARGV: refresh token used, new access token, new refresh
  * token ("" when CC sent none: the old one stays valid), expires_at ns.
@@ -109,16 +104,6 @@ static enum oauth_status give(const char *access_token, char *token, size_t size
     return OAUTH_OK;
 }
 
-static void association_key(char *out, size_t size, const char *association)
-{
-    snprintf(out, size, STORE_PREFIX "a:%s", association);
-}
-
-static void lock_key(char *out, size_t size, const char *association)
-{
-    snprintf(out, size, STORE_PREFIX "lock:refresh:%s", association);
-}
-
 static bool rejected_is(const struct association *a, const char *rejected)
 {
     return rejected != NULL && strcmp(a->cc_access_token, rejected) == 0;
@@ -145,15 +130,14 @@ static bool still_usable(const struct association *a, const char *rejected, int6
 static int set_state(redisContext *c, const char *association, const char *refresh_token,
                      const char *state, const char *message)
 {
-    char k[128], now[32];
-    association_key(k, sizeof k, association);
+    char now[32];
+    struct key k = key_association(association);
     snprintf(now, sizeof now, "%lld", (long long)store_now_ns());
-    const char *args[] = {k, refresh_token, state, message, now};
+    const char *args[] = {k.s, refresh_token, state, message, now};
     redisReply *r = script_eval(c, state_script, 1, 5, args);
-    bool ok = store_reply_ok(c, r);
-    if (r)
-        freeReplyObject(r);
-    return ok ? 0 : -1;
+    int rc = store_reply_ok(c, r) ? STORE_OK : STORE_ERR;
+    freeReplyObject(r);
+    return rc;
 }
 
 static enum oauth_status redis_failed(struct oauth_error *err)
@@ -177,35 +161,13 @@ static int load(redisContext *c, const char *association, struct association *a,
     return 1;
 }
 
-static int lock_take(redisContext *c, const char *key, const char *owner, bool *taken)
-{
-    redisReply *r = redisCommand(c, "SET %s %s NX PX %d", key, owner, OAUTH_LOCK_TTL_MS);
-    if (!store_reply_ok(c, r)) {
-        if (r)
-            freeReplyObject(r);
-        return -1;
-    }
-    *taken = r->type == REDIS_REPLY_STATUS;
-    freeReplyObject(r);
-    return 0;
-}
-
-static void lock_release(redisContext *c, const char *key, const char *owner)
-{
-    const char *args[] = {key, owner};
-    redisReply *r = script_eval(c, release_script, 1, 2, args);
-    if (r)
-        freeReplyObject(r);
-}
-
 /* Waits until nobody holds the lock. 0 gone, 1 still held at the deadline, -1 Redis. */
 static int lock_wait(redisContext *c, const char *key, int64_t deadline)
 {
     for (;;) {
-        redisReply *r = redisCommand(c, "EXISTS %s", key);
-        if (!store_reply_ok(c, r) || r->type != REDIS_REPLY_INTEGER) {
-            if (r)
-                freeReplyObject(r);
+        redisReply *r = store_command(c, "EXISTS %s", key);
+        if (!r || r->type != REDIS_REPLY_INTEGER) {
+            freeReplyObject(r);
             return -1;
         }
         bool held = r->integer != 0;
@@ -217,16 +179,6 @@ static int lock_wait(redisContext *c, const char *key, int64_t deadline)
         struct timespec ts = {0, LOCK_POLL_NS};
         nanosleep(&ts, NULL);
     }
-}
-
-static int random_owner(char out[33])
-{
-    unsigned char b[16];
-    if (getrandom(b, sizeof b, 0) != (ssize_t)sizeof b)
-        return -1;
-    for (size_t i = 0; i < sizeof b; i++)
-        snprintf(out + 2 * i, 3, "%02x", b[i]);
-    return 0;
 }
 
 /* The refresh failed without a verdict on the grant: the current token if it
@@ -248,18 +200,17 @@ static enum oauth_status store_new_token(redisContext *c, struct association *a,
                                          const struct ccapi_token *t, int64_t sent_at, char *token,
                                          size_t size, struct oauth_error *err)
 {
-    char k[128], expires[32];
+    char expires[32];
     long expires_in = t->expires_in > 0 ? t->expires_in : OAUTH_DEFAULT_EXPIRES_IN_S;
     /* Counted from before the request, so the stored expiry is never late. */
     int64_t expires_at = sent_at + (int64_t)expires_in * 1000000000LL;
-    association_key(k, sizeof k, a->id);
+    struct key k = key_association(a->id);
     snprintf(expires, sizeof expires, "%lld", (long long)expires_at);
-    const char *args[] = {k, a->cc_refresh_token, t->access_token,
+    const char *args[] = {k.s, a->cc_refresh_token, t->access_token,
                           t->refresh_token ? t->refresh_token : "", expires};
     redisReply *r = script_eval(c, store_script, 1, 5, args);
     if (!store_reply_ok(c, r) || r->type != REDIS_REPLY_INTEGER) {
-        if (r)
-            freeReplyObject(r);
+        freeReplyObject(r);
         /* The old refresh token is spent and the new one is lost with this
          * reply; the association will need new credentials if it never lands. */
         log_error("cc_token_refresh_not_stored", LOG_STR("association", a->id));
@@ -284,6 +235,53 @@ static enum oauth_status store_new_token(redisContext *c, struct association *a,
     return give(a->cc_access_token, token, size, err);
 }
 
+/* The token endpoint did not give a token: CC refused the grant (reconnect),
+ * our configuration is wrong, or it failed for now (the current token if it
+ * still works, else retry later). */
+static enum oauth_status refresh_failed(redisContext *c, const struct association *a,
+                                        const struct ccapi_error *e, const char *rejected,
+                                        char *token, size_t size, struct oauth_error *err)
+{
+    err->http_status = e->http_status;
+    snprintf(err->code, sizeof err->code, "%s", e->error_key[0] ? e->error_key : "token_refresh");
+    bool refused =
+        e->status == CCAPI_UNAUTHORIZED ||
+        (e->status == CCAPI_PERMANENT && (e->http_status == 400 || e->http_status == 401));
+    if (refused) {
+        /* Only the error key and status: CC's description might quote the token. */
+        snprintf(err->message, sizeof err->message,
+                 "Constant Contact refused to renew the access token (%s, HTTP %ld): "
+                 "reconnect the Constant Contact account",
+                 err->code, e->http_status);
+        err->status = OAUTH_UNAUTHORIZED;
+        log_warn("cc_token_refresh_refused", LOG_STR("association", a->id),
+                 LOG_STR("error", err->code), LOG_INT("http_status", e->http_status));
+        if (set_state(c, a->id, a->cc_refresh_token, "unauthorized", err->message) != 0)
+            return redis_failed(err);
+        return OAUTH_UNAUTHORIZED;
+    }
+    if (e->status == CCAPI_PERMANENT) {
+        /* The token endpoint or our configuration is wrong (404, 403, no client
+         * id): nothing the association can fix, shown in its state meanwhile. */
+        snprintf(err->message, sizeof err->message,
+                 "cannot renew the Constant Contact access token (%s, HTTP %ld): check "
+                 "CCSYNC_CC_TOKEN_URL and CCSYNC_CC_CLIENT_ID",
+                 err->code, e->http_status);
+        log_error("cc_token_refresh_failed", LOG_STR("association", a->id),
+                  LOG_STR("error", err->code), LOG_INT("http_status", e->http_status));
+        if (set_state(c, a->id, a->cc_refresh_token, "error", err->message) != 0)
+            return redis_failed(err);
+    } else {
+        snprintf(err->message, sizeof err->message,
+                 "the Constant Contact token endpoint failed (%s, HTTP %ld); will retry", err->code,
+                 e->http_status);
+        log_warn("cc_token_refresh_failed", LOG_STR("association", a->id),
+                 LOG_STR("error", err->code), LOG_INT("http_status", e->http_status));
+    }
+    err->status = OAUTH_TRANSIENT;
+    return fall_back(a, rejected, token, size, err);
+}
+
 /* The lock is ours and a needs a refresh: call the token endpoint. */
 static enum oauth_status refresh_locked(redisContext *c, const struct config *cfg,
                                         struct association *a, const char *rejected, char *token,
@@ -305,44 +303,7 @@ static enum oauth_status refresh_locked(redisContext *c, const struct config *cf
         ccapi_token_clear(&t);
         return s;
     }
-
-    err->http_status = e.http_status;
-    snprintf(err->code, sizeof err->code, "%s", e.error_key[0] ? e.error_key : "token_refresh");
-    bool refused = e.status == CCAPI_UNAUTHORIZED ||
-                   (e.status == CCAPI_PERMANENT && (e.http_status == 400 || e.http_status == 401));
-    if (refused) {
-        /* Only the error key and status: CC's description might quote the token. */
-        snprintf(err->message, sizeof err->message,
-                 "Constant Contact refused to renew the access token (%s, HTTP %ld): "
-                 "reconnect the Constant Contact account",
-                 err->code, e.http_status);
-        err->status = OAUTH_UNAUTHORIZED;
-        log_warn("cc_token_refresh_refused", LOG_STR("association", a->id),
-                 LOG_STR("error", err->code), LOG_INT("http_status", e.http_status));
-        if (set_state(c, a->id, a->cc_refresh_token, "unauthorized", err->message) != 0)
-            return redis_failed(err);
-        return OAUTH_UNAUTHORIZED;
-    }
-    if (e.status == CCAPI_PERMANENT) {
-        /* The token endpoint or our configuration is wrong (404, 403, no client
-         * id): nothing the association can fix, shown in its state meanwhile. */
-        snprintf(err->message, sizeof err->message,
-                 "cannot renew the Constant Contact access token (%s, HTTP %ld): check "
-                 "CCSYNC_CC_TOKEN_URL and CCSYNC_CC_CLIENT_ID",
-                 err->code, e.http_status);
-        log_error("cc_token_refresh_failed", LOG_STR("association", a->id),
-                  LOG_STR("error", err->code), LOG_INT("http_status", e.http_status));
-        if (set_state(c, a->id, a->cc_refresh_token, "error", err->message) != 0)
-            return redis_failed(err);
-    } else {
-        snprintf(err->message, sizeof err->message,
-                 "the Constant Contact token endpoint failed (%s, HTTP %ld); will retry", err->code,
-                 e.http_status);
-        log_warn("cc_token_refresh_failed", LOG_STR("association", a->id),
-                 LOG_STR("error", err->code), LOG_INT("http_status", e.http_status));
-    }
-    err->status = OAUTH_TRANSIENT;
-    return fall_back(a, rejected, token, size, err);
+    return refresh_failed(c, a, &e, rejected, token, size, err);
 }
 
 /* No refresh token: the stored token as long as it may work, else reconnect. */
@@ -363,6 +324,69 @@ static enum oauth_status without_refresh_token(redisContext *c, const struct ass
     return OAUTH_UNAUTHORIZED;
 }
 
+/* Answers from the stored credentials when no refresh is needed or possible;
+ * true when *s is the answer. */
+static bool answer_as_stored(redisContext *c, const struct association *a, const char *rejected,
+                             char *token, size_t size, struct oauth_error *err,
+                             enum oauth_status *s)
+{
+    if (strcmp(a->cc_state, "unauthorized") == 0) {
+        *s = fail(err, OAUTH_UNAUTHORIZED, "unauthorized",
+                  a->cc_last_error[0] ? a->cc_last_error
+                                      : "Constant Contact refused the credentials: reconnect "
+                                        "the Constant Contact account");
+        return true;
+    }
+    if (!needs_refresh(a, rejected, store_now_ns())) {
+        *s = give(a->cc_access_token, token, size, err);
+        return true;
+    }
+    if (a->cc_refresh_token[0] == '\0') {
+        *s = without_refresh_token(c, a, rejected, token, size, err);
+        return true;
+    }
+    return false;
+}
+
+/* The lock is ours: look again (the previous holder may have refreshed just
+ * before), and refresh when it is still needed. *again when the answer is to
+ * be decided from the top, without the lock. */
+static enum oauth_status with_lock(redisContext *c, const struct config *cfg,
+                                   const char *association, struct association *a,
+                                   const char *rejected, char *token, size_t size,
+                                   struct oauth_error *err, bool *again)
+{
+    *again = false;
+    if (load(c, association, a, err) != 1)
+        return err->status;
+    if (!needs_refresh(a, rejected, store_now_ns()) || strcmp(a->cc_state, "unauthorized") == 0 ||
+        a->cc_refresh_token[0] == '\0') {
+        *again = true;
+        return OAUTH_OK;
+    }
+    return refresh_locked(c, cfg, a, rejected, token, size, err);
+}
+
+/* Another thread or process holds the lock: wait for it to go. true when it
+ * went (look at what the holder stored); else *s is the answer. */
+static bool wait_for_holder(redisContext *c, const struct key *lock, int64_t deadline,
+                            const struct association *a, const char *rejected, char *token,
+                            size_t size, struct oauth_error *err, enum oauth_status *s)
+{
+    int w = lock_wait(c, lock->s, deadline);
+    if (w < 0) {
+        *s = redis_failed(err);
+        return false;
+    }
+    if (w > 0) {
+        fail(err, OAUTH_TRANSIENT, "lock_timeout",
+             "a concurrent token refresh is taking too long; will retry");
+        *s = fall_back(a, rejected, token, size, err);
+        return false;
+    }
+    return true;
+}
+
 static enum oauth_status obtain(redisContext *c, const struct config *cfg, const char *association,
                                 const char *rejected, char *token, size_t size,
                                 struct oauth_error *err)
@@ -373,33 +397,17 @@ static enum oauth_status obtain(redisContext *c, const struct config *cfg, const
     struct association *a = malloc(sizeof *a);
     if (!a)
         return fail(err, OAUTH_TRANSIENT, "out_of_memory", "out of memory");
-    char lock[128], owner[33];
-    lock_key(lock, sizeof lock, association);
+    struct key lock_key = key_refresh_lock(association);
     enum oauth_status s;
-    bool waited = false;
+    bool waited = false, again = false;
     int64_t deadline = store_now_ns() + LOCK_WAIT_NS;
-
     for (;;) {
-        int found = load(c, association, a, err);
-        if (found != 1) {
+        if (load(c, association, a, err) != 1) {
             s = err->status;
             break;
         }
-        if (strcmp(a->cc_state, "unauthorized") == 0) {
-            s = fail(err, OAUTH_UNAUTHORIZED, "unauthorized",
-                     a->cc_last_error[0] ? a->cc_last_error
-                                         : "Constant Contact refused the credentials: reconnect "
-                                           "the Constant Contact account");
+        if (answer_as_stored(c, a, rejected, token, size, err, &s))
             break;
-        }
-        if (!needs_refresh(a, rejected, store_now_ns())) {
-            s = give(a->cc_access_token, token, size, err);
-            break;
-        }
-        if (a->cc_refresh_token[0] == '\0') {
-            s = without_refresh_token(c, a, rejected, token, size, err);
-            break;
-        }
         if (waited) {
             /* Another holder tried and did not succeed: do not spend the
              * refresh token again at once. */
@@ -408,42 +416,21 @@ static enum oauth_status obtain(redisContext *c, const struct config *cfg, const
             s = fall_back(a, rejected, token, size, err);
             break;
         }
-        bool taken = false;
-        if (random_owner(owner) != 0) {
-            s = fail(err, OAUTH_TRANSIENT, "no_randomness", "cannot make a lock owner id");
-            break;
-        }
-        if (lock_take(c, lock, owner, &taken) != 0) {
-            s = redis_failed(err);
-            break;
-        }
-        if (taken) {
-            /* Re-read: the previous holder may have refreshed just before. */
-            bool decide_again = false;
-            found = load(c, association, a, err);
-            if (found != 1)
-                s = err->status;
-            else if (!needs_refresh(a, rejected, store_now_ns()) ||
-                     strcmp(a->cc_state, "unauthorized") == 0 || a->cc_refresh_token[0] == '\0')
-                decide_again = true; /* from the top, without the lock */
-            else
-                s = refresh_locked(c, cfg, a, rejected, token, size, err);
-            lock_release(c, lock, owner);
-            if (decide_again)
+        struct lease lock;
+        int taken = lease_take(c, &lock, &lock_key, OAUTH_LOCK_TTL_MS);
+        if (taken == 1) {
+            s = with_lock(c, cfg, association, a, rejected, token, size, err, &again);
+            lease_release(c, &lock);
+            if (again)
                 continue;
             break;
         }
-        int w = lock_wait(c, lock, deadline);
-        if (w < 0) {
+        if (taken < 0) {
             s = redis_failed(err);
             break;
         }
-        if (w > 0) {
-            fail(err, OAUTH_TRANSIENT, "lock_timeout",
-                 "a concurrent token refresh is taking too long; will retry");
-            s = fall_back(a, rejected, token, size, err);
+        if (!wait_for_holder(c, &lock_key, deadline, a, rejected, token, size, err, &s))
             break;
-        }
         waited = true;
     }
     explicit_bzero(a, sizeof *a);
@@ -467,12 +454,10 @@ enum oauth_status oauth_after_unauthorized(redisContext *c, const struct config 
 
 int oauth_mark_connected(redisContext *c, const char *association, const char *access_token)
 {
-    char k[128];
-    association_key(k, sizeof k, association);
-    const char *args[] = {k, access_token};
+    struct key k = key_association(association);
+    const char *args[] = {k.s, access_token};
     redisReply *r = script_eval(c, connected_script, 1, 2, args);
-    bool ok = store_reply_ok(c, r);
-    if (r)
-        freeReplyObject(r);
-    return ok ? 0 : -1;
+    int rc = store_reply_ok(c, r) ? STORE_OK : STORE_ERR;
+    freeReplyObject(r);
+    return rc;
 }

@@ -13,19 +13,18 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ccsync/keys.h"
 #include "ccsync/script.h"
 #include "ccsync/store.h"
 
 int queue_ensure_group(redisContext *c)
 {
-    redisReply *r = redisCommand(c, "XGROUP CREATE " STORE_EVENTS_STREAM " " QUEUE_GROUP " 0 MKSTREAM");
-    int rc = -1;
-    if (r && c->err == 0 &&
-        (r->type != REDIS_REPLY_ERROR || strncmp(r->str, "BUSYGROUP", 9) == 0))
-        rc = 0;
-    if (r)
-        freeReplyObject(r);
-    return rc;
+    redisReply *r = redisCommand(c, "XGROUP CREATE %s %s 0 MKSTREAM", KEY_EVENTS, QUEUE_GROUP);
+    /* BUSYGROUP: it exists already */
+    bool ok =
+        r && c->err == 0 && (r->type != REDIS_REPLY_ERROR || strncmp(r->str, "BUSYGROUP", 9) == 0);
+    freeReplyObject(r);
+    return ok ? STORE_OK : STORE_ERR;
 }
 
 static void fill_entry(const redisReply *item, struct queue_entry *e)
@@ -71,19 +70,16 @@ redisReply *queue_read(redisContext *c, const char *consumer, bool reclaim, int 
     *n = 0;
     redisReply *r;
     if (reclaim)
-        r = redisCommand(c, "XAUTOCLAIM " STORE_EVENTS_STREAM " " QUEUE_GROUP " %s %d 0-0 COUNT %d",
-                         consumer, QUEUE_RECLAIM_IDLE_MS, (int)max);
+        r = store_command(c, "XAUTOCLAIM %s %s %s %d 0-0 COUNT %d", KEY_EVENTS, QUEUE_GROUP,
+                          consumer, QUEUE_RECLAIM_IDLE_MS, (int)max);
     else
-        r = redisCommand(c,
-                         "XREADGROUP GROUP " QUEUE_GROUP " %s COUNT %d BLOCK %d STREAMS " STORE_EVENTS_STREAM " >",
-                         consumer, (int)max, block_ms);
-    if (!store_reply_ok(c, r)) {
-        if (r)
-            freeReplyObject(r);
+        r = store_command(c, "XREADGROUP GROUP %s %s COUNT %d BLOCK %d STREAMS %s >", QUEUE_GROUP,
+                          consumer, (int)max, block_ms, KEY_EVENTS);
+    if (!r)
         return NULL;
-    }
     if (reclaim) {
-        if (r->type == REDIS_REPLY_ARRAY && r->elements >= 2 && r->element[1]->type == REDIS_REPLY_ARRAY)
+        if (r->type == REDIS_REPLY_ARRAY && r->elements >= 2 &&
+            r->element[1]->type == REDIS_REPLY_ARRAY)
             collect(r->element[1], entries, max, n);
     } else if (r->type == REDIS_REPLY_ARRAY && r->elements == 1) {
         const redisReply *stream = r->element[0];
@@ -95,70 +91,53 @@ redisReply *queue_read(redisContext *c, const char *consumer, bool reclaim, int 
 
 long queue_deliveries(redisContext *c, const char *id)
 {
-    redisReply *r = redisCommand(c, "XPENDING " STORE_EVENTS_STREAM " " QUEUE_GROUP " %s %s 1", id, id);
+    redisReply *r = store_command(c, "XPENDING %s %s %s %s 1", KEY_EVENTS, QUEUE_GROUP, id, id);
     long n = 0;
-    if (store_reply_ok(c, r) && r->type == REDIS_REPLY_ARRAY && r->elements == 1 &&
+    if (r && r->type == REDIS_REPLY_ARRAY && r->elements == 1 &&
         r->element[0]->type == REDIS_REPLY_ARRAY && r->element[0]->elements == 4)
         n = (long)r->element[0]->element[3]->integer;
-    if (r)
-        freeReplyObject(r);
+    freeReplyObject(r);
     return n;
 }
 
 int queue_ack(redisContext *c, const char *id)
 {
-    redisAppendCommand(c, "XACK " STORE_EVENTS_STREAM " " QUEUE_GROUP " %s", id);
-    redisAppendCommand(c, "XDEL " STORE_EVENTS_STREAM " %s", id);
-    int rc = 0;
-    for (int i = 0; i < 2; i++) {
-        redisReply *r = NULL;
-        if (redisGetReply(c, (void **)&r) != REDIS_OK || !r || r->type == REDIS_REPLY_ERROR)
-            rc = -1;
-        if (r)
-            freeReplyObject(r);
-    }
-    return rc;
+    redisAppendCommand(c, "XACK %s %s %s", KEY_EVENTS, QUEUE_GROUP, id);
+    redisAppendCommand(c, "XDEL %s %s", KEY_EVENTS, id);
+    return store_drain(c, 2);
 }
 
 int queue_ack_many(redisContext *c, const char *const *ids, size_t n)
 {
     if (n == 0)
-        return 0;
+        return STORE_OK;
     const char **argv = malloc((n + 3) * sizeof *argv);
     if (!argv)
-        return -1;
+        return STORE_ERR;
     argv[0] = "XACK";
-    argv[1] = STORE_EVENTS_STREAM;
+    argv[1] = KEY_EVENTS;
     argv[2] = QUEUE_GROUP;
     for (size_t i = 0; i < n; i++)
         argv[3 + i] = ids[i];
     redisAppendCommandArgv(c, (int)(n + 3), argv, NULL);
     argv[1] = "XDEL";
-    argv[2] = STORE_EVENTS_STREAM;
+    argv[2] = KEY_EVENTS;
     redisAppendCommandArgv(c, (int)(n + 2), argv + 1, NULL);
     free(argv);
-    int rc = 0;
-    for (int i = 0; i < 2; i++) {
-        redisReply *r = NULL;
-        if (redisGetReply(c, (void **)&r) != REDIS_OK || !r || r->type == REDIS_REPLY_ERROR)
-            rc = -1;
-        if (r)
-            freeReplyObject(r);
-    }
-    return rc;
+    return store_drain(c, 2);
 }
 
 static const char dead_script[] =
     "redis.call('XADD', KEYS[2], '*', 'assoc', ARGV[2], 'id', ARGV[3], 'type', ARGV[4], 'ts', "
     "ARGV[5], 'body', ARGV[6], 'reason', ARGV[7], 'original_id', ARGV[1])\n"
-    "redis.call('XACK', KEYS[1], 'workers', ARGV[1])\n"
+    "redis.call('XACK', KEYS[1], '" QUEUE_GROUP "', ARGV[1])\n"
     "redis.call('XDEL', KEYS[1], ARGV[1])\n"
     "return 1\n";
 
 int queue_dead_letter(redisContext *c, const struct queue_entry *e, const char *reason)
 {
-    const char *args[] = {STORE_EVENTS_STREAM,
-                          QUEUE_DEAD_STREAM,
+    const char *args[] = {KEY_EVENTS,
+                          KEY_DEAD_LETTERS,
                           e->id,
                           e->association ? e->association : "",
                           e->webhook_id ? e->webhook_id : "",
@@ -167,9 +146,8 @@ int queue_dead_letter(redisContext *c, const struct queue_entry *e, const char *
                           e->body ? e->body : "",
                           reason};
     redisReply *r = script_eval(c, dead_script, 2, 9, args);
-    int rc = store_reply_ok(c, r) ? 0 : -1;
-    if (r)
-        freeReplyObject(r);
+    int rc = store_reply_ok(c, r) ? STORE_OK : STORE_ERR;
+    freeReplyObject(r);
     return rc;
 }
 
@@ -186,14 +164,13 @@ static const char redrive_script[] =
 
 int queue_redrive(redisContext *c, const char *dead_id)
 {
-    const char *args[] = {STORE_EVENTS_STREAM, QUEUE_DEAD_STREAM, dead_id};
+    const char *args[] = {KEY_EVENTS, KEY_DEAD_LETTERS, dead_id};
     redisReply *r = script_eval(c, redrive_script, 2, 3, args);
-    int rc = -1;
+    int rc = STORE_ERR;
     if (store_reply_ok(c, r) && r->type == REDIS_REPLY_INTEGER)
         rc = (int)r->integer;
     else if (r && r->type == REDIS_REPLY_ERROR && strstr(r->str, "Invalid stream ID"))
         rc = 0;
-    if (r)
-        freeReplyObject(r);
+    freeReplyObject(r);
     return rc;
 }

@@ -34,10 +34,10 @@
 #include <time.h>
 
 #include "ccsync/config.h"
+#include "ccsync/keys.h"
 #include "ccsync/script.h"
 #include "ccsync/store.h"
 
-#define KEY_SIZE 160
 #define SLEEP_SLICE_NS 100000000LL
 
 /* The UTC date of a Unix second, as YYYY-MM-DD (H. Hinnant's civil_from_days). */
@@ -142,11 +142,6 @@ void ratelimit_conf_from_config(struct ratelimit_conf *rc, const struct config *
     memcpy(rc->app, app, strlen(app) + 1); /* at most 65 bytes: app_name_ok */
 }
 
-static void key(char out[KEY_SIZE], const struct ratelimit_conf *rc, const char *what)
-{
-    snprintf(out, KEY_SIZE, STORE_PREFIX "cc:{%s}:%s", rc->app[0] ? rc->app : "default", what);
-}
-
 static int64_t interval_us(const struct ratelimit_conf *rc)
 {
     double rate = rc->rate_per_sec > 0 ? rc->rate_per_sec : 1;
@@ -156,30 +151,27 @@ static int64_t interval_us(const struct ratelimit_conf *rc)
 enum ratelimit_result ratelimit_acquire(redisContext *c, const struct ratelimit_conf *rc,
                                         const char *association, int64_t *wait_ns)
 {
-    char k_bucket[KEY_SIZE], k_waiting[KEY_SIZE], k_seen[KEY_SIZE], k_served[KEY_SIZE],
-        k_paused[KEY_SIZE], day_prefix[KEY_SIZE];
     char interval[32], limit[32], stale[32];
-    key(k_bucket, rc, "bucket");
-    key(k_waiting, rc, "waiting");
-    key(k_seen, rc, "seen");
-    key(k_served, rc, "served");
-    key(k_paused, rc, "paused_until");
-    key(day_prefix, rc, "day:");
+    struct key k_bucket = key_budget(rc->app, "bucket");
+    struct key k_waiting = key_budget(rc->app, "waiting");
+    struct key k_seen = key_budget(rc->app, "seen");
+    struct key k_served = key_budget(rc->app, "served");
+    struct key k_paused = key_budget(rc->app, "paused_until");
+    struct key day_prefix = key_budget(rc->app, "day:");
     int64_t iv = interval_us(rc);
     int64_t stale_us =
         4 * iv > RATELIMIT_MIN_STALE_NS / 1000 ? 4 * iv : RATELIMIT_MIN_STALE_NS / 1000;
     snprintf(interval, sizeof interval, "%lld", (long long)iv);
     snprintf(limit, sizeof limit, "%ld", rc->daily_limit);
     snprintf(stale, sizeof stale, "%lld", (long long)stale_us);
-    const char *args[] = {k_bucket,    k_waiting, k_seen, k_served, k_paused,
-                          association, interval,  limit,  stale,    day_prefix};
+    const char *args[] = {k_bucket.s,  k_waiting.s, k_seen.s, k_served.s, k_paused.s,
+                          association, interval,    limit,    stale,      day_prefix.s};
 
     *wait_ns = 0;
     redisReply *r = script_eval(c, acquire_script, 5, 10, args);
     if (!store_reply_ok(c, r) || r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
         r->element[0]->type != REDIS_REPLY_INTEGER || r->element[1]->type != REDIS_REPLY_INTEGER) {
-        if (r)
-            freeReplyObject(r);
+        freeReplyObject(r);
         return RATELIMIT_ERROR;
     }
     long long code = r->element[0]->integer;
@@ -219,49 +211,43 @@ enum ratelimit_result ratelimit_wait(redisContext *c, const struct ratelimit_con
 int ratelimit_pause_until_midnight(redisContext *c, const struct ratelimit_conf *rc,
                                    int64_t *until_ns)
 {
-    char k_paused[KEY_SIZE];
-    key(k_paused, rc, "paused_until");
-    const char *args[] = {k_paused};
+    struct key k_paused = key_budget(rc->app, "paused_until");
+    const char *args[] = {k_paused.s};
     redisReply *r = script_eval(c, pause_script, 1, 1, args);
     if (!store_reply_ok(c, r) || r->type != REDIS_REPLY_STRING) {
-        if (r)
-            freeReplyObject(r);
-        return -1;
+        freeReplyObject(r);
+        return STORE_ERR;
     }
     if (until_ns)
         *until_ns = strtoll(r->str, NULL, 10) * 1000;
     freeReplyObject(r);
-    return 0;
+    return STORE_OK;
 }
 
 int ratelimit_paused_until(redisContext *c, const struct ratelimit_conf *rc, int64_t *until_ns)
 {
-    char k_paused[KEY_SIZE];
-    key(k_paused, rc, "paused_until");
-    redisReply *r = redisCommand(c, "GET %s", k_paused);
+    struct key k_paused = key_budget(rc->app, "paused_until");
+    redisReply *r = redisCommand(c, "GET %s", k_paused.s);
     if (!store_reply_ok(c, r) || (r->type != REDIS_REPLY_STRING && r->type != REDIS_REPLY_NIL)) {
-        if (r)
-            freeReplyObject(r);
-        return -1;
+        freeReplyObject(r);
+        return STORE_ERR;
     }
     /* The key expires when the pause ends, so a present value is in the future. */
     *until_ns = r->type == REDIS_REPLY_STRING ? strtoll(r->str, NULL, 10) * 1000 : 0;
     freeReplyObject(r);
-    return 0;
+    return STORE_OK;
 }
 
 int ratelimit_used_today(redisContext *c, const struct ratelimit_conf *rc, long *used)
 {
-    char day_prefix[KEY_SIZE];
-    key(day_prefix, rc, "day:");
-    const char *args[] = {day_prefix};
+    struct key day_prefix = key_budget(rc->app, "day:");
+    const char *args[] = {day_prefix.s};
     redisReply *r = script_eval(c, used_script, 0, 1, args);
     if (!store_reply_ok(c, r) || r->type != REDIS_REPLY_INTEGER) {
-        if (r)
-            freeReplyObject(r);
-        return -1;
+        freeReplyObject(r);
+        return STORE_ERR;
     }
     *used = (long)r->integer;
     freeReplyObject(r);
-    return 0;
+    return STORE_OK;
 }

@@ -1,8 +1,9 @@
 /*
  * store.c - Redis connections (with AUTH and SELECT from CCSYNC_REDIS_URL), a
- * small pool of them for request handlers, and association records.
+ * small pool of them for request handlers, the pipelined-reply drain, and
+ * association records.
  *
- * Association hash ccsync:a:{id}: webhook_secret, cc_access_token,
+ * Association hash (key_association): webhook_secret, cc_access_token,
  * cc_refresh_token, cc_expires_at (ns), cc_state, cc_last_error,
  * cc_last_error_at, created_at, updated_at (ns), cred_version.
  */
@@ -16,7 +17,9 @@
 #include <string.h>
 #include <time.h>
 
+#include "ccsync/keys.h"
 #include "ccsync/metrics.h"
+#include "ccsync/schedule.h"
 
 int64_t store_now_ns(void)
 {
@@ -41,6 +44,17 @@ redisReply *store_command(redisContext *c, const char *fmt, ...)
         return NULL;
     }
     return r;
+}
+
+int store_exec(redisContext *c, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    redisReply *r = redisvCommand(c, fmt, ap);
+    va_end(ap);
+    int rc = store_reply_ok(c, r) ? STORE_OK : STORE_ERR;
+    freeReplyObject(r);
+    return rc;
 }
 
 int store_drain(redisContext *c, size_t n)
@@ -93,8 +107,7 @@ redisContext *store_connect(const struct redis_target *t, int timeout_ms, char *
     return c;
 
 error_reply:
-    if (r)
-        freeReplyObject(r);
+    freeReplyObject(r);
 error:
     if (c)
         redisFree(c);
@@ -180,11 +193,10 @@ static int64_t int_field(const redisReply *v)
 int store_association_get(redisContext *c, const char *id, struct association *a)
 {
     memset(a, 0, sizeof *a);
-    redisReply *r = redisCommand(c, "HGETALL " STORE_PREFIX "a:%s", id);
-    if (!store_reply_ok(c, r) || r->type != REDIS_REPLY_ARRAY) {
-        if (r)
-            freeReplyObject(r);
-        return -1;
+    redisReply *r = store_command(c, "HGETALL %s", key_association(id).s);
+    if (!r || r->type != REDIS_REPLY_ARRAY) {
+        freeReplyObject(r);
+        return STORE_ERR;
     }
     if (r->elements == 0) {
         freeReplyObject(r);
@@ -225,65 +237,77 @@ int store_association_get(redisContext *c, const char *id, struct association *a
 /*
  * One script so that a PUT is all or nothing, and so that new tokens reset the
  * connection state in the same step (the engine then retries the association).
- * KEYS[1] association hash, KEYS[2] association set, KEYS[3] credentials stream,
- * KEYS[4] the association's groups, KEYS[5] the dirty-group queue.
- * ARGV: id, now, secret|"", has_cc, access, refresh, expires|"", now in ms.
+ * It touches only the association's keys: KEYS[1] its hash, KEYS[2] its
+ * groups, KEYS[3] its schedule (key_dirty). ARGV: now, secret|"", has_cc,
+ * access, refresh, expires|"", now in ms, prefix.
  * New credentials queue every group of the association for a sync at once, so
  * groups waiting in constant_contact_unauthorized resume without delay.
+ * Returns {1 created | 0, the association's earliest due or nil}.
  */
-static const char put_script[] =
+static const char put_script[] = SCHEDULE_LUA_EARLIEST
     "local created = redis.call('EXISTS', KEYS[1]) == 0\n"
-    "if created then redis.call('HSET', KEYS[1], 'created_at', ARGV[2], 'cc_state', "
+    "if created then redis.call('HSET', KEYS[1], 'created_at', ARGV[1], 'cc_state', "
     "'not_configured') end\n"
-    "redis.call('HSET', KEYS[1], 'updated_at', ARGV[2])\n"
-    "if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], 'webhook_secret', ARGV[3]) end\n"
-    "if ARGV[4] == '1' then\n"
-    "  if ARGV[5] ~= '' then redis.call('HSET', KEYS[1], 'cc_access_token', ARGV[5]) end\n"
-    "  if ARGV[6] ~= '' then redis.call('HSET', KEYS[1], 'cc_refresh_token', ARGV[6]) end\n"
-    "  if ARGV[7] ~= '' then redis.call('HSET', KEYS[1], 'cc_expires_at', ARGV[7]) end\n"
+    "redis.call('HSET', KEYS[1], 'updated_at', ARGV[1])\n"
+    "if ARGV[2] ~= '' then redis.call('HSET', KEYS[1], 'webhook_secret', ARGV[2]) end\n"
+    "if ARGV[3] == '1' then\n"
+    "  if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'cc_access_token', ARGV[4]) end\n"
+    "  if ARGV[5] ~= '' then redis.call('HSET', KEYS[1], 'cc_refresh_token', ARGV[5]) end\n"
+    "  if ARGV[6] ~= '' then redis.call('HSET', KEYS[1], 'cc_expires_at', ARGV[6]) end\n"
     "  redis.call('HSET', KEYS[1], 'cc_state', 'unverified', 'cc_last_error', '')\n"
     "  redis.call('HINCRBY', KEYS[1], 'cred_version', 1)\n"
-    "  redis.call('XADD', KEYS[3], 'MAXLEN', '~', '1000', '*', 'assoc', ARGV[1])\n"
-    "  for _, g in ipairs(redis.call('SMEMBERS', KEYS[4])) do\n"
-    "    redis.call('ZADD', KEYS[5], ARGV[8], ARGV[1] .. '|' .. g)\n"
+    "  for _, g in ipairs(redis.call('SMEMBERS', KEYS[2])) do\n"
+    "    redis.call('ZADD', KEYS[3], ARGV[7], g)\n"
     "  end\n"
     "end\n"
-    "redis.call('SADD', KEYS[2], ARGV[1])\n"
-    "if created then return 1 else return 0 end\n";
+    "return {created and 1 or 0, earliest(ARGV[8])}\n";
+
+/* The global side of a PUT, after its script: the association joins the set
+ * of associations, a credentials change is announced, and the association is
+ * woken for the groups the script queued. Each step is safe to repeat. */
+static int association_put_global(redisContext *c, const char *id, bool has_cc, int64_t earliest)
+{
+    size_t n = 1;
+    redisAppendCommand(c, "SADD %s %s", KEY_ASSOCIATIONS, id);
+    if (has_cc) {
+        redisAppendCommand(c, "XADD %s MAXLEN ~ 1000 * assoc %s", KEY_CREDENTIALS, id);
+        n++;
+    }
+    n += (size_t)schedule_append_wake(c, id, earliest);
+    return store_drain(c, n);
+}
 
 int store_association_put(redisContext *c, const char *id, const struct association_update *u,
                           int64_t now_ns, bool *created)
 {
-    char key[128], groups[160], now[32], now_ms[32], expires[32] = "";
-    snprintf(key, sizeof key, STORE_PREFIX "a:%s", id);
-    snprintf(groups, sizeof groups, STORE_PREFIX "a:%s:groups", id);
+    char now[32], now_ms[32], expires[32] = "";
+    struct key key = key_association(id), groups = key_groups(id), dirty = key_dirty(id),
+               prefix = key_prefix(id);
     snprintf(now, sizeof now, "%lld", (long long)now_ns);
     snprintf(now_ms, sizeof now_ms, "%lld", (long long)(now_ns / 1000000));
     if (u->has_cc && u->cc_expires_at_ns)
         snprintf(expires, sizeof expires, "%lld", (long long)u->cc_expires_at_ns);
     const char *argv[] = {"EVAL",
                           put_script,
-                          "5",
-                          key,
-                          STORE_ASSOCIATIONS,
-                          STORE_PREFIX "credentials",
-                          groups,
-                          STORE_PREFIX "dirty",
-                          id,
+                          "3",
+                          key.s,
+                          groups.s,
+                          dirty.s,
                           now,
                           u->webhook_secret ? u->webhook_secret : "",
                           u->has_cc ? "1" : "0",
                           u->cc_access_token ? u->cc_access_token : "",
                           u->cc_refresh_token ? u->cc_refresh_token : "",
                           expires,
-                          now_ms};
+                          now_ms,
+                          prefix.s};
     redisReply *r = redisCommandArgv(c, (int)(sizeof argv / sizeof argv[0]), argv, NULL);
-    if (!store_reply_ok(c, r) || r->type != REDIS_REPLY_INTEGER) {
-        if (r)
-            freeReplyObject(r);
-        return -1;
+    if (!store_reply_ok(c, r) || r->type != REDIS_REPLY_ARRAY || r->elements != 2) {
+        freeReplyObject(r);
+        return STORE_ERR;
     }
-    *created = r->integer == 1;
+    *created = r->element[0]->integer == 1;
+    int64_t earliest = schedule_parse_due(r->element[1]);
     freeReplyObject(r);
-    return 0;
+    return association_put_global(c, id, u->has_cc, earliest);
 }

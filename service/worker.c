@@ -3,16 +3,16 @@
  *
  * Each thread, in turn: folds new events from the stream into state (and
  * acknowledges them), now and then reclaims events a dead consumer left
- * pending, syncs one due group under that group's lease, and reconciles an
- * association whose turn has come. All coordination goes through Redis, so
- * threads of several ccsyncd processes share the work the same way.
+ * pending, syncs the due groups of one association under their leases, and
+ * reconciles an association whose turn has come. All coordination goes
+ * through Redis, so threads of several ccsyncd processes share the work the
+ * same way.
  *
- * ccsync:dirty    zset "assoc|group" -> due time (ms): groups to sync. While a
- *                 worker syncs a group the score is parked at the lease's end,
- *                 so the group comes back by itself if the worker dies.
- * ccsync:lease:*  one holder per group (SET NX PX, renewed on every CC call)
- * ccsync:retrying set of "assoc|group" whose last sync failed and will retry
- * ccsync:reconcile zset association -> next reconcile time (ms)
+ * Which groups are due, and which associations have due groups, is kept by
+ * schedule.c (per association, plus a global index of due associations);
+ * leases by lease.c. KEY_RETRYING is the set of "assoc|group" whose last sync
+ * failed and will retry; KEY_RECONCILE the next reconcile time of each
+ * association.
  */
 #include "ccsync/worker.h"
 
@@ -27,17 +27,22 @@
 #include "ccsync/app.h"
 #include "ccsync/ccapi.h"
 #include "ccsync/facts.h"
+#include "ccsync/keys.h"
+#include "ccsync/lease.h"
 #include "ccsync/log.h"
 #include "ccsync/metrics.h"
 #include "ccsync/queue.h"
-#include "ccsync/script.h"
+#include "ccsync/schedule.h"
 #include "ccsync/store.h"
 #include "ccsync/sync.h"
 #include "ccsync/webhook.h"
 
 #define READ_BATCH 64
 #define RECLAIM_EVERY_MS 5000
+#define REPAIR_EVERY_MS 60000
 #define CC_TIMEOUT_MS 30000
+/* Due associations a worker tries, earliest first, before it finds a free group. */
+#define DUE_ASSOCIATIONS 8
 
 struct engine {
     struct app *app;
@@ -75,90 +80,158 @@ static void count_event(const char *outcome)
 static void dead_letter_log(const struct queue_entry *e, const char *reason)
 {
     count_event("dead_letter");
-    log_error("event_dead_lettered", LOG_STR("entry", e->id), LOG_STR("association", e->association),
-              LOG_STR("webhook_id", e->webhook_id), LOG_STR("reason", reason));
+    log_error("event_dead_lettered", LOG_STR("entry", e->id),
+              LOG_STR("association", e->association), LOG_STR("webhook_id", e->webhook_id),
+              LOG_STR("reason", reason));
+}
+
+/* What becomes of each entry of a batch. */
+enum fate {
+    FOLD_ALONE = 0, /* folded by itself (a snapshot, or the server lacked the script) */
+    APPENDED,       /* its fold is in the pipeline */
+    DEAD,           /* dead-lettered */
+    FOLDED,         /* facts stored and its association woken (or about to be) */
+};
+
+struct batch {
+    const struct queue_entry *entries;
+    size_t n;
+    struct event *events;
+    enum fate *fate;
+    int64_t *earliest; /* a pipelined fold's association's earliest due */
+};
+
+/* Dead-letters entries that can never be folded. STORE_ERR when Redis failed. */
+static int screen(struct sync_worker *w, struct batch *b, bool reclaimed)
+{
+    redisContext *c = w->redis;
+    for (size_t i = 0; i < b->n; i++) {
+        const struct queue_entry *e = &b->entries[i];
+        struct webhook_error err;
+        const char *reason = NULL;
+        if (reclaimed && queue_deliveries(c, e->id) > QUEUE_MAX_DELIVERIES) {
+            dead_letter_log(e, "too many attempts");
+            reason = "could not be applied after repeated attempts";
+        } else if (!e->association || !e->body ||
+                   webhook_parse_event(e->body, e->body_len, &b->events[i], &err) != 0) {
+            reason = e->body ? err.message : "entry has no body";
+            dead_letter_log(e, reason);
+        }
+        if (reason) {
+            b->fate[i] = DEAD;
+            if (queue_dead_letter(c, e, reason) != STORE_OK)
+                return STORE_ERR;
+        }
+    }
+    return STORE_OK;
+}
+
+/* Folds the events that fit one script call in one pipeline (one round trip
+ * for the batch), then wakes their associations. */
+static int fold_pipelined(struct sync_worker *w, struct batch *b, int64_t now, int delay)
+{
+    redisContext *c = w->redis;
+    size_t appended = 0, wakes = 0;
+    int rc = STORE_OK;
+    for (size_t i = 0; i < b->n && rc == STORE_OK; i++) {
+        if (b->fate[i] != FOLD_ALONE)
+            continue;
+        int a = facts_fold_append(c, b->entries[i].association, &b->events[i], now, delay);
+        rc = a < 0 ? STORE_ERR : STORE_OK;
+        b->fate[i] = a == 1 ? APPENDED : FOLD_ALONE;
+        appended += a == 1;
+    }
+    for (size_t i = 0; i < b->n && appended > 0; i++) {
+        if (b->fate[i] != APPENDED)
+            continue;
+        appended--;
+        int r = facts_fold_reply(c, &b->earliest[i]);
+        rc = r < 0 ? STORE_ERR : rc;
+        b->fate[i] = r == 1 ? FOLDED : FOLD_ALONE; /* NOSCRIPT: fold alone */
+    }
+    if (c->err)
+        return STORE_ERR;
+    /* Every folded event's association is woken before the event is
+     * acknowledged; if waking fails they stay pending and come back. */
+    for (size_t i = 0; i < b->n; i++)
+        if (b->fate[i] == FOLDED)
+            wakes += (size_t)schedule_append_wake(c, b->entries[i].association, b->earliest[i]);
+    if (store_drain(c, wakes) != STORE_OK) {
+        for (size_t i = 0; i < b->n; i++)
+            if (b->fate[i] == FOLDED)
+                b->fate[i] = FOLD_ALONE;
+        return STORE_ERR;
+    }
+    return rc;
+}
+
+/* Folds the rest one by one (facts_fold wakes the association itself). */
+static int fold_alone(struct sync_worker *w, struct batch *b, int64_t now, int delay)
+{
+    for (size_t i = 0; i < b->n; i++) {
+        if (b->fate[i] != FOLD_ALONE)
+            continue;
+        if (facts_fold(w->redis, b->entries[i].association, &b->events[i], now, delay) !=
+            STORE_OK) {
+            count_event("redis_error");
+            return STORE_ERR;
+        }
+        b->fate[i] = FOLDED;
+    }
+    return STORE_OK;
+}
+
+/* Acknowledges the folded and dead-lettered entries (the latter already are). */
+static int acknowledge(struct sync_worker *w, const struct batch *b)
+{
+    const char **acks = calloc(b->n + 1, sizeof *acks);
+    if (!acks)
+        return STORE_ERR;
+    size_t n_acks = 0;
+    for (size_t i = 0; i < b->n; i++) {
+        if (b->fate[i] == FOLDED) {
+            count_event("folded");
+            acks[n_acks++] = b->entries[i].id;
+        }
+    }
+    int rc = queue_ack_many(w->redis, acks, n_acks);
+    free(acks);
+    return rc;
 }
 
 /*
- * Folds a batch of entries and acknowledges those whose facts are stored.
- * Events that fit one script call are folded in one pipeline (one round trip
- * for the batch); snapshots, events the server lacked a script for and dead
- * letters are handled one by one after it. Returns false when Redis failed:
- * entries not acknowledged stay pending and come back (folding is idempotent).
+ * Folds a batch of entries and acknowledges those whose facts are stored and
+ * whose associations are woken. Returns false when Redis failed: entries not
+ * acknowledged stay pending and come back (folding is idempotent).
  */
 static bool process_batch(struct sync_worker *w, const struct queue_entry *entries, size_t n,
                           bool reclaimed)
 {
-    redisContext *c = w->redis;
-    struct event *events = calloc(n, sizeof *events);
-    /* per entry: 0 to fold alone, 1 appended, 2 done (dead-lettered), 3 folded */
-    char *how = calloc(n, 1);
-    const char **acks = calloc(n, sizeof *acks);
-    size_t n_acks = 0, appended = 0;
-    bool ok = events && how && acks;
+    struct batch b = {.entries = entries, .n = n};
+    b.events = calloc(n + 1, sizeof *b.events);
+    b.fate = calloc(n + 1, sizeof *b.fate);
+    b.earliest = calloc(n + 1, sizeof *b.earliest);
     int64_t now = store_now_ns();
     int delay = w->app->cfg->sync_delay_ms;
-
-    for (size_t i = 0; ok && i < n; i++) {
-        const struct queue_entry *e = &entries[i];
-        struct webhook_error err;
-        if (reclaimed && queue_deliveries(c, e->id) > QUEUE_MAX_DELIVERIES) {
-            dead_letter_log(e, "too many attempts");
-            ok = queue_dead_letter(c, e, "could not be applied after repeated attempts") == 0;
-            how[i] = 2;
-        } else if (!e->association || !e->body ||
-                   webhook_parse_event(e->body, e->body_len, &events[i], &err) != 0) {
-            const char *reason = e->body ? err.message : "entry has no body";
-            dead_letter_log(e, reason);
-            ok = queue_dead_letter(c, e, reason) == 0;
-            how[i] = 2;
-        }
-    }
-    for (size_t i = 0; ok && i < n; i++) {
-        if (how[i] != 0)
-            continue;
-        int a = facts_fold_append(c, entries[i].association, &events[i], now, delay);
-        if (a < 0)
-            ok = false;
-        how[i] = a == 1 ? 1 : 0;
-        appended += a == 1;
-    }
-    for (size_t i = 0; i < n && appended > 0; i++) {
-        if (how[i] != 1)
-            continue;
-        appended--;
-        int r = facts_fold_reply(c);
-        if (r < 0)
-            ok = false;
-        how[i] = r == 1 ? 3 : 0; /* NOSCRIPT: fold alone below */
-    }
-    for (size_t i = 0; ok && i < n; i++) {
-        if (how[i] == 0) {
-            if (facts_fold(c, entries[i].association, &events[i], now, delay) != 0) {
-                count_event("redis_error");
-                ok = false;
-                break;
-            }
-            how[i] = 3;
-        }
-    }
-    for (size_t i = 0; i < n; i++) {
-        if (how && how[i] == 3) {
-            count_event("folded");
-            acks[n_acks++] = entries[i].id;
-        }
-        if (events)
-            event_clear(&events[i]);
-    }
-    if (ok || !c->err)
-        ok = queue_ack_many(c, acks, n_acks) == 0 && ok;
-    free(events);
-    free(how);
-    free(acks);
-    return ok;
+    int rc = b.events && b.fate && b.earliest ? STORE_OK : STORE_ERR;
+    if (rc == STORE_OK)
+        rc = screen(w, &b, reclaimed);
+    if (rc == STORE_OK)
+        rc = fold_pipelined(w, &b, now, delay);
+    if (rc == STORE_OK)
+        rc = fold_alone(w, &b, now, delay);
+    if (rc == STORE_OK || w->redis->err == 0)
+        rc = acknowledge(w, &b) == STORE_OK ? rc : STORE_ERR;
+    for (size_t i = 0; b.events && i < n; i++)
+        event_clear(&b.events[i]);
+    free(b.events);
+    free(b.fate);
+    free(b.earliest);
+    return rc == STORE_OK;
 }
 
-static bool consume(struct sync_worker *w, const char *consumer, bool reclaim, int block_ms, bool *got)
+static bool consume(struct sync_worker *w, const char *consumer, bool reclaim, int block_ms,
+                    bool *got)
 {
     struct queue_entry entries[READ_BATCH];
     size_t n;
@@ -174,245 +247,149 @@ static bool consume(struct sync_worker *w, const char *consumer, bool reclaim, i
 
 /* ---- group syncs ---- */
 
-static const char release_script[] =
-    "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end\n"
-    "return 0\n";
-
-/* Ends a sync: drop the group from ccsync:dirty unless a change arrived meanwhile. */
-static const char finish_script[] =
-    "local gen = redis.call('HGET', KEYS[2], 'gen') or '0'\n"
-    "if ARGV[2] == 'done' then\n"
-    "  redis.call('SREM', KEYS[3], ARGV[1])\n"
-    "  if gen == ARGV[3] then redis.call('ZREM', KEYS[1], ARGV[1])\n"
-    "  else redis.call('ZADD', KEYS[1], ARGV[4], ARGV[1]) end\n"
-    "else\n"
-    "  redis.call('SADD', KEYS[3], ARGV[1])\n"
-    "  redis.call('ZADD', KEYS[1], ARGV[5], ARGV[1])\n"
-    "end\n"
-    "return 1\n";
-
-/*
- * Claims due groups of one association at once, atomically (so that workers
- * racing for a burst's groups do not split them into several rounds): the
- * first due group whose lease is free decides the association; its other due
- * groups whose leases are free join, up to ARGV[4]. Each claimed group's lease
- * is taken, its ccsync:dirty entry parked at the lease's end (if the worker
- * dies, the group returns), and its gen read. Entries without '|' are dropped.
- * KEYS: ccsync:dirty. ARGV: now ms, lease ms, token, max, park-until ms, scan.
- * Returns {member, gen, member, gen, ...}.
- */
-static const char claim_script[] =
-    "local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, "
-    "tonumber(ARGV[6]))\n"
-    "local assoc = nil\n"
-    "local out = {}\n"
-    "for _, m in ipairs(due) do\n"
-    "  local bar = string.find(m, '|', 1, true)\n"
-    "  if not bar then\n"
-    "    redis.call('ZREM', KEYS[1], m)\n"
-    "  else\n"
-    "    local a = string.sub(m, 1, bar - 1)\n"
-    "    if (assoc == nil or a == assoc) and\n"
-    "       redis.call('SET', 'ccsync:lease:' .. m, ARGV[3], 'NX', 'PX', ARGV[2]) then\n"
-    "      assoc = a\n"
-    "      redis.call('ZADD', KEYS[1], 'XX', ARGV[5], m)\n"
-    "      local g = string.sub(m, bar + 1)\n"
-    "      out[#out + 1] = m\n"
-    "      out[#out + 1] = redis.call('HGET', 'ccsync:a:' .. a .. ':g:' .. g, 'gen') or '0'\n"
-    "      if #out >= 2 * tonumber(ARGV[4]) then break end\n"
-    "    end\n"
-    "  end\n"
-    "end\n"
-    "return out\n";
-
-/* Gives back one lease; true when it was still ours. */
-static bool release_one(struct sync_worker *w, const struct sync_lease *l)
-{
-    const char *args[] = {l->key, l->token};
-    redisReply *r = script_eval(w->redis, release_script, 1, 2, args);
-    bool ours = r && r->type == REDIS_REPLY_INTEGER && r->integer == 1;
-    if (r)
-        freeReplyObject(r);
-    return ours;
-}
+/* The groups of one association claimed for one round; leases[i] of the
+ * worker is groups[i]'s. */
+struct round {
+    char association[CCSYNC_ASSOC_ID_MAX + 1];
+    struct schedule_claim groups[SYNC_MAX_GROUPS];
+    size_t n;
+};
 
 static void release_leases(struct sync_worker *w)
 {
     for (size_t i = 0; i < w->n_leases; i++)
-        release_one(w, &w->leases[i]);
+        if (w->leases[i].key[0])
+            lease_release(w->redis, &w->leases[i]);
     w->n_leases = 0;
 }
 
-static void new_token(char *out, size_t size)
+/* Claims the due groups of the earliest due association that has some whose
+ * leases are free; their leases go to w. */
+static int claim_round(struct sync_worker *w, struct round *r)
 {
-    snprintf(out, size, "%d-%ld-%d", getpid(), (long)pthread_self() & 0xffff, rand());
-}
-
-static bool take_lease(struct sync_worker *w, const char *member)
-{
-    struct sync_lease *l = &w->leases[0];
-    snprintf(l->key, sizeof l->key, "ccsync:lease:%s", member);
-    new_token(l->token, sizeof l->token);
-    redisReply *r = redisCommand(w->redis, "SET %s %s NX PX %d", l->key, l->token, w->lease_ms);
-    bool got = store_reply_ok(w->redis, r) && r->type == REDIS_REPLY_STATUS;
-    if (r)
-        freeReplyObject(r);
-    w->n_leases = got ? 1 : 0;
-    return got;
-}
-
-struct claimed {
-    char member[256];
-    char association[CCSYNC_ASSOC_ID_MAX + 1];
-    char group[CCSYNC_ID_MAX + 1];
-    char gkey[300];
-    char gen[32];
-};
-
-/* Takes the due groups of one association (up to SYNC_MAX_GROUPS) with their
- * leases into w; their entries go to out. -1 when Redis failed. */
-static int claim_due_groups(struct sync_worker *w, struct claimed *out)
-{
-    redisContext *c = w->redis;
-    char token[40], now[32], lease[16], max[8], park[32];
-    new_token(token, sizeof token);
-    int64_t t = now_ms();
-    snprintf(now, sizeof now, "%lld", (long long)t);
-    snprintf(lease, sizeof lease, "%d", w->lease_ms);
-    snprintf(max, sizeof max, "%d", SYNC_MAX_GROUPS);
-    snprintf(park, sizeof park, "%lld", (long long)(t + w->lease_ms));
-    const char *args[] = {FACTS_DIRTY_KEY, now, lease, token, max, park, "200"};
-    redisReply *r = script_eval(c, claim_script, 1, 7, args);
-    if (!store_reply_ok(c, r) || r->type != REDIS_REPLY_ARRAY) {
-        if (r)
-            freeReplyObject(r);
-        return -1;
+    char due[DUE_ASSOCIATIONS][CCSYNC_ASSOC_ID_MAX + 1];
+    size_t n_due = 0;
+    int64_t now = now_ms();
+    char token[LEASE_TOKEN_SIZE];
+    lease_new_token(token);
+    r->n = 0;
+    int rc = schedule_due_associations(w->redis, now, due, DUE_ASSOCIATIONS, &n_due);
+    for (size_t i = 0; i < n_due && r->n == 0 && rc == STORE_OK; i++) {
+        snprintf(r->association, sizeof r->association, "%s", due[i]);
+        rc = schedule_claim(w->redis, due[i], now, w->lease_ms, token, r->groups, SYNC_MAX_GROUPS,
+                            &r->n);
     }
-    int n = 0;
-    w->n_leases = 0;
-    for (size_t i = 0; i + 1 < r->elements && n < SYNC_MAX_GROUPS; i += 2) {
-        const char *member = r->element[i]->str;
-        struct sync_lease *l = &w->leases[w->n_leases++];
-        snprintf(l->key, sizeof l->key, "ccsync:lease:%s", member);
-        snprintf(l->token, sizeof l->token, "%s", token);
-        const char *bar = strchr(member, '|');
-        if (!bar || (size_t)(bar - member) > CCSYNC_ASSOC_ID_MAX ||
-            strlen(bar + 1) > CCSYNC_ID_MAX) {
-            /* not a group we could sync: forget it */
-            redisReply *z = redisCommand(c, "ZREM " FACTS_DIRTY_KEY " %s", member);
-            if (z)
-                freeReplyObject(z);
-            release_one(w, l);
-            w->n_leases--;
-            continue;
-        }
-        struct claimed *e = &out[n++];
-        snprintf(e->member, sizeof e->member, "%s", member);
-        snprintf(e->association, sizeof e->association, "%.*s", (int)(bar - member), member);
-        snprintf(e->group, sizeof e->group, "%s", bar + 1);
-        snprintf(e->gkey, sizeof e->gkey, STORE_PREFIX "a:%s:g:%s", e->association, e->group);
-        snprintf(e->gen, sizeof e->gen, "%s",
-                 r->element[i + 1]->type == REDIS_REPLY_STRING ? r->element[i + 1]->str : "0");
+    /* Even when settling failed after the claim, the leases are ours to give back. */
+    for (size_t i = 0; i < r->n; i++) {
+        snprintf(w->leases[i].key, sizeof w->leases[i].key, "%s",
+                 key_lease(r->association, r->groups[i].group).s);
+        snprintf(w->leases[i].token, sizeof w->leases[i].token, "%s", token);
     }
-    freeReplyObject(r);
-    return c->err ? -1 : n;
+    w->n_leases = r->n;
+    return rc;
 }
 
 /* Records how one group's sync ended: done, or due again after its retry time. */
-static void finish_group(struct sync_worker *w, const struct claimed *e, enum sync_result res,
-                         int64_t retry_ms)
+static int finish_group(struct sync_worker *w, const struct round *r, size_t i,
+                        enum sync_result res, int64_t retry_ms, int64_t *earliest)
 {
     redisContext *c = w->redis;
+    struct key group = key_group(r->association, r->groups[i].group);
     if (res == SYNC_RETRY && retry_ms <= 0) {
-        redisReply *a = redisCommand(c, "HINCRBY %s attempts 1", e->gkey);
+        redisReply *a = store_command(c, "HINCRBY %s attempts 1", group.s);
         long n = a && a->type == REDIS_REPLY_INTEGER ? (long)a->integer : 1;
-        if (a)
-            freeReplyObject(a);
+        freeReplyObject(a);
         long base = 1000L << (n > 8 ? 8 : n);
         retry_ms = base / 2 + rand() % (base / 2 + 1);
     } else if (res == SYNC_DONE) {
-        redisReply *a = redisCommand(c, "HDEL %s attempts", e->gkey);
-        if (a)
-            freeReplyObject(a);
+        store_exec(c, "HDEL %s attempts", group.s);
     }
-    char again[32], later[32];
-    snprintf(again, sizeof again, "%lld", (long long)(now_ms() + w->app->cfg->sync_delay_ms));
-    snprintf(later, sizeof later, "%lld", (long long)(now_ms() + retry_ms));
-    const char *args[] = {FACTS_DIRTY_KEY,
-                          e->gkey,
-                          "ccsync:retrying",
-                          e->member,
-                          res == SYNC_DONE ? "done" : "retry",
-                          e->gen,
-                          again,
-                          later};
-    redisReply *f = script_eval(c, finish_script, 3, 8, args);
-    if (f)
-        freeReplyObject(f);
+    bool done = res == SYNC_DONE;
+    int64_t due = now_ms() + (done ? w->app->cfg->sync_delay_ms : retry_ms);
+    return schedule_finish(c, r->association, r->groups[i].group, r->groups[i].gen, done, due,
+                           earliest);
+}
+
+/* Ends a round: each group done, due again, or handed back; the leases given
+ * back; the association's entry in the index of due associations set to what
+ * the last finish saw (schedule_settle). */
+static int finish_round(struct sync_worker *w, const struct round *r,
+                        const enum sync_result *results, const int64_t *retry_ms)
+{
+    redisContext *c = w->redis;
+    int64_t earliest = SCHEDULE_NONE;
+    bool finished = false;
+    int rc = STORE_OK;
+    for (size_t i = 0; i < r->n && rc == STORE_OK; i++) {
+        struct lease *l = &w->leases[i];
+        enum sync_result res = results[i];
+        int64_t retry = retry_ms[i];
+        if (res == SYNC_LEASE_LOST && lease_release(c, l) == 1) {
+            /* Another group's lease was lost, not this one's: it is due again soon. */
+            l->key[0] = '\0';
+            res = SYNC_RETRY;
+            retry = w->app->cfg->sync_delay_ms;
+        } else if (res == SYNC_STOPPED && lease_release(c, l) == 1) {
+            /* Shutdown: handed back due now, not when the claim's park ends
+             * (up to a lease later), so the next process goes on at once. */
+            l->key[0] = '\0';
+            rc = schedule_requeue(c, r->association, r->groups[i].group, now_ms());
+        }
+        if (res == SYNC_DONE || res == SYNC_RETRY) {
+            rc = finish_group(w, r, i, res, retry, &earliest);
+            finished = true;
+        }
+    }
+    if (rc != STORE_OK)
+        return rc; /* the leases are given back after reconnecting */
+    release_leases(w);
+    return finished ? schedule_settle(c, r->association, earliest) : STORE_OK;
+}
+
+static void count_round(const struct round *r, const enum sync_result *results, long long ms)
+{
+    static const char *names[] = {"done", "retry", "lease_lost", "redis_error", "stopped"};
+    for (size_t i = 0; i < r->n; i++) {
+        char labels[48];
+        snprintf(labels, sizeof labels, "outcome=\"%s\"", names[results[i]]);
+        metrics_inc("ccsync_syncs_total", labels);
+        log_info("group_synced", LOG_STR("association", r->association),
+                 LOG_STR("group", r->groups[i].group), LOG_STR("outcome", names[results[i]]),
+                 LOG_INT("round_groups", (long long)r->n), LOG_INT("ms", ms));
+    }
 }
 
 /* Syncs the due groups of one association, if any, in one round; false when
  * Redis failed. *worked says whether it did. */
-static bool sync_due_group(struct sync_worker *w, bool *worked)
+static bool sync_due_groups(struct sync_worker *w, bool *worked)
 {
-    redisContext *c = w->redis;
-    struct claimed *due = calloc(SYNC_MAX_GROUPS, sizeof *due);
-    if (!due)
+    struct round *r = calloc(1, sizeof *r);
+    if (!r)
         return true;
-    int n = claim_due_groups(w, due);
-    *worked = n > 0;
-    if (n <= 0) {
-        free(due);
-        return n == 0;
+    int rc = claim_round(w, r);
+    *worked = r->n > 0;
+    if (rc != STORE_OK || r->n == 0) {
+        free(r);
+        return rc == STORE_OK;
     }
     const char *groups[SYNC_MAX_GROUPS];
     enum sync_result results[SYNC_MAX_GROUPS];
     int64_t retry_ms[SYNC_MAX_GROUPS];
-    for (int i = 0; i < n; i++)
-        groups[i] = due[i].group;
+    for (size_t i = 0; i < r->n; i++)
+        groups[i] = r->groups[i].group;
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
-    sync_groups(w, due[0].association, groups, (size_t)n, results, retry_ms);
+    sync_groups(w, r->association, groups, r->n, results, retry_ms);
     clock_gettime(CLOCK_MONOTONIC, &t1);
-    static const char *names[] = {"done", "retry", "lease_lost", "redis_error", "stopped"};
-    long long ms = (t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000;
-    bool redis_failed = false;
-    for (int i = 0; i < n; i++) {
-        char labels[48];
-        snprintf(labels, sizeof labels, "outcome=\"%s\"", names[results[i]]);
-        metrics_inc("ccsync_syncs_total", labels);
-        log_info("group_synced", LOG_STR("association", due[i].association),
-                 LOG_STR("group", due[i].group), LOG_STR("outcome", names[results[i]]),
-                 LOG_INT("round_groups", n), LOG_INT("ms", ms));
+    count_round(r, results, (t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000);
+    bool redis_failed = w->redis->err != 0;
+    for (size_t i = 0; i < r->n; i++)
         redis_failed = redis_failed || results[i] == SYNC_REDIS;
-    }
-    if (redis_failed || c->err) {
-        free(due);
-        return false; /* the leases are given back after reconnecting */
-    }
-    for (int i = 0; i < n; i++) {
-        if (results[i] == SYNC_DONE || results[i] == SYNC_RETRY) {
-            finish_group(w, &due[i], results[i], retry_ms[i]);
-        } else if (results[i] == SYNC_LEASE_LOST && release_one(w, &w->leases[i])) {
-            /* Another group's lease was lost, not this one's: it is due again soon. */
-            finish_group(w, &due[i], SYNC_RETRY, w->app->cfg->sync_delay_ms);
-            w->leases[i].key[0] = '\0';
-        } else if (results[i] == SYNC_STOPPED && release_one(w, &w->leases[i])) {
-            /* Shutdown: handed back due now, not when the claim's park ends
-             * (up to a lease later), so the next process goes on at once. */
-            redisReply *z = redisCommand(c, "ZADD " FACTS_DIRTY_KEY " XX %lld %s",
-                                         (long long)now_ms(), due[i].member);
-            if (z)
-                freeReplyObject(z);
-            w->leases[i].key[0] = '\0';
-        }
-    }
-    for (int i = 0; i < n; i++)
-        if (w->leases[i].key[0])
-            release_one(w, &w->leases[i]);
-    w->n_leases = 0;
-    free(due);
-    return c->err == 0;
+    /* After a Redis failure the leases are given back once reconnected. */
+    if (!redis_failed)
+        rc = finish_round(w, r, results, retry_ms);
+    free(r);
+    return !redis_failed && rc == STORE_OK && w->redis->err == 0;
 }
 
 /* ---- reconcile ---- */
@@ -429,29 +406,30 @@ static bool reconcile_due(struct sync_worker *w)
         return false;
     }
     for (size_t i = 0; i < a->elements; i++) {
-        redisReply *z = redisCommand(c, "ZADD ccsync:reconcile NX %lld %s",
-                                     (long long)(now + (int64_t)w->app->cfg->reconcile_seconds * 1000),
-                                     a->element[i]->str);
+        redisReply *z = redisCommand(
+            c, "ZADD ccsync:reconcile NX %lld %s",
+            (long long)(now + (int64_t)w->app->cfg->reconcile_seconds * 1000), a->element[i]->str);
         if (z)
             freeReplyObject(z);
     }
     freeReplyObject(a);
-    redisReply *r = redisCommand(c, "ZRANGEBYSCORE ccsync:reconcile -inf %lld LIMIT 0 1", (long long)now);
+    redisReply *r =
+        redisCommand(c, "ZRANGEBYSCORE ccsync:reconcile -inf %lld LIMIT 0 1", (long long)now);
     if (!store_reply_ok(c, r) || r->type != REDIS_REPLY_ARRAY) {
         if (r)
             freeReplyObject(r);
         return false;
     }
-    char association[CCSYNC_ASSOC_ID_MAX + 1] = "", member[128];
+    char association[CCSYNC_ASSOC_ID_MAX + 1] = "";
     if (r->elements == 1)
         snprintf(association, sizeof association, "%s", r->element[0]->str);
     freeReplyObject(r);
     if (!association[0])
         return true;
-    /* no '|': it can never be a group's "association|group" lease */
-    snprintf(member, sizeof member, "reconcile:%s", association);
-    if (!take_lease(w, member))
+    struct key lease = key_reconcile_lease(association);
+    if (lease_take(c, &w->leases[0], &lease, w->lease_ms) != 1)
         return true;
+    w->n_leases = 1;
     redisReply *z = redisCommand(c, "ZADD ccsync:reconcile XX %lld %s",
                                  (long long)(now + (int64_t)w->app->cfg->reconcile_seconds * 1000),
                                  association);
@@ -465,77 +443,114 @@ static bool reconcile_due(struct sync_worker *w)
 
 /* ---- the thread ---- */
 
+/* What one thread keeps from one turn of its loop to the next. */
+struct thread_state {
+    struct sync_worker w;
+    int index;
+    char consumer[128];
+    bool group_ready;
+    int64_t next_reclaim, next_reconcile, next_repair;
+    struct lease stale[SYNC_MAX_GROUPS]; /* held when Redis failed: given back once reconnected */
+    size_t n_stale;
+};
+
+/* Connects; gives back the leases held when the last connection failed, so
+ * that their groups need not wait for them to expire (e.g. after a Redis restart). */
+static bool reconnect(struct thread_state *s, const struct config *cfg)
+{
+    char err[256] = "";
+    s->w.redis = store_connect(&cfg->redis, 5000, err, sizeof err);
+    if (!s->w.redis || queue_ensure_group(s->w.redis) != STORE_OK) {
+        if (s->w.redis)
+            redisFree(s->w.redis);
+        s->w.redis = NULL;
+        log_warn("worker_redis_unavailable", LOG_INT("worker", s->index), LOG_STR("error", err));
+        return false;
+    }
+    s->group_ready = true;
+    if (s->n_stale > 0) {
+        memcpy(s->w.leases, s->stale, s->n_stale * sizeof *s->stale);
+        s->w.n_leases = s->n_stale;
+        release_leases(&s->w);
+        s->n_stale = 0;
+    }
+    return true;
+}
+
+static void drop_connection(struct thread_state *s)
+{
+    struct sync_worker *w = &s->w;
+    log_warn("worker_redis_failed", LOG_INT("worker", s->index),
+             LOG_STR("error", w->redis && w->redis->err ? w->redis->errstr : "command failed"));
+    metrics_inc("ccsync_redis_errors_total", "where=\"worker\"");
+    if (w->redis)
+        redisFree(w->redis);
+    w->redis = NULL;
+    for (size_t i = 0; i < w->n_leases; i++)
+        if (w->leases[i].key[0] && s->n_stale < SYNC_MAX_GROUPS)
+            s->stale[s->n_stale++] = w->leases[i];
+    w->n_leases = 0;
+}
+
+/* One turn of the loop; false when Redis failed. The first thread of each
+ * process also repairs the index of due associations now and then (see
+ * schedule.h: a process that died mid-step can leave an entry late). */
+static bool turn(struct thread_state *s)
+{
+    bool got, worked;
+    bool ok = consume(&s->w, s->consumer, false, s->group_ready ? 200 : 0, &got);
+    if (ok && now_ms() >= s->next_reclaim) {
+        ok = consume(&s->w, s->consumer, true, 0, &got);
+        s->next_reclaim = now_ms() + RECLAIM_EVERY_MS;
+    }
+    if (ok && s->index == 0 && now_ms() >= s->next_repair) {
+        ok = schedule_repair(s->w.redis) == STORE_OK;
+        s->next_repair = now_ms() + REPAIR_EVERY_MS;
+    }
+    if (ok && !atomic_load(s->w.stop))
+        ok = sync_due_groups(&s->w, &worked);
+    if (ok && now_ms() >= s->next_reconcile) {
+        ok = reconcile_due(&s->w);
+        s->next_reconcile = now_ms() + 1000;
+    }
+    return ok;
+}
+
 static void *worker_main(void *arg)
 {
     struct worker_thread *t = arg;
     struct engine *e = t->engine;
     const struct config *cfg = e->app->cfg;
-    struct sync_worker w = {.app = e->app, .stop = &e->stop, .lease_ms = cfg->lease_seconds * 1000};
-    ratelimit_conf_from_config(&w.budget, cfg);
-    w.cc = ccapi_new(cfg->cc_api_url, CC_TIMEOUT_MS);
-    char host[64] = "host", consumer[128];
+    struct thread_state *s = calloc(1, sizeof *s);
+    if (!s)
+        goto out;
+    s->w = (struct sync_worker){
+        .app = e->app, .stop = &e->stop, .lease_ms = cfg->lease_seconds * 1000};
+    s->index = t->index;
+    ratelimit_conf_from_config(&s->w.budget, cfg);
+    s->w.cc = ccapi_new(cfg->cc_api_url, CC_TIMEOUT_MS);
+    char host[64] = "host";
     gethostname(host, sizeof host - 1);
-    snprintf(consumer, sizeof consumer, "%s-%d-%d", host, getpid(), t->index);
+    snprintf(s->consumer, sizeof s->consumer, "%s-%d-%d", host, getpid(), t->index);
     srand((unsigned)(time(NULL) ^ getpid() ^ (t->index << 16)));
+    s->next_reconcile = now_ms() + 1000;
     atomic_fetch_add(&e->app->workers_up, 1);
-    int64_t next_reclaim = 0, next_reconcile = now_ms() + 1000;
-    bool group_ready = false;
-    struct sync_lease stale[SYNC_MAX_GROUPS];
-    size_t n_stale = 0;
     while (!atomic_load(&e->stop)) {
-        if (!w.redis) {
-            char err[256];
-            w.redis = store_connect(&cfg->redis, 5000, err, sizeof err);
-            if (!w.redis || queue_ensure_group(w.redis) != 0) {
-                if (w.redis) {
-                    redisFree(w.redis);
-                    w.redis = NULL;
-                }
-                log_warn("worker_redis_unavailable", LOG_INT("worker", t->index), LOG_STR("error", err));
-                sleep_ms(1000);
-                continue;
-            }
-            group_ready = true;
-            if (n_stale > 0) {
-                memcpy(w.leases, stale, n_stale * sizeof *stale);
-                w.n_leases = n_stale;
-                release_leases(&w);
-                n_stale = 0;
-            }
+        if (!s->w.redis && !reconnect(s, cfg)) {
+            sleep_ms(1000);
+            continue;
         }
-        bool ok = true, got = false, worked = false;
-        ok = consume(&w, consumer, false, group_ready ? 200 : 0, &got);
-        if (ok && now_ms() >= next_reclaim) {
-            bool reclaimed;
-            ok = consume(&w, consumer, true, 0, &reclaimed);
-            next_reclaim = now_ms() + RECLAIM_EVERY_MS;
-        }
-        if (ok && !atomic_load(&e->stop))
-            ok = sync_due_group(&w, &worked);
-        if (ok && now_ms() >= next_reconcile) {
-            ok = reconcile_due(&w);
-            next_reconcile = now_ms() + 1000;
-        }
-        if (!ok) {
-            log_warn("worker_redis_failed", LOG_INT("worker", t->index),
-                     LOG_STR("error", w.redis && w.redis->err ? w.redis->errstr : "command failed"));
-            metrics_inc("ccsync_redis_errors_total", "where=\"worker\"");
-            if (w.redis)
-                redisFree(w.redis);
-            w.redis = NULL;
-            /* A lease held when Redis failed is given back after reconnecting, so
-             * the group need not wait for it to expire (e.g. after a Redis restart). */
-            for (size_t i = 0; i < w.n_leases; i++)
-                if (w.leases[i].key[0] && n_stale < SYNC_MAX_GROUPS)
-                    stale[n_stale++] = w.leases[i];
-            w.n_leases = 0;
+        if (!turn(s)) {
+            drop_connection(s);
             sleep_ms(200);
         }
     }
-    if (w.redis)
-        redisFree(w.redis);
-    ccapi_free(w.cc);
+    if (s->w.redis)
+        redisFree(s->w.redis);
+    ccapi_free(s->w.cc);
+    free(s);
     atomic_fetch_sub(&e->app->workers_up, 1);
+out:
     atomic_fetch_sub(&e->running, 1);
     free(t);
     return NULL;

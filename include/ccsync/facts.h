@@ -5,18 +5,16 @@
  * envelope timestamp wins per member record, per (group, member) membership and
  * per group fact, and a tie leaves the stored fact standing. A redelivered or
  * out-of-order event therefore changes nothing it should not. Groups whose
- * desired state changed are marked dirty (ccsync:dirty, due after the
- * coalescing delay) for a worker to sync.
+ * desired state changed are marked dirty in the association's schedule (due
+ * after the coalescing delay) for a worker to sync, and the association is
+ * woken in the global index of due associations (schedule.h).
  *
- * Keys, under P = ccsync:a:{association}:
- *   P groups        set of group ids with a group fact
- *   P g:{G}         hash: the group fact (name, sync, deleted, fact_ts), its list
- *                   link and sync status (written by sync.c)
- *   P m:{M}         hash: rec (canonical JSON of the member record), ts
- *   P mg:{M}        set: the groups member M is in
- *   P gm:{G}        hash: member id -> "1|ts|join_ts" (in) or "0|ts" (out)
- *   P ap:{G}        hash: email -> applied contact (sync.c)
- *   P audit         list of audit entries, newest first
+ * Keys (keys.h names them): the association's groups set, group facts
+ * (key_group: name, sync, deleted, fact_ts, gen, next to the list link and sync
+ * status sync.c writes), member records (key_member: rec, ts, gts, gset), each
+ * member's groups (key_member_groups), each group's memberships
+ * (key_group_members: member id -> "1|ts|join_ts" (in) or "0|ts" (out)) and
+ * the audit list.
  * Timestamps are stored as fixed-width keys (facts_ts_key) that compare as
  * strings in time order; Lua numbers could not hold nanoseconds exactly.
  */
@@ -31,8 +29,7 @@
 struct redisContext;
 
 #define FACTS_TS_KEY_SIZE 23
-#define FACTS_DIRTY_KEY "ccsync:dirty"
-/* P g:{G}:folding exists while a group.members snapshot of G is being folded. */
+/* key_group_folding exists while a group.members snapshot of G is being folded. */
 #define FACTS_FOLDING_TTL_MS 30000
 
 /* "%012lld.%09d": seconds since 0001-01-01 and nanoseconds; sorts in time order. */
@@ -43,7 +40,8 @@ char *facts_record_json(const struct member_record *m);
 int facts_record_parse(const char *json, const char *member_id, struct member_record *m);
 
 /* Folds one parsed event of association. delay_ms is the coalescing delay for
- * groups it makes dirty. Returns 0, or -1 when Redis failed (retry the event). */
+ * groups it makes dirty. The association is woken (schedule_wake) before this
+ * returns. STORE_OK, or STORE_ERR when Redis failed (retry the event). */
 int facts_fold(struct redisContext *c, const char *association, const struct event *ev,
                int64_t now_ns, int delay_ms);
 
@@ -53,18 +51,20 @@ int facts_fold(struct redisContext *c, const char *association, const struct eve
  * pipeline (a group.members snapshot: fold it with facts_fold), -1 on failure.
  * Each appended call's reply is read, in order, with facts_fold_reply: 1 folded,
  * 0 the server lacked the script (fold that event again with facts_fold, which
- * loads it), -1 Redis failed.
+ * loads it), -1 Redis failed. A folded event's *earliest is its association's
+ * earliest due: wake the association with it (schedule_wake) before
+ * acknowledging the event.
  */
 int facts_fold_append(struct redisContext *c, const char *association, const struct event *ev,
                       int64_t now_ns, int delay_ms);
-int facts_fold_reply(struct redisContext *c);
+int facts_fold_reply(struct redisContext *c, int64_t *earliest);
 
-/* Appends an audit entry (also used by the sync engine). 0 or -1. */
+/* Appends an audit entry (also used by the sync engine). STORE_OK or STORE_ERR. */
 int facts_audit(struct redisContext *c, const char *association, const char *group_id,
-                const char *action, const char *list_id, const char *list_name,
-                const char *detail);
+                const char *action, const char *list_id, const char *list_name, const char *detail);
 
-/* Marks a group dirty, due after delay_ms (kept earlier if already due sooner). */
+/* Marks a group dirty, due after delay_ms (kept earlier if already due sooner),
+ * and wakes its association. STORE_OK or STORE_ERR. */
 int facts_mark_dirty(struct redisContext *c, const char *association, const char *group_id,
                      int64_t now_ns, int delay_ms);
 

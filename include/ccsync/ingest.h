@@ -5,7 +5,7 @@
  * waiting, sends them to Redis on one connection as a pipeline of EVALSHA calls
  * (dedup + XADD in one script each), and completes each job when its own reply
  * arrives. This shares round trips between concurrent requests, which is what
- * lets ingest keep up with the HTTP server (DESIGN.md §2).
+ * lets ingest keep up with the HTTP server.
  */
 #ifndef CCSYNC_INGEST_H
 #define CCSYNC_INGEST_H

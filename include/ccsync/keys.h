@@ -49,7 +49,10 @@ struct key {
 #define KEY_LEASE "lease:"            /* + G: one worker syncs G */
 #define KEY_RECONCILE_LEASE "reconcile-lease" /* one worker reconciles the association */
 #define KEY_REFRESH_LOCK "refresh-lock"       /* one process refreshes the CC token */
-#define KEY_ASSOC_DIRTY "dirty"     /* zset G -> due ms: the association's groups to sync */
+/* zset G -> due ms: the association's groups to sync; a group being synced is
+ * parked at its lease's end. Written by scripts with the association's other
+ * keys (folds, claim, finish: schedule.h). */
+#define KEY_ASSOC_DIRTY "dirty"
 #define KEY_TOKENS "tokens"         /* hash: token id -> the token's record (hash, scope, name) */
 #define KEY_TOKEN_USES "token-uses" /* hash: token id -> when it was last used (ns) */
 
@@ -57,12 +60,18 @@ struct key {
 #define KEY_EVENTS KEY_ROOT "events"             /* stream of accepted webhooks */
 #define KEY_DEAD_LETTERS KEY_ROOT "events:dead"  /* stream of events that could not be applied */
 #define KEY_ASSOCIATIONS KEY_ROOT "associations" /* set of association ids */
-#define KEY_CREDENTIALS KEY_ROOT "credentials"   /* counter bumped when any CC token changes */
-#define KEY_RETRYING KEY_ROOT "retrying"         /* set "A|G": last sync failed, will retry */
+#define KEY_CREDENTIALS KEY_ROOT "credentials" /* stream: an entry when a PUT changes tokens */
+/* set "A|G": last sync failed, will retry. Only plain commands write it (never a
+ * script with an association's keys), after the finish script. */
+#define KEY_RETRYING KEY_ROOT "retrying"
 #define KEY_RECONCILE KEY_ROOT "reconcile"       /* zset A -> next reconcile ms */
 #define KEY_LAYOUT_VERSION KEY_ROOT "layout"     /* the layout this Redis holds (migrate.c) */
 #define KEY_MIGRATE_LOCK KEY_ROOT "migrate-lock" /* one process migrates, the others wait */
-#define KEY_DUE KEY_ROOT "due" /* zset A -> earliest due ms of the association's dirty groups */
+/* zset A -> the earliest due ms in key_dirty(A): where workers find due
+ * associations. Only plain commands write it, after a script that saw
+ * key_dirty(A): ZADD LT after a fold; after a claim or finish, ZADD of what the
+ * script saw, then a re-read of key_dirty(A) and ZADD LT (schedule.h). */
+#define KEY_DUE KEY_ROOT "due"
 
 /* "ccsync:{A}:" */
 struct key key_prefix(const char *association);
@@ -88,7 +97,7 @@ struct key key_token_uses(const char *association);
  * application, shared by every association). */
 struct key key_budget(const char *app, const char *what);
 
-/* "A|G", how the global schedule names a group. */
+/* "A|G", how KEY_RETRYING (and release 1's KEY_DIRTY) names a group. */
 struct key key_schedule_member(const char *association, const char *group);
 
 #endif

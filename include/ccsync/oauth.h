@@ -1,6 +1,6 @@
 /*
  * oauth.h - a usable Constant Contact access token for an association,
- * refreshed before it expires and after CC answers 401 (DESIGN.md §2, §6).
+ * refreshed before it expires and after CC answers 401.
  *
  * Refresh tokens rotate and are single use, so a refresh is single-flight
  * across threads and processes: one holder of a Redis lock calls the token
@@ -73,7 +73,7 @@ enum oauth_status oauth_after_unauthorized(struct redisContext *c, const struct 
  * A CC call with access_token succeeded: cc_state becomes "connected" and
  * cc_last_error is cleared, unless the stored token has changed meanwhile or
  * the state is "unauthorized" (only new credentials clear that). Cheap when
- * already connected (one script, no write). Returns 0 or -1 (Redis error).
+ * already connected (one script, no write). Returns STORE_OK or STORE_ERR.
  */
 int oauth_mark_connected(struct redisContext *c, const char *association, const char *access_token);
 

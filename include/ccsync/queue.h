@@ -1,8 +1,8 @@
 /*
  * queue.h - the event stream as workers use it: a consumer group over
- * ccsync:events, acknowledgement (and deletion) once an event's facts are
+ * KEY_EVENTS, acknowledgement (and deletion) once an event's facts are
  * stored, reclaiming entries whose consumer died, and the dead-letter stream
- * ccsync:events:dead for events that cannot be applied.
+ * KEY_DEAD_LETTERS for events that cannot be applied.
  */
 #ifndef CCSYNC_QUEUE_H
 #define CCSYNC_QUEUE_H
@@ -13,8 +13,11 @@
 struct redisContext;
 struct redisReply;
 
+#include "ccsync/keys.h"
+
 #define QUEUE_GROUP "workers"
-#define QUEUE_DEAD_STREAM "ccsync:events:dead"
+/* TRANSITION: the old name of KEY_DEAD_LETTERS, for admin.c until it uses keys.h. */
+#define QUEUE_DEAD_STREAM KEY_DEAD_LETTERS
 #define QUEUE_MAX_DELIVERIES 5
 #define QUEUE_RECLAIM_IDLE_MS 30000
 
@@ -28,7 +31,7 @@ struct queue_entry {
     size_t body_len;
 };
 
-/* Creates the consumer group if it is missing. 0 or -1. */
+/* Creates the consumer group if it is missing. STORE_OK or STORE_ERR. */
 int queue_ensure_group(struct redisContext *c);
 
 /* New entries for this consumer (blocking up to block_ms), or, with reclaim,
@@ -41,16 +44,17 @@ struct redisReply *queue_read(struct redisContext *c, const char *consumer, bool
 /* Times entry id has been delivered (XPENDING), 0 when unknown. */
 long queue_deliveries(struct redisContext *c, const char *id);
 
-/* Acknowledges and deletes an entry. 0 or -1. */
+/* Acknowledges and deletes an entry. STORE_OK or STORE_ERR. */
 int queue_ack(struct redisContext *c, const char *id);
 
-/* Acknowledges and deletes n entries in one round trip. 0 or -1. */
+/* Acknowledges and deletes n entries in one round trip. STORE_OK or STORE_ERR. */
 int queue_ack_many(struct redisContext *c, const char *const *ids, size_t n);
 
-/* Moves an entry to the dead-letter stream with the reason, atomically. 0 or -1. */
+/* Moves an entry to the dead-letter stream with the reason, atomically.
+ * STORE_OK or STORE_ERR. */
 int queue_dead_letter(struct redisContext *c, const struct queue_entry *e, const char *reason);
 
-/* Puts a dead letter back on the event stream. 1 done, 0 unknown id, -1 error. */
+/* Puts a dead letter back on the event stream. 1 done, 0 unknown id, STORE_ERR. */
 int queue_redrive(struct redisContext *c, const char *dead_id);
 
 #endif

@@ -1,7 +1,7 @@
 /*
  * ratelimit.h - the Constant Contact budget: RATE requests per second and
  * DAILY requests per UTC day per CC application key, kept in Redis and shared
- * by every ccsyncd process and thread (DESIGN.md §2, §5 "CC request rate").
+ * by every ccsyncd process and thread.
  *
  * Take one grant before each CC API request (token-endpoint calls are outside
  * the budget). Associations waiting at the same time are served in turn.
@@ -73,16 +73,16 @@ enum ratelimit_result ratelimit_wait(struct redisContext *c, const struct rateli
 
 /* CC answered 429 quota_exceeded: pause CC work in every process until the
  * next 00:00 UTC (Redis time). *until_ns (may be NULL) gets that instant, Unix
- * ns. A pause already reaching further is kept. Returns 0 or -1. */
+ * ns. A pause already reaching further is kept. Returns STORE_OK or STORE_ERR. */
 int ratelimit_pause_until_midnight(struct redisContext *c, const struct ratelimit_conf *rc,
                                    int64_t *until_ns);
 
 /* The end of the current pause (Unix ns), or 0 when CC work is not paused.
- * Returns 0 or -1. */
+ * Returns STORE_OK or STORE_ERR. */
 int ratelimit_paused_until(struct redisContext *c, const struct ratelimit_conf *rc,
                            int64_t *until_ns);
 
-/* Requests granted so far in the current UTC day. Returns 0 or -1. */
+/* Requests granted so far in the current UTC day. Returns STORE_OK or STORE_ERR. */
 int ratelimit_used_today(struct redisContext *c, const struct ratelimit_conf *rc, long *used);
 
 #endif

@@ -13,13 +13,16 @@
 #include <stdint.h>
 
 #include "ccsync/config.h"
+#include "ccsync/keys.h"
 
 struct redisContext;
 struct redisReply;
 
-#define STORE_PREFIX "ccsync:"
-#define STORE_EVENTS_STREAM "ccsync:events"
-#define STORE_ASSOCIATIONS "ccsync:associations"
+/* TRANSITION: old spellings for the files that do not name their keys through
+ * keys.h yet; they go once none uses them. */
+#define STORE_PREFIX KEY_ROOT
+#define STORE_EVENTS_STREAM KEY_EVENTS
+#define STORE_ASSOCIATIONS KEY_ASSOCIATIONS
 
 /* Connects, authenticates and selects the database. NULL with err on failure. */
 struct redisContext *store_connect(const struct redis_target *t, int timeout_ms, char *err,
@@ -43,6 +46,9 @@ bool store_reply_ok(struct redisContext *c, struct redisReply *r);
 struct redisReply *store_command(struct redisContext *c, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
+/* Runs one command whose reply is not needed. STORE_OK or STORE_ERR. */
+int store_exec(struct redisContext *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
 /* Reads the replies of n pipelined commands. STORE_OK when every one arrived
  * and none was an error; all n are read either way unless the connection broke. */
 int store_drain(struct redisContext *c, size_t n);
@@ -63,7 +69,7 @@ struct association {
     char cc_access_token[ASSOC_TOKEN_MAX];  /* secret */
     char cc_refresh_token[ASSOC_TOKEN_MAX]; /* secret */
     int64_t cc_expires_at_ns;               /* 0 when unknown */
-    char cc_state[32];      /* not_configured, unverified, connected, unauthorized, error */
+    char cc_state[32]; /* not_configured, unverified, connected, unauthorized, error */
     char cc_last_error[512];
     int64_t cc_last_error_at_ns;
     int64_t created_at_ns;
@@ -71,7 +77,7 @@ struct association {
     uint64_t credentials_version; /* bumped whenever tokens change */
 };
 
-/* 1 found, 0 unknown association, -1 Redis error. */
+/* 1 found, 0 unknown association, STORE_ERR Redis error. */
 int store_association_get(struct redisContext *c, const char *id, struct association *a);
 
 /* The parts of a PUT; NULL fields are left as they are. */
@@ -83,7 +89,10 @@ struct association_update {
     int64_t cc_expires_at_ns; /* 0: not given */
 };
 
-/* Creates or updates atomically. Returns 0 (*created says which) or -1. */
+/* Creates or updates: the association's own keys atomically in one script,
+ * then the global ones (the set of associations, the credentials stream, the
+ * index of due associations) in commands that are safe to repeat. STORE_OK
+ * (*created says which) or STORE_ERR. */
 int store_association_put(struct redisContext *c, const char *id,
                           const struct association_update *u, int64_t now_ns, bool *created);
 

@@ -76,6 +76,7 @@
 
 #include <hiredis/hiredis.h>
 
+#include "ccsync/keys.h"
 #include "ccsync/webhook.h"
 #include "testsupport.h"
 
@@ -1020,16 +1021,19 @@ static void expire_dead_leases(const char *g, bool only_g)
         "  held[#held + 1] = k\n"
         "  redis.call('DEL', k)\n"
         "end\n"
-        "local parked = redis.call('ZRANGEBYSCORE', 'ccsync:dirty', '(' .. now, now + 61000)\n"
+        "local parked = redis.call('ZRANGEBYSCORE', ARGV[3], '(' .. now, now + 61000)\n"
         "for _, m in ipairs(parked) do\n"
-        "  if ARGV[2] == '' or m == ARGV[2] then redis.call('ZADD', 'ccsync:dirty', now, m) end\n"
+        "  if ARGV[2] == '' or m == ARGV[2] then\n"
+        "    redis.call('ZADD', ARGV[3], now, m)\n"
+        "    redis.call('ZADD', ARGV[4], now, ARGV[5])\n"
+        "  end\n"
         "end\n"
         "return held\n";
     char want[160], member[160];
     snprintf(want, sizeof want, "ccsync:lease:" ASSOC "|%s", g);
-    snprintf(member, sizeof member, ASSOC "|%s", g);
-    redisReply *r = redis_cmd("EVAL %s 0 %s %s", script, only_g ? want : "ccsync:lease:*",
-                              only_g ? member : "");
+    snprintf(member, sizeof member, "%s", g);
+    redisReply *r = redis_cmd("EVAL %s 0 %s %s %s %s %s", script, only_g ? want : "ccsync:lease:*",
+                              only_g ? member : "", key_dirty(ASSOC).s, KEY_DUE, ASSOC);
     bool found = false;
     for (size_t i = 0; r->type == REDIS_REPLY_ARRAY && i < r->elements; i++)
         found = found || strcmp(r->element[i]->str, want) == 0;
