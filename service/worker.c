@@ -226,7 +226,7 @@ static const char claim_script[] =
     "return out\n";
 
 /* Gives back one lease; true when it was still ours. */
-static bool release_one(struct sync_worker *w, const struct sync_lease *l)
+static bool release_one(struct sync_worker *w, const struct lease *l)
 {
     const char *args[] = {l->key, l->token};
     redisReply *r = script_eval(w->redis, release_script, 1, 2, args);
@@ -246,19 +246,6 @@ static void release_leases(struct sync_worker *w)
 static void new_token(char *out, size_t size)
 {
     snprintf(out, size, "%d-%ld-%d", getpid(), (long)pthread_self() & 0xffff, rand());
-}
-
-static bool take_lease(struct sync_worker *w, const char *member)
-{
-    struct sync_lease *l = &w->leases[0];
-    snprintf(l->key, sizeof l->key, "ccsync:lease:%s", member);
-    new_token(l->token, sizeof l->token);
-    redisReply *r = redisCommand(w->redis, "SET %s %s NX PX %d", l->key, l->token, w->lease_ms);
-    bool got = store_reply_ok(w->redis, r) && r->type == REDIS_REPLY_STATUS;
-    if (r)
-        freeReplyObject(r);
-    w->n_leases = got ? 1 : 0;
-    return got;
 }
 
 struct claimed {
@@ -292,7 +279,7 @@ static int claim_due_groups(struct sync_worker *w, struct claimed *out)
     w->n_leases = 0;
     for (size_t i = 0; i + 1 < r->elements && n < SYNC_MAX_GROUPS; i += 2) {
         const char *member = r->element[i]->str;
-        struct sync_lease *l = &w->leases[w->n_leases++];
+        struct lease *l = &w->leases[w->n_leases++];
         snprintf(l->key, sizeof l->key, "ccsync:lease:%s", member);
         snprintf(l->token, sizeof l->token, "%s", token);
         const char *bar = strchr(member, '|');
@@ -415,54 +402,6 @@ static bool sync_due_group(struct sync_worker *w, bool *worked)
     return c->err == 0;
 }
 
-/* ---- reconcile ---- */
-
-static bool reconcile_due(struct sync_worker *w)
-{
-    redisContext *c = w->redis;
-    int64_t now = now_ms();
-    /* Every association has a turn; new ones join at their first chance. */
-    redisReply *a = redisCommand(c, "SMEMBERS " STORE_ASSOCIATIONS);
-    if (!store_reply_ok(c, a)) {
-        if (a)
-            freeReplyObject(a);
-        return false;
-    }
-    for (size_t i = 0; i < a->elements; i++) {
-        redisReply *z = redisCommand(c, "ZADD ccsync:reconcile NX %lld %s",
-                                     (long long)(now + (int64_t)w->app->cfg->reconcile_seconds * 1000),
-                                     a->element[i]->str);
-        if (z)
-            freeReplyObject(z);
-    }
-    freeReplyObject(a);
-    redisReply *r = redisCommand(c, "ZRANGEBYSCORE ccsync:reconcile -inf %lld LIMIT 0 1", (long long)now);
-    if (!store_reply_ok(c, r) || r->type != REDIS_REPLY_ARRAY) {
-        if (r)
-            freeReplyObject(r);
-        return false;
-    }
-    char association[CCSYNC_ASSOC_ID_MAX + 1] = "", member[128];
-    if (r->elements == 1)
-        snprintf(association, sizeof association, "%s", r->element[0]->str);
-    freeReplyObject(r);
-    if (!association[0])
-        return true;
-    /* no '|': it can never be a group's "association|group" lease */
-    snprintf(member, sizeof member, "reconcile:%s", association);
-    if (!take_lease(w, member))
-        return true;
-    redisReply *z = redisCommand(c, "ZADD ccsync:reconcile XX %lld %s",
-                                 (long long)(now + (int64_t)w->app->cfg->reconcile_seconds * 1000),
-                                 association);
-    if (z)
-        freeReplyObject(z);
-    enum sync_result res = sync_reconcile(w, association);
-    log_info("reconciled", LOG_STR("association", association), LOG_INT("result", res));
-    release_leases(w);
-    return res != SYNC_REDIS && c->err == 0;
-}
-
 /* ---- the thread ---- */
 
 static void *worker_main(void *arg)
@@ -480,7 +419,7 @@ static void *worker_main(void *arg)
     atomic_fetch_add(&e->app->workers_up, 1);
     int64_t next_reclaim = 0, next_reconcile = now_ms() + 1000;
     bool group_ready = false;
-    struct sync_lease stale[SYNC_MAX_GROUPS];
+    struct lease stale[SYNC_MAX_GROUPS];
     size_t n_stale = 0;
     while (!atomic_load(&e->stop)) {
         if (!w.redis) {
@@ -513,7 +452,7 @@ static void *worker_main(void *arg)
         if (ok && !atomic_load(&e->stop))
             ok = sync_due_group(&w, &worked);
         if (ok && now_ms() >= next_reconcile) {
-            ok = reconcile_due(&w);
+            ok = sync_reconcile_due(&w);
             next_reconcile = now_ms() + 1000;
         }
         if (!ok) {

@@ -15,6 +15,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "ccsync/lease.h"
 #include "ccsync/ratelimit.h"
 
 struct app;
@@ -25,12 +26,6 @@ struct redisContext;
  * reads up to 25 lists at once, so a shared read covers them all. */
 #define SYNC_MAX_GROUPS 25
 
-/* A lease in Redis (ccsync:lease:*), held with a token of our own. */
-struct sync_lease {
-    char key[224]; /* "ccsync:lease:" + association|group (at most 64 + 1 + 128) */
-    char token[40];
-};
-
 /* What one worker thread brings to a sync. */
 struct sync_worker {
     struct app *app;
@@ -38,7 +33,7 @@ struct sync_worker {
     struct ccapi *cc;
     struct ratelimit_conf budget;
     const atomic_bool *stop;
-    struct sync_lease leases[SYNC_MAX_GROUPS]; /* the groups (or reconcile) this worker holds */
+    struct lease leases[SYNC_MAX_GROUPS]; /* the groups (or reconcile) this worker holds */
     size_t n_leases;
     int lease_ms;
     char token_association[72]; /* whose access token cc holds */
@@ -70,6 +65,11 @@ void sync_groups(struct sync_worker *w, const char *association, const char *con
 /* Reconcile one association: one paged read of its lists; deleted and renamed
  * lists are noticed, and groups whose list count differs are queued to verify. */
 enum sync_result sync_reconcile(struct sync_worker *w, const char *association);
+
+/* Reconciles the association whose turn has come, if any, under its reconcile
+ * lease (held in w->leases[0] meanwhile); every association is given a turn
+ * each CCSYNC_RECONCILE_SECONDS. false when Redis failed. */
+bool sync_reconcile_due(struct sync_worker *w);
 
 /* Renews every lease held in w; false when one is no longer ours. */
 bool sync_lease_renew(struct sync_worker *w);
