@@ -50,6 +50,17 @@ static long long integer_command(redisContext *c, const char *fmt, ...)
     return v;
 }
 
+/* A hash's fields and values (HGETALL), or NULL. Caller frees. */
+static redisReply *hash_read(redisContext *c, const struct key *key)
+{
+    redisReply *r = store_command(c, "HGETALL %s", key->s);
+    if (r && r->type != REDIS_REPLY_ARRAY) {
+        freeReplyObject(r);
+        return NULL;
+    }
+    return r;
+}
+
 static void field_copy(char *dst, size_t size, const redisReply *v)
 {
     dst[0] = '\0';
@@ -321,11 +332,10 @@ static void applied_add(struct applied_set *s, const char *email, const char *js
 int applied_load(redisContext *c, const char *association, const char *group, struct applied_set *s)
 {
     memset(s, 0, sizeof *s);
-    redisReply *r = store_command(c, "HGETALL %s", key_applied(association, group).s);
-    if (!r || r->type != REDIS_REPLY_ARRAY) {
-        freeReplyObject(r);
+    struct key key = key_applied(association, group);
+    redisReply *r = hash_read(c, &key);
+    if (!r)
         return STORE_ERR;
-    }
     size_t n = r->elements / 2;
     s->items = calloc(n ? n : 1, sizeof *s->items);
     s->strings = calloc(n ? n * 4 : 1, sizeof *s->strings);
@@ -439,11 +449,10 @@ static int members_read_records(redisContext *c, const char *association, const 
 int members_load(redisContext *c, const char *association, const char *group, struct member_set *s)
 {
     memset(s, 0, sizeof *s);
-    redisReply *r = store_command(c, "HGETALL %s", key_group_members(association, group).s);
-    if (!r || r->type != REDIS_REPLY_ARRAY) {
-        freeReplyObject(r);
+    struct key key = key_group_members(association, group);
+    redisReply *r = hash_read(c, &key);
+    if (!r)
         return STORE_ERR;
-    }
     size_t n = r->elements / 2;
     s->records = calloc(n ? n : 1, sizeof *s->records);
     s->members = calloc(n ? n : 1, sizeof *s->members);

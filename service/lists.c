@@ -291,19 +291,9 @@ enum sync_result lists_check_gone(struct run *r, const struct ccapi_error *first
         return lists_mark_deleted(r);
     if (oc != CALL_OK)
         return call_result(r, oc, &err, "read the list");
+    if (!first)
+        return SYNC_DONE; /* this one is fine: it is planned again */
     return call_result(r, CALL_FAILED, first, "update the list");
-}
-
-enum sync_result lists_still_there(struct run *r)
-{
-    struct ccapi_error err;
-    bool gone;
-    enum call_outcome oc = lists_ask(r, &gone, &err);
-    if (gone)
-        return lists_mark_deleted(r);
-    if (oc != CALL_OK)
-        return call_result(r, oc, &err, "read the list");
-    return SYNC_DONE; /* this one is fine: it is planned again */
 }
 
 /* ---- delete ---- */

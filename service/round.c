@@ -535,8 +535,7 @@ static void remove_failed(struct round_group *const *gs, size_t n, enum call_out
         if (oc == CALL_FAILED && err->status == CCAPI_NOT_FOUND) {
             for (size_t l = 0; l < n; l++)
                 if (gs[l]->r->res == SYNC_DONE)
-                    gs[l]->r->res =
-                        n == 1 ? lists_check_gone(gs[l]->r, err) : lists_still_there(gs[l]->r);
+                    gs[l]->r->res = lists_check_gone(gs[l]->r, n == 1 ? err : NULL);
             return;
         }
     }

@@ -142,10 +142,11 @@ enum sync_result lists_forget(struct run *r, const char *why);
 enum sync_result lists_mark_deleted(struct run *r);
 /* Asks CC for the run's list by id: *gone when CC says it is deleted or unknown. */
 enum call_outcome lists_ask(struct run *r, bool *gone, struct ccapi_error *err);
-/* After a 404 on a list operation: is the list gone, or was it something else? */
+/* After a 404: is the run's list gone (marked deleted), or was it something
+ * else? first is the 404 of a request on this list alone, whose error stands
+ * when the list is there; NULL when the request named several lists (one
+ * still there is planned again). */
 enum sync_result lists_check_gone(struct run *r, const struct ccapi_error *first);
-/* After a 404 naming one of several lists: is r's list the one gone? */
-enum sync_result lists_still_there(struct run *r);
 
 /* ---- journal.c ---- */
 
