@@ -392,55 +392,6 @@ static bool sync_due_groups(struct sync_worker *w, bool *worked)
     return !redis_failed && rc == STORE_OK && w->redis->err == 0;
 }
 
-/* ---- reconcile ---- */
-
-static bool reconcile_due(struct sync_worker *w)
-{
-    redisContext *c = w->redis;
-    int64_t now = now_ms();
-    /* Every association has a turn; new ones join at their first chance. */
-    redisReply *a = redisCommand(c, "SMEMBERS " STORE_ASSOCIATIONS);
-    if (!store_reply_ok(c, a)) {
-        if (a)
-            freeReplyObject(a);
-        return false;
-    }
-    for (size_t i = 0; i < a->elements; i++) {
-        redisReply *z = redisCommand(
-            c, "ZADD ccsync:reconcile NX %lld %s",
-            (long long)(now + (int64_t)w->app->cfg->reconcile_seconds * 1000), a->element[i]->str);
-        if (z)
-            freeReplyObject(z);
-    }
-    freeReplyObject(a);
-    redisReply *r =
-        redisCommand(c, "ZRANGEBYSCORE ccsync:reconcile -inf %lld LIMIT 0 1", (long long)now);
-    if (!store_reply_ok(c, r) || r->type != REDIS_REPLY_ARRAY) {
-        if (r)
-            freeReplyObject(r);
-        return false;
-    }
-    char association[CCSYNC_ASSOC_ID_MAX + 1] = "";
-    if (r->elements == 1)
-        snprintf(association, sizeof association, "%s", r->element[0]->str);
-    freeReplyObject(r);
-    if (!association[0])
-        return true;
-    struct key lease = key_reconcile_lease(association);
-    if (lease_take(c, &w->leases[0], &lease, w->lease_ms) != 1)
-        return true;
-    w->n_leases = 1;
-    redisReply *z = redisCommand(c, "ZADD ccsync:reconcile XX %lld %s",
-                                 (long long)(now + (int64_t)w->app->cfg->reconcile_seconds * 1000),
-                                 association);
-    if (z)
-        freeReplyObject(z);
-    enum sync_result res = sync_reconcile(w, association);
-    log_info("reconciled", LOG_STR("association", association), LOG_INT("result", res));
-    release_leases(w);
-    return res != SYNC_REDIS && c->err == 0;
-}
-
 /* ---- the thread ---- */
 
 /* What one thread keeps from one turn of its loop to the next. */
@@ -510,7 +461,7 @@ static bool turn(struct thread_state *s)
     if (ok && !atomic_load(s->w.stop))
         ok = sync_due_groups(&s->w, &worked);
     if (ok && now_ms() >= s->next_reconcile) {
-        ok = reconcile_due(&s->w);
+        ok = sync_reconcile_due(&s->w);
         s->next_reconcile = now_ms() + 1000;
     }
     return ok;

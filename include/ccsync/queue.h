@@ -16,8 +16,6 @@ struct redisReply;
 #include "ccsync/keys.h"
 
 #define QUEUE_GROUP "workers"
-/* TRANSITION: the old name of KEY_DEAD_LETTERS, for admin.c until it uses keys.h. */
-#define QUEUE_DEAD_STREAM KEY_DEAD_LETTERS
 #define QUEUE_MAX_DELIVERIES 5
 #define QUEUE_RECLAIM_IDLE_MS 30000
 

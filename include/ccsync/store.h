@@ -18,12 +18,6 @@
 struct redisContext;
 struct redisReply;
 
-/* TRANSITION: old spellings for the files that do not name their keys through
- * keys.h yet; they go once none uses them. */
-#define STORE_PREFIX KEY_ROOT
-#define STORE_EVENTS_STREAM KEY_EVENTS
-#define STORE_ASSOCIATIONS KEY_ASSOCIATIONS
-
 /* Connects, authenticates and selects the database. NULL with err on failure. */
 struct redisContext *store_connect(const struct redis_target *t, int timeout_ms, char *err,
                                    size_t err_size);

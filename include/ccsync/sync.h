@@ -66,6 +66,11 @@ void sync_groups(struct sync_worker *w, const char *association, const char *con
  * lists are noticed, and groups whose list count differs are queued to verify. */
 enum sync_result sync_reconcile(struct sync_worker *w, const char *association);
 
+/* Reconciles the association whose turn has come, if any, under its reconcile
+ * lease (held in w->leases[0] meanwhile); every association is given a turn
+ * each CCSYNC_RECONCILE_SECONDS. false when Redis failed. */
+bool sync_reconcile_due(struct sync_worker *w);
+
 /* Renews every lease held in w; false when one is no longer ours. */
 bool sync_lease_renew(struct sync_worker *w);
 

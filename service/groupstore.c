@@ -1,0 +1,479 @@
+/*
+ * groupstore.c - a group's records in Redis for the sync engine (see
+ * groupstore.h): the group hash, its applied state and its members. Keys come
+ * from keys.h only; the engine's other files never format a command on them.
+ */
+#include "ccsync/groupstore.h"
+
+#include <hiredis/hiredis.h>
+#include <json-c/json.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ccsync/facts.h"
+#include "ccsync/keys.h"
+#include "ccsync/model.h"
+#include "ccsync/script.h"
+#include "ccsync/store.h"
+#include "ccsync/webhook.h"
+
+/* Runs one command whose reply is not needed. */
+static int run_command(redisContext *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static int run_command(redisContext *c, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    redisReply *r = redisvCommand(c, fmt, ap);
+    va_end(ap);
+    int rc = store_reply_ok(c, r) ? STORE_OK : STORE_ERR;
+    freeReplyObject(r);
+    return rc;
+}
+
+/* Runs a command answered by an integer: its value, or STORE_ERR. */
+static long long integer_command(redisContext *c, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static long long integer_command(redisContext *c, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    redisReply *r = redisvCommand(c, fmt, ap);
+    va_end(ap);
+    long long v = STORE_ERR;
+    if (store_reply_ok(c, r) && r->type == REDIS_REPLY_INTEGER)
+        v = r->integer;
+    freeReplyObject(r);
+    return v;
+}
+
+/* A hash's fields and values (HGETALL), or NULL. Caller frees. */
+static redisReply *hash_read(redisContext *c, const struct key *key)
+{
+    redisReply *r = store_command(c, "HGETALL %s", key->s);
+    if (r && r->type != REDIS_REPLY_ARRAY) {
+        freeReplyObject(r);
+        return NULL;
+    }
+    return r;
+}
+
+static void field_copy(char *dst, size_t size, const redisReply *v)
+{
+    dst[0] = '\0';
+    if (v && v->type == REDIS_REPLY_STRING)
+        snprintf(dst, size, "%.*s", (int)v->len, v->str);
+}
+
+static bool field_is(const redisReply *v, const char *value)
+{
+    return v->type == REDIS_REPLY_STRING && strcmp(v->str, value) == 0;
+}
+
+/* ---- the group hash ---- */
+
+int group_load(redisContext *c, const char *association, const char *group, struct group_state *gs)
+{
+    memset(gs, 0, sizeof *gs);
+    redisReply *r = store_command(c,
+                                  "HMGET %s name sync deleted resync list_id list_name list_state "
+                                  "journal gen fact_ts verify",
+                                  key_group(association, group).s);
+    if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 11) {
+        freeReplyObject(r);
+        return STORE_ERR;
+    }
+    char gen[32];
+    gs->exists = r->element[9]->type == REDIS_REPLY_STRING;
+    field_copy(gs->name, sizeof gs->name, r->element[0]);
+    gs->sync = field_is(r->element[1], "1");
+    gs->deleted = field_is(r->element[2], "1");
+    gs->resync = field_is(r->element[3], "1");
+    field_copy(gs->list_id, sizeof gs->list_id, r->element[4]);
+    field_copy(gs->list_name, sizeof gs->list_name, r->element[5]);
+    gs->list_deleted_in_cc = field_is(r->element[6], "deleted_in_cc");
+    field_copy(gs->journal, sizeof gs->journal, r->element[7]);
+    field_copy(gen, sizeof gen, r->element[8]);
+    gs->gen = atoll(gen);
+    gs->verify = field_is(r->element[10], "1");
+    freeReplyObject(r);
+    return STORE_OK;
+}
+
+int group_is_folding(redisContext *c, const char *association, const char *group)
+{
+    long long n = integer_command(c, "EXISTS %s", key_group_folding(association, group).s);
+    return n < 0 ? STORE_ERR : n == 1;
+}
+
+int group_ids_load(redisContext *c, const char *association, char ***ids, size_t *n)
+{
+    *ids = NULL;
+    *n = 0;
+    redisReply *r = store_command(c, "SMEMBERS %s", key_groups(association).s);
+    if (!r || r->type != REDIS_REPLY_ARRAY) {
+        freeReplyObject(r);
+        return STORE_ERR;
+    }
+    *ids = calloc(r->elements ? r->elements : 1, sizeof **ids);
+    for (size_t i = 0; *ids && i < r->elements; i++)
+        (*ids)[(*n)++] = strdup(r->element[i]->str);
+    freeReplyObject(r);
+    return *ids ? STORE_OK : STORE_ERR;
+}
+
+void group_ids_free(char **ids, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free(ids[i]);
+    free(ids);
+}
+
+int group_set_error(redisContext *c, const char *association, const char *group, const char *state,
+                    const char *code, const char *message)
+{
+    char now[32];
+    rfc3339_format(store_now_ns(), now, sizeof now);
+    struct key key = key_group(association, group);
+    if (run_command(c, "HSETNX %s err_since %s", key.s, now) != STORE_OK)
+        return STORE_ERR;
+    return run_command(c, "HSET %s state %s err_code %s err_msg %s", key.s, state, code, message);
+}
+
+int group_clear_error(redisContext *c, const char *association, const char *group)
+{
+    return run_command(c, "HDEL %s err_code err_msg err_since", key_group(association, group).s);
+}
+
+int group_set_syncing(redisContext *c, const char *association, const char *group)
+{
+    return run_command(c, "HSET %s state syncing", key_group(association, group).s);
+}
+
+int group_set_synced(redisContext *c, const char *association, const char *group)
+{
+    char now[32];
+    rfc3339_format(store_now_ns(), now, sizeof now);
+    if (run_command(c, "HSET %s state synced last_synced_at %s", key_group(association, group).s,
+                    now) != STORE_OK)
+        return STORE_ERR;
+    return group_clear_error(c, association, group);
+}
+
+int group_write_counts(redisContext *c, const char *association, const char *group,
+                       const struct plan *pl)
+{
+    const struct plan_counts *k = &pl->counts;
+    return run_command(c,
+                       "HSET %s c_members %lld c_no_email %lld c_invalid_email %lld "
+                       "c_duplicate_email %lld c_do_not_email %lld c_unsubscribed %lld "
+                       "c_rejected %lld c_in_list %lld pending %lld",
+                       key_group(association, group).s, (long long)k->members,
+                       (long long)k->no_email, (long long)k->invalid_email,
+                       (long long)k->duplicate_email, (long long)k->do_not_email,
+                       (long long)k->unsubscribed, (long long)k->rejected, (long long)k->in_list,
+                       (long long)(pl->pending.imports + pl->pending.removes));
+}
+
+int group_set_disabled(redisContext *c, const char *association, const char *group)
+{
+    struct key key = key_group(association, group);
+    /* The counts describe the list: with sync off there is none, as for a
+     * group that never synced. */
+    if (run_command(c,
+                    "HSET %s state disabled pending 0 c_members 0 c_no_email 0 "
+                    "c_invalid_email 0 c_duplicate_email 0 c_do_not_email 0 c_unsubscribed 0 "
+                    "c_rejected 0 c_in_list 0",
+                    key.s) != STORE_OK ||
+        run_command(c, "HDEL %s list_id list_name list_state journal resync", key.s) != STORE_OK ||
+        run_command(c, "DEL %s", key_applied(association, group).s) != STORE_OK)
+        return STORE_ERR;
+    return group_clear_error(c, association, group);
+}
+
+int group_clear_resync(redisContext *c, const char *association, const char *group)
+{
+    return run_command(c, "HDEL %s resync", key_group(association, group).s);
+}
+
+int group_clear_verify(redisContext *c, const char *association, const char *group)
+{
+    return run_command(c, "HDEL %s verify", key_group(association, group).s);
+}
+
+int group_set_verify(redisContext *c, const char *association, const char *group)
+{
+    return run_command(c, "HSET %s verify 1", key_group(association, group).s);
+}
+
+int group_list_count(redisContext *c, const char *association, const char *group, long *in_list,
+                     bool *settled)
+{
+    redisReply *k =
+        store_command(c, "HMGET %s c_in_list pending state", key_group(association, group).s);
+    if (!k)
+        return STORE_ERR;
+    int rc = 0;
+    if (k->type == REDIS_REPLY_ARRAY && k->elements == 3 &&
+        k->element[0]->type == REDIS_REPLY_STRING) {
+        *in_list = atol(k->element[0]->str);
+        *settled = field_is(k->element[1], "0") && field_is(k->element[2], "synced");
+        rc = 1;
+    }
+    freeReplyObject(k);
+    return rc;
+}
+
+int group_link_list(redisContext *c, const char *association, const char *group,
+                    const char *list_id, const char *name)
+{
+    if (run_command(c, "HSET %s list_id %s list_name %s list_state active",
+                    key_group(association, group).s, list_id, name) != STORE_OK)
+        return STORE_ERR;
+    return run_command(c, "DEL %s", key_applied(association, group).s);
+}
+
+int group_unlink_list(redisContext *c, const char *association, const char *group,
+                      bool drop_journal)
+{
+    struct key key = key_group(association, group);
+    if (run_command(c, "HDEL %s list_id list_name list_state", key.s) != STORE_OK ||
+        (drop_journal && run_command(c, "HDEL %s journal", key.s) != STORE_OK))
+        return STORE_ERR;
+    return run_command(c, "DEL %s", key_applied(association, group).s);
+}
+
+int group_rename_list(redisContext *c, const char *association, const char *group, const char *name)
+{
+    return run_command(c, "HSET %s list_name %s", key_group(association, group).s, name);
+}
+
+int group_mark_list_deleted(redisContext *c, const char *association, const char *group)
+{
+    return run_command(c, "HSET %s list_state deleted_in_cc", key_group(association, group).s);
+}
+
+/*
+ * Forgets a deleted group whose list is gone, keeping a tombstone (fact_ts,
+ * deleted, gen): without it a late group.created/updated older than the
+ * deletion would bring the group, and a new CC list, back. Does nothing when a
+ * newer fact revived the group since it was loaded.
+ * KEYS: the group, its members, its applied state, the groups set. ARGV: group id.
+ */
+static const char forget_group_script[] =
+    "local f = redis.call('HMGET', KEYS[1], 'deleted', 'fact_ts', 'gen')\n"
+    "if f[1] ~= '1' then return 0 end\n"
+    "redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])\n"
+    "redis.call('HSET', KEYS[1], 'deleted', '1', 'fact_ts', f[2], 'gen', f[3] or '0')\n"
+    "redis.call('SREM', KEYS[4], ARGV[1])\n"
+    "return 1\n";
+
+int group_forget(redisContext *c, const char *association, const char *group)
+{
+    struct key keys[] = {key_group(association, group), key_group_members(association, group),
+                         key_applied(association, group), key_groups(association)};
+    const char *args[] = {keys[0].s, keys[1].s, keys[2].s, keys[3].s, group};
+    redisReply *r = script_eval(c, forget_group_script, 4, 5, args);
+    int rc = store_reply_ok(c, r) ? STORE_OK : STORE_ERR;
+    freeReplyObject(r);
+    return rc;
+}
+
+int group_journal_write(redisContext *c, const char *association, const char *group,
+                        const char *json)
+{
+    return run_command(c, "HSET %s journal %s", key_group(association, group).s, json);
+}
+
+int group_journal_clear(redisContext *c, const char *association, const char *group)
+{
+    return run_command(c, "HDEL %s journal", key_group(association, group).s);
+}
+
+/* ---- applied state ---- */
+
+void applied_free(struct applied_set *s)
+{
+    for (size_t i = 0; i < s->n * 4; i++)
+        free(s->strings[i]);
+    free(s->strings);
+    free(s->items);
+    memset(s, 0, sizeof *s);
+}
+
+/* Adds one entry ["on"|"unsub"|"rej", cid, first, last] of email to s; a
+ * malformed entry is skipped. */
+static void applied_add(struct applied_set *s, const char *email, const char *json)
+{
+    json_object *a = json_tokener_parse(json);
+    if (!a || !json_object_is_type(a, json_type_array) || json_object_array_length(a) != 4) {
+        json_object_put(a);
+        return;
+    }
+    char **str = &s->strings[s->n * 4];
+    str[0] = strdup(email);
+    for (int k = 1; k < 4; k++)
+        str[k] = strdup(json_object_get_string(json_object_array_get_idx(a, (size_t)k)));
+    const char *st = json_object_get_string(json_object_array_get_idx(a, 0));
+    struct applied_contact *ac = &s->items[s->n++];
+    ac->email = str[0];
+    ac->contact_id = str[1];
+    ac->first_name = str[2];
+    ac->last_name = str[3];
+    ac->status = strcmp(st, "unsub") == 0 ? APPLIED_UNSUBSCRIBED
+                 : strcmp(st, "rej") == 0 ? APPLIED_REJECTED
+                                          : APPLIED_ON_LIST;
+    json_object_put(a);
+}
+
+int applied_load(redisContext *c, const char *association, const char *group, struct applied_set *s)
+{
+    memset(s, 0, sizeof *s);
+    struct key key = key_applied(association, group);
+    redisReply *r = hash_read(c, &key);
+    if (!r)
+        return STORE_ERR;
+    size_t n = r->elements / 2;
+    s->items = calloc(n ? n : 1, sizeof *s->items);
+    s->strings = calloc(n ? n * 4 : 1, sizeof *s->strings);
+    if (!s->items || !s->strings) {
+        freeReplyObject(r);
+        applied_free(s);
+        return STORE_ERR;
+    }
+    for (size_t i = 0; i < n; i++)
+        applied_add(s, r->element[2 * i]->str, r->element[2 * i + 1]->str);
+    freeReplyObject(r);
+    return STORE_OK;
+}
+
+static char *applied_json(const char *st, const char *cid, const char *fn, const char *ln)
+{
+    json_object *a = json_object_new_array();
+    json_object_array_add(a, json_object_new_string(st));
+    json_object_array_add(a, json_object_new_string(cid ? cid : ""));
+    json_object_array_add(a, json_object_new_string(fn ? fn : ""));
+    json_object_array_add(a, json_object_new_string(ln ? ln : ""));
+    char *s = strdup(json_object_to_json_string_ext(a, JSON_C_TO_STRING_PLAIN));
+    json_object_put(a);
+    return s;
+}
+
+void applied_append_put(redisContext *c, const char *association, const char *group,
+                        const char *email, const char *status, const char *contact_id,
+                        const char *first_name, const char *last_name)
+{
+    char *v = applied_json(status, contact_id, first_name, last_name);
+    redisAppendCommand(c, "HSET %s %s %s", key_applied(association, group).s, email, v);
+    free(v);
+}
+
+void applied_append_remove(redisContext *c, const char *association, const char *group,
+                           const char *email)
+{
+    redisAppendCommand(c, "HDEL %s %s", key_applied(association, group).s, email);
+}
+
+int applied_remove(redisContext *c, const char *association, const char *group, const char *email)
+{
+    return run_command(c, "HDEL %s %s", key_applied(association, group).s, email);
+}
+
+int applied_has(redisContext *c, const char *association, const char *group, const char *email)
+{
+    long long n = integer_command(c, "HEXISTS %s %s", key_applied(association, group).s, email);
+    return n < 0 ? STORE_ERR : n == 1;
+}
+
+static const char set_cid_script[] = "local v = redis.call('HGET', KEYS[1], ARGV[1])\n"
+                                     "if not v then return 0 end\n"
+                                     "local a = cjson.decode(v)\n"
+                                     "a[2] = ARGV[2]\n"
+                                     "redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(a))\n"
+                                     "return 1\n";
+
+int applied_set_contact_id(redisContext *c, const char *association, const char *group,
+                           const char *email, const char *contact_id)
+{
+    struct key key = key_applied(association, group);
+    const char *args[] = {key.s, email, contact_id};
+    redisReply *r = script_eval(c, set_cid_script, 1, 3, args);
+    int rc = store_reply_ok(c, r) ? STORE_OK : STORE_ERR;
+    freeReplyObject(r);
+    return rc;
+}
+
+/* ---- members ---- */
+
+void members_free(struct member_set *s)
+{
+    for (size_t i = 0; i < s->n; i++)
+        member_record_clear(&s->records[i]);
+    free(s->records);
+    free(s->members);
+    memset(s, 0, sizeof *s);
+}
+
+static int64_t ts_key_to_ns(const char *key)
+{
+    long long s = 0, ns = 0;
+    sscanf(key, "%lld.%lld", &s, &ns);
+    return (s - 62135596800LL) * 1000000000LL + ns;
+}
+
+/* Reads the records of the k members named by ids (one pipelined HGET each). */
+static int members_read_records(redisContext *c, const char *association, const char **ids,
+                                const int64_t *joins, size_t k, struct member_set *s)
+{
+    for (size_t i = 0; i < k; i++)
+        redisAppendCommand(c, "HGET %s rec", key_member(association, ids[i]).s);
+    for (size_t i = 0; i < k; i++) {
+        redisReply *rec = NULL;
+        if (redisGetReply(c, (void **)&rec) != REDIS_OK || !rec)
+            return STORE_ERR;
+        if (rec->type == REDIS_REPLY_STRING &&
+            facts_record_parse(rec->str, ids[i], &s->records[s->n]) == 0) {
+            s->members[s->n].join_ts_ns = joins[i];
+            s->n++;
+        }
+        freeReplyObject(rec);
+    }
+    for (size_t i = 0; i < s->n; i++)
+        s->members[i].rec = &s->records[i];
+    return STORE_OK;
+}
+
+int members_load(redisContext *c, const char *association, const char *group, struct member_set *s)
+{
+    memset(s, 0, sizeof *s);
+    struct key key = key_group_members(association, group);
+    redisReply *r = hash_read(c, &key);
+    if (!r)
+        return STORE_ERR;
+    size_t n = r->elements / 2;
+    s->records = calloc(n ? n : 1, sizeof *s->records);
+    s->members = calloc(n ? n : 1, sizeof *s->members);
+    int64_t *joins = calloc(n ? n : 1, sizeof *joins);
+    const char **ids = calloc(n ? n : 1, sizeof *ids);
+    int rc = STORE_ERR;
+    if (s->records && s->members && joins && ids) {
+        size_t k = 0;
+        for (size_t i = 0; i < n; i++) {
+            const char *v = r->element[2 * i + 1]->str; /* "1|ts|join": an active member */
+            if (v[0] != '1' || strlen(v) < 47)
+                continue;
+            ids[k] = r->element[2 * i]->str;
+            joins[k++] = ts_key_to_ns(v + 25);
+        }
+        rc = members_read_records(c, association, ids, joins, k, s);
+    }
+    free(joins);
+    free(ids);
+    freeReplyObject(r);
+    if (rc != STORE_OK)
+        members_free(s);
+    return rc;
+}
