@@ -72,7 +72,7 @@ run_script() { # name, command...
 run_suite build plain
 [ "$TEST_SANITIZED" = 1 ] && run_suite build/asan asan
 [ -x tests/contract/run.sh ] && run_script contract env BUILD=build tests/contract/run.sh
-[ -x tests/support/lint-openapi.sh ] && run_script openapi tests/support/lint-openapi.sh
+[ -x scripts/lint-openapi.sh ] && run_script openapi scripts/lint-openapi.sh
 [ -x tests/deploy/check.sh ] && run_script deploy env BUILD=build tests/deploy/check.sh
 
 if [ ${#failures[@]} -gt 0 ]; then

@@ -16,7 +16,7 @@ DOC=${CC_OPENAPI:-../shared/constant-contact/v3-openapi.json}
 
 for need in "$CCSIM_BIN" "$PRISM" "$DOC"; do
     if [ ! -e "$need" ]; then
-        echo "contract: missing $need (make all; tests/support/install-npm.sh)"
+        echo "contract: missing $need (make all; scripts/install-npm.sh)"
         echo "contract: 0 passed, 1 failed"
         exit 1
     fi

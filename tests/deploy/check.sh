@@ -130,14 +130,14 @@ check "env: ccsync.env.example names every variable of DESIGN §3 and service/co
 
 # ---- 3. Dockerfile lint ----------------------------------------------------------------
 LINT=tests/tools/node_modules/.bin/dockerfilelint
-if [ -x "$LINT" ] || tests/support/install-npm.sh >/dev/null 2>&1; then
+if [ -x "$LINT" ] || scripts/install-npm.sh >/dev/null 2>&1; then
     lint() {
         "$LINT" -j Dockerfile >"$TMP/lint.json" # exits non-zero on any finding: judged below
         tool lint-filter Dockerfile <"$TMP/lint.json"
     }
     check "dockerfile: dockerfilelint (known false positives filtered)" lint
 else
-    fail "dockerfile: dockerfilelint is installed (tests/support/install-npm.sh)"
+    fail "dockerfile: dockerfilelint is installed (scripts/install-npm.sh)"
 fi
 if command -v hadolint >/dev/null; then
     check "dockerfile: hadolint" hadolint Dockerfile

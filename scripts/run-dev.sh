@@ -8,7 +8,7 @@
 #     that walk through the whole story.
 # Ctrl-C stops ccsyncd (it drains and exits 0) and whatever this script started.
 set -euo pipefail
-cd "$(dirname "$0")/../.."
+cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
 DEV=$BUILD/dev
 mkdir -p "$DEV"
