@@ -104,9 +104,12 @@ print-deps:
 	@echo "runtime: $(DEB_RUNTIME_PKGS)"
 
 # ---- the two commands of README.md ----
+# run-dev.sh refuses a taken port before the build, and is exec'd so that make is its
+# parent: its watchdog stops everything when make goes, even by SIGKILL.
 run: deps-run
+	@scripts/run-dev.sh check-port
 	@$(MAKE) --no-print-directory all
-	@BUILD=$(BUILD) scripts/run-dev.sh
+	@BUILD=$(BUILD) exec scripts/run-dev.sh
 
 test: deps-test
 	@$(MAKE) --no-print-directory check-tests
