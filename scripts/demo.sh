@@ -20,7 +20,7 @@ RUN_DIR=${RUN_DIR:-${BUILD:-build}/dev}
 STATE=$RUN_DIR/run.env
 
 usage() {
-    sed -n '6,16p' "$0" | sed 's/^#   //'
+    sed -n '/^#   scripts\/demo.sh webhook/,/^# Exits/p' "$0" | sed -e '$d' -e 's/^#   //'
     exit 2
 }
 [ $# -ge 1 ] || usage
