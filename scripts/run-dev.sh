@@ -22,6 +22,7 @@ BUILD=${BUILD:-build}
 RUN_DIR=${RUN_DIR:-$BUILD/dev}
 STATE=$RUN_DIR/run.env # what scripts/demo.sh reads: URLs, token, association
 PIDS=$RUN_DIR/run.pids # "pid name" a line, in start order: what the watchdog stops
+LOCK=$RUN_DIR/run.lock # the PID of the make run that owns RUN_DIR
 export CCSYNC_LISTEN=${CCSYNC_LISTEN:-127.0.0.1:8080}
 
 # The port of CCSYNC_LISTEN is free when we can bind it as ccsyncd will (SO_REUSEADDR, as
@@ -54,6 +55,13 @@ if [ "${1:-}" = check-port ]; then
 fi
 check_port
 mkdir -p "$RUN_DIR"
+# Two make runs on one RUN_DIR would take each other's state file and PID list.
+owner=$(cat "$LOCK" 2>/dev/null || true)
+if [ -n "$owner" ] && [ "$owner" != $$ ] && grep -qa run-dev.sh "/proc/$owner/cmdline" 2>/dev/null; then
+    echo "make run: another make run (PID $owner) uses $RUN_DIR; stop it, or give this one RUN_DIR=build/dev2" >&2
+    exit 1
+fi
+echo $$ >"$LOCK"
 
 free_port() {
     python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' 2>/dev/null ||
@@ -90,7 +98,7 @@ stop_started() {
     while read -r pid name; do
         if [ "$name" = ccsyncd ]; then stop_pid "$pid" "$grace"; else stop_pid "$pid" 5; fi
     done < <(tac "$PIDS")
-    rm -f "$PIDS" "$STATE"
+    rm -f "$PIDS" "$STATE" "$LOCK"
 }
 started() { # pid name
     echo "$1 $2" >>"$PIDS"

@@ -97,6 +97,7 @@ left_over() { # prints what is still there; true when something is
     alive "$MAKE_PID" && out="$out make($MAKE_PID)"
     port_free "$PORT" || out="$out port $PORT taken"
     [ -e "$RUN_DIR/run.env" ] && out="$out $RUN_DIR/run.env"
+    [ -e "$RUN_DIR/run.lock" ] && out="$out $RUN_DIR/run.lock"
     [ -n "$out" ] && echo "still there:$out"
 }
 all_gone() { ! left_over >/dev/null; }
@@ -193,8 +194,18 @@ demo_walk() {
     demo service | grep -q '"redis"' || { echo "the service status did not answer"; return 1; }
     echo "list $first deleted, $second made by the resync"
 }
+# A second make run on the same RUN_DIR (another port) would take the first one's state.
+second_refused() {
+    local out rc
+    out=$(CCSYNC_LISTEN=127.0.0.1:$(free_port) timeout 60 make --no-print-directory run 2>&1 </dev/null)
+    rc=$?
+    echo "$out"
+    [ "$rc" -ne 0 ] && grep -q "another make run (PID $RUN_PID) uses $RUN_DIR" <<<"$out" &&
+        [ "$(sed -n 's/^RUN_PID=//p' "$RUN_DIR/run.env")" = "$RUN_PID" ] && curl -sf "http://127.0.0.1:$PORT/readyz"
+}
 if start demo >"$TMP/start.out" 2>&1; then
     check "demo: scripts/demo.sh walks the story (sync, join, leave, delete in CC, resync, audit)" demo_walk
+    check "a second make run on the same RUN_DIR refuses and leaves the first alone" second_refused
     kill -INT -- "-$MAKE_PID"
     if wait_until 30 all_gone; then pass "stop: Ctrl-C (SIGINT to make's process group)"; else
         fail "stop: Ctrl-C (SIGINT to make's process group)" "$(left_over; tail -n 15 "$LOG")"
