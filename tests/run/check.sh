@@ -32,8 +32,15 @@ fail() {
     if [ -n "${2:-}" ]; then printf '%s\n' "$2" | tail -n 30 | sed 's/^/       /'; fi
 }
 
+# A free port for CCSYNC_LISTEN below the kernel's ephemeral range: run-dev.sh takes the
+# ports of Redis and the simulator from that range (bind to port 0), and make runs started
+# side by side must not be handed the same port one after the other.
 free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+    local port
+    while :; do
+        port=$((20000 + RANDOM % 12000))
+        port_free "$port" && echo "$port" && return
+    done
 }
 port_free() { # port: can ccsyncd bind it (as it does, with SO_REUSEADDR)?
     python3 -c 'import socket, sys
@@ -57,10 +64,11 @@ wait_until() {
 }
 
 MAKE_PID="" RUN_PID="" WATCHDOG_PIDS="" STARTED=()
-cleanup() { # whatever a failed check left behind
+LAUNCH="" # "setsid" where job control is off (in a subshell): make's own process group
+cleanup() { # whatever a failed check left behind (start() lists what it saw in $TMP/procs)
     local p
-    for p in "${STARTED[@]}" $RUN_PID $WATCHDOG_PIDS $MAKE_PID; do kill -KILL "$p" 2>/dev/null; done
-    rm -rf "$TMP"
+    for p in $(cat "$TMP/procs" 2>/dev/null) $MAKE_PID; do kill -KILL "$p" 2>/dev/null; done
+    [ -n "${RUN_CHECK_KEEP:-}" ] || rm -rf "$TMP" # RUN_CHECK_KEEP=1 keeps the logs
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -72,8 +80,9 @@ start() {
     PORT=$(free_port)
     export CCSYNC_LISTEN=127.0.0.1:$PORT
     LOG=$TMP/make-run-$1.log
-    make --no-print-directory run >"$LOG" 2>&1 </dev/null &
+    $LAUNCH make --no-print-directory run >"$LOG" 2>&1 </dev/null &
     MAKE_PID=$!
+    echo "$MAKE_PID" >>"$TMP/procs"
     wait_until 120 up_or_gone
     if ! alive "$MAKE_PID" || ! wait_until 30 curl -sf "http://127.0.0.1:$PORT/readyz"; then
         echo "make run did not come up:"
@@ -83,6 +92,7 @@ start() {
     RUN_PID=$(sed -n 's/^RUN_PID=//p' "$RUN_DIR/run.env")
     WATCHDOG_PIDS=$(sed -n 's/^WATCHDOG_PID=//p' "$RUN_DIR/run.env")
     mapfile -t STARTED < <(cut -d' ' -f1 "$RUN_DIR/run.pids")
+    echo "${STARTED[*]} $RUN_PID $WATCHDOG_PIDS" >>"$TMP/procs"
     [ "${#STARTED[@]}" -eq 3 ] || { echo "run.pids names ${#STARTED[@]} processes, want 3"; return 1; }
     [ -n "$WATCHDOG_PIDS" ] || { echo "no watchdog process beside the script"; return 1; }
 }
@@ -215,12 +225,30 @@ else
     fail "demo: make run starts" "$(cat "$TMP/start.out")"
 fi
 
-# ---- 3. every other way to stop it ---------------------------------------------------------
-check "stop: SIGTERM to make" stops_cleanly term-make TERM make
-check "stop: kill of the script's PID (SIGTERM)" stops_cleanly term-script TERM script
-check "stop: SIGHUP to make's process group (the terminal closed)" stops_cleanly hup HUP group
-check "stop: SIGKILL of the script (the watchdog cleans up)" stops_cleanly kill-script KILL script
-check "stop: SIGKILL of make (the watchdog stops the script)" stops_cleanly kill-make KILL make
+# ---- 3. every other way to stop it, all at once (each its own make run, port and RUN_DIR) ----
+CASES=(
+    "term-make TERM make|stop: SIGTERM to make"
+    "term-script TERM script|stop: kill of the script's PID (SIGTERM)"
+    "hup HUP group|stop: SIGHUP to make's process group (the terminal closed)"
+    "kill-script KILL script|stop: SIGKILL of the script (the watchdog cleans up)"
+    "kill-make KILL make|stop: SIGKILL of make (the watchdog stops the script)"
+)
+case_pids=()
+for c in "${CASES[@]}"; do
+    read -r label sig target <<<"${c%%|*}"
+    (
+        trap - EXIT
+        export RUN_DIR=$TMP/dev-$label
+        LAUNCH=setsid
+        stops_cleanly "$label" "$sig" "$target"
+    ) >"$TMP/case-$label.out" 2>&1 </dev/null &
+    case_pids+=($!)
+done
+for i in "${!CASES[@]}"; do
+    c=${CASES[$i]}
+    label=${c%% *}
+    if wait "${case_pids[$i]}"; then pass "${c#*|}"; else fail "${c#*|}" "$(cat "$TMP/case-$label.out")"; fi
+done
 
 # ---- 4. hygiene ------------------------------------------------------------------------------
 if command -v shellcheck >/dev/null; then
