@@ -17,8 +17,8 @@ RUN apt-get update \
       libhiredis-dev libssl-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
-# .dockerignore lets in only what `make all` reads (Makefile, include/, service/, tests/ccsim/,
-# tests/support/), so editing tests or docs does not invalidate this layer.
+# .dockerignore lets in only what `make all` reads (Makefile, include/, service/, tests/ccsim/),
+# so editing tests, scripts or docs does not invalidate this layer.
 COPY . .
 RUN make -j"$(nproc)" BUILD=build all \
  && strip --strip-unneeded build/ccsyncd build/ccsim

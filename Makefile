@@ -93,10 +93,10 @@ check-tests: all $(UNIT_BIN) $(INTEG_BIN)
 
 # ---- installing what is missing (Debian 12; apt-get as root, else sudo) ----
 deps-run:
-	@tests/support/install-debs.sh $(DEB_BUILD_PKGS) $(DEB_RUN_PKGS)
+	@scripts/install-debs.sh $(DEB_BUILD_PKGS) $(DEB_RUN_PKGS)
 deps-test:
-	@tests/support/install-debs.sh $(DEB_BUILD_PKGS) $(DEB_TEST_PKGS)
-	@tests/support/install-npm.sh
+	@scripts/install-debs.sh $(DEB_BUILD_PKGS) $(DEB_TEST_PKGS)
+	@scripts/install-npm.sh
 deps: deps-test
 
 print-deps:
@@ -104,9 +104,12 @@ print-deps:
 	@echo "runtime: $(DEB_RUNTIME_PKGS)"
 
 # ---- the two commands of README.md ----
+# run-dev.sh refuses a taken port before the build, and is exec'd so that make is its
+# parent: its watchdog stops everything when make goes, even by SIGKILL.
 run: deps-run
+	@scripts/run-dev.sh check-port
 	@$(MAKE) --no-print-directory all
-	@BUILD=$(BUILD) tests/support/run-dev.sh
+	@BUILD=$(BUILD) exec scripts/run-dev.sh
 
 test: deps-test
 	@$(MAKE) --no-print-directory check-tests
@@ -119,7 +122,7 @@ test-fast:
 	@TEST_SANITIZED=0 tests/run-all.sh
 
 lint-openapi:
-	@tests/support/lint-openapi.sh
+	@scripts/lint-openapi.sh
 
 FUZZ_SECONDS ?= 60
 fuzz:

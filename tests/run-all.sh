@@ -4,7 +4,7 @@
 #   unit and integration tests (cmocka) of the plain build (build/) and, unless
 #   TEST_SANITIZED=0, of the AddressSanitizer + UndefinedBehaviorSanitizer build
 #   (build/asan/); the Constant Contact simulator's contract test through Prism;
-#   the OpenAPI lint; the deployment checks.
+#   the OpenAPI lint; the deployment checks; `make run` and its demo (tests/run/check.sh).
 # Each test binary starts the servers it needs (redis-server, ccsim, ccsyncd) on
 # free loopback ports and stops them. Counts are cmocka's own, added up.
 set -u
@@ -72,8 +72,9 @@ run_script() { # name, command...
 run_suite build plain
 [ "$TEST_SANITIZED" = 1 ] && run_suite build/asan asan
 [ -x tests/contract/run.sh ] && run_script contract env BUILD=build tests/contract/run.sh
-[ -x tests/support/lint-openapi.sh ] && run_script openapi tests/support/lint-openapi.sh
+[ -x scripts/lint-openapi.sh ] && run_script openapi scripts/lint-openapi.sh
 [ -x tests/deploy/check.sh ] && run_script deploy env BUILD=build tests/deploy/check.sh
+[ -x tests/run/check.sh ] && run_script run env BUILD=build tests/run/check.sh
 
 if [ ${#failures[@]} -gt 0 ]; then
     echo "failed:"

@@ -5,7 +5,7 @@
 // A step fails when:
 //  - the status is not the one expected (the simulator's behaviour), or
 //  - Prism reports a violation that is not one of the document's known gaps
-//    (../shared/constant-contact/README.md), or
+//    (cc-openapi/README.md), or
 //  - a step that deliberately sends what the document forbids (expectRequestViolation)
 //    gets no request violation: then the document and the simulator disagree.
 //

@@ -2,21 +2,20 @@
 # Contract test: Prism (proxy mode, Constant Contact's official OpenAPI document) in
 # front of ccsim; drive.mjs sends every simulated endpoint through it and fails on any
 # request or response violation other than the document's known gaps
-# (../shared/constant-contact/README.md). Prints "contract: N passed, M failed".
+# (cc-openapi/README.md). Prints "contract: N passed, M failed".
 #
 # env: BUILD (default build), CCSIM_BIN (default $BUILD/ccsim),
-#      CC_OPENAPI (default ../shared/constant-contact/v3-openapi.json from the repo root)
+#      CC_OPENAPI (default tests/contract/cc-openapi/v3-openapi.json)
 set -eu
 cd "$(dirname "$0")/../.."
 BUILD=${BUILD:-build}
 CCSIM_BIN=${CCSIM_BIN:-$BUILD/ccsim}
 PRISM=tests/tools/node_modules/.bin/prism
-DOC=${CC_OPENAPI:-../shared/constant-contact/v3-openapi.json}
-[ -f "$DOC" ] || DOC=/work/shared/constant-contact/v3-openapi.json
+DOC=${CC_OPENAPI:-tests/contract/cc-openapi/v3-openapi.json}
 
 for need in "$CCSIM_BIN" "$PRISM" "$DOC"; do
     if [ ! -e "$need" ]; then
-        echo "contract: missing $need (make all; tests/support/install-npm.sh)"
+        echo "contract: missing $need (make all; scripts/install-npm.sh)"
         echo "contract: 0 passed, 1 failed"
         exit 1
     fi

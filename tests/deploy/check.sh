@@ -110,14 +110,13 @@ fi
 env_coverage() {
     local known missing="" v
     known=$(tool env-vars docker/ccsync.env.example | sort -u)
-    # DESIGN.md §3 (shared/ beside the repo), then whatever service/config.c reads.
+    # docs/contract.md's configuration table, then whatever service/config.c reads.
     {
-        if [ -f "$ROOT/../shared/DESIGN.md" ]; then
-            sed -n '/^## 3\./,/^## 4\./p' "$ROOT/../shared/DESIGN.md" | grep -o 'CCSYNC_[A-Z0-9_]*'
-        fi
+        sed -n '/^## Configuration/,/^## /p' docs/contract.md | grep -o '^| CCSYNC_[A-Z0-9_, ]*' |
+            grep -o 'CCSYNC_[A-Z0-9_]*'
         if [ -f service/config.c ]; then grep -o '"CCSYNC_[A-Z0-9_]*"' service/config.c | tr -d '"'; fi
     } | sort -u >"$TMP/vars"
-    [ -s "$TMP/vars" ] || { echo "found neither ../shared/DESIGN.md nor service/config.c"; return 1; }
+    [ -s "$TMP/vars" ] || { echo "found neither docs/contract.md's table nor service/config.c"; return 1; }
     while read -r v; do
         printf '%s\n' "$known" | grep -qx "$v" || missing="$missing $v"
     done <"$TMP/vars"
@@ -126,18 +125,18 @@ env_coverage() {
     done
     [ -z "$missing" ] || { echo "not in docker/ccsync.env.example:$missing"; return 1; }
 }
-check "env: ccsync.env.example names every variable of DESIGN §3 and service/config.c" env_coverage
+check "env: ccsync.env.example names every variable of docs/contract.md and service/config.c" env_coverage
 
 # ---- 3. Dockerfile lint ----------------------------------------------------------------
 LINT=tests/tools/node_modules/.bin/dockerfilelint
-if [ -x "$LINT" ] || tests/support/install-npm.sh >/dev/null 2>&1; then
+if [ -x "$LINT" ] || scripts/install-npm.sh >/dev/null 2>&1; then
     lint() {
         "$LINT" -j Dockerfile >"$TMP/lint.json" # exits non-zero on any finding: judged below
         tool lint-filter Dockerfile <"$TMP/lint.json"
     }
     check "dockerfile: dockerfilelint (known false positives filtered)" lint
 else
-    fail "dockerfile: dockerfilelint is installed (tests/support/install-npm.sh)"
+    fail "dockerfile: dockerfilelint is installed (scripts/install-npm.sh)"
 fi
 if command -v hadolint >/dev/null; then
     check "dockerfile: hadolint" hadolint Dockerfile

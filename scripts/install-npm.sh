@@ -2,7 +2,7 @@
 # Installs the pinned Node tools of tests/tools (Redocly CLI, Prism, dockerfilelint) once.
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
-cd "$here/../tools"
+cd "$here/../tests/tools"
 if [ -x node_modules/.bin/redocly ] && [ -x node_modules/.bin/prism ] &&
     [ -x node_modules/.bin/dockerfilelint ]; then exit 0; fi
 if ! command -v npm >/dev/null 2>&1; then

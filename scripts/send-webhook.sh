@@ -1,7 +1,7 @@
 #!/bin/sh
 # Sends one signed Novi webhook to ccsync, as Novi would (Standard Webhooks).
 #
-#   tests/support/send-webhook.sh TYPE DATA_JSON [TIMESTAMP]
+#   scripts/send-webhook.sh TYPE DATA_JSON [TIMESTAMP]
 #
 #   TYPE       customer.created | customer.updated | customer.removed |
 #              group.created | group.updated | group.deleted | group.members
