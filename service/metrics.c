@@ -2,7 +2,7 @@
  * metrics.c - the process's counters, gauges and histograms, and their
  * Prometheus text rendering.
  *
- * Global mutable state lives here on purpose (STYLE.md): one table guarded by
+ * Global mutable state lives here on purpose (with main.c, the only place): one table guarded by
  * one mutex. Series are few (routes x statuses, outcomes, CC endpoints), so an
  * open-addressing table of fixed size is enough.
  */
