@@ -19,20 +19,6 @@
 #include "ccsync/store.h"
 #include "ccsync/webhook.h"
 
-/* Runs one command whose reply is not needed. */
-static int run_command(redisContext *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
-static int run_command(redisContext *c, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    redisReply *r = redisvCommand(c, fmt, ap);
-    va_end(ap);
-    int rc = store_reply_ok(c, r) ? STORE_OK : STORE_ERR;
-    freeReplyObject(r);
-    return rc;
-}
-
 /* Runs a command answered by an integer: its value, or STORE_ERR. */
 static long long integer_command(redisContext *c, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
@@ -138,26 +124,26 @@ int group_set_error(redisContext *c, const char *association, const char *group,
     char now[32];
     rfc3339_format(store_now_ns(), now, sizeof now);
     struct key key = key_group(association, group);
-    if (run_command(c, "HSETNX %s err_since %s", key.s, now) != STORE_OK)
+    if (store_exec(c, "HSETNX %s err_since %s", key.s, now) != STORE_OK)
         return STORE_ERR;
-    return run_command(c, "HSET %s state %s err_code %s err_msg %s", key.s, state, code, message);
+    return store_exec(c, "HSET %s state %s err_code %s err_msg %s", key.s, state, code, message);
 }
 
 int group_clear_error(redisContext *c, const char *association, const char *group)
 {
-    return run_command(c, "HDEL %s err_code err_msg err_since", key_group(association, group).s);
+    return store_exec(c, "HDEL %s err_code err_msg err_since", key_group(association, group).s);
 }
 
 int group_set_syncing(redisContext *c, const char *association, const char *group)
 {
-    return run_command(c, "HSET %s state syncing", key_group(association, group).s);
+    return store_exec(c, "HSET %s state syncing", key_group(association, group).s);
 }
 
 int group_set_synced(redisContext *c, const char *association, const char *group)
 {
     char now[32];
     rfc3339_format(store_now_ns(), now, sizeof now);
-    if (run_command(c, "HSET %s state synced last_synced_at %s", key_group(association, group).s,
+    if (store_exec(c, "HSET %s state synced last_synced_at %s", key_group(association, group).s,
                     now) != STORE_OK)
         return STORE_ERR;
     return group_clear_error(c, association, group);
@@ -167,7 +153,7 @@ int group_write_counts(redisContext *c, const char *association, const char *gro
                        const struct plan *pl)
 {
     const struct plan_counts *k = &pl->counts;
-    return run_command(c,
+    return store_exec(c,
                        "HSET %s c_members %lld c_no_email %lld c_invalid_email %lld "
                        "c_duplicate_email %lld c_do_not_email %lld c_unsubscribed %lld "
                        "c_rejected %lld c_in_list %lld pending %lld",
@@ -183,30 +169,30 @@ int group_set_disabled(redisContext *c, const char *association, const char *gro
     struct key key = key_group(association, group);
     /* The counts describe the list: with sync off there is none, as for a
      * group that never synced. */
-    if (run_command(c,
+    if (store_exec(c,
                     "HSET %s state disabled pending 0 c_members 0 c_no_email 0 "
                     "c_invalid_email 0 c_duplicate_email 0 c_do_not_email 0 c_unsubscribed 0 "
                     "c_rejected 0 c_in_list 0",
                     key.s) != STORE_OK ||
-        run_command(c, "HDEL %s list_id list_name list_state journal resync", key.s) != STORE_OK ||
-        run_command(c, "DEL %s", key_applied(association, group).s) != STORE_OK)
+        store_exec(c, "HDEL %s list_id list_name list_state journal resync", key.s) != STORE_OK ||
+        store_exec(c, "DEL %s", key_applied(association, group).s) != STORE_OK)
         return STORE_ERR;
     return group_clear_error(c, association, group);
 }
 
 int group_clear_resync(redisContext *c, const char *association, const char *group)
 {
-    return run_command(c, "HDEL %s resync", key_group(association, group).s);
+    return store_exec(c, "HDEL %s resync", key_group(association, group).s);
 }
 
 int group_clear_verify(redisContext *c, const char *association, const char *group)
 {
-    return run_command(c, "HDEL %s verify", key_group(association, group).s);
+    return store_exec(c, "HDEL %s verify", key_group(association, group).s);
 }
 
 int group_set_verify(redisContext *c, const char *association, const char *group)
 {
-    return run_command(c, "HSET %s verify 1", key_group(association, group).s);
+    return store_exec(c, "HSET %s verify 1", key_group(association, group).s);
 }
 
 int group_list_count(redisContext *c, const char *association, const char *group, long *in_list,
@@ -230,30 +216,30 @@ int group_list_count(redisContext *c, const char *association, const char *group
 int group_link_list(redisContext *c, const char *association, const char *group,
                     const char *list_id, const char *name)
 {
-    if (run_command(c, "HSET %s list_id %s list_name %s list_state active",
+    if (store_exec(c, "HSET %s list_id %s list_name %s list_state active",
                     key_group(association, group).s, list_id, name) != STORE_OK)
         return STORE_ERR;
-    return run_command(c, "DEL %s", key_applied(association, group).s);
+    return store_exec(c, "DEL %s", key_applied(association, group).s);
 }
 
 int group_unlink_list(redisContext *c, const char *association, const char *group,
                       bool drop_journal)
 {
     struct key key = key_group(association, group);
-    if (run_command(c, "HDEL %s list_id list_name list_state", key.s) != STORE_OK ||
-        (drop_journal && run_command(c, "HDEL %s journal", key.s) != STORE_OK))
+    if (store_exec(c, "HDEL %s list_id list_name list_state", key.s) != STORE_OK ||
+        (drop_journal && store_exec(c, "HDEL %s journal", key.s) != STORE_OK))
         return STORE_ERR;
-    return run_command(c, "DEL %s", key_applied(association, group).s);
+    return store_exec(c, "DEL %s", key_applied(association, group).s);
 }
 
 int group_rename_list(redisContext *c, const char *association, const char *group, const char *name)
 {
-    return run_command(c, "HSET %s list_name %s", key_group(association, group).s, name);
+    return store_exec(c, "HSET %s list_name %s", key_group(association, group).s, name);
 }
 
 int group_mark_list_deleted(redisContext *c, const char *association, const char *group)
 {
-    return run_command(c, "HSET %s list_state deleted_in_cc", key_group(association, group).s);
+    return store_exec(c, "HSET %s list_state deleted_in_cc", key_group(association, group).s);
 }
 
 /*
@@ -285,12 +271,12 @@ int group_forget(redisContext *c, const char *association, const char *group)
 int group_journal_write(redisContext *c, const char *association, const char *group,
                         const char *json)
 {
-    return run_command(c, "HSET %s journal %s", key_group(association, group).s, json);
+    return store_exec(c, "HSET %s journal %s", key_group(association, group).s, json);
 }
 
 int group_journal_clear(redisContext *c, const char *association, const char *group)
 {
-    return run_command(c, "HDEL %s journal", key_group(association, group).s);
+    return store_exec(c, "HDEL %s journal", key_group(association, group).s);
 }
 
 /* ---- applied state ---- */
@@ -379,7 +365,7 @@ void applied_append_remove(redisContext *c, const char *association, const char 
 
 int applied_remove(redisContext *c, const char *association, const char *group, const char *email)
 {
-    return run_command(c, "HDEL %s %s", key_applied(association, group).s, email);
+    return store_exec(c, "HDEL %s %s", key_applied(association, group).s, email);
 }
 
 int applied_has(redisContext *c, const char *association, const char *group, const char *email)
