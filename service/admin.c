@@ -811,10 +811,24 @@ static int reply_status_unavailable(struct http_request *req, json_object *o, js
     return HTTP_DONE;
 }
 
+/* {"mode","ok","warnings":[…]}: what Redis's settings promise, judged at start. */
+static json_object *durability_view(const struct app *app)
+{
+    json_object *d = json_object_new_object(), *w = json_object_new_array();
+    json_object_object_add(d, "mode",
+                           json_object_new_string(durability_mode_name(app->cfg->durability)));
+    json_object_object_add(d, "ok", json_object_new_boolean(app->durability.n_warnings == 0));
+    for (size_t i = 0; i < app->durability.n_warnings; i++)
+        json_object_array_add(w, json_object_new_string(app->durability.warnings[i]));
+    json_object_object_add(d, "warnings", w);
+    return d;
+}
+
 int admin_status(struct app *app, struct http_request *req)
 {
     redisContext *c = http_redis(req);
     json_object *redis, *o = status_view(app, &redis);
+    json_object_object_add(o, "durability", durability_view(app));
     if (!c)
         return reply_status_unavailable(req, o, redis, http_redis_error(req));
     char why[256];

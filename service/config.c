@@ -15,6 +15,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "ccsync/durability.h"
 #include "ccsync/model.h"
 #include "ccsync/webhook.h"
 
@@ -280,6 +281,38 @@ static int load_limits(struct config *c, config_lookup_fn lookup, char *err, siz
     return 0;
 }
 
+/* What an acknowledged webhook survives, and where the Redis primary is. */
+static int load_durability(struct config *c, config_lookup_fn lookup, char *err, size_t err_size)
+{
+    const char *v = value_or(lookup, "CCSYNC_DURABILITY", "everysec");
+    c->durability = durability_mode_parse(v);
+    if (c->durability < 0)
+        return fail(err, err_size, "CCSYNC_DURABILITY: \"%s\" is not everysec, always or replica",
+                    v);
+    long n;
+    if (int_var(lookup, "CCSYNC_REPLICA_TIMEOUT_MS", "500", 1, 60000, &n, err, err_size) != 0)
+        return -1;
+    c->replica_timeout_ms = (int)n;
+    const char *list = value_or(lookup, "CCSYNC_REDIS_SENTINELS", "");
+    const char *name = value_or(lookup, "CCSYNC_REDIS_MASTER_NAME", "");
+    if (!*list) {
+        if (*name)
+            return fail(err, err_size,
+                        "CCSYNC_REDIS_MASTER_NAME: is set but "
+                        "CCSYNC_REDIS_SENTINELS is not");
+        return 0;
+    }
+    char why[160];
+    if (sentinel_parse_list(list, &c->redis.sentinels, why, sizeof why) != 0)
+        return fail(err, err_size, "CCSYNC_REDIS_SENTINELS: %s", why);
+    if (!*name)
+        return fail(err, err_size,
+                    "CCSYNC_REDIS_MASTER_NAME: is required with "
+                    "CCSYNC_REDIS_SENTINELS (the name the Sentinels monitor)");
+    return copy_value(c->redis.sentinels.master_name, sizeof c->redis.sentinels.master_name, name,
+                      "CCSYNC_REDIS_MASTER_NAME", err, err_size);
+}
+
 /* The bootstrap association's secret and tokens, checked like a PUT would be. */
 static int load_boot_association(struct config *c, config_lookup_fn lookup, const char *id,
                                  char *err, size_t err_size)
@@ -329,7 +362,7 @@ int config_load(struct config *c, config_lookup_fn lookup, char *err, size_t err
 {
     static const load_step steps[] = {
         load_listen,  load_redis,   load_admin_token, load_cc_endpoints, load_cc_budget,
-        load_workers, load_logging, load_limits,      load_bootstrap,
+        load_workers, load_logging, load_limits,      load_durability,   load_bootstrap,
     };
     memset(c, 0, sizeof *c);
     for (size_t i = 0; i < sizeof steps / sizeof steps[0]; i++)

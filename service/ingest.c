@@ -67,6 +67,7 @@ struct ingest {
     redisContext *ctx;
     char sha[41];
     int64_t last_connect_failure_ns;
+    int replica_wait_ms; /* replica mode: WAIT 1 this long after each batch; 0 off */
     /* webhook secrets, read by every HTTP thread */
     pthread_mutex_t cache_lock;
     struct secret_entry cache[SECRET_CACHE_SLOTS];
@@ -113,18 +114,10 @@ static void drop_connection(struct ingest *in, const char *why)
     in->ctx = NULL;
 }
 
-/* Sends jobs as one pipeline; returns the jobs that met NOSCRIPT (to retry once). */
-static struct ingest_job *send_batch(struct ingest *in, struct ingest_job *jobs)
+/* Appends every job's enqueue script to the pipeline (and, in replica mode, one
+ * WAIT for the whole batch). */
+static void append_batch(struct ingest *in, struct ingest_job *jobs)
 {
-    struct ingest_job *retry = NULL, **retry_tail = &retry;
-    if (!in->ctx && !pipeline_connect(in)) {
-        while (jobs) {
-            struct ingest_job *next = jobs->next;
-            finish(jobs, INGEST_UNAVAILABLE);
-            jobs = next;
-        }
-        return NULL;
-    }
     size_t n = 0;
     for (struct ingest_job *j = jobs; j; j = j->next) {
         char ts[32], ttl[16];
@@ -140,34 +133,88 @@ static struct ingest_job *send_batch(struct ingest *in, struct ingest_job *jobs)
         redisAppendCommandArgv(in->ctx, 11, argv, lens);
         n++;
     }
+    if (in->replica_wait_ms > 0)
+        redisAppendCommand(in->ctx, "WAIT 1 %d", in->replica_wait_ms);
     metrics_inc("ccsync_ingest_batches_total", "");
     metrics_add("ccsync_ingest_jobs_total", "", (double)n);
-    while (jobs) {
-        struct ingest_job *j = jobs;
-        jobs = j->next;
+}
+
+/* What one job's reply says; NOSCRIPT is INGEST_RETRY_SCRIPT. */
+#define INGEST_RETRY_SCRIPT (-1)
+
+static int job_outcome(struct ingest *in, struct ingest_job *j, redisReply *r)
+{
+    if (r->type == REDIS_REPLY_STRING) {
+        snprintf(j->entry_id, sizeof j->entry_id, "%s", r->str);
+        return INGEST_QUEUED;
+    }
+    if (r->type == REDIS_REPLY_NIL)
+        return INGEST_DUPLICATE;
+    if (r->type == REDIS_REPLY_ERROR && strncmp(r->str, "NOSCRIPT", 8) == 0)
+        return INGEST_RETRY_SCRIPT;
+    log_error("ingest_enqueue_failed",
+              LOG_STR("error", r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply"));
+    metrics_inc("ccsync_redis_errors_total", "where=\"ingest\"");
+    if (store_reply_moved(in->ctx, r))
+        drop_connection(in, in->ctx->errstr); /* a demoted primary: find the new one */
+    return INGEST_UNAVAILABLE;
+}
+
+/* Replica mode: did a replica confirm the batch? A batch no replica confirmed
+ * is answered 503; Novi's retry is then deduplicated if the write survived. */
+static bool batch_replicated(struct ingest *in)
+{
+    if (in->replica_wait_ms <= 0)
+        return true;
+    redisReply *r = NULL;
+    if (!in->ctx || redisGetReply(in->ctx, (void **)&r) != REDIS_OK || !r) {
+        if (in->ctx)
+            drop_connection(in, in->ctx->errstr);
+        return false;
+    }
+    bool ok = r->type == REDIS_REPLY_INTEGER && r->integer >= 1;
+    if (!ok)
+        metrics_inc("ccsync_ingest_unreplicated_batches_total", "");
+    freeReplyObject(r);
+    return ok;
+}
+
+/* Sends jobs as one pipeline and answers them; returns the jobs that met
+ * NOSCRIPT (to retry once). */
+static struct ingest_job *send_batch(struct ingest *in, struct ingest_job *jobs)
+{
+    struct ingest_job *retry = NULL, **retry_tail = &retry, *done = NULL, **done_tail = &done;
+    if (!in->ctx && !pipeline_connect(in)) {
+        for (struct ingest_job *next; jobs; jobs = next) {
+            next = jobs->next;
+            finish(jobs, INGEST_UNAVAILABLE);
+        }
+        return NULL;
+    }
+    append_batch(in, jobs);
+    for (struct ingest_job *j = jobs, *next; j; j = next) {
+        next = j->next;
         j->next = NULL;
         redisReply *r = NULL;
-        if (!in->ctx || redisGetReply(in->ctx, (void **)&r) != REDIS_OK || !r) {
-            if (in->ctx)
-                drop_connection(in, in->ctx->errstr);
-            finish(j, INGEST_UNAVAILABLE);
-            continue;
-        }
-        if (r->type == REDIS_REPLY_STRING) {
-            snprintf(j->entry_id, sizeof j->entry_id, "%s", r->str);
-            finish(j, INGEST_QUEUED);
-        } else if (r->type == REDIS_REPLY_NIL) {
-            finish(j, INGEST_DUPLICATE);
-        } else if (r->type == REDIS_REPLY_ERROR && strncmp(r->str, "NOSCRIPT", 8) == 0) {
+        int outcome = INGEST_UNAVAILABLE;
+        if (in->ctx && redisGetReply(in->ctx, (void **)&r) == REDIS_OK && r)
+            outcome = job_outcome(in, j, r);
+        else if (in->ctx)
+            drop_connection(in, in->ctx->errstr);
+        freeReplyObject(r);
+        if (outcome == INGEST_RETRY_SCRIPT) {
             *retry_tail = j;
             retry_tail = &j->next;
-        } else {
-            log_error("ingest_enqueue_failed",
-                      LOG_STR("error", r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply"));
-            metrics_inc("ccsync_redis_errors_total", "where=\"ingest\"");
-            finish(j, INGEST_UNAVAILABLE);
+            continue;
         }
-        freeReplyObject(r);
+        j->result = (enum ingest_result)outcome;
+        *done_tail = j;
+        done_tail = &j->next;
+    }
+    bool replicated = batch_replicated(in);
+    for (struct ingest_job *j = done, *next; j; j = next) {
+        next = j->next;
+        finish(j, j->result == INGEST_QUEUED && !replicated ? INGEST_UNAVAILABLE : j->result);
     }
     return retry;
 }
@@ -214,12 +261,13 @@ static void *pipeline_main(void *arg)
     return NULL;
 }
 
-struct ingest *ingest_new(const struct redis_target *t)
+struct ingest *ingest_new(const struct redis_target *t, int replica_wait_ms)
 {
     struct ingest *in = calloc(1, sizeof *in);
     if (!in)
         return NULL;
     in->target = *t;
+    in->replica_wait_ms = replica_wait_ms;
     pthread_mutex_init(&in->lock, NULL);
     pthread_mutex_init(&in->cache_lock, NULL);
     pthread_cond_init(&in->wake, NULL);

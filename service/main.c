@@ -7,6 +7,7 @@
  *   ccsyncd --version
  */
 #include <curl/curl.h>
+#include <hiredis/hiredis.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,6 +17,7 @@
 #include "ccsync/admin.h"
 #include "ccsync/app.h"
 #include "ccsync/config.h"
+#include "ccsync/durability.h"
 #include "ccsync/http.h"
 #include "ccsync/ingest.h"
 #include "ccsync/log.h"
@@ -113,6 +115,27 @@ static void drain(struct app *app, struct http_server *http)
     log_info("stopped", LOG_INT("drain_ms", spent));
 }
 
+/* Reads Redis's persistence settings and judges them against CCSYNC_DURABILITY:
+ * each shortfall is logged; one that the mode cannot accept stops the start. */
+static int check_durability(const struct config *cfg, struct durability_report *out)
+{
+    char err[512];
+    redisContext *c = store_connect(&cfg->redis, 5000, err, sizeof err);
+    struct redis_persistence p = {0};
+    if (!c || durability_read(c, &p) != STORE_OK)
+        p.known = false;
+    if (c)
+        redisFree(c);
+    durability_judge((enum durability_mode)cfg->durability, &p, out);
+    for (size_t i = 0; i < out->n_warnings; i++)
+        log_warn("redis_durability", LOG_STR("mode", durability_mode_name(cfg->durability)),
+                 LOG_STR("warning", out->warnings[i]));
+    if (!out->fatal)
+        return 0;
+    fprintf(stderr, "ccsyncd: CCSYNC_DURABILITY: %s\n", out->warnings[0]);
+    return -1;
+}
+
 static int run(const struct config *cfg)
 {
     log_init(cfg->log_format, cfg->log_level);
@@ -130,10 +153,15 @@ static int run(const struct config *cfg)
 
     static struct app app;
     char err[512];
+    if (check_durability(cfg, &app.durability) != 0) {
+        log_stop_writer();
+        return 2;
+    }
     app.cfg = cfg;
     app.started_at_ns = store_now_ns();
     app.pool = store_pool_new(&cfg->redis, 2000);
-    app.ingest = ingest_new(&cfg->redis);
+    app.ingest = ingest_new(&cfg->redis,
+                            cfg->durability == DURABILITY_REPLICA ? cfg->replica_timeout_ms : 0);
     if (!app.pool || !app.ingest) {
         fprintf(stderr, "ccsyncd: out of memory at start\n");
         return 1;

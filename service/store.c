@@ -19,6 +19,7 @@
 
 #include "ccsync/keys.h"
 #include "ccsync/metrics.h"
+#include "ccsync/sentinel.h"
 #include "ccsync/schedule.h"
 
 int64_t store_now_ns(void)
@@ -28,8 +29,29 @@ int64_t store_now_ns(void)
     return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
 }
 
+bool store_reply_moved(redisContext *c, const redisReply *r)
+{
+    static const char *const moved[] = {"READONLY", "MASTERDOWN", "LOADING"};
+    if (!r || r->type != REDIS_REPLY_ERROR || c->err)
+        return false;
+    for (size_t i = 0; i < sizeof moved / sizeof moved[0]; i++) {
+        size_t len = strlen(moved[i]);
+        if (strncmp(r->str, moved[i], len) == 0 && (r->str[len] == ' ' || !r->str[len])) {
+            /* Fail the context as a broken connection would: every caller then
+             * drops it, and the next connection finds the primary again. */
+            c->err = REDIS_ERR_OTHER;
+            snprintf(c->errstr, sizeof c->errstr, "%s (this Redis is no longer the primary)",
+                     moved[i]);
+            metrics_inc("ccsync_redis_errors_total", "where=\"not_primary\"");
+            return true;
+        }
+    }
+    return false;
+}
+
 bool store_reply_ok(redisContext *c, redisReply *r)
 {
+    store_reply_moved(c, r);
     return r != NULL && c->err == 0 && r->type != REDIS_REPLY_ERROR;
 }
 
@@ -75,9 +97,21 @@ redisContext *store_connect(const struct redis_target *t, int timeout_ms, char *
                             size_t err_size)
 {
     struct timeval tv = {timeout_ms / 1000, (timeout_ms % 1000) * 1000};
-    redisContext *c = redisConnectWithTimeout(t->host, t->port, tv);
+    char host[256];
+    int port = t->port;
+    snprintf(host, sizeof host, "%s", t->host);
+    if (t->sentinels.n > 0) {
+        char why[300];
+        if (sentinel_find_primary(&t->sentinels, t->username, t->password, timeout_ms, host,
+                                  sizeof host, &port, why, sizeof why) != 0) {
+            snprintf(err, err_size, "cannot find the Redis primary through Sentinel: %s", why);
+            metrics_inc("ccsync_redis_errors_total", "where=\"connect\"");
+            return NULL;
+        }
+    }
+    redisContext *c = redisConnectWithTimeout(host, port, tv);
     if (!c || c->err) {
-        snprintf(err, err_size, "cannot connect to Redis at %s:%d: %s", t->host, t->port,
+        snprintf(err, err_size, "cannot connect to Redis at %s:%d: %s", host, port,
                  c ? c->errstr : "out of memory");
         goto error;
     }

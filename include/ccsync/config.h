@@ -7,6 +7,8 @@
 
 #include <stddef.h>
 
+#include "ccsync/sentinel.h"
+
 enum log_format { LOG_FORMAT_JSON = 0, LOG_FORMAT_TEXT };
 enum log_level { LOG_DEBUG = 0, LOG_INFO, LOG_WARN, LOG_ERROR };
 
@@ -16,6 +18,9 @@ struct redis_target {
     char password[256]; /* "" when none; a secret */
     char username[128]; /* "" when none (Redis 6 ACL) */
     int db;
+    /* When sentinels.n > 0, host and port are only the last primary seen: every
+     * connection asks the Sentinels first (CCSYNC_REDIS_SENTINELS). */
+    struct sentinel_set sentinels;
 };
 
 struct config {
@@ -37,8 +42,10 @@ struct config {
     size_t max_body_bytes;
     int shutdown_grace_seconds;
     int http_threads;
-    int sync_delay_ms; /* how long changes to a group are coalesced before a sync */
-    int lease_seconds; /* how long a worker holds a group (or a reconcile) without renewing */
+    int sync_delay_ms;      /* how long changes to a group are coalesced before a sync */
+    int lease_seconds;      /* how long a worker holds a group (or a reconcile) without renewing */
+    int durability;         /* enum durability_mode: CCSYNC_DURABILITY */
+    int replica_timeout_ms; /* CCSYNC_REPLICA_TIMEOUT_MS: replica mode's WAIT */
 
     /* Optional bootstrap of one association (single-association deployments). */
     char boot_association_id[65];

@@ -43,7 +43,9 @@ struct ingest_job {
 };
 
 struct ingest;
-struct ingest *ingest_new(const struct redis_target *t);
+/* replica_wait_ms > 0: after each pipelined batch, WAIT 1 replica_wait_ms, and a
+ * batch no replica confirmed is answered 503 (CCSYNC_DURABILITY=replica). */
+struct ingest *ingest_new(const struct redis_target *t, int replica_wait_ms);
 void ingest_submit(struct ingest *in, struct ingest_job *job);
 /* Finishes the jobs already submitted, then stops the thread. */
 void ingest_free(struct ingest *in);

@@ -32,7 +32,14 @@ struct redisContext *store_connect(const struct redis_target *t, int timeout_ms,
 #define STORE_OK 0
 #define STORE_ERR -1
 
-/* True when the reply is usable (not NULL, not an error) and the context is healthy. */
+/* True when r is READONLY, MASTERDOWN or LOADING: the server is no longer (or not
+ * yet) a usable primary. The context is then failed (c->err set), so that its
+ * owner drops it like a broken connection and reconnects, through Sentinel when
+ * configured, to the primary of the moment. */
+bool store_reply_moved(struct redisContext *c, const struct redisReply *r);
+
+/* True when the reply is usable (not NULL, not an error) and the context is
+ * healthy. Calls store_reply_moved first. */
 bool store_reply_ok(struct redisContext *c, struct redisReply *r);
 
 /* Runs one command; the reply when it is usable, else NULL (the reply, if
