@@ -6,10 +6,15 @@
 #   (build/asan/); the Constant Contact simulator's contract test through Prism;
 #   the OpenAPI lint; the deployment checks.
 # Each test binary starts the servers it needs (redis-server, ccsim, ccsyncd) on
-# free loopback ports and stops them. Counts are cmocka's own, added up.
+# free loopback ports and stops them, so binaries run side by side: TEST_JOBS at
+# once (default 4: the suite mostly waits on servers, and 2 cores stay busy). The
+# longest run first. Each has its own log in $TEST_LOG_DIR (build/test-logs); the
+# results are counted in a fixed order once all have ended. Counts are cmocka's own,
+# added up.
 set -u
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 TEST_SANITIZED=${TEST_SANITIZED:-1}
+TEST_JOBS=${TEST_JOBS:-4}
 LOG_DIR=${TEST_LOG_DIR:-build/test-logs}
 mkdir -p "$LOG_DIR"
 passed=0
@@ -20,8 +25,8 @@ failures=()
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0:halt_on_error=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 
-count_cmocka() { # log, name, exit status
-    local log=$1 name=$2 rc=$3 p f
+count_cmocka() { # log, name, exit status, seconds
+    local log=$1 name=$2 rc=$3 secs=$4 p f
     p=$(grep -E '^\[  PASSED  \] [0-9]+ test' "$log" | awk '{s+=$4} END {print s+0}')
     f=$(grep -E '^\[  FAILED  \] [0-9]+ test' "$log" | awk '{s+=$4} END {print s+0}')
     if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then
@@ -33,28 +38,11 @@ count_cmocka() { # log, name, exit status
         failures+=("$name (see $log)")
         grep -E '^\[  FAILED  \]|^\[  ERROR   \]|ERROR: |runtime error' "$log" | head -10 | sed 's/^/    /'
     fi
-    printf '%-58s %3d passed, %d failed\n' "$name" "$p" "$f"
+    printf '%-52s %3d passed, %d failed %5ss\n' "$name" "$p" "$f" "$secs"
 }
 
-run_suite() { # build dir, label
-    local build=$1 label=$2 bin log rc kind
-    for bin in "$build"/tests/unit/test_* "$build"/tests/integration/test_*; do
-        [ -x "$bin" ] || continue
-        kind=$(basename "$(dirname "$bin")")
-        log="$LOG_DIR/$label-$kind-$(basename "$bin").log"
-        BUILD=$build CCSYNCD_BIN=$build/ccsyncd CCSIM_BIN=$build/ccsim \
-            timeout 900 "$bin" >"$log" 2>&1
-        rc=$?
-        count_cmocka "$log" "$label $kind/$(basename "$bin")" "$rc"
-    done
-}
-
-run_script() { # name, command...
-    local name=$1 log rc p f line
-    shift
-    log="$LOG_DIR/$name.log"
-    "$@" >"$log" 2>&1
-    rc=$?
+count_script() { # log, name, exit status, seconds
+    local log=$1 name=$2 rc=$3 secs=$4 p f line
     line=$(grep -E '^[a-z-]+: [0-9]+ passed, [0-9]+ failed' "$log" | tail -1)
     p=$(echo "$line" | sed -E 's/.* ([0-9]+) passed.*/\1/')
     f=$(echo "$line" | sed -E 's/.*passed, ([0-9]+) failed.*/\1/')
@@ -66,14 +54,70 @@ run_script() { # name, command...
         failures+=("$name (see $log)")
         tail -15 "$log" | sed 's/^/    /'
     fi
-    printf '%-58s %3d passed, %d failed\n' "$name" "$p" "$f"
+    printf '%-52s %3d passed, %d failed %5ss\n' "$name" "$p" "$f" "$secs"
 }
 
-run_suite build plain
-[ "$TEST_SANITIZED" = 1 ] && run_suite build/asan asan
-[ -x tests/contract/run.sh ] && run_script contract env BUILD=build tests/contract/run.sh
-[ -x tests/support/lint-openapi.sh ] && run_script openapi tests/support/lint-openapi.sh
-[ -x tests/deploy/check.sh ] && run_script deploy env BUILD=build tests/deploy/check.sh
+# ---- the jobs: "kind|name|log|command..." lines, started in this order ----
+JOBS=()
+add_binaries() { # build dir, label
+    local build=$1 label=$2 bin kind
+    for bin in "$build"/tests/integration/test_* "$build"/tests/unit/test_*; do
+        [ -x "$bin" ] || continue
+        kind=$(basename "$(dirname "$bin")")
+        JOBS+=("cmocka|$label $kind/$(basename "$bin")|$LOG_DIR/$label-$kind-$(basename "$bin").log|env BUILD=$build CCSYNCD_BIN=$build/ccsyncd CCSIM_BIN=$build/ccsim timeout 900 $bin")
+    done
+}
+# The longest binaries first (test_resilience, test_sync), so the tail is short.
+order_jobs() {
+    local first=() rest=() j
+    for j in "${JOBS[@]}"; do
+        case $j in *test_resilience* | *test_sync*) first+=("$j") ;; *) rest+=("$j") ;; esac
+    done
+    JOBS=("${first[@]}" "${rest[@]}")
+}
+
+add_binaries build plain
+[ "$TEST_SANITIZED" = 1 ] && add_binaries build/asan asan
+order_jobs
+[ -x tests/contract/run.sh ] && JOBS+=("script|contract|$LOG_DIR/contract.log|env BUILD=build tests/contract/run.sh")
+[ -x tests/support/lint-openapi.sh ] && JOBS+=("script|openapi|$LOG_DIR/openapi.log|tests/support/lint-openapi.sh")
+[ -x tests/deploy/check.sh ] && JOBS+=("script|deploy|$LOG_DIR/deploy.log|env BUILD=build tests/deploy/check.sh")
+
+# Each job writes its exit status and seconds beside its log.
+run_job() { # log, command...
+    local log=$1 start rc
+    shift
+    start=$(date +%s)
+    # shellcheck disable=SC2068 # the command line is a list of words by design
+    $@ >"$log" 2>&1 </dev/null
+    rc=$?
+    echo "$rc $(($(date +%s) - start))" >"$log.rc"
+}
+
+running=0
+for job in "${JOBS[@]}"; do
+    IFS='|' read -r _ _ log cmd <<<"$job"
+    rm -f "$log.rc"
+    while [ "$running" -ge "$TEST_JOBS" ]; do
+        wait -n
+        running=$((running - 1))
+    done
+    # shellcheck disable=SC2086 # split the command into words
+    run_job "$log" $cmd &
+    running=$((running + 1))
+done
+wait
+
+for job in "${JOBS[@]}"; do
+    IFS='|' read -r kind name log _ <<<"$job"
+    read -r rc secs <"$log.rc" 2>/dev/null || { rc=1; secs="?"; }
+    rm -f "$log.rc"
+    if [ "$kind" = cmocka ]; then
+        count_cmocka "$log" "$name" "$rc" "$secs"
+    else
+        count_script "$log" "$name" "$rc" "$secs"
+    fi
+done
 
 if [ ${#failures[@]} -gt 0 ]; then
     echo "failed:"
