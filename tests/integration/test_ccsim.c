@@ -125,7 +125,7 @@ static int group_teardown(void **state)
     return 0;
 }
 
-static int setup(void **state)
+static int reset_sim(void **state)
 {
     (void)state;
     ctl_ok("POST", "/reset", NULL);
@@ -929,33 +929,33 @@ static void test_request_log_records_requests(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup(test_request_without_token_is_401_single_object, setup),
-        cmocka_unit_test_setup(test_access_token_expires, setup),
-        cmocka_unit_test_setup(test_expire_all_tokens_control, setup),
-        cmocka_unit_test_setup(test_refresh_tokens_rotate_and_are_single_use, setup),
-        cmocka_unit_test_setup(test_list_names_are_unique, setup),
-        cmocka_unit_test_setup(test_list_rename_to_a_name_in_use_is_409, setup),
-        cmocka_unit_test_setup(test_at_most_1000_lists, setup),
-        cmocka_unit_test_setup(test_list_delete_is_asynchronous, setup),
-        cmocka_unit_test_setup(test_list_paging_by_cursor, setup),
-        cmocka_unit_test_setup(test_list_membership_count_and_name_filter, setup),
-        cmocka_unit_test_setup(test_contacts_unique_by_email_even_deleted, setup),
-        cmocka_unit_test_setup(test_get_contacts_hides_deleted_unless_status_all, setup),
-        cmocka_unit_test_setup(test_get_contacts_filters_and_includes, setup),
-        cmocka_unit_test_setup(test_put_contact_replaces_and_revives, setup),
-        cmocka_unit_test_setup(test_import_creates_contacts_and_adds_memberships, setup),
-        cmocka_unit_test_setup(test_import_never_adds_unsubscribed_contacts, setup),
-        cmocka_unit_test_setup(test_import_invalid_email_is_a_per_item_error, setup),
-        cmocka_unit_test_setup(test_import_request_limits, setup),
-        cmocka_unit_test_setup(test_add_and_remove_memberships, setup),
-        cmocka_unit_test_setup(test_a_contact_is_on_at_most_50_lists, setup),
-        cmocka_unit_test_setup(test_1000_queued_activities_is_429, setup),
-        cmocka_unit_test_setup(test_fifth_request_in_a_second_is_throttled, setup),
-        cmocka_unit_test_setup(test_daily_quota_resets_at_midnight_utc, setup),
-        cmocka_unit_test_setup(test_validation_names_the_field, setup),
-        cmocka_unit_test_setup(test_admin_rename_and_delete, setup),
-        cmocka_unit_test_setup(test_injected_faults, setup),
-        cmocka_unit_test_setup(test_request_log_records_requests, setup),
+        cmocka_unit_test_setup(test_request_without_token_is_401_single_object, reset_sim),
+        cmocka_unit_test_setup(test_access_token_expires, reset_sim),
+        cmocka_unit_test_setup(test_expire_all_tokens_control, reset_sim),
+        cmocka_unit_test_setup(test_refresh_tokens_rotate_and_are_single_use, reset_sim),
+        cmocka_unit_test_setup(test_list_names_are_unique, reset_sim),
+        cmocka_unit_test_setup(test_list_rename_to_a_name_in_use_is_409, reset_sim),
+        cmocka_unit_test_setup(test_at_most_1000_lists, reset_sim),
+        cmocka_unit_test_setup(test_list_delete_is_asynchronous, reset_sim),
+        cmocka_unit_test_setup(test_list_paging_by_cursor, reset_sim),
+        cmocka_unit_test_setup(test_list_membership_count_and_name_filter, reset_sim),
+        cmocka_unit_test_setup(test_contacts_unique_by_email_even_deleted, reset_sim),
+        cmocka_unit_test_setup(test_get_contacts_hides_deleted_unless_status_all, reset_sim),
+        cmocka_unit_test_setup(test_get_contacts_filters_and_includes, reset_sim),
+        cmocka_unit_test_setup(test_put_contact_replaces_and_revives, reset_sim),
+        cmocka_unit_test_setup(test_import_creates_contacts_and_adds_memberships, reset_sim),
+        cmocka_unit_test_setup(test_import_never_adds_unsubscribed_contacts, reset_sim),
+        cmocka_unit_test_setup(test_import_invalid_email_is_a_per_item_error, reset_sim),
+        cmocka_unit_test_setup(test_import_request_limits, reset_sim),
+        cmocka_unit_test_setup(test_add_and_remove_memberships, reset_sim),
+        cmocka_unit_test_setup(test_a_contact_is_on_at_most_50_lists, reset_sim),
+        cmocka_unit_test_setup(test_1000_queued_activities_is_429, reset_sim),
+        cmocka_unit_test_setup(test_fifth_request_in_a_second_is_throttled, reset_sim),
+        cmocka_unit_test_setup(test_daily_quota_resets_at_midnight_utc, reset_sim),
+        cmocka_unit_test_setup(test_validation_names_the_field, reset_sim),
+        cmocka_unit_test_setup(test_admin_rename_and_delete, reset_sim),
+        cmocka_unit_test_setup(test_injected_faults, reset_sim),
+        cmocka_unit_test_setup(test_request_log_records_requests, reset_sim),
     };
     return cmocka_run_group_tests_name("ccsim", tests, group_setup, group_teardown);
 }

@@ -48,11 +48,6 @@ static int stop_stack(void **state)
     return stack_stop(state);
 }
 
-static void start_ccsyncd(void)
-{
-    assert_int_equal(stack_start_service(), 0);
-}
-
 /* Polls GET /v1/dead-letters until it lists n entries; returns the list (caller puts). */
 static json_object *wait_dead_letters(size_t n)
 {
@@ -85,7 +80,7 @@ static long long status_queue(const char *field)
 
 static void test_unparseable_event_is_dead_lettered_and_listed(void **state)
 {
-    start_ccsyncd();
+    assert_int_equal(stack_start_service(), 0);
     redisReply *r =
         peek_command(redis, "XADD %s * assoc %s id w-broken type group.updated ts 1 body %s",
                      KEY_EVENTS, ASSOC, "{not json");
@@ -129,7 +124,7 @@ static void test_event_delivered_too_often_is_dead_lettered(void **state)
                      id);
     freeReplyObject(r);
 
-    start_ccsyncd();
+    assert_int_equal(stack_start_service(), 0);
     json_object *o = wait_dead_letters(1), *list, *e;
     json_object_object_get_ex(o, "dead_letters", &list);
     e = json_object_array_get_idx(list, 0);
@@ -142,7 +137,7 @@ static void test_event_delivered_too_often_is_dead_lettered(void **state)
 
 static void test_redrive_applies_a_fixed_event_and_removes_the_dead_letter(void **state)
 {
-    start_ccsyncd();
+    assert_int_equal(stack_start_service(), 0);
     /* A dead letter whose cause is gone (say, an association created since). */
     redisReply *r = peek_command(
         redis,
@@ -192,7 +187,7 @@ static void test_redrive_applies_a_fixed_event_and_removes_the_dead_letter(void 
 
 static void test_redrive_refuses_an_id_that_is_not_a_stream_id(void **state)
 {
-    start_ccsyncd();
+    assert_int_equal(stack_start_service(), 0);
     long status;
     json_object *o = api_json("POST", "/v1/dead-letters/1795773603512/redrive", NULL, &status),
                 *err;

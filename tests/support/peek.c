@@ -89,18 +89,17 @@ bool peek_refresh_lock_exists(redisContext *c, const char *association)
 
 long long peek_budget_served(redisContext *c, const char *app, const char *association)
 {
-    redisReply *r = peek_command(c, "HGET %s %s", key_budget(app, "served").s, association);
-    long long n = r->type == REDIS_REPLY_STRING ? strtoll(r->str, NULL, 10) : -1;
+    redisReply *r = redisCommand(c, "HGET %s %s", key_budget(app, "served").s, association);
+    long long n = r && r->type == REDIS_REPLY_STRING ? strtoll(r->str, NULL, 10) : -1;
     freeReplyObject(r);
     return n;
 }
 
-long long peek_budget_day(redisContext *c, const char *app, long long *ttl)
+long long peek_budget_day(redisContext *c, const char *app, time_t at, long long *ttl)
 {
     char what[32];
-    time_t now = time(NULL);
     struct tm tm;
-    gmtime_r(&now, &tm);
+    gmtime_r(&at, &tm);
     strftime(what, sizeof what, "day:%Y-%m-%d", &tm);
     struct key day = key_budget(app, what);
     redisReply *r = peek_command(c, "GET %s", day.s);

@@ -10,6 +10,7 @@
 #include <hiredis/hiredis.h>
 #include <json-c/json.h>
 #include <stdbool.h>
+#include <time.h>
 
 /* A connection to 127.0.0.1:port (2 s timeout); the caller frees it. */
 redisContext *peek_connect(int port);
@@ -29,10 +30,11 @@ bool peek_association_exists(redisContext *c, const char *association);
 bool peek_refresh_lock_exists(redisContext *c, const char *association);
 
 /* The shared CC budget of CC application app: the association's field of the
- * "served" hash (NULL-safe: -1 when absent), and today's (UTC) request count key
- * with its TTL. */
+ * "served" hash, -1 when absent or on any error (it never fails the test, so a
+ * thread other than cmocka's may call it); the request count of the UTC day
+ * holding the time at (-1 when absent) and that key's TTL. */
 long long peek_budget_served(redisContext *c, const char *app, const char *association);
-long long peek_budget_day(redisContext *c, const char *app, long long *ttl);
+long long peek_budget_day(redisContext *c, const char *app, time_t at, long long *ttl);
 
 /* The journal ccsyncd left in group g's hash (what it had in flight), parsed;
  * NULL when there is none. The caller puts it. */
