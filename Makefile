@@ -113,14 +113,16 @@ run: deps-run
 	@$(MAKE) --no-print-directory all
 	@BUILD=$(BUILD) tests/support/run-dev.sh
 
+# Both builds use every core (make test is often run without -j).
+JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 test: deps-test
-	@$(MAKE) --no-print-directory check-tests
-	@$(MAKE) --no-print-directory BUILD=build/asan SANITIZE=1 check-tests
+	@$(MAKE) --no-print-directory -j$(JOBS) check-tests
+	@$(MAKE) --no-print-directory -j$(JOBS) BUILD=build/asan SANITIZE=1 check-tests
 	@tests/run-all.sh
 
 # A quicker loop for development: plain build only.
 test-fast:
-	@$(MAKE) --no-print-directory check-tests
+	@$(MAKE) --no-print-directory -j$(JOBS) check-tests
 	@TEST_SANITIZED=0 tests/run-all.sh
 
 lint-openapi:

@@ -70,7 +70,7 @@ static const char *json_str(struct json_object *o, const char *key)
     return json_object_get_string(v);
 }
 
-static int group_setup(void **state)
+static int start_sim(void **state)
 {
     const char *args[] = {"--no-limits", "--activity-ms", "60", NULL};
     the_sim.pid = ccsim_start(args, the_sim.root, sizeof(the_sim.root));
@@ -86,7 +86,7 @@ static int group_setup(void **state)
     return 0;
 }
 
-static int group_teardown(void **state)
+static int stop_sim(void **state)
 {
     if (the_sim.pid > 0)
         ts_kill(the_sim.pid, SIGTERM);
@@ -478,7 +478,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_server_errors_and_broken_connections, test_setup,
                                         test_teardown),
     };
-    int failed = cmocka_run_group_tests(tests, group_setup, group_teardown);
+    int failed = cmocka_run_group_tests(tests, start_sim, stop_sim);
     curl_global_cleanup();
     return failed;
 }

@@ -1,6 +1,6 @@
 /*
  * test_deadletters.c - events that cannot be applied go to the dead-letter
- * stream, where an admin lists them and re-drives them (DESIGN.md §2, issue 4 #7).
+ * stream, where an admin lists them and re-drives them (docs/: the queue and its dead letters).
  *
  * Each test starts the stack (stack.h) with ccsyncd held back: entries are put in
  * the streams first with the test's own Redis connection (peek.h), as a crash or

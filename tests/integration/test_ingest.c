@@ -1,4 +1,4 @@
-/* Integration tests of ccsyncd's front door (DESIGN.md §2, §4, §5): the association
+/* Integration tests of ccsyncd's front door (docs/: ingest, the admin API, webhooks): the association
  * admin API, signed webhooks into the Redis stream, every refusal of §5 with its
  * status and code, health and metrics, a Redis outage, SIGTERM, and the logs.
  *
@@ -99,7 +99,7 @@ static void header_of(const struct reply *r, const char *name, char *out, size_t
         fail_msg("no %s header in:\n%s", name, r->headers ? r->headers : "(none)");
 }
 
-/* The error reply of DESIGN.md §4: exactly {"error":{"code","message"}}. message
+/* The error reply of the admin API (docs/): exactly {"error":{"code","message"}}. message
  * NULL: any message. */
 static void check_error(const char *what, const struct reply *r, long status, const char *code,
                         const char *message)
@@ -795,7 +795,7 @@ static void test_secret_change_takes_effect_at_once(void **state)
     reply_free(&r);
 }
 
-/* ---- refused webhooks: DESIGN.md §5 ---- */
+/* ---- refused webhooks ---- */
 
 struct refusal {
     const char *name;

@@ -397,7 +397,7 @@ static void test_redis_restart_mid_sync_converges(void **state)
 
 /* ==== c) 30% of CC's answers are 429 or 5xx ==== */
 
-static int setup_fast(void **state)
+static int setup_faults(void **state)
 {
     (void)state;
     struct stack_options o = {.sim_rate = 0, .cc_rate = 100, .activity_ms = 200, .workers = 3};
@@ -1525,7 +1525,7 @@ int main(void)
             stack_stop),
         cmocka_unit_test_setup_teardown(test_redis_restart_mid_sync_converges, setup_aof,
                                         stack_stop),
-        cmocka_unit_test_setup_teardown(test_thirty_percent_429_and_5xx_still_exact, setup_fast,
+        cmocka_unit_test_setup_teardown(test_thirty_percent_429_and_5xx_still_exact, setup_faults,
                                         stack_stop),
         cmocka_unit_test_setup_teardown(test_tokens_expiring_mid_sync_refresh_once, setup_minted,
                                         stack_stop),

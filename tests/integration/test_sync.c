@@ -1,7 +1,7 @@
 /*
  * test_sync.c (integration) - the sync engine end to end: real redis-server, the
  * Constant Contact simulator (ccsim) and ccsyncd, driven over HTTP with signed
- * Novi webhooks, one test per behaviour of DESIGN.md §1, plus redelivered and
+ * Novi webhooks, one test per behaviour of the sync (docs/), plus redelivered and
  * out-of-order events.
  *
  * Every test gets its own redis-server, ccsim and ccsyncd on free loopback ports

@@ -1,4 +1,4 @@
-/* Tests of config_load (DESIGN.md §3): the defaults, each refused value with the
+/* Tests of config_load (docs/: configuration): the defaults, each refused value with the
  * exact one-line message naming its variable, that no message ever echoes a
  * secret, and (last group) that ccsyncd itself stops with status 2 and that one
  * line on stderr. The environment is a table given through the lookup function,
