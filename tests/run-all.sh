@@ -7,14 +7,14 @@
 #   the OpenAPI lint; the deployment checks.
 # Each test binary starts the servers it needs (redis-server, ccsim, ccsyncd) on
 # free loopback ports and stops them, so binaries run side by side: TEST_JOBS at
-# once (default 4: the suite mostly waits on servers, and 2 cores stay busy). The
-# longest run first. Each has its own log in $TEST_LOG_DIR (build/test-logs); the
+# once (default 6: the suite mostly waits on leases, timeouts and paced calls, so
+# 2 cores keep up). The longest run first. Each has its own log in $TEST_LOG_DIR (build/test-logs); the
 # results are counted in a fixed order once all have ended. Counts are cmocka's own,
 # added up.
 set -u
 cd "$(dirname "$0")/.." || exit 1
 TEST_SANITIZED=${TEST_SANITIZED:-1}
-TEST_JOBS=${TEST_JOBS:-4}
+TEST_JOBS=${TEST_JOBS:-6}
 LOG_DIR=${TEST_LOG_DIR:-build/test-logs}
 mkdir -p "$LOG_DIR"
 passed=0
@@ -67,11 +67,20 @@ add_binaries() { # build dir, label
         JOBS+=("cmocka|$label $kind/$(basename "$bin")|$LOG_DIR/$label-$kind-$(basename "$bin").log|env BUILD=$build CCSYNCD_BIN=$build/ccsyncd CCSIM_BIN=$build/ccsim timeout 900 $bin")
     done
 }
-# The longest binaries first (test_resilience, test_sync), so the tail is short.
+# The longest binaries first (they wait on leases, timeouts and paced CC calls),
+# the sanitized ones before the plain ones, so the tail is short.
+SLOW='test_crash test_resilience test_sync test_lost_create'
 order_jobs() {
-    local first=() rest=() j
+    local first=() rest=() label name j
+    for label in asan plain; do
+        for name in $SLOW; do
+            for j in "${JOBS[@]}"; do
+                case $j in "cmocka|$label integration/$name|"*) first+=("$j") ;; esac
+            done
+        done
+    done
     for j in "${JOBS[@]}"; do
-        case $j in *test_resilience* | *test_sync*) first+=("$j") ;; *) rest+=("$j") ;; esac
+        case " ${first[*]} " in *" $j "*) ;; *) rest+=("$j") ;; esac
     done
     JOBS=("${first[@]}" "${rest[@]}")
 }
