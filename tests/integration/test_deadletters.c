@@ -31,7 +31,7 @@ static redisContext *redis;
 
 /* Redis and ccsim; ccsyncd starts in the test, once the streams hold what a crash
  * or an older ccsyncd would have left. */
-static int setup_stack(void **state)
+static int setup_held_back(void **state)
 {
     (void)state;
     struct stack_options o = {.workers = 1, .connect = STACK_SECRET_ONLY, .ccsyncd_later = true};
@@ -201,14 +201,14 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_unparseable_event_is_dead_lettered_and_listed,
-                                        setup_stack, stop_stack),
+                                        setup_held_back, stop_stack),
         cmocka_unit_test_setup_teardown(test_event_delivered_too_often_is_dead_lettered,
-                                        setup_stack, stop_stack),
+                                        setup_held_back, stop_stack),
         cmocka_unit_test_setup_teardown(
-            test_redrive_applies_a_fixed_event_and_removes_the_dead_letter, setup_stack,
+            test_redrive_applies_a_fixed_event_and_removes_the_dead_letter, setup_held_back,
             stop_stack),
         cmocka_unit_test_setup_teardown(test_redrive_refuses_an_id_that_is_not_a_stream_id,
-                                        setup_stack, stop_stack),
+                                        setup_held_back, stop_stack),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,6 +1,6 @@
-/* Integration tests of ccsyncd's front door (docs/: ingest, the admin API, webhooks): the association
- * admin API, signed webhooks into the Redis stream, every refusal of §5 with its
- * status and code, health and metrics, a Redis outage, SIGTERM, and the logs.
+/* Integration tests of ccsyncd's front door (docs/: ingest, the admin API, webhooks): the
+ * association admin API, signed webhooks into the Redis stream, every refusal of §5 with its status
+ * and code, health and metrics, a Redis outage, SIGTERM, and the logs.
  *
  * Every test gets its own redis-server and ccsyncd on free loopback ports
  * (CCSYNCD_BIN, default $BUILD/ccsyncd), with association "acme" created through

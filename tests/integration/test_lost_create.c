@@ -32,14 +32,6 @@
 #include "status.h"
 #include "testsupport.h"
 
-/* ccsim's rate limit off, ccsync's budget high (stack.h's defaults). */
-static int setup_stack(void **state)
-{
-    (void)state;
-    struct stack_options o = {0};
-    return stack_start("test-lost-create", &o);
-}
-
 /* A list create whose answer is lost (ccsyncd gives up after 30 s; ccsim makes
  * the list a moment later), and sync is turned off before the retry: the list
  * the lost create made is found by its reference and deleted, not left behind
@@ -97,9 +89,9 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_sync_off_after_a_lost_create_deletes_the_list_it_made,
-                                        setup_stack, stack_stop),
+                                        stack_setup, stack_stop),
         cmocka_unit_test_setup_teardown(test_resync_after_a_lost_create_adopts_the_list_it_made,
-                                        setup_stack, stack_stop),
+                                        stack_setup, stack_stop),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

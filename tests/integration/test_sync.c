@@ -52,14 +52,6 @@ static int setup_limits(void **state)
     return stack_start("test-sync", &o);
 }
 
-/* Tests not about limits: ccsim's rate limit off, ccsync's budget high. */
-static int setup_fast(void **state)
-{
-    (void)state;
-    struct stack_options o = {0};
-    return stack_start("test-sync", &o);
-}
-
 /* Reconcile every second. */
 static int setup_reconcile(void **state)
 {
@@ -1048,49 +1040,49 @@ static void test_list_deleted_in_cc_found_by_a_removal_stops_the_round(void **st
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_connection_shows_connected_after_a_sync, setup_fast,
+        cmocka_unit_test_setup_teardown(test_connection_shows_connected_after_a_sync, stack_setup,
                                         stack_stop),
         cmocka_unit_test_setup_teardown(test_connection_expired_token_is_refreshed_and_sync_goes_on,
                                         setup_no_token, stack_stop),
         cmocka_unit_test_setup_teardown(
             test_connection_invalid_refresh_token_until_new_tokens_are_put, setup_no_token,
             stack_stop),
-        cmocka_unit_test_setup_teardown(test_naming_takes_first_free_name, setup_fast, stack_stop),
+        cmocka_unit_test_setup_teardown(test_naming_takes_first_free_name, stack_setup, stack_stop),
         cmocka_unit_test_setup_teardown(test_first_sync_puts_every_usable_member_on_the_list,
                                         setup_limits, stack_stop),
-        cmocka_unit_test_setup_teardown(test_join_leave_email_and_name_changes, setup_fast,
+        cmocka_unit_test_setup_teardown(test_join_leave_email_and_name_changes, stack_setup,
                                         stack_stop),
-        cmocka_unit_test_setup_teardown(test_toggle_off_deletes_the_list_and_audits, setup_fast,
+        cmocka_unit_test_setup_teardown(test_toggle_off_deletes_the_list_and_audits, stack_setup,
                                         stack_stop),
         cmocka_unit_test_setup_teardown(test_group_deleted_deletes_the_list_and_keeps_the_audit,
-                                        setup_fast, stack_stop),
+                                        stack_setup, stack_stop),
         cmocka_unit_test_setup_teardown(test_list_renamed_in_cc_keeps_syncing_by_id,
                                         setup_reconcile, stack_stop),
         cmocka_unit_test_setup_teardown(test_list_deleted_in_cc_is_an_error_until_resync,
                                         setup_reconcile, stack_stop),
         cmocka_unit_test_setup_teardown(test_resync_after_list_deleted_takes_the_first_free_name,
                                         setup_reconcile, stack_stop),
-        cmocka_unit_test_setup_teardown(test_duplicates_and_reasons_are_counted, setup_fast,
+        cmocka_unit_test_setup_teardown(test_duplicates_and_reasons_are_counted, stack_setup,
                                         stack_stop),
         cmocka_unit_test_setup_teardown(test_unsubscribed_in_cc_is_never_added_again,
                                         setup_reconcile, stack_stop),
         cmocka_unit_test_setup_teardown(test_saving_a_group_without_change_makes_no_cc_request,
-                                        setup_fast, stack_stop),
-        cmocka_unit_test_setup_teardown(test_same_event_delivered_twice_changes_nothing, setup_fast,
-                                        stack_stop),
-        cmocka_unit_test_setup_teardown(test_out_of_order_events_do_not_regress, setup_fast,
+                                        stack_setup, stack_stop),
+        cmocka_unit_test_setup_teardown(test_same_event_delivered_twice_changes_nothing,
+                                        stack_setup, stack_stop),
+        cmocka_unit_test_setup_teardown(test_out_of_order_events_do_not_regress, stack_setup,
                                         stack_stop),
         cmocka_unit_test_setup_teardown(test_older_snapshot_does_not_override_newer_customer_update,
-                                        setup_fast, stack_stop),
+                                        stack_setup, stack_stop),
         cmocka_unit_test_setup_teardown(test_burst_over_groups_shares_requests, setup_limits,
                                         stack_stop),
         cmocka_unit_test_setup_teardown(test_member_of_two_groups_leaving_one_stays_on_the_other,
-                                        setup_fast, stack_stop),
+                                        stack_setup, stack_stop),
         cmocka_unit_test_setup_teardown(
-            test_merged_removal_with_lost_answer_is_recovered_in_every_group, setup_fast,
+            test_merged_removal_with_lost_answer_is_recovered_in_every_group, stack_setup,
             stack_stop),
         cmocka_unit_test_setup_teardown(test_list_deleted_in_cc_found_by_a_removal_stops_the_round,
-                                        setup_fast, stack_stop),
+                                        stack_setup, stack_stop),
     };
     const char *filter = getenv("TEST_FILTER");
     if (filter && *filter)

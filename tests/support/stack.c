@@ -6,6 +6,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -186,6 +187,13 @@ int stack_start_service(void)
             return -1;
     }
     return connect_association();
+}
+
+int stack_setup(void **state)
+{
+    (void)state;
+    struct stack_options o = {0};
+    return stack_start(program_invocation_short_name, &o);
 }
 
 int stack_stop(void **state)

@@ -64,6 +64,9 @@ extern struct stack stack;
 
 /* Starts the stack for test (names the log folder); 0 or -1. */
 int stack_start(const char *test, const struct stack_options *o);
+/* A cmocka setup: the stack with every default (no CC rate limit in ccsim, a high
+ * budget in ccsync), named after the test binary. */
+int stack_setup(void **state);
 /* With ccsyncd_later: starts the ccsyncd processes and connects ASSOC; 0 or -1. */
 int stack_start_service(void);
 /* Stops every process of the stack (a cmocka teardown). */
