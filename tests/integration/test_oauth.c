@@ -183,9 +183,7 @@ static int stop_all(void **state)
 
 static int reset(void **state)
 {
-    redisContext *c = peek_connect(redis_port);
-    freeReplyObject(redisCommand(c, "FLUSHALL"));
-    redisFree(c);
+    peek_flushall(redis_port);
     pthread_mutex_lock(&fake.lock);
     fake.calls = 0;
     fake.generation = 0;

@@ -58,9 +58,7 @@ static int stop_redis(void **state)
 
 static int flush(void **state)
 {
-    redisContext *c = peek_connect(redis_port);
-    freeReplyObject(redisCommand(c, "FLUSHALL"));
-    redisFree(c);
+    peek_flushall(redis_port);
     return 0;
 }
 

@@ -86,20 +86,22 @@ long long gen_expected_count(int from, int to)
     return n;
 }
 
-int gen_no_email(int from, int to)
+/* Members of [from, to) without an email (no_email) or with an invalid one. */
+static int count_special(int from, int to, bool want_no_email)
 {
     int n = 0;
     bool no_email, invalid;
     for (int k = from; k < to; k++)
-        n += gen_special(k, &no_email, &invalid) && no_email;
+        n += gen_special(k, &no_email, &invalid) && (want_no_email ? no_email : invalid);
     return n;
+}
+
+int gen_no_email(int from, int to)
+{
+    return count_special(from, to, true);
 }
 
 int gen_invalid(int from, int to)
 {
-    int n = 0;
-    bool no_email, invalid;
-    for (int k = from; k < to; k++)
-        n += gen_special(k, &no_email, &invalid) && invalid;
-    return n;
+    return count_special(from, to, false);
 }

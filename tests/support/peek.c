@@ -52,6 +52,13 @@ long long peek_integer(redisContext *c, const char *fmt, ...)
     return v;
 }
 
+void peek_flushall(int port)
+{
+    redisContext *c = peek_connect(port);
+    freeReplyObject(peek_command(c, "FLUSHALL"));
+    redisFree(c);
+}
+
 long long peek_entries_added(redisContext *c, const char *stream)
 {
     if (peek_integer(c, "EXISTS %s", stream) == 0)

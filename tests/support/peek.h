@@ -19,6 +19,9 @@ redisReply *peek_command(redisContext *c, const char *fmt, ...);
 /* One command whose reply is an integer. */
 long long peek_integer(redisContext *c, const char *fmt, ...);
 
+/* Empties the Redis on port (FLUSHALL): a fixture between tests of one server. */
+void peek_flushall(int port);
+
 /* XINFO STREAM's entries-added (every entry ever added); 0 without the stream. */
 long long peek_entries_added(redisContext *c, const char *stream);
 
