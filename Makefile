@@ -92,7 +92,7 @@ $(BUILD)/tests/integration/%: tests/integration/%.c $(BUILD)/libccsync.a $(BUILD
 $(BUILD)/bench/%: tests/bench/%.c $(BUILD)/libccsync.a $(BUILD)/libtestsupport.a
 	@mkdir -p $(dir $@)
 	@echo "  LINK    $@"
-	$(Q)$(CC) $(ALL_CFLAGS) -o $@ $< $(BUILD)/libtestsupport.a $(BUILD)/libccsync.a $(LIBS)
+	$(Q)$(CC) $(ALL_CFLAGS) -o $@ $< $(BUILD)/libtestsupport.a $(BUILD)/libccsync.a $(LIBS) -lcmocka
 
 check-tests: all $(UNIT_BIN) $(INTEG_BIN)
 
