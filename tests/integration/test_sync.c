@@ -134,15 +134,13 @@ static void test_connection_invalid_refresh_token_until_new_tokens_are_put(void 
     put_tokens(access, refresh);
     BOARD_ON();
     send_members("board", 2, 1, member("m1", "ann@example.org", "Ann", "Lee", NULL));
-    json_object *gs = wait_synced("board");
     char list_id[128];
-    snprintf(list_id, sizeof list_id, "%s", gs_list_id(gs));
-    json_object_put(gs);
+    wait_synced_list("board", list_id, sizeof list_id);
 
     /* Access and refresh tokens both spent: the account must be reconnected. */
     sim_void("POST", "/__sim/tokens/expire", "{\"refresh\":true}");
     send_customer(member("m2", "bob@example.org", "Bob", "Ray", groups_of("board")), 3);
-    gs = wait_group_error("board", "constant_contact_unauthorized", "error");
+    json_object *gs = wait_group_error("board", "constant_contact_unauthorized", "error");
     json_object_put(gs);
     assert_string_equal(assoc_state(), "unauthorized");
     assert_string_equal(cc_members(list_id, buf, sizeof buf, NULL, 0), "ann@example.org");
@@ -281,10 +279,8 @@ static void test_join_leave_email_and_name_changes(void **state)
                  member("m2", "bob@example.org", "Bob", "Ray", NULL),
                  member("m3", "cy@example.org", "Cy", "Lo", NULL),
                  member("m4", "di@example.org", "Di", "Ma", NULL));
-    json_object *gs = wait_synced("board");
     char list_id[128];
-    snprintf(list_id, sizeof list_id, "%s", gs_list_id(gs));
-    json_object_put(gs);
+    wait_synced_list("board", list_id, sizeof list_id);
     assert_string_equal(cc_members(list_id, buf, sizeof buf, NULL, 0),
                         "ann@example.org,bob@example.org,cy@example.org,di@example.org");
 
@@ -296,7 +292,7 @@ static void test_join_leave_email_and_name_changes(void **state)
     send_customer("{\"UniqueID\":\"m4\",\"Email\":\"di@example.org\",\"Active\":false,"
                   "\"Groups\":[{\"UniqueID\":\"board\",\"GroupName\":\"Board\"}]}",
                   3);
-    gs = wait_synced("board");
+    json_object *gs = wait_synced("board");
     assert_state(gs, "synced");
     assert_counts(gs, 2, 0, 0, 0, 0, 0, 0, 2);
     assert_string_equal(gs_list_id(gs), list_id);
@@ -336,14 +332,12 @@ static void test_toggle_off_deletes_the_list_and_audits(void **state)
     BOARD_ON();
     send_members("board", 2, 2, member("m1", "ann@example.org", "Ann", "Lee", NULL),
                  member("m2", "bob@example.org", "Bob", "Ray", NULL));
-    json_object *gs = wait_synced("board");
     char list_id[128];
-    snprintf(list_id, sizeof list_id, "%s", gs_list_id(gs));
-    json_object_put(gs);
+    wait_synced_list("board", list_id, sizeof list_id);
     assert_string_equal(cc_list_names(NULL, buf, sizeof buf), "Board");
 
     send_group("board", "Board", false, 3);
-    gs = wait_synced("board");
+    json_object *gs = wait_synced("board");
     assert_state(gs, "disabled");
     assert_null(error_code(gs));
     assert_true(json_object_is_type(jget(gs, "list"), json_type_null));
@@ -389,10 +383,8 @@ static void test_group_deleted_deletes_the_list_and_keeps_the_audit(void **state
     send_members("board", 2, 1, member("m1", "ann@example.org", "Ann", "Lee", NULL));
     send_group("club", "Club", true, 1);
     send_members("club", 2, 1, member("m1", "ann@example.org", "Ann", "Lee", NULL));
-    json_object *gs = wait_synced("board");
     char list_id[128];
-    snprintf(list_id, sizeof list_id, "%s", gs_list_id(gs));
-    json_object_put(gs);
+    wait_synced_list("board", list_id, sizeof list_id);
     json_object_put(wait_synced("club"));
     assert_string_equal(cc_list_names(NULL, buf, sizeof buf), "Board,Club");
 
@@ -431,14 +423,13 @@ static void test_list_renamed_in_cc_keeps_syncing_by_id(void **state)
     char buf[1024], path[256], actions[512];
     BOARD_ON();
     send_members("board", 2, 1, member("m1", "ann@example.org", "Ann", "Lee", NULL));
-    json_object *gs = wait_synced("board");
     char list_id[128];
-    snprintf(list_id, sizeof list_id, "%s", gs_list_id(gs));
-    json_object_put(gs);
+    wait_synced_list("board", list_id, sizeof list_id);
 
     snprintf(path, sizeof path, "/__sim/lists/%s/rename", list_id);
     sim_void("POST", path, "{\"name\":\"Board of Directors\"}");
     long deadline = ts_now_ms() + WAIT_MS;
+    json_object *gs;
     for (;;) {
         long status;
         gs = get_group("board", &status);
@@ -483,15 +474,13 @@ static void test_list_deleted_in_cc_is_an_error_until_resync(void **state)
     BOARD_ON();
     send_members("board", 2, 2, member("m1", "ann@example.org", "Ann", "Lee", NULL),
                  member("m2", "bob@example.org", "Bob", "Ray", NULL));
-    json_object *gs = wait_synced("board");
     char list_id[128];
-    snprintf(list_id, sizeof list_id, "%s", gs_list_id(gs));
-    json_object_put(gs);
+    wait_synced_list("board", list_id, sizeof list_id);
 
     snprintf(path, sizeof path, "/__sim/lists/%s/delete", list_id);
     sim_void("POST", path, NULL);
     sim_void("POST", "/__sim/seed", "{\"lists\":[\"Board - 1\"]}"); /* someone took that name */
-    gs = wait_group_error("board", "list_deleted_in_constant_contact", "error");
+    json_object *gs = wait_group_error("board", "list_deleted_in_constant_contact", "error");
     json_object *err = jget(gs, "error");
     assert_non_null(jstr(err, "message"));
     assert_non_null(strstr(jstr(err, "message"), "deleted in Constant Contact"));
@@ -540,10 +529,8 @@ static void test_resync_after_list_deleted_takes_the_first_free_name(void **stat
     char buf[1024], path[256];
     BOARD_ON();
     send_members("board", 2, 1, member("m1", "ann@example.org", "Ann", "Lee", NULL));
-    json_object *gs = wait_synced("board");
     char list_id[128];
-    snprintf(list_id, sizeof list_id, "%s", gs_list_id(gs));
-    json_object_put(gs);
+    wait_synced_list("board", list_id, sizeof list_id);
     snprintf(path, sizeof path, "/__sim/lists/%s/delete", list_id);
     sim_void("POST", path, NULL);
     sim_void("POST", "/__sim/seed", "{\"lists\":[\"Board\"]}");
@@ -551,7 +538,7 @@ static void test_resync_after_list_deleted_takes_the_first_free_name(void **stat
     struct reply r = api("POST", "/v1/associations/" ASSOC "/groups/board/resync", NULL);
     assert_int_equal(r.status, 202);
     reply_free(&r);
-    gs = wait_synced("board");
+    json_object *gs = wait_synced("board");
     assert_state(gs, "synced");
     assert_string_equal(gs_list_name(gs), "Board - 1");
     assert_string_equal(cc_members(gs_list_id(gs), buf, sizeof buf, NULL, 0), "ann@example.org");
@@ -636,14 +623,13 @@ static void test_unsubscribed_in_cc_is_never_added_again(void **state)
     BOARD_ON();
     send_members("board", 2, 2, member("m1", "ann@example.org", "Ann", "Lee", NULL),
                  member("m2", "bob@example.org", "Bob", "Ray", NULL));
-    json_object *gs = wait_synced("board");
     char list_id[128];
-    snprintf(list_id, sizeof list_id, "%s", gs_list_id(gs));
-    json_object_put(gs);
+    wait_synced_list("board", list_id, sizeof list_id);
 
     sim_void("POST", "/__sim/unsubscribe", "{\"email\":\"bob@example.org\"}");
     /* Reconcile sees the list shrink; ccsync finds out and counts bob unsubscribed. */
     long deadline = ts_now_ms() + WAIT_MS;
+    json_object *gs;
     for (;;) {
         gs = wait_synced("board");
         if (jint(jget(gs, "counts"), "unsubscribed") == 1)
@@ -818,10 +804,8 @@ static void test_older_snapshot_does_not_override_newer_customer_update(void **s
     BOARD_ON();
     send_members("board", 2, 2, member("m1", "ann@example.org", "Ann", "Lee", NULL),
                  member("m2", "bob@example.org", "Bob", "Ray", NULL));
-    json_object *gs = wait_synced("board");
     char list_id[128];
-    snprintf(list_id, sizeof list_id, "%s", gs_list_id(gs));
-    json_object_put(gs);
+    wait_synced_list("board", list_id, sizeof list_id);
 
     /* At 20: m1 leaves, m2 changes email, m3 joins. A snapshot taken at 10 arrives
      * later: m1 and m2 as before, without m3. */
@@ -831,7 +815,7 @@ static void test_older_snapshot_does_not_override_newer_customer_update(void **s
     wait_folded();
     send_members("board", 10, 2, member("m1", "ann@example.org", "Ann", "Lee", NULL),
                  member("m2", "bob@example.org", "Bob", "Ray", NULL));
-    gs = wait_synced("board");
+    json_object *gs = wait_synced("board");
     assert_counts(gs, 2, 0, 0, 0, 0, 0, 0, 2);
     json_object_put(gs);
     assert_string_equal(cc_members(list_id, buf, sizeof buf, NULL, 0),
@@ -1013,10 +997,8 @@ static void test_list_deleted_in_cc_found_by_a_removal_stops_the_round(void **st
     BOARD_ON();
     send_members("board", 2, 2, member("m1", "ann@example.org", "Ann", "Lee", NULL),
                  member("m2", "bob@example.org", "Bob", "Ray", NULL));
-    json_object *gs = wait_synced("board");
     char list_id[128];
-    snprintf(list_id, sizeof list_id, "%s", gs_list_id(gs));
-    json_object_put(gs);
+    wait_synced_list("board", list_id, sizeof list_id);
     long long imports = cc_imports();
 
     snprintf(path, sizeof path, "/__sim/lists/%s/delete", list_id);
@@ -1024,7 +1006,7 @@ static void test_list_deleted_in_cc_found_by_a_removal_stops_the_round(void **st
     /* One burst: ann leaves (a removal, her contact id known), cy joins (an import). */
     send_customer(member("m1", "ann@example.org", "Ann", "Lee", groups_of("")), 3);
     send_customer(member("m3", "cy@example.org", "Cy", "Lo", groups_of("board")), 3);
-    gs = wait_group_error("board", "list_deleted_in_constant_contact", "error");
+    json_object *gs = wait_group_error("board", "list_deleted_in_constant_contact", "error");
     json_object_put(gs);
     ts_sleep_ms(2000);
     long status;

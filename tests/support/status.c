@@ -93,6 +93,13 @@ json_object *wait_synced(const char *g)
     return wait_group(&w, "settle");
 }
 
+void wait_synced_list(const char *g, char *list_id, size_t size)
+{
+    json_object *gs = wait_synced(g);
+    snprintf(list_id, size, "%s", gs_list_id(gs));
+    json_object_put(gs);
+}
+
 const char *error_code(json_object *gs)
 {
     json_object *e = jget(gs, "error");

@@ -20,6 +20,8 @@ void wait_folded(void);
 bool group_settled(json_object *gs);
 /* Folded, then the group settled (whatever its state). */
 json_object *wait_synced(const char *g);
+/* wait_synced, then the group's CC list id copied into list_id. */
+void wait_synced_list(const char *g, char *list_id, size_t size);
 /* The error code the GroupStatus shows, or NULL. */
 const char *error_code(json_object *gs);
 /* Folded, then the group shows error code in state. */
