@@ -74,20 +74,25 @@ $(BUILD)/ccsim: $(CCSIM_OBJ)
 	@echo "  LINK    $@"
 	$(Q)$(CC) $(LDSAN) -o $@ $^ $(LIBS)
 
-$(BUILD)/tests/unit/%: tests/unit/%.c $(BUILD)/libccsync.a $(SUPPORT_OBJ)
+# The test support as an archive: a benchmark (no cmocka) pulls in only what it uses.
+$(BUILD)/libtestsupport.a: $(SUPPORT_OBJ)
 	@mkdir -p $(dir $@)
-	@echo "  LINK    $@"
-	$(Q)$(CC) $(ALL_CFLAGS) $(LDSAN) -o $@ $< $(SUPPORT_OBJ) $(BUILD)/libccsync.a $(LIBS) -lcmocka
+	$(Q)rm -f $@ && ar rcs $@ $^
 
-$(BUILD)/tests/integration/%: tests/integration/%.c $(BUILD)/libccsync.a $(SUPPORT_OBJ)
+$(BUILD)/tests/unit/%: tests/unit/%.c $(BUILD)/libccsync.a $(BUILD)/libtestsupport.a
 	@mkdir -p $(dir $@)
 	@echo "  LINK    $@"
-	$(Q)$(CC) $(ALL_CFLAGS) $(LDSAN) -o $@ $< $(SUPPORT_OBJ) $(BUILD)/libccsync.a $(LIBS) -lcmocka
+	$(Q)$(CC) $(ALL_CFLAGS) $(LDSAN) -o $@ $< $(BUILD)/libtestsupport.a $(BUILD)/libccsync.a $(LIBS) -lcmocka
 
-$(BUILD)/bench/%: tests/bench/%.c $(BUILD)/libccsync.a $(SUPPORT_OBJ)
+$(BUILD)/tests/integration/%: tests/integration/%.c $(BUILD)/libccsync.a $(BUILD)/libtestsupport.a
 	@mkdir -p $(dir $@)
 	@echo "  LINK    $@"
-	$(Q)$(CC) $(ALL_CFLAGS) -o $@ $< $(SUPPORT_OBJ) $(BUILD)/libccsync.a $(LIBS)
+	$(Q)$(CC) $(ALL_CFLAGS) $(LDSAN) -o $@ $< $(BUILD)/libtestsupport.a $(BUILD)/libccsync.a $(LIBS) -lcmocka
+
+$(BUILD)/bench/%: tests/bench/%.c $(BUILD)/libccsync.a $(BUILD)/libtestsupport.a
+	@mkdir -p $(dir $@)
+	@echo "  LINK    $@"
+	$(Q)$(CC) $(ALL_CFLAGS) -o $@ $< $(BUILD)/libtestsupport.a $(BUILD)/libccsync.a $(LIBS) -lcmocka
 
 check-tests: all $(UNIT_BIN) $(INTEG_BIN)
 
@@ -111,14 +116,16 @@ run: deps-run
 	@$(MAKE) --no-print-directory all
 	@BUILD=$(BUILD) exec scripts/run-dev.sh
 
+# Both builds use every core (make test is often run without -j).
+JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 test: deps-test
-	@$(MAKE) --no-print-directory check-tests
-	@$(MAKE) --no-print-directory BUILD=build/asan SANITIZE=1 check-tests
+	@$(MAKE) --no-print-directory -j$(JOBS) check-tests
+	@$(MAKE) --no-print-directory -j$(JOBS) BUILD=build/asan SANITIZE=1 check-tests
 	@tests/run-all.sh
 
 # A quicker loop for development: plain build only.
 test-fast:
-	@$(MAKE) --no-print-directory check-tests
+	@$(MAKE) --no-print-directory -j$(JOBS) check-tests
 	@TEST_SANITIZED=0 tests/run-all.sh
 
 lint-openapi:

@@ -6,10 +6,15 @@
 #   (build/asan/); the Constant Contact simulator's contract test through Prism;
 #   the OpenAPI lint; the deployment checks; `make run` and its demo (tests/run/check.sh).
 # Each test binary starts the servers it needs (redis-server, ccsim, ccsyncd) on
-# free loopback ports and stops them. Counts are cmocka's own, added up.
+# free loopback ports and stops them, so binaries run side by side: TEST_JOBS at
+# once (default 6: the suite mostly waits on leases, timeouts and paced calls, so
+# 2 cores keep up). The longest run first. Each has its own log in $TEST_LOG_DIR (build/test-logs); the
+# results are counted in a fixed order once all have ended. Counts are cmocka's own,
+# added up.
 set -u
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 TEST_SANITIZED=${TEST_SANITIZED:-1}
+TEST_JOBS=${TEST_JOBS:-6}
 LOG_DIR=${TEST_LOG_DIR:-build/test-logs}
 mkdir -p "$LOG_DIR"
 passed=0
@@ -20,41 +25,27 @@ failures=()
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0:halt_on_error=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 
-count_cmocka() { # log, name, exit status
-    local log=$1 name=$2 rc=$3 p f
+count_cmocka() { # log, name, exit status, seconds
+    local log=$1 name=$2 rc=$3 secs=$4 p f
     p=$(grep -E '^\[  PASSED  \] [0-9]+ test' "$log" | awk '{s+=$4} END {print s+0}')
     f=$(grep -E '^\[  FAILED  \] [0-9]+ test' "$log" | awk '{s+=$4} END {print s+0}')
     if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then
         f=1 # crashed, timed out or a sanitizer stopped it before cmocka could count
     fi
+    # A failed group setup or teardown (a server that would not stop, a sanitizer
+    # finding at its exit) leaves cmocka's exit status 0: count it here.
+    f=$((f + $(grep -cE '^\[  FAILED  \] GROUP (SETUP|TEARDOWN)' "$log")))
     passed=$((passed + p))
     failed=$((failed + f))
     if [ "$f" -gt 0 ]; then
         failures+=("$name (see $log)")
-        grep -E '^\[  FAILED  \]|^\[  ERROR   \]|ERROR: |runtime error' "$log" | head -10 | sed 's/^/    /'
+        grep -E '^\[  FAILED  \]|^\[  ERROR   \]|ERROR: |runtime error|exited with' "$log" | head -10 | sed 's/^/    /'
     fi
-    printf '%-58s %3d passed, %d failed\n' "$name" "$p" "$f"
+    printf '%-52s %3d passed, %d failed %5ss\n' "$name" "$p" "$f" "$secs"
 }
 
-run_suite() { # build dir, label
-    local build=$1 label=$2 bin log rc kind
-    for bin in "$build"/tests/unit/test_* "$build"/tests/integration/test_*; do
-        [ -x "$bin" ] || continue
-        kind=$(basename "$(dirname "$bin")")
-        log="$LOG_DIR/$label-$kind-$(basename "$bin").log"
-        BUILD=$build CCSYNCD_BIN=$build/ccsyncd CCSIM_BIN=$build/ccsim \
-            timeout 900 "$bin" >"$log" 2>&1
-        rc=$?
-        count_cmocka "$log" "$label $kind/$(basename "$bin")" "$rc"
-    done
-}
-
-run_script() { # name, command...
-    local name=$1 log rc p f line
-    shift
-    log="$LOG_DIR/$name.log"
-    "$@" >"$log" 2>&1
-    rc=$?
+count_script() { # log, name, exit status, seconds
+    local log=$1 name=$2 rc=$3 secs=$4 p f line
     line=$(grep -E '^[a-z-]+: [0-9]+ passed, [0-9]+ failed' "$log" | tail -1)
     p=$(echo "$line" | sed -E 's/.* ([0-9]+) passed.*/\1/')
     f=$(echo "$line" | sed -E 's/.*passed, ([0-9]+) failed.*/\1/')
@@ -66,15 +57,81 @@ run_script() { # name, command...
         failures+=("$name (see $log)")
         tail -15 "$log" | sed 's/^/    /'
     fi
-    printf '%-58s %3d passed, %d failed\n' "$name" "$p" "$f"
+    printf '%-52s %3d passed, %d failed %5ss\n' "$name" "$p" "$f" "$secs"
 }
 
-run_suite build plain
-[ "$TEST_SANITIZED" = 1 ] && run_suite build/asan asan
-[ -x tests/contract/run.sh ] && run_script contract env BUILD=build tests/contract/run.sh
-[ -x scripts/lint-openapi.sh ] && run_script openapi scripts/lint-openapi.sh
-[ -x tests/deploy/check.sh ] && run_script deploy env BUILD=build tests/deploy/check.sh
-[ -x tests/run/check.sh ] && run_script run env BUILD=build tests/run/check.sh
+# ---- the jobs: "kind|name|log|command..." lines, started in this order ----
+JOBS=()
+add_binaries() { # build dir, label
+    local build=$1 label=$2 bin kind
+    for bin in "$build"/tests/integration/test_* "$build"/tests/unit/test_*; do
+        [ -x "$bin" ] || continue
+        kind=$(basename "$(dirname "$bin")")
+        JOBS+=("cmocka|$label $kind/$(basename "$bin")|$LOG_DIR/$label-$kind-$(basename "$bin").log|env BUILD=$build CCSYNCD_BIN=$build/ccsyncd CCSIM_BIN=$build/ccsim timeout 900 $bin")
+    done
+}
+# The longest binaries first (they wait on leases, timeouts and paced CC calls),
+# the sanitized ones before the plain ones, so the tail is short.
+SLOW='test_crash test_resilience test_sync test_lost_create'
+order_jobs() {
+    local first=() rest=() label name j
+    for label in asan plain; do
+        for name in $SLOW; do
+            for j in "${JOBS[@]}"; do
+                case $j in "cmocka|$label integration/$name|"*) first+=("$j") ;; esac
+            done
+        done
+    done
+    for j in "${JOBS[@]}"; do
+        case " ${first[*]} " in *" $j "*) ;; *) rest+=("$j") ;; esac
+    done
+    JOBS=("${first[@]}" "${rest[@]}")
+}
+
+add_binaries build plain
+[ "$TEST_SANITIZED" = 1 ] && add_binaries build/asan asan
+order_jobs
+[ -x tests/contract/run.sh ] && JOBS+=("script|contract|$LOG_DIR/contract.log|env BUILD=build tests/contract/run.sh")
+[ -x scripts/lint-openapi.sh ] && JOBS+=("script|openapi|$LOG_DIR/openapi.log|scripts/lint-openapi.sh")
+[ -x tests/deploy/check.sh ] && JOBS+=("script|deploy|$LOG_DIR/deploy.log|env BUILD=build tests/deploy/check.sh")
+# make run and its demo take a minute of waiting: started among the first.
+[ -x tests/run/check.sh ] && JOBS=("script|run|$LOG_DIR/run.log|env BUILD=build tests/run/check.sh" "${JOBS[@]}")
+
+# Each job writes its exit status and seconds beside its log.
+run_job() { # log, command...
+    local log=$1 start rc
+    shift
+    start=$(date +%s)
+    # shellcheck disable=SC2068 # the command line is a list of words by design
+    $@ >"$log" 2>&1 </dev/null
+    rc=$?
+    echo "$rc $(($(date +%s) - start))" >"$log.rc"
+}
+
+running=0
+for job in "${JOBS[@]}"; do
+    IFS='|' read -r _ _ log cmd <<<"$job"
+    rm -f "$log.rc"
+    while [ "$running" -ge "$TEST_JOBS" ]; do
+        wait -n
+        running=$((running - 1))
+    done
+    # shellcheck disable=SC2086 # split the command into words
+    run_job "$log" $cmd &
+    running=$((running + 1))
+done
+wait
+
+for job in "${JOBS[@]}"; do
+    IFS='|' read -r kind name log _ <<<"$job"
+    read -r rc secs <"$log.rc" 2>/dev/null || { rc=1; secs="?"; }
+    rm -f "$log.rc"
+    if [ "$kind" = cmocka ]; then
+        count_cmocka "$log" "$name" "$rc" "$secs"
+    else
+        count_script "$log" "$name" "$rc" "$secs"
+    fi
+done
 
 if [ ${#failures[@]} -gt 0 ]; then
     echo "failed:"

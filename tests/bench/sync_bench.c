@@ -44,6 +44,7 @@
 #include <unistd.h>
 
 #include "ccsync/webhook.h"
+#include "reply.h"
 #include "testsupport.h"
 
 #define ASSOC "bench"
@@ -69,12 +70,6 @@ static double now_s(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static void sleep_ms(long ms)
-{
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
 }
 
 static void die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
@@ -126,13 +121,7 @@ static json_object *sim_get(const char *path)
     return j;
 }
 
-static json_object *jget(json_object *o, const char *key)
-{
-    json_object *v = NULL;
-    return o && json_object_object_get_ex(o, key, &v) ? v : NULL;
-}
-
-static long long jint(json_object *o, const char *key)
+static long long jint_or_minus1(json_object *o, const char *key)
 {
     json_object *v = jget(o, key);
     return v ? json_object_get_int64(v) : -1;
@@ -242,11 +231,6 @@ static void send_group(const char *group, int n)
 
 /* ---- the stack ---- */
 
-static pid_t spawn_logged(char *const argv[], char *const env[], const char *log)
-{
-    return ts_spawn_io(argv, env, log, log);
-}
-
 static void stack_stop(void)
 {
     if (S.ccsyncd_pid > 0)
@@ -271,7 +255,7 @@ static void stack_start(const char *tag)
     snprintf(listen, sizeof listen, "127.0.0.1:%d", S.sim_port);
     char *sim_argv[] = {(char *)S.ccsim_bin, "--listen", listen, "--dev-token", DEV_TOKEN, NULL};
     snprintf(log, sizeof log, "%s/%s-ccsim.log", S.log_dir, tag);
-    S.sim_pid = spawn_logged(sim_argv, NULL, log);
+    S.sim_pid = ts_spawn_logged(sim_argv, NULL, log);
     if (S.sim_pid < 0 || ts_wait_port(S.sim_port, 10000) != 0)
         die("ccsim did not start (see %s)", log);
     snprintf(S.sim_root, sizeof S.sim_root, "http://127.0.0.1:%d", S.sim_port);
@@ -295,7 +279,7 @@ static void stack_start(const char *tag)
                    NULL};
     char *argv[] = {(char *)S.ccsyncd_bin, NULL};
     snprintf(log, sizeof log, "%s/%s-ccsyncd.log", S.log_dir, tag);
-    S.ccsyncd_pid = spawn_logged(argv, env, log);
+    S.ccsyncd_pid = ts_spawn_logged(argv, env, log);
     if (S.ccsyncd_pid < 0 || ts_wait_port(S.http_port, 10000) != 0)
         die("ccsyncd did not start (see %s)", log);
     snprintf(S.base, sizeof S.base, "http://127.0.0.1:%d", S.http_port);
@@ -305,7 +289,7 @@ static void stack_start(const char *tag)
         json_object_put(j);
         if (status == 200)
             return;
-        sleep_ms(100);
+        ts_sleep_ms(100);
     }
     die("ccsyncd not ready (see %s)", log);
 }
@@ -316,7 +300,7 @@ static long long queue_pending(void)
 {
     long status;
     json_object *j = api_get("/v1/status", &status);
-    long long n = status == 200 ? jint(jget(j, "queue"), "pending") : -1;
+    long long n = status == 200 ? jint_or_minus1(jget(j, "queue"), "pending") : -1;
     json_object_put(j);
     return n;
 }
@@ -331,18 +315,14 @@ static bool group_settled(const char *group, long long expect, char *list_id, si
     json_object *gs = api_get(path, &status);
     json_object *q = jget(gs, "changes_queued");
     json_object *list = jget(gs, "list");
-    bool ok = status == 200 && jint(gs, "pending_changes") == 0 && q &&
-              !json_object_get_boolean(q) && jint(jget(gs, "counts"), "in_list") == expect &&
-              list && jget(list, "list_id");
+    bool ok = status == 200 && jint_or_minus1(gs, "pending_changes") == 0 && q &&
+              !json_object_get_boolean(q) &&
+              jint_or_minus1(jget(gs, "counts"), "in_list") == expect && list &&
+              jget(list, "list_id");
     if (ok)
         snprintf(list_id, size, "%s", json_object_get_string(jget(list, "list_id")));
     json_object_put(gs);
     return ok;
-}
-
-static int cmp_str(const void *a, const void *b)
-{
-    return strcmp(*(const char *const *)a, *(const char *const *)b);
 }
 
 /* Whether ccsim's list list_id holds exactly the emails expected (sorted in place). */
@@ -418,7 +398,7 @@ static double wait_converged(struct want *w, int n_groups, double t0, double tim
             return -1;
         }
         if (queue_pending() != 0) {
-            sleep_ms(100);
+            ts_sleep_ms(100);
             continue;
         }
         bool all = true;
@@ -433,7 +413,7 @@ static double wait_converged(struct want *w, int n_groups, double t0, double tim
             if (all)
                 return t - t0;
         }
-        sleep_ms(100);
+        ts_sleep_ms(100);
     }
 }
 
@@ -448,10 +428,10 @@ static struct counters read_counters(void)
 {
     struct counters c = {0};
     json_object *j = sim_get("/__sim/counters");
-    c.total = jint(j, "total");
-    c.throttled = jint(j, "throttled");
-    c.quota = jint(j, "quota_exceeded");
-    c.max_per_second = jint(j, "max_per_second");
+    c.total = jint_or_minus1(j, "total");
+    c.throttled = jint_or_minus1(j, "throttled");
+    c.quota = jint_or_minus1(j, "quota_exceeded");
+    c.max_per_second = jint_or_minus1(j, "max_per_second");
     c.by_endpoint = json_object_get(jget(j, "by_endpoint"));
     json_object_put(j);
     return c;
@@ -467,7 +447,7 @@ static struct counters read_counters_quiet(void)
             return c;
         last = c.total;
         json_object_put(c.by_endpoint);
-        sleep_ms(3000);
+        ts_sleep_ms(3000);
     }
 }
 

@@ -3,19 +3,12 @@
 #include "sim.h"
 
 #include <getopt.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-
-static volatile sig_atomic_t stop_requested;
-
-static void on_signal(int sig)
-{
-    (void)sig;
-    stop_requested = 1;
-}
 
 static void usage(FILE *out)
 {
@@ -143,18 +136,21 @@ int main(int argc, char **argv)
         return 2;
     }
     sim_state_init(&cfg);
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal;
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
+    /* SIGINT and SIGTERM are blocked before the daemon's threads exist, so they
+     * inherit the mask and only sigwait below takes them: a handler could run
+     * on any thread and leave this one paused forever. */
+    sigset_t stop_signals;
+    sigemptyset(&stop_signals);
+    sigaddset(&stop_signals, SIGINT);
+    sigaddset(&stop_signals, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &stop_signals, NULL);
     signal(SIGPIPE, SIG_IGN);
     if (http_start() != 0)
         return 1;
     printf("ccsim listening on %s:%d\n", sim.cfg.host, sim.cfg.port);
     fflush(stdout);
-    while (!stop_requested)
-        pause();
+    int sig = 0;
+    sigwait(&stop_signals, &sig);
     http_stop();
     pthread_mutex_lock(&sim.lock);
     sim_state_reset(); /* frees everything, so leak checkers stay quiet */

@@ -17,7 +17,6 @@
 
 #include <curl/curl.h>
 #include <json-c/json.h>
-#include <libgen.h>
 #include <limits.h>
 #include <signal.h>
 #include <stdio.h>
@@ -27,11 +26,11 @@
 #include <unistd.h>
 
 #include "ccsync/ccapi.h"
+#include "ccsim_client.h"
 #include "testsupport.h"
 
 struct sim {
     pid_t pid;
-    int port;
     char root[64];     /* http://127.0.0.1:PORT */
     char base_url[80]; /* root + /v3 */
     char token_url[128];
@@ -40,20 +39,14 @@ struct sim {
     struct ccapi *cc;
 };
 
-static struct sim sim;
-
-static void sleep_ms(long ms)
-{
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
+static struct sim the_sim;
 
 /* POST root+path with a JSON body to the simulator's control API; returns
  * the parsed answer (the caller puts it) and asserts a 200. */
 static struct json_object *sim_control(const char *path, const char *json)
 {
     char url[256];
-    snprintf(url, sizeof(url), "%s%s", sim.root, path);
+    snprintf(url, sizeof(url), "%s%s", the_sim.root, path);
     const char *headers[] = {"Content-Type: application/json", NULL};
     long status = 0;
     char *body = NULL;
@@ -77,76 +70,55 @@ static const char *json_str(struct json_object *o, const char *key)
     return json_object_get_string(v);
 }
 
-static bool ccsim_path(char *out, size_t size)
+static int start_sim(void **state)
 {
-    const char *env = getenv("CCSIM_BIN");
-    if (env != NULL && env[0] != '\0') {
-        snprintf(out, size, "%s", env);
-        return access(out, X_OK) == 0;
-    }
-    char exe[PATH_MAX];
-    ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
-    if (n <= 0)
-        return false;
-    exe[n] = '\0';
-    /* <BUILD>/tests/integration/test_ccapi */
-    char *dir = dirname(dirname(dirname(exe)));
-    snprintf(out, size, "%s/ccsim", dir);
-    return access(out, X_OK) == 0;
-}
-
-static int group_setup(void **state)
-{
-    char path[PATH_MAX];
-    if (!ccsim_path(path, sizeof(path))) {
+    const char *args[] = {"--no-limits", "--activity-ms", "60", NULL};
+    the_sim.pid = ccsim_start(args, the_sim.root, sizeof(the_sim.root));
+    if (the_sim.pid == 0) {
         fprintf(stderr, "test_ccapi: no ccsim binary (set CCSIM_BIN): skipping\n");
-        sim.pid = 0;
         return 0;
     }
-    sim.port = ts_free_port();
-    char listen[64];
-    snprintf(listen, sizeof(listen), "127.0.0.1:%d", sim.port);
-    char *argv[] = {path, "--listen", listen, "--no-limits", "--activity-ms", "60", NULL};
-    sim.pid = ts_spawn(argv, NULL);
-    if (sim.pid <= 0 || ts_wait_port(sim.port, 5000) != 0)
+    if (the_sim.pid < 0)
         return -1;
-    snprintf(sim.root, sizeof(sim.root), "http://127.0.0.1:%d", sim.port);
-    snprintf(sim.base_url, sizeof(sim.base_url), "%s/v3", sim.root);
-    snprintf(sim.token_url, sizeof(sim.token_url), "%s/oauth2/default/v1/token", sim.root);
+    snprintf(the_sim.base_url, sizeof(the_sim.base_url), "%s/v3", the_sim.root);
+    snprintf(the_sim.token_url, sizeof(the_sim.token_url), "%s/oauth2/default/v1/token",
+             the_sim.root);
     return 0;
 }
 
-static int group_teardown(void **state)
+static int stop_sim(void **state)
 {
-    if (sim.pid > 0)
-        ts_kill(sim.pid, SIGTERM);
+    if (the_sim.pid > 0)
+        ts_kill(the_sim.pid, SIGTERM);
     return 0;
 }
 
 /* Every test starts from an empty account, fresh tokens, no limits. */
 static int test_setup(void **state)
 {
-    if (sim.pid <= 0)
+    if (the_sim.pid <= 0)
         return 0;
     sim_control_void("/__sim/reset", "{}");
     sim_control_void("/__sim/config", "{\"rate\":0,\"daily_limit\":0,\"auth\":true}");
     struct json_object *pair = sim_control("/__sim/tokens", "{}");
-    snprintf(sim.access_token, sizeof(sim.access_token), "%s", json_str(pair, "access_token"));
-    snprintf(sim.refresh_token, sizeof(sim.refresh_token), "%s", json_str(pair, "refresh_token"));
+    snprintf(the_sim.access_token, sizeof(the_sim.access_token), "%s",
+             json_str(pair, "access_token"));
+    snprintf(the_sim.refresh_token, sizeof(the_sim.refresh_token), "%s",
+             json_str(pair, "refresh_token"));
     json_object_put(pair);
-    sim.cc = ccapi_new(sim.base_url, 3000);
-    assert_non_null(sim.cc);
-    assert_int_equal(ccapi_set_token(sim.cc, sim.access_token), 0);
+    the_sim.cc = ccapi_new(the_sim.base_url, 3000);
+    assert_non_null(the_sim.cc);
+    assert_int_equal(ccapi_set_token(the_sim.cc, the_sim.access_token), 0);
     return 0;
 }
 
 static int test_teardown(void **state)
 {
-    ccapi_free(sim.cc);
-    sim.cc = NULL;
-    if (sim.pid > 0) {
+    ccapi_free(the_sim.cc);
+    the_sim.cc = NULL;
+    if (the_sim.pid > 0) {
         char url[256];
-        snprintf(url, sizeof(url), "%s/__sim/faults", sim.root);
+        snprintf(url, sizeof(url), "%s/__sim/faults", the_sim.root);
         long status;
         char *body = NULL;
         ts_http("DELETE", url, NULL, NULL, &status, &body);
@@ -157,28 +129,28 @@ static int test_teardown(void **state)
 
 #define NEED_SIM()                                                                                 \
     do {                                                                                           \
-        if (sim.pid <= 0)                                                                          \
+        if (the_sim.pid <= 0)                                                                      \
             skip();                                                                                \
     } while (0)
 
 /* Polls an activity until it is finished (at most ~5 s). */
-static void wait_activity(const char *activity_id, struct ccapi_activity *out)
+static void client_wait_activity(const char *activity_id, struct ccapi_activity *out)
 {
     struct ccapi_error err;
     for (int i = 0; i < 100; i++) {
-        assert_int_equal(ccapi_activity_get(sim.cc, activity_id, out, &err), 0);
+        assert_int_equal(ccapi_activity_get(the_sim.cc, activity_id, out, &err), 0);
         if (ccapi_activity_finished(out->state))
             return;
         ccapi_activity_clear(out);
-        sleep_ms(50);
+        ts_sleep_ms(50);
     }
     fail_msg("activity %s did not finish", activity_id);
 }
 
-static void create_list(const char *name, struct ccapi_list *list)
+static void client_create_list(const char *name, struct ccapi_list *list)
 {
     struct ccapi_error err;
-    assert_int_equal(ccapi_list_create(sim.cc, name, "synced by ccsync", list, &err), 0);
+    assert_int_equal(ccapi_list_create(the_sim.cc, name, "synced by ccsync", list, &err), 0);
     assert_string_equal(list->name, name);
     assert_true(strlen(list->list_id) > 0);
 }
@@ -188,26 +160,26 @@ static void test_list_create_conflict_find_get(void **state)
     NEED_SIM();
     struct ccapi_list list, again, got;
     struct ccapi_error err;
-    create_list("Current Members", &list);
+    client_create_list("Current Members", &list);
 
-    assert_int_equal(ccapi_list_create(sim.cc, "Current Members", NULL, &again, &err), -1);
+    assert_int_equal(ccapi_list_create(the_sim.cc, "Current Members", NULL, &again, &err), -1);
     assert_int_equal(err.status, CCAPI_CONFLICT);
     assert_int_equal(err.http_status, 409);
     assert_false(err.maybe_applied);
 
     struct ccapi_list_page page;
-    assert_int_equal(ccapi_lists_find_by_name(sim.cc, "Current Members", &page, &err), 0);
+    assert_int_equal(ccapi_lists_find_by_name(the_sim.cc, "Current Members", &page, &err), 0);
     assert_int_equal(page.n_lists, 1);
     assert_string_equal(page.lists[0].list_id, list.list_id);
     ccapi_list_page_clear(&page);
 
-    assert_int_equal(ccapi_list_get(sim.cc, list.list_id, &got, &err), 0);
+    assert_int_equal(ccapi_list_get(the_sim.cc, list.list_id, &got, &err), 0);
     assert_string_equal(got.name, "Current Members");
     assert_int_equal(got.membership_count, 0);
     assert_false(got.deleted);
     ccapi_list_clear(&got);
 
-    assert_int_equal(ccapi_list_get(sim.cc, "00000000-0000-0000-0000-000000000000", &got, &err),
+    assert_int_equal(ccapi_list_get(the_sim.cc, "00000000-0000-0000-0000-000000000000", &got, &err),
                      -1);
     assert_int_equal(err.status, CCAPI_NOT_FOUND);
     ccapi_list_clear(&list);
@@ -230,12 +202,12 @@ static void test_lists_pages_follow_next_links(void **state)
 
     struct ccapi_list_page page;
     struct ccapi_error err;
-    assert_int_equal(ccapi_lists_page(sim.cc, NULL, &page, &err), 0);
+    assert_int_equal(ccapi_lists_page(the_sim.cc, NULL, &page, &err), 0);
     assert_int_equal(page.n_lists, 500);
     assert_non_null(page.next_href);
     char *next = strdup(page.next_href);
     ccapi_list_page_clear(&page);
-    assert_int_equal(ccapi_lists_page(sim.cc, next, &page, &err), 0);
+    assert_int_equal(ccapi_lists_page(the_sim.cc, next, &page, &err), 0);
     free(next);
     assert_int_equal(page.n_lists, 1);
     assert_null(page.next_href);
@@ -247,7 +219,7 @@ static void test_import_poll_read_remove_delete(void **state)
     NEED_SIM();
     struct ccapi_list list;
     struct ccapi_error err;
-    create_list("Board", &list);
+    client_create_list("Board", &list);
     const char *lists[] = {list.list_id};
     const struct ccapi_import_contact contacts[] = {
         {"ann@example.com", "Ann", "Archer"},
@@ -255,9 +227,10 @@ static void test_import_poll_read_remove_delete(void **state)
         {"acme@example.com", "Acme Inc.", "_"},
     };
     char activity_id[CCAPI_ID_SIZE];
-    assert_int_equal(ccapi_contacts_import(sim.cc, contacts, 3, lists, 1, activity_id, &err), 0);
+    assert_int_equal(ccapi_contacts_import(the_sim.cc, contacts, 3, lists, 1, activity_id, &err),
+                     0);
     struct ccapi_activity a;
-    wait_activity(activity_id, &a);
+    client_wait_activity(activity_id, &a);
     assert_int_equal(a.state, CCAPI_ACTIVITY_COMPLETED);
     assert_int_equal(a.percent_done, 100);
     assert_int_equal(a.n_errors, 0);
@@ -265,7 +238,7 @@ static void test_import_poll_read_remove_delete(void **state)
 
     /* the activities list shows it too */
     struct ccapi_activity_page acts;
-    assert_int_equal(ccapi_activities_page(sim.cc, NULL, &acts, &err), 0);
+    assert_int_equal(ccapi_activities_page(the_sim.cc, NULL, &acts, &err), 0);
     bool seen = false;
     for (size_t i = 0; i < acts.n_activities; i++)
         seen = seen || strcmp(acts.activities[i].activity_id, activity_id) == 0;
@@ -273,7 +246,7 @@ static void test_import_poll_read_remove_delete(void **state)
     ccapi_activity_page_clear(&acts);
 
     struct ccapi_contact_page page;
-    assert_int_equal(ccapi_contacts_page(sim.cc, lists, 1, NULL, NULL, &page, &err), 0);
+    assert_int_equal(ccapi_contacts_page(the_sim.cc, lists, 1, NULL, NULL, &page, &err), 0);
     assert_int_equal(page.n_contacts, 3);
     char bob_id[CCAPI_ID_SIZE] = "";
     for (size_t i = 0; i < page.n_contacts; i++) {
@@ -290,35 +263,36 @@ static void test_import_poll_read_remove_delete(void **state)
     assert_true(bob_id[0] != '\0');
     ccapi_contact_page_clear(&page);
 
-    assert_int_equal(ccapi_contacts_find_by_email(sim.cc, "bob@example.com", &page, &err), 0);
+    assert_int_equal(ccapi_contacts_find_by_email(the_sim.cc, "bob@example.com", &page, &err), 0);
     assert_int_equal(page.n_contacts, 1);
     assert_string_equal(page.contacts[0].contact_id, bob_id);
     ccapi_contact_page_clear(&page);
 
     const char *remove[] = {bob_id};
-    assert_int_equal(ccapi_memberships_remove(sim.cc, remove, 1, lists, 1, activity_id, &err), 0);
-    wait_activity(activity_id, &a);
+    assert_int_equal(ccapi_memberships_remove(the_sim.cc, remove, 1, lists, 1, activity_id, &err),
+                     0);
+    client_wait_activity(activity_id, &a);
     assert_int_equal(a.state, CCAPI_ACTIVITY_COMPLETED);
     ccapi_activity_clear(&a);
-    assert_int_equal(ccapi_contacts_find_by_email(sim.cc, "bob@example.com", &page, &err), 0);
+    assert_int_equal(ccapi_contacts_find_by_email(the_sim.cc, "bob@example.com", &page, &err), 0);
     assert_int_equal(page.n_contacts, 1);
     assert_int_equal(page.contacts[0].n_list_ids, 0);
     ccapi_contact_page_clear(&page);
 
     /* and back again with add_list_memberships */
-    assert_int_equal(ccapi_memberships_add(sim.cc, remove, 1, lists, 1, activity_id, &err), 0);
-    wait_activity(activity_id, &a);
+    assert_int_equal(ccapi_memberships_add(the_sim.cc, remove, 1, lists, 1, activity_id, &err), 0);
+    client_wait_activity(activity_id, &a);
     ccapi_activity_clear(&a);
     struct ccapi_list got;
-    assert_int_equal(ccapi_list_get(sim.cc, list.list_id, &got, &err), 0);
+    assert_int_equal(ccapi_list_get(the_sim.cc, list.list_id, &got, &err), 0);
     assert_int_equal(got.membership_count, 3);
     ccapi_list_clear(&got);
 
-    assert_int_equal(ccapi_list_delete(sim.cc, list.list_id, activity_id, &err), 0);
-    wait_activity(activity_id, &a);
+    assert_int_equal(ccapi_list_delete(the_sim.cc, list.list_id, activity_id, &err), 0);
+    client_wait_activity(activity_id, &a);
     assert_int_equal(a.state, CCAPI_ACTIVITY_COMPLETED);
     ccapi_activity_clear(&a);
-    assert_int_equal(ccapi_list_get(sim.cc, list.list_id, &got, &err), -1);
+    assert_int_equal(ccapi_list_get(the_sim.cc, list.list_id, &got, &err), -1);
     assert_int_equal(err.status, CCAPI_NOT_FOUND);
     ccapi_list_clear(&list);
 }
@@ -328,7 +302,7 @@ static void test_import_reports_unsubscribed_and_rejected_contacts(void **state)
     NEED_SIM();
     struct ccapi_list list;
     struct ccapi_error err;
-    create_list("Volunteers", &list);
+    client_create_list("Volunteers", &list);
     sim_control_void("/__sim/seed", "{\"contacts\":[{\"email\":\"gone@example.com\"}]}");
     sim_control_void("/__sim/unsubscribe", "{\"email\":\"gone@example.com\"}");
     const char *lists[] = {list.list_id};
@@ -336,9 +310,10 @@ static void test_import_reports_unsubscribed_and_rejected_contacts(void **state)
                                                     {"here@example.com", "Here", "Now"},
                                                     {"short.tld@example.c", "Short", "Tld"}};
     char activity_id[CCAPI_ID_SIZE];
-    assert_int_equal(ccapi_contacts_import(sim.cc, contacts, 3, lists, 1, activity_id, &err), 0);
+    assert_int_equal(ccapi_contacts_import(the_sim.cc, contacts, 3, lists, 1, activity_id, &err),
+                     0);
     struct ccapi_activity a;
-    wait_activity(activity_id, &a);
+    client_wait_activity(activity_id, &a);
     assert_int_equal(a.state, CCAPI_ACTIVITY_COMPLETED);
     assert_int_equal(a.cannot_add_to_list_count, 1);
     /* an address CC refuses is a per-item error that names it */
@@ -349,7 +324,7 @@ static void test_import_reports_unsubscribed_and_rejected_contacts(void **state)
     ccapi_activity_clear(&a);
 
     struct ccapi_contact_page page;
-    assert_int_equal(ccapi_contacts_find_by_email(sim.cc, "gone@example.com", &page, &err), 0);
+    assert_int_equal(ccapi_contacts_find_by_email(the_sim.cc, "gone@example.com", &page, &err), 0);
     assert_int_equal(page.n_contacts, 1);
     assert_string_equal(page.contacts[0].permission_to_send, "unsubscribed");
     assert_int_equal(page.contacts[0].n_list_ids, 0);
@@ -363,35 +338,35 @@ static void test_token_refresh_rotates_and_spent_token_is_refused(void **state)
     struct ccapi_token token;
     struct ccapi_error err;
     /* a PKCE app: client_id in the body, no secret */
-    assert_int_equal(ccapi_token_refresh(sim.cc, sim.token_url, "ccsync-test", NULL,
-                                         sim.refresh_token, &token, &err),
+    assert_int_equal(ccapi_token_refresh(the_sim.cc, the_sim.token_url, "ccsync-test", NULL,
+                                         the_sim.refresh_token, &token, &err),
                      0);
     assert_non_null(token.access_token);
     assert_non_null(token.refresh_token);
-    assert_string_not_equal(token.refresh_token, sim.refresh_token);
+    assert_string_not_equal(token.refresh_token, the_sim.refresh_token);
     assert_true(token.expires_in > 0);
 
     /* the new access token works */
-    assert_int_equal(ccapi_set_token(sim.cc, token.access_token), 0);
+    assert_int_equal(ccapi_set_token(the_sim.cc, token.access_token), 0);
     struct ccapi_list_page page;
-    assert_int_equal(ccapi_lists_page(sim.cc, NULL, &page, &err), 0);
+    assert_int_equal(ccapi_lists_page(the_sim.cc, NULL, &page, &err), 0);
     ccapi_list_page_clear(&page);
 
     /* a confidential app authenticates with Basic, using the rotated token */
     struct ccapi_token second;
-    assert_int_equal(ccapi_token_refresh(sim.cc, sim.token_url, "ccsync-test", "s3cret-value",
-                                         token.refresh_token, &second, &err),
+    assert_int_equal(ccapi_token_refresh(the_sim.cc, the_sim.token_url, "ccsync-test",
+                                         "s3cret-value", token.refresh_token, &second, &err),
                      0);
     ccapi_token_clear(&second);
 
     /* the first refresh token was spent */
-    assert_int_equal(ccapi_token_refresh(sim.cc, sim.token_url, "ccsync-test", NULL,
-                                         sim.refresh_token, &second, &err),
+    assert_int_equal(ccapi_token_refresh(the_sim.cc, the_sim.token_url, "ccsync-test", NULL,
+                                         the_sim.refresh_token, &second, &err),
                      -1);
     assert_int_equal(err.status, CCAPI_UNAUTHORIZED);
     assert_string_equal(err.error_key, "invalid_grant");
     assert_int_equal(err.http_status, 400);
-    assert_null(strstr(err.message, sim.refresh_token));
+    assert_null(strstr(err.message, the_sim.refresh_token));
     assert_null(second.access_token);
     ccapi_token_clear(&token);
 }
@@ -402,11 +377,11 @@ static void test_expired_token_is_unauthorized(void **state)
     sim_control_void("/__sim/tokens/expire", "{}");
     struct ccapi_list_page page;
     struct ccapi_error err;
-    assert_int_equal(ccapi_lists_page(sim.cc, NULL, &page, &err), -1);
+    assert_int_equal(ccapi_lists_page(the_sim.cc, NULL, &page, &err), -1);
     assert_int_equal(err.status, CCAPI_UNAUTHORIZED);
     assert_int_equal(err.http_status, 401);
     assert_string_equal(err.error_key, "unauthorized");
-    assert_null(strstr(err.message, sim.access_token));
+    assert_null(strstr(err.message, the_sim.access_token));
 }
 
 static void test_429_throttled_and_quota_exceeded(void **state)
@@ -415,23 +390,23 @@ static void test_429_throttled_and_quota_exceeded(void **state)
     struct ccapi_list_page page;
     struct ccapi_error err;
     sim_control_void("/__sim/faults", "{\"mode\":\"status\",\"status\":429,\"count\":1}");
-    assert_int_equal(ccapi_lists_page(sim.cc, NULL, &page, &err), -1);
+    assert_int_equal(ccapi_lists_page(the_sim.cc, NULL, &page, &err), -1);
     assert_int_equal(err.status, CCAPI_THROTTLED);
     assert_string_equal(err.error_key, "throttled");
     assert_false(err.maybe_applied);
 
     sim_control_void("/__sim/config", "{\"daily_limit\":1}");
-    assert_int_equal(ccapi_lists_page(sim.cc, NULL, &page, &err), 0);
+    assert_int_equal(ccapi_lists_page(the_sim.cc, NULL, &page, &err), 0);
     ccapi_list_page_clear(&page);
-    assert_int_equal(ccapi_lists_page(sim.cc, NULL, &page, &err), -1);
+    assert_int_equal(ccapi_lists_page(the_sim.cc, NULL, &page, &err), -1);
     assert_int_equal(err.status, CCAPI_QUOTA);
     assert_string_equal(err.error_key, "quota_exceeded");
 
     /* the real rate limit answers the same class */
     sim_control_void("/__sim/config", "{\"daily_limit\":0,\"rate\":1}");
-    assert_int_equal(ccapi_lists_page(sim.cc, NULL, &page, &err), 0);
+    assert_int_equal(ccapi_lists_page(the_sim.cc, NULL, &page, &err), 0);
     ccapi_list_page_clear(&page);
-    assert_int_equal(ccapi_lists_page(sim.cc, NULL, &page, &err), -1);
+    assert_int_equal(ccapi_lists_page(the_sim.cc, NULL, &page, &err), -1);
     assert_int_equal(err.status, CCAPI_THROTTLED);
 }
 
@@ -441,27 +416,27 @@ static void test_server_errors_and_broken_connections(void **state)
     struct ccapi_list list;
     struct ccapi_error err;
     sim_control_void("/__sim/faults", "{\"mode\":\"status\",\"status\":503,\"count\":1}");
-    assert_int_equal(ccapi_list_create(sim.cc, "Five Oh Three", NULL, &list, &err), -1);
+    assert_int_equal(ccapi_list_create(the_sim.cc, "Five Oh Three", NULL, &list, &err), -1);
     assert_int_equal(err.status, CCAPI_TRANSIENT);
     assert_int_equal(err.http_status, 503);
     assert_true(err.maybe_applied);
 
     /* the connection is closed without an answer: CC may have acted */
     sim_control_void("/__sim/faults", "{\"mode\":\"drop\",\"count\":1}");
-    assert_int_equal(ccapi_list_create(sim.cc, "Dropped", NULL, &list, &err), -1);
+    assert_int_equal(ccapi_list_create(the_sim.cc, "Dropped", NULL, &list, &err), -1);
     assert_int_equal(err.status, CCAPI_TRANSIENT);
     assert_int_equal(err.http_status, 0);
     assert_true(err.maybe_applied);
     /* libcurl did not resend the POST on its own (the connection was a reused
      * one before POSTs got fresh connections, and it did) */
     struct ccapi_list_page dropped;
-    assert_int_equal(ccapi_lists_find_by_name(sim.cc, "Dropped", &dropped, &err), 0);
+    assert_int_equal(ccapi_lists_find_by_name(the_sim.cc, "Dropped", &dropped, &err), 0);
     assert_int_equal(dropped.n_lists, 0);
     ccapi_list_page_clear(&dropped);
 
     /* a slow answer: the client times out, the simulator still creates the list */
-    struct ccapi *slow = ccapi_new(sim.base_url, 300);
-    ccapi_set_token(slow, sim.access_token);
+    struct ccapi *slow = ccapi_new(the_sim.base_url, 300);
+    ccapi_set_token(slow, the_sim.access_token);
     sim_control_void("/__sim/faults", "{\"mode\":\"delay\",\"delay_ms\":800,\"count\":1}");
     assert_int_equal(ccapi_list_create(slow, "Slow", NULL, &list, &err), -1);
     assert_int_equal(err.status, CCAPI_TRANSIENT);
@@ -472,9 +447,9 @@ static void test_server_errors_and_broken_connections(void **state)
      * can take longer than the delay itself, so look until it shows (bounded). */
     struct ccapi_list_page page = {0};
     for (int tries = 0; tries < 50; tries++) {
-        sleep_ms(200);
+        ts_sleep_ms(200);
         ccapi_list_page_clear(&page);
-        assert_int_equal(ccapi_lists_find_by_name(sim.cc, "Slow", &page, &err), 0);
+        assert_int_equal(ccapi_lists_find_by_name(the_sim.cc, "Slow", &page, &err), 0);
         if (page.n_lists == 1)
             break;
     }
@@ -503,7 +478,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_server_errors_and_broken_connections, test_setup,
                                         test_teardown),
     };
-    int failed = cmocka_run_group_tests(tests, group_setup, group_teardown);
+    int failed = cmocka_run_group_tests(tests, start_sim, stop_sim);
     curl_global_cleanup();
     return failed;
 }

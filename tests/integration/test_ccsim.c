@@ -17,37 +17,21 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "ccsim_client.h"
+#include "reply.h"
 #include "testsupport.h"
 
 static pid_t sim_pid;
 static char base[64];
 static char token[256];
 
-struct reply {
-    long status;
-    json_object *json; /* owned; NULL when the body is empty or not JSON */
-    char *headers;
-};
-
-static void reply_free(struct reply *r)
-{
-    json_object_put(r->json);
-    free(r->headers);
-    memset(r, 0, sizeof *r);
-}
-
+/* A request to ccsim (path under base); status 0 when no answer came. */
 static struct reply call_full(const char *method, const char *path, const char *const *headers,
                               const char *body, size_t body_len, long timeout_ms)
 {
     char url[4096];
     snprintf(url, sizeof url, "%s%s", base, path);
-    struct reply r = {0, NULL, NULL};
-    char *text = NULL;
-    ts_http_full(method, url, headers, body, body_len, timeout_ms, &r.status, &text, &r.headers);
-    if (text != NULL && text[0] != '\0')
-        r.json = json_tokener_parse(text);
-    free(text);
-    return r;
+    return http_request(method, url, headers, body, body_len, timeout_ms);
 }
 
 /* A /v3 call with the current token and a JSON body. */
@@ -73,52 +57,11 @@ static void ctl_ok(const char *method, const char *path, const char *body)
     reply_free(&r);
 }
 
-static const char *jstr(json_object *o, const char *path)
-{
-    /* path: keys separated by '.', array indexes as numbers */
-    char buf[256];
-    snprintf(buf, sizeof buf, "%s", path);
-    char *save = NULL;
-    for (char *k = strtok_r(buf, ".", &save); k && o; k = strtok_r(NULL, ".", &save)) {
-        if (json_object_is_type(o, json_type_array))
-            o = json_object_array_get_idx(o, (size_t)atoi(k));
-        else if (!json_object_object_get_ex(o, k, &o))
-            return NULL;
-    }
-    return o ? json_object_get_string(o) : NULL;
-}
-
-static json_object *jget(json_object *o, const char *path)
-{
-    char buf[256];
-    snprintf(buf, sizeof buf, "%s", path);
-    char *save = NULL;
-    for (char *k = strtok_r(buf, ".", &save); k && o; k = strtok_r(NULL, ".", &save)) {
-        if (json_object_is_type(o, json_type_array))
-            o = json_object_array_get_idx(o, (size_t)atoi(k));
-        else if (!json_object_object_get_ex(o, k, &o))
-            return NULL;
-    }
-    return o;
-}
-
-static long jint(json_object *o, const char *path)
-{
-    json_object *v = jget(o, path);
-    return v ? (long)json_object_get_int64(v) : -999;
-}
-
-static void sleep_ms(long ms)
-{
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
 static void mint_token(void)
 {
     struct reply r = ctl("POST", "/tokens", NULL);
     assert_int_equal(r.status, 200);
-    snprintf(token, sizeof token, "%s", jstr(r.json, "access_token"));
+    snprintf(token, sizeof token, "%s", jpath_str(r.json, "access_token"));
     reply_free(&r);
 }
 
@@ -129,7 +72,7 @@ static void create_list(const char *name, char id[64])
     snprintf(body, sizeof body, "{\"name\":\"%s\"}", name);
     struct reply r = api("POST", "/v3/contact_lists", body);
     assert_int_equal(r.status, 201);
-    snprintf(id, 64, "%s", jstr(r.json, "list_id"));
+    snprintf(id, 64, "%s", jpath_str(r.json, "list_id"));
     reply_free(&r);
 }
 
@@ -140,12 +83,11 @@ static json_object *wait_activity(const char *id)
     for (int i = 0; i < 200; i++) {
         struct reply r = api("GET", path, NULL);
         assert_int_equal(r.status, 200);
-        if (strcmp(jstr(r.json, "state"), "completed") == 0) {
-            free(r.headers);
-            return r.json;
+        if (strcmp(jpath_str(r.json, "state"), "completed") == 0) {
+            return reply_take_json(&r);
         }
         reply_free(&r);
-        sleep_ms(25);
+        ts_sleep_ms(25);
     }
     fail_msg("activity %s did not complete", id);
     return NULL;
@@ -156,27 +98,16 @@ static json_object *seed(const char *body)
 {
     struct reply r = ctl("POST", "/seed", body);
     assert_int_equal(r.status, 200);
-    free(r.headers);
-    return r.json;
+    return reply_take_json(&r);
 }
 
 static int group_setup(void **state)
 {
     (void)state;
-    static char bin[512], listen[64];
-    const char *env_bin = getenv("CCSIM_BIN");
-    const char *build = getenv("BUILD");
-    if (env_bin != NULL)
-        snprintf(bin, sizeof bin, "%s", env_bin);
-    else
-        snprintf(bin, sizeof bin, "%s/ccsim", build ? build : "build");
-    int port = ts_free_port();
-    snprintf(listen, sizeof listen, "127.0.0.1:%d", port);
-    snprintf(base, sizeof base, "http://127.0.0.1:%d", port);
-    char *argv[] = {bin, "--listen", listen, "--activity-ms", "100", NULL};
-    sim_pid = ts_spawn(argv, NULL);
-    if (sim_pid < 0 || ts_wait_port(port, 10000) != 0) {
-        fprintf(stderr, "cannot start %s\n", bin);
+    const char *args[] = {"--activity-ms", "100", NULL};
+    sim_pid = ccsim_start(args, base, sizeof base);
+    if (sim_pid <= 0) {
+        fprintf(stderr, "cannot start ccsim (set CCSIM_BIN or BUILD)\n");
         return -1;
     }
     return 0;
@@ -194,7 +125,7 @@ static int group_teardown(void **state)
     return 0;
 }
 
-static int setup(void **state)
+static int reset_sim(void **state)
 {
     (void)state;
     ctl_ok("POST", "/reset", NULL);
@@ -215,7 +146,7 @@ static void test_request_without_token_is_401_single_object(void **state)
     struct reply r = call_full("GET", "/v3/contact_lists", headers, NULL, 0, 0);
     assert_int_equal(r.status, 401);
     assert_true(json_object_is_type(r.json, json_type_object));
-    assert_string_equal(jstr(r.json, "error_key"), "unauthorized");
+    assert_string_equal(jpath_str(r.json, "error_key"), "unauthorized");
     reply_free(&r);
     snprintf(token, sizeof token, "not-a-token");
     r = api("GET", "/v3/contacts", NULL);
@@ -227,16 +158,16 @@ static void test_access_token_expires(void **state)
 {
     (void)state;
     struct reply r = ctl("POST", "/tokens", "{\"expires_in\":1}");
-    assert_int_equal(jint(r.json, "expires_in"), 1);
-    snprintf(token, sizeof token, "%s", jstr(r.json, "access_token"));
+    assert_int_equal(jpath_int(r.json, "expires_in"), 1);
+    snprintf(token, sizeof token, "%s", jpath_str(r.json, "access_token"));
     reply_free(&r);
     r = api("GET", "/v3/contact_lists", NULL);
     assert_int_equal(r.status, 200);
     reply_free(&r);
-    sleep_ms(1100);
+    ts_sleep_ms(1100);
     r = api("GET", "/v3/contact_lists", NULL);
     assert_int_equal(r.status, 401);
-    assert_string_equal(jstr(r.json, "error_key"), "unauthorized");
+    assert_string_equal(jpath_str(r.json, "error_key"), "unauthorized");
     reply_free(&r);
 }
 
@@ -263,15 +194,15 @@ static void test_refresh_tokens_rotate_and_are_single_use(void **state)
     (void)state;
     struct reply minted = ctl("POST", "/tokens", NULL);
     char first[256];
-    snprintf(first, sizeof first, "%s", jstr(minted.json, "refresh_token"));
+    snprintf(first, sizeof first, "%s", jpath_str(minted.json, "refresh_token"));
     reply_free(&minted);
 
     struct reply r = refresh(first);
     assert_int_equal(r.status, 200);
-    assert_string_equal(jstr(r.json, "token_type"), "Bearer");
-    assert_int_equal(jint(r.json, "expires_in"), 86400);
-    assert_string_not_equal(jstr(r.json, "refresh_token"), first);
-    snprintf(token, sizeof token, "%s", jstr(r.json, "access_token"));
+    assert_string_equal(jpath_str(r.json, "token_type"), "Bearer");
+    assert_int_equal(jpath_int(r.json, "expires_in"), 86400);
+    assert_string_not_equal(jpath_str(r.json, "refresh_token"), first);
+    snprintf(token, sizeof token, "%s", jpath_str(r.json, "access_token"));
     reply_free(&r);
     r = api("GET", "/v3/contact_lists", NULL);
     assert_int_equal(r.status, 200);
@@ -279,15 +210,14 @@ static void test_refresh_tokens_rotate_and_are_single_use(void **state)
 
     r = refresh(first); /* spent */
     assert_int_equal(r.status, 400);
-    assert_string_equal(jstr(r.json, "error"), "invalid_grant");
-    assert_non_null(jstr(r.json, "error_description"));
+    assert_string_equal(jpath_str(r.json, "error"), "invalid_grant");
+    assert_non_null(jpath_str(r.json, "error_description"));
     reply_free(&r);
 
     const char *no_client[] = {"Content-Type: application/x-www-form-urlencoded", NULL};
-    r = call_full("POST", "/oauth2/default/v1/token", no_client, "grant_type=refresh_token",
-                  24, 0);
+    r = call_full("POST", "/oauth2/default/v1/token", no_client, "grant_type=refresh_token", 24, 0);
     assert_int_equal(r.status, 401);
-    assert_string_equal(jstr(r.json, "error"), "invalid_client");
+    assert_string_equal(jpath_str(r.json, "error"), "invalid_client");
     reply_free(&r);
 }
 
@@ -302,7 +232,7 @@ static void test_list_names_are_unique(void **state)
     struct reply r = api("POST", "/v3/contact_lists", "{\"name\":\"Board\"}");
     assert_int_equal(r.status, 409);
     assert_true(json_object_is_type(r.json, json_type_array));
-    assert_string_equal(jstr(r.json, "0.error_key"), "conflict");
+    assert_string_equal(jpath_str(r.json, "0.error_key"), "conflict");
     reply_free(&r);
 }
 
@@ -319,8 +249,8 @@ static void test_list_rename_to_a_name_in_use_is_409(void **state)
     reply_free(&r);
     r = api("PUT", path, "{\"name\":\"Gamma\",\"description\":\"d\"}");
     assert_int_equal(r.status, 200);
-    assert_string_equal(jstr(r.json, "name"), "Gamma");
-    assert_string_equal(jstr(r.json, "list_id"), b);
+    assert_string_equal(jpath_str(r.json, "name"), "Gamma");
+    assert_string_equal(jpath_str(r.json, "list_id"), b);
     reply_free(&r);
 }
 
@@ -351,18 +281,18 @@ static void test_list_delete_is_asynchronous(void **state)
     snprintf(path, sizeof path, "/v3/contact_lists/%s", id);
     struct reply r = api("DELETE", path, NULL);
     assert_int_equal(r.status, 202);
-    assert_string_equal(jstr(r.json, "state"), "initialized");
+    assert_string_equal(jpath_str(r.json, "state"), "initialized");
     char act[64], location[128];
-    snprintf(act, sizeof act, "%s", jstr(r.json, "activity_id"));
+    snprintf(act, sizeof act, "%s", jpath_str(r.json, "activity_id"));
     snprintf(location, sizeof location, "Location: /v3/activities/%s", act);
     assert_non_null(strstr(r.headers, location));
-    assert_string_equal(strstr(jstr(r.json, "_links.self.href"), "/v3/activities/"),
+    assert_string_equal(strstr(jpath_str(r.json, "_links.self.href"), "/v3/activities/"),
                         location + strlen("Location: "));
     reply_free(&r);
 
     json_object *done = wait_activity(act);
-    assert_int_equal(jint(done, "status.list_count"), 1);
-    assert_int_equal(jint(done, "percent_done"), 100);
+    assert_int_equal(jpath_int(done, "status.list_count"), 1);
+    assert_int_equal(jpath_int(done, "percent_done"), 100);
     json_object_put(done);
 
     r = api("GET", path, NULL);
@@ -370,18 +300,18 @@ static void test_list_delete_is_asynchronous(void **state)
     assert_true(json_object_is_type(r.json, json_type_array));
     reply_free(&r);
     r = api("GET", "/v3/contact_lists", NULL);
-    assert_int_equal(json_object_array_length(jget(r.json, "lists")), 0);
+    assert_int_equal(json_object_array_length(jpath(r.json, "lists")), 0);
     reply_free(&r);
     r = api("GET", "/v3/contact_lists?status=deleted", NULL);
-    assert_int_equal(json_object_array_length(jget(r.json, "lists")), 1);
-    assert_string_equal(jstr(r.json, "lists.0.list_id"), id);
-    assert_non_null(jstr(r.json, "lists.0.deleted_at"));
+    assert_int_equal(json_object_array_length(jpath(r.json, "lists")), 1);
+    assert_string_equal(jpath_str(r.json, "lists.0.list_id"), id);
+    assert_non_null(jpath_str(r.json, "lists.0.deleted_at"));
     reply_free(&r);
     r = api("GET", "/v3/contact_lists?status=all", NULL);
-    assert_int_equal(json_object_array_length(jget(r.json, "lists")), 1);
+    assert_int_equal(json_object_array_length(jpath(r.json, "lists")), 1);
     reply_free(&r);
     r = api("GET", "/v3/contact_lists?status=active,deleted", NULL);
-    assert_int_equal(json_object_array_length(jget(r.json, "lists")), 1);
+    assert_int_equal(json_object_array_length(jpath(r.json, "lists")), 1);
     reply_free(&r);
     r = api("GET", "/v3/contact_lists?status=gone", NULL);
     assert_int_equal(r.status, 400);
@@ -394,8 +324,8 @@ static void test_list_paging_by_cursor(void **state)
     json_object_put(seed("{\"lists\":[\"P1\",\"P2\",\"P3\"]}"));
     struct reply r = api("GET", "/v3/contact_lists?limit=2", NULL);
     assert_int_equal(r.status, 200);
-    assert_int_equal(json_object_array_length(jget(r.json, "lists")), 2);
-    const char *next = jstr(r.json, "_links.next.href");
+    assert_int_equal(json_object_array_length(jpath(r.json, "lists")), 2);
+    const char *next = jpath_str(r.json, "_links.next.href");
     assert_non_null(next);
     assert_memory_equal(next, "/v3/contact_lists?cursor=", 25);
     char path[512];
@@ -403,9 +333,9 @@ static void test_list_paging_by_cursor(void **state)
     reply_free(&r);
     r = api("GET", path, NULL);
     assert_int_equal(r.status, 200);
-    assert_int_equal(json_object_array_length(jget(r.json, "lists")), 1);
-    assert_string_equal(jstr(r.json, "lists.0.name"), "P3");
-    assert_null(jget(r.json, "_links"));
+    assert_int_equal(json_object_array_length(jpath(r.json, "lists")), 1);
+    assert_string_equal(jpath_str(r.json, "lists.0.name"), "P3");
+    assert_null(jpath(r.json, "_links"));
     reply_free(&r);
     r = api("GET", "/v3/contact_lists?limit=0", NULL);
     assert_int_equal(r.status, 400);
@@ -422,11 +352,11 @@ static void test_list_membership_count_and_name_filter(void **state)
                          "{\"email\":\"b@x.org\",\"lists\":[\"Club\",\"Other\"]}]}"));
     struct reply r =
         api("GET", "/v3/contact_lists?name=Club&include_membership_count=active", NULL);
-    assert_int_equal(json_object_array_length(jget(r.json, "lists")), 1);
-    assert_int_equal(jint(r.json, "lists.0.membership_count"), 2);
+    assert_int_equal(json_object_array_length(jpath(r.json, "lists")), 1);
+    assert_int_equal(jpath_int(r.json, "lists.0.membership_count"), 2);
     reply_free(&r);
     r = api("GET", "/v3/contact_lists", NULL);
-    assert_null(jget(r.json, "lists.0.membership_count"));
+    assert_null(jpath(r.json, "lists.0.membership_count"));
     reply_free(&r);
 }
 
@@ -440,9 +370,9 @@ static void test_contacts_unique_by_email_even_deleted(void **state)
     struct reply r = api("POST", "/v3/contacts", body);
     assert_int_equal(r.status, 201);
     char id[64], path[128];
-    snprintf(id, sizeof id, "%s", jstr(r.json, "contact_id"));
-    assert_string_equal(jstr(r.json, "email_address.address"), "ann@example.org");
-    assert_string_equal(jstr(r.json, "email_address.permission_to_send"), "implicit");
+    snprintf(id, sizeof id, "%s", jpath_str(r.json, "contact_id"));
+    assert_string_equal(jpath_str(r.json, "email_address.address"), "ann@example.org");
+    assert_string_equal(jpath_str(r.json, "email_address.permission_to_send"), "implicit");
     reply_free(&r);
     r = api("POST", "/v3/contacts", body);
     assert_int_equal(r.status, 409);
@@ -463,18 +393,18 @@ static void test_get_contacts_hides_deleted_unless_status_all(void **state)
     json_object_put(seed("{\"contacts\":[{\"email\":\"live@x.org\"},"
                          "{\"email\":\"gone@x.org\",\"deleted\":true}]}"));
     struct reply r = api("GET", "/v3/contacts?email=gone@x.org", NULL);
-    assert_int_equal(json_object_array_length(jget(r.json, "contacts")), 0);
+    assert_int_equal(json_object_array_length(jpath(r.json, "contacts")), 0);
     reply_free(&r);
     r = api("GET", "/v3/contacts?email=gone@x.org&status=all", NULL);
-    assert_int_equal(json_object_array_length(jget(r.json, "contacts")), 1);
-    assert_non_null(jstr(r.json, "contacts.0.deleted_at"));
+    assert_int_equal(json_object_array_length(jpath(r.json, "contacts")), 1);
+    assert_non_null(jpath_str(r.json, "contacts.0.deleted_at"));
     reply_free(&r);
     r = api("GET", "/v3/contacts", NULL);
-    assert_int_equal(json_object_array_length(jget(r.json, "contacts")), 1);
-    assert_string_equal(jstr(r.json, "contacts.0.email_address.address"), "live@x.org");
+    assert_int_equal(json_object_array_length(jpath(r.json, "contacts")), 1);
+    assert_string_equal(jpath_str(r.json, "contacts.0.email_address.address"), "live@x.org");
     reply_free(&r);
     r = api("GET", "/v3/contacts?status=deleted,unsubscribed", NULL);
-    assert_int_equal(json_object_array_length(jget(r.json, "contacts")), 1);
+    assert_int_equal(json_object_array_length(jpath(r.json, "contacts")), 1);
     reply_free(&r);
     r = api("GET", "/v3/contacts?status=gone", NULL);
     assert_int_equal(r.status, 400);
@@ -489,25 +419,25 @@ static void test_get_contacts_filters_and_includes(void **state)
                           "{\"email\":\"c@x.org\"}]}");
     char l1[64], query[256];
     struct reply r = api("GET", "/v3/contact_lists?name=L1", NULL);
-    snprintf(l1, sizeof l1, "%s", jstr(r.json, "lists.0.list_id"));
+    snprintf(l1, sizeof l1, "%s", jpath_str(r.json, "lists.0.list_id"));
     reply_free(&r);
     snprintf(query, sizeof query, "/v3/contacts?lists=%s&include=list_memberships", l1);
     r = api("GET", query, NULL);
-    assert_int_equal(json_object_array_length(jget(r.json, "contacts")), 1);
-    assert_string_equal(jstr(r.json, "contacts.0.email_address.address"), "a@x.org");
-    assert_string_equal(jstr(r.json, "contacts.0.list_memberships.0"), l1);
+    assert_int_equal(json_object_array_length(jpath(r.json, "contacts")), 1);
+    assert_string_equal(jpath_str(r.json, "contacts.0.email_address.address"), "a@x.org");
+    assert_string_equal(jpath_str(r.json, "contacts.0.list_memberships.0"), l1);
     reply_free(&r);
     r = api("GET", "/v3/contacts?email=B@X.org", NULL);
-    assert_int_equal(json_object_array_length(jget(r.json, "contacts")), 1);
-    assert_null(jget(r.json, "contacts.0.list_memberships"));
+    assert_int_equal(json_object_array_length(jpath(r.json, "contacts")), 1);
+    assert_null(jpath(r.json, "contacts.0.list_memberships"));
     reply_free(&r);
     r = api("GET", "/v3/contacts?limit=2&include_count=true", NULL);
-    assert_int_equal(json_object_array_length(jget(r.json, "contacts")), 2);
-    assert_int_equal(jint(r.json, "contacts_count"), 3);
-    assert_non_null(jstr(r.json, "_links.next.href"));
+    assert_int_equal(json_object_array_length(jpath(r.json, "contacts")), 2);
+    assert_int_equal(jpath_int(r.json, "contacts_count"), 3);
+    assert_non_null(jpath_str(r.json, "_links.next.href"));
     reply_free(&r);
     r = api("GET", "/v3/contacts?updated_after=2999-01-01T00:00:00Z", NULL);
-    assert_int_equal(json_object_array_length(jget(r.json, "contacts")), 0);
+    assert_int_equal(json_object_array_length(jpath(r.json, "contacts")), 0);
     reply_free(&r);
     r = api("GET", "/v3/contacts?updated_after=yesterday", NULL);
     assert_int_equal(r.status, 400);
@@ -532,10 +462,10 @@ static void test_put_contact_replaces_and_revives(void **state)
     json_object *s = seed("{\"contacts\":[{\"email\":\"p@x.org\",\"first_name\":\"P\","
                           "\"last_name\":\"Q\",\"deleted\":true},{\"email\":\"o@x.org\"}]}");
     char path[128];
-    snprintf(path, sizeof path, "/v3/contacts/%s", jstr(s, "contacts.0.contact_id"));
+    snprintf(path, sizeof path, "/v3/contacts/%s", jpath_str(s, "contacts.0.contact_id"));
     struct reply r = api("PUT", path, "{\"first_name\":\"New\"}");
     assert_int_equal(r.status, 400); /* update_source is required */
-    assert_non_null(strstr(jstr(r.json, "0.error_message"), "update_source"));
+    assert_non_null(strstr(jpath_str(r.json, "0.error_message"), "update_source"));
     reply_free(&r);
     r = api("PUT", path,
             "{\"email_address\":{\"address\":\"o@x.org\"},\"update_source\":\"Account\"}");
@@ -543,9 +473,9 @@ static void test_put_contact_replaces_and_revives(void **state)
     reply_free(&r);
     r = api("PUT", path, "{\"first_name\":\"New\",\"update_source\":\"Account\"}");
     assert_int_equal(r.status, 200);
-    assert_string_equal(jstr(r.json, "first_name"), "New");
-    assert_null(jget(r.json, "last_name")); /* omitted core fields are cleared */
-    assert_null(jget(r.json, "deleted_at"));
+    assert_string_equal(jpath_str(r.json, "first_name"), "New");
+    assert_null(jpath(r.json, "last_name")); /* omitted core fields are cleared */
+    assert_null(jpath(r.json, "deleted_at"));
     reply_free(&r);
     json_object_put(s);
 }
@@ -556,8 +486,7 @@ static json_object *post_activity(const char *path, const char *body, int expect
 {
     struct reply r = api("POST", path, body);
     assert_int_equal(r.status, expect);
-    free(r.headers);
-    return r.json;
+    return reply_take_json(&r);
 }
 
 static void test_import_creates_contacts_and_adds_memberships(void **state)
@@ -571,34 +500,35 @@ static void test_import_creates_contacts_and_adds_memberships(void **state)
              "\"One\"},{\"email\":\"i2@x.org\"}],\"list_ids\":[\"%s\"]}",
              l1);
     json_object *a = post_activity("/v3/activities/contacts_json_import", body, 201);
-    assert_string_equal(jstr(a, "state"), "initialized");
-    assert_int_equal(jint(a, "status.items_total_count"), 2);
+    assert_string_equal(jpath_str(a, "state"), "initialized");
+    assert_int_equal(jpath_int(a, "status.items_total_count"), 2);
     char id[64];
-    snprintf(id, sizeof id, "%s", jstr(a, "activity_id"));
+    snprintf(id, sizeof id, "%s", jpath_str(a, "activity_id"));
     json_object_put(a);
     /* nothing lands before the activity completes */
     struct reply r = api("GET", "/v3/contacts", NULL);
-    assert_int_equal(json_object_array_length(jget(r.json, "contacts")), 0);
+    assert_int_equal(json_object_array_length(jpath(r.json, "contacts")), 0);
     reply_free(&r);
-    sleep_ms(250);
+    ts_sleep_ms(250);
     char path[128];
     snprintf(path, sizeof path, "/v3/activities/%s", id);
     r = api("GET", path, NULL);
-    assert_string_equal(jstr(r.json, "state"), "processing");
+    assert_string_equal(jpath_str(r.json, "state"), "processing");
     reply_free(&r);
     json_object *done = wait_activity(id);
-    assert_int_equal(jint(done, "status.items_total_count"), 2);
-    assert_int_equal(jint(done, "status.items_completed_count"), 2);
-    assert_int_equal(jint(done, "status.person_count"), 2);
-    assert_int_equal(jint(done, "status.error_count"), 0);
-    assert_int_equal(jint(done, "status.cannot_add_to_list_count"), 0);
-    assert_int_equal(json_object_array_length(jget(done, "activity_errors")), 0);
+    assert_int_equal(jpath_int(done, "status.items_total_count"), 2);
+    assert_int_equal(jpath_int(done, "status.items_completed_count"), 2);
+    assert_int_equal(jpath_int(done, "status.person_count"), 2);
+    assert_int_equal(jpath_int(done, "status.error_count"), 0);
+    assert_int_equal(jpath_int(done, "status.cannot_add_to_list_count"), 0);
+    assert_int_equal(json_object_array_length(jpath(done, "activity_errors")), 0);
     json_object_put(done);
     r = api("GET", "/v3/contacts?email=i1@x.org&include=list_memberships", NULL);
-    assert_string_equal(jstr(r.json, "contacts.0.first_name"), "I");
-    assert_string_equal(jstr(r.json, "contacts.0.email_address.permission_to_send"), "implicit");
-    assert_string_equal(jstr(r.json, "contacts.0.email_address.opt_in_source"), "Account");
-    assert_string_equal(jstr(r.json, "contacts.0.list_memberships.0"), l1);
+    assert_string_equal(jpath_str(r.json, "contacts.0.first_name"), "I");
+    assert_string_equal(jpath_str(r.json, "contacts.0.email_address.permission_to_send"),
+                        "implicit");
+    assert_string_equal(jpath_str(r.json, "contacts.0.email_address.opt_in_source"), "Account");
+    assert_string_equal(jpath_str(r.json, "contacts.0.list_memberships.0"), l1);
     reply_free(&r);
 }
 
@@ -610,24 +540,24 @@ static void test_import_never_adds_unsubscribed_contacts(void **state)
     json_object_put(seed("{\"contacts\":[{\"email\":\"u@x.org\"}]}"));
     struct reply r = ctl("POST", "/unsubscribe", "{\"email\":\"U@x.org\"}");
     assert_int_equal(r.status, 200);
-    assert_string_equal(jstr(r.json, "email_address.permission_to_send"), "unsubscribed");
-    assert_string_equal(jstr(r.json, "email_address.opt_out_source"), "Contact");
+    assert_string_equal(jpath_str(r.json, "email_address.permission_to_send"), "unsubscribed");
+    assert_string_equal(jpath_str(r.json, "email_address.opt_out_source"), "Contact");
     reply_free(&r);
     snprintf(body, sizeof body,
              "{\"import_data\":[{\"email\":\"u@x.org\"},{\"email\":\"ok@x.org\"}],"
              "\"list_ids\":[\"%s\"]}",
              l1);
     json_object *a = post_activity("/v3/activities/contacts_json_import", body, 201);
-    json_object *done = wait_activity(jstr(a, "activity_id"));
-    assert_int_equal(jint(done, "status.cannot_add_to_list_count"), 1);
+    json_object *done = wait_activity(jpath_str(a, "activity_id"));
+    assert_int_equal(jpath_int(done, "status.cannot_add_to_list_count"), 1);
     json_object_put(a);
     json_object_put(done);
     json_object *st = NULL;
     r = ctl("GET", "/state", NULL);
     st = r.json;
-    assert_string_equal(jstr(st, "lists.0.name"), "News");
-    assert_int_equal(json_object_array_length(jget(st, "lists.0.members")), 1);
-    assert_string_equal(jstr(st, "lists.0.members.0"), "ok@x.org");
+    assert_string_equal(jpath_str(st, "lists.0.name"), "News");
+    assert_int_equal(json_object_array_length(jpath(st, "lists.0.members")), 1);
+    assert_string_equal(jpath_str(st, "lists.0.members.0"), "ok@x.org");
     reply_free(&r);
 }
 
@@ -641,15 +571,15 @@ static void test_import_invalid_email_is_a_per_item_error(void **state)
              "{\"email\":\"good@x.org\"}],\"list_ids\":[\"%s\"]}",
              l1);
     json_object *a = post_activity("/v3/activities/contacts_json_import", body, 201);
-    json_object *done = wait_activity(jstr(a, "activity_id"));
-    assert_int_equal(jint(done, "status.error_count"), 2);
-    assert_int_equal(jint(done, "status.person_count"), 1);
-    assert_int_equal(json_object_array_length(jget(done, "activity_errors")), 2);
-    assert_non_null(strstr(jstr(done, "activity_errors.0"), "no-at-sign.example.org"));
+    json_object *done = wait_activity(jpath_str(a, "activity_id"));
+    assert_int_equal(jpath_int(done, "status.error_count"), 2);
+    assert_int_equal(jpath_int(done, "status.person_count"), 1);
+    assert_int_equal(json_object_array_length(jpath(done, "activity_errors")), 2);
+    assert_non_null(strstr(jpath_str(done, "activity_errors.0"), "no-at-sign.example.org"));
     json_object_put(a);
     json_object_put(done);
     struct reply r = api("GET", "/v3/contacts?status=all", NULL);
-    assert_int_equal(json_object_array_length(jget(r.json, "contacts")), 1);
+    assert_int_equal(json_object_array_length(jpath(r.json, "contacts")), 1);
     reply_free(&r);
 }
 
@@ -662,10 +592,10 @@ static void test_import_request_limits(void **state)
     json_object_put(post_activity("/v3/activities/contacts_json_import",
                                   "{\"import_data\":[{\"email\":\"a@x.org\"}]}", 400));
     /* empty list_ids */
-    json_object *e = post_activity("/v3/activities/contacts_json_import",
-                                   "{\"import_data\":[{\"email\":\"a@x.org\"}],\"list_ids\":[]}",
-                                   400);
-    assert_non_null(strstr(jstr(e, "0.error_message"), "list_ids"));
+    json_object *e =
+        post_activity("/v3/activities/contacts_json_import",
+                      "{\"import_data\":[{\"email\":\"a@x.org\"}],\"list_ids\":[]}", 400);
+    assert_non_null(strstr(jpath_str(e, "0.error_message"), "list_ids"));
     json_object_put(e);
     /* 51 list_ids */
     json_object *body = json_object_new_object();
@@ -686,11 +616,11 @@ static void test_import_request_limits(void **state)
     char *big = malloc(cap);
     len += (size_t)snprintf(big + len, cap - len, "{\"import_data\":[");
     for (int i = 0; i < 40001; i++)
-        len += (size_t)snprintf(big + len, cap - len, "%s{\"email\":\"c%d@x.org\"}",
-                                i ? "," : "", i);
+        len +=
+            (size_t)snprintf(big + len, cap - len, "%s{\"email\":\"c%d@x.org\"}", i ? "," : "", i);
     snprintf(big + len, cap - len, "],\"list_ids\":[\"%s\"]}", l1);
     e = post_activity("/v3/activities/contacts_json_import", big, 400);
-    assert_non_null(strstr(jstr(e, "0.error_message"), "import_data"));
+    assert_non_null(strstr(jpath_str(e, "0.error_message"), "import_data"));
     json_object_put(e);
     free(big);
     /* 4 MB or more */
@@ -709,7 +639,7 @@ static void test_import_request_limits(void **state)
              "\"list_ids\":[\"%s\"]}",
              0, l1);
     e = post_activity("/v3/activities/contacts_json_import", body2, 400);
-    assert_non_null(strstr(jstr(e, "0.error_message"), "#/import_data/0/first_name"));
+    assert_non_null(strstr(jpath_str(e, "0.error_message"), "#/import_data/0/first_name"));
     json_object_put(e);
 }
 
@@ -721,48 +651,48 @@ static void test_add_and_remove_memberships(void **state)
     char body[1024];
     snprintf(body, sizeof body,
              "{\"source\":{\"contact_ids\":[\"%s\",\"%s\"]},\"list_ids\":[\"%s\"]}",
-             jstr(s, "contacts.0.contact_id"), jstr(s, "contacts.1.contact_id"),
-             jstr(s, "lists.0.list_id"));
+             jpath_str(s, "contacts.0.contact_id"), jpath_str(s, "contacts.1.contact_id"),
+             jpath_str(s, "lists.0.list_id"));
     json_object *a = post_activity("/v3/activities/add_list_memberships", body, 201);
-    json_object *done = wait_activity(jstr(a, "activity_id"));
-    assert_int_equal(jint(done, "status.items_total_count"), 2);
-    assert_int_equal(jint(done, "status.items_completed_count"), 2);
-    assert_int_equal(jint(done, "status.list_count"), 1);
+    json_object *done = wait_activity(jpath_str(a, "activity_id"));
+    assert_int_equal(jpath_int(done, "status.items_total_count"), 2);
+    assert_int_equal(jpath_int(done, "status.items_completed_count"), 2);
+    assert_int_equal(jpath_int(done, "status.list_count"), 1);
     json_object_put(a);
     json_object_put(done);
     struct reply r = ctl("GET", "/state", NULL);
-    assert_int_equal(json_object_array_length(jget(r.json, "lists.0.members")), 2);
+    assert_int_equal(json_object_array_length(jpath(r.json, "lists.0.members")), 2);
     reply_free(&r);
     snprintf(body, sizeof body, "{\"source\":{\"contact_ids\":[\"%s\"]},\"list_ids\":[\"%s\"]}",
-             jstr(s, "contacts.0.contact_id"), jstr(s, "lists.0.list_id"));
+             jpath_str(s, "contacts.0.contact_id"), jpath_str(s, "lists.0.list_id"));
     a = post_activity("/v3/activities/remove_list_memberships", body, 201);
-    json_object_put(wait_activity(jstr(a, "activity_id")));
+    json_object_put(wait_activity(jpath_str(a, "activity_id")));
     json_object_put(a);
     r = ctl("GET", "/state", NULL);
-    assert_int_equal(json_object_array_length(jget(r.json, "lists.0.members")), 1);
-    assert_string_equal(jstr(r.json, "lists.0.members.0"), "m2@x.org");
+    assert_int_equal(json_object_array_length(jpath(r.json, "lists.0.members")), 1);
+    assert_string_equal(jpath_str(r.json, "lists.0.members.0"), "m2@x.org");
     reply_free(&r);
     /* 501 contact ids */
     json_object *big = json_object_new_object();
     json_object *src = json_object_new_object();
     json_object *cids = json_object_new_array();
     for (int i = 0; i < 501; i++)
-        json_object_array_add(cids, json_object_new_string(jstr(s, "contacts.0.contact_id")));
+        json_object_array_add(cids, json_object_new_string(jpath_str(s, "contacts.0.contact_id")));
     json_object_object_add(src, "contact_ids", cids);
     json_object_object_add(big, "source", src);
     json_object *lids = json_object_new_array();
-    json_object_array_add(lids, json_object_new_string(jstr(s, "lists.0.list_id")));
+    json_object_array_add(lids, json_object_new_string(jpath_str(s, "lists.0.list_id")));
     json_object_object_add(big, "list_ids", lids);
-    json_object *e = post_activity("/v3/activities/add_list_memberships",
-                                   json_object_to_json_string(big), 400);
-    assert_non_null(strstr(jstr(e, "0.error_message"), "source/contact_ids"));
+    json_object *e =
+        post_activity("/v3/activities/add_list_memberships", json_object_to_json_string(big), 400);
+    assert_non_null(strstr(jpath_str(e, "0.error_message"), "source/contact_ids"));
     json_object_put(e);
     json_object_put(big);
     /* unknown list on remove → 404 */
     snprintf(body, sizeof body,
              "{\"source\":{\"contact_ids\":[\"%s\"]},\"list_ids\":"
              "[\"11111111-2222-4333-8444-555555555555\"]}",
-             jstr(s, "contacts.0.contact_id"));
+             jpath_str(s, "contacts.0.contact_id"));
     json_object_put(post_activity("/v3/activities/remove_list_memberships", body, 404));
     json_object_put(s);
 }
@@ -788,14 +718,14 @@ static void test_a_contact_is_on_at_most_50_lists(void **state)
     char l51[64], req[512];
     create_list("M50", l51);
     snprintf(req, sizeof req, "{\"source\":{\"contact_ids\":[\"%s\"]},\"list_ids\":[\"%s\"]}",
-             jstr(s, "contacts.0.contact_id"), l51);
+             jpath_str(s, "contacts.0.contact_id"), l51);
     json_object *a = post_activity("/v3/activities/add_list_memberships", req, 201);
-    json_object *done = wait_activity(jstr(a, "activity_id"));
-    assert_int_equal(json_object_array_length(jget(done, "activity_errors")), 1);
+    json_object *done = wait_activity(jpath_str(a, "activity_id"));
+    assert_int_equal(json_object_array_length(jpath(done, "activity_errors")), 1);
     json_object_put(a);
     json_object_put(done);
     struct reply r = api("GET", "/v3/contacts?email=busy@x.org&include=list_memberships", NULL);
-    assert_int_equal(json_object_array_length(jget(r.json, "contacts.0.list_memberships")), 50);
+    assert_int_equal(json_object_array_length(jpath(r.json, "contacts.0.list_memberships")), 50);
     reply_free(&r);
     json_object_put(s);
 }
@@ -807,7 +737,7 @@ static void test_1000_queued_activities_is_429(void **state)
     ctl_ok("POST", "/config", "{\"activity_ms\":600000}");
     char body[512];
     snprintf(body, sizeof body, "{\"source\":{\"contact_ids\":[\"%s\"]},\"list_ids\":[\"%s\"]}",
-             jstr(s, "contacts.0.contact_id"), jstr(s, "lists.0.list_id"));
+             jpath_str(s, "contacts.0.contact_id"), jpath_str(s, "lists.0.list_id"));
     for (int i = 0; i < 1000; i++) {
         struct reply r = api("POST", "/v3/activities/add_list_memberships", body);
         assert_int_equal(r.status, 201);
@@ -818,8 +748,8 @@ static void test_1000_queued_activities_is_429(void **state)
     assert_true(json_object_is_type(r.json, json_type_object));
     reply_free(&r);
     r = api("GET", "/v3/activities?limit=5", NULL);
-    assert_int_equal(json_object_array_length(jget(r.json, "activities")), 5);
-    assert_non_null(jstr(r.json, "_links.next.href"));
+    assert_int_equal(json_object_array_length(jpath(r.json, "activities")), 5);
+    assert_non_null(jpath_str(r.json, "_links.next.href"));
     reply_free(&r);
     ctl_ok("POST", "/activities/complete", NULL);
     r = api("POST", "/v3/activities/add_list_memberships", body);
@@ -834,7 +764,7 @@ static void test_fifth_request_in_a_second_is_throttled(void **state)
 {
     (void)state;
     ctl_ok("POST", "/config", "{\"rate\":4}");
-    sleep_ms(1000);
+    ts_sleep_ms(1000);
     for (int i = 0; i < 4; i++) {
         struct reply r = api("GET", "/v3/contact_lists", NULL);
         assert_int_equal(r.status, 200);
@@ -842,16 +772,16 @@ static void test_fifth_request_in_a_second_is_throttled(void **state)
     }
     struct reply r = api("GET", "/v3/contact_lists", NULL);
     assert_int_equal(r.status, 429);
-    assert_string_equal(jstr(r.json, "error_key"), "throttled");
+    assert_string_equal(jpath_str(r.json, "error_key"), "throttled");
     reply_free(&r);
-    sleep_ms(1050);
+    ts_sleep_ms(1050);
     r = api("GET", "/v3/contact_lists", NULL);
     assert_int_equal(r.status, 200);
     reply_free(&r);
     r = ctl("GET", "/counters", NULL);
-    assert_int_equal(jint(r.json, "throttled"), 1);
-    assert_int_equal(jint(r.json, "max_per_second"), 5);
-    assert_int_equal(jint(r.json, "by_endpoint.GET /v3/contact_lists"), 6);
+    assert_int_equal(jpath_int(r.json, "throttled"), 1);
+    assert_int_equal(jpath_int(r.json, "max_per_second"), 5);
+    assert_int_equal(jpath_int(r.json, "by_endpoint.GET /v3/contact_lists"), 6);
     reply_free(&r);
 }
 
@@ -866,7 +796,7 @@ static void test_daily_quota_resets_at_midnight_utc(void **state)
     }
     struct reply r = api("GET", "/v3/contacts", NULL);
     assert_int_equal(r.status, 429);
-    assert_string_equal(jstr(r.json, "error_key"), "quota_exceeded");
+    assert_string_equal(jpath_str(r.json, "error_key"), "quota_exceeded");
     reply_free(&r);
     ctl_ok("POST", "/advance_day", NULL);
     r = api("GET", "/v3/contacts", NULL);
@@ -889,7 +819,7 @@ static void test_validation_names_the_field(void **state)
     r = api("POST", "/v3/contact_lists", "{\"description\":\"no name\"}");
     assert_int_equal(r.status, 400);
     assert_true(json_object_is_type(r.json, json_type_array));
-    assert_non_null(strstr(jstr(r.json, "0.error_message"), "name"));
+    assert_non_null(strstr(jpath_str(r.json, "0.error_message"), "name"));
     reply_free(&r);
     r = api("POST", "/v3/contact_lists", "{\"name\":");
     assert_int_equal(r.status, 400);
@@ -897,11 +827,11 @@ static void test_validation_names_the_field(void **state)
     r = api("POST", "/v3/contacts",
             "{\"email_address\":{\"address\":\"bad\"},\"create_source\":\"Account\"}");
     assert_int_equal(r.status, 400);
-    assert_non_null(strstr(jstr(r.json, "0.error_message"), "email_address/address"));
+    assert_non_null(strstr(jpath_str(r.json, "0.error_message"), "email_address/address"));
     reply_free(&r);
     r = api("POST", "/v3/contacts", "{\"email_address\":{\"address\":\"x@y.org\"}}");
     assert_int_equal(r.status, 400);
-    assert_non_null(strstr(jstr(r.json, "0.error_message"), "create_source"));
+    assert_non_null(strstr(jpath_str(r.json, "0.error_message"), "create_source"));
     reply_free(&r);
     r = api("GET", "/v3/contact_lists/not-a-uuid", NULL);
     assert_int_equal(r.status, 404);
@@ -922,7 +852,7 @@ static void test_admin_rename_and_delete(void **state)
     ctl_ok("POST", path, "{\"name\":\"Renamed in CC\"}");
     snprintf(path, sizeof path, "/v3/contact_lists/%s", id);
     struct reply r = api("GET", path, NULL);
-    assert_string_equal(jstr(r.json, "name"), "Renamed in CC");
+    assert_string_equal(jpath_str(r.json, "name"), "Renamed in CC");
     reply_free(&r);
     snprintf(path, sizeof path, "/lists/%s/delete", id);
     ctl_ok("POST", path, NULL);
@@ -958,9 +888,9 @@ static void test_injected_faults(void **state)
     r = call_full("POST", "/v3/contact_lists", headers, "{\"name\":\"Slow\"}", 15, 200);
     assert_int_equal(r.status, 0);
     reply_free(&r);
-    sleep_ms(800);
+    ts_sleep_ms(800);
     r = api("GET", "/v3/contact_lists?name=Slow", NULL);
-    assert_int_equal(json_object_array_length(jget(r.json, "lists")), 1);
+    assert_int_equal(json_object_array_length(jpath(r.json, "lists")), 1);
     reply_free(&r);
 
     ctl_ok("POST", "/faults", "{\"mode\":\"status\",\"status\":500,\"fraction\":1.0}");
@@ -972,7 +902,7 @@ static void test_injected_faults(void **state)
     assert_int_equal(r.status, 200);
     reply_free(&r);
     r = ctl("GET", "/counters", NULL);
-    assert_int_equal(jint(r.json, "faults"), 5);
+    assert_int_equal(jpath_int(r.json, "faults"), 5);
     reply_free(&r);
 }
 
@@ -984,48 +914,48 @@ static void test_request_log_records_requests(void **state)
     r = api("GET", "/v3/contact_lists?limit=3", NULL);
     reply_free(&r);
     r = ctl("GET", "/log", NULL);
-    assert_int_equal(json_object_array_length(jget(r.json, "requests")), 2);
-    assert_string_equal(jstr(r.json, "requests.0.method"), "POST");
-    assert_string_equal(jstr(r.json, "requests.0.path"), "/v3/contact_lists");
-    assert_int_equal(jint(r.json, "requests.0.status"), 201);
-    assert_string_equal(jstr(r.json, "requests.0.body"), "{\"name\":\"Logged\"}");
-    assert_string_equal(jstr(r.json, "requests.1.path"), "/v3/contact_lists?limit=3");
+    assert_int_equal(json_object_array_length(jpath(r.json, "requests")), 2);
+    assert_string_equal(jpath_str(r.json, "requests.0.method"), "POST");
+    assert_string_equal(jpath_str(r.json, "requests.0.path"), "/v3/contact_lists");
+    assert_int_equal(jpath_int(r.json, "requests.0.status"), 201);
+    assert_string_equal(jpath_str(r.json, "requests.0.body"), "{\"name\":\"Logged\"}");
+    assert_string_equal(jpath_str(r.json, "requests.1.path"), "/v3/contact_lists?limit=3");
     reply_free(&r);
     r = ctl("GET", "/log?since=1", NULL);
-    assert_int_equal(json_object_array_length(jget(r.json, "requests")), 1);
+    assert_int_equal(json_object_array_length(jpath(r.json, "requests")), 1);
     reply_free(&r);
 }
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup(test_request_without_token_is_401_single_object, setup),
-        cmocka_unit_test_setup(test_access_token_expires, setup),
-        cmocka_unit_test_setup(test_expire_all_tokens_control, setup),
-        cmocka_unit_test_setup(test_refresh_tokens_rotate_and_are_single_use, setup),
-        cmocka_unit_test_setup(test_list_names_are_unique, setup),
-        cmocka_unit_test_setup(test_list_rename_to_a_name_in_use_is_409, setup),
-        cmocka_unit_test_setup(test_at_most_1000_lists, setup),
-        cmocka_unit_test_setup(test_list_delete_is_asynchronous, setup),
-        cmocka_unit_test_setup(test_list_paging_by_cursor, setup),
-        cmocka_unit_test_setup(test_list_membership_count_and_name_filter, setup),
-        cmocka_unit_test_setup(test_contacts_unique_by_email_even_deleted, setup),
-        cmocka_unit_test_setup(test_get_contacts_hides_deleted_unless_status_all, setup),
-        cmocka_unit_test_setup(test_get_contacts_filters_and_includes, setup),
-        cmocka_unit_test_setup(test_put_contact_replaces_and_revives, setup),
-        cmocka_unit_test_setup(test_import_creates_contacts_and_adds_memberships, setup),
-        cmocka_unit_test_setup(test_import_never_adds_unsubscribed_contacts, setup),
-        cmocka_unit_test_setup(test_import_invalid_email_is_a_per_item_error, setup),
-        cmocka_unit_test_setup(test_import_request_limits, setup),
-        cmocka_unit_test_setup(test_add_and_remove_memberships, setup),
-        cmocka_unit_test_setup(test_a_contact_is_on_at_most_50_lists, setup),
-        cmocka_unit_test_setup(test_1000_queued_activities_is_429, setup),
-        cmocka_unit_test_setup(test_fifth_request_in_a_second_is_throttled, setup),
-        cmocka_unit_test_setup(test_daily_quota_resets_at_midnight_utc, setup),
-        cmocka_unit_test_setup(test_validation_names_the_field, setup),
-        cmocka_unit_test_setup(test_admin_rename_and_delete, setup),
-        cmocka_unit_test_setup(test_injected_faults, setup),
-        cmocka_unit_test_setup(test_request_log_records_requests, setup),
+        cmocka_unit_test_setup(test_request_without_token_is_401_single_object, reset_sim),
+        cmocka_unit_test_setup(test_access_token_expires, reset_sim),
+        cmocka_unit_test_setup(test_expire_all_tokens_control, reset_sim),
+        cmocka_unit_test_setup(test_refresh_tokens_rotate_and_are_single_use, reset_sim),
+        cmocka_unit_test_setup(test_list_names_are_unique, reset_sim),
+        cmocka_unit_test_setup(test_list_rename_to_a_name_in_use_is_409, reset_sim),
+        cmocka_unit_test_setup(test_at_most_1000_lists, reset_sim),
+        cmocka_unit_test_setup(test_list_delete_is_asynchronous, reset_sim),
+        cmocka_unit_test_setup(test_list_paging_by_cursor, reset_sim),
+        cmocka_unit_test_setup(test_list_membership_count_and_name_filter, reset_sim),
+        cmocka_unit_test_setup(test_contacts_unique_by_email_even_deleted, reset_sim),
+        cmocka_unit_test_setup(test_get_contacts_hides_deleted_unless_status_all, reset_sim),
+        cmocka_unit_test_setup(test_get_contacts_filters_and_includes, reset_sim),
+        cmocka_unit_test_setup(test_put_contact_replaces_and_revives, reset_sim),
+        cmocka_unit_test_setup(test_import_creates_contacts_and_adds_memberships, reset_sim),
+        cmocka_unit_test_setup(test_import_never_adds_unsubscribed_contacts, reset_sim),
+        cmocka_unit_test_setup(test_import_invalid_email_is_a_per_item_error, reset_sim),
+        cmocka_unit_test_setup(test_import_request_limits, reset_sim),
+        cmocka_unit_test_setup(test_add_and_remove_memberships, reset_sim),
+        cmocka_unit_test_setup(test_a_contact_is_on_at_most_50_lists, reset_sim),
+        cmocka_unit_test_setup(test_1000_queued_activities_is_429, reset_sim),
+        cmocka_unit_test_setup(test_fifth_request_in_a_second_is_throttled, reset_sim),
+        cmocka_unit_test_setup(test_daily_quota_resets_at_midnight_utc, reset_sim),
+        cmocka_unit_test_setup(test_validation_names_the_field, reset_sim),
+        cmocka_unit_test_setup(test_admin_rename_and_delete, reset_sim),
+        cmocka_unit_test_setup(test_injected_faults, reset_sim),
+        cmocka_unit_test_setup(test_request_log_records_requests, reset_sim),
     };
     return cmocka_run_group_tests_name("ccsim", tests, group_setup, group_teardown);
 }

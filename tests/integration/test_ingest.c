@@ -1,6 +1,6 @@
-/* Integration tests of ccsyncd's front door (DESIGN.md §2, §4, §5): the association
- * admin API, signed webhooks into the Redis stream, every refusal of §5 with its
- * status and code, health and metrics, a Redis outage, SIGTERM, and the logs.
+/* Integration tests of ccsyncd's front door (docs/: ingest, the admin API, webhooks): the
+ * association admin API, signed webhooks into the Redis stream, every refusal of §5 with its status
+ * and code, health and metrics, a Redis outage, SIGTERM, and the logs.
  *
  * Every test gets its own redis-server and ccsyncd on free loopback ports
  * (CCSYNCD_BIN, default $BUILD/ccsyncd), with association "acme" created through
@@ -29,6 +29,9 @@
 #include <unistd.h>
 
 #include "ccsync/webhook.h"
+#include "ccsync/keys.h"
+#include "peek.h"
+#include "reply.h"
 #include "testsupport.h"
 
 #define ASSOC "acme"
@@ -58,23 +61,6 @@ static struct {
 
 static int msg_counter;
 
-static const char *ccsyncd_bin(void)
-{
-    static char path[512];
-    const char *bin = getenv("CCSYNCD_BIN");
-    if (bin && *bin)
-        return bin;
-    const char *build = getenv("BUILD");
-    snprintf(path, sizeof path, "%s/ccsyncd", build && *build ? build : "build");
-    return path;
-}
-
-static void sleep_ms(long ms)
-{
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
 static redisContext *redis(void)
 {
     if (S.redis && S.redis->err) {
@@ -92,31 +78,12 @@ static redisContext *redis(void)
 
 /* ---- HTTP ---- */
 
-struct reply {
-    long status;
-    char *body;
-    char *headers;
-    json_object *json; /* NULL when the body is not JSON */
-};
-
-static void reply_free(struct reply *r)
-{
-    json_object_put(r->json);
-    free(r->body);
-    free(r->headers);
-    memset(r, 0, sizeof *r);
-}
-
 static struct reply call(const char *method, const char *path, const char *const *headers,
                          const char *body, size_t len)
 {
     char url[1024];
     snprintf(url, sizeof url, "%s%s", S.base, path);
-    struct reply r = {0};
-    ts_http_full(method, url, headers, body, len, 0, &r.status, &r.body, &r.headers);
-    if (r.body && r.body[0])
-        r.json = json_tokener_parse(r.body);
-    return r;
+    return http_request(method, url, headers, body, len, 0);
 }
 
 static struct reply admin(const char *method, const char *path, const char *body)
@@ -126,32 +93,13 @@ static struct reply admin(const char *method, const char *path, const char *body
     return call(method, path, headers, body, body ? strlen(body) : 0);
 }
 
-/* A string member by dotted path ("error.code"), or NULL. */
-static const char *jstr(json_object *o, const char *path)
-{
-    char buf[128];
-    snprintf(buf, sizeof buf, "%s", path);
-    char *save = NULL;
-    for (char *key = strtok_r(buf, ".", &save); key; key = strtok_r(NULL, ".", &save)) {
-        if (!o || !json_object_object_get_ex(o, key, &o))
-            return NULL;
-    }
-    return o && json_object_is_type(o, json_type_string) ? json_object_get_string(o) : NULL;
-}
-
-static json_object *jget(json_object *o, const char *key)
-{
-    json_object *v = NULL;
-    return o && json_object_object_get_ex(o, key, &v) ? v : NULL;
-}
-
 static void header_of(const struct reply *r, const char *name, char *out, size_t size)
 {
     if (ts_header_value(r->headers, name, out, size) != 0)
         fail_msg("no %s header in:\n%s", name, r->headers ? r->headers : "(none)");
 }
 
-/* The error reply of DESIGN.md §4: exactly {"error":{"code","message"}}. message
+/* The error reply of the admin API (docs/): exactly {"error":{"code","message"}}. message
  * NULL: any message. */
 static void check_error(const char *what, const struct reply *r, long status, const char *code,
                         const char *message)
@@ -163,7 +111,8 @@ static void check_error(const char *what, const struct reply *r, long status, co
         json_object_object_length(r->json) != 1 || !jget(r->json, "error") ||
         json_object_object_length(jget(r->json, "error")) != 2)
         fail_msg("%s: not {\"error\":{\"code\",\"message\"}}: %s", what, r->body ? r->body : "");
-    const char *got_code = jstr(r->json, "error.code"), *got_msg = jstr(r->json, "error.message");
+    const char *got_code = jpath_str(r->json, "error.code"),
+               *got_msg = jpath_str(r->json, "error.message");
     if (!got_code || strcmp(got_code, code) != 0)
         fail_msg("%s: code %s, expected %s", what, got_code ? got_code : "(none)", code);
     if (!got_msg || (message && strcmp(got_msg, message) != 0))
@@ -247,40 +196,11 @@ static struct reply post_signed(const char *id, const char *body)
 
 /* ---- what landed in Redis ---- */
 
-/* Stream entries ever added (Redis 7 XINFO STREAM entries-added); 0 without a stream. */
-static long long entries_added(void)
-{
-    redisReply *r = redisCommand(redis(), "XINFO STREAM ccsync:events");
-    assert_non_null(r);
-    long long n = -1;
-    if (r->type == REDIS_REPLY_ERROR && strstr(r->str, "no such key")) {
-        n = 0;
-    } else {
-        assert_int_equal(r->type, REDIS_REPLY_ARRAY);
-        for (size_t i = 0; i + 1 < r->elements; i += 2)
-            if (strcmp(r->element[i]->str, "entries-added") == 0)
-                n = r->element[i + 1]->integer;
-    }
-    freeReplyObject(r);
-    assert_true(n >= 0);
-    return n;
-}
-
-static bool dedup_key_exists(const char *assoc, const char *id)
-{
-    redisReply *r = redisCommand(redis(), "EXISTS ccsync:dedup:%s:%s", assoc, id);
-    assert_non_null(r);
-    assert_int_equal(r->type, REDIS_REPLY_INTEGER);
-    bool exists = r->integer == 1;
-    freeReplyObject(r);
-    return exists;
-}
-
 static void check_queued(const char *what, const struct reply *r, const char *id)
 {
     if (r->status != 202 || !r->json || json_object_object_length(r->json) != 2 ||
-        !jstr(r->json, "id") || strcmp(jstr(r->json, "id"), id) != 0 || !jstr(r->json, "status") ||
-        strcmp(jstr(r->json, "status"), "queued") != 0)
+        !jpath_str(r->json, "id") || strcmp(jpath_str(r->json, "id"), id) != 0 ||
+        !jpath_str(r->json, "status") || strcmp(jpath_str(r->json, "status"), "queued") != 0)
         fail_msg("%s: expected 202 {\"id\":\"%s\",\"status\":\"queued\"}, got %ld %s", what, id,
                  r->status, r->body ? r->body : "(none)");
 }
@@ -290,9 +210,9 @@ static void check_refused(const char *what, struct reply *r, long status, const 
                           const char *message, const char *id, long long added_before)
 {
     check_error(what, r, status, code, message);
-    if (entries_added() != added_before)
+    if (peek_entries_added(redis(), KEY_EVENTS) != added_before)
         fail_msg("%s: refused with %ld but an entry was added to the stream", what, status);
-    if (id && dedup_key_exists(ASSOC, id))
+    if (id && peek_dedup_exists(redis(), ASSOC, id))
         fail_msg("%s: refused with %ld but the dedup key of %s was set", what, status, id);
 }
 
@@ -351,7 +271,8 @@ static void start_ccsyncd(void)
     fd = mkstemp(S.err_path);
     assert_true(fd >= 0);
     close(fd);
-    char *argv[] = {(char *)ccsyncd_bin(), NULL};
+    char bin[512];
+    char *argv[] = {(char *)ts_bin_path("CCSYNCD_BIN", "ccsyncd", bin, sizeof bin), NULL};
     if (access(argv[0], X_OK) != 0)
         fail_msg("cannot run %s: build it, or set CCSYNCD_BIN", argv[0]);
     S.ccsyncd_pid = ts_spawn_io(argv, env, S.log_path, S.err_path);
@@ -368,7 +289,7 @@ static void wait_ready(void)
         reply_free(&r);
         if (status == 200)
             return;
-        sleep_ms(50);
+        ts_sleep_ms(50);
     }
     fail_msg("ccsyncd did not become ready");
 }
@@ -452,7 +373,7 @@ static void test_put_association_answers_redacted_view(void **state)
     assert_null(strstr(r.body, SECRET_KEY_B64));
     assert_null(strstr(r.body, CC_ACCESS));
     assert_null(strstr(r.body, CC_REFRESH));
-    assert_string_equal(jstr(r.json, "association_id"), "beta");
+    assert_string_equal(jpath_str(r.json, "association_id"), "beta");
     assert_true(json_object_get_boolean(jget(r.json, "webhook_secret_set")));
     assert_null(jget(r.json, "webhook_secret"));
     json_object *cc = jget(r.json, "constant_contact");
@@ -462,8 +383,8 @@ static void test_put_association_answers_redacted_view(void **state)
     assert_true(json_object_is_type(jget(cc, "access_token_set"), json_type_boolean));
     assert_true(json_object_get_boolean(jget(cc, "access_token_set")));
     assert_true(json_object_get_boolean(jget(cc, "refresh_token_set")));
-    assert_string_equal(jstr(cc, "expires_at"), "2026-12-01T00:00:00Z");
-    assert_string_equal(jstr(cc, "state"), "unverified");
+    assert_string_equal(jpath_str(cc, "expires_at"), "2026-12-01T00:00:00Z");
+    assert_string_equal(jpath_str(cc, "state"), "unverified");
     reply_free(&r);
 
     r = admin("GET", "/v1/associations/beta", NULL);
@@ -471,7 +392,7 @@ static void test_put_association_answers_redacted_view(void **state)
     assert_null(strstr(r.body, SECRET_KEY_B64));
     assert_null(strstr(r.body, CC_ACCESS));
     assert_null(strstr(r.body, CC_REFRESH));
-    assert_string_equal(jstr(r.json, "association_id"), "beta");
+    assert_string_equal(jpath_str(r.json, "association_id"), "beta");
     assert_true(json_object_get_boolean(jget(r.json, "webhook_secret_set")));
     assert_true(
         json_object_get_boolean(jget(jget(r.json, "constant_contact"), "access_token_set")));
@@ -483,7 +404,7 @@ static void test_put_association_answers_redacted_view(void **state)
     cc = jget(r.json, "constant_contact");
     assert_false(json_object_get_boolean(jget(cc, "access_token_set")));
     assert_false(json_object_get_boolean(jget(cc, "refresh_token_set")));
-    assert_string_equal(jstr(cc, "state"), "not_configured");
+    assert_string_equal(jpath_str(cc, "state"), "not_configured");
     reply_free(&r);
 }
 
@@ -588,7 +509,7 @@ static void test_unknown_path_is_404_and_wrong_method_405(void **state)
 static void test_invalid_association_id_in_path_is_400(void **state)
 {
     (void)state;
-    long long before = entries_added();
+    long long before = peek_entries_added(redis(), KEY_EVENTS);
     const char *id = next_id();
     const char *body = event_body("group.deleted", "{\"UniqueID\":\"g-1\"}");
     struct reply r = post_signed_len("acme.corp", SECRET, id, body, strlen(body));
@@ -609,12 +530,12 @@ static void test_livez_and_readyz_answer_200(void **state)
     (void)state;
     struct reply r = call("GET", "/livez", NULL, NULL, 0);
     assert_int_equal(r.status, 200);
-    assert_string_equal(jstr(r.json, "status"), "alive");
+    assert_string_equal(jpath_str(r.json, "status"), "alive");
     reply_free(&r);
     r = get_ready();
     assert_int_equal(r.status, 200);
-    assert_string_equal(jstr(r.json, "status"), "ready");
-    assert_string_equal(jstr(r.json, "redis"), "ok");
+    assert_string_equal(jpath_str(r.json, "status"), "ready");
+    assert_string_equal(jpath_str(r.json, "redis"), "ok");
     assert_int_equal(json_object_get_int(jget(r.json, "workers")), 1);
     assert_false(json_object_get_boolean(jget(r.json, "draining")));
     reply_free(&r);
@@ -640,7 +561,7 @@ static void expect_metric_soon(const char *line)
         reply_free(&r);
         if (found)
             return;
-        sleep_ms(30);
+        ts_sleep_ms(30);
     }
     fail_msg("metrics never showed the line \"%s\"", line);
 }
@@ -697,7 +618,7 @@ static void test_metrics_count_each_webhook_outcome(void **state)
 static void test_signed_webhook_is_queued_exactly_once(void **state)
 {
     (void)state;
-    long long before = entries_added();
+    long long before = peek_entries_added(redis(), KEY_EVENTS);
     const char *id = next_id();
     struct reply r = post_signed(
         id, event_body("customer.created",
@@ -710,13 +631,10 @@ static void test_signed_webhook_is_queued_exactly_once(void **state)
     header_of(&r, "Content-Type", ct, sizeof ct);
     assert_string_equal(ct, "application/json");
     reply_free(&r);
-    assert_int_equal(entries_added(), before + 1);
-    assert_true(dedup_key_exists(ASSOC, id));
+    assert_int_equal(peek_entries_added(redis(), KEY_EVENTS), before + 1);
+    assert_true(peek_dedup_exists(redis(), ASSOC, id));
     /* the dedup key expires (7 days), it does not stay forever */
-    redisReply *ttl = redisCommand(redis(), "TTL ccsync:dedup:" ASSOC ":%s", id);
-    assert_int_equal(ttl->type, REDIS_REPLY_INTEGER);
-    assert_in_range(ttl->integer, 7 * 24 * 3600 - 60, 7 * 24 * 3600);
-    freeReplyObject(ttl);
+    assert_in_range(peek_dedup_ttl(redis(), ASSOC, id), 7 * 24 * 3600 - 60, 7 * 24 * 3600);
 }
 
 static void test_every_known_type_with_its_required_fields_is_queued(void **state)
@@ -737,20 +655,20 @@ static void test_every_known_type_with_its_required_fields_is_queued(void **stat
                           "{\"UniqueID\":\"m-2\",\"Email\":\"b@example.org\"}]}"},
         {"group.members", "{\"UniqueID\":\"g-2\",\"Members\":[]}"},
     };
-    long long before = entries_added();
+    long long before = peek_entries_added(redis(), KEY_EVENTS);
     for (size_t i = 0; i < sizeof events / sizeof events[0]; i++) {
         const char *id = next_id();
         struct reply r = post_signed(id, event_body(events[i].type, events[i].data));
         check_queued(events[i].type, &r, id);
         reply_free(&r);
-        assert_int_equal(entries_added(), before + (long long)i + 1);
+        assert_int_equal(peek_entries_added(redis(), KEY_EVENTS), before + (long long)i + 1);
     }
 }
 
 static void test_repeated_webhook_id_is_duplicate_and_not_queued(void **state)
 {
     (void)state;
-    long long before = entries_added();
+    long long before = peek_entries_added(redis(), KEY_EVENTS);
     const char *id = next_id();
     const char *body = event_body("group.deleted", "{\"UniqueID\":\"g-1\"}");
     struct reply r = post_signed(id, body);
@@ -760,18 +678,18 @@ static void test_repeated_webhook_id_is_duplicate_and_not_queued(void **state)
         r = post_signed(id, i == 0 ? body : event_body("group.deleted", "{\"UniqueID\":\"g-9\"}"));
         assert_int_equal(r.status, 200);
         assert_int_equal(json_object_object_length(r.json), 2);
-        assert_string_equal(jstr(r.json, "id"), id);
-        assert_string_equal(jstr(r.json, "status"), "duplicate");
+        assert_string_equal(jpath_str(r.json, "id"), id);
+        assert_string_equal(jpath_str(r.json, "status"), "duplicate");
         reply_free(&r);
     }
-    assert_int_equal(entries_added(), before + 1);
+    assert_int_equal(peek_entries_added(redis(), KEY_EVENTS), before + 1);
 
     /* the key is per association: the same id for another association is new */
     put_association("beta", SECRET);
     r = post_signed_len("beta", SECRET, id, body, strlen(body));
     check_queued("same id, other association", &r, id);
     reply_free(&r);
-    assert_int_equal(entries_added(), before + 2);
+    assert_int_equal(peek_entries_added(redis(), KEY_EVENTS), before + 2);
 }
 
 static void test_body_of_exactly_the_limit_is_queued(void **state)
@@ -782,12 +700,12 @@ static void test_body_of_exactly_the_limit_is_queued(void **state)
     memset(body, ' ', MAX_BODY);
     memcpy(body, event, strlen(event));
     body[MAX_BODY] = '\0';
-    long long before = entries_added();
+    long long before = peek_entries_added(redis(), KEY_EVENTS);
     const char *id = next_id();
     struct reply r = post_signed_len(ASSOC, SECRET, id, body, MAX_BODY);
     check_queued("body of the limit", &r, id);
     reply_free(&r);
-    assert_int_equal(entries_added(), before + 1);
+    assert_int_equal(peek_entries_added(redis(), KEY_EVENTS), before + 1);
 }
 
 static void test_json_content_type_with_charset_is_accepted(void **state)
@@ -840,12 +758,12 @@ static void test_multiple_signatures_one_valid_is_queued(void **state)
 static void test_unknown_type_is_ignored_and_not_queued(void **state)
 {
     (void)state;
-    long long before = entries_added();
+    long long before = peek_entries_added(redis(), KEY_EVENTS);
     const char *id = next_id();
     struct reply r = post_signed(id, "{\"type\":\"member.merged\",\"timestamp\":\"" TS
                                      "\",\"data\":{\"anything\":[1,2,3]}}");
     assert_int_equal(r.status, 202);
-    assert_string_equal(jstr(r.json, "status"), "ignored");
+    assert_string_equal(jpath_str(r.json, "status"), "ignored");
     json_object_object_foreach(r.json, key, val)
     {
         (void)val;
@@ -853,8 +771,8 @@ static void test_unknown_type_is_ignored_and_not_queued(void **state)
             fail_msg("unexpected member \"%s\" in %s", key, r.body);
     }
     reply_free(&r);
-    assert_int_equal(entries_added(), before);
-    assert_false(dedup_key_exists(ASSOC, id));
+    assert_int_equal(peek_entries_added(redis(), KEY_EVENTS), before);
+    assert_false(peek_dedup_exists(redis(), ASSOC, id));
 }
 
 static void test_secret_change_takes_effect_at_once(void **state)
@@ -866,7 +784,7 @@ static void test_secret_change_takes_effect_at_once(void **state)
     check_queued("before the change", &r, id);
     reply_free(&r);
     put_association(ASSOC, OTHER_SECRET);
-    long long before = entries_added();
+    long long before = peek_entries_added(redis(), KEY_EVENTS);
     id = next_id();
     r = post_signed_len(ASSOC, SECRET, id, body, strlen(body));
     check_refused("signed with the old secret", &r, 401, "invalid_signature",
@@ -877,7 +795,7 @@ static void test_secret_change_takes_effect_at_once(void **state)
     reply_free(&r);
 }
 
-/* ---- refused webhooks: DESIGN.md §5 ---- */
+/* ---- refused webhooks ---- */
 
 struct refusal {
     const char *name;
@@ -889,7 +807,7 @@ struct refusal {
 static void expect_all_refused_400(const struct refusal *cases, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
-        long long before = entries_added();
+        long long before = peek_entries_added(redis(), KEY_EVENTS);
         const char *id = next_id();
         struct reply r = post_signed(id, cases[i].body);
         check_refused(cases[i].name, &r, 400, cases[i].code, cases[i].message, id, before);
@@ -1023,7 +941,7 @@ static void test_bad_signature_is_401(void **state)
     long now = (long)time(NULL);
     char ts[32], sig[128], wrong[128];
     snprintf(ts, sizeof ts, "%ld", now);
-    long long before = entries_added();
+    long long before = peek_entries_added(redis(), KEY_EVENTS);
 
     const char *id = next_id();
     sign(SECRET, id, now, other_body, strlen(other_body), sig, sizeof sig);
@@ -1072,7 +990,7 @@ static void test_missing_signature_header_is_401_naming_it(void **state)
     char ts[32], sig[128];
     snprintf(ts, sizeof ts, "%ld", now);
     sign(SECRET, id, now, body, strlen(body), sig, sizeof sig);
-    long long before = entries_added();
+    long long before = peek_entries_added(redis(), KEY_EVENTS);
     struct reply r = post_raw(ASSOC, "application/json", NULL, ts, sig, body, strlen(body));
     check_refused("no webhook-id", &r, 401, "missing_signature_headers",
                   "webhook-id header is missing", id, before);
@@ -1096,7 +1014,7 @@ static void test_stale_timestamp_is_401(void **state)
     (void)state;
     const char *body = event_body("group.deleted", "{\"UniqueID\":\"g-1\"}");
     long offsets[] = {-301, 301, -86400};
-    long long before = entries_added();
+    long long before = peek_entries_added(redis(), KEY_EVENTS);
     for (size_t i = 0; i < sizeof offsets / sizeof offsets[0]; i++) {
         char id[64], sig[128], ts[32], what[64];
         snprintf(id, sizeof id, "%s", next_id());
@@ -1116,12 +1034,12 @@ static void test_unknown_association_is_404(void **state)
     (void)state;
     const char *body = event_body("group.deleted", "{\"UniqueID\":\"g-1\"}");
     const char *id = next_id();
-    long long before = entries_added();
+    long long before = peek_entries_added(redis(), KEY_EVENTS);
     struct reply r = post_signed_len("nobody", SECRET, id, body, strlen(body));
     check_refused("unknown association", &r, 404, "unknown_association",
                   "no association \"nobody\"", NULL, before);
     reply_free(&r);
-    assert_false(dedup_key_exists("nobody", id));
+    assert_false(peek_dedup_exists(redis(), "nobody", id));
 }
 
 static void test_body_over_the_limit_is_413(void **state)
@@ -1132,7 +1050,7 @@ static void test_body_over_the_limit_is_413(void **state)
     memset(body, ' ', MAX_BODY + 1);
     memcpy(body, event, strlen(event));
     body[MAX_BODY + 1] = '\0';
-    long long before = entries_added();
+    long long before = peek_entries_added(redis(), KEY_EVENTS);
     const char *id = next_id();
     struct reply r = post_signed_len(ASSOC, SECRET, id, body, MAX_BODY + 1);
     check_refused("one byte over", &r, 413, "body_too_large",
@@ -1174,16 +1092,16 @@ static void test_chunked_body_within_the_limit_is_queued(void **state)
     (void)state;
     const char *body = event_body("group.deleted", "{\"UniqueID\":\"g-1\"}");
     const char *id = next_id();
-    long long before = entries_added();
+    long long before = peek_entries_added(redis(), KEY_EVENTS);
     long status;
     char *resp;
     post_chunked(id, body, strlen(body), 16, &status, &resp);
     assert_int_equal(status, 202);
     json_object *o = json_tokener_parse(resp);
-    assert_string_equal(jstr(o, "status"), "queued");
+    assert_string_equal(jpath_str(o, "status"), "queued");
     json_object_put(o);
     free(resp);
-    assert_int_equal(entries_added(), before + 1);
+    assert_int_equal(peek_entries_added(redis(), KEY_EVENTS), before + 1);
 }
 
 static void test_chunked_body_over_the_limit_is_413(void **state)
@@ -1194,7 +1112,7 @@ static void test_chunked_body_over_the_limit_is_413(void **state)
     memset(body, ' ', sizeof body);
     memcpy(body, event, strlen(event));
     const char *id = next_id();
-    long long before = entries_added();
+    long long before = peek_entries_added(redis(), KEY_EVENTS);
     long status;
     char *resp;
     post_chunked(id, body, sizeof body, 1000, &status, &resp);
@@ -1211,7 +1129,7 @@ static void test_wrong_content_type_is_415(void **state)
     const char *body = event_body("group.deleted", "{\"UniqueID\":\"g-1\"}");
     static const char *types[] = {"text/plain", "application/x-www-form-urlencoded",
                                   "application/jsonx", "application/json-patch+json", NULL};
-    long long before = entries_added();
+    long long before = peek_entries_added(redis(), KEY_EVENTS);
     for (size_t i = 0; i < sizeof types / sizeof types[0]; i++) {
         const char *id = next_id();
         char sig[128], ts[32], what[96];
@@ -1264,9 +1182,9 @@ static void test_redis_outage_answers_503_then_recovers(void **state)
 
     r = get_ready();
     assert_int_equal(r.status, 503);
-    assert_string_equal(jstr(r.json, "status"), "not_ready");
-    assert_string_equal(jstr(r.json, "redis"), "unreachable");
-    assert_string_equal(jstr(r.json, "error.code"), "not_ready");
+    assert_string_equal(jpath_str(r.json, "status"), "not_ready");
+    assert_string_equal(jpath_str(r.json, "redis"), "unreachable");
+    assert_string_equal(jpath_str(r.json, "error.code"), "not_ready");
     reply_free(&r);
     r = call("GET", "/livez", NULL, NULL, 0);
     assert_int_equal(r.status, 200);
@@ -1277,13 +1195,13 @@ static void test_redis_outage_answers_503_then_recovers(void **state)
     assert_true(S.redis_pid > 0);
     wait_ready();
     put_association(ASSOC, SECRET);
-    sleep_ms(300); /* past the pipeline's pause between reconnection attempts */
-    long long before = entries_added();
+    ts_sleep_ms(300); /* past the pipeline's pause between reconnection attempts */
+    long long before = peek_entries_added(redis(), KEY_EVENTS);
     r = post_signed(during, body); /* Novi's retry of the refused delivery */
     check_queued("retry after Redis is back", &r, during);
     reply_free(&r);
-    assert_int_equal(entries_added(), before + 1);
-    assert_true(dedup_key_exists(ASSOC, during));
+    assert_int_equal(peek_entries_added(redis(), KEY_EVENTS), before + 1);
+    assert_true(peek_dedup_exists(redis(), ASSOC, during));
     assert_int_equal(ts_wait_exit(S.ccsyncd_pid, 0), -1); /* never restarted */
 
     r = call("GET", "/metrics", NULL, NULL, 0);
@@ -1361,14 +1279,14 @@ static void test_sigterm_drains_requests_in_flight_and_exits_0(void **state)
     snprintf(late_id, sizeof late_id, "%s", next_id());
     int late = start_upload(late_id, late_body, strlen(late_body));
 
-    long long before = entries_added();
+    long long before = peek_entries_added(redis(), KEY_EVENTS);
     redisReply *p = redisCommand(redis(), "CLIENT PAUSE 700 WRITE");
     assert_int_equal(p->type, REDIS_REPLY_STATUS);
     freeReplyObject(p);
     struct in_flight f = {.body = event_body("group.deleted", "{\"UniqueID\":\"g-1\"}")};
     snprintf(f.id, sizeof f.id, "%s", next_id());
     assert_int_equal(pthread_create(&f.thread, NULL, send_in_flight, &f), 0);
-    sleep_ms(200);
+    ts_sleep_ms(200);
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     assert_int_equal(kill(S.ccsyncd_pid, SIGTERM), 0);
@@ -1376,10 +1294,10 @@ static void test_sigterm_drains_requests_in_flight_and_exits_0(void **state)
     pthread_join(f.thread, NULL);
     check_queued("webhook waiting for Redis at SIGTERM", &f.reply, f.id);
     reply_free(&f.reply);
-    assert_int_equal(entries_added(), before + 1);
-    assert_true(dedup_key_exists(ASSOC, f.id));
+    assert_int_equal(peek_entries_added(redis(), KEY_EVENTS), before + 1);
+    assert_true(peek_dedup_exists(redis(), ASSOC, f.id));
 
-    sleep_ms(300);
+    ts_sleep_ms(300);
     assert_int_equal(ts_wait_exit(S.ccsyncd_pid, 0), -1); /* still waiting for the upload */
     int refused = ts_connect(S.http_port);
     if (refused >= 0)
@@ -1387,10 +1305,10 @@ static void test_sigterm_drains_requests_in_flight_and_exits_0(void **state)
     assert_int_equal(refused, -1);
     assert_int_equal(get_on(keep, "/readyz", &text), 503);
     json_object *o = json_tokener_parse(text);
-    assert_string_equal(jstr(o, "status"), "not_ready");
+    assert_string_equal(jpath_str(o, "status"), "not_ready");
     assert_true(json_object_get_boolean(jget(o, "draining")));
-    assert_string_equal(jstr(o, "redis"), "ok");
-    assert_string_equal(jstr(o, "error.message"), "the process is shutting down");
+    assert_string_equal(jpath_str(o, "redis"), "ok");
+    assert_string_equal(jpath_str(o, "error.message"), "the process is shutting down");
     json_object_put(o);
     free(text);
 
@@ -1474,10 +1392,11 @@ static void test_logs_are_json_lines_without_secrets(void **state)
         json_tokener_free(tok);
         if (!o || !whole || !json_object_is_type(o, json_type_object))
             fail_msg("not one JSON object: %s", line);
-        if (!jstr(o, "ts") || !jstr(o, "level") || !jstr(o, "msg"))
+        if (!jpath_str(o, "ts") || !jpath_str(o, "level") || !jpath_str(o, "msg"))
             fail_msg("no ts, level or msg: %s", line);
-        const char *msg = jstr(o, "msg"), *route = jstr(o, "route"), *wid = jstr(o, "webhook_id");
-        const char *assoc = jstr(o, "association");
+        const char *msg = jpath_str(o, "msg"), *route = jpath_str(o, "route"),
+                   *wid = jpath_str(o, "webhook_id");
+        const char *assoc = jpath_str(o, "association");
         int status = json_object_get_int(jget(o, "status"));
         if (strcmp(msg, "http_request") == 0 && route && strcmp(route, "webhook") == 0) {
             if (status == 202 && wid && strcmp(wid, good) == 0 && assoc &&

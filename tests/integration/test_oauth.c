@@ -25,6 +25,7 @@
 #include "ccsync/config.h"
 #include "ccsync/oauth.h"
 #include "ccsync/store.h"
+#include "peek.h"
 #include "testsupport.h"
 
 #define SECOND 1000000000LL
@@ -150,24 +151,14 @@ static int fake_calls(void)
 
 /* ---- Redis ---- */
 
-static redisContext *connect_redis(void)
-{
-    return redisConnect("127.0.0.1", redis_port);
-}
-
 static int start_all(void **state)
 {
-    char port[16];
     redis_port = ts_free_port();
     fake.port = ts_free_port();
     if (redis_port == 0 || fake.port == 0)
         return -1;
-    snprintf(port, sizeof port, "%d", redis_port);
-    char *argv[] = {"redis-server", "--port",     port,          "--save", "",
-                    "--appendonly", "no",         "--daemonize", "no",     "--bind",
-                    "127.0.0.1",    "--loglevel", "warning",     NULL};
-    redis_pid = ts_spawn(argv, NULL);
-    if (redis_pid < 0 || ts_wait_port(redis_port, 5000) != 0)
+    redis_pid = ts_redis_start(redis_port);
+    if (redis_pid < 0)
         return -1;
     curl_global_init(CURL_GLOBAL_DEFAULT);
     fake.daemon =
@@ -192,9 +183,7 @@ static int stop_all(void **state)
 
 static int reset(void **state)
 {
-    redisContext *c = connect_redis();
-    freeReplyObject(redisCommand(c, "FLUSHALL"));
-    redisFree(c);
+    peek_flushall(redis_port);
     pthread_mutex_lock(&fake.lock);
     fake.calls = 0;
     fake.generation = 0;
@@ -210,7 +199,7 @@ static int reset(void **state)
 static void put_credentials(const char *id, const char *access, const char *refresh,
                             int64_t expires_at_ns)
 {
-    redisContext *c = connect_redis();
+    redisContext *c = peek_connect(redis_port);
     struct association_update u = {.has_cc = true,
                                    .cc_access_token = access,
                                    .cc_refresh_token = refresh,
@@ -223,7 +212,7 @@ static void put_credentials(const char *id, const char *access, const char *refr
 static struct association *get_association(const char *id)
 {
     static struct association a;
-    redisContext *c = connect_redis();
+    redisContext *c = peek_connect(redis_port);
     assert_int_equal(store_association_get(c, id, &a), 1);
     redisFree(c);
     return &a;
@@ -240,7 +229,7 @@ struct caller {
 static void *ask_for_token(void *arg)
 {
     struct caller *who = arg;
-    redisContext *c = connect_redis();
+    redisContext *c = redisConnect("127.0.0.1", redis_port);
     struct oauth_error err;
     pthread_barrier_wait(who->start);
     who->status = oauth_access_token(c, &cfg, "assoc-1", who->token, sizeof who->token, &err);
@@ -275,10 +264,8 @@ static void test_expiring_token_is_refreshed_once_for_four_threads(void **state)
     assert_string_equal(a->cc_refresh_token, "refresh-1");
     assert_true(a->cc_expires_at_ns >= now + 86400 * SECOND);
     assert_true(a->cc_expires_at_ns <= store_now_ns() + 86400 * SECOND);
-    redisContext *c = connect_redis();
-    redisReply *r = redisCommand(c, "EXISTS ccsync:lock:refresh:assoc-1");
-    assert_int_equal(r->integer, 0); /* released */
-    freeReplyObject(r);
+    redisContext *c = peek_connect(redis_port);
+    assert_false(peek_refresh_lock_exists(c, "assoc-1")); /* released */
     redisFree(c);
 }
 
@@ -312,7 +299,7 @@ static void test_failed_refresh_is_not_repeated_by_the_threads_that_waited(void 
 static void test_token_far_from_expiry_is_used_as_is(void **state)
 {
     put_credentials("assoc-1", "access-0", "refresh-0", store_now_ns() + 3600 * SECOND);
-    redisContext *c = connect_redis();
+    redisContext *c = peek_connect(redis_port);
     char token[ASSOC_TOKEN_MAX];
     struct oauth_error err;
     assert_int_equal(oauth_access_token(c, &cfg, "assoc-1", token, sizeof token, &err), OAUTH_OK);
@@ -324,7 +311,7 @@ static void test_token_far_from_expiry_is_used_as_is(void **state)
 static void test_token_of_unknown_expiry_is_refreshed_to_learn_it(void **state)
 {
     put_credentials("assoc-1", "access-0", "refresh-0", 0);
-    redisContext *c = connect_redis();
+    redisContext *c = peek_connect(redis_port);
     char token[ASSOC_TOKEN_MAX];
     struct oauth_error err;
     assert_int_equal(oauth_access_token(c, &cfg, "assoc-1", token, sizeof token, &err), OAUTH_OK);
@@ -339,7 +326,7 @@ static void test_unauthorized_with_a_stale_token_uses_the_newer_one(void **state
 {
     /* Another worker already refreshed: access-0 was rejected, access-5 is stored. */
     put_credentials("assoc-1", "access-5", "refresh-0", store_now_ns() + 3600 * SECOND);
-    redisContext *c = connect_redis();
+    redisContext *c = peek_connect(redis_port);
     char token[ASSOC_TOKEN_MAX];
     struct oauth_error err;
     assert_int_equal(
@@ -361,7 +348,7 @@ static void test_unauthorized_with_a_stale_token_uses_the_newer_one(void **state
 static void test_invalid_grant_marks_the_association_unauthorized(void **state)
 {
     put_credentials("assoc-1", "access-0", "refresh-spent", store_now_ns() + 60 * SECOND);
-    redisContext *c = connect_redis();
+    redisContext *c = peek_connect(redis_port);
     char token[ASSOC_TOKEN_MAX];
     struct oauth_error err;
     assert_int_equal(oauth_access_token(c, &cfg, "assoc-1", token, sizeof token, &err),
@@ -398,7 +385,7 @@ static void test_invalid_grant_marks_the_association_unauthorized(void **state)
  * the stored result. */
 static void put_during_refresh(void)
 {
-    redisContext *c = connect_redis();
+    redisContext *c = peek_connect(redis_port);
     struct association_update u = {.has_cc = true,
                                    .cc_access_token = "access-put",
                                    .cc_refresh_token = "refresh-put",
@@ -412,7 +399,7 @@ static void test_credentials_put_during_a_refresh_win(void **state)
 {
     put_credentials("assoc-1", "access-0", "refresh-0", store_now_ns() + 60 * SECOND);
     fake.during = put_during_refresh;
-    redisContext *c = connect_redis();
+    redisContext *c = peek_connect(redis_port);
     char token[ASSOC_TOKEN_MAX];
     struct oauth_error err;
     assert_int_equal(oauth_access_token(c, &cfg, "assoc-1", token, sizeof token, &err), OAUTH_OK);
@@ -429,7 +416,7 @@ static void test_endpoint_outage_keeps_a_still_valid_token_and_is_transient_afte
 {
     fake.fail_status = 503;
     put_credentials("assoc-1", "access-0", "refresh-0", store_now_ns() + 120 * SECOND);
-    redisContext *c = connect_redis();
+    redisContext *c = peek_connect(redis_port);
     char token[ASSOC_TOKEN_MAX];
     struct oauth_error err;
     assert_int_equal(oauth_access_token(c, &cfg, "assoc-1", token, sizeof token, &err), OAUTH_OK);
@@ -449,7 +436,7 @@ static void test_endpoint_outage_keeps_a_still_valid_token_and_is_transient_afte
 
 static void test_unknown_association_and_missing_credentials(void **state)
 {
-    redisContext *c = connect_redis();
+    redisContext *c = peek_connect(redis_port);
     char token[ASSOC_TOKEN_MAX];
     struct oauth_error err;
     assert_int_equal(oauth_access_token(c, &cfg, "nobody", token, sizeof token, &err),
@@ -467,7 +454,7 @@ static void test_unknown_association_and_missing_credentials(void **state)
 static void test_successful_call_marks_the_association_connected(void **state)
 {
     put_credentials("assoc-1", "access-0", "refresh-0", store_now_ns() + 3600 * SECOND);
-    redisContext *c = connect_redis();
+    redisContext *c = peek_connect(redis_port);
     /* A call made with a token that is no longer the stored one proves nothing. */
     assert_int_equal(oauth_mark_connected(c, "assoc-1", "access-old"), 0);
     assert_string_equal(get_association("assoc-1")->cc_state, "unverified");
@@ -476,9 +463,7 @@ static void test_successful_call_marks_the_association_connected(void **state)
     assert_string_equal(get_association("assoc-1")->cc_last_error, "");
     /* Unknown associations are not created. */
     assert_int_equal(oauth_mark_connected(c, "nobody", "access-0"), 0);
-    redisReply *r = redisCommand(c, "EXISTS ccsync:a:nobody");
-    assert_int_equal(r->integer, 0);
-    freeReplyObject(r);
+    assert_false(peek_association_exists(c, "nobody"));
     redisFree(c);
 }
 

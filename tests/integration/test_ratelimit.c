@@ -21,18 +21,11 @@
 #include <time.h>
 
 #include "ccsync/ratelimit.h"
+#include "peek.h"
 #include "testsupport.h"
 
 static int redis_port;
 static pid_t redis_pid;
-
-static redisContext *connect_redis(void)
-{
-    redisContext *c = redisConnect("127.0.0.1", redis_port);
-    assert_non_null(c);
-    assert_int_equal(c->err, 0);
-    return c;
-}
 
 /* Redis server time in µs: the clock the budget is kept in. */
 static int64_t redis_time_us(redisContext *c)
@@ -48,16 +41,11 @@ static int64_t redis_time_us(redisContext *c)
 
 static int start_redis(void **state)
 {
-    char port[16];
     redis_port = ts_free_port();
     if (redis_port == 0)
         return -1;
-    snprintf(port, sizeof port, "%d", redis_port);
-    char *argv[] = {"redis-server", "--port",     port,          "--save", "",
-                    "--appendonly", "no",         "--daemonize", "no",     "--bind",
-                    "127.0.0.1",    "--loglevel", "warning",     NULL};
-    redis_pid = ts_spawn(argv, NULL);
-    if (redis_pid < 0 || ts_wait_port(redis_port, 5000) != 0)
+    redis_pid = ts_redis_start(redis_port);
+    if (redis_pid < 0)
         return -1;
     return 0;
 }
@@ -70,9 +58,7 @@ static int stop_redis(void **state)
 
 static int flush(void **state)
 {
-    redisContext *c = connect_redis();
-    freeReplyObject(redisCommand(c, "FLUSHALL"));
-    redisFree(c);
+    peek_flushall(redis_port);
     return 0;
 }
 
@@ -105,8 +91,6 @@ static void *spacing_thread(void *arg)
 {
     struct spacing_run *run = arg;
     redisContext *c = redisConnect("127.0.0.1", redis_port);
-    char served[128];
-    snprintf(served, sizeof served, "ccsync:cc:{%s}:served", run->rc->app);
     /* cmocka asserts only on the main thread: failures are counted here. */
     while (c && !c->err && redis_time_us(c) < run->until_us) {
         if (ratelimit_wait(c, run->rc, run->association, NULL, NULL) != RATELIMIT_GRANTED) {
@@ -115,15 +99,13 @@ static void *spacing_thread(void *arg)
         }
         /* The instant the script granted, read back from Redis: each thread
          * has its own association, so nobody else overwrites it meanwhile. */
-        redisReply *r = redisCommand(c, "HGET %s %s", served, run->association);
+        long long served = peek_budget_served(c, run->rc->app, run->association);
         pthread_mutex_lock(run->lock);
-        if (r && r->type == REDIS_REPLY_STRING && *run->n_grants < MAX_GRANTS)
-            run->grants[(*run->n_grants)++] = strtoll(r->str, NULL, 10);
+        if (served >= 0 && *run->n_grants < MAX_GRANTS)
+            run->grants[(*run->n_grants)++] = served;
         else
             atomic_fetch_add(run->failures, 1);
         pthread_mutex_unlock(run->lock);
-        if (r)
-            freeReplyObject(r);
     }
     if (c)
         redisFree(c);
@@ -139,7 +121,7 @@ static int cmp_i64(const void *a, const void *b)
 static void test_no_more_than_rate_grants_in_any_sliding_second(void **state)
 {
     struct ratelimit_conf rc = conf(4, 10000);
-    redisContext *c = connect_redis();
+    redisContext *c = peek_connect(redis_port);
     int64_t until = redis_time_us(c) + 3000000;
     pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
     int64_t grants[MAX_GRANTS];
@@ -178,7 +160,7 @@ static void test_no_more_than_rate_grants_in_any_sliding_second(void **state)
 static void test_daily_limit_answers_quota_until_midnight_utc(void **state)
 {
     struct ratelimit_conf rc = conf(1000, 3);
-    redisContext *c = connect_redis();
+    redisContext *c = peek_connect(redis_port);
     for (int i = 0; i < 3; i++)
         assert_int_equal(ratelimit_wait(c, &rc, "assoc-a", NULL, NULL), RATELIMIT_GRANTED);
 
@@ -199,19 +181,9 @@ static void test_daily_limit_answers_quota_until_midnight_utc(void **state)
     assert_int_equal(used, 3);
 
     /* The counter is keyed by today's UTC date and lives two days. */
-    time_t secs = (time_t)(now / 1000000);
-    struct tm tm;
-    gmtime_r(&secs, &tm);
-    char day[64];
-    strftime(day, sizeof day, "ccsync:cc:{test-app}:day:%Y-%m-%d", &tm);
-    redisReply *r = redisCommand(c, "GET %s", day);
-    assert_int_equal(r->type, REDIS_REPLY_STRING);
-    assert_string_equal(r->str, "3");
-    freeReplyObject(r);
-    r = redisCommand(c, "TTL %s", day);
-    assert_int_equal(r->type, REDIS_REPLY_INTEGER);
-    assert_true(r->integer > 172700 && r->integer <= 172800);
-    freeReplyObject(r);
+    long long ttl = 0;
+    assert_int_equal(peek_budget_day(c, "test-app", (time_t)(now / 1000000), &ttl), 3);
+    assert_true(ttl > 172700 && ttl <= 172800);
     redisFree(c);
 }
 
@@ -220,8 +192,8 @@ static void test_daily_limit_answers_quota_until_midnight_utc(void **state)
 static void test_pause_until_midnight_stops_every_connection(void **state)
 {
     struct ratelimit_conf rc = conf(1000, 10000);
-    redisContext *one = connect_redis();
-    redisContext *other = connect_redis();
+    redisContext *one = peek_connect(redis_port);
+    redisContext *other = peek_connect(redis_port);
     int64_t until = 0, seen = -1, wait_ns = 0;
 
     assert_int_equal(ratelimit_paused_until(other, &rc, &seen), 0);
@@ -317,7 +289,7 @@ static void test_two_associations_take_turns_however_many_threads_ask(void **sta
 static void test_waiter_that_vanished_stops_holding_the_queue(void **state)
 {
     struct ratelimit_conf rc = conf(10, 10000);
-    redisContext *c = connect_redis();
+    redisContext *c = peek_connect(redis_port);
     int64_t wait_ns = 0;
     assert_int_equal(ratelimit_acquire(c, &rc, "served", &wait_ns), RATELIMIT_GRANTED);
     /* "gone" was never served, so it is first in line; it asks once and never again. */
@@ -345,7 +317,7 @@ static void test_waiter_that_vanished_stops_holding_the_queue(void **state)
 static void test_wait_gives_up_when_told_to_stop(void **state)
 {
     struct ratelimit_conf rc = conf(0.5, 10000);
-    redisContext *c = connect_redis();
+    redisContext *c = peek_connect(redis_port);
     atomic_bool stop = false;
     assert_int_equal(ratelimit_wait(c, &rc, "assoc-a", &stop, NULL), RATELIMIT_GRANTED);
     atomic_store(&stop, true);
@@ -356,7 +328,7 @@ static void test_wait_gives_up_when_told_to_stop(void **state)
 static void test_redis_failure_is_an_error(void **state)
 {
     struct ratelimit_conf rc = conf(4, 10000);
-    redisContext *c = connect_redis();
+    redisContext *c = peek_connect(redis_port);
     freeReplyObject(redisCommand(c, "CLIENT KILL SKIPME no"));
     int64_t wait_ns = 0;
     assert_int_equal(ratelimit_acquire(c, &rc, "assoc-a", &wait_ns), RATELIMIT_ERROR);

@@ -55,10 +55,61 @@ pid_t ts_spawn(char *const argv[], char *const env[])
     _exit(127);
 }
 
-static void sleep_ms(long ms)
+void ts_sleep_ms(long ms)
 {
     struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
     nanosleep(&ts, NULL);
+}
+
+long ts_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1000L + ts.tv_nsec / 1000000L;
+}
+
+bool ts_wait_for(bool (*done)(void *arg), void *arg, long timeout_ms, long every_ms)
+{
+    long deadline = ts_now_ms() + timeout_ms;
+    for (;;) {
+        if (done(arg))
+            return true;
+        if (ts_now_ms() > deadline)
+            return false;
+        ts_sleep_ms(every_ms);
+    }
+}
+
+const char *ts_bin_path(const char *env_name, const char *name, char *out, size_t size)
+{
+    const char *v = getenv(env_name);
+    if (v && *v) {
+        snprintf(out, size, "%s", v);
+    } else {
+        const char *build = getenv("BUILD");
+        snprintf(out, size, "%s/%s", build && *build ? build : "build", name);
+    }
+    return out;
+}
+
+pid_t ts_spawn_logged(char *const argv[], char *const env[], const char *log)
+{
+    fflush(stdout);
+    fflush(stderr);
+    pid_t pid = fork();
+    if (pid != 0)
+        return pid;
+    int fd = open(log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    if (fd >= 0) {
+        dup2(fd, STDOUT_FILENO);
+        dup2(fd, STDERR_FILENO);
+        close(fd);
+    }
+    for (size_t i = 0; env && env[i]; i++)
+        putenv(env[i]);
+    execvp(argv[0], argv);
+    fprintf(stderr, "cannot run %s: %s\n", argv[0], strerror(errno));
+    _exit(127);
 }
 
 int ts_kill(pid_t pid, int sig)
@@ -73,7 +124,7 @@ int ts_kill(pid_t pid, int sig)
             return status;
         if (r < 0)
             return -1;
-        sleep_ms(10);
+        ts_sleep_ms(10);
     }
     kill(pid, SIGKILL);
     return waitpid(pid, &status, 0) == pid ? status : -1;
@@ -94,7 +145,7 @@ int ts_wait_port(int port, int timeout_ms)
         close(fd);
         if (ok)
             return 0;
-        sleep_ms(20);
+        ts_sleep_ms(20);
     }
     return -1;
 }
@@ -125,9 +176,9 @@ static void curl_init_once(void)
     curl_global_init(CURL_GLOBAL_DEFAULT);
 }
 
-int ts_http_full(const char *method, const char *url, const char *const *headers,
-                 const char *body, size_t body_len, long timeout_ms, long *status,
-                 char **resp_body, char **resp_headers)
+int ts_http_full(const char *method, const char *url, const char *const *headers, const char *body,
+                 size_t body_len, long timeout_ms, long *status, char **resp_body,
+                 char **resp_headers)
 {
     pthread_once(&curl_once, curl_init_once);
     *status = 0;
@@ -180,8 +231,8 @@ int ts_http_full(const char *method, const char *url, const char *const *headers
 int ts_http(const char *method, const char *url, const char *const *headers, const char *body,
             long *status, char **resp_body)
 {
-    return ts_http_full(method, url, headers, body, body ? strlen(body) : 0, 0, status,
-                        resp_body, NULL);
+    return ts_http_full(method, url, headers, body, body ? strlen(body) : 0, 0, status, resp_body,
+                        NULL);
 }
 
 /* ---- processes with captured output, files, redis-server ---- */
@@ -226,7 +277,7 @@ int ts_wait_exit(pid_t pid, int timeout_ms)
             return status;
         if (r < 0 || waited >= timeout_ms)
             return -1;
-        sleep_ms(10);
+        ts_sleep_ms(10);
     }
 }
 
@@ -257,8 +308,8 @@ pid_t ts_redis_start(int port)
 {
     char port_s[16];
     snprintf(port_s, sizeof port_s, "%d", port);
-    char *argv[] = {"redis-server", "--port", port_s, "--bind", "127.0.0.1", "--save", "",
-                    "--appendonly", "no", "--loglevel", "warning", NULL};
+    char *argv[] = {"redis-server", "--port", port_s,       "--bind",  "127.0.0.1", "--save", "",
+                    "--appendonly", "no",     "--loglevel", "warning", NULL};
     pid_t pid = ts_spawn_io(argv, NULL, NULL, NULL);
     if (pid < 0)
         return -1;
@@ -415,7 +466,8 @@ int ts_header_value(const char *headers, const char *name, char *out, size_t out
     for (const char *line = headers; line && *line;) {
         const char *eol = strstr(line, "\r\n");
         size_t line_len = eol ? (size_t)(eol - line) : strlen(line);
-        if (line_len > name_len && line[name_len] == ':' && strncasecmp(line, name, name_len) == 0) {
+        if (line_len > name_len && line[name_len] == ':' &&
+            strncasecmp(line, name, name_len) == 0) {
             const char *v = line + name_len + 1;
             const char *v_end = line + line_len;
             while (v < v_end && (*v == ' ' || *v == '\t'))

@@ -1,11 +1,31 @@
 /* Small helpers shared by the integration tests and benchmarks: a free TCP port,
- * child processes (start, stop), waiting for a port to accept, and one-call HTTP
- * through libcurl. Nothing here knows about ccsync or Constant Contact. */
+ * child processes (start, stop), waiting for a port or a condition, and one-call
+ * HTTP through libcurl. Nothing here knows about ccsync or Constant Contact: the
+ * stack (stack.h), ccsim's control API (ccsim_client.h), Novi events (novi.h),
+ * ccsyncd's status (status.h) and Redis peeks (peek.h) build on it. */
 #ifndef CCSYNC_TESTSUPPORT_H
 #define CCSYNC_TESTSUPPORT_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <sys/types.h>
+
+void ts_sleep_ms(long ms);
+
+/* Milliseconds of a monotonic clock: for deadlines. */
+long ts_now_ms(void);
+
+/* Polls done(arg) every every_ms until it answers true (returns true) or
+ * timeout_ms have passed (returns false). Tests wait for conditions this way,
+ * never for a fixed time. */
+bool ts_wait_for(bool (*done)(void *arg), void *arg, long timeout_ms, long every_ms);
+
+/* The binary named by $env_name, else $BUILD/name ($BUILD defaults to "build"),
+ * into out; returns out. */
+const char *ts_bin_path(const char *env_name, const char *name, char *out, size_t size);
+
+/* ts_spawn with the child's stdout and stderr appended to the file log. */
+pid_t ts_spawn_logged(char *const argv[], char *const env[], const char *log);
 
 /* A TCP port on 127.0.0.1 that was free a moment ago; 0 on failure. */
 int ts_free_port(void);
@@ -32,9 +52,9 @@ int ts_http(const char *method, const char *url, const char *const *headers, con
 
 /* ts_http with a body of body_len bytes (may hold NULs), a timeout in ms (0 = 10 s)
  * and, when resp_headers is not NULL, the response header block (malloc'd). */
-int ts_http_full(const char *method, const char *url, const char *const *headers,
-                 const char *body, size_t body_len, long timeout_ms, long *status,
-                 char **resp_body, char **resp_headers);
+int ts_http_full(const char *method, const char *url, const char *const *headers, const char *body,
+                 size_t body_len, long timeout_ms, long *status, char **resp_body,
+                 char **resp_headers);
 
 /* ts_spawn with the child's stdout and stderr written to files (created or
  * truncated; NULL or "/dev/null" discards), so a test can read what it printed. */

@@ -1,4 +1,4 @@
-/* Tests of config_load (DESIGN.md §3): the defaults, each refused value with the
+/* Tests of config_load (docs/: configuration): the defaults, each refused value with the
  * exact one-line message naming its variable, that no message ever echoes a
  * secret, and (last group) that ccsyncd itself stops with status 2 and that one
  * line on stderr. The environment is a table given through the lookup function,
@@ -488,17 +488,6 @@ static void test_bootstrap_is_read_whole(void **state)
 
 /* ---- ccsyncd itself ---- */
 
-static const char *ccsyncd_bin(void)
-{
-    static char path[512];
-    const char *bin = getenv("CCSYNCD_BIN");
-    if (bin && *bin)
-        return bin;
-    const char *build = getenv("BUILD");
-    snprintf(path, sizeof path, "%s/ccsyncd", build && *build ? build : "build");
-    return path;
-}
-
 struct run {
     int status;
     char *out;
@@ -514,7 +503,8 @@ static struct run run_ccsyncd(char *const env[])
     assert_true(fo >= 0 && fe >= 0);
     close(fo);
     close(fe);
-    char *argv[] = {(char *)ccsyncd_bin(), NULL};
+    char bin[512];
+    char *argv[] = {(char *)ts_bin_path("CCSYNCD_BIN", "ccsyncd", bin, sizeof bin), NULL};
     if (access(argv[0], X_OK) != 0)
         fail_msg("cannot run %s: build it, or set CCSYNCD_BIN", argv[0]);
     pid_t pid = ts_spawn_io(argv, env, out_path, err_path);

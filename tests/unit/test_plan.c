@@ -1,5 +1,5 @@
 /*
- * test_plan.c - the planner's behaviour, as DESIGN.md §1 and §5 state it: which
+ * test_plan.c - the planner's behaviour, as the design (docs/) states it: which
  * CC operations a group's members and the applied state lead to, and why each
  * member is or is not on the list.
  */

@@ -1,6 +1,6 @@
 /*
  * test_webhook.c - the specification of what ccsync accepts from Novi: Standard
- * Webhooks signatures (DESIGN.md §5, with the specification's test vector), the
+ * Webhooks signatures (docs/: webhooks, with the specification's test vector), the
  * event envelope and its field rules with the exact messages a client sees, and
  * RFC 3339 timestamps.
  */
