@@ -84,7 +84,7 @@ static json_object *error_object(const char *code, const char *message)
 int admin_readyz(struct app *app, struct http_request *req)
 {
     char why[256] = "";
-    bool draining = atomic_load(&app->draining);
+    bool draining = atomic_load(&app->draining), starting = atomic_load(&app->starting);
     bool redis_ok = redis_answers(req, why, sizeof why);
     int workers = atomic_load(&app->workers_up);
     bool workers_ok = workers >= app->cfg->workers;
@@ -92,8 +92,9 @@ int admin_readyz(struct app *app, struct http_request *req)
     json_object_object_add(o, "redis", json_object_new_string(redis_ok ? "ok" : "unreachable"));
     json_object_object_add(o, "workers", json_object_new_int(workers));
     json_object_object_add(o, "draining", json_object_new_boolean(draining));
-    if (draining || !redis_ok || !workers_ok) {
+    if (draining || starting || !redis_ok || !workers_ok) {
         const char *reason = draining    ? "the process is shutting down"
+                             : starting  ? "the process is starting (Redis and its key layout)"
                              : !redis_ok ? why
                                          : "worker threads are not all running";
         json_object_object_add(o, "error", error_object("not_ready", reason));

@@ -531,11 +531,30 @@ static void give_back(struct app *app, struct http_request *req)
 }
 
 /* The body is complete: check the request, take what it needs, run its handler. */
+/* While ccsyncd starts (Redis not reached yet, or its key layout being
+ * migrated), only the health endpoints answer; the rest say so and when to
+ * come back, so nothing reads or writes a key of the old layout. */
+static bool refused_while_starting(struct app *app, struct http_request *req)
+{
+    static const char *const open[] = {"livez", "readyz", "metrics"};
+    if (!atomic_load(&app->starting))
+        return false;
+    for (size_t i = 0; i < sizeof open / sizeof open[0]; i++)
+        if (strcmp(req->route->name, open[i]) == 0)
+            return false;
+    http_add_header(req, "Retry-After", "5");
+    http_reply_error(req, 503, "starting",
+                     "ccsyncd is starting: it waits for Redis and prepares its key layout");
+    return true;
+}
+
 static int run_route(struct app *app, struct http_request *req)
 {
     const struct route *r = req->route;
     if (strstr(r->pattern, "{a}"))
         http_set_log_field(req, "association", req->params[0]);
+    if (refused_while_starting(app, req))
+        return HTTP_DONE;
     if (r->body == BODY_JSON && !parse_json_body(req))
         return HTTP_DONE;
     if (r->check && !r->check(req))

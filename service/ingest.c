@@ -214,7 +214,9 @@ static struct ingest_job *send_batch(struct ingest *in, struct ingest_job *jobs)
     bool replicated = batch_replicated(in);
     for (struct ingest_job *j = done, *next; j; j = next) {
         next = j->next;
-        finish(j, j->result == INGEST_QUEUED && !replicated ? INGEST_UNAVAILABLE : j->result);
+        /* A duplicate is unconfirmed too: its dedup key may exist only on this
+         * primary, if the first try was answered 503 for want of a replica. */
+        finish(j, j->result != INGEST_UNAVAILABLE && !replicated ? INGEST_UNAVAILABLE : j->result);
     }
     return retry;
 }

@@ -147,18 +147,11 @@ static int run(const struct config *cfg)
     sigaction(SIGINT, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
 
-    /* Redis in this release's key layout before anything reads or writes a key. */
-    if (migrate_at_start(&cfg->redis, &stop_signal) != STORE_OK)
-        return stop_signal ? 0 : 1;
-
     static struct app app;
     char err[512];
-    if (check_durability(cfg, &app.durability) != 0) {
-        log_stop_writer();
-        return 2;
-    }
     app.cfg = cfg;
     app.started_at_ns = store_now_ns();
+    atomic_store(&app.starting, true);
     app.pool = store_pool_new(&cfg->redis, 2000);
     app.ingest = ingest_new(&cfg->redis,
                             cfg->durability == DURABILITY_REPLICA ? cfg->replica_timeout_ms : 0);
@@ -166,11 +159,26 @@ static int run(const struct config *cfg)
         fprintf(stderr, "ccsyncd: out of memory at start\n");
         return 1;
     }
+    /* Listening first: a bad address fails at once, and /livez answers while
+     * Redis is awaited; everything else answers 503 until the start is done. */
     struct http_server *http = http_start(&app, err, sizeof err);
     if (!http) {
         fprintf(stderr, "ccsyncd: %s\n", err);
         return 2;
     }
+    /* Redis in this release's key layout before anything reads or writes a key. */
+    int rc = migrate_at_start(&cfg->redis, &stop_signal) != STORE_OK ? (stop_signal ? 0 : 1)
+             : check_durability(cfg, &app.durability) != 0           ? 2
+                                                                     : -1;
+    if (rc >= 0) {
+        http_stop(http);
+        ingest_free(app.ingest);
+        store_pool_free(app.pool);
+        curl_global_cleanup();
+        log_stop_writer();
+        return rc;
+    }
+    atomic_store(&app.starting, false);
     app.engine = engine_start(&app);
     log_info("started", LOG_STR("version", CCSYNC_VERSION), LOG_STR("listen", cfg->listen_host),
              LOG_INT("port", http_port(http)), LOG_STR("redis_host", cfg->redis.host),

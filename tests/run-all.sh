@@ -108,9 +108,15 @@ run_job() { # log, command...
     echo "$rc $(($(date +%s) - start))" >"$log.rc"
 }
 
+# Each job its own ports, below the kernel's ephemeral range (32768 and up), so
+# a port a test frees to restart a server on is never taken by another job.
+PORT_SPAN=$((12000 / (${#JOBS[@]} + 1)))
+slot=0
 running=0
 for job in "${JOBS[@]}"; do
     IFS='|' read -r _ _ log cmd <<<"$job"
+    export TEST_PORT_BASE=$((20000 + slot * PORT_SPAN)) TEST_PORT_SPAN=$PORT_SPAN
+    slot=$((slot + 1))
     rm -f "$log.rc"
     while [ "$running" -ge "$TEST_JOBS" ]; do
         wait -n

@@ -21,6 +21,7 @@ struct app {
     struct store_pool *pool;
     struct ingest *ingest;
     struct engine *engine; /* the worker threads; NULL in tests of the HTTP side alone */
+    atomic_bool starting;  /* Redis not reached or its layout migrating: only health answers */
     atomic_bool draining;  /* SIGTERM seen: readyz 503, no new work */
     atomic_int workers_up; /* worker threads running their loop */
     int64_t started_at_ns;

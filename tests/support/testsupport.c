@@ -11,6 +11,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,7 +23,8 @@
 
 extern char **environ;
 
-int ts_free_port(void)
+/* Binds 127.0.0.1:port (0: any); the port bound, or 0. */
+static int try_port(int port)
 {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     if (fd < 0)
@@ -31,14 +33,36 @@ int ts_free_port(void)
     memset(&addr, 0, sizeof addr);
     addr.sin_family = AF_INET;
     addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    addr.sin_port = 0;
+    addr.sin_port = htons((uint16_t)port);
     socklen_t len = sizeof addr;
-    int port = 0;
+    int got = 0;
     if (bind(fd, (struct sockaddr *)&addr, sizeof addr) == 0 &&
         getsockname(fd, (struct sockaddr *)&addr, &len) == 0)
-        port = ntohs(addr.sin_port);
+        got = ntohs(addr.sin_port);
     close(fd);
-    return port;
+    return got;
+}
+
+/*
+ * run-all.sh runs test binaries side by side and gives each its own range of
+ * ports below the kernel's ephemeral range (TEST_PORT_BASE, TEST_PORT_SPAN): a
+ * port a test frees to restart a server on (a ccsyncd killed and started again)
+ * can then be taken neither by another binary's server nor by a client
+ * connection's ephemeral port. Alone, a binary takes what the kernel gives.
+ */
+int ts_free_port(void)
+{
+    static int next; /* only the test's main thread asks */
+    const char *base_s = getenv("TEST_PORT_BASE"), *span_s = getenv("TEST_PORT_SPAN");
+    int base = base_s ? atoi(base_s) : 0, span = span_s ? atoi(span_s) : 200;
+    if (base <= 0 || span <= 0)
+        return try_port(0);
+    for (int i = 0; i < span; i++) {
+        int port = base + (next++ % span);
+        if (try_port(port) == port)
+            return port;
+    }
+    return 0;
 }
 
 pid_t ts_spawn(char *const argv[], char *const env[])
