@@ -432,6 +432,17 @@ static void test_a_newer_layout_is_refused_untouched(void **state)
 
 /* ---- (e) ccsyncd on the migrated Redis answers as release 1 did ---- */
 
+static bool readyz_200(void *arg)
+{
+    char url[64];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/readyz", *(int *)arg);
+    long status = 0;
+    char *body = NULL;
+    ts_http("GET", url, NULL, NULL, &status, &body);
+    free(body);
+    return status == 200;
+}
+
 static json_object *api_get(int port, const char *path)
 {
     char url[256];
@@ -501,6 +512,8 @@ static pid_t start_ccsyncd(int http_port, const char *log)
     pid_t pid = ts_spawn_io(argv, env, log, NULL);
     assert_true(pid > 0);
     assert_int_equal(ts_wait_port(http_port, 10000), 0);
+    /* it listens at once and answers 503 "starting" until the layout is migrated */
+    assert_true(ts_wait_for(readyz_200, &http_port, 20000, 50));
     return pid;
 }
 

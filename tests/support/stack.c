@@ -33,8 +33,12 @@ int stack_start_redis(void)
     char *aof[] = {
         "redis-server", "--port",       rport,          "--bind", "127.0.0.1",     "--save", "",
         "--dir",        stack.data_dir, "--appendonly", "yes",    "--appendfsync", "always", NULL};
-    char *mem[] = {"redis-server", "--port", rport,          "--bind", "127.0.0.1",
-                   "--save",       "",       "--appendonly", "no",     NULL};
+    /* --dir even without persistence: a Redis that becomes a replica writes the
+     * primary's snapshot there, and one started in a folder holding a dump.rdb
+     * would load it */
+    char *mem[] = {"redis-server", "--port",       rport, "--bind",
+                   "127.0.0.1",    "--save",       "",    "--dir",
+                   stack.data_dir, "--appendonly", "no",  NULL};
     stack_log_path(log, sizeof log, "redis");
     stack.redis_pid = ts_spawn_logged(stack.o.aof ? aof : mem, NULL, log);
     return stack.redis_pid > 0 && ts_wait_port(stack.redis_port, 10000) == 0 ? 0 : -1;

@@ -330,10 +330,14 @@ char *ts_read_file(const char *path, size_t *len)
 
 pid_t ts_redis_start(int port)
 {
-    char port_s[16];
+    char port_s[16], dir[] = "/tmp/ccsync-redis-XXXXXX";
     snprintf(port_s, sizeof port_s, "%d", port);
-    char *argv[] = {"redis-server", "--port", port_s,       "--bind",  "127.0.0.1", "--save", "",
-                    "--appendonly", "no",     "--loglevel", "warning", NULL};
+    /* a folder of its own: never a dump.rdb left in the working folder */
+    if (!mkdtemp(dir))
+        return -1;
+    char *argv[] = {"redis-server", "--port",     port_s,    "--bind", "127.0.0.1",
+                    "--save",       "",           "--dir",   dir,      "--appendonly",
+                    "no",           "--loglevel", "warning", NULL};
     pid_t pid = ts_spawn_io(argv, NULL, NULL, NULL);
     if (pid < 0)
         return -1;
