@@ -13,10 +13,13 @@
 # 2. Sync efficiency. tests/bench/sync_bench.c against ccsim with its production
 #    limits (4 requests/s): first syncs of 1,000, 10,000 and 50,000 members and a
 #    burst of 1,000 single-member changes over 10 groups, beside the naive cost.
+# 3. The budget's day. tests/bench/day_sim.c: the budget planner through a
+#    simulated day for 10 to 2,000 associations, beside first-come spending.
 #
 # Environment: BUILD (build), BENCH_SECONDS (10: each wrk run), BENCH_CONNECTIONS
 # (64), BENCH_WRK_THREADS (2), BENCH_SYNC_SCENARIOS (first:1000 first:10000
-# first:50000 burst:1000:10), BENCH_ONLY (ingest | sync: run one of the two).
+# first:50000 burst:1000:10), BENCH_ONLY (ingest | sync | day: run one of the three),
+# BENCH_DAY_SIZES (10 100 500 2000: associations in the simulated day).
 # Logs and generated requests go to $BUILD/bench/out/.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -34,7 +37,7 @@ rm -rf "$OUT"
 mkdir -p "$OUT"
 
 for bin in "$BUILD/ccsyncd" "$BUILD/ccsim" "$BUILD/bench/bare_http" "$BUILD/bench/gen_webhooks" \
-    "$BUILD/bench/sync_bench"; do
+    "$BUILD/bench/sync_bench" "$BUILD/bench/day_sim"; do
     [ -x "$bin" ] || { echo "bench: $bin is missing (make BUILD=$BUILD bench builds it)"; exit 1; }
 done
 for tool in wrk redis-server redis-benchmark redis-cli curl python3; do
@@ -333,8 +336,24 @@ sync_efficiency() {
     echo '```'
 }
 
+# ---------------------------------------------------------------- the day
+budget_day() {
+    echo "## 3. A simulated day of the shared Constant Contact budget"
+    echo
+    echo "tests/bench/day_sim.c drives the budget planner (service/budget.c) through a day with a" \
+        "simulated clock, beside today's first-come spending on the same day's workload (see the" \
+        "file's opening comment). Latencies are from a member change to the request that carries it."
+    echo
+    CMDS=("$BUILD/bench/day_sim ${BENCH_DAY_SIZES:-10 100 500 2000}")
+    # shellcheck disable=SC2086
+    "$BUILD/bench/day_sim" ${BENCH_DAY_SIZES:-10 100 500 2000} || broken "day_sim failed"
+    echo
+    echo "Command: \`${CMDS[0]}\`"
+}
+
 t0=$(date +%s)
-[ "$ONLY" = sync ] || ingest
-[ "$ONLY" = ingest ] || sync_efficiency
+[ "$ONLY" = sync ] || [ "$ONLY" = day ] || ingest
+[ "$ONLY" = ingest ] || [ "$ONLY" = day ] || sync_efficiency
+[ "$ONLY" = ingest ] || [ "$ONLY" = sync ] || budget_day
 echo
 echo "bench: done in $(($(date +%s) - t0)) s; logs in $OUT"
