@@ -126,6 +126,29 @@ static int screen(struct sync_worker *w, struct batch *b, bool reclaimed)
     return STORE_OK;
 }
 
+/* Is folded entry i the batch's first folded entry of its association? */
+static bool first_of_association(const struct batch *b, size_t i)
+{
+    for (size_t j = 0; j < i; j++)
+        if (b->fate[j] == FOLDED &&
+            strcmp(b->entries[j].association, b->entries[i].association) == 0)
+            return false;
+    return true;
+}
+
+/* The earliest due reported by the batch's folded entries of i's association
+ * (SCHEDULE_NONE, "nothing due", is the largest value, so min does it). */
+static int64_t earliest_of_association(const struct batch *b, size_t i)
+{
+    int64_t due = b->earliest[i];
+    for (size_t j = i + 1; j < b->n; j++)
+        if (b->fate[j] == FOLDED &&
+            strcmp(b->entries[j].association, b->entries[i].association) == 0 &&
+            b->earliest[j] < due)
+            due = b->earliest[j];
+    return due;
+}
+
 /* Folds the events that fit one script call in one pipeline (one round trip
  * for the batch), then wakes their associations. */
 static int fold_pipelined(struct sync_worker *w, struct batch *b, int64_t now, int delay)
@@ -152,10 +175,12 @@ static int fold_pipelined(struct sync_worker *w, struct batch *b, int64_t now, i
     if (c->err)
         return STORE_ERR;
     /* Every folded event's association is woken before the event is
-     * acknowledged; if waking fails they stay pending and come back. */
+     * acknowledged; if waking fails they stay pending and come back. One wake
+     * an association, at the earliest due its events reported. */
     for (size_t i = 0; i < b->n; i++)
-        if (b->fate[i] == FOLDED)
-            wakes += (size_t)schedule_append_wake(c, b->entries[i].association, b->earliest[i]);
+        if (b->fate[i] == FOLDED && first_of_association(b, i))
+            wakes += (size_t)schedule_append_wake(c, b->entries[i].association,
+                                                  earliest_of_association(b, i));
     if (store_drain(c, wakes) != STORE_OK) {
         for (size_t i = 0; i < b->n; i++)
             if (b->fate[i] == FOLDED)
