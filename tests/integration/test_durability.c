@@ -210,25 +210,26 @@ static void ha_start(struct ha *h)
     assert_true(h->sentinel > 0);
 }
 
-/* Posts group.updated for group g-n under webhook-id w-n until ccsyncd answers
- * 2xx (as Novi retries); the number of non-2xx answers it got on the way. */
-static int post_until_accepted(int n, long long *first_status)
+/*
+ * Posts group.updated for group g-n under webhook-id w-n, as Novi retries: at
+ * most tries times (0: until an answer other than 503, within WAIT_MS), every
+ * pause_ms. Returns how many 503s came before another answer; *last gets the
+ * last answer.
+ */
+static int post_webhook_n(int n, int tries, long pause_ms, long *last)
 {
     char id[32], data[128];
     snprintf(id, sizeof id, "w-%d", n);
     snprintf(data, sizeof data,
-             "{\"UniqueID\":\"g-%d\",\"GroupName\":\"G %d\","
-             "\"SyncToConstantContact\":false}",
-             n, n);
+             "{\"UniqueID\":\"g-%d\",\"GroupName\":\"G %d\",\"SyncToConstantContact\":false}", n,
+             n);
     char *body = envelope("group.updated", data, 10 + n);
     int refused = 0;
-    for (long deadline = ts_now_ms() + WAIT_MS;; ts_sleep_ms(100)) {
-        long status = post_webhook(id, body);
-        if (first_status && refused == 0)
-            *first_status = status;
-        if (status == 202 || status == 200)
+    for (long deadline = ts_now_ms() + WAIT_MS; tries == 0 || refused < tries;
+         ts_sleep_ms(pause_ms)) {
+        *last = post_webhook(id, body);
+        if (*last != 503)
             break;
-        assert_int_equal(status, 503);
         refused++;
         if (ts_now_ms() > deadline)
             fail_msg("webhook %s never accepted", id);
@@ -237,27 +238,12 @@ static int post_until_accepted(int n, long long *first_status)
     return refused;
 }
 
-/* Webhook n tried 15 times over 3 s: how many 503s before the first other
- * answer (15: refused throughout). */
-static int post_until_accepted_or_refused(int n, long long *first)
+/* Until accepted: 202, or 200 for a retry whose first try landed. */
+static int post_until_accepted(int n)
 {
-    char id[32], data[128];
-    snprintf(id, sizeof id, "w-%d", n);
-    snprintf(data, sizeof data,
-             "{\"UniqueID\":\"g-%d\",\"GroupName\":\"G %d\","
-             "\"SyncToConstantContact\":false}",
-             n, n);
-    char *body = envelope("group.updated", data, 10 + n);
-    int refused = 0;
-    for (int i = 0; i < 15; i++, ts_sleep_ms(200)) {
-        long status = post_webhook(id, body);
-        if (refused == 0)
-            *first = status;
-        if (status != 503)
-            break;
-        refused++;
-    }
-    free(body);
+    long last = 0;
+    int refused = post_webhook_n(n, 0, 100, &last);
+    assert_true(last == 202 || last == 200);
     return refused;
 }
 
@@ -298,7 +284,7 @@ static void test_failover_in_replica_mode_loses_no_acknowledged_webhook(void **s
 
     const int before = 20, after = 20;
     for (int n = 0; n < before; n++)
-        assert_int_equal(post_until_accepted(n, NULL), 0); /* a replica confirms each batch */
+        assert_int_equal(post_until_accepted(n), 0); /* a replica confirms each batch */
     kill(stack.redis_pid, SIGKILL); /* the primary dies; the Sentinel promotes the replica */
     ts_kill(stack.redis_pid, SIGKILL);
     stack.redis_pid = 0;
@@ -306,14 +292,14 @@ static void test_failover_in_replica_mode_loses_no_acknowledged_webhook(void **s
      * nothing no replica holds, so webhooks are answered 503 (Novi retries) for
      * as long as it has none, though ccsyncd found the new primary */
     assert_true(ts_wait_for(promoted, &h, WAIT_MS, 100));
-    long long first = 0;
-    assert_int_equal(post_until_accepted_or_refused(before, &first), 15);
-    assert_int_equal(first, 503);
+    long last = 0;
+    assert_int_equal(post_webhook_n(before, 15, 200, &last), 15); /* 15 tries over 3 s */
+    assert_int_equal(last, 503);
     /* the old primary comes back (empty, as a host replaced): the Sentinel makes it
      * a replica of the new one, and webhooks are acknowledged again */
     assert_int_equal(stack_start_redis(), 0);
     for (int n = before; n < before + after; n++)
-        post_until_accepted(n, NULL);
+        post_until_accepted(n);
 
     /* every webhook answered 2xx before the failover is on the new primary */
     redisContext *c = peek_connect(h.replica_port);
