@@ -806,6 +806,7 @@ static int reply_status_unavailable(struct http_request *req, json_object *o, js
                                     const char *why)
 {
     json_object_object_add(redis, "status", json_object_new_string("unreachable"));
+    json_object_object_add(redis, "error", json_object_new_string(why)); /* as openapi says */
     json_object_object_add(o, "error", error_object("redis_unavailable", why));
     http_add_header(req, "Retry-After", "5");
     http_reply_json(req, 503, o);
