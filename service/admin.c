@@ -165,7 +165,15 @@ static json_object *association_view(const struct association *a)
 
 int admin_get_association(struct app *app, struct http_request *req)
 {
-    http_reply_json(req, 200, association_view(http_association(req)));
+    static const char *const access[] = {[HTTP_ACCESS_READ] = "read",
+                                         [HTTP_ACCESS_WRITE] = "write",
+                                         [HTTP_ACCESS_OPERATOR] = "operator"};
+    json_object *o = association_view(http_association(req));
+    enum http_access a = http_access(req);
+    /* what the caller may do: a dashboard shows Resync only to write access */
+    if (a >= HTTP_ACCESS_READ && a <= HTTP_ACCESS_OPERATOR)
+        json_object_object_add(o, "access", json_object_new_string(access[a]));
+    http_reply_json(req, 200, o);
     return HTTP_DONE;
 }
 

@@ -40,12 +40,20 @@
 #include "ccsync/metrics.h"
 #include "ccsync/model.h"
 #include "ccsync/store.h"
+#include "ccsync/tokens.h"
 
 #define ADMIN_MAX_BODY (1024 * 1024)
 #define MAX_PARAMS 2
 #define MAX_EXTRA_HEADERS 4
 
-enum auth { AUTH_NONE, AUTH_ADMIN, AUTH_SIGNATURE };
+/*
+ * Who may call a route. AUTH_OPERATOR: CCSYNC_ADMIN_TOKEN only. AUTH_READ and
+ * AUTH_WRITE: the operator's token, or an association token of the path's
+ * association with that scope (write includes read); another association's
+ * token, or a revoked one, is answered 404 as if the association did not exist,
+ * and a read token asking to write 403.
+ */
+enum auth { AUTH_NONE, AUTH_SIGNATURE, AUTH_OPERATOR, AUTH_READ, AUTH_WRITE };
 enum body_kind { BODY_NONE, BODY_JSON, BODY_WEBHOOK };
 
 /*
@@ -82,15 +90,18 @@ static const struct route routes[] = {
     {"GET",  "/readyz",                                "readyz",              AUTH_NONE,      BODY_NONE,    WANTS_REDIS,       NULL,                 admin_readyz},
     {"GET",  "/metrics",                               "metrics",             AUTH_NONE,      BODY_NONE,    WANTS_REDIS,       NULL,                 admin_metrics},
     {"POST", "/v1/associations/{a}/webhooks/novi",     "webhook",             AUTH_SIGNATURE, BODY_WEBHOOK, NEEDS_NOTHING,     NULL,                 ingest_handle_webhook},
-    {"PUT",  "/v1/associations/{a}",                   "association_put",     AUTH_ADMIN,     BODY_JSON,    NEEDS_REDIS,       admin_check_update,   admin_put_association},
-    {"GET",  "/v1/associations/{a}",                   "association_get",     AUTH_ADMIN,     BODY_NONE,    NEEDS_ASSOCIATION, NULL,                 admin_get_association},
-    {"GET",  "/v1/associations/{a}/groups",            "groups_list",         AUTH_ADMIN,     BODY_NONE,    NEEDS_ASSOCIATION, NULL,                 admin_list_groups},
-    {"GET",  "/v1/associations/{a}/groups/{g}",        "group_get",           AUTH_ADMIN,     BODY_NONE,    NEEDS_ASSOCIATION, NULL,                 admin_get_group},
-    {"POST", "/v1/associations/{a}/groups/{g}/resync", "group_resync",        AUTH_ADMIN,     BODY_NONE,    NEEDS_ASSOCIATION, NULL,                 admin_resync_group},
-    {"GET",  "/v1/associations/{a}/audit",             "audit",               AUTH_ADMIN,     BODY_NONE,    NEEDS_ASSOCIATION, admin_check_limit,    admin_audit},
-    {"GET",  "/v1/status",                             "status",              AUTH_ADMIN,     BODY_NONE,    WANTS_REDIS,       NULL,                 admin_status},
-    {"GET",  "/v1/dead-letters",                       "dead_letters_list",   AUTH_ADMIN,     BODY_NONE,    NEEDS_REDIS,       admin_check_limit,    admin_list_dead_letters},
-    {"POST", "/v1/dead-letters/{e}/redrive",           "dead_letter_redrive", AUTH_ADMIN,     BODY_NONE,    NEEDS_REDIS,       admin_check_entry_id, admin_redrive_dead_letter},
+    {"PUT",  "/v1/associations/{a}",                   "association_put",     AUTH_WRITE,     BODY_JSON,    NEEDS_REDIS,       admin_check_update,   admin_put_association},
+    {"GET",  "/v1/associations/{a}",                   "association_get",     AUTH_READ,      BODY_NONE,    NEEDS_ASSOCIATION, NULL,                 admin_get_association},
+    {"GET",  "/v1/associations/{a}/groups",            "groups_list",         AUTH_READ,      BODY_NONE,    NEEDS_ASSOCIATION, NULL,                 admin_list_groups},
+    {"GET",  "/v1/associations/{a}/groups/{g}",        "group_get",           AUTH_READ,      BODY_NONE,    NEEDS_ASSOCIATION, NULL,                 admin_get_group},
+    {"POST", "/v1/associations/{a}/groups/{g}/resync", "group_resync",        AUTH_WRITE,     BODY_NONE,    NEEDS_ASSOCIATION, NULL,                 admin_resync_group},
+    {"GET",  "/v1/associations/{a}/audit",             "audit",               AUTH_READ,      BODY_NONE,    NEEDS_ASSOCIATION, admin_check_limit,    admin_audit},
+    {"POST", "/v1/associations/{a}/tokens",            "token_create",        AUTH_WRITE,     BODY_JSON,    NEEDS_ASSOCIATION, admin_check_token,    admin_create_token},
+    {"GET",  "/v1/associations/{a}/tokens",            "tokens_list",         AUTH_WRITE,     BODY_NONE,    NEEDS_ASSOCIATION, NULL,                 admin_list_tokens},
+    {"DELETE", "/v1/associations/{a}/tokens/{t}",      "token_revoke",        AUTH_WRITE,     BODY_NONE,    NEEDS_ASSOCIATION, NULL,                 admin_revoke_token},
+    {"GET",  "/v1/status",                             "status",              AUTH_OPERATOR,    BODY_NONE,    WANTS_REDIS,       NULL,                 admin_status},
+    {"GET",  "/v1/dead-letters",                       "dead_letters_list",   AUTH_OPERATOR,    BODY_NONE,    NEEDS_REDIS,       admin_check_limit,    admin_list_dead_letters},
+    {"POST", "/v1/dead-letters/{e}/redrive",           "dead_letter_redrive", AUTH_OPERATOR,    BODY_NONE,    NEEDS_REDIS,       admin_check_entry_id, admin_redrive_dead_letter},
 };
 // clang-format on
 
@@ -142,6 +153,7 @@ struct http_request {
     char redis_error[256]; /* why there is no connection */
     struct association *association;
     struct json_object *json; /* a BODY_JSON route's body, parsed */
+    enum http_access access;  /* who called: set in begin, or after the token check */
     /* for the access log */
     struct timespec started;
     char log_association[CCSYNC_ASSOC_ID_MAX + 1];
@@ -182,6 +194,11 @@ struct redisContext *http_redis(struct http_request *req)
 const char *http_redis_error(struct http_request *req)
 {
     return req->redis_error;
+}
+
+enum http_access http_access(struct http_request *req)
+{
+    return req->access;
 }
 
 const struct association *http_association(struct http_request *req)
@@ -347,20 +364,71 @@ static const char *param_name(const char *pattern_segment)
         return "association_id (1-64 characters of A-Z a-z 0-9 _ -)";
     case 'g':
         return "group_id (1-128 characters of A-Z a-z 0-9 _ . : -)";
+    case 't':
+        return "token_id";
     default:
         return "entry id";
     }
 }
 
-static bool admin_authorized(struct http_server *s, struct http_request *req)
+static const char *bearer(struct http_request *req)
 {
     const char *h = http_header(req, MHD_HTTP_HEADER_AUTHORIZATION);
-    if (!h || strncasecmp(h, "Bearer ", 7) != 0)
+    return h && strncasecmp(h, "Bearer ", 7) == 0 ? h + 7 : NULL;
+}
+
+static bool admin_authorized(struct http_server *s, struct http_request *req)
+{
+    const char *given = bearer(req), *want = s->app->cfg->admin_token;
+    if (!given)
         return false;
-    const char *given = h + 7, *want = s->app->cfg->admin_token;
     size_t gl = strlen(given), wl = strlen(want);
     /* compare in constant time over the expected token's length */
     return gl == wl && CRYPTO_memcmp(given, want, wl) == 0;
+}
+
+/* Decides what begin can without Redis: the operator's token, or a token of the
+ * association format, whose check waits for a connection (check_token). */
+static bool authenticate(struct http_server *s, struct http_request *req)
+{
+    enum auth auth = req->route->auth;
+    if (auth == AUTH_NONE || auth == AUTH_SIGNATURE)
+        return true;
+    if (admin_authorized(s, req)) {
+        req->access = HTTP_ACCESS_OPERATOR;
+        return true;
+    }
+    char id[TOKEN_ID_LEN + 1];
+    if (auth == AUTH_OPERATOR || !tokens_parse(bearer(req), id))
+        return false;
+    req->access = HTTP_ACCESS_PENDING;
+    return true;
+}
+
+/* An association token against the path's association: false when answered
+ * (404 as if the association did not exist, 403 for a read token asked to
+ * write, 503 when Redis failed). */
+static bool check_token(struct http_request *req)
+{
+    enum token_scope scope;
+    int rc = tokens_check(req->redis, req->params[0], bearer(req), store_now_ns(), &scope);
+    if (rc == STORE_ERR) {
+        http_reply_redis_unavailable(req, "the token could not be checked");
+        return false;
+    }
+    if (rc == 0) {
+        http_reply_error(req, 404, "unknown_association",
+                         "no association %s for this token (or the token was revoked)",
+                         req->params[0]);
+        return false;
+    }
+    if (scope == TOKEN_READ && req->route->auth == AUTH_WRITE) {
+        http_reply_error(req, 403, "forbidden",
+                         "this token may only read; changing anything needs a write token");
+        return false;
+    }
+    req->access = scope == TOKEN_WRITE ? HTTP_ACCESS_WRITE : HTTP_ACCESS_READ;
+    return true;
 }
 
 static bool is_json_content_type(const char *ct)
@@ -429,11 +497,14 @@ static void begin(struct http_server *s, struct http_request *req, const char *u
     const char *bad = NULL;
     if (!find_route(req, url, method, &bad))
         return;
-    if (req->route->auth == AUTH_ADMIN && !admin_authorized(s, req)) {
+    if (!authenticate(s, req)) {
         http_add_header(req, "WWW-Authenticate", "Bearer");
-        http_reply_error(
-            req, 401, "unauthorized",
-            "missing or wrong admin token: send Authorization: Bearer <CCSYNC_ADMIN_TOKEN>");
+        http_reply_error(req, 401, "unauthorized",
+                         req->route->auth == AUTH_OPERATOR
+                             ? "missing or wrong token: send Authorization: Bearer "
+                               "<CCSYNC_ADMIN_TOKEN> (this endpoint is the operator's)"
+                             : "missing or wrong token: send Authorization: Bearer "
+                               "<CCSYNC_ADMIN_TOKEN> or an association token");
         return;
     }
     if (bad) {
@@ -530,7 +601,6 @@ static void give_back(struct app *app, struct http_request *req)
     req->association = NULL;
 }
 
-/* The body is complete: check the request, take what it needs, run its handler. */
 /* While ccsyncd starts (Redis not reached yet, or its key layout being
  * migrated), only the health endpoints answer; the rest say so and when to
  * come back, so nothing reads or writes a key of the old layout. */
@@ -548,6 +618,7 @@ static bool refused_while_starting(struct app *app, struct http_request *req)
     return true;
 }
 
+/* The body is complete: check the request, take what it needs, run its handler. */
 static int run_route(struct app *app, struct http_request *req)
 {
     const struct route *r = req->route;
@@ -555,12 +626,23 @@ static int run_route(struct app *app, struct http_request *req)
         http_set_log_field(req, "association", req->params[0]);
     if (refused_while_starting(app, req))
         return HTTP_DONE;
-    if (r->body == BODY_JSON && !parse_json_body(req))
+    /* An association token is checked before anything else is looked at, so a
+     * token learns nothing of a path it may not use; it needs Redis for that. */
+    bool by_token = req->access == HTTP_ACCESS_PENDING;
+    if (by_token && !(take_needs(app, req) && check_token(req))) {
+        give_back(app, req);
         return HTTP_DONE;
-    if (r->check && !r->check(req))
+    }
+    if (r->body == BODY_JSON && !parse_json_body(req)) {
+        give_back(app, req);
         return HTTP_DONE;
+    }
+    if (r->check && !r->check(req)) {
+        give_back(app, req);
+        return HTTP_DONE;
+    }
     int ret = HTTP_DONE;
-    if (take_needs(app, req))
+    if (by_token || take_needs(app, req))
         ret = r->handler(app, req);
     if (ret == HTTP_SUSPENDED)
         return ret; /* another thread answers now; a route that suspends takes nothing */

@@ -24,11 +24,16 @@ int admin_audit(struct app *app, struct http_request *req);
 int admin_status(struct app *app, struct http_request *req);
 int admin_list_dead_letters(struct app *app, struct http_request *req);
 int admin_redrive_dead_letter(struct app *app, struct http_request *req);
+/* Association tokens (admin_tokens.c). */
+int admin_create_token(struct app *app, struct http_request *req);
+int admin_list_tokens(struct app *app, struct http_request *req);
+int admin_revoke_token(struct app *app, struct http_request *req);
 
 /* Route checks, run before Redis is asked: true to go on, false after a 400. */
 bool admin_check_update(struct http_request *req);   /* a PUT association body */
 bool admin_check_limit(struct http_request *req);    /* ?limit= */
 bool admin_check_entry_id(struct http_request *req); /* a dead letter's stream entry id */
+bool admin_check_token(struct http_request *req);    /* a POST tokens body */
 
 /* Creates or updates the association named by CCSYNC_ASSOCIATION_ID at start. */
 int admin_bootstrap_association(struct app *app, char *err, size_t err_size);

@@ -52,6 +52,17 @@ const char *http_route_name(struct http_request *req);
 struct redisContext *http_redis(struct http_request *req);
 const char *http_redis_error(struct http_request *req);
 const struct association *http_association(struct http_request *req);
+
+/* Who is calling an authenticated route: the operator (CCSYNC_ADMIN_TOKEN) or
+ * an association token of the path's association, with its scope. */
+enum http_access {
+    HTTP_ACCESS_NONE = 0,
+    HTTP_ACCESS_PENDING, /* an association token not checked yet (http.c only) */
+    HTTP_ACCESS_READ,
+    HTTP_ACCESS_WRITE,
+    HTTP_ACCESS_OPERATOR,
+};
+enum http_access http_access(struct http_request *req);
 struct json_object *http_json(struct http_request *req);
 
 /* Log fields a handler learns (the association, the webhook-id) for the access log. */

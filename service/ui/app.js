@@ -130,7 +130,7 @@ function renderConnection(view) {
     p.textContent = view.association_id + ': Constant Contact connection ' +
       (cc.state || 'unknown').replace(/_/g, ' ') + '.';
   }
-  state.scope = view.access === 'write' ? 'write' : 'read';
+  state.scope = view.access === 'write' || view.access === 'operator' ? 'write' : 'read';
 }
 
 // ---- groups ----
