@@ -32,7 +32,7 @@ LDSAN       = -fsanitize=address,undefined
 endif
 
 SERVICE_SRC = $(filter-out service/main.c,$(wildcard service/*.c))
-SERVICE_OBJ = $(SERVICE_SRC:%.c=$(BUILD)/obj/%.o)
+SERVICE_OBJ = $(SERVICE_SRC:%.c=$(BUILD)/obj/%.o) $(BUILD)/obj/service/ui_assets.o
 CCSIM_SRC   = $(wildcard tests/ccsim/*.c)
 CCSIM_OBJ   = $(CCSIM_SRC:%.c=$(BUILD)/obj/%.o)
 SUPPORT_SRC = $(wildcard tests/support/*.c)
@@ -61,6 +61,12 @@ $(BUILD)/obj/%.o: %.c $(wildcard include/ccsync/*.h tests/support/*.h tests/ccsi
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  CC      $<")
 	$(Q)$(CC) $(ALL_CFLAGS) -c $< -o $@
+
+# The status page's files, embedded in the binary by the assembler's .incbin.
+$(BUILD)/obj/service/ui_assets.o: service/ui_assets.S $(wildcard service/ui/*)
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  AS      $<")
+	$(Q)$(CC) -c $< -o $@
 
 $(BUILD)/libccsync.a: $(SERVICE_OBJ)
 	@mkdir -p $(dir $@)

@@ -89,6 +89,10 @@ static const struct route routes[] = {
     {"GET",  "/livez",                                 "livez",               AUTH_NONE,      BODY_NONE,    NEEDS_NOTHING,     NULL,                 admin_livez},
     {"GET",  "/readyz",                                "readyz",              AUTH_NONE,      BODY_NONE,    WANTS_REDIS,       NULL,                 admin_readyz},
     {"GET",  "/metrics",                               "metrics",             AUTH_NONE,      BODY_NONE,    WANTS_REDIS,       NULL,                 admin_metrics},
+    {"GET",  "/ui",                                    "ui",                  AUTH_NONE,      BODY_NONE,    NEEDS_NOTHING,     NULL,                 ui_redirect},
+    {"GET",  "/ui/",                                   "ui",                  AUTH_NONE,      BODY_NONE,    NEEDS_NOTHING,     NULL,                 ui_page},
+    {"GET",  "/ui/app.js",                             "ui",                  AUTH_NONE,      BODY_NONE,    NEEDS_NOTHING,     NULL,                 ui_script},
+    {"GET",  "/ui/app.css",                            "ui",                  AUTH_NONE,      BODY_NONE,    NEEDS_NOTHING,     NULL,                 ui_style},
     {"POST", "/v1/associations/{a}/webhooks/novi",     "webhook",             AUTH_SIGNATURE, BODY_WEBHOOK, NEEDS_NOTHING,     NULL,                 ingest_handle_webhook},
     {"PUT",  "/v1/associations/{a}",                   "association_put",     AUTH_WRITE,     BODY_JSON,    NEEDS_REDIS,       admin_check_update,   admin_put_association},
     {"GET",  "/v1/associations/{a}",                   "association_get",     AUTH_READ,      BODY_NONE,    NEEDS_ASSOCIATION, NULL,                 admin_get_association},
@@ -606,7 +610,7 @@ static void give_back(struct app *app, struct http_request *req)
  * come back, so nothing reads or writes a key of the old layout. */
 static bool refused_while_starting(struct app *app, struct http_request *req)
 {
-    static const char *const open[] = {"livez", "readyz", "metrics"};
+    static const char *const open[] = {"livez", "readyz", "metrics", "ui"};
     if (!atomic_load(&app->starting))
         return false;
     for (size_t i = 0; i < sizeof open / sizeof open[0]; i++)

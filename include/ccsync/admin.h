@@ -29,6 +29,12 @@ int admin_create_token(struct app *app, struct http_request *req);
 int admin_list_tokens(struct app *app, struct http_request *req);
 int admin_revoke_token(struct app *app, struct http_request *req);
 
+/* The status page (ui.c): GET /ui/, /ui/app.js, /ui/app.css; /ui redirects. */
+int ui_page(struct app *app, struct http_request *req);
+int ui_script(struct app *app, struct http_request *req);
+int ui_style(struct app *app, struct http_request *req);
+int ui_redirect(struct app *app, struct http_request *req);
+
 /* Route checks, run before Redis is asked: true to go on, false after a 400. */
 bool admin_check_update(struct http_request *req);   /* a PUT association body */
 bool admin_check_limit(struct http_request *req);    /* ?limit= */

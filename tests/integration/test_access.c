@@ -170,6 +170,43 @@ static void test_a_write_token_manages_tokens_and_revocation_is_at_once_everywhe
         200);
 }
 
+/* The status page: served by ccsyncd itself, with a policy that allows nothing
+ * inline and nothing from elsewhere. */
+static void test_the_status_page_is_self_contained(void **state)
+{
+    (void)state;
+    char csp[512], type[128];
+    struct reply r = as(0, NULL, "GET", "/ui/", NULL);
+    assert_int_equal(r.status, 200);
+    assert_int_equal(ts_header_value(r.headers, "Content-Type", type, sizeof type), 0);
+    assert_string_equal(type, "text/html; charset=utf-8");
+    assert_int_equal(ts_header_value(r.headers, "Content-Security-Policy", csp, sizeof csp), 0);
+    assert_non_null(strstr(csp, "default-src 'none'"));
+    assert_non_null(strstr(csp, "script-src 'self'"));
+    assert_null(strstr(csp, "unsafe-inline"));
+    assert_non_null(strstr(r.body, "<script src=\"app.js\" defer></script>"));
+    assert_null(strstr(r.body, "<script>")); /* no inline script */
+    assert_null(strstr(r.body, "style="));   /* no inline style */
+    assert_null(strstr(r.body, "http://"));
+    assert_null(strstr(r.body, "https://"));
+    reply_free(&r);
+    const char *files[][2] = {{"/ui/app.js", "text/javascript; charset=utf-8"},
+                              {"/ui/app.css", "text/css; charset=utf-8"}};
+    for (size_t k = 0; k < 2; k++) {
+        r = as(0, NULL, "GET", files[k][0], NULL);
+        assert_int_equal(r.status, 200);
+        assert_int_equal(ts_header_value(r.headers, "Content-Type", type, sizeof type), 0);
+        assert_string_equal(type, files[k][1]);
+        assert_true(strlen(r.body) > 1000);
+        reply_free(&r);
+    }
+    r = as(0, NULL, "GET", "/ui", NULL);
+    assert_int_equal(r.status, 308);
+    assert_int_equal(ts_header_value(r.headers, "Location", type, sizeof type), 0);
+    assert_string_equal(type, "/ui/");
+    reply_free(&r);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -182,6 +219,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(
             test_a_write_token_manages_tokens_and_revocation_is_at_once_everywhere, setup,
             stack_stop),
+        cmocka_unit_test_setup_teardown(test_the_status_page_is_self_contained, setup, stack_stop),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
