@@ -75,7 +75,9 @@ async function api(path, options = {}) {
 function explain(status, body) {
   if (status === 401)
     return 'This token was not accepted: it is wrong, or it was revoked. Ask your ccsync operator for a new one.';
-  if (status === 404) return 'This token does not open that association. Check the association name.';
+  if (status === 404)
+    return 'This token does not open that association: the association name is wrong, or the token ' +
+      'was revoked or belongs to another association. Ask your ccsync operator for a new one.';
   if (status === 403) return 'This token may only read. Ask for a write token to change anything.';
   if (status === 503) return 'ccsync is briefly unavailable; the page tries again by itself.';
   const msg = body && body.error && body.error.message;
