@@ -461,9 +461,12 @@ static void test_admin_endpoints_require_the_bearer_token(void **state)
             char what[256];
             snprintf(what, sizeof what, "%s %s with %s", endpoints[e].method, endpoints[e].path,
                      auths[a] ? auths[a] : "no Authorization");
+            bool operator_only = strncmp(endpoints[e].path, "/v1/associations/", 17) != 0;
             check_error(what, &r, 401, "unauthorized",
-                        "missing or wrong admin token: send Authorization: Bearer "
-                        "<CCSYNC_ADMIN_TOKEN>");
+                        operator_only ? "missing or wrong token: send Authorization: Bearer "
+                                        "<CCSYNC_ADMIN_TOKEN> (this endpoint is the operator's)"
+                                      : "missing or wrong token: send Authorization: Bearer "
+                                        "<CCSYNC_ADMIN_TOKEN> or an association token");
             char www[64];
             header_of(&r, "WWW-Authenticate", www, sizeof www);
             assert_string_equal(www, "Bearer");
