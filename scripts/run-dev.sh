@@ -192,6 +192,21 @@ CCSYNCD=$!
 started "$CCSYNCD" ccsyncd
 wait_port "${CCSYNC_LISTEN##*:}" || true # when it did not start, its own line says why
 
+# A read token for the status page, once the association exists (ccsyncd writes
+# the bootstrap association as soon as Redis answers).
+PAGE=""
+for _ in $(seq 1 100); do
+    answer=$(curl -s -X POST -H "Authorization: Bearer $CCSYNC_ADMIN_TOKEN" \
+        -H 'Content-Type: application/json' -d '{"scope":"read","name":"make run status page"}' \
+        "$URL/v1/associations/$CCSYNC_ASSOCIATION_ID/tokens" 2>/dev/null || true)
+    token=$(printf '%s' "$answer" | python3 -c 'import json,sys; print(json.load(sys.stdin).get("token",""))' 2>/dev/null || true)
+    if [ -n "$token" ]; then
+        PAGE="$URL/ui/#association=$CCSYNC_ASSOCIATION_ID&token=$token"
+        break
+    fi
+    sleep 0.1
+done
+
 # The state file holds a development token: readable by its owner only.
 (
     umask 077
@@ -204,6 +219,7 @@ wait_port "${CCSYNC_LISTEN##*:}" || true # when it did not start, its own line s
         printf 'CCSYNC_WEBHOOK_SECRET=%q\n' "${CCSYNC_WEBHOOK_SECRET:-}"
         printf 'SIM_URL=%q\n' "$SIM_URL"
         printf 'RECONCILE_SECONDS=%q\n' "$CCSYNC_RECONCILE_SECONDS"
+        printf 'STATUS_PAGE=%q\n' "$PAGE"
     } >"$STATE"
 )
 D=scripts/demo.sh
@@ -211,6 +227,7 @@ D=scripts/demo.sh
 cat <<INFO
 
 ccsyncd runs on $URL (admin token $CCSYNC_ADMIN_TOKEN, association $CCSYNC_ASSOCIATION_ID)
+The status page, with a read token: ${PAGE:-(no token could be made: see the log above)}
 Try the story in another terminal, from $(pwd) ($D help lists every command):
 
   # 1. Novi turns "Sync to Constant Contact" on for the group "board" and sends its members

@@ -204,6 +204,21 @@ demo_walk() {
     demo service | grep -q '"redis"' || { echo "the service status did not answer"; return 1; }
     echo "list $first deleted, $second made by the resync"
 }
+# The status page make run prints: it opens, and its read token reads and only reads.
+status_page() {
+    local page token base
+    page=$(sed -n 's/^STATUS_PAGE=//p' "$RUN_DIR/run.env")
+    grep -q "The status page, with a read token: http://127.0.0.1:$PORT/ui/#association=demo&token=ccs_" "$LOG" ||
+        { echo "make run did not print the page's address"; return 1; }
+    token=${page##*token=}
+    base="http://127.0.0.1:$PORT"
+    curl -sf "$base/ui/" | grep -q '<script src="app.js" defer></script>' || { echo "no page at /ui/"; return 1; }
+    curl -sf -H "Authorization: Bearer $token" "$base/v1/associations/demo" | grep -q '"access":"read"' ||
+        { echo "the page's token does not read the association"; return 1; }
+    [ "$(curl -s -o /dev/null -w '%{http_code}' -X POST -H "Authorization: Bearer $token" \
+        "$base/v1/associations/demo/groups/board/resync")" = 403 ] || { echo "the read token could write"; return 1; }
+    echo "page $page"
+}
 # A second make run on the same RUN_DIR (another port) would take the first one's state.
 second_refused() {
     local out rc
@@ -215,6 +230,7 @@ second_refused() {
 }
 if start demo >"$TMP/start.out" 2>&1; then
     check "demo: scripts/demo.sh walks the story (sync, join, leave, delete in CC, resync, audit)" demo_walk
+    check "make run prints the status page's address with a read token that only reads" status_page
     check "a second make run on the same RUN_DIR refuses and leaves the first alone" second_refused
     kill -INT -- "-$MAKE_PID"
     if wait_until 30 all_gone; then pass "stop: Ctrl-C (SIGINT to make's process group)"; else
