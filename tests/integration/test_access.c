@@ -170,6 +170,47 @@ static void test_a_write_token_manages_tokens_and_revocation_is_at_once_everywhe
         200);
 }
 
+/* A polling dashboard's conditional GET: 304 and no body while nothing changed. */
+static void test_an_unchanged_answer_is_304_to_a_conditional_get(void **state)
+{
+    (void)state;
+    send_group("g1", "Board", false, 1);
+    char tag[64] = "", again[64], url[256], inm[128];
+    snprintf(url, sizeof url, "%s/v1/associations/" ASSOC "/groups", stack.base[0]);
+    const char *headers[] = {"Authorization: Bearer " ADMIN_TOKEN, inm, NULL};
+    /* while the event is being folded the answer may still change under us: each
+     * 200 brings the tag of the answer of the moment, until one holds */
+    struct reply r;
+    for (long deadline = ts_now_ms() + WAIT_MS;; ts_sleep_ms(50)) {
+        snprintf(inm, sizeof inm, "If-None-Match: %s", tag[0] ? tag : "\"none\"");
+        r = http("GET", url, headers, NULL);
+        if (r.status == 304)
+            break;
+        assert_int_equal(r.status, 200);
+        assert_int_equal(ts_header_value(r.headers, "ETag", tag, sizeof tag), 0);
+        reply_free(&r);
+        if (ts_now_ms() > deadline)
+            fail_msg("the groups' answer never held still");
+    }
+    assert_true(r.body == NULL || r.body[0] == '\0');
+    reply_free(&r);
+    /* the group changes: a new answer, a new tag */
+    send_group("g1", "Board of Directors", false, 2);
+    for (long deadline = ts_now_ms() + WAIT_MS;; ts_sleep_ms(50)) {
+        r = http("GET", url, headers, NULL);
+        if (r.status == 200)
+            break;
+        assert_int_equal(r.status, 304);
+        reply_free(&r);
+        if (ts_now_ms() > deadline)
+            fail_msg("the renamed group never changed the answer");
+    }
+    assert_non_null(strstr(r.body, "Board of Directors"));
+    assert_int_equal(ts_header_value(r.headers, "ETag", again, sizeof again), 0);
+    assert_string_not_equal(tag, again);
+    reply_free(&r);
+}
+
 /* The status page: served by ccsyncd itself, with a policy that allows nothing
  * inline and nothing from elsewhere. */
 static void test_the_status_page_is_self_contained(void **state)
@@ -220,6 +261,8 @@ int main(void)
             test_a_write_token_manages_tokens_and_revocation_is_at_once_everywhere, setup,
             stack_stop),
         cmocka_unit_test_setup_teardown(test_the_status_page_is_self_contained, setup, stack_stop),
+        cmocka_unit_test_setup_teardown(test_an_unchanged_answer_is_304_to_a_conditional_get, setup,
+                                        stack_stop),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
