@@ -19,7 +19,7 @@
 #include "ccsync/model.h"
 #include "ccsync/webhook.h"
 
-static int fail(char *err, size_t err_size, const char *fmt, ...)
+int config_error(char *err, size_t err_size, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -38,8 +38,8 @@ static int copy_value(char *dst, size_t dst_size, const char *v, const char *nam
                       size_t err_size)
 {
     if (strlen(v) >= dst_size)
-        return fail(err, err_size, "%s: value is too long (at most %zu characters)", name,
-                    dst_size - 1);
+        return config_error(err, err_size, "%s: value is too long (at most %zu characters)", name,
+                            dst_size - 1);
     memcpy(dst, v, strlen(v) + 1);
     return 0;
 }
@@ -60,8 +60,8 @@ static int int_var(config_lookup_fn lookup, const char *name, const char *dflt, 
 {
     const char *v = value_or(lookup, name, dflt);
     if (parse_long(v, min, max, out) != 0)
-        return fail(err, err_size, "%s: \"%s\" is not a whole number from %ld to %ld", name, v, min,
-                    max);
+        return config_error(err, err_size, "%s: \"%s\" is not a whole number from %ld to %ld", name,
+                            v, min, max);
     return 0;
 }
 
@@ -70,11 +70,12 @@ static int parse_listen(const char *v, struct config *c, char *err, size_t err_s
     const char *colon = strrchr(v, ':');
     long port;
     if (!colon || colon == v || parse_long(colon + 1, 1, 65535, &port) != 0)
-        return fail(err, err_size,
-                    "CCSYNC_LISTEN: \"%s\" is not address:port (for example 0.0.0.0:8080)", v);
+        return config_error(err, err_size,
+                            "CCSYNC_LISTEN: \"%s\" is not address:port (for example 0.0.0.0:8080)",
+                            v);
     size_t hlen = (size_t)(colon - v);
     if (hlen >= sizeof c->listen_host)
-        return fail(err, err_size, "CCSYNC_LISTEN: address is too long");
+        return config_error(err, err_size, "CCSYNC_LISTEN: address is too long");
     memcpy(c->listen_host, v, hlen);
     c->listen_host[hlen] = '\0';
     c->listen_port = (int)port;
@@ -85,7 +86,7 @@ static int http_url(const char *name, const char *v, char *dst, size_t dst_size,
                     size_t err_size)
 {
     if (strncmp(v, "http://", 7) != 0 && strncmp(v, "https://", 8) != 0)
-        return fail(err, err_size, "%s: \"%s\" is not an http:// or https:// URL", name, v);
+        return config_error(err, err_size, "%s: \"%s\" is not an http:// or https:// URL", name, v);
     if (copy_value(dst, dst_size, v, name, err, err_size) != 0)
         return -1;
     size_t n = strlen(dst);
@@ -99,16 +100,17 @@ int config_parse_redis_url(const char *url, struct redis_target *t, char *err, s
     memset(t, 0, sizeof *t);
     t->port = 6379;
     if (strncmp(url, "redis://", 8) != 0)
-        return fail(err, err_size, "must start with redis://");
+        return config_error(err, err_size, "must start with redis://");
     const char *p = url + 8;
     const char *at = strrchr(p, '@');
     if (at) {
         const char *colon = memchr(p, ':', (size_t)(at - p));
         if (!colon)
-            return fail(err, err_size, "credentials must be written user:password@ or :password@");
+            return config_error(err, err_size,
+                                "credentials must be written user:password@ or :password@");
         size_t ulen = (size_t)(colon - p), plen = (size_t)(at - colon - 1);
         if (ulen >= sizeof t->username || plen >= sizeof t->password)
-            return fail(err, err_size, "credentials are too long");
+            return config_error(err, err_size, "credentials are too long");
         memcpy(t->username, p, ulen);
         t->username[ulen] = '\0';
         memcpy(t->password, colon + 1, plen);
@@ -117,7 +119,7 @@ int config_parse_redis_url(const char *url, struct redis_target *t, char *err, s
     }
     size_t hlen = strcspn(p, ":/");
     if (hlen == 0 || hlen >= sizeof t->host)
-        return fail(err, err_size, "has no host");
+        return config_error(err, err_size, "has no host");
     memcpy(t->host, p, hlen);
     t->host[hlen] = '\0';
     p += hlen;
@@ -126,20 +128,20 @@ int config_parse_redis_url(const char *url, struct redis_target *t, char *err, s
         size_t n = strcspn(p + 1, "/");
         long v;
         if (n == 0 || n >= sizeof port)
-            return fail(err, err_size, "has a bad port");
+            return config_error(err, err_size, "has a bad port");
         memcpy(port, p + 1, n);
         if (parse_long(port, 1, 65535, &v) != 0)
-            return fail(err, err_size, "has a bad port");
+            return config_error(err, err_size, "has a bad port");
         t->port = (int)v;
         p += 1 + n;
     }
     if (*p == '/' && p[1] != '\0') {
         long db;
         if (parse_long(p + 1, 0, 15, &db) != 0)
-            return fail(err, err_size, "has a bad database number (0-15)");
+            return config_error(err, err_size, "has a bad database number (0-15)");
         t->db = (int)db;
     } else if (*p != '\0' && strcmp(p, "/") != 0) {
-        return fail(err, err_size, "is not redis://[:password@]host[:port][/db]");
+        return config_error(err, err_size, "is not redis://[:password@]host[:port][/db]");
     }
     return 0;
 }
@@ -168,7 +170,8 @@ static int load_redis(struct config *c, config_lookup_fn lookup, char *err, size
         return -1;
     char why[128];
     if (config_parse_redis_url(v, &c->redis, why, sizeof why) != 0)
-        return fail(err, err_size, "CCSYNC_REDIS_URL: %s", why); /* the URL may hold a password */
+        return config_error(err, err_size, "CCSYNC_REDIS_URL: %s",
+                            why); /* the URL may hold a password */
     return 0;
 }
 
@@ -176,10 +179,10 @@ static int load_admin_token(struct config *c, config_lookup_fn lookup, char *err
 {
     const char *v = value_or(lookup, "CCSYNC_ADMIN_TOKEN", "");
     if (!*v)
-        return fail(err, err_size,
-                    "CCSYNC_ADMIN_TOKEN: is required (the admin API's bearer token)");
+        return config_error(err, err_size,
+                            "CCSYNC_ADMIN_TOKEN: is required (the admin API's bearer token)");
     if (strlen(v) < 16)
-        return fail(err, err_size, "CCSYNC_ADMIN_TOKEN: must be at least 16 characters");
+        return config_error(err, err_size, "CCSYNC_ADMIN_TOKEN: must be at least 16 characters");
     return copy_value(c->admin_token, sizeof c->admin_token, v, "CCSYNC_ADMIN_TOKEN", err,
                       err_size);
 }
@@ -214,8 +217,9 @@ static int load_cc_budget(struct config *c, config_lookup_fn lookup, char *err, 
     errno = 0;
     double r = strtod(v, &end);
     if (errno || end == v || *end || !(r > 0) || r > 1000)
-        return fail(err, err_size,
-                    "CCSYNC_CC_RATE_PER_SEC: \"%s\" is not a number above 0 and at most 1000", v);
+        return config_error(
+            err, err_size,
+            "CCSYNC_CC_RATE_PER_SEC: \"%s\" is not a number above 0 and at most 1000", v);
     c->cc_rate_per_sec = r;
     return int_var(lookup, "CCSYNC_CC_DAILY_LIMIT", "10000", 1, 100000000, &c->cc_daily_limit, err,
                    err_size);
@@ -242,7 +246,7 @@ static int load_logging(struct config *c, config_lookup_fn lookup, char *err, si
     else if (strcmp(v, "text") == 0)
         c->log_format = LOG_FORMAT_TEXT;
     else
-        return fail(err, err_size, "CCSYNC_LOG_FORMAT: \"%s\" is not json or text", v);
+        return config_error(err, err_size, "CCSYNC_LOG_FORMAT: \"%s\" is not json or text", v);
 
     static const char *const levels[] = {
         [LOG_DEBUG] = "debug", [LOG_INFO] = "info", [LOG_WARN] = "warn", [LOG_ERROR] = "error"};
@@ -253,7 +257,8 @@ static int load_logging(struct config *c, config_lookup_fn lookup, char *err, si
             return 0;
         }
     }
-    return fail(err, err_size, "CCSYNC_LOG_LEVEL: \"%s\" is not debug, info, warn or error", v);
+    return config_error(err, err_size, "CCSYNC_LOG_LEVEL: \"%s\" is not debug, info, warn or error",
+                        v);
 }
 
 /* Sizes and times: the body limit, shutdown grace, HTTP threads, sync delay, lease. */
@@ -287,8 +292,8 @@ static int load_durability(struct config *c, config_lookup_fn lookup, char *err,
     const char *v = value_or(lookup, "CCSYNC_DURABILITY", "everysec");
     c->durability = durability_mode_parse(v);
     if (c->durability < 0)
-        return fail(err, err_size, "CCSYNC_DURABILITY: \"%s\" is not everysec, always or replica",
-                    v);
+        return config_error(err, err_size,
+                            "CCSYNC_DURABILITY: \"%s\" is not everysec, always or replica", v);
     long n;
     if (int_var(lookup, "CCSYNC_REPLICA_TIMEOUT_MS", "500", 1, 60000, &n, err, err_size) != 0)
         return -1;
@@ -297,18 +302,18 @@ static int load_durability(struct config *c, config_lookup_fn lookup, char *err,
     const char *name = value_or(lookup, "CCSYNC_REDIS_MASTER_NAME", "");
     if (!*list) {
         if (*name)
-            return fail(err, err_size,
-                        "CCSYNC_REDIS_MASTER_NAME: is set but "
-                        "CCSYNC_REDIS_SENTINELS is not");
+            return config_error(err, err_size,
+                                "CCSYNC_REDIS_MASTER_NAME: is set but "
+                                "CCSYNC_REDIS_SENTINELS is not");
         return 0;
     }
     char why[160];
     if (sentinel_parse_list(list, &c->redis.sentinels, why, sizeof why) != 0)
-        return fail(err, err_size, "CCSYNC_REDIS_SENTINELS: %s", why);
+        return config_error(err, err_size, "CCSYNC_REDIS_SENTINELS: %s", why);
     if (!*name)
-        return fail(err, err_size,
-                    "CCSYNC_REDIS_MASTER_NAME: is required with "
-                    "CCSYNC_REDIS_SENTINELS (the name the Sentinels monitor)");
+        return config_error(err, err_size,
+                            "CCSYNC_REDIS_MASTER_NAME: is required with "
+                            "CCSYNC_REDIS_SENTINELS (the name the Sentinels monitor)");
     return copy_value(c->redis.sentinels.master_name, sizeof c->redis.sentinels.master_name, name,
                       "CCSYNC_REDIS_MASTER_NAME", err, err_size);
 }
@@ -318,12 +323,13 @@ static int load_boot_association(struct config *c, config_lookup_fn lookup, cons
                                  char *err, size_t err_size)
 {
     if (!ccsync_valid_association_id(id))
-        return fail(err, err_size,
-                    "CCSYNC_ASSOCIATION_ID: \"%s\" is not 1-64 characters of A-Z a-z 0-9 _ -", id);
+        return config_error(
+            err, err_size,
+            "CCSYNC_ASSOCIATION_ID: \"%s\" is not 1-64 characters of A-Z a-z 0-9 _ -", id);
     snprintf(c->boot_association_id, sizeof c->boot_association_id, "%s", id);
     const char *v = value_or(lookup, "CCSYNC_WEBHOOK_SECRET", "");
     if (!webhook_secret_valid(v))
-        return fail(
+        return config_error(
             err, err_size,
             "CCSYNC_WEBHOOK_SECRET: required with CCSYNC_ASSOCIATION_ID, as whsec_<base64>");
     if (copy_value(c->boot_webhook_secret, sizeof c->boot_webhook_secret, v,
@@ -339,7 +345,8 @@ static int load_boot_association(struct config *c, config_lookup_fn lookup, cons
     v = value_or(lookup, "CCSYNC_CC_EXPIRES_AT", "");
     int64_t ns;
     if (*v && rfc3339_parse(v, &ns) != 0)
-        return fail(err, err_size, "CCSYNC_CC_EXPIRES_AT: \"%s\" is not an RFC 3339 date-time", v);
+        return config_error(err, err_size,
+                            "CCSYNC_CC_EXPIRES_AT: \"%s\" is not an RFC 3339 date-time", v);
     snprintf(c->boot_cc_expires_at, sizeof c->boot_cc_expires_at, "%s", v);
     return 0;
 }
@@ -354,7 +361,8 @@ static int load_bootstrap(struct config *c, config_lookup_fn lookup, char *err, 
                                           "CCSYNC_CC_REFRESH_TOKEN", "CCSYNC_CC_EXPIRES_AT"};
     for (size_t i = 0; i < sizeof orphans / sizeof orphans[0]; i++)
         if (*value_or(lookup, orphans[i], ""))
-            return fail(err, err_size, "%s: is set but CCSYNC_ASSOCIATION_ID is not", orphans[i]);
+            return config_error(err, err_size, "%s: is set but CCSYNC_ASSOCIATION_ID is not",
+                                orphans[i]);
     return 0;
 }
 

@@ -12,19 +12,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ccsync/config.h"
+
 #define NONCE_LEN 12
 #define TAG_LEN 16
-
-static int fail(char *err, size_t size, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-
-static int fail(char *err, size_t size, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, size, fmt, ap);
-    va_end(ap);
-    return -1;
-}
 
 /* Standard base64 of exactly len bytes into out; the decoded length, or -1. */
 static long b64_decode(const char *in, size_t in_len, unsigned char *out, size_t out_size)
@@ -57,23 +48,24 @@ static int parse_line(const char *line, size_t len, int lineno, struct secrets_r
 {
     size_t id_len = strcspn(line, " \t");
     if (id_len >= len)
-        return fail(err, err_size, "line %d: write KEY_ID BASE64_OF_32_BYTES", lineno);
+        return config_error(err, err_size, "line %d: write KEY_ID BASE64_OF_32_BYTES", lineno);
     if (!valid_key_id(line, id_len))
-        return fail(err, err_size, "line %d: a key id is 1-32 of A-Z a-z 0-9 _ . -", lineno);
+        return config_error(err, err_size, "line %d: a key id is 1-32 of A-Z a-z 0-9 _ . -",
+                            lineno);
     const char *b64 = line + id_len;
     while (*b64 == ' ' || *b64 == '\t')
         b64++;
     struct secrets_key *k = &ring->keys[ring->n];
     unsigned char buf[48];
     if (b64_decode(b64, (size_t)(line + len - b64), buf, sizeof buf) != 32)
-        return fail(err, err_size,
-                    "line %d: the key must be 32 bytes in base64 (openssl rand "
-                    "-base64 32)",
-                    lineno);
+        return config_error(err, err_size,
+                            "line %d: the key must be 32 bytes in base64 (openssl rand "
+                            "-base64 32)",
+                            lineno);
     for (size_t i = 0; i < ring->n; i++)
         if (strlen(ring->keys[i].id) == id_len && memcmp(ring->keys[i].id, line, id_len) == 0)
-            return fail(err, err_size, "line %d: key id %.*s is used twice", lineno, (int)id_len,
-                        line);
+            return config_error(err, err_size, "line %d: key id %.*s is used twice", lineno,
+                                (int)id_len, line);
     memcpy(k->id, line, id_len);
     k->id[id_len] = '\0';
     memcpy(k->key, buf, 32);
@@ -98,14 +90,15 @@ int secrets_ring_parse(const char *text, struct secrets_ring *ring, char *err, s
             len--;
         if (len > 0 && *p != '#') {
             if (ring->n == SECRETS_MAX_KEYS)
-                return fail(err, err_size, "line %d: more than %d keys", lineno, SECRETS_MAX_KEYS);
+                return config_error(err, err_size, "line %d: more than %d keys", lineno,
+                                    SECRETS_MAX_KEYS);
             if (parse_line(p, len, lineno, ring, err, err_size) != 0)
                 return -1;
         }
         p = next;
     }
     if (ring->n == 0)
-        return fail(err, err_size, "holds no key");
+        return config_error(err, err_size, "holds no key");
     return 0;
 }
 
@@ -113,13 +106,13 @@ int secrets_ring_load(const char *path, struct secrets_ring *ring, char *err, si
 {
     FILE *f = fopen(path, "r");
     if (!f)
-        return fail(err, err_size, "cannot read %s", path);
+        return config_error(err, err_size, "cannot read %s", path);
     char text[SECRETS_MAX_KEYS * 128 + 4096];
     size_t n = fread(text, 1, sizeof text - 1, f);
     bool more = fgetc(f) != EOF;
     fclose(f);
     text[n] = '\0';
-    int rc = more ? fail(err, err_size, "%s is too long for a key file", path)
+    int rc = more ? config_error(err, err_size, "%s is too long for a key file", path)
                   : secrets_ring_parse(text, ring, err, err_size);
     OPENSSL_cleanse(text, sizeof text);
     return rc;

@@ -10,16 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int fail(char *err, size_t size, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-
-static int fail(char *err, size_t size, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, size, fmt, ap);
-    va_end(ap);
-    return -1;
-}
+#include "ccsync/config.h"
 
 /* One "host:port" or "[v6]:port" of len bytes into a. */
 static int parse_addr(const char *p, size_t len, struct sentinel_addr *a, char *err, size_t size)
@@ -29,12 +20,12 @@ static int parse_addr(const char *p, size_t len, struct sentinel_addr *a, char *
     if (len > 0 && *p == '[') {
         const char *close = memchr(p, ']', len);
         if (!close)
-            return fail(err, size, "\"%.*s\" opens [ without closing it", (int)len, p);
+            return config_error(err, size, "\"%.*s\" opens [ without closing it", (int)len, p);
         host = p + 1;
         hlen = (size_t)(close - host);
         if (close + 1 < p + len) {
             if (close[1] != ':')
-                return fail(err, size, "\"%.*s\" must be [address]:port", (int)len, p);
+                return config_error(err, size, "\"%.*s\" must be [address]:port", (int)len, p);
             port = close + 2;
         }
     } else {
@@ -45,7 +36,7 @@ static int parse_addr(const char *p, size_t len, struct sentinel_addr *a, char *
         }
     }
     if (hlen == 0 || hlen >= sizeof a->host)
-        return fail(err, size, "\"%.*s\" has no host", (int)len, p);
+        return config_error(err, size, "\"%.*s\" has no host", (int)len, p);
     memcpy(a->host, host, hlen);
     a->host[hlen] = '\0';
     a->port = 26379;
@@ -54,11 +45,11 @@ static int parse_addr(const char *p, size_t len, struct sentinel_addr *a, char *
         size_t n = (size_t)(p + len - port);
         char *end;
         if (n == 0 || n >= sizeof digits)
-            return fail(err, size, "\"%.*s\" has a bad port", (int)len, p);
+            return config_error(err, size, "\"%.*s\" has a bad port", (int)len, p);
         memcpy(digits, port, n);
         long v = strtol(digits, &end, 10);
         if (*end || v < 1 || v > 65535)
-            return fail(err, size, "\"%.*s\" has a bad port", (int)len, p);
+            return config_error(err, size, "\"%.*s\" has a bad port", (int)len, p);
         a->port = (int)v;
     }
     return 0;
@@ -76,9 +67,9 @@ int sentinel_parse_list(const char *list, struct sentinel_set *s, char *err, siz
         while (len > 0 && p[len - 1] == ' ')
             len--;
         if (len == 0)
-            return fail(err, err_size, "an empty entry (write host:port,host:port)");
+            return config_error(err, err_size, "an empty entry (write host:port,host:port)");
         if (s->n == SENTINEL_MAX)
-            return fail(err, err_size, "more than %d Sentinels", SENTINEL_MAX);
+            return config_error(err, err_size, "more than %d Sentinels", SENTINEL_MAX);
         if (parse_addr(p, len, &s->addr[s->n], err, err_size) != 0)
             return -1;
         s->n++;
@@ -87,7 +78,7 @@ int sentinel_parse_list(const char *list, struct sentinel_set *s, char *err, siz
             p++;
     }
     if (s->n == 0)
-        return fail(err, err_size, "names no Sentinel");
+        return config_error(err, err_size, "names no Sentinel");
     return 0;
 }
 
@@ -158,10 +149,10 @@ int sentinel_find_primary(const struct sentinel_set *s, const char *username, co
             return 0;
     }
     if (answered == 0)
-        return fail(err, err_size, "no Sentinel of %zu knows the primary \"%s\"", s->n,
-                    s->master_name);
-    return fail(err, err_size,
-                "the Sentinels named %s:%d for \"%s\", which is not a primary (a "
-                "failover in progress?)",
-                host, *port, s->master_name);
+        return config_error(err, err_size, "no Sentinel of %zu knows the primary \"%s\"", s->n,
+                            s->master_name);
+    return config_error(err, err_size,
+                        "the Sentinels named %s:%d for \"%s\", which is not a primary (a "
+                        "failover in progress?)",
+                        host, *port, s->master_name);
 }

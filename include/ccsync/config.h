@@ -58,6 +58,11 @@ struct config {
 /* Where a variable's value comes from; getenv in production, a table in tests. */
 typedef const char *(*config_lookup_fn)(const char *name);
 
+/* Writes the message into err and returns -1: how every parser of configuration
+ * (the environment, a Sentinel list, a key file) reports what is wrong. */
+int config_error(char *err, size_t err_size, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
 /* Fills c from lookup. Returns 0, or -1 with one line naming the variable and
  * the problem in err (the caller prints it and exits with status 2). */
 int config_load(struct config *c, config_lookup_fn lookup, char *err, size_t err_size);

@@ -155,36 +155,6 @@ struct ha {
     char dir[160];
 };
 
-static pid_t redis_replica(int port, int primary, const char *dir)
-{
-    char p[16], m[16], log[256];
-    snprintf(p, sizeof p, "%d", port);
-    snprintf(m, sizeof m, "%d", primary);
-    snprintf(log, sizeof log, "%s/replica.log", dir);
-    char *argv[] = {"redis-server", "--port",    p, "--bind", "127.0.0.1", "--save", "",
-                    "--replicaof",  "127.0.0.1", m, "--dir",  (char *)dir, NULL};
-    pid_t pid = ts_spawn_logged(argv, NULL, log);
-    return pid > 0 && ts_wait_port(port, 5000) == 0 ? pid : -1;
-}
-
-static pid_t sentinel(int port, int primary, const char *dir)
-{
-    char conf[256], log[256];
-    snprintf(conf, sizeof conf, "%s/sentinel.conf", dir);
-    snprintf(log, sizeof log, "%s/sentinel.log", dir);
-    FILE *f = fopen(conf, "w");
-    if (!f)
-        return -1;
-    fprintf(f,
-            "port %d\nbind 127.0.0.1\ndir %s\nsentinel monitor main 127.0.0.1 %d 1\n"
-            "sentinel down-after-milliseconds main 1000\nsentinel failover-timeout main 10000\n",
-            port, dir, primary);
-    fclose(f);
-    char *argv[] = {"redis-server", conf, "--sentinel", NULL};
-    pid_t pid = ts_spawn_logged(argv, NULL, log);
-    return pid > 0 && ts_wait_port(port, 5000) == 0 ? pid : -1;
-}
-
 static bool replica_in_sync(void *arg)
 {
     redisContext *c = peek_connect(*(int *)arg);
@@ -203,10 +173,13 @@ static void ha_start(struct ha *h)
     assert_int_equal(system(mk), 0);
     h->replica_port = ts_free_port();
     h->sentinel_port = ts_free_port();
-    h->replica = redis_replica(h->replica_port, stack.redis_port, h->dir);
+    char primary[16];
+    snprintf(primary, sizeof primary, "%d", stack.redis_port);
+    char *replica_of[] = {"--replicaof", "127.0.0.1", primary, NULL};
+    h->replica = ts_redis_start_in(h->replica_port, h->dir, replica_of);
     assert_true(h->replica > 0);
     assert_true(ts_wait_for(replica_in_sync, &h->replica_port, 10000, 50));
-    h->sentinel = sentinel(h->sentinel_port, stack.redis_port, h->dir);
+    h->sentinel = ts_sentinel_start(h->sentinel_port, stack.redis_port, h->dir);
     assert_true(h->sentinel > 0);
 }
 

@@ -19,52 +19,6 @@
 #include "ccsync/store.h"
 #include "testsupport.h"
 
-static pid_t redis_with(int port, char *const extra[])
-{
-    char port_s[16];
-    snprintf(port_s, sizeof port_s, "%d", port);
-    char *argv[32] = {"redis-server", "--port", port_s,       "--bind", "127.0.0.1",
-                      "--save",       "",       "--loglevel", "warning"};
-    size_t n = 9;
-    for (size_t k = 0; extra && extra[k] && n < 31; k++)
-        argv[n++] = extra[k];
-    argv[n] = NULL;
-    pid_t pid = ts_spawn_io(argv, NULL, NULL, NULL);
-    if (pid > 0 && ts_wait_port(port, 5000) != 0) {
-        ts_kill(pid, SIGKILL);
-        return -1;
-    }
-    return pid;
-}
-
-/* A Sentinel watching "main" at 127.0.0.1:primary, deciding alone (quorum 1). */
-static pid_t sentinel_start(int port, int primary, char *dir)
-{
-    char conf[512];
-    snprintf(conf, sizeof conf, "%s/sentinel-%d.conf", dir, port);
-    FILE *f = fopen(conf, "w");
-    if (!f)
-        return -1;
-    fprintf(f,
-            "port %d\nbind 127.0.0.1\ndir %s\nsentinel monitor main 127.0.0.1 %d 1\n"
-            "sentinel down-after-milliseconds main 1000\nsentinel failover-timeout main 10000\n",
-            port, dir, primary);
-    fclose(f);
-    char *argv[] = {"redis-server", conf, "--sentinel", "--loglevel", "warning", NULL};
-    pid_t pid = ts_spawn_io(argv, NULL, NULL, NULL);
-    if (pid > 0 && ts_wait_port(port, 5000) != 0) {
-        ts_kill(pid, SIGKILL);
-        return -1;
-    }
-    return pid;
-}
-
-static void sleep_ms(long ms)
-{
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
 static void test_primary_found_and_found_again_after_failover(void **state)
 {
     (void)state;
@@ -73,10 +27,10 @@ static void test_primary_found_and_found_again_after_failover(void **state)
     int p1 = ts_free_port(), p2 = ts_free_port(), ps = ts_free_port(), dead = ts_free_port();
     char p1_s[16];
     snprintf(p1_s, sizeof p1_s, "%d", p1);
-    pid_t primary = redis_with(p1, NULL);
+    pid_t primary = ts_redis_start_in(p1, dir, NULL);
     char *replica_args[] = {"--replicaof", "127.0.0.1", p1_s, NULL};
-    pid_t replica = redis_with(p2, replica_args);
-    pid_t sentinel = sentinel_start(ps, p1, dir);
+    pid_t replica = ts_redis_start_in(p2, dir, replica_args);
+    pid_t sentinel = ts_sentinel_start(ps, p1, dir);
     assert_true(primary > 0 && replica > 0 && sentinel > 0);
 
     struct sentinel_set set;
@@ -94,7 +48,7 @@ static void test_primary_found_and_found_again_after_failover(void **state)
     ts_kill(primary, SIGKILL); /* the primary dies: the Sentinel promotes the replica */
     int found = -1;
     for (int i = 0; i < 300 && found != 0; i++) {
-        sleep_ms(100);
+        ts_sleep_ms(100);
         found = sentinel_find_primary(&set, "", "", 500, host, sizeof host, &port, err, sizeof err);
         /* until the failover the Sentinel still names the dead primary: never taken */
         if (found == 0)
@@ -128,8 +82,8 @@ static void test_persistence_settings_read_from_redis(void **state)
     char dir[] = "/tmp/ccsync-aof-XXXXXX";
     assert_non_null(mkdtemp(dir));
     int port = ts_free_port();
-    char *aof[] = {"--appendonly", "yes", "--appendfsync", "always", "--dir", dir, NULL};
-    pid_t pid = redis_with(port, aof);
+    char *aof[] = {"--appendonly", "yes", "--appendfsync", "always", NULL};
+    pid_t pid = ts_redis_start_in(port, dir, aof);
     assert_true(pid > 0);
     struct redis_persistence p;
     read_settings(port, &p);
@@ -142,7 +96,7 @@ static void test_persistence_settings_read_from_redis(void **state)
 
     port = ts_free_port();
     char *lru[] = {"--appendonly", "no", "--maxmemory-policy", "allkeys-lru", NULL};
-    pid = redis_with(port, lru);
+    pid = ts_redis_start_in(port, NULL, lru);
     read_settings(port, &p);
     assert_false(p.aof);
     assert_string_equal(p.eviction, "allkeys-lru");
@@ -154,7 +108,7 @@ static void test_persistence_settings_read_from_redis(void **state)
     /* CONFIG renamed away, as managed services do: INFO still tells AOF and policy */
     port = ts_free_port();
     char *renamed[] = {"--appendonly", "no", "--rename-command", "CONFIG", "", NULL};
-    pid = redis_with(port, renamed);
+    pid = ts_redis_start_in(port, NULL, renamed);
     read_settings(port, &p);
     assert_true(p.known);
     assert_false(p.aof);

@@ -328,24 +328,57 @@ char *ts_read_file(const char *path, size_t *len)
     return b.data;
 }
 
-pid_t ts_redis_start(int port)
+/* Starts argv (a redis-server) with its output in log (NULL: discarded) and
+ * waits until port accepts; its pid, or -1. */
+static pid_t redis_process(char *const argv[], int port, const char *log)
 {
-    char port_s[16], dir[] = "/tmp/ccsync-redis-XXXXXX";
-    snprintf(port_s, sizeof port_s, "%d", port);
-    /* a folder of its own: never a dump.rdb left in the working folder */
-    if (!mkdtemp(dir))
-        return -1;
-    char *argv[] = {"redis-server", "--port",     port_s,    "--bind", "127.0.0.1",
-                    "--save",       "",           "--dir",   dir,      "--appendonly",
-                    "no",           "--loglevel", "warning", NULL};
-    pid_t pid = ts_spawn_io(argv, NULL, NULL, NULL);
-    if (pid < 0)
-        return -1;
-    if (ts_wait_port(port, 5000) != 0) {
+    pid_t pid = ts_spawn_io(argv, NULL, log, log);
+    if (pid > 0 && ts_wait_port(port, 5000) != 0) {
         ts_kill(pid, SIGKILL);
         return -1;
     }
     return pid;
+}
+
+pid_t ts_redis_start_in(int port, const char *dir, char *const extra[])
+{
+    char port_s[16], tmp[] = "/tmp/ccsync-redis-XXXXXX", log[300] = "";
+    snprintf(port_s, sizeof port_s, "%d", port);
+    /* a folder of its own: never a dump.rdb left in (or loaded from) the working folder */
+    if (!dir && !(dir = mkdtemp(tmp)))
+        return -1;
+    snprintf(log, sizeof log, "%s/redis-%d.log", dir, port);
+    char *argv[40] = {"redis-server", "--port",     port_s,   "--bind",
+                      "127.0.0.1",    "--save",     "",       "--dir",
+                      (char *)dir,    "--loglevel", "warning"};
+    size_t n = 11;
+    for (size_t k = 0; extra && extra[k] && n < 39; k++)
+        argv[n++] = extra[k];
+    argv[n] = NULL;
+    return redis_process(argv, port, log);
+}
+
+pid_t ts_redis_start(int port)
+{
+    char *no_aof[] = {"--appendonly", "no", NULL};
+    return ts_redis_start_in(port, NULL, no_aof);
+}
+
+pid_t ts_sentinel_start(int port, int primary, const char *dir)
+{
+    char conf[300], log[300];
+    snprintf(conf, sizeof conf, "%s/sentinel-%d.conf", dir, port);
+    snprintf(log, sizeof log, "%s/sentinel-%d.log", dir, port);
+    FILE *f = fopen(conf, "w");
+    if (!f)
+        return -1;
+    fprintf(f,
+            "port %d\nbind 127.0.0.1\ndir %s\nsentinel monitor main 127.0.0.1 %d 1\n"
+            "sentinel down-after-milliseconds main 1000\nsentinel failover-timeout main 10000\n",
+            port, dir, primary);
+    fclose(f);
+    char *argv[] = {"redis-server", conf, "--sentinel", NULL};
+    return redis_process(argv, port, log);
 }
 
 /* ---- raw HTTP ---- */

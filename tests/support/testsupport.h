@@ -73,6 +73,14 @@ char *ts_read_file(const char *path, size_t *len);
  * waited for until it accepts connections. Returns its pid, or -1. Stop it with
  * ts_kill. */
 pid_t ts_redis_start(int port);
+/* A redis-server on 127.0.0.1:port with its data and log in dir (NULL: a new
+ * temporary folder) and the extra arguments (NULL-terminated, or NULL), waited
+ * for. Returns its pid, or -1. */
+pid_t ts_redis_start_in(int port, const char *dir, char *const extra[]);
+/* A Redis Sentinel on 127.0.0.1:port watching the primary 127.0.0.1:primary
+ * under the name "main", deciding alone (quorum 1, down after 1 s); its config
+ * and log in dir. Returns its pid, or -1. */
+pid_t ts_sentinel_start(int port, int primary, const char *dir);
 
 /* Raw HTTP for what libcurl will not do (a body sent in pieces, chunked by hand,
  * one keep-alive connection kept across a server's state change). */
