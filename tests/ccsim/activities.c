@@ -13,26 +13,78 @@ static const struct {
     const char *name;
     size_t max;
 } IMPORT_FIELDS[] = {
-    {"email", 50},         {"first_name", 50},    {"last_name", 50},     {"job_title", 50},
-    {"company_name", 50},  {"anniversary", 0},    {"phone", 50},         {"home_phone", 50},
-    {"work_phone", 50},    {"mobile_phone", 50},  {"other_phone", 50},   {"street", 255},
-    {"street2", 255},      {"city", 50},          {"state", 50},         {"zip", 50},
-    {"country", 50},       {"home_street", 255},  {"home_street2", 255}, {"home_city", 50},
-    {"home_state", 50},    {"home_zip", 50},      {"home country", 50},  {"work_street", 255},
-    {"work_street2", 255}, {"work_city", 50},     {"work_state", 50},    {"work_zip", 50},
-    {"work_country", 50},  {"other_street", 255}, {"other_street2", 255}, {"other_city", 50},
-    {"other_state", 50},   {"other_zip", 50},     {"other_country", 50}, {"sms_number", 16},
+    {"email", 50},
+    {"first_name", 50},
+    {"last_name", 50},
+    {"job_title", 50},
+    {"company_name", 50},
+    {"anniversary", 0},
+    {"phone", 50},
+    {"home_phone", 50},
+    {"work_phone", 50},
+    {"mobile_phone", 50},
+    {"other_phone", 50},
+    {"street", 255},
+    {"street2", 255},
+    {"city", 50},
+    {"state", 50},
+    {"zip", 50},
+    {"country", 50},
+    {"home_street", 255},
+    {"home_street2", 255},
+    {"home_city", 50},
+    {"home_state", 50},
+    {"home_zip", 50},
+    {"home country", 50},
+    {"work_street", 255},
+    {"work_street2", 255},
+    {"work_city", 50},
+    {"work_state", 50},
+    {"work_zip", 50},
+    {"work_country", 50},
+    {"other_street", 255},
+    {"other_street2", 255},
+    {"other_city", 50},
+    {"other_state", 50},
+    {"other_zip", 50},
+    {"other_country", 50},
+    {"sms_number", 16},
     {"sms_consent_date", 16},
 };
 
+/* Checks a row's cf:NAME columns: at most 25, strings of at most 255 characters, each
+ * naming a custom field of the account. */
+static void check_custom_columns(json_object *row, size_t i, json_object *errs)
+{
+    int n = 0;
+    json_object_object_foreach(row, key, val)
+    {
+        if (strncmp(key, "cf:", 3) != 0)
+            continue;
+        if (++n == SIM_CUSTOM_FIELDS_PER_CONTACT + 1)
+            errs_add(errs, "json.max.items.exceeded",
+                     "#/import_data/%zu: a contact can carry at most %d custom fields", i,
+                     SIM_CUSTOM_FIELDS_PER_CONTACT);
+        if (json_object_is_type(val, json_type_null))
+            continue;
+        if (!json_object_is_type(val, json_type_string))
+            errs_add(errs, "json.field.invalid", "#/import_data/%zu/%s: must be a string", i, key);
+        else if (strlen(json_object_get_string(val)) > 255)
+            errs_add(errs, "json.field.invalid",
+                     "#/import_data/%zu/%s: must be at most 255 characters", i, key);
+        else if (sim_field_find_name(key + 3) == NULL)
+            errs_add(errs, "json.field.invalid",
+                     "#/import_data/%zu/%s: custom field %s was not found", i, key, key + 3);
+    }
+}
+
 /* Checks an array of list ids at #/path: min..max uuids; with must_exist, each one a
  * live list of the account (else a 404-class error is noted in *missing). */
-static json_object *check_ids(json_object *parent, const char *key, const char *path,
-                              size_t min, size_t max, bool required, json_object *errs)
+static json_object *check_ids(json_object *parent, const char *key, const char *path, size_t min,
+                              size_t max, bool required, json_object *errs)
 {
     json_object *arr;
-    if (!json_object_object_get_ex(parent, key, &arr) ||
-        json_object_is_type(arr, json_type_null)) {
+    if (!json_object_object_get_ex(parent, key, &arr) || json_object_is_type(arr, json_type_null)) {
         if (required)
             errs_add(errs, "json.field.required", "#/%s: is required", path);
         return NULL;
@@ -45,12 +97,10 @@ static json_object *check_ids(json_object *parent, const char *key, const char *
     if (n < min)
         errs_add(errs, "json.field.invalid", "#/%s: must have at least %zu items", path, min);
     if (n > max)
-        errs_add(errs, "json.max.items.exceeded", "#/%s: must have at most %zu items", path,
-                 max);
+        errs_add(errs, "json.max.items.exceeded", "#/%s: must have at most %zu items", path, max);
     for (size_t i = 0; i < n && n <= max; i++) {
         json_object *v = json_object_array_get_idx(arr, i);
-        if (!json_object_is_type(v, json_type_string) ||
-            !sim_is_uuid(json_object_get_string(v))) {
+        if (!json_object_is_type(v, json_type_string) || !sim_is_uuid(json_object_get_string(v))) {
             errs_add(errs, "json.field.invalid", "#/%s/%zu: must be a UUID", path, i);
             break;
         }
@@ -124,11 +174,13 @@ void activities_import(struct sim_req *q, struct sim_resp *r)
             if (!json_object_is_type(v, json_type_string))
                 errs_add(errs, "json.field.invalid", "#/import_data/%zu/%s: must be a string", i,
                          IMPORT_FIELDS[f].name);
-            else if (IMPORT_FIELDS[f].max && strlen(json_object_get_string(v)) > IMPORT_FIELDS[f].max)
+            else if (IMPORT_FIELDS[f].max &&
+                     strlen(json_object_get_string(v)) > IMPORT_FIELDS[f].max)
                 errs_add(errs, "json.field.invalid",
                          "#/import_data/%zu/%s: must be at most %zu characters", i,
                          IMPORT_FIELDS[f].name, IMPORT_FIELDS[f].max);
         }
+        check_custom_columns(row, i, errs);
         json_object *v;
         if ((json_object_object_get_ex(row, "birthday_month", &v) &&
              !json_object_is_type(v, json_type_int)) ||
@@ -171,10 +223,9 @@ static void membership_activity(struct sim_req *q, struct sim_resp *r, bool add)
     json_object *ids = check_ids(q->json, "list_ids", "list_ids", 1, 50, true, errs);
     long items = 0;
     if (source != NULL) {
-        json_object *cids = check_ids(source, "contact_ids", "source/contact_ids", 1, 500,
-                                      false, errs);
-        json_object *slists = check_ids(source, "list_ids", "source/list_ids", 1, 50, false,
-                                        errs);
+        json_object *cids =
+            check_ids(source, "contact_ids", "source/contact_ids", 1, 500, false, errs);
+        json_object *slists = check_ids(source, "list_ids", "source/list_ids", 1, 50, false, errs);
         json_object *all = json_object_object_get(source, "all_active_contacts");
         json_object *tags = check_ids(source, "tag_ids", "source/tag_ids", 1, 50, false, errs);
         int kinds = (cids != NULL) + (slists != NULL) + (all && json_object_get_boolean(all)) +
@@ -202,8 +253,7 @@ static void membership_activity(struct sim_req *q, struct sim_resp *r, bool add)
     }
     if (queue_full(r))
         return;
-    struct sim_activity *a =
-        sim_activity_create(add ? ACT_ADD : ACT_REMOVE, q->json, items);
+    struct sim_activity *a = sim_activity_create(add ? ACT_ADD : ACT_REMOVE, q->json, items);
     q->json = NULL;
     created(r, a);
 }
@@ -237,8 +287,8 @@ void activities_list_delete(struct sim_req *q, struct sim_resp *r)
         if (l != NULL)
             l->delete_pending = true;
     }
-    struct sim_activity *a = sim_activity_create(ACT_LIST_DELETE, q->json,
-                                                 (long)json_object_array_length(ids));
+    struct sim_activity *a =
+        sim_activity_create(ACT_LIST_DELETE, q->json, (long)json_object_array_length(ids));
     a->list_count = (long)json_object_array_length(ids);
     q->json = NULL;
     created(r, a);

@@ -8,16 +8,20 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const char *const PERMISSIONS[] = {"explicit",  "implicit",     "not_set",
-                                          "pending_confirmation", "temp_hold",
-                                          "unsubscribed", NULL};
-static const char *const STATUSES[] = {"all",     "active",  "deleted",      "not_set",
-                                       "pending_confirmation", "temp_hold",
-                                       "unsubscribed", NULL};
-static const char *const INCLUDES[] = {"custom_fields", "list_memberships", "phone_numbers",
-                                       "street_addresses", "taggings", "notes", NULL};
-static const char *const SMS_STATUSES[] = {"all", "explicit", "unsubscribed",
-                                           "pending_confirmation", "not_set", NULL};
+static const char *const PERMISSIONS[] = {
+    "explicit", "implicit", "not_set", "pending_confirmation", "temp_hold", "unsubscribed", NULL};
+static const char *const STATUSES[] = {
+    "all",       "active",       "deleted", "not_set", "pending_confirmation",
+    "temp_hold", "unsubscribed", NULL};
+static const char *const INCLUDES[] = {"custom_fields",
+                                       "list_memberships",
+                                       "phone_numbers",
+                                       "street_addresses",
+                                       "taggings",
+                                       "notes",
+                                       NULL};
+static const char *const SMS_STATUSES[] = {
+    "all", "explicit", "unsubscribed", "pending_confirmation", "not_set", NULL};
 
 static bool in_set(const char *const *set, const char *s)
 {
@@ -60,14 +64,35 @@ static bool contact_matches_status(const struct sim_contact *c, const char *cons
         if (c->deleted_at != 0)
             continue;
         if (strcmp(st[i], "active") == 0) {
-            if (strcmp(c->permission, "implicit") == 0 ||
-                strcmp(c->permission, "explicit") == 0)
+            if (strcmp(c->permission, "implicit") == 0 || strcmp(c->permission, "explicit") == 0)
                 return true;
         } else if (strcmp(st[i], c->permission) == 0) {
             return true;
         }
     }
     return false;
+}
+
+/* Whether the include parameter (checked by the caller) names item. */
+static bool include_has(const struct sim_req *q, const char *item)
+{
+    const char *s = req_param(q, "include");
+    char buf[512];
+    const char *items[16];
+    int n = s ? csv_split(s, buf, sizeof buf, items, 16, NULL) : 0;
+    for (int i = 0; i < n; i++)
+        if (strcmp(items[i], item) == 0)
+            return true;
+    return false;
+}
+
+/* A contact's JSON with the custom fields and taggings include= asks for. */
+static json_object *contact_view(const struct sim_req *q, const struct sim_contact *c,
+                                 bool with_lists)
+{
+    json_object *o = sim_contact_json(c, with_lists);
+    sim_contact_extras_json(o, c, include_has(q, "custom_fields"), include_has(q, "taggings"));
+    return o;
 }
 
 static void check_time_param(const struct sim_req *q, const char *name, int64_t *out,
@@ -109,8 +134,7 @@ void contacts_get_all(struct sim_req *q, struct sim_resp *r)
         } else {
             for (int i = 0; i < nlists; i++)
                 if (!sim_is_uuid(lists[i])) {
-                    errs_add(errs, "query.param.invalid", "lists: %s is not a list id",
-                             lists[i]);
+                    errs_add(errs, "query.param.invalid", "lists: %s is not a list id", lists[i]);
                     break;
                 }
         }
@@ -169,7 +193,7 @@ void contacts_get_all(struct sim_req *q, struct sim_resp *r)
                 break;
             continue;
         }
-        json_object_array_add(arr, sim_contact_json(c, with_lists));
+        json_object_array_add(arr, contact_view(q, c, with_lists));
     }
     json_object *o = json_object_new_object();
     json_object_object_add(o, "contacts", arr);
@@ -189,8 +213,7 @@ static void check_string(json_object *body, const char *key, size_t maxlen, json
     if (!json_object_is_type(v, json_type_string))
         errs_add(errs, "json.field.invalid", "#/%s: must be a string", key);
     else if (maxlen && strlen(json_object_get_string(v)) > maxlen)
-        errs_add(errs, "json.field.invalid", "#/%s: must be at most %zu characters", key,
-                 maxlen);
+        errs_add(errs, "json.field.invalid", "#/%s: must be at most %zu characters", key, maxlen);
 }
 
 static void check_int(json_object *body, const char *key, int lo, int hi, json_object *errs)
@@ -200,8 +223,7 @@ static void check_int(json_object *body, const char *key, int lo, int hi, json_o
         return;
     if (!json_object_is_type(v, json_type_int) || json_object_get_int(v) < lo ||
         json_object_get_int(v) > hi)
-        errs_add(errs, "json.field.invalid", "#/%s: must be an integer from %d to %d", key, lo,
-                 hi);
+        errs_add(errs, "json.field.invalid", "#/%s: must be an integer from %d to %d", key, lo, hi);
 }
 
 static void check_source(json_object *body, const char *key, json_object *errs)
@@ -295,8 +317,8 @@ static void apply_memberships(struct sim_contact *c, json_object *lm)
     if (strcmp(c->permission, "unsubscribed") == 0)
         return; /* an unsubscribed contact cannot be put on a list by the account */
     for (size_t i = 0; i < json_object_array_length(lm); i++)
-        sim_contact_add_list(c, sim_list_find(json_object_get_string(
-                                    json_object_array_get_idx(lm, i))));
+        sim_contact_add_list(
+            c, sim_list_find(json_object_get_string(json_object_array_get_idx(lm, i))));
 }
 
 static void apply_core(struct sim_contact *c, json_object *body)
@@ -386,7 +408,7 @@ void contacts_get(struct sim_req *q, struct sim_resp *r, const char *id)
     if (c == NULL)
         return;
     r->status = 200;
-    r->body = sim_contact_json(c, with_lists);
+    r->body = contact_view(q, c, with_lists);
 }
 
 void contacts_update(struct sim_req *q, struct sim_resp *r, const char *id)
@@ -420,8 +442,8 @@ void contacts_update(struct sim_req *q, struct sim_resp *r, const char *id)
     json_object *e = json_object_object_get(q->json, "email_address");
     const char *perm = e ? get_str(e, "permission_to_send") : NULL;
     /* Only the contact can opt back in: an Account update cannot resubscribe. */
-    if (perm != NULL && (strcmp(c->permission, "unsubscribed") != 0 ||
-                         strcmp(source, "Contact") == 0)) {
+    if (perm != NULL &&
+        (strcmp(c->permission, "unsubscribed") != 0 || strcmp(source, "Contact") == 0)) {
         if (strcmp(perm, "unsubscribed") == 0 && strcmp(c->permission, "unsubscribed") != 0)
             sim_contact_unsubscribe(c, source);
         else

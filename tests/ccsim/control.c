@@ -48,7 +48,7 @@ static void seed(json_object *body, struct sim_resp *r)
     for (size_t i = 0; lists && i < json_object_array_length(lists); i++) {
         json_object *l = json_object_array_get_idx(lists, i);
         const char *name = json_object_is_type(l, json_type_string) ? json_object_get_string(l)
-                                                                      : str_of(l, "name");
+                                                                    : str_of(l, "name");
         if (name == NULL)
             continue;
         struct sim_list *list = sim_list_find_name(name, NULL);
@@ -278,14 +278,45 @@ static json_object *state_dump(void)
         for (int i = 0; i < c->n_lists; i++)
             json_object_array_add(ls, json_object_new_string(c->lists[i]->name));
         json_object_object_add(co, "lists", ls);
+        json_object *cf = json_object_new_object();
+        for (int i = 0; i < c->n_cf; i++)
+            json_object_object_add(cf, c->cf[i].field->name,
+                                   json_object_new_string(c->cf[i].value));
+        json_object_object_add(co, "custom_fields", cf);
+        json_object *tags = json_object_new_array();
+        for (int i = 0; i < c->n_tags; i++)
+            json_object_array_add(tags, json_object_new_string(c->tags[i]->name));
+        json_object_object_add(co, "tags", tags);
+        if (c->job_title)
+            json_object_object_add(co, "job_title", json_object_new_string(c->job_title));
+        if (c->company_name)
+            json_object_object_add(co, "company_name", json_object_new_string(c->company_name));
         json_object_array_add(contacts, co);
     }
     json_object_object_add(o, "lists", lists);
     json_object_object_add(o, "contacts", contacts);
+    json_object *fields = json_object_new_array();
+    for (size_t i = 0; i < sim.n_fields; i++) {
+        json_object *fo = json_object_new_object();
+        json_object_object_add(fo, "custom_field_id", json_object_new_string(sim.fields[i]->id));
+        json_object_object_add(fo, "name", json_object_new_string(sim.fields[i]->name));
+        json_object_object_add(fo, "type", json_object_new_string(sim.fields[i]->type));
+        json_object_array_add(fields, fo);
+    }
+    json_object_object_add(o, "custom_fields", fields);
+    json_object *tags = json_object_new_array();
+    for (size_t i = 0; i < sim.n_tags; i++) {
+        if (sim.tags[i]->deleted_at != 0)
+            continue;
+        json_object *to = json_object_new_object();
+        json_object_object_add(to, "tag_id", json_object_new_string(sim.tags[i]->id));
+        json_object_object_add(to, "name", json_object_new_string(sim.tags[i]->name));
+        json_object_array_add(tags, to);
+    }
+    json_object_object_add(o, "tags", tags);
     json_object_object_add(o, "activities_queued",
                            json_object_new_int64((int64_t)sim_activities_queued()));
-    json_object_object_add(o, "activities_total",
-                           json_object_new_int64((int64_t)sim.n_activities));
+    json_object_object_add(o, "activities_total", json_object_new_int64((int64_t)sim.n_activities));
     return o;
 }
 

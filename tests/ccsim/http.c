@@ -224,8 +224,8 @@ static int check_limits(struct sim_resp *r, int64_t now)
     if (sim.cfg.rate > 0) {
         size_t rate = (size_t)sim.cfg.rate < SIM_RATE_RING ? (size_t)sim.cfg.rate : SIM_RATE_RING;
         while (sim.accepted_n > 0 &&
-               sim.accepted[(sim.accepted_head + SIM_RATE_RING - sim.accepted_n) %
-                            SIM_RATE_RING] <= now - 1000)
+               sim.accepted[(sim.accepted_head + SIM_RATE_RING - sim.accepted_n) % SIM_RATE_RING] <=
+                   now - 1000)
             sim.accepted_n--;
         if (sim.accepted_n >= rate) {
             sim.throttled++;
@@ -256,8 +256,25 @@ static int check_limits(struct sim_resp *r, int64_t now)
 
 /* ---- routing ---- */
 
-enum route_kind { R_NONE, R_LISTS, R_LIST, R_CONTACTS, R_CONTACT, R_ACTS, R_ACT, R_IMPORT,
-                  R_ADD, R_REMOVE, R_LIST_DELETE };
+enum route_kind {
+    R_NONE,
+    R_LISTS,
+    R_LIST,
+    R_CONTACTS,
+    R_CONTACT,
+    R_ACTS,
+    R_ACT,
+    R_IMPORT,
+    R_ADD,
+    R_REMOVE,
+    R_LIST_DELETE,
+    R_FIELDS,
+    R_FIELD,
+    R_TAGS,
+    R_TAG,
+    R_TAGGING_ADD,
+    R_TAGGING_REMOVE
+};
 
 static enum route_kind route_of(const char *path, const char **id, const char **name)
 {
@@ -274,6 +291,12 @@ static enum route_kind route_of(const char *path, const char **id, const char **
         {"/v3/activities/remove_list_memberships", R_REMOVE,
          "/v3/activities/remove_list_memberships"},
         {"/v3/activities/list_delete", R_LIST_DELETE, "/v3/activities/list_delete"},
+        {"/v3/contact_custom_fields", R_FIELDS, "/v3/contact_custom_fields"},
+        {"/v3/contact_tags", R_TAGS, "/v3/contact_tags"},
+        {"/v3/activities/contacts_taggings_add", R_TAGGING_ADD,
+         "/v3/activities/contacts_taggings_add"},
+        {"/v3/activities/contacts_taggings_remove", R_TAGGING_REMOVE,
+         "/v3/activities/contacts_taggings_remove"},
     };
     for (size_t i = 0; i < sizeof fixed / sizeof fixed[0]; i++) {
         if (strcmp(path, fixed[i].path) == 0) {
@@ -289,6 +312,8 @@ static enum route_kind route_of(const char *path, const char **id, const char **
         {"/v3/contact_lists/", R_LIST, "/v3/contact_lists/{list_id}"},
         {"/v3/contacts/", R_CONTACT, "/v3/contacts/{contact_id}"},
         {"/v3/activities/", R_ACT, "/v3/activities/{activity_id}"},
+        {"/v3/contact_custom_fields/", R_FIELD, "/v3/contact_custom_fields/{custom_field_id}"},
+        {"/v3/contact_tags/", R_TAG, "/v3/contact_tags/{tag_id}"},
     };
     for (size_t i = 0; i < sizeof with_id / sizeof with_id[0]; i++) {
         size_t n = strlen(with_id[i].prefix);
@@ -308,8 +333,7 @@ static void method_not_allowed(struct sim_resp *r, const struct sim_req *q)
     resp_error(r, 405, "http.method.not_allowed", "%s is not allowed on %s", q->method, q->path);
 }
 
-static void dispatch_v3(struct sim_req *q, struct sim_resp *r, enum route_kind kind,
-                        const char *id)
+static void dispatch_v3(struct sim_req *q, struct sim_resp *r, enum route_kind kind, const char *id)
 {
     const char *m = q->method;
     bool get = strcmp(m, "GET") == 0, post = strcmp(m, "POST") == 0;
@@ -351,6 +375,30 @@ static void dispatch_v3(struct sim_req *q, struct sim_resp *r, enum route_kind k
     case R_LIST_DELETE:
         post ? activities_list_delete(q, r) : method_not_allowed(r, q);
         break;
+    case R_FIELDS:
+        get ? fields_get_all(q, r) : post ? fields_create(q, r) : method_not_allowed(r, q);
+        break;
+    case R_FIELD:
+        get   ? fields_get(q, r, id)
+        : put ? fields_update(q, r, id)
+        : del ? fields_delete(q, r, id)
+              : method_not_allowed(r, q);
+        break;
+    case R_TAGS:
+        get ? tags_get_all(q, r) : post ? tags_create(q, r) : method_not_allowed(r, q);
+        break;
+    case R_TAG:
+        get   ? tags_get(q, r, id)
+        : put ? tags_update(q, r, id)
+        : del ? tags_delete(q, r, id)
+              : method_not_allowed(r, q);
+        break;
+    case R_TAGGING_ADD:
+        post ? activities_tagging(q, r, true) : method_not_allowed(r, q);
+        break;
+    case R_TAGGING_REMOVE:
+        post ? activities_tagging(q, r, false) : method_not_allowed(r, q);
+        break;
     case R_NONE:
         resp_error(r, 404, "not.found", "No resource at %s", q->path);
         break;
@@ -362,8 +410,8 @@ static void query_string(const struct sim_req *q, char *out, size_t outlen)
     size_t len = 0;
     out[0] = '\0';
     for (int i = 0; i < q->n_params && len < outlen; i++)
-        len += (size_t)snprintf(out + len, outlen - len, "%s%s=%s", i ? "&" : "",
-                                q->params[i].key, q->params[i].value);
+        len += (size_t)snprintf(out + len, outlen - len, "%s%s=%s", i ? "&" : "", q->params[i].key,
+                                q->params[i].value);
 }
 
 /* Runs one complete request; sets *drop when the connection is to be cut. */
@@ -402,7 +450,8 @@ static void handle(struct sim_req *q, struct sim_resp *r, bool *drop)
         if (fault.status == 429)
             resp_error_object(r, 429, "throttled", "Too many requests");
         else
-            resp_error(r, fault.status, fault.status == 503 ? "service.unavailable" : "server.error",
+            resp_error(r, fault.status,
+                       fault.status == 503 ? "service.unavailable" : "server.error",
                        "Injected fault %d", fault.status);
         log_request(q, query, r->status, arrived);
         pthread_mutex_unlock(&sim.lock);
@@ -460,8 +509,8 @@ static enum MHD_Result send_response(struct MHD_Connection *conn, struct sim_res
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
-                                  const char *method, const char *version,
-                                  const char *upload_data, size_t *upload_size, void **con_cls)
+                                  const char *method, const char *version, const char *upload_data,
+                                  size_t *upload_size, void **con_cls)
 {
     (void)cls;
     (void)version;

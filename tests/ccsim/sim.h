@@ -21,6 +21,10 @@
 #define SIM_LOG_CAP 4096
 #define SIM_LOG_BODY_MAX 16384
 #define SIM_DELAY_RULES 16
+#define SIM_CUSTOM_FIELDS_MAX 100        /* custom fields per account */
+#define SIM_CUSTOM_FIELDS_PER_CONTACT 25 /* cf: columns in an import row, values a contact holds   \
+                                          */
+#define SIM_TAGS_PER_CONTACT 50
 
 struct sim_config {
     char host[64];
@@ -54,6 +58,29 @@ struct sim_list {
     bool delete_pending; /* an activity will delete it */
 };
 
+/* A custom field of the account; name is the label with blanks replaced by '_'. */
+struct sim_custom_field {
+    char id[37];
+    char *label;
+    char *name;
+    char type[24];
+    int64_t created_at, updated_at;
+};
+
+/* A contact tag; deleted_at is set when a contacts_tags_delete activity completes. */
+struct sim_tag {
+    char id[37];
+    char *name;
+    char *source;
+    int64_t created_at, updated_at, deleted_at;
+    bool delete_pending;
+};
+
+struct sim_cf_value {
+    struct sim_custom_field *field;
+    char *value;
+};
+
 struct sim_contact {
     char id[37];
     char *email; /* lowercase */
@@ -67,9 +94,21 @@ struct sim_contact {
     int64_t created_at, updated_at, opt_in_date, opt_out_date, deleted_at;
     struct sim_list *lists[SIM_LISTS_PER_CONTACT];
     int n_lists;
+    struct sim_cf_value cf[SIM_CUSTOM_FIELDS_PER_CONTACT];
+    int n_cf;
+    struct sim_tag *tags[SIM_TAGS_PER_CONTACT];
+    int n_tags;
 };
 
-enum sim_activity_kind { ACT_IMPORT, ACT_ADD, ACT_REMOVE, ACT_LIST_DELETE };
+enum sim_activity_kind {
+    ACT_IMPORT,
+    ACT_ADD,
+    ACT_REMOVE,
+    ACT_LIST_DELETE,
+    ACT_TAGGING_ADD,
+    ACT_TAGGING_REMOVE,
+    ACT_TAG_DELETE
+};
 
 struct sim_activity {
     char id[37];
@@ -83,9 +122,9 @@ struct sim_activity {
 
 struct sim_token {
     char *value;
-    bool refresh;         /* a refresh token, else an access token */
-    bool spent;           /* a used refresh token */
-    int64_t expires_at;   /* ms; 0 = never */
+    bool refresh;       /* a refresh token, else an access token */
+    bool spent;         /* a used refresh token */
+    int64_t expires_at; /* ms; 0 = never */
 };
 
 enum sim_fault_mode { FAULT_NONE, FAULT_STATUS, FAULT_DELAY, FAULT_DROP };
@@ -112,8 +151,8 @@ struct sim_log_entry {
     int64_t arrived; /* when the request came in (before any delay) */
     int64_t ts;      /* when it was answered */
     char method[8];
-    char *path;  /* with query */
-    char *body;  /* truncated */
+    char *path; /* with query */
+    char *body; /* truncated */
     int status;
 };
 
@@ -134,6 +173,12 @@ struct sim_state {
     struct sim_contact **contacts;
     size_t n_contacts, cap_contacts;
     struct strmap contact_by_id, contact_by_email;
+
+    struct sim_custom_field **fields; /* a deleted field is removed from the array */
+    size_t n_fields, cap_fields;
+
+    struct sim_tag **tags;
+    size_t n_tags, cap_tags;
 
     struct sim_activity **activities;
     size_t n_activities, cap_activities, first_unsettled;
@@ -175,7 +220,7 @@ struct sim_param {
 
 struct sim_req {
     const char *method;
-    const char *path;     /* without query, e.g. /v3/contacts */
+    const char *path; /* without query, e.g. /v3/contacts */
     const char *body;
     size_t body_len;
     const char *content_type;
@@ -235,6 +280,23 @@ const char *sim_activity_state(const struct sim_activity *a);
 json_object *sim_activity_json(const struct sim_activity *a);
 json_object *sim_list_json(const struct sim_list *l, bool with_count);
 json_object *sim_contact_json(const struct sim_contact *c, bool with_lists);
+void sim_contact_extras_json(json_object *o, const struct sim_contact *c, bool with_fields,
+                             bool with_tags);
+
+/* fields.c: custom fields and tags of the account, and their values on contacts */
+struct sim_custom_field *sim_field_find(const char *id);
+struct sim_custom_field *sim_field_find_name(const char *name);
+struct sim_custom_field *sim_field_create(const char *label, const char *type);
+struct sim_tag *sim_tag_find(const char *id);
+struct sim_tag *sim_tag_find_name(const char *name);
+struct sim_tag *sim_tag_create(const char *name, const char *source);
+void sim_contact_set_field(struct sim_contact *c, struct sim_custom_field *f, const char *v);
+int sim_contact_tag(struct sim_contact *c, struct sim_tag *t);
+void sim_contact_untag(struct sim_contact *c, const struct sim_tag *t);
+void sim_fields_free(void);
+void sim_contact_extras_free(struct sim_contact *c);
+void sim_settle_tagging(struct sim_activity *a, bool add);
+void sim_settle_tag_delete(struct sim_activity *a);
 
 /* errors and request helpers (state.c) */
 void resp_error(struct sim_resp *r, int status, const char *key, const char *fmt, ...)
@@ -247,8 +309,8 @@ const char *req_param(const struct sim_req *q, const char *key);
 int req_json_body(struct sim_req *q, struct sim_resp *r);
 int req_limit(const struct sim_req *q, struct sim_resp *r, int def, int max, int *out);
 char *cursor_encode(const struct sim_req *q, long offset);
-void resp_next_link(struct sim_resp *r, json_object *obj, const struct sim_req *q,
-                    const char *base, long next_offset);
+void resp_next_link(struct sim_resp *r, json_object *obj, const struct sim_req *q, const char *base,
+                    long next_offset);
 long req_offset(const struct sim_req *q);
 
 /* handlers: lists.c, contacts.c, activities.c, control.c, oauth.c */
@@ -267,6 +329,17 @@ void activities_add_members(struct sim_req *q, struct sim_resp *r);
 void activities_remove_members(struct sim_req *q, struct sim_resp *r);
 void activities_list_delete(struct sim_req *q, struct sim_resp *r);
 void activities_get(struct sim_req *q, struct sim_resp *r, const char *id);
+void activities_tagging(struct sim_req *q, struct sim_resp *r, bool add);
+void fields_get_all(struct sim_req *q, struct sim_resp *r);
+void fields_create(struct sim_req *q, struct sim_resp *r);
+void fields_get(struct sim_req *q, struct sim_resp *r, const char *id);
+void fields_update(struct sim_req *q, struct sim_resp *r, const char *id);
+void fields_delete(struct sim_req *q, struct sim_resp *r, const char *id);
+void tags_get_all(struct sim_req *q, struct sim_resp *r);
+void tags_create(struct sim_req *q, struct sim_resp *r);
+void tags_get(struct sim_req *q, struct sim_resp *r, const char *id);
+void tags_update(struct sim_req *q, struct sim_resp *r, const char *id);
+void tags_delete(struct sim_req *q, struct sim_resp *r, const char *id);
 void activities_get_all(struct sim_req *q, struct sim_resp *r);
 void control_handle(struct sim_req *q, struct sim_resp *r);
 void oauth_token(struct sim_req *q, struct sim_resp *r);

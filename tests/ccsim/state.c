@@ -31,8 +31,8 @@ void sim_format_time(int64_t ms, char *out, size_t outlen)
     time_t secs = (time_t)(ms / 1000);
     struct tm tm;
     gmtime_r(&secs, &tm);
-    snprintf(out, outlen, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
-             tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(ms % 1000));
+    snprintf(out, outlen, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1,
+             tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(ms % 1000));
 }
 
 void sim_format_date(int64_t ms, char *out, size_t outlen)
@@ -49,8 +49,8 @@ int sim_parse_time(const char *s, int64_t *ms)
     struct tm tm;
     memset(&tm, 0, sizeof tm);
     int n = 0;
-    if (sscanf(s, "%4d-%2d-%2dT%2d:%2d:%2d%n", &tm.tm_year, &tm.tm_mon, &tm.tm_mday,
-               &tm.tm_hour, &tm.tm_min, &tm.tm_sec, &n) != 6 ||
+    if (sscanf(s, "%4d-%2d-%2dT%2d:%2d:%2d%n", &tm.tm_year, &tm.tm_mon, &tm.tm_mday, &tm.tm_hour,
+               &tm.tm_min, &tm.tm_sec, &n) != 6 ||
         n != 19)
         return -1;
     const char *p = s + n;
@@ -114,8 +114,7 @@ void sim_uuid(char out[37])
     }
     b[6] = (uint8_t)((b[6] & 0x0f) | 0x40);
     b[8] = (uint8_t)((b[8] & 0x3f) | 0x80);
-    snprintf(out, 37,
-             "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0],
+    snprintf(out, 37, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0],
              b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13],
              b[14], b[15]);
 }
@@ -162,8 +161,8 @@ bool sim_email_valid(const char *s)
         return false;
     for (const char *p = s; *p; p++) {
         unsigned char c = (unsigned char)*p;
-        if (c <= 0x20 || c == 0x7f || c == ',' || c == ';' || c == '<' || c == '>' ||
-            c == '(' || c == ')' || c == '[' || c == ']' || c == '\\' || c == '"')
+        if (c <= 0x20 || c == 0x7f || c == ',' || c == ';' || c == '<' || c == '>' || c == '(' ||
+            c == ')' || c == '[' || c == ']' || c == '\\' || c == '"')
             return false;
     }
     const char *domain = at + 1;
@@ -302,8 +301,10 @@ static void state_free_entities(void)
         free(c->job_title);
         free(c->company_name);
         free(c->opt_out_reason);
+        sim_contact_extras_free(c);
         free(c);
     }
+    sim_fields_free();
     for (size_t i = 0; i < sim.n_activities; i++) {
         json_object_put(sim.activities[i]->input);
         json_object_put(sim.activities[i]->errors);
@@ -552,8 +553,7 @@ struct sim_activity *sim_activity_create(enum sim_activity_kind kind, json_objec
     a->created_at = sim_now_ms();
     a->started_at = a->created_at + sim.cfg.activity_ms / 2;
     a->completed_at = a->created_at + sim.cfg.activity_ms;
-    grow((void **)&sim.activities, &sim.cap_activities, sim.n_activities,
-         sizeof *sim.activities);
+    grow((void **)&sim.activities, &sim.cap_activities, sim.n_activities, sizeof *sim.activities);
     sim.activities[sim.n_activities++] = a;
     strmap_put(&sim.activity_by_id, a->id, a);
     return a;
@@ -585,6 +585,21 @@ static const char *json_str(json_object *obj, const char *key)
     return NULL;
 }
 
+/* The row's cf:NAME columns (checked when the import was queued): "" clears a value. */
+static void import_custom_fields(struct sim_contact *c, json_object *row)
+{
+    json_object_object_foreach(row, key, val)
+    {
+        if (strncmp(key, "cf:", 3) != 0 || !json_object_is_type(val, json_type_string))
+            continue;
+        struct sim_custom_field *f = sim_field_find_name(key + 3);
+        if (f == NULL)
+            continue; /* deleted since the import was queued */
+        const char *v = json_object_get_string(val);
+        sim_contact_set_field(c, f, v[0] ? v : NULL);
+    }
+}
+
 static void settle_import(struct sim_activity *a)
 {
     json_object *rows = json_object_object_get(a->input, "import_data");
@@ -612,6 +627,7 @@ static void settle_import(struct sim_activity *a)
             snprintf(c->update_source, sizeof c->update_source, "Account");
             c->updated_at = sim_now_ms();
         }
+        import_custom_fields(c, row);
         /* An import updates only the properties it carries. */
         static const char *const fields[] = {"first_name", "last_name", "job_title",
                                              "company_name"};
@@ -637,9 +653,8 @@ static void settle_import(struct sim_activity *a)
         }
         if (too_many) {
             a->error_count++;
-            errs_add(a->errors, NULL,
-                     "Line %zu: contact %s is already a member of %d lists", i + 1, c->email,
-                     SIM_LISTS_PER_CONTACT);
+            errs_add(a->errors, NULL, "Line %zu: contact %s is already a member of %d lists", i + 1,
+                     c->email, SIM_LISTS_PER_CONTACT);
         }
     }
 }
@@ -718,6 +733,15 @@ void sim_activities_settle(void)
         case ACT_LIST_DELETE:
             settle_list_delete(a);
             break;
+        case ACT_TAGGING_ADD:
+            sim_settle_tagging(a, true);
+            break;
+        case ACT_TAGGING_REMOVE:
+            sim_settle_tagging(a, false);
+            break;
+        case ACT_TAG_DELETE:
+            sim_settle_tag_delete(a);
+            break;
         }
         a->settled = true;
         sim.first_unsettled++;
@@ -752,22 +776,20 @@ json_object *sim_activity_json(const struct sim_activity *a)
         add_time(o, "started_at", a->started_at);
     if (done)
         add_time(o, "completed_at", a->completed_at);
-    add_time(o, "updated_at", done ? a->completed_at : (now < a->started_at ? a->created_at
-                                                                            : a->started_at));
+    add_time(o, "updated_at",
+             done ? a->completed_at : (now < a->started_at ? a->created_at : a->started_at));
     json_object_object_add(o, "percent_done",
                            json_object_new_int(done ? 100 : (now < a->started_at ? 0 : 50)));
     json_object *errs = json_object_new_array();
     if (done)
         for (size_t i = 0; i < json_object_array_length(a->errors); i++)
-            json_object_array_add(
-                errs, json_object_get(json_object_array_get_idx(a->errors, i)));
+            json_object_array_add(errs, json_object_get(json_object_array_get_idx(a->errors, i)));
     json_object_object_add(o, "activity_errors", errs);
     json_object *status = json_object_new_object();
     if (a->kind == ACT_LIST_DELETE) {
         json_object_object_add(status, "list_count", json_object_new_int64(a->list_count));
     } else {
-        json_object_object_add(status, "items_total_count",
-                               json_object_new_int64(a->items_total));
+        json_object_object_add(status, "items_total_count", json_object_new_int64(a->items_total));
         json_object_object_add(status, "items_completed_count",
                                json_object_new_int64(done ? a->items_completed : 0));
     }
@@ -779,11 +801,14 @@ json_object *sim_activity_json(const struct sim_activity *a)
         json_object_object_add(status, "correctable_count", json_object_new_int(0));
         json_object_object_add(status, "cannot_add_to_list_count",
                                json_object_new_int64(done ? a->cannot_add : 0));
+    } else if (a->kind == ACT_TAGGING_ADD || a->kind == ACT_TAGGING_REMOVE) {
+        json_object_object_add(status, "tags_count",
+                               json_object_new_int64((int64_t)json_object_array_length(
+                                   json_object_object_get(a->input, "tag_ids"))));
     } else if (a->kind == ACT_ADD || a->kind == ACT_REMOVE) {
-        json_object_object_add(
-            status, "list_count",
-            json_object_new_int64(json_object_array_length(
-                json_object_object_get(a->input, "list_ids"))));
+        json_object_object_add(status, "list_count",
+                               json_object_new_int64(json_object_array_length(
+                                   json_object_object_get(a->input, "list_ids"))));
     }
     json_object_object_add(o, "status", status);
     json_object *links = json_object_new_object();
@@ -1022,8 +1047,8 @@ long req_offset(const struct sim_req *q)
     return s ? strtol(s, NULL, 10) : 0;
 }
 
-void resp_next_link(struct sim_resp *r, json_object *obj, const struct sim_req *q,
-                    const char *base, long next_offset)
+void resp_next_link(struct sim_resp *r, json_object *obj, const struct sim_req *q, const char *base,
+                    long next_offset)
 {
     (void)r;
     char *cursor = cursor_encode(q, next_offset);

@@ -203,6 +203,45 @@ async function main() {
   await step({ method: 'GET', url: '/activities?state=completed&limit=500', expect: 200 });
   await step({ method: 'GET', url: `/activities/${UNKNOWN}`, route: '/activities/{activity_id}', expect: 404 });
 
+  // ---- custom fields and tags ----
+  const FIELDS = '/contact_custom_fields';
+  const FIELD = '/contact_custom_fields/{custom_field_id}';
+  const TAGS = '/contact_tags';
+  const TAG = '/contact_tags/{tag_id}';
+  const cf = await step({ method: 'POST', url: FIELDS, body: { label: 'Member Type', type: 'string' }, expect: 201, check: (j) => assert(j.name === 'Member_Type', 'name from label') });
+  await step({ method: 'POST', url: FIELDS, body: { label: 'Member Type', type: 'string' }, expect: 409, check: (j) => assert(Array.isArray(j), 'array body') });
+  await step({ method: 'POST', url: FIELDS, body: { label: 'x'.repeat(51), type: 'string' }, expect: 400, expectRequestViolation: true });
+  await step({ method: 'GET', url: `${FIELDS}?limit=100`, expect: 200, check: (j) => assert(j.custom_fields.length === 1, 'one field') });
+  await step({ method: 'GET', url: `${FIELDS}?limit=101`, expect: 400, expectRequestViolation: true });
+  await step({ method: 'GET', url: `${FIELDS}/${cf.custom_field_id}`, route: FIELD, expect: 200 });
+  await step({ method: 'PUT', url: `${FIELDS}/${cf.custom_field_id}`, route: FIELD, body: { label: 'Member Kind' }, expect: 200 });
+  const cfImp = await step({
+    method: 'POST', url: '/activities/contacts_json_import', expect: 201,
+    body: { import_data: [{ email: 'cf@example.org', 'cf:Member_Kind': 'Gold' }], list_ids: [a.list_id] },
+  });
+  await waitActivity(cfImp.activity_id);
+  const cfc = await step({ method: 'GET', url: '/contacts?email=cf@example.org&include=custom_fields', expect: 200, check: (j) => assert(j.contacts[0].custom_fields[0].value === 'Gold', 'custom field read') });
+  await step({ method: 'POST', url: '/activities/contacts_json_import', expect: 400, body: { import_data: [{ email: 'cf@example.org', 'cf:Nope': 'x' }], list_ids: [a.list_id] } });
+  const t = await step({ method: 'POST', url: TAGS, body: { name: 'Novi: Board', tag_source: 'ccsync' }, expect: 201 });
+  await step({ method: 'POST', url: TAGS, body: { name: 'Novi: Board' }, expect: 409 });
+  await step({ method: 'POST', url: TAGS, body: { name: '' }, expect: 400, expectRequestViolation: true });
+  await step({ method: 'GET', url: `${TAGS}?include_count=true`, expect: 200, check: (j) => assert(j.tags.length === 1, 'one tag') });
+  await step({ method: 'GET', url: `${TAGS}/${t.tag_id}`, route: TAG, expect: 200 });
+  await step({ method: 'PUT', url: `${TAGS}/${t.tag_id}`, route: TAG, body: { name: 'Novi: Directors' }, expect: 200 });
+  await step({ method: 'GET', url: `${TAGS}/${UNKNOWN}`, route: TAG, expect: 404 });
+  const cid = cfc.contacts[0].contact_id;
+  const tagAdd = await step({ method: 'POST', url: '/activities/contacts_taggings_add', expect: 201, body: { source: { contact_ids: [cid] }, tag_ids: [t.tag_id] } });
+  await waitActivity(tagAdd.activity_id);
+  await step({ method: 'GET', url: `/contacts/${cid}?include=taggings,custom_fields`, route: CONTACT, expect: 200, check: (j) => assert(j.taggings[0] === t.tag_id, 'tagged') });
+  await step({ method: 'POST', url: '/activities/contacts_taggings_add', expect: 400, expectRequestViolation: true, body: { source: { contact_ids: [cid] } } });
+  const tagRem = await step({ method: 'POST', url: '/activities/contacts_taggings_remove', expect: 201, body: { source: { contact_ids: [cid] }, tag_ids: [t.tag_id] } });
+  await waitActivity(tagRem.activity_id);
+  const tagDel = await step({ method: 'DELETE', url: `${TAGS}/${t.tag_id}`, route: TAG, expect: 202 });
+  await waitActivity(tagDel.activity_id);
+  await step({ method: 'GET', url: `${TAGS}/${t.tag_id}`, route: TAG, expect: 404 });
+  await step({ method: 'DELETE', url: `${FIELDS}/${cf.custom_field_id}`, route: FIELD, expect: 204 });
+  await step({ method: 'GET', url: `${FIELDS}/${cf.custom_field_id}`, route: FIELD, expect: 404 });
+
   // ---- auth, limits, faults ----
   await step({ method: 'GET', url: LISTS, auth: false, expect: 401, expectRequestViolation: true });
   await control('POST', '/config', { max_activities: 0 });

@@ -926,6 +926,240 @@ static void test_request_log_records_requests(void **state)
     reply_free(&r);
 }
 
+/* ---- custom fields and tags ---- */
+
+/* The first error's key of a 4xx array body, after asserting the array shape. */
+static void assert_error_array(const struct reply *r, int status, const char *key)
+{
+    assert_int_equal(r->status, status);
+    assert_true(json_object_is_type(r->json, json_type_array));
+    assert_string_equal(jpath_str(r->json, "0.error_key"), key);
+}
+
+static void create_field(const char *label, const char *type, char id[64])
+{
+    char body[256];
+    snprintf(body, sizeof body, "{\"label\":\"%s\",\"type\":\"%s\"}", label, type);
+    struct reply r = api("POST", "/v3/contact_custom_fields", body);
+    assert_int_equal(r.status, 201);
+    snprintf(id, 64, "%s", jpath_str(r.json, "custom_field_id"));
+    reply_free(&r);
+}
+
+static void create_tag(const char *name, char id[64])
+{
+    char body[300];
+    snprintf(body, sizeof body, "{\"name\":\"%s\"}", name);
+    struct reply r = api("POST", "/v3/contact_tags", body);
+    assert_int_equal(r.status, 201);
+    snprintf(id, 64, "%s", jpath_str(r.json, "tag_id"));
+    reply_free(&r);
+}
+
+static void test_custom_fields_crud_and_100_per_account(void **state)
+{
+    (void)state;
+    char id[64], path[128];
+    struct reply r =
+        api("POST", "/v3/contact_custom_fields", "{\"label\":\"Member Type\",\"type\":\"string\"}");
+    assert_int_equal(r.status, 201);
+    assert_string_equal(jpath_str(r.json, "name"), "Member_Type");
+    assert_string_equal(jpath_str(r.json, "label"), "Member Type");
+    assert_string_equal(jpath_str(r.json, "type"), "string");
+    snprintf(id, sizeof id, "%s", jpath_str(r.json, "custom_field_id"));
+    reply_free(&r);
+    r = api("POST", "/v3/contact_custom_fields", "{\"label\":\"member type\",\"type\":\"date\"}");
+    assert_error_array(&r, 409, "conflict");
+    reply_free(&r);
+    r = api("POST", "/v3/contact_custom_fields", "{\"label\":\"X\"}");
+    assert_error_array(&r, 400, "json.field.required");
+    assert_non_null(strstr(jpath_str(r.json, "0.error_message"), "#/type"));
+    reply_free(&r);
+    snprintf(path, sizeof path, "/v3/contact_custom_fields/%s", id);
+    r = api("PUT", path, "{\"label\":\"Member Kind\"}");
+    assert_int_equal(r.status, 200);
+    assert_string_equal(jpath_str(r.json, "name"), "Member_Kind");
+    reply_free(&r);
+    for (int i = 1; i < 100; i++) {
+        char label[32], other[64];
+        snprintf(label, sizeof label, "F%d", i);
+        create_field(label, "string", other);
+    }
+    r = api("POST", "/v3/contact_custom_fields", "{\"label\":\"F100\",\"type\":\"string\"}");
+    assert_error_array(&r, 400, "custom_fields.limit.reached");
+    reply_free(&r);
+    r = api("GET", "/v3/contact_custom_fields?limit=100", NULL);
+    assert_int_equal(r.status, 200);
+    assert_int_equal(json_object_array_length(jpath(r.json, "custom_fields")), 100);
+    assert_null(jpath(r.json, "_links"));
+    reply_free(&r);
+    r = api("DELETE", path, NULL);
+    assert_int_equal(r.status, 204);
+    reply_free(&r);
+    r = api("GET", path, NULL);
+    assert_error_array(&r, 404, "not.found");
+    reply_free(&r);
+}
+
+static void test_import_carries_custom_fields_and_reads_show_them(void **state)
+{
+    (void)state;
+    char l1[64], fid[64], body[4096];
+    create_list("Fields", l1);
+    create_field("Member Type", "string", fid);
+    snprintf(body, sizeof body,
+             "{\"import_data\":[{\"email\":\"f@x.org\",\"cf:Member_Type\":\"Gold\"}],"
+             "\"list_ids\":[\"%s\"]}",
+             l1);
+    json_object *a = post_activity(IMPORT_PATH, body, 201);
+    json_object_put(wait_activity(jpath_str(a, "activity_id")));
+    json_object_put(a);
+    struct reply r = api("GET", "/v3/contacts?email=f@x.org&include=custom_fields", NULL);
+    assert_int_equal(json_object_array_length(jpath(r.json, "contacts.0.custom_fields")), 1);
+    assert_string_equal(jpath_str(r.json, "contacts.0.custom_fields.0.custom_field_id"), fid);
+    assert_string_equal(jpath_str(r.json, "contacts.0.custom_fields.0.value"), "Gold");
+    reply_free(&r);
+    r = api("GET", "/v3/contacts?email=f@x.org", NULL); /* not asked for: not shown */
+    assert_null(jpath(r.json, "contacts.0.custom_fields"));
+    reply_free(&r);
+    /* "" clears the value */
+    snprintf(body, sizeof body,
+             "{\"import_data\":[{\"email\":\"f@x.org\",\"cf:Member_Type\":\"\"}],"
+             "\"list_ids\":[\"%s\"]}",
+             l1);
+    a = post_activity(IMPORT_PATH, body, 201);
+    json_object_put(wait_activity(jpath_str(a, "activity_id")));
+    json_object_put(a);
+    r = api("GET", "/v3/contacts?email=f@x.org&include=custom_fields", NULL);
+    assert_int_equal(json_object_array_length(jpath(r.json, "contacts.0.custom_fields")), 0);
+    reply_free(&r);
+    /* a field the account does not have is refused, naming the column */
+    snprintf(body, sizeof body,
+             "{\"import_data\":[{\"email\":\"f@x.org\",\"cf:Chapter\":\"N\"}],"
+             "\"list_ids\":[\"%s\"]}",
+             l1);
+    r = api("POST", IMPORT_PATH, body);
+    assert_error_array(&r, 400, "json.field.invalid");
+    assert_non_null(strstr(jpath_str(r.json, "0.error_message"), "#/import_data/0/cf:Chapter"));
+    reply_free(&r);
+    /* 26 custom fields in a row are refused */
+    size_t n = (size_t)snprintf(body, sizeof body, "{\"import_data\":[{\"email\":\"f@x.org\"");
+    for (int i = 0; i < 26; i++) {
+        char label[16], other[64];
+        snprintf(label, sizeof label, "C%d", i);
+        create_field(label, "string", other);
+        n += (size_t)snprintf(body + n, sizeof body - n, ",\"cf:C%d\":\"v\"", i);
+    }
+    snprintf(body + n, sizeof body - n, "}],\"list_ids\":[\"%s\"]}", l1);
+    r = api("POST", IMPORT_PATH, body);
+    assert_error_array(&r, 400, "json.max.items.exceeded");
+    assert_non_null(strstr(jpath_str(r.json, "0.error_message"), "at most 25 custom fields"));
+    reply_free(&r);
+}
+
+static void test_tags_crud_and_taggings(void **state)
+{
+    (void)state;
+    char tag[64], other[64], path[128], body[1024];
+    create_tag("Novi: Board", tag);
+    struct reply r = api("POST", "/v3/contact_tags", "{\"name\":\"novi: board\"}");
+    assert_error_array(&r, 409, "conflict");
+    reply_free(&r);
+    json_object *s = seed("{\"contacts\":[{\"email\":\"t1@x.org\"},{\"email\":\"t2@x.org\"}]}");
+    char c1[64], c2[64];
+    snprintf(c1, sizeof c1, "%s", jpath_str(s, "contacts.0.contact_id"));
+    snprintf(c2, sizeof c2, "%s", jpath_str(s, "contacts.1.contact_id"));
+    json_object_put(s);
+    snprintf(body, sizeof body,
+             "{\"source\":{\"contact_ids\":[\"%s\",\"%s\"]},\"tag_ids\":[\"%s\"]}", c1, c2, tag);
+    json_object *a = post_activity("/v3/activities/contacts_taggings_add", body, 201);
+    json_object *done = wait_activity(jpath_str(a, "activity_id"));
+    assert_int_equal(jpath_int(done, "status.items_total_count"), 2);
+    assert_int_equal(jpath_int(done, "status.tags_count"), 1);
+    json_object_put(done);
+    json_object_put(a);
+    snprintf(path, sizeof path, "/v3/contact_tags/%s?include_count=true", tag);
+    r = api("GET", path, NULL);
+    assert_int_equal(jpath_int(r.json, "contacts_count"), 2);
+    reply_free(&r);
+    snprintf(path, sizeof path, "/v3/contacts/%s?include=taggings", c1);
+    r = api("GET", path, NULL);
+    assert_string_equal(jpath_str(r.json, "taggings.0"), tag);
+    reply_free(&r);
+    snprintf(body, sizeof body, "{\"source\":{\"contact_ids\":[\"%s\"]},\"tag_ids\":[\"%s\"]}", c1,
+             tag);
+    a = post_activity("/v3/activities/contacts_taggings_remove", body, 201);
+    json_object_put(wait_activity(jpath_str(a, "activity_id")));
+    json_object_put(a);
+    r = api("GET", path, NULL);
+    assert_int_equal(json_object_array_length(jpath(r.json, "taggings")), 0);
+    reply_free(&r);
+    /* an unknown tag is 404; a source other than contact_ids is not simulated (400) */
+    create_tag("Gone", other);
+    snprintf(path, sizeof path, "/v3/contact_tags/%s", other);
+    r = api("DELETE", path, NULL);
+    assert_int_equal(r.status, 202);
+    json_object_put(wait_activity(jpath_str(r.json, "activity_id")));
+    reply_free(&r);
+    snprintf(body, sizeof body, "{\"source\":{\"contact_ids\":[\"%s\"]},\"tag_ids\":[\"%s\"]}", c1,
+             other);
+    r = api("POST", "/v3/activities/contacts_taggings_add", body);
+    assert_error_array(&r, 404, "not.found");
+    reply_free(&r);
+    snprintf(body, sizeof body, "{\"source\":{\"all_active_contacts\":true},\"tag_ids\":[\"%s\"]}",
+             tag);
+    r = api("POST", "/v3/activities/contacts_taggings_add", body);
+    assert_error_array(&r, 400, "json.field.invalid");
+    reply_free(&r);
+    /* rename: PUT, and a taken name is 409 */
+    create_tag("Other", other);
+    snprintf(path, sizeof path, "/v3/contact_tags/%s", tag);
+    r = api("PUT", path, "{\"name\":\"other\"}");
+    assert_error_array(&r, 409, "conflict");
+    reply_free(&r);
+    r = api("PUT", path, "{\"name\":\"Novi: Directors\"}");
+    assert_int_equal(r.status, 200);
+    assert_string_equal(jpath_str(r.json, "name"), "Novi: Directors");
+    reply_free(&r);
+}
+
+static void test_a_contact_carries_at_most_50_tags(void **state)
+{
+    (void)state;
+    json_object *s = seed("{\"contacts\":[{\"email\":\"many@x.org\"}]}");
+    char cid[64], body[4096];
+    snprintf(cid, sizeof cid, "%s", jpath_str(s, "contacts.0.contact_id"));
+    json_object_put(s);
+    size_t n = (size_t)snprintf(body, sizeof body,
+                                "{\"source\":{\"contact_ids\":[\"%s\"]},\"tag_ids\":[", cid);
+    for (int i = 0; i < 50; i++) {
+        char name[16], id[64];
+        snprintf(name, sizeof name, "T%d", i);
+        create_tag(name, id);
+        n += (size_t)snprintf(body + n, sizeof body - n, "%s\"%s\"", i ? "," : "", id);
+    }
+    snprintf(body + n, sizeof body - n, "]}");
+    json_object *a = post_activity("/v3/activities/contacts_taggings_add", body, 201);
+    json_object *done = wait_activity(jpath_str(a, "activity_id"));
+    assert_int_equal(json_object_array_length(jpath(done, "activity_errors")), 0);
+    json_object_put(done);
+    json_object_put(a);
+    char extra[64];
+    create_tag("T50", extra);
+    snprintf(body, sizeof body, "{\"source\":{\"contact_ids\":[\"%s\"]},\"tag_ids\":[\"%s\"]}", cid,
+             extra);
+    a = post_activity("/v3/activities/contacts_taggings_add", body, 201);
+    done = wait_activity(jpath_str(a, "activity_id"));
+    assert_int_equal(json_object_array_length(jpath(done, "activity_errors")), 1);
+    json_object_put(done);
+    json_object_put(a);
+    char path[128];
+    snprintf(path, sizeof path, "/v3/contacts/%s?include=taggings", cid);
+    struct reply r = api("GET", path, NULL);
+    assert_int_equal(json_object_array_length(jpath(r.json, "taggings")), 50);
+    reply_free(&r);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -956,6 +1190,10 @@ int main(void)
         cmocka_unit_test_setup(test_admin_rename_and_delete, reset_sim),
         cmocka_unit_test_setup(test_injected_faults, reset_sim),
         cmocka_unit_test_setup(test_request_log_records_requests, reset_sim),
+        cmocka_unit_test_setup(test_custom_fields_crud_and_100_per_account, reset_sim),
+        cmocka_unit_test_setup(test_import_carries_custom_fields_and_reads_show_them, reset_sim),
+        cmocka_unit_test_setup(test_tags_crud_and_taggings, reset_sim),
+        cmocka_unit_test_setup(test_a_contact_carries_at_most_50_tags, reset_sim),
     };
     return cmocka_run_group_tests_name("ccsim", tests, group_setup, group_teardown);
 }
