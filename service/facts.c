@@ -54,6 +54,13 @@ char *facts_record_json(const struct member_record *m)
     add_str(o, "c", m->company);
     json_object_object_add(o, "t", json_object_new_int(m->type));
     json_object_object_add(o, "d", json_object_new_boolean(m->do_not_email));
+    if (m->n_fields > 0) {
+        /* in the record's (sorted) order, so an unchanged record stores the same text */
+        json_object *x = json_object_new_object();
+        for (size_t i = 0; i < m->n_fields; i++)
+            add_str(x, m->fields[i].name, m->fields[i].value);
+        json_object_object_add(o, "x", x);
+    }
     char *s = strdup(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN));
     json_object_put(o);
     return s;
@@ -65,6 +72,25 @@ static char *get_str(json_object *o, const char *k)
     if (!json_object_object_get_ex(o, k, &v) || !json_object_is_type(v, json_type_string))
         return NULL;
     return strdup(json_object_get_string(v));
+}
+
+/* The extra fields of a stored record ("x": {name: value}), sorted by name. */
+static void record_fields_parse(json_object *x, struct member_record *m)
+{
+    size_t n = (size_t)json_object_object_length(x);
+    if (n == 0)
+        return;
+    m->fields = calloc(n, sizeof *m->fields);
+    if (m->fields == NULL)
+        return;
+    json_object_object_foreach(x, key, val)
+    {
+        if (!json_object_is_type(val, json_type_string))
+            continue;
+        m->fields[m->n_fields].name = strdup(key);
+        m->fields[m->n_fields].value = strdup(json_object_get_string(val));
+        m->n_fields++;
+    }
 }
 
 int facts_record_parse(const char *json, const char *member_id, struct member_record *m)
@@ -86,6 +112,8 @@ int facts_record_parse(const char *json, const char *member_id, struct member_re
     if (json_object_object_get_ex(o, "d", &v))
         m->do_not_email = json_object_get_boolean(v);
     m->active = true;
+    if (json_object_object_get_ex(o, "x", &v) && json_object_is_type(v, json_type_object))
+        record_fields_parse(v, m);
     json_object_put(o);
     return 0;
 }

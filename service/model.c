@@ -55,7 +55,29 @@ void member_record_clear(struct member_record *m)
     for (size_t i = 0; i < m->n_groups && m->groups != NULL; i++)
         free(m->groups[i].name);
     free(m->groups);
+    for (size_t i = 0; i < m->n_fields && m->fields != NULL; i++) {
+        free(m->fields[i].name);
+        free(m->fields[i].value);
+    }
+    free(m->fields);
     memset(m, 0, sizeof *m);
+}
+
+/* Fields are sorted by name (webhook.c, facts.c), so a lookup is a binary search. */
+const char *member_field_value(const struct member_record *m, const char *name)
+{
+    size_t lo = 0, hi = m->n_fields;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        int c = strcmp(m->fields[mid].name, name);
+        if (c == 0)
+            return m->fields[mid].value;
+        if (c < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return NULL;
 }
 
 void event_clear(struct event *ev)

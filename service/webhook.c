@@ -725,6 +725,120 @@ static int groups_optional(json_object *obj, const char *parent, struct member_r
     return 0;
 }
 
+/* ---- extra member fields (§12) ---- */
+
+/* The keys ccsync reads itself; every other top-level key is an extra field. */
+static bool member_key_known(const char *key)
+{
+    static const char *const KNOWN[] = {
+        "UniqueID", "Email",        "FirstName", "LastName",
+        "Company",  "CustomerType", "Active",    "DoNotSendMarketingEmails",
+        "Groups",   "CustomFields", NULL};
+    for (size_t i = 0; KNOWN[i] != NULL; i++)
+        if (strcmp(KNOWN[i], key) == 0)
+            return true;
+    return false;
+}
+
+static int field_compare(const void *a, const void *b)
+{
+    return strcmp(((const struct member_field *)a)->name, ((const struct member_field *)b)->name);
+}
+
+/* Adds field prefix+key with value v (a string, number or boolean; null adds nothing).
+ * Objects and arrays: with strict (inside CustomFields) a 400, else skipped, since no
+ * CC contact field can hold them. */
+static int field_add(struct member_record *m, const char *parent, const char *prefix,
+                     const char *key, json_object *v, bool strict, struct webhook_error *err)
+{
+    struct field_path path;
+    snprintf(path.text, sizeof path.text, "%s.%s%s", parent, prefix, key);
+    if (v == NULL || json_object_is_type(v, json_type_null))
+        return 0;
+    bool scalar =
+        json_object_is_type(v, json_type_string) || json_object_is_type(v, json_type_int) ||
+        json_object_is_type(v, json_type_double) || json_object_is_type(v, json_type_boolean);
+    if (!scalar && !strict)
+        return 0;
+    if (!scalar) {
+        invalid(err, "%s must be a string, number, boolean or null", path.text);
+        return -1;
+    }
+    if (strlen(key) > WEBHOOK_FIELD_NAME_MAX ||
+        !utf8_valid((const unsigned char *)key, strlen(key))) {
+        invalid(err, "%s: a field name must be valid UTF-8 of at most %d bytes", path.text,
+                WEBHOOK_FIELD_NAME_MAX);
+        return -1;
+    }
+    if (json_object_is_type(v, json_type_string) &&
+        text_check(v, path.text, WEBHOOK_TEXT_MAX, err) != 0)
+        return -1;
+    if (m->n_fields >= WEBHOOK_FIELDS_MAX) {
+        invalid(err, "%s: a member may carry at most %d extra fields", path.text,
+                WEBHOOK_FIELDS_MAX);
+        return -1;
+    }
+    /* Numbers keep the text Novi sent ("12.50"), booleans become "true"/"false". */
+    const char *text = json_object_is_type(v, json_type_string)
+                           ? json_object_get_string(v)
+                           : json_object_to_json_string_ext(v, JSON_C_TO_STRING_PLAIN);
+    struct member_field *f = &m->fields[m->n_fields];
+    size_t n = strlen(prefix) + strlen(key) + 1;
+    f->name = malloc(n);
+    f->value = strdup(text);
+    if (f->name == NULL || f->value == NULL) {
+        free(f->name);
+        free(f->value);
+        invalid(err, "out of memory reading %s", path.text);
+        return -1;
+    }
+    snprintf(f->name, n, "%s%s", prefix, key);
+    m->n_fields++;
+    return 0;
+}
+
+/* Every top-level key ccsync does not read itself, and the CustomFields object, into
+ * m->fields sorted by name (so equal records store equal text). */
+static int fields_optional(json_object *obj, const char *parent, struct member_record *m,
+                           struct webhook_error *err)
+{
+    json_object *custom = field_get(obj, "CustomFields");
+    size_t cap = (size_t)json_object_object_length(obj);
+    if (custom != NULL && !json_object_is_type(custom, json_type_null)) {
+        if (!json_object_is_type(custom, json_type_object)) {
+            invalid(err, "%s.CustomFields must be an object or null", parent);
+            return -1;
+        }
+        cap += (size_t)json_object_object_length(custom);
+    }
+    if (cap > WEBHOOK_FIELDS_MAX + 16)
+        cap = WEBHOOK_FIELDS_MAX + 16; /* field_add refuses the rest */
+    m->fields = calloc(cap, sizeof *m->fields);
+    if (m->fields == NULL) {
+        invalid(err, "out of memory reading %s", parent);
+        return -1;
+    }
+    json_object_object_foreach(obj, key, val)
+    {
+        if (!member_key_known(key) && field_add(m, parent, "", key, val, false, err) != 0)
+            return -1;
+    }
+    if (custom != NULL && json_object_is_type(custom, json_type_object)) {
+        json_object_object_foreach(custom, ckey, cval)
+        {
+            if (field_add(m, parent, "CustomFields.", ckey, cval, true, err) != 0)
+                return -1;
+        }
+    }
+    if (m->n_fields == 0) {
+        free(m->fields);
+        m->fields = NULL;
+    }
+    if (m->n_fields > 1)
+        qsort(m->fields, m->n_fields, sizeof *m->fields, field_compare);
+    return 0;
+}
+
 /* A member record at path (e.g. "data" or "data.Members[3]"). On -1 the record
  * may be partly filled; the caller clears it. */
 static int member_parse(json_object *obj, const char *path, struct member_record *m,
@@ -739,7 +853,7 @@ static int member_parse(json_object *obj, const char *path, struct member_record
         customer_type_optional(obj, path, &m->type, err) != 0 ||
         bool_optional(obj, path, "Active", &m->active, err) != 0 ||
         bool_optional(obj, path, "DoNotSendMarketingEmails", &m->do_not_email, err) != 0 ||
-        groups_optional(obj, path, m, err) != 0)
+        groups_optional(obj, path, m, err) != 0 || fields_optional(obj, path, m, err) != 0)
         return -1;
     return 0;
 }

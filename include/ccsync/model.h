@@ -26,6 +26,14 @@ struct group_ref {
     char *name; /* owned; NULL when absent or null */
 };
 
+/* A member field beyond the ones ccsync reads itself (§12): a top-level key of the
+ * record ("Phone") or one of its CustomFields ("CustomFields.Chapter"), with its
+ * value as text (numbers as sent, booleans "true"/"false"). Both owned. */
+struct member_field {
+    char *name;
+    char *value;
+};
+
 /* A member record as Novi sends it. Every string is owned by the record and is
  * NULL when the field was absent or null. */
 struct member_record {
@@ -35,14 +43,19 @@ struct member_record {
     char *last_name;
     char *company;
     enum customer_type type;
-    bool active;         /* false only when "Active": false */
-    bool do_not_email;   /* "DoNotSendMarketingEmails": true */
-    bool has_groups;     /* "Groups" was present (an array) */
+    bool active;       /* false only when "Active": false */
+    bool do_not_email; /* "DoNotSendMarketingEmails": true */
+    bool has_groups;   /* "Groups" was present (an array) */
     size_t n_groups;
     struct group_ref *groups; /* owned array of n_groups */
+    size_t n_fields;
+    struct member_field *fields; /* owned array of n_fields, sorted by name */
 };
 
 void member_record_clear(struct member_record *m);
+
+/* The value of the member field named name, or NULL when the record has none. */
+const char *member_field_value(const struct member_record *m, const char *name);
 
 enum event_type {
     EVENT_UNKNOWN = 0,
@@ -61,7 +74,7 @@ const char *event_type_name(enum event_type t);
  * since the Unix epoch (UTC). */
 struct event {
     enum event_type type;
-    char type_name[64];     /* as sent, truncated; for logs of unknown types */
+    char type_name[64]; /* as sent, truncated; for logs of unknown types */
     int64_t ts_ns;
     char subject_id[CCSYNC_ID_MAX + 1]; /* data.UniqueID: member or group */
 
@@ -69,7 +82,7 @@ struct event {
     struct member_record member;
 
     /* group.created/updated */
-    char *group_name;       /* owned */
+    char *group_name; /* owned */
     bool sync_enabled;
 
     /* group.members: the complete membership */

@@ -15,6 +15,10 @@
 #define WEBHOOK_TOLERANCE_SECONDS 300
 /* Longest accepted text field (Email, FirstName, LastName, Company, GroupName), bytes. */
 #define WEBHOOK_TEXT_MAX 1024
+/* A member's extra fields (§12: other top-level keys and CustomFields): at most this
+ * many with a value, each name at most WEBHOOK_FIELD_NAME_MAX bytes. */
+#define WEBHOOK_FIELDS_MAX 256
+#define WEBHOOK_FIELD_NAME_MAX 128
 /* Longest accepted HMAC key (the decoded part of "whsec_..."), bytes. */
 #define WEBHOOK_KEY_MAX 128
 

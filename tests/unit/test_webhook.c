@@ -706,6 +706,69 @@ static void test_parse_refuses_member_fields_of_the_wrong_type_naming_them(void 
     }
 }
 
+/* ---------------------------------------------------- extra member fields */
+
+static void test_parse_keeps_extra_fields_and_custom_fields_sorted_as_text(void **state)
+{
+    struct event ev;
+
+    (void)state;
+    parse_ok(ENVELOPE("customer.updated",
+                      "{\"UniqueID\":\"m-1\",\"Phone\":\"555-0100\",\"MemberType\":\"Gold\","
+                      "\"Dues\":12.50,\"Years\":7,\"Board\":true,\"Fax\":null,"
+                      "\"Address\":{\"City\":\"Oslo\"},\"Tags\":[1],"
+                      "\"CustomFields\":{\"Chapter\":\"North\",\"Votes\":3,\"Gone\":null}}"),
+             &ev);
+    const struct member_record *m = &ev.member;
+    /* objects and arrays at the top level cannot be a CC field: skipped; null: no value */
+    assert_int_equal(m->n_fields, 7);
+    static const char *const names[] = {"Board", "CustomFields.Chapter", "CustomFields.Votes",
+                                        "Dues",  "MemberType",           "Phone",
+                                        "Years"};
+    static const char *const values[] = {"true", "North", "3", "12.50", "Gold", "555-0100", "7"};
+    for (size_t i = 0; i < 7; i++) {
+        assert_string_equal(m->fields[i].name, names[i]);
+        assert_string_equal(m->fields[i].value, values[i]);
+    }
+    assert_string_equal(member_field_value(m, "CustomFields.Chapter"), "North");
+    assert_string_equal(member_field_value(m, "Years"), "7");
+    assert_null(member_field_value(m, "Fax"));
+    assert_null(member_field_value(m, "Chapter"));
+    event_clear(&ev);
+    assert_null(ev.member.fields);
+}
+
+static void test_parse_refuses_bad_extra_fields_naming_them(void **state)
+{
+    char body[8192], text[1100];
+
+    (void)state;
+    refused(ENVELOPE("customer.updated", "{\"UniqueID\":\"m\",\"CustomFields\":[]}"),
+            "data.CustomFields must be an object or null");
+    refused(ENVELOPE("customer.updated",
+                     "{\"UniqueID\":\"m\",\"CustomFields\":{\"Chapter\":{\"a\":1}}}"),
+            "data.CustomFields.Chapter must be a string, number, boolean or null");
+    refused(ENVELOPE("group.members",
+                     "{\"UniqueID\":\"g\",\"Members\":[{\"UniqueID\":\"m\",\"CustomFields\":"
+                     "{\"Chapter\":[\"N\"]}}]}"),
+            "data.Members[0].CustomFields.Chapter must be a string, number, boolean or null");
+    refused(ENVELOPE("customer.updated", "{\"UniqueID\":\"m\",\"Phone\":\"a\\u0000b\"}"),
+            "data.Phone must not contain a NUL character");
+    memset(text, 'a', 1025);
+    text[1025] = '\0';
+    snprintf(body, sizeof body,
+             ENVELOPE("customer.updated", "{\"UniqueID\":\"m\",\"CustomFields\":{\"C\":\"%s\"}}"),
+             text);
+    refused(body, "data.CustomFields.C is longer than 1024 bytes");
+    size_t n = (size_t)snprintf(body, sizeof body,
+                                "{\"type\":\"customer.updated\",\"timestamp\":"
+                                "\"2026-11-27T10:00:03Z\",\"data\":{\"UniqueID\":\"m\"");
+    for (int i = 0; i <= WEBHOOK_FIELDS_MAX; i++)
+        n += (size_t)snprintf(body + n, sizeof body - n, ",\"F%03d\":1", i);
+    snprintf(body + n, sizeof body - n, "}}");
+    refused(body, "data.F256: a member may carry at most 256 extra fields");
+}
+
 static void test_parse_limits_text_fields_to_1024_bytes(void **state)
 {
     char body[4096];
@@ -1137,6 +1200,8 @@ int main(void)
         cmocka_unit_test(test_parse_group_created_and_updated_carry_name_and_sync_flag),
         cmocka_unit_test(test_parse_group_members_carries_the_complete_membership),
         cmocka_unit_test(test_parse_takes_the_timestamp_offset_into_account),
+        cmocka_unit_test(test_parse_keeps_extra_fields_and_custom_fields_sorted_as_text),
+        cmocka_unit_test(test_parse_refuses_bad_extra_fields_naming_them),
         cmocka_unit_test(test_parse_accepts_white_space_around_the_body),
         cmocka_unit_test(test_parse_refuses_missing_envelope_fields_naming_them),
         cmocka_unit_test(test_parse_refuses_wrong_typed_envelope_fields_naming_them),
