@@ -21,6 +21,7 @@
 
 #include "ccsync/app.h"
 #include "ccsync/facts.h"
+#include "ccsync/fieldmap.h"
 #include "ccsync/http.h"
 #include "ccsync/ingest.h"
 #include "ccsync/keys.h"
@@ -134,6 +135,81 @@ int admin_metrics(struct app *app, struct http_request *req)
 
 /* ---- associations ---- */
 
+/* ---- the field mapping and group tags (fieldmap.h) ---- */
+
+/* The PUT's "fields" and "tags" applied over m; false with a 400 answered. */
+static bool apply_field_map(struct http_request *req, json_object *root, struct fieldmap *m)
+{
+    json_object *fields = NULL, *tags = NULL;
+    json_object_object_get_ex(root, "fields", &fields);
+    json_object_object_get_ex(root, "tags", &tags);
+    char err[400];
+    if (fieldmap_apply_put(m, fields, tags, err, sizeof err) != 0) {
+        http_reply_error(req, 400, "invalid_field", "%s", err);
+        return false;
+    }
+    return true;
+}
+
+static bool check_field_map(struct http_request *req, json_object *root)
+{
+    struct fieldmap *m = calloc(1, sizeof *m);
+    bool ok = m != NULL && apply_field_map(req, root, m);
+    if (m == NULL)
+        http_reply_error(req, 503, "out_of_memory", "out of memory");
+    free(m);
+    return ok;
+}
+
+/* Every group of the association is due: a new mapping or tag setting reaches each
+ * synced contact once (the plan sees the changed digest). */
+static int mark_groups_due(redisContext *c, const char *id)
+{
+    redisReply *r = store_command(c, "SMEMBERS %s", key_groups(id).s);
+    if (r == NULL || r->type != REDIS_REPLY_ARRAY) {
+        freeReplyObject(r);
+        return STORE_ERR;
+    }
+    int rc = STORE_OK;
+    for (size_t i = 0; i < r->elements && rc == STORE_OK; i++)
+        rc = facts_mark_dirty(c, id, r->element[i]->str, store_now_ns(), 0);
+    freeReplyObject(r);
+    return rc;
+}
+
+/* Stores the PUT's field mapping and tags (when it has any) over what is stored. */
+static int put_field_map(struct http_request *req, redisContext *c, const char *id)
+{
+    json_object *root = http_json(req), *v;
+    if (!json_object_object_get_ex(root, "fields", &v) &&
+        !json_object_object_get_ex(root, "tags", &v))
+        return STORE_OK;
+    struct fieldmap *m = malloc(sizeof *m);
+    if (m == NULL)
+        return STORE_ERR;
+    int rc = fieldmap_load(c, id, m) < 0 ? STORE_ERR : STORE_OK;
+    char before[17];
+    bool tags_before = m->group_tags;
+    memcpy(before, m->version, sizeof before);
+    if (rc == STORE_OK && !apply_field_map(req, root, m))
+        rc = STORE_ERR; /* admin_check_update accepted it: cannot happen */
+    if (rc == STORE_OK)
+        rc = fieldmap_save(c, id, m);
+    if (rc == STORE_OK && (strcmp(before, m->version) != 0 || tags_before != m->group_tags))
+        rc = mark_groups_due(c, id);
+    free(m);
+    return rc;
+}
+
+/* Adds the association's field mapping and tags to its view. */
+static void add_field_map_view(redisContext *c, const char *id, json_object *view)
+{
+    struct fieldmap *m = malloc(sizeof *m);
+    if (m != NULL && c != NULL && fieldmap_load(c, id, m) >= 0)
+        fieldmap_add_view(m, view);
+    free(m);
+}
+
 static json_object *connection_view(const struct association *a)
 {
     json_object *cc = json_object_new_object();
@@ -169,6 +245,7 @@ int admin_get_association(struct app *app, struct http_request *req)
                                          [HTTP_ACCESS_WRITE] = "write",
                                          [HTTP_ACCESS_OPERATOR] = "operator"};
     json_object *o = association_view(http_association(req));
+    add_field_map_view(http_redis(req), http_association(req)->id, o);
     enum http_access a = http_access(req);
     /* what the caller may do: a dashboard shows Resync only to write access */
     if (a >= HTTP_ACCESS_READ && a <= HTTP_ACCESS_OPERATOR)
@@ -186,8 +263,11 @@ static int answer_association(struct http_request *req, redisContext *c, const c
         http_reply_redis_unavailable(req, "read failed");
     else if (found == 0)
         http_reply_error(req, 404, "unknown_association", "no association \"%s\"", id);
-    else
-        http_reply_json(req, 200, association_view(a));
+    else {
+        json_object *view = association_view(a);
+        add_field_map_view(c, id, view);
+        http_reply_json(req, 200, view);
+    }
     free(a);
     return HTTP_DONE;
 }
@@ -268,13 +348,16 @@ static bool parse_connection(struct http_request *req, json_object *cc,
 /* The body of a PUT; u points into root. False with a 400 answered. */
 static bool parse_update(struct http_request *req, json_object *root, struct association_update *u)
 {
-    static const char *const known[] = {"webhook_secret", "constant_contact", NULL};
+    static const char *const known[] = {"webhook_secret", "constant_contact", "fields", "tags",
+                                        NULL};
     memset(u, 0, sizeof *u);
     if (!json_object_is_type(root, json_type_object)) {
         http_reply_error(req, 400, "invalid_body", "the body must be a JSON object");
         return false;
     }
-    if (!only_known_fields(req, root, "", known, "webhook_secret, constant_contact"))
+    if (!only_known_fields(req, root, "", known, "webhook_secret, constant_contact, fields, tags"))
+        return false;
+    if (!check_field_map(req, root))
         return false;
     if (!optional_string(req, root, "webhook_secret", "webhook_secret", 255, &u->webhook_secret))
         return false;
@@ -323,6 +406,10 @@ int admin_put_association(struct app *app, struct http_request *req)
     }
     bool created;
     if (store_association_put(c, id, &u, store_now_ns(), &created) != STORE_OK) {
+        http_reply_redis_unavailable(req, "write failed");
+        return HTTP_DONE;
+    }
+    if (put_field_map(req, c, id) != STORE_OK) {
         http_reply_redis_unavailable(req, "write failed");
         return HTTP_DONE;
     }

@@ -359,6 +359,17 @@ size_t ccapi_import_contact_size(const struct ccapi_import_contact *contact)
     return n + 1;
 }
 
+/* Bytes a contact's mapped fields add: ,"column": + the value (a string, or for a
+ * birthday an integer, never longer than its text). */
+static size_t import_fields_size(const struct ccapi_import_fields *f)
+{
+    size_t n = 0;
+    for (size_t i = 0; f != NULL && i < f->n; i++)
+        if (f->values[i] != NULL)
+            n += 2 + json_string_size(f->columns[i]) + json_string_size(f->values[i]);
+    return n;
+}
+
 static size_t string_array_size(const char *const *items, size_t n)
 {
     size_t size = 2 + (n > 0 ? n - 1 : 0);
@@ -367,14 +378,22 @@ static size_t string_array_size(const char *const *items, size_t n)
     return size;
 }
 
-size_t ccapi_import_body_size(const struct ccapi_import_contact *contacts, size_t n_contacts,
-                              const char *const *list_ids, size_t n_lists)
+static size_t import_body_size(const struct ccapi_import_contact *contacts,
+                               const struct ccapi_import_fields *fields, size_t n_contacts,
+                               const char *const *list_ids, size_t n_lists)
 {
     size_t size = strlen("{\"import_data\":[") + (n_contacts > 0 ? n_contacts - 1 : 0);
     for (size_t i = 0; i < n_contacts; i++)
-        size += ccapi_import_contact_size(&contacts[i]);
+        size += ccapi_import_contact_size(&contacts[i]) +
+                import_fields_size(fields ? &fields[i] : NULL);
     size += strlen("],\"list_ids\":") + string_array_size(list_ids, n_lists);
     return size + 1;
+}
+
+size_t ccapi_import_body_size(const struct ccapi_import_contact *contacts, size_t n_contacts,
+                              const char *const *list_ids, size_t n_lists)
+{
+    return import_body_size(contacts, NULL, n_contacts, list_ids, n_lists);
 }
 
 static struct json_object *string_array_new(const char *const *items, size_t n)
@@ -417,22 +436,45 @@ static char *json_finish(struct json_object *root, size_t *len)
     return copy;
 }
 
-static struct json_object *import_item_new(const struct ccapi_import_contact *contact)
+/* The mapped fields of one import row: text, or an integer for the birthday columns. */
+static int add_import_fields(struct json_object *item, const struct ccapi_import_fields *f)
+{
+    for (size_t i = 0; f != NULL && i < f->n; i++) {
+        const char *col = f->columns[i], *v = f->values[i];
+        if (v == NULL)
+            continue;
+        if (strncmp(col, "birthday_", 9) == 0) {
+            struct json_object *n = json_object_new_int(atoi(v));
+            if (n == NULL || json_object_object_add(item, col, n) != 0) {
+                json_object_put(n);
+                return -1;
+            }
+        } else if (add_string(item, col, v) != 0) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static struct json_object *import_item_new(const struct ccapi_import_contact *contact,
+                                           const struct ccapi_import_fields *fields)
 {
     struct json_object *item = json_object_new_object();
     if (item == NULL)
         return NULL;
     if (add_string(item, "email", contact->email ? contact->email : "") != 0 ||
         (contact->first_name != NULL && add_string(item, "first_name", contact->first_name) != 0) ||
-        (contact->last_name != NULL && add_string(item, "last_name", contact->last_name) != 0)) {
+        (contact->last_name != NULL && add_string(item, "last_name", contact->last_name) != 0) ||
+        add_import_fields(item, fields) != 0) {
         json_object_put(item);
         return NULL;
     }
     return item;
 }
 
-char *ccapi_import_body(const struct ccapi_import_contact *contacts, size_t n_contacts,
-                        const char *const *list_ids, size_t n_lists, size_t *len)
+static char *import_body(const struct ccapi_import_contact *contacts,
+                         const struct ccapi_import_fields *fields, size_t n_contacts,
+                         const char *const *list_ids, size_t n_lists, size_t *len)
 {
     struct json_object *root = json_object_new_object();
     struct json_object *data = json_object_new_array_ext((int)n_contacts);
@@ -442,7 +484,7 @@ char *ccapi_import_body(const struct ccapi_import_contact *contacts, size_t n_co
         return NULL;
     }
     for (size_t i = 0; i < n_contacts; i++) {
-        struct json_object *item = import_item_new(&contacts[i]);
+        struct json_object *item = import_item_new(&contacts[i], fields ? &fields[i] : NULL);
         if (item == NULL || json_object_array_add(data, item) != 0) {
             json_object_put(item);
             json_object_put(root);
@@ -456,6 +498,12 @@ char *ccapi_import_body(const struct ccapi_import_contact *contacts, size_t n_co
         return NULL;
     }
     return json_finish(root, len);
+}
+
+char *ccapi_import_body(const struct ccapi_import_contact *contacts, size_t n_contacts,
+                        const char *const *list_ids, size_t n_lists, size_t *len)
+{
+    return import_body(contacts, NULL, n_contacts, list_ids, n_lists, len);
 }
 
 char *ccapi_memberships_body(const char *const *contact_ids, size_t n_contacts,
@@ -1010,9 +1058,8 @@ static void contact_clear_item(void *item)
 int ccapi_parse_contact_page(const char *json, struct ccapi_contact_page *out,
                              struct ccapi_error *err)
 {
-    static const struct page_kind kind = {"contact page", "contacts",
-                                          sizeof(struct ccapi_contact), contact_read_item,
-                                          contact_clear_item};
+    static const struct page_kind kind = {"contact page", "contacts", sizeof(struct ccapi_contact),
+                                          contact_read_item, contact_clear_item};
     void *items;
     memset(out, 0, sizeof(*out));
     int rc = parse_page(json, &kind, &items, &out->n_contacts, &out->next_href, err);
@@ -1518,6 +1565,15 @@ int ccapi_contacts_import(struct ccapi *c, const struct ccapi_import_contact *co
                           size_t n_contacts, const char *const *list_ids, size_t n_lists,
                           char activity_id[CCAPI_ID_SIZE], struct ccapi_error *err)
 {
+    return ccapi_contacts_import_fields(c, contacts, NULL, n_contacts, list_ids, n_lists,
+                                        activity_id, err);
+}
+
+int ccapi_contacts_import_fields(struct ccapi *c, const struct ccapi_import_contact *contacts,
+                                 const struct ccapi_import_fields *fields, size_t n_contacts,
+                                 const char *const *list_ids, size_t n_lists,
+                                 char activity_id[CCAPI_ID_SIZE], struct ccapi_error *err)
+{
     activity_id[0] = '\0';
     if (n_contacts == 0 || n_lists == 0 || n_lists > CCAPI_MAX_LIST_IDS)
         return refuse(err, "bad_request", "import needs contacts and 1-50 lists");
@@ -1526,9 +1582,9 @@ int ccapi_contacts_import(struct ccapi *c, const struct ccapi_import_contact *co
     for (size_t i = 0; i < n_contacts; i++)
         if (contacts[i].email == NULL || contacts[i].email[0] == '\0')
             return refuse(err, "bad_request", "import contact without email");
-    if (ccapi_import_body_size(contacts, n_contacts, list_ids, n_lists) >= CCAPI_IMPORT_MAX_BYTES)
+    if (import_body_size(contacts, fields, n_contacts, list_ids, n_lists) >= CCAPI_IMPORT_MAX_BYTES)
         return refuse(err, "request_too_large", "import body would reach 4 MB");
-    char *body = ccapi_import_body(contacts, n_contacts, list_ids, n_lists, NULL);
+    char *body = import_body(contacts, fields, n_contacts, list_ids, n_lists, NULL);
     char *url = api_url(c, "/activities/contacts_json_import");
     int rc = body != NULL && url != NULL ? activity_request(c, "POST", url, body, activity_id, err)
                                          : no_memory(err);
@@ -1719,5 +1775,190 @@ int ccapi_token_refresh(struct ccapi *c, const char *token_url, const char *clie
     if (rc != 0)
         parsed_badly(err, last_status(c));
     free_secret(resp.body);
+    return rc;
+}
+
+/* ------------------------------------------------------------------ */
+/* custom fields and tags (§12)                                        */
+/* ------------------------------------------------------------------ */
+
+static void custom_field_read(struct json_object *o, struct ccapi_custom_field *f)
+{
+    memset(f, 0, sizeof *f);
+    copy_trunc(f->id, sizeof f->id, json_get_string(o, "custom_field_id"));
+    copy_trunc(f->name, sizeof f->name, json_get_string(o, "name"));
+    copy_trunc(f->label, sizeof f->label, json_get_string(o, "label"));
+    copy_trunc(f->type, sizeof f->type, json_get_string(o, "type"));
+}
+
+/* Sends a request and parses its 2xx JSON object answer into *root (caller puts). */
+static int object_request(struct ccapi *c, const char *method, char *url, const char *json,
+                          const char *what, struct json_object **root, struct ccapi_error *err)
+{
+    struct response resp;
+    *root = NULL;
+    int rc = json != NULL || strcmp(method, "GET") != 0 ? api_send(c, method, url, json, &resp, err)
+                                                        : api_get(c, url, &resp, err);
+    free(url);
+    if (rc != 0)
+        return -1;
+    *root = parse_object(resp.body, what, err);
+    if (*root == NULL)
+        parsed_badly(err, last_status(c));
+    free(resp.body);
+    return *root != NULL ? 0 : -1;
+}
+
+static char *json_body_of(struct json_object *o)
+{
+    char *s = strdup(
+        json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
+    json_object_put(o);
+    return s;
+}
+
+int ccapi_custom_fields_get(struct ccapi *c, struct ccapi_custom_fields *out,
+                            struct ccapi_error *err)
+{
+    out->n = 0;
+    char *url = api_url(c, "/contact_custom_fields?limit=%d", CCAPI_CUSTOM_FIELDS_MAX);
+    if (url == NULL)
+        return no_memory(err);
+    struct json_object *root;
+    if (object_request(c, "GET", url, NULL, "custom fields", &root, err) != 0)
+        return -1;
+    bool ok;
+    struct json_object *arr = page_items(root, "custom_fields", &ok);
+    for (size_t i = 0; arr && i < json_object_array_length(arr) && out->n < CCAPI_CUSTOM_FIELDS_MAX;
+         i++) {
+        struct json_object *o = json_object_array_get_idx(arr, i);
+        if (json_object_is_type(o, json_type_object))
+            custom_field_read(o, &out->items[out->n++]);
+    }
+    json_object_put(root);
+    return 0;
+}
+
+int ccapi_custom_field_create(struct ccapi *c, const char *label, const char *type,
+                              struct ccapi_custom_field *out, struct ccapi_error *err)
+{
+    memset(out, 0, sizeof *out);
+    struct json_object *b = json_object_new_object();
+    add_string(b, "label", label);
+    add_string(b, "type", type);
+    char *body = json_body_of(b);
+    char *url = api_url(c, "/contact_custom_fields");
+    if (body == NULL || url == NULL) {
+        free(body);
+        free(url);
+        return no_memory(err);
+    }
+    struct json_object *root;
+    int rc = object_request(c, "POST", url, body, "custom field", &root, err);
+    free(body);
+    if (rc == 0) {
+        custom_field_read(root, out);
+        json_object_put(root);
+    }
+    return rc;
+}
+
+static void tag_read(struct json_object *o, struct ccapi_tag *t)
+{
+    memset(t, 0, sizeof *t);
+    copy_trunc(t->id, sizeof t->id, json_get_string(o, "tag_id"));
+    copy_trunc(t->name, sizeof t->name, json_get_string(o, "name"));
+}
+
+int ccapi_tag_create(struct ccapi *c, const char *name, const char *source, struct ccapi_tag *out,
+                     struct ccapi_error *err)
+{
+    struct json_object *b = json_object_new_object();
+    add_string(b, "name", name);
+    if (source != NULL)
+        add_string(b, "tag_source", source);
+    char *body = json_body_of(b);
+    char *url = api_url(c, "/contact_tags");
+    if (body == NULL || url == NULL) {
+        free(body);
+        free(url);
+        return no_memory(err);
+    }
+    struct json_object *root;
+    int rc = object_request(c, "POST", url, body, "tag", &root, err);
+    free(body);
+    if (rc == 0) {
+        tag_read(root, out);
+        json_object_put(root);
+    }
+    return rc;
+}
+
+int ccapi_tag_find(struct ccapi *c, const char *name, struct ccapi_tag *out, bool *found,
+                   struct ccapi_error *err)
+{
+    *found = false;
+    char *url = api_url(c, "/contact_tags?limit=500");
+    while (url != NULL) {
+        struct json_object *root;
+        if (object_request(c, "GET", url, NULL, "tags", &root, err) != 0)
+            return -1;
+        bool ok;
+        struct json_object *arr = page_items(root, "tags", &ok);
+        for (size_t i = 0; arr && i < json_object_array_length(arr) && !*found; i++) {
+            struct json_object *o = json_object_array_get_idx(arr, i);
+            const char *n = json_get_string(o, "name");
+            if (n != NULL && strcasecmp(n, name) == 0) {
+                tag_read(o, out);
+                *found = true;
+            }
+        }
+        struct json_object *links = json_get(root, "_links", json_type_object);
+        const char *href = json_get_string(json_get(links, "next", json_type_object), "href");
+        url = !*found && href != NULL ? ccapi_join_url(c->base_url, href) : NULL;
+        json_object_put(root);
+    }
+    return 0;
+}
+
+int ccapi_tag_rename(struct ccapi *c, const char *tag_id, const char *name, struct ccapi_error *err)
+{
+    struct json_object *b = json_object_new_object();
+    add_string(b, "name", name);
+    char *body = json_body_of(b);
+    char *encoded = url_encode(tag_id);
+    char *url = encoded != NULL ? api_url(c, "/contact_tags/%s", encoded) : NULL;
+    free(encoded);
+    if (body == NULL || url == NULL) {
+        free(body);
+        free(url);
+        return no_memory(err);
+    }
+    struct json_object *root;
+    int rc = object_request(c, "PUT", url, body, "tag", &root, err);
+    free(body);
+    json_object_put(root);
+    return rc;
+}
+
+int ccapi_taggings(struct ccapi *c, bool add, const char *const *tag_ids, size_t n_tags,
+                   const char *const *contact_ids, size_t n_contacts,
+                   char activity_id[CCAPI_ID_SIZE], struct ccapi_error *err)
+{
+    activity_id[0] = '\0';
+    if (n_contacts == 0 || n_contacts > CCAPI_MEMBERSHIPS_MAX_CONTACTS || n_tags == 0 ||
+        n_tags > CCAPI_MAX_LIST_IDS)
+        return refuse(err, "bad_request", "a tagging needs 1-500 contacts, 1-50 tags");
+    struct json_object *b = json_object_new_object(), *source = json_object_new_object();
+    json_object_object_add(source, "contact_ids", string_array_new(contact_ids, n_contacts));
+    json_object_object_add(b, "source", source);
+    json_object_object_add(b, "tag_ids", string_array_new(tag_ids, n_tags));
+    char *body = json_body_of(b);
+    char *url = api_url(c, add ? "/activities/contacts_taggings_add"
+                               : "/activities/contacts_taggings_remove");
+    int rc = body != NULL && url != NULL ? activity_request(c, "POST", url, body, activity_id, err)
+                                         : no_memory(err);
+    free(body);
+    free(url);
     return rc;
 }

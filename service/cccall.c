@@ -26,6 +26,7 @@
 
 /* Per kind: the metrics label, and whether a request that may have taken
  * effect can be sent again (a read, or a delete: deleting twice is harmless). */
+/* clang-format off */
 static const struct {
     const char *name;
     bool may_repeat;
@@ -36,7 +37,14 @@ static const struct {
     [CC_REMOVE] = {"memberships_remove", false},  [CC_ACTIVITY] = {"activity_get", true},
     [CC_ACTIVITIES] = {"activities_list", true},  [CC_CONTACTS_PAGE] = {"contacts_page", true},
     [CC_CONTACTS_FIND] = {"contacts_find", true},
+    [CC_FIELDS_GET] = {"custom_fields_get", true},
+    [CC_FIELD_CREATE] = {"custom_field_create", false},
+    [CC_TAG_FIND] = {"tags_find", true},
+    [CC_TAG_CREATE] = {"tag_create", false},
+    [CC_TAG_RENAME] = {"tag_rename", true},
+    [CC_TAGGING] = {"taggings", false},
 };
+/* clang-format on */
 
 void cc_op_clear(struct cc_op *op)
 {
@@ -62,6 +70,41 @@ void cc_op_clear(struct cc_op *op)
     case CC_LIST_DELETE:
     case CC_IMPORT:
     case CC_REMOVE:
+    case CC_FIELDS_GET:
+    case CC_FIELD_CREATE:
+    case CC_TAG_FIND:
+    case CC_TAG_CREATE:
+    case CC_TAG_RENAME:
+    case CC_TAGGING:
+        break;
+    }
+}
+
+/* The operations of §12 (custom fields, tags, taggings). */
+static void cc_op_send_tagged(struct ccapi *cc, struct cc_op *op, struct ccapi_error *err)
+{
+    switch (op->kind) {
+    case CC_FIELDS_GET:
+        ccapi_custom_fields_get(cc, op->in.fields.out, err);
+        break;
+    case CC_FIELD_CREATE:
+        ccapi_custom_field_create(cc, op->in.field_create.label, op->in.field_create.type,
+                                  op->in.field_create.out, err);
+        break;
+    case CC_TAG_FIND:
+        ccapi_tag_find(cc, op->in.tag.name, op->in.tag.out, op->in.tag.found, err);
+        break;
+    case CC_TAG_CREATE:
+        ccapi_tag_create(cc, op->in.tag.name, "ccsync", op->in.tag.out, err);
+        break;
+    case CC_TAG_RENAME:
+        ccapi_tag_rename(cc, op->in.tag.out->id, op->in.tag.name, err);
+        break;
+    case CC_TAGGING:
+        ccapi_taggings(cc, op->in.tagging.add, op->in.tagging.tags, op->in.tagging.n_tags,
+                       op->in.tagging.ids, op->in.tagging.n, op->out.activity_id, err);
+        break;
+    default:
         break;
     }
 }
@@ -88,8 +131,8 @@ static void cc_op_send(struct ccapi *cc, struct cc_op *op, struct ccapi_error *e
         break;
     case CC_IMPORT: {
         const char *lists[] = {op->in.import.list_id};
-        ccapi_contacts_import(cc, op->in.import.contacts, op->in.import.n, lists, 1,
-                              op->out.activity_id, err);
+        ccapi_contacts_import_fields(cc, op->in.import.contacts, op->in.import.fields,
+                                     op->in.import.n, lists, 1, op->out.activity_id, err);
         break;
     }
     case CC_REMOVE:
@@ -108,6 +151,9 @@ static void cc_op_send(struct ccapi *cc, struct cc_op *op, struct ccapi_error *e
         break;
     case CC_CONTACTS_FIND:
         ccapi_contacts_find_by_email(cc, op->in.email, &op->out.contacts, err);
+        break;
+    default:
+        cc_op_send_tagged(cc, op, err);
         break;
     }
 }

@@ -144,7 +144,7 @@ int group_set_synced(redisContext *c, const char *association, const char *group
     char now[32];
     rfc3339_format(store_now_ns(), now, sizeof now);
     if (store_exec(c, "HSET %s state synced last_synced_at %s", key_group(association, group).s,
-                    now) != STORE_OK)
+                   now) != STORE_OK)
         return STORE_ERR;
     return group_clear_error(c, association, group);
 }
@@ -154,14 +154,14 @@ int group_write_counts(redisContext *c, const char *association, const char *gro
 {
     const struct plan_counts *k = &pl->counts;
     return store_exec(c,
-                       "HSET %s c_members %lld c_no_email %lld c_invalid_email %lld "
-                       "c_duplicate_email %lld c_do_not_email %lld c_unsubscribed %lld "
-                       "c_rejected %lld c_in_list %lld pending %lld",
-                       key_group(association, group).s, (long long)k->members,
-                       (long long)k->no_email, (long long)k->invalid_email,
-                       (long long)k->duplicate_email, (long long)k->do_not_email,
-                       (long long)k->unsubscribed, (long long)k->rejected, (long long)k->in_list,
-                       (long long)(pl->pending.imports + pl->pending.removes));
+                      "HSET %s c_members %lld c_no_email %lld c_invalid_email %lld "
+                      "c_duplicate_email %lld c_do_not_email %lld c_unsubscribed %lld "
+                      "c_rejected %lld c_in_list %lld pending %lld",
+                      key_group(association, group).s, (long long)k->members,
+                      (long long)k->no_email, (long long)k->invalid_email,
+                      (long long)k->duplicate_email, (long long)k->do_not_email,
+                      (long long)k->unsubscribed, (long long)k->rejected, (long long)k->in_list,
+                      (long long)(pl->pending.imports + pl->pending.removes));
 }
 
 int group_set_disabled(redisContext *c, const char *association, const char *group)
@@ -170,10 +170,10 @@ int group_set_disabled(redisContext *c, const char *association, const char *gro
     /* The counts describe the list: with sync off there is none, as for a
      * group that never synced. */
     if (store_exec(c,
-                    "HSET %s state disabled pending 0 c_members 0 c_no_email 0 "
-                    "c_invalid_email 0 c_duplicate_email 0 c_do_not_email 0 c_unsubscribed 0 "
-                    "c_rejected 0 c_in_list 0",
-                    key.s) != STORE_OK ||
+                   "HSET %s state disabled pending 0 c_members 0 c_no_email 0 "
+                   "c_invalid_email 0 c_duplicate_email 0 c_do_not_email 0 c_unsubscribed 0 "
+                   "c_rejected 0 c_in_list 0",
+                   key.s) != STORE_OK ||
         store_exec(c, "HDEL %s list_id list_name list_state journal resync", key.s) != STORE_OK ||
         store_exec(c, "DEL %s", key_applied(association, group).s) != STORE_OK)
         return STORE_ERR;
@@ -217,7 +217,7 @@ int group_link_list(redisContext *c, const char *association, const char *group,
                     const char *list_id, const char *name)
 {
     if (store_exec(c, "HSET %s list_id %s list_name %s list_state active",
-                    key_group(association, group).s, list_id, name) != STORE_OK)
+                   key_group(association, group).s, list_id, name) != STORE_OK)
         return STORE_ERR;
     return store_exec(c, "DEL %s", key_applied(association, group).s);
 }
@@ -283,32 +283,35 @@ int group_journal_clear(redisContext *c, const char *association, const char *gr
 
 void applied_free(struct applied_set *s)
 {
-    for (size_t i = 0; i < s->n * 4; i++)
+    for (size_t i = 0; i < s->n * 5; i++)
         free(s->strings[i]);
     free(s->strings);
     free(s->items);
     memset(s, 0, sizeof *s);
 }
 
-/* Adds one entry ["on"|"unsub"|"rej", cid, first, last] of email to s; a
- * malformed entry is skipped. */
+/* Adds one entry ["on"|"unsub"|"rej", cid, first, last(, fields digest)] of email to
+ * s; a malformed entry is skipped. */
 static void applied_add(struct applied_set *s, const char *email, const char *json)
 {
     json_object *a = json_tokener_parse(json);
-    if (!a || !json_object_is_type(a, json_type_array) || json_object_array_length(a) != 4) {
+    size_t len = a && json_object_is_type(a, json_type_array) ? json_object_array_length(a) : 0;
+    if (len != 4 && len != 5) {
         json_object_put(a);
         return;
     }
-    char **str = &s->strings[s->n * 4];
+    char **str = &s->strings[s->n * 5];
     str[0] = strdup(email);
-    for (int k = 1; k < 4; k++)
-        str[k] = strdup(json_object_get_string(json_object_array_get_idx(a, (size_t)k)));
+    for (size_t k = 1; k < len; k++)
+        str[k] = strdup(json_object_get_string(json_object_array_get_idx(a, k)));
+    str[4] = len == 5 ? str[4] : strdup("");
     const char *st = json_object_get_string(json_object_array_get_idx(a, 0));
     struct applied_contact *ac = &s->items[s->n++];
     ac->email = str[0];
     ac->contact_id = str[1];
     ac->first_name = str[2];
     ac->last_name = str[3];
+    ac->fields = str[4];
     ac->status = strcmp(st, "unsub") == 0 ? APPLIED_UNSUBSCRIBED
                  : strcmp(st, "rej") == 0 ? APPLIED_REJECTED
                                           : APPLIED_ON_LIST;
@@ -324,7 +327,7 @@ int applied_load(redisContext *c, const char *association, const char *group, st
         return STORE_ERR;
     size_t n = r->elements / 2;
     s->items = calloc(n ? n : 1, sizeof *s->items);
-    s->strings = calloc(n ? n * 4 : 1, sizeof *s->strings);
+    s->strings = calloc(n ? n * 5 : 1, sizeof *s->strings);
     if (!s->items || !s->strings) {
         freeReplyObject(r);
         applied_free(s);
@@ -336,13 +339,17 @@ int applied_load(redisContext *c, const char *association, const char *group, st
     return STORE_OK;
 }
 
-static char *applied_json(const char *st, const char *cid, const char *fn, const char *ln)
+/* Without mapped fields the entry keeps its four elements, as before §12. */
+static char *applied_json(const char *st, const char *cid, const char *fn, const char *ln,
+                          const char *fields)
 {
     json_object *a = json_object_new_array();
     json_object_array_add(a, json_object_new_string(st));
     json_object_array_add(a, json_object_new_string(cid ? cid : ""));
     json_object_array_add(a, json_object_new_string(fn ? fn : ""));
     json_object_array_add(a, json_object_new_string(ln ? ln : ""));
+    if (fields != NULL && fields[0] != '\0')
+        json_object_array_add(a, json_object_new_string(fields));
     char *s = strdup(json_object_to_json_string_ext(a, JSON_C_TO_STRING_PLAIN));
     json_object_put(a);
     return s;
@@ -350,9 +357,9 @@ static char *applied_json(const char *st, const char *cid, const char *fn, const
 
 void applied_append_put(redisContext *c, const char *association, const char *group,
                         const char *email, const char *status, const char *contact_id,
-                        const char *first_name, const char *last_name)
+                        const char *first_name, const char *last_name, const char *fields)
 {
-    char *v = applied_json(status, contact_id, first_name, last_name);
+    char *v = applied_json(status, contact_id, first_name, last_name, fields);
     redisAppendCommand(c, "HSET %s %s %s", key_applied(association, group).s, email, v);
     free(v);
 }
@@ -390,6 +397,92 @@ int applied_set_contact_id(redisContext *c, const char *association, const char 
     int rc = store_reply_ok(c, r) ? STORE_OK : STORE_ERR;
     freeReplyObject(r);
     return rc;
+}
+
+/* ---- fields in flight (§12) ---- */
+
+void fields_sent_append(redisContext *c, const char *association, const char *group,
+                        const char *const *emails, const char *const *digests, size_t n)
+{
+    struct key key = key_fields_sent(association, group);
+    const char **argv = malloc((2 * n + 2) * sizeof *argv);
+    if (argv == NULL) {
+        redisAppendCommand(c, "DEL %s", key.s); /* nothing known: the read-back re-sends */
+        return;
+    }
+    argv[0] = "HSET";
+    argv[1] = key.s;
+    for (size_t i = 0; i < n; i++) {
+        argv[2 + 2 * i] = emails[i];
+        argv[3 + 2 * i] = digests[i];
+    }
+    redisAppendCommandArgv(c, (int)(2 * n + 2), argv, NULL);
+    free(argv);
+}
+
+static int fields_sent_cmp(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+int fields_sent_load(redisContext *c, const char *association, const char *group,
+                     struct fields_sent *s)
+{
+    memset(s, 0, sizeof *s);
+    struct key key = key_fields_sent(association, group);
+    redisReply *r = hash_read(c, &key);
+    if (!r)
+        return STORE_ERR;
+    size_t n = r->elements / 2;
+    /* pairs kept together: emails[i] and digests[i] in one array of 2n, sorted by email */
+    char **pairs = calloc(n ? 2 * n : 1, sizeof *pairs);
+    if (pairs == NULL) {
+        freeReplyObject(r);
+        return STORE_ERR;
+    }
+    for (size_t i = 0; i < n; i++) {
+        size_t el = strlen(r->element[2 * i]->str) + 1;
+        pairs[i] = malloc(el + strlen(r->element[2 * i + 1]->str) + 1);
+        if (pairs[i] == NULL) {
+            s->emails = pairs;
+            s->n = i;
+            fields_sent_free(s);
+            freeReplyObject(r);
+            return STORE_ERR;
+        }
+        memcpy(pairs[i], r->element[2 * i]->str, el);
+        strcpy(pairs[i] + el, r->element[2 * i + 1]->str);
+    }
+    freeReplyObject(r);
+    qsort(pairs, n, sizeof *pairs, fields_sent_cmp);
+    s->emails = pairs;
+    s->n = n;
+    return STORE_OK;
+}
+
+static int fields_sent_key_cmp(const void *key, const void *elem)
+{
+    return strcmp((const char *)key, *(char *const *)elem);
+}
+
+const char *fields_sent_get(const struct fields_sent *s, const char *email)
+{
+    char **hit =
+        s->n ? bsearch(email, s->emails, s->n, sizeof *s->emails, fields_sent_key_cmp) : NULL;
+    return hit && *hit ? *hit + strlen(*hit) + 1 : NULL;
+}
+
+void fields_sent_free(struct fields_sent *s)
+{
+    for (size_t i = 0; i < s->n; i++)
+        free(s->emails[i]);
+    free(s->emails);
+    memset(s, 0, sizeof *s);
+}
+
+int fields_sent_clear(redisContext *c, const char *association, const char *group)
+{
+    return store_exec(c, "DEL %s", key_fields_sent(association, group).s);
 }
 
 /* ---- members ---- */

@@ -76,6 +76,21 @@ struct key key_audit(const char *association)
     return key_format(ASSOC_KEY(KEY_AUDIT), association);
 }
 
+struct key key_field_map(const char *association)
+{
+    return key_format(ASSOC_KEY(KEY_FIELD_MAP), association);
+}
+
+struct key key_fields_sent(const char *association, const char *group)
+{
+    return key_format(ASSOC_KEY(KEY_FIELDS_SENT "%s"), association, group);
+}
+
+struct key key_group_tag(const char *association, const char *group)
+{
+    return key_format(ASSOC_KEY(KEY_GROUP_TAG "%s"), association, group);
+}
+
 struct key key_dedup(const char *association, const char *webhook_id)
 {
     return key_format(ASSOC_KEY(KEY_DEDUP "%s"), association, webhook_id);

@@ -40,10 +40,19 @@
  *   (the executor finds the ids in bulk, records them - or drops the applied entry
  *   when CC has no such contact - and plans again); those with one go into REMOVE
  *   chunks in the same plan.
- * - Import: a winner not applied, applied ON_LIST with other names, or REJECTED
- *   with other names (email changes reach a new email, so they import too). The
- *   names are exactly what plan_contact_names gives: cut to CC's 50 characters here,
- *   so the executor sends, and records, exactly what the next plan compares with.
+ * - Import: a winner not applied, applied ON_LIST with other names or other
+ *   fields, or REJECTED with other names or fields (email changes reach a new
+ *   email, so they import too). The names are exactly what plan_contact_names
+ *   gives: cut to CC's 50 characters here, so the executor sends, and records,
+ *   exactly what the next plan compares with.
+ * - Mapped fields (§12): each contact's values are computed here (cut to the
+ *   column's length, "" for a text field the member lacks so that CC clears it) and
+ *   summed up in a digest of the mapping's version and the values; the applied
+ *   state keeps the digest as sent. A different digest is a change to import, with
+ *   no membership change needed: the import to a list the contact is on updates it.
+ *   A changed mapping changes every digest, so every synced contact is imported
+ *   once. Without mapped fields the digest is "" and nothing differs from before.
+ *   The duplicate rule decides whose fields a shared email gets: the winner's.
  * - Chunks: IMPORT holds at most import_max_contacts and its estimated JSON body
  *   stays below import_max_bytes. The estimate is an upper bound of the
  *   contacts_json_import body {"import_data":[{"email","first_name","last_name"}],
@@ -64,9 +73,12 @@
 #include "ccsync/plan.h"
 
 #include <stdalign.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "ccsync/fieldmap.h"
 
 /* ---- the plan's memory: one arena, freed at once ------------------------ */
 
@@ -303,8 +315,107 @@ static size_t json_string_bytes(const char *s)
 
 static size_t import_contact_bytes(const struct plan_contact *c)
 {
-    return IMPORT_CONTACT_OVERHEAD + json_string_bytes(c->email) +
-           json_string_bytes(c->first_name) + json_string_bytes(c->last_name);
+    size_t n = IMPORT_CONTACT_OVERHEAD + json_string_bytes(c->email) +
+               json_string_bytes(c->first_name) + json_string_bytes(c->last_name);
+    for (size_t i = 0; i < c->n_fields; i++)
+        if (c->values[i] != NULL)
+            n += 4 + json_string_bytes(c->columns[i]) + json_string_bytes(c->values[i]);
+    return n;
+}
+
+/* ---- mapped fields ------------------------------------------------------------ */
+
+static uint64_t fnv1a(uint64_t h, const char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        h ^= (unsigned char)s[i];
+        h *= 1099511628211ULL;
+    }
+    return h;
+}
+
+void plan_fields_digest(const struct plan_fields *fields, const char *const *values, char out[17])
+{
+    out[0] = '\0';
+    if (fields == NULL || fields->n == 0)
+        return;
+    const char *version = fields->version ? fields->version : "";
+    uint64_t h = fnv1a(14695981039346656037ULL, version, strlen(version) + 1);
+    for (size_t i = 0; i < fields->n; i++) {
+        const char *col = fields->items[i].column;
+        h = fnv1a(h, col, strlen(col) + 1);
+        h = values[i] ? fnv1a(h, values[i], strlen(values[i]) + 1) : fnv1a(h, "\x01", 1);
+    }
+    snprintf(out, 17, "%016llx", (unsigned long long)h);
+}
+
+/* The member's value of novi: the record's own fields by their Novi names, else an
+ * extra field (webhook.c keeps them). NULL when it has none. */
+static const char *member_value(const struct member_record *m, const char *novi)
+{
+    if (strcmp(novi, "Email") == 0)
+        return m->email;
+    if (strcmp(novi, "FirstName") == 0)
+        return m->first_name;
+    if (strcmp(novi, "LastName") == 0)
+        return m->last_name;
+    if (strcmp(novi, "Company") == 0)
+        return m->company;
+    return member_field_value(m, novi);
+}
+
+/* s cut to max code points (never inside a UTF-8 sequence), in the arena. */
+static char *cut_copy(struct plan_arena *a, const char *s, size_t max)
+{
+    size_t chars = 0, i = 0;
+    for (; s[i] != '\0'; i++) {
+        bool starts_char = ((unsigned char)s[i] & 0xC0) != 0x80;
+        if (starts_char && chars == max)
+            break;
+        chars += starts_char;
+    }
+    char *p = arena_alloc(a, i + 1);
+    if (p != NULL) {
+        memcpy(p, s, i);
+        p[i] = '\0';
+    }
+    return p;
+}
+
+/* A whole number 1..max as text ("07" → "7"); -1 when raw is not one. */
+static int small_int(const char *raw, int max)
+{
+    int v = 0;
+    if (raw == NULL || raw[0] == '\0')
+        return -1;
+    for (const char *p = raw; *p; p++) {
+        if (*p < '0' || *p > '9' || v > max)
+            return -1;
+        v = v * 10 + (*p - '0');
+    }
+    return v >= 1 && v <= max ? v : -1;
+}
+
+/* The value sent for field f (in the arena); *out NULL when it is left out. */
+static int field_value(struct plan_arena *a, const struct plan_field *f, const char *raw,
+                       const char **out)
+{
+    *out = NULL;
+    if (f->int_max > 0) {
+        int v = small_int(raw, f->int_max);
+        char buf[16];
+        if (v < 0)
+            return 0;
+        snprintf(buf, sizeof buf, "%d", v);
+        *out = arena_strdup(a, buf);
+    } else if (f->date) {
+        if (raw == NULL || !fieldmap_is_date(raw))
+            return 0;
+        *out = arena_strdup(a, raw);
+    } else {
+        *out = cut_copy(a, raw ? raw : "", f->max_chars);
+    }
+    return *out != NULL ? 0 : -1;
 }
 
 /* ---- building a plan ------------------------------------------------------ */
@@ -333,6 +444,7 @@ struct builder {
 
     struct plan_contact *imports; /* sorted by email */
     size_t n_imports;
+    const char **columns;                   /* the mapped fields' columns, shared by every import */
     const struct applied_contact **removes; /* sorted by email */
     size_t n_removes;
 };
@@ -476,15 +588,49 @@ static int sort_applied(struct builder *b, const struct applied_contact *applied
     return 0;
 }
 
+/* The winner's mapped field values and their digest (values NULL without fields). */
+static int member_fields(struct builder *b, const struct member_record *m, const char ***values,
+                         char digest[17])
+{
+    const struct plan_fields *f = b->group->fields;
+    *values = NULL;
+    digest[0] = '\0';
+    if (f == NULL || f->n == 0)
+        return 0;
+    if (b->columns == NULL) {
+        b->columns = arena_alloc(b->out->arena, f->n * sizeof *b->columns);
+        if (b->columns == NULL)
+            return fail_oom(b);
+        for (size_t i = 0; i < f->n; i++)
+            b->columns[i] = f->items[i].column;
+    }
+    *values = arena_alloc(b->out->arena, f->n * sizeof **values);
+    if (*values == NULL)
+        return fail_oom(b);
+    for (size_t i = 0; i < f->n; i++)
+        if (field_value(b->out->arena, &f->items[i], member_value(m, f->items[i].novi),
+                        &(*values)[i]) != 0)
+            return fail_oom(b);
+    plan_fields_digest(f, *values, digest);
+    return 0;
+}
+
 static int add_import(struct builder *b, const struct candidate *w, const char *first,
-                      const char *last)
+                      const char *last, const char **values, const char *digest)
 {
     struct plan_contact *c = &b->imports[b->n_imports];
+    memset(c, 0, sizeof *c);
     c->email = w->email;
     c->first_name = arena_strdup(b->out->arena, first);
     c->last_name = arena_strdup(b->out->arena, last);
-    if (c->first_name == NULL || c->last_name == NULL)
+    c->fields = arena_strdup(b->out->arena, digest);
+    if (c->first_name == NULL || c->last_name == NULL || c->fields == NULL)
         return fail_oom(b);
+    if (values != NULL) {
+        c->n_fields = b->group->fields->n;
+        c->columns = b->columns;
+        c->values = values;
+    }
     b->n_imports++;
     b->out->outcomes[w->index].pending = true;
     return 0;
@@ -525,18 +671,22 @@ static int decide_winner(struct builder *b, const struct candidate *w,
         o->reason = PLAN_REJECTED;
         return 0;
     }
-    char first[CONTACT_NAME_BUF_SIZE], last[CONTACT_NAME_BUF_SIZE];
+    char first[CONTACT_NAME_BUF_SIZE], last[CONTACT_NAME_BUF_SIZE], digest[17];
     plan_contact_names(w->member->rec, first, last);
-    bool same_names = a != NULL && strcmp(or_empty(a->first_name), first) == 0 &&
-                      strcmp(or_empty(a->last_name), last) == 0;
-    if (a != NULL && a->status == APPLIED_REJECTED && same_names) {
+    const char **values;
+    if (member_fields(b, w->member->rec, &values, digest) != 0)
+        return -1;
+    bool same = a != NULL && strcmp(or_empty(a->first_name), first) == 0 &&
+                strcmp(or_empty(a->last_name), last) == 0 &&
+                strcmp(or_empty(a->fields), digest) == 0;
+    if (a != NULL && a->status == APPLIED_REJECTED && same) {
         o->reason = PLAN_REJECTED;
         return 0;
     }
     o->reason = PLAN_IN_LIST;
-    if (a != NULL && a->status == APPLIED_ON_LIST && same_names)
+    if (a != NULL && a->status == APPLIED_ON_LIST && same)
         return 0;
-    return add_import(b, w, first, last);
+    return add_import(b, w, first, last, values, digest);
 }
 
 /* Walks winners and applied contacts together, both sorted by email. */

@@ -47,6 +47,7 @@ static int applied_key_cmp(const void *key, const void *elem)
 struct readback {
     struct run *r;
     struct applied_set applied;
+    struct fields_sent sent; /* fields of an import in flight (§12) */
     const struct applied_contact **sorted;
     char *found; /* per sorted entry */
 };
@@ -54,6 +55,7 @@ struct readback {
 static void readback_free(struct readback *b)
 {
     applied_free(&b->applied);
+    fields_sent_free(&b->sent);
     free(b->sorted);
     free(b->found);
 }
@@ -62,7 +64,8 @@ static void readback_free(struct readback *b)
 static enum call_outcome readback_load(struct readback *b, struct run *r)
 {
     b->r = r;
-    if (applied_load(r->w->redis, r->association, r->group, &b->applied) != STORE_OK)
+    if (applied_load(r->w->redis, r->association, r->group, &b->applied) != STORE_OK ||
+        fields_sent_load(r->w->redis, r->association, r->group, &b->sent) != STORE_OK)
         return CALL_REDIS;
     size_t m = b->applied.n;
     b->sorted = calloc(m ? m : 1, sizeof *b->sorted);
@@ -84,7 +87,7 @@ static size_t readback_contact(redisContext *c, struct readback *b, const char *
         on = strcmp(ct->list_ids[l], b->r->gs.list_id) == 0;
     if (!on)
         return 0;
-    const char *fn = ct->first_name, *ln = ct->last_name;
+    const char *fn = ct->first_name, *ln = ct->last_name, *fields = "";
     const struct applied_contact **hit =
         b->applied.n ? bsearch(email, b->sorted, b->applied.n, sizeof *b->sorted, applied_key_cmp)
                      : NULL;
@@ -92,8 +95,14 @@ static size_t readback_contact(redisContext *c, struct readback *b, const char *
         b->found[hit - b->sorted] = 1;
         fn = (*hit)->first_name; /* what we sent stays the reference */
         ln = (*hit)->last_name;
+        fields = (*hit)->fields;
     }
-    applied_append_put(c, b->r->association, b->r->group, email, "on", ct->contact_id, fn, ln);
+    /* an import in flight that CC ran: its fields are what CC holds now */
+    const char *sent = fields_sent_get(&b->sent, email);
+    if (sent != NULL)
+        fields = sent;
+    applied_append_put(c, b->r->association, b->r->group, email, "on", ct->contact_id, fn, ln,
+                       fields);
     return 1;
 }
 
@@ -185,6 +194,10 @@ static enum call_outcome verify_lists(struct run *const *rs, size_t n, struct cc
         oc = readback_read(b, n, err);
     if (oc == CALL_OK)
         oc = readback_drop_missing(b, n);
+    for (size_t k = 0; k < n && oc == CALL_OK; k++)
+        if (b[k].sent.n > 0 &&
+            fields_sent_clear(rs[k]->w->redis, rs[k]->association, rs[k]->group) != STORE_OK)
+            oc = CALL_REDIS;
     for (size_t k = 0; k < n; k++)
         readback_free(&b[k]);
     free(b);
@@ -211,6 +224,7 @@ struct round_group {
     bool first_sync; /* nothing applied before this pass */
     bool readback;   /* read the list back once the activities are known */
     bool learn_ids;  /* a first sync's import finished: read the list back once synced */
+    const struct plan_fields *fields; /* the round's mapped fields (§12) */
 };
 
 /* An activity the round waits for. */
@@ -234,6 +248,9 @@ struct round {
     struct plan_merged_removes merged;
     struct round_activity *acts;
     size_t n_acts, cap_acts;
+    struct fieldmap *map; /* the association's field mapping (§12) */
+    struct plan_field field_items[FIELDMAP_MAX];
+    struct plan_fields fields;
 };
 
 static int cid_ptr_cmp(const void *pa, const void *pb)
@@ -319,7 +336,8 @@ static bool plan_group(struct round_group *g)
     struct plan_group pg = {.id = r->group,
                             .name = r->gs.name,
                             .sync_enabled = true,
-                            .list = {PLAN_LIST_ACTIVE, r->gs.list_id, r->gs.list_name}};
+                            .list = {PLAN_LIST_ACTIVE, r->gs.list_id, r->gs.list_name},
+                            .fields = g->fields};
     struct plan_error perr;
     if (plan_build(&pg, g->members.members, g->members.n, g->applied.items, g->applied.n, NULL,
                    &g->pl, &perr) != 0) {
@@ -601,12 +619,37 @@ static void send_removes(struct round *rd)
             return;
 }
 
+/* Before an import with mapped fields: the digest each contact will have in CC, for
+ * a read-back after a crash (groupstore.h, fields_sent). */
+static bool note_fields_sent(struct run *r, const struct plan_op *op)
+{
+    if (op->n_contacts == 0 || op->contacts[0].fields[0] == '\0')
+        return true;
+    const char **emails = malloc(op->n_contacts * sizeof *emails);
+    const char **digests = malloc(op->n_contacts * sizeof *digests);
+    bool ok = emails && digests;
+    for (size_t i = 0; ok && i < op->n_contacts; i++) {
+        emails[i] = op->contacts[i].email;
+        digests[i] = op->contacts[i].fields;
+    }
+    if (ok) {
+        fields_sent_append(r->w->redis, r->association, r->group, emails, digests, op->n_contacts);
+        ok = store_drain(r->w->redis, 1) == STORE_OK;
+    }
+    free(emails);
+    free(digests);
+    return ok;
+}
+
 /* Sends one import of group g; false when the group sends nothing more. */
 static bool send_import(struct round *rd, struct round_group *g, const struct plan_op *op)
 {
     struct run *r = g->r;
     struct ccapi_import_contact *cs = calloc(op->n_contacts, sizeof *cs);
-    if (!cs) {
+    struct ccapi_import_fields *fs = calloc(op->n_contacts, sizeof *fs);
+    if (!cs || !fs) {
+        free(cs);
+        free(fs);
         r->res = SYNC_RETRY;
         return false;
     }
@@ -614,16 +657,21 @@ static bool send_import(struct round *rd, struct round_group *g, const struct pl
         cs[c].email = op->contacts[c].email;
         cs[c].first_name = op->contacts[c].first_name;
         cs[c].last_name = op->contacts[c].last_name;
+        fs[c].n = op->contacts[c].n_fields;
+        fs[c].columns = op->contacts[c].columns;
+        fs[c].values = op->contacts[c].values;
     }
-    if (!journal_push(r, "import")) {
+    if (!note_fields_sent(r, op) || !journal_push(r, "import")) {
         free(cs);
+        free(fs);
         r->res = SYNC_REDIS;
         return false;
     }
     struct ccapi_error err;
-    struct cc_op cop = {.kind = CC_IMPORT, .in.import = {cs, op->n_contacts, r->gs.list_id}};
+    struct cc_op cop = {.kind = CC_IMPORT, .in.import = {cs, op->n_contacts, r->gs.list_id, fs}};
     enum call_outcome oc = cc_call(r->w, r->association, &cop, &err);
     free(cs);
+    free(fs);
     if (oc == CALL_UNCERTAIN) {
         r->retry_ms = 1000; /* the journal makes the next run read the list back first */
         r->res = SYNC_RETRY;
@@ -777,7 +825,7 @@ static bool import_settled(struct round_activity *ra)
         }
         applied_append_put(c, r->association, r->group, op->contacts[i].email,
                            rejected ? "rej" : "on", "", op->contacts[i].first_name,
-                           op->contacts[i].last_name);
+                           op->contacts[i].last_name, op->contacts[i].fields);
     }
     bool completed = ra->act.state == CCAPI_ACTIVITY_COMPLETED;
     if (ra->act.cannot_add_to_list_count > 0 || !completed)
@@ -801,7 +849,8 @@ static bool mark_unsubscribed(struct round_activity *ra)
             continue;
         /* drained at once: the next HEXISTS must not read this HSET's reply */
         applied_append_put(c, r->association, r->group, op->contacts[i].email, "unsub", "",
-                           op->contacts[i].first_name, op->contacts[i].last_name);
+                           op->contacts[i].first_name, op->contacts[i].last_name,
+                           op->contacts[i].fields);
         if (store_drain(c, 1) != STORE_OK)
             return false;
     }
@@ -1006,6 +1055,27 @@ static bool round_pass(struct round *rd)
     return !round_broken(rd);
 }
 
+/* The round's mapped fields: custom fields made in CC first. False when the round
+ * cannot go on (each group's result says why). */
+static bool round_fields(struct round *rd, struct run *const *runs, size_t n)
+{
+    rd->map = malloc(sizeof *rd->map);
+    if (rd->map == NULL)
+        return false;
+    enum call_outcome oc = fields_prepare(runs, n, rd->map);
+    if (oc != CALL_OK) {
+        struct ccapi_error err = {0};
+        for (size_t i = 0; i < n; i++)
+            if (runs[i]->res == SYNC_DONE)
+                runs[i]->res = call_result(runs[i], oc, &err, "create custom fields");
+        free(rd->map);
+        rd->map = NULL;
+        return true; /* nothing to converge: every group has its result */
+    }
+    fields_plan(rd->map, rd->field_items, &rd->fields);
+    return true;
+}
+
 void round_converge(struct run *const *runs, size_t n)
 {
     struct round rd = {.n = n};
@@ -1013,8 +1083,12 @@ void round_converge(struct run *const *runs, size_t n)
     rd.active = calloc(n, sizeof *rd.active);
     bool ready = rd.groups && rd.active;
     int pass = 0;
-    for (size_t i = 0; ready && i < n; i++)
+    for (size_t i = 0; ready && i < n; i++) {
         rd.groups[i].r = runs[i];
+        rd.groups[i].fields = &rd.fields;
+    }
+    if (ready)
+        ready = round_fields(&rd, runs, n);
     while (ready && pass < MAX_ROUNDS && round_pass(&rd))
         pass++;
     for (size_t i = 0; i < n; i++) {
@@ -1029,4 +1103,5 @@ void round_converge(struct run *const *runs, size_t n)
     free(rd.acts);
     free(rd.groups);
     free(rd.active);
+    free(rd.map);
 }

@@ -191,6 +191,14 @@ struct ccapi_import_contact {
     const char *last_name;
 };
 
+/* A contact's mapped fields (§12): columns[i] ("phone", "cf:Chapter") takes values[i];
+ * a NULL value is left out. birthday_month and birthday_day are sent as integers. */
+struct ccapi_import_fields {
+    size_t n;
+    const char *const *columns;
+    const char *const *values;
+};
+
 /* Bytes one contact adds to the import body, its separating comma excluded.
  * Exact for the serializer below, so a planner can fill a chunk up to
  * CCAPI_IMPORT_MAX_BYTES: body size = ccapi_import_body_size(). */
@@ -217,6 +225,12 @@ char *ccapi_memberships_body(const char *const *contact_ids, size_t n_contacts,
 int ccapi_contacts_import(struct ccapi *c, const struct ccapi_import_contact *contacts,
                           size_t n_contacts, const char *const *list_ids, size_t n_lists,
                           char activity_id[CCAPI_ID_SIZE], struct ccapi_error *err);
+/* The same with each contact's mapped fields (fields[i] for contacts[i]; fields NULL:
+ * none). The body-size rules count them too. */
+int ccapi_contacts_import_fields(struct ccapi *c, const struct ccapi_import_contact *contacts,
+                                 const struct ccapi_import_fields *fields, size_t n_contacts,
+                                 const char *const *list_ids, size_t n_lists,
+                                 char activity_id[CCAPI_ID_SIZE], struct ccapi_error *err);
 /* POST /activities/add_list_memberships, ≤ 500 contact_ids, 1..50 lists. */
 int ccapi_memberships_add(struct ccapi *c, const char *const *contact_ids, size_t n_contacts,
                           const char *const *list_ids, size_t n_lists,
@@ -368,5 +382,49 @@ char *ccapi_refresh_body(const char *refresh_token, const char *client_id, bool 
 int ccapi_token_refresh(struct ccapi *c, const char *token_url, const char *client_id,
                         const char *client_secret, const char *refresh_token,
                         struct ccapi_token *out, struct ccapi_error *err);
+
+/* ---- custom fields and tags (§12) ---- */
+
+#define CCAPI_CUSTOM_FIELDS_MAX 100 /* per account: one page of GET /contact_custom_fields */
+
+struct ccapi_custom_field {
+    char id[CCAPI_ID_SIZE];
+    char name[64];
+    char label[64];
+    char type[24];
+};
+
+struct ccapi_custom_fields {
+    size_t n;
+    struct ccapi_custom_field items[CCAPI_CUSTOM_FIELDS_MAX];
+};
+
+/* GET /contact_custom_fields?limit=100: every custom field of the account. */
+int ccapi_custom_fields_get(struct ccapi *c, struct ccapi_custom_fields *out,
+                            struct ccapi_error *err);
+/* POST /contact_custom_fields {"label","type"} → 201. */
+int ccapi_custom_field_create(struct ccapi *c, const char *label, const char *type,
+                              struct ccapi_custom_field *out, struct ccapi_error *err);
+
+struct ccapi_tag {
+    char id[CCAPI_ID_SIZE];
+    char name[256];
+};
+
+/* POST /contact_tags {"name","tag_source"} → 201. */
+int ccapi_tag_create(struct ccapi *c, const char *name, const char *source, struct ccapi_tag *out,
+                     struct ccapi_error *err);
+/* Pages GET /contact_tags (500 a page) for the tag named name (case-insensitive):
+ * *found tells whether there is one. */
+int ccapi_tag_find(struct ccapi *c, const char *name, struct ccapi_tag *out, bool *found,
+                   struct ccapi_error *err);
+/* PUT /contact_tags/{tag_id} {"name"}. */
+int ccapi_tag_rename(struct ccapi *c, const char *tag_id, const char *name,
+                     struct ccapi_error *err);
+/* POST /activities/contacts_taggings_add (add) or _remove: tag_ids on ≤ 500
+ * source.contact_ids → 201; activity_id filled. */
+int ccapi_taggings(struct ccapi *c, bool add, const char *const *tag_ids, size_t n_tags,
+                   const char *const *contact_ids, size_t n_contacts,
+                   char activity_id[CCAPI_ID_SIZE], struct ccapi_error *err);
 
 #endif

@@ -25,6 +25,7 @@
 #include <stdint.h>
 
 #include "ccsync/ccapi.h"
+#include "ccsync/fieldmap.h"
 #include "ccsync/groupstore.h"
 #include "ccsync/sync.h"
 
@@ -59,6 +60,12 @@ enum cc_op_kind {
     CC_ACTIVITIES,    /* (newest page) -> out.activities */
     CC_CONTACTS_PAGE, /* in.contacts -> out.contacts */
     CC_CONTACTS_FIND, /* in.email -> out.contacts */
+    CC_FIELDS_GET,    /* -> *in.fields.out (§12: custom fields) */
+    CC_FIELD_CREATE,  /* in.field_create -> *in.field_create.out */
+    CC_TAG_FIND,      /* in.tag -> *in.tag.out, *in.tag.found */
+    CC_TAG_CREATE,    /* in.tag -> *in.tag.out */
+    CC_TAG_RENAME,    /* in.tag (out.id: the tag, name: its new name) */
+    CC_TAGGING,       /* in.tagging -> out.activity_id */
 };
 
 struct cc_op {
@@ -77,6 +84,7 @@ struct cc_op {
             const struct ccapi_import_contact *contacts;
             size_t n;
             const char *list_id;
+            const struct ccapi_import_fields *fields; /* NULL: none mapped (§12) */
         } import;
         struct {
             const char *const *ids;
@@ -89,6 +97,26 @@ struct cc_op {
             size_t n_lists;
             const char *next;
         } contacts;
+        struct {
+            struct ccapi_custom_fields *out; /* the caller's */
+        } fields;
+        struct {
+            const char *label;
+            const char *type;
+            struct ccapi_custom_field *out; /* the caller's */
+        } field_create;
+        struct {
+            const char *name;
+            struct ccapi_tag *out; /* the caller's */
+            bool *found;
+        } tag;
+        struct {
+            bool add;
+            const char *const *tags;
+            size_t n_tags;
+            const char *const *ids; /* contact ids, ≤ 500 */
+            size_t n;
+        } tagging;
     } in;
     union { /* owned by the op: cc_op_clear */
         struct ccapi_list_page lists;
@@ -159,6 +187,14 @@ bool journal_name_last(struct run *r, const char *activity);
 bool journal_drop_last(struct run *r);
 /* A journal left by an earlier run: finds out what CC did before anything else. */
 enum sync_result journal_recover(struct run *r);
+
+/* ---- fieldsync.c: the mapped fields of a round (§12) ---- */
+
+/* Loads the association's mapping into m and makes the custom fields CC lacks
+ * (runs: the round's groups, whose members decide a new field's type). */
+enum call_outcome fields_prepare(struct run *const *runs, size_t n, struct fieldmap *m);
+/* The entries CC has, as the planner takes them (items: FIELDMAP_MAX of room). */
+void fields_plan(const struct fieldmap *m, struct plan_field *items, struct plan_fields *pf);
 
 /* ---- round.c ---- */
 

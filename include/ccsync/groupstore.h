@@ -12,7 +12,8 @@
  * list_id, list_name, list_state (active | deleted_in_cc), err_code, err_msg,
  * err_since, last_synced_at, c_* counts, pending, journal, resync, verify.
  * Applied hash: normalized email -> JSON ["on"|"unsub"|"rej", contact_id,
- * first_name, last_name].
+ * first_name, last_name] and, when fields are mapped (§12), the fields digest as a
+ * fifth element.
  */
 #ifndef CCSYNC_GROUPSTORE_H
 #define CCSYNC_GROUPSTORE_H
@@ -95,7 +96,7 @@ int group_journal_clear(struct redisContext *c, const char *association, const c
 struct applied_set {
     size_t n;
     struct applied_contact *items;
-    char **strings; /* owned: 4 per item */
+    char **strings; /* owned: 5 per item */
 };
 
 int applied_load(struct redisContext *c, const char *association, const char *group,
@@ -105,7 +106,7 @@ void applied_free(struct applied_set *s);
  * before its next command. status is "on", "unsub" or "rej". */
 void applied_append_put(struct redisContext *c, const char *association, const char *group,
                         const char *email, const char *status, const char *contact_id,
-                        const char *first_name, const char *last_name);
+                        const char *first_name, const char *last_name, const char *fields);
 void applied_append_remove(struct redisContext *c, const char *association, const char *group,
                            const char *email);
 int applied_remove(struct redisContext *c, const char *association, const char *group,
@@ -116,6 +117,24 @@ int applied_has(struct redisContext *c, const char *association, const char *gro
 /* Records the contact id of an existing entry (none: nothing happens). */
 int applied_set_contact_id(struct redisContext *c, const char *association, const char *group,
                            const char *email, const char *contact_id);
+
+/* ---- fields in flight (§12) ---- */
+
+/* The fields digest of each contact of an import about to be sent (email -> digest),
+ * pipelined: a read-back after a crash takes it as what CC holds for a contact the
+ * import put on the list. Cleared with fields_sent_clear once the list is known. */
+void fields_sent_append(struct redisContext *c, const char *association, const char *group,
+                        const char *const *emails, const char *const *digests, size_t n);
+/* email -> digest of what is in flight (caller frees with fields_sent_free). */
+struct fields_sent {
+    size_t n;
+    char **emails; /* sorted; each followed, after its NUL, by its digest */
+};
+int fields_sent_load(struct redisContext *c, const char *association, const char *group,
+                     struct fields_sent *s);
+const char *fields_sent_get(const struct fields_sent *s, const char *email);
+void fields_sent_free(struct fields_sent *s);
+int fields_sent_clear(struct redisContext *c, const char *association, const char *group);
 
 /* ---- members ---- */
 

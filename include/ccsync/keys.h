@@ -45,6 +45,9 @@ struct key {
 #define KEY_MEMBER "m:"               /* + M, hash: rec, ts */
 #define KEY_MEMBER_GROUPS "mg:"       /* + M, set: the member's groups */
 #define KEY_AUDIT "audit"             /* list: audit entries, newest first */
+#define KEY_FIELD_MAP "fieldmap"      /* string: the association's field mapping and tags (JSON) */
+#define KEY_FIELDS_SENT "fs:"         /* + G, hash: email -> fields digest of an import in flight */
+#define KEY_GROUP_TAG "gt:"           /* + G, hash: the group's CC tag (tag_id, name) */
 #define KEY_DEDUP "dedup:"            /* + webhook id: seen recently */
 #define KEY_LEASE "lease:"            /* + G: one worker syncs G */
 #define KEY_RECONCILE_LEASE "reconcile-lease" /* one worker reconciles the association */
@@ -60,7 +63,7 @@ struct key {
 #define KEY_EVENTS KEY_ROOT "events"             /* stream of accepted webhooks */
 #define KEY_DEAD_LETTERS KEY_ROOT "events:dead"  /* stream of events that could not be applied */
 #define KEY_ASSOCIATIONS KEY_ROOT "associations" /* set of association ids */
-#define KEY_CREDENTIALS KEY_ROOT "credentials" /* stream: an entry when a PUT changes tokens */
+#define KEY_CREDENTIALS KEY_ROOT "credentials"   /* stream: an entry when a PUT changes tokens */
 /* set "A|G": last sync failed, will retry. Only plain commands write it (never a
  * script with an association's keys), after the finish script. */
 #define KEY_RETRYING KEY_ROOT "retrying"
@@ -85,6 +88,9 @@ struct key key_applied(const char *association, const char *group);
 struct key key_member(const char *association, const char *member);
 struct key key_member_groups(const char *association, const char *member);
 struct key key_audit(const char *association);
+struct key key_field_map(const char *association);
+struct key key_fields_sent(const char *association, const char *group);
+struct key key_group_tag(const char *association, const char *group);
 struct key key_dedup(const char *association, const char *webhook_id);
 struct key key_lease(const char *association, const char *group);
 struct key key_reconcile_lease(const char *association);

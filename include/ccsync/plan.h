@@ -71,6 +71,28 @@ struct plan_list {
     const char *list_name; /* as last seen in CC; may be NULL */
 };
 
+/* A mapped contact field (§12): the member field novi ("MemberType",
+ * "CustomFields.Chapter", or FirstName, LastName, Company, Email) goes to the import
+ * column ("phone", "cf:Chapter"). Text is cut to max_chars characters and sent ""
+ * when the member has none (so a cleared field clears in CC); an integer column
+ * (int_max > 0: birthday_month 12, birthday_day 31) and a date column (date) are
+ * left out unless the value is one. */
+struct plan_field {
+    const char *novi;
+    const char *column;
+    size_t max_chars;
+    int int_max;
+    bool date;
+};
+
+/* The association's mapped fields, those CC has (custom fields it made). version
+ * changes with the mapping, so a changed mapping changes every contact's digest. */
+struct plan_fields {
+    size_t n;
+    const struct plan_field *items;
+    const char *version;
+};
+
 /* The group fact and its list link. Strings are borrowed for the call. */
 struct plan_group {
     const char *id;
@@ -78,7 +100,13 @@ struct plan_group {
     bool sync_enabled;
     bool deleted;
     struct plan_list list;
+    const struct plan_fields *fields; /* NULL or none: email and names only */
 };
+
+/* The fields digest plan_build compares for a member: "" without mapped fields, else
+ * 16 hex digits over the mapping's version and the values sent. out: 17 bytes.
+ * values (fields->n of them, arena or caller memory) get the values as sent. */
+void plan_fields_digest(const struct plan_fields *fields, const char *const *values, char out[17]);
 
 /* A member currently in the group and active. rec is borrowed. */
 struct plan_member {
@@ -101,6 +129,7 @@ struct applied_contact {
     const char *first_name; /* as last sent */
     const char *last_name;  /* as last sent */
     enum applied_status status;
+    const char *fields; /* the fields digest as last sent; NULL or "" = none */
 };
 
 /* CC's bulk limits, parameters so that tests can use small ones. */
@@ -172,6 +201,12 @@ struct plan_contact {
     const char *email; /* normalized */
     const char *first_name;
     const char *last_name;
+    /* the group's mapped fields: values[i] goes to fields->items[i].column (NULL: left
+     * out); fields is the digest to record once the import has run */
+    size_t n_fields;
+    const char *const *columns;
+    const char *const *values;
+    const char *fields;
 };
 
 /* One CC operation. Only the fields of its type are set; all strings belong to

@@ -51,6 +51,18 @@ void sim_void(const char *method, const char *path, const char *body)
     json_object_put(sim(method, path, body));
 }
 
+json_object *sim_v3(const char *method, const char *path, const char *body, long expect)
+{
+    char url[512];
+    snprintf(url, sizeof url, "%s%s", stack.sim_root, path);
+    const char *headers[] = {"Content-Type: application/json", "Authorization: Bearer " DEV_TOKEN,
+                             NULL};
+    struct reply r = http(method, url, headers, body);
+    if (r.status != expect)
+        fail_msg("ccsim %s %s: %ld %s", method, path, r.status, r.body ? r.body : "");
+    return reply_take_json(&r);
+}
+
 /* Makes ccsim answer endpoint ("METHOD /v3/...", as its counters name it) after
  * delay_ms; count 0 = every such request until cleared. */
 void sim_delay(const char *endpoint, int delay_ms, int count)

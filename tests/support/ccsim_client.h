@@ -23,6 +23,9 @@ pid_t ccsim_start(const char *const *args, char *root, size_t root_size);
 /* A control call; asserts a 200 and returns the parsed body (the caller puts it). */
 json_object *sim(const char *method, const char *path, const char *body);
 void sim_void(const char *method, const char *path, const char *body);
+/* A /v3 call as an admin in CC's UI would make it (ccsim's dev token); asserts the
+ * status expect and returns the parsed body (the caller puts it). */
+json_object *sim_v3(const char *method, const char *path, const char *body, long expect);
 
 /* Makes ccsim answer endpoint ("METHOD /v3/...", as its counters name it) after
  * delay_ms; count 0 = every such request until cleared. */

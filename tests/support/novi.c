@@ -25,7 +25,7 @@ void rfc3339_at(long long seconds, char *out, size_t size)
     strftime(out, size, "%Y-%m-%dT%H:%M:%SZ", &tm);
 }
 
-long post_webhook_at(int i, const char *id, const char *body)
+struct reply post_webhook_reply_at(int i, const char *id, const char *body)
 {
     char sig[128], ts_hdr[64], id_hdr[160], sig_hdr[200], url[256];
     int64_t now = (int64_t)time(NULL);
@@ -35,7 +35,12 @@ long post_webhook_at(int i, const char *id, const char *body)
     snprintf(sig_hdr, sizeof sig_hdr, "webhook-signature: %s", sig);
     const char *headers[] = {"Content-Type: application/json", id_hdr, ts_hdr, sig_hdr, NULL};
     snprintf(url, sizeof url, "%s/v1/associations/" ASSOC "/webhooks/novi", stack.base[i]);
-    struct reply r = http("POST", url, headers, body);
+    return http("POST", url, headers, body);
+}
+
+long post_webhook_at(int i, const char *id, const char *body)
+{
+    struct reply r = post_webhook_reply_at(i, id, body);
     long status = r.status;
     reply_free(&r);
     return status;

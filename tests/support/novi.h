@@ -7,6 +7,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "reply.h"
+
 /* 2026-01-01T00:00:00Z: envelope timestamps are T0 + n seconds. */
 #define T0 1767225600LL
 
@@ -20,6 +22,8 @@ void new_id(char *out, size_t size);
 /* Posts body signed under webhook-id id to ccsyncd number i (or the first);
  * returns the HTTP status. */
 long post_webhook_at(int i, const char *id, const char *body);
+/* The same, with the whole answer (the caller frees it). */
+struct reply post_webhook_reply_at(int i, const char *id, const char *body);
 long post_webhook(const char *id, const char *body);
 
 /* Sends one event under a new webhook-id; asserts it was queued (202). */

@@ -56,7 +56,7 @@ static struct plan_group synced_group(void)
 static struct applied_contact applied(const char *email, const char *contact_id, const char *first,
                                       const char *last, enum applied_status status)
 {
-    struct applied_contact a = {email, contact_id, first, last, status};
+    struct applied_contact a = {email, contact_id, first, last, status, NULL};
     return a;
 }
 
@@ -1161,6 +1161,183 @@ static void test_merge_removes_respects_request_limits(void **state)
     assert_int_equal(m.n_batches, 0);
 }
 
+/* ---- mapped fields (§12) -------------------------------------------------- */
+
+static const struct plan_field FIELD_ITEMS[] = {
+    {.novi = "CustomFields.Chapter", .column = "cf:Chapter", .max_chars = 255},
+    {.novi = "Phone", .column = "phone", .max_chars = 5},
+    {.novi = "BirthMonth", .column = "birthday_month", .max_chars = 2, .int_max = 12},
+    {.novi = "Wedding", .column = "anniversary", .max_chars = 10, .date = true},
+};
+static const struct plan_fields FIELDS_V1 = {4, FIELD_ITEMS, "v1"};
+static const struct plan_fields FIELDS_V2 = {4, FIELD_ITEMS, "v2"};
+
+/* A person with extra fields (sorted by name, as webhook.c keeps them). */
+static struct member_record with_fields(struct member_record m, struct member_field *f, size_t n)
+{
+    m.fields = f;
+    m.n_fields = n;
+    return m;
+}
+
+/* The digest plan_build computes for values (n = FIELDS_V1.n). */
+static void digest_of(const struct plan_fields *pf, const char *const *values, char out[17])
+{
+    plan_fields_digest(pf, values, out);
+    assert_int_equal(strlen(out), 16);
+}
+
+static void test_field_change_alone_is_imported_with_its_values(void **state)
+{
+    (void)state;
+    struct plan_group g = synced_group();
+    g.fields = &FIELDS_V1;
+    struct member_field f[] = {{(char *)"BirthMonth", (char *)"07"},
+                               {(char *)"CustomFields.Chapter", (char *)"North"},
+                               {(char *)"Phone", (char *)"555-0100"},
+                               {(char *)"Wedding", (char *)"June"}};
+    struct member_record recs[] = {with_fields(person("m-1", "ann@x.org", "Ann", "Lee"), f, 4)};
+    /* as applied before: Chapter was "South" */
+    const char *before[] = {"South", "555-0", "7", NULL};
+    char old[17];
+    digest_of(&FIELDS_V1, before, old);
+    struct applied_contact app[] = {applied("ann@x.org", "c-1", "Ann", "Lee", APPLIED_ON_LIST)};
+    app[0].fields = old;
+    struct plan p;
+    plan_for(&g, recs, 1, app, 1, NULL, &p);
+
+    assert_int_equal(p.n_ops, 1);
+    assert_contact(&p.ops[0], 0, "ann@x.org", "Ann", "Lee");
+    const struct plan_contact *c = &p.ops[0].contacts[0];
+    assert_int_equal(c->n_fields, 4);
+    assert_string_equal(c->columns[0], "cf:Chapter");
+    assert_string_equal(c->values[0], "North");
+    assert_string_equal(c->values[1], "555-0"); /* cut to the column's 5 characters */
+    assert_string_equal(c->values[2], "7");     /* a month, as a whole number */
+    assert_null(c->values[3]);                  /* not a date: left out */
+    assert_int_equal(p.pending.imports, 1);
+    assert_int_equal(p.pending.removes, 0);
+    assert_reason(&p, 0, PLAN_IN_LIST, true);
+    char now[17];
+    const char *after[] = {"North", "555-0", "7", NULL};
+    digest_of(&FIELDS_V1, after, now);
+    assert_string_equal(c->fields, now);
+    plan_free(&p);
+
+    /* once applied with that digest, nothing is left to do */
+    app[0].fields = now;
+    plan_for(&g, recs, 1, app, 1, NULL, &p);
+    assert_int_equal(p.n_ops, 0);
+    assert_reason(&p, 0, PLAN_IN_LIST, false);
+    plan_free(&p);
+}
+
+static void test_field_values_missing_text_clears_and_bad_numbers_stay_out(void **state)
+{
+    (void)state;
+    struct plan_group g = synced_group();
+    g.fields = &FIELDS_V1;
+    struct member_field f[] = {{(char *)"BirthMonth", (char *)"13"},
+                               {(char *)"Wedding", (char *)"2020-06-01"}};
+    struct member_record recs[] = {with_fields(person("m-1", "ann@x.org", "Ann", "Lee"), f, 2)};
+    struct plan p;
+    plan_for(&g, recs, 1, NULL, 0, NULL, &p);
+    const struct plan_contact *c = &p.ops[0].contacts[0];
+    assert_string_equal(c->values[0], ""); /* no Chapter: "" clears it in CC */
+    assert_string_equal(c->values[1], "");
+    assert_null(c->values[2]); /* month 13 */
+    assert_string_equal(c->values[3], "2020-06-01");
+    plan_free(&p);
+}
+
+static void test_changed_mapping_reimports_every_synced_contact_once(void **state)
+{
+    (void)state;
+    struct plan_group g = synced_group();
+    g.fields = &FIELDS_V1;
+    struct member_record recs[] = {person("m-1", "ann@x.org", "Ann", "Lee"),
+                                   person("m-2", "bob@x.org", "Bob", "Ng")};
+    const char *none[] = {"", "", NULL, NULL};
+    char v1[17];
+    digest_of(&FIELDS_V1, none, v1);
+    struct applied_contact app[] = {applied("ann@x.org", "c-1", "Ann", "Lee", APPLIED_ON_LIST),
+                                    applied("bob@x.org", "c-2", "Bob", "Ng", APPLIED_ON_LIST)};
+    app[0].fields = app[1].fields = v1;
+    struct plan p;
+    plan_for(&g, recs, 2, app, 2, NULL, &p);
+    assert_int_equal(p.n_ops, 0); /* same mapping, same values: no request */
+    plan_free(&p);
+
+    g.fields = &FIELDS_V2; /* the admin changed the mapping: same values, new version */
+    plan_for(&g, recs, 2, app, 2, NULL, &p);
+    assert_int_equal(p.n_ops, 1);
+    assert_int_equal(p.ops[0].n_contacts, 2);
+    assert_int_equal(p.pending.removes, 0);
+    plan_free(&p);
+}
+
+static void test_shared_email_gets_the_duplicate_winners_fields(void **state)
+{
+    (void)state;
+    struct plan_group g = synced_group();
+    g.fields = &FIELDS_V1;
+    struct member_field early[] = {{(char *)"CustomFields.Chapter", (char *)"First"}};
+    struct member_field late[] = {{(char *)"CustomFields.Chapter", (char *)"Second"}};
+    /* joined at 100 and 200: the earlier join wins the email, and its fields go */
+    struct member_record recs[] = {with_fields(company("m-0", "x@x.org", "Acme"), late, 1),
+                                   with_fields(person("m-2", "x@x.org", "Z", "Z"), early, 1),
+                                   with_fields(person("m-3", "x@x.org", "Y", "Y"), late, 1)};
+    struct plan p;
+    plan_for(&g, recs, 3, NULL, 0, NULL, &p);
+    assert_int_equal(p.ops[0].n_contacts, 1);
+    assert_contact(&p.ops[0], 0, "x@x.org", "Z", "Z");
+    assert_string_equal(p.ops[0].contacts[0].values[0], "First");
+    plan_free(&p);
+}
+
+static void test_without_mapped_fields_nothing_changes(void **state)
+{
+    (void)state;
+    struct plan_group g = synced_group(); /* fields NULL */
+    struct member_field f[] = {{(char *)"CustomFields.Chapter", (char *)"North"}};
+    struct member_record recs[] = {with_fields(person("m-1", "ann@x.org", "Ann", "Lee"), f, 1)};
+    struct applied_contact app[] = {applied("ann@x.org", "c-1", "Ann", "Lee", APPLIED_ON_LIST)};
+    struct plan p;
+    plan_for(&g, recs, 1, app, 1, NULL, &p);
+    assert_int_equal(p.n_ops, 0);
+    plan_free(&p);
+    plan_for(&g, recs, 1, NULL, 0, NULL, &p);
+    assert_int_equal(p.ops[0].contacts[0].n_fields, 0);
+    assert_string_equal(p.ops[0].contacts[0].fields, "");
+    plan_free(&p);
+}
+
+static void test_import_chunks_count_the_fields_bytes(void **state)
+{
+    (void)state;
+    struct plan_group g = synced_group();
+    g.fields = &FIELDS_V1;
+    char big[256];
+    memset(big, 'v', 255);
+    big[255] = '\0';
+    struct member_field f[] = {{(char *)"CustomFields.Chapter", big}};
+    struct member_record recs[] = {with_fields(person("m-1", "a@x.org", "A", "A"), f, 1),
+                                   with_fields(person("m-2", "b@x.org", "B", "B"), f, 1)};
+    /* room for one contact with its 255-byte field, not for two */
+    struct plan_limits lim = {
+        .import_max_contacts = 100, .import_max_bytes = 800, .remove_max_ids = 500};
+    struct plan p;
+    plan_for(&g, recs, 2, NULL, 0, &lim, &p);
+    assert_int_equal(p.n_ops, 2);
+    assert_int_equal(p.ops[0].n_contacts, 1);
+    assert_int_equal(p.ops[1].n_contacts, 1);
+    plan_free(&p);
+    lim.import_max_bytes = 4000;
+    plan_for(&g, recs, 2, NULL, 0, &lim, &p);
+    assert_int_equal(p.n_ops, 1);
+    plan_free(&p);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1202,6 +1379,12 @@ int main(void)
         cmocka_unit_test(test_merge_removes_never_takes_a_contact_off_a_list_it_stays_on),
         cmocka_unit_test(test_merge_removes_contact_leaving_two_lists_goes_once),
         cmocka_unit_test(test_merge_removes_respects_request_limits),
+        cmocka_unit_test(test_field_change_alone_is_imported_with_its_values),
+        cmocka_unit_test(test_field_values_missing_text_clears_and_bad_numbers_stay_out),
+        cmocka_unit_test(test_changed_mapping_reimports_every_synced_contact_once),
+        cmocka_unit_test(test_shared_email_gets_the_duplicate_winners_fields),
+        cmocka_unit_test(test_without_mapped_fields_nothing_changes),
+        cmocka_unit_test(test_import_chunks_count_the_fields_bytes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

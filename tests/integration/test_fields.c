@@ -1,0 +1,263 @@
+/*
+ * test_fields.c (integration) - member fields and their mapping to Constant
+ * Contact contact fields (§12), end to end: real redis-server, ccsim and ccsyncd.
+ *
+ * Every test gets its own stack (tests/support/stack.h) with the association
+ * "acme". The mapping is PUT on the association; webhooks carry the fields; ccsim's
+ * state dump shows what CC holds (custom field values by name, job_title) and its
+ * counters how many requests it took. Process logs: /tmp/ccsync-test-fields-<pid>/.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <json-c/json.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ccsim_client.h"
+#include "novi.h"
+#include "stack.h"
+#include "status.h"
+#include "testsupport.h"
+
+#define FIELDS_PATH "/v3/contact_custom_fields"
+
+static int setup(void **state)
+{
+    (void)state;
+    struct stack_options o = {0};
+    return stack_start("test-fields", &o);
+}
+
+/* PUTs the association's mapping (a JSON array) and asserts 200. */
+static void put_fields(const char *fields)
+{
+    char body[2048];
+    snprintf(body, sizeof body, "{\"fields\":%s}", fields);
+    struct reply r = api("PUT", "/v1/associations/" ASSOC, body);
+    if (r.status != 200)
+        fail_msg("PUT fields: %ld %s", r.status, r.body ? r.body : "");
+    reply_free(&r);
+}
+
+/* A member of group g with Title and CustomFields.Chapter. */
+static const char *member_with(const char *id, const char *title, const char *chapter,
+                               const char *g)
+{
+    char email[64], extra[512];
+    snprintf(email, sizeof email, "%s@x.org", id);
+    snprintf(extra, sizeof extra, ",\"Title\":\"%s\",\"CustomFields\":{\"Chapter\":\"%s\"}%s",
+             title, chapter, groups_of(g));
+    return member(id, email, "F", id, extra);
+}
+
+/* What CC holds for the contact with email: a custom field's value by name (or
+ * job_title with key "job_title"); "" when none. */
+static const char *cc_value(json_object *st, const char *email, const char *key, char *out,
+                            size_t size)
+{
+    json_object *contacts = jget(st, "contacts");
+    out[0] = '\0';
+    for (size_t i = 0; i < json_object_array_length(contacts); i++) {
+        json_object *c = json_object_array_get_idx(contacts, i);
+        if (strcmp(jstr(c, "email"), email) != 0)
+            continue;
+        json_object *v = strcmp(key, "job_title") == 0 ? jget(c, "job_title")
+                                                       : jget(jget(c, "custom_fields"), key);
+        if (v != NULL)
+            snprintf(out, size, "%s", json_object_get_string(v));
+    }
+    return out;
+}
+
+/* Every contact of ids[0..n) holds chapter and title in CC. */
+static void assert_cc_values(const char *const *ids, size_t n, const char *chapter,
+                             const char *title)
+{
+    json_object *st = sim("GET", "/__sim/state", NULL);
+    for (size_t i = 0; i < n; i++) {
+        char email[64], v[128];
+        snprintf(email, sizeof email, "%s@x.org", ids[i]);
+        assert_string_equal(cc_value(st, email, "Chapter", v, sizeof v), chapter);
+        if (title)
+            assert_string_equal(cc_value(st, email, "job_title", v, sizeof v), title);
+    }
+    json_object_put(st);
+}
+
+static const char *const G1[] = {"a1", "a2", "a3", "a4", "a5"};
+static const char *const G2[] = {"b1", "b2", "b3", "b4", "b5"};
+
+/* Groups g1 and g2, five members each, every member with chapter and title. */
+static void two_groups(const char *chapter, long long at)
+{
+    send_group("g1", "One", true, 1);
+    send_group("g2", "Two", true, 1);
+    for (int i = 0; i < 5; i++) {
+        send_customer(member_with(G1[i], "Dr", chapter, "g1"), at);
+        send_customer(member_with(G2[i], "Dr", chapter, "g2"), at);
+    }
+}
+
+static void wait_both(void)
+{
+    const char *groups[] = {"g1", "g2"};
+    json_object_put(wait_settled_n(groups, 2, WAIT_MS, NULL));
+}
+
+/* ---- webhooks ---- */
+
+static void test_a_bad_extra_field_is_refused_naming_it(void **state)
+{
+    (void)state;
+    char id[64];
+    new_id(id, sizeof id);
+    char *body = envelope("customer.updated",
+                          "{\"UniqueID\":\"m1\",\"CustomFields\":{\"Chapter\":{\"x\":1}}}", 2);
+    struct reply r = post_webhook_reply_at(0, id, body);
+    free(body);
+    assert_int_equal(r.status, 400);
+    assert_string_equal(jpath_str(r.json, "error.message"),
+                        "data.CustomFields.Chapter must be a string, number, boolean or null");
+    reply_free(&r);
+    /* the same with good fields is queued */
+    send_customer(member_with("m1", "Dr", "North", ""), 2);
+}
+
+/* ---- the mapping ---- */
+
+static void test_mapping_is_checked_and_shown_on_the_association(void **state)
+{
+    (void)state;
+    struct reply r = api("PUT", "/v1/associations/" ASSOC,
+                         "{\"fields\":[{\"novi\":\"Phone\",\"cc\":\"fax_number\"}]}");
+    assert_int_equal(r.status, 400);
+    assert_non_null(strstr(jpath_str(r.json, "error.message"), "fields[0].cc must be"));
+    reply_free(&r);
+    r = api("PUT", "/v1/associations/" ASSOC,
+            "{\"fields\":[{\"novi\":\"A\",\"cc\":\"job_title\"},{\"novi\":\"B\",\"cc\":"
+            "\"job_title\"}]}");
+    assert_int_equal(r.status, 400);
+    assert_string_equal(jpath_str(r.json, "error.message"),
+                        "fields[1].cc maps to the same contact field as fields[0]");
+    reply_free(&r);
+    put_fields("[{\"novi\":\"Phone\",\"cc\":\"phone_number\"},{\"novi\":\"CustomFields.Chapter\","
+               "\"cc\":\"custom:Chapter\"}]");
+    r = api("GET", "/v1/associations/" ASSOC, NULL);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(jpath_str(r.json, "fields.0.cc"), "phone_number");
+    assert_string_equal(jpath_str(r.json, "fields.0.state"), "ready");
+    assert_string_equal(jpath_str(r.json, "fields.1.cc"), "custom:Chapter");
+    assert_string_equal(jpath_str(r.json, "fields.1.state"), "pending"); /* not made in CC yet */
+    assert_null(jget(r.json, "fields_error"));
+    assert_false(json_object_get_boolean(jpath(r.json, "tags.group_tags")));
+    reply_free(&r);
+}
+
+/* ---- field changes in bulk ---- */
+
+static void test_field_change_reaches_cc_in_one_bulk_request_per_list(void **state)
+{
+    (void)state;
+    put_fields("[{\"novi\":\"Title\",\"cc\":\"job_title\"},{\"novi\":\"CustomFields.Chapter\","
+               "\"cc\":\"custom:Chapter\"}]");
+    two_groups("North", 2);
+    wait_both();
+    assert_cc_values(G1, 5, "North", "Dr");
+    assert_cc_values(G2, 5, "North", "Dr");
+    /* the custom field: looked up once, created once */
+    assert_int_equal(cc_endpoint("GET " FIELDS_PATH), 1);
+    assert_int_equal(cc_endpoint("POST " FIELDS_PATH), 1);
+
+    long long before = cc_requests(), imports = cc_imports();
+    long long removes = cc_endpoint("POST /v3/activities/remove_list_memberships");
+    for (int i = 0; i < 5; i++) {
+        send_customer(member_with(G1[i], "Dr", "South", "g1"), 3);
+        send_customer(member_with(G2[i], "Dr", "South", "g2"), 3);
+    }
+    wait_both();
+    assert_cc_values(G1, 5, "South", "Dr");
+    assert_cc_values(G2, 5, "South", "Dr");
+    /* one import per list, nothing removed, one GET /activities for both */
+    assert_int_equal(cc_imports() - imports, 2);
+    assert_int_equal(cc_endpoint("POST /v3/activities/remove_list_memberships") - removes, 0);
+    assert_int_equal(cc_requests() - before, 3);
+    assert_int_equal(cc_endpoint("POST " FIELDS_PATH), 1);
+
+    /* an older fact does not win; the same record again is no change: no request */
+    before = cc_requests();
+    send_customer(member_with("a1", "Dr", "Older", "g1"), 2);
+    send_customer(member_with("a2", "Dr", "South", "g1"), 4);
+    wait_both();
+    assert_cc_values(G1, 5, "South", "Dr");
+    assert_int_equal(cc_requests() - before, 0);
+}
+
+static void test_mapping_change_updates_every_synced_contact_once(void **state)
+{
+    (void)state;
+    put_fields("[{\"novi\":\"Title\",\"cc\":\"job_title\"}]");
+    two_groups("North", 2);
+    wait_both();
+    assert_cc_values(G1, 5, "", "Dr");
+    long long rows = cc_import_rows(); /* first: it makes requests itself */
+    long long before = cc_requests(), imports = cc_imports();
+
+    put_fields("[{\"novi\":\"Title\",\"cc\":\"job_title\"},{\"novi\":\"CustomFields.Chapter\","
+               "\"cc\":\"custom:Chapter\"}]");
+    wait_both();
+    assert_cc_values(G1, 5, "North", "Dr");
+    assert_cc_values(G2, 5, "North", "Dr");
+    /* one GET and one POST for the custom field, one import per list holding every
+     * contact once, one GET /activities */
+    assert_int_equal(cc_imports() - imports, 2);
+    assert_int_equal(cc_endpoint("GET " FIELDS_PATH), 1);
+    assert_int_equal(cc_endpoint("POST " FIELDS_PATH), 1);
+    assert_int_equal(cc_requests() - before, 5);
+    /* cc_import_rows reads the activities through /v3: last */
+    assert_int_equal(cc_import_rows() - rows, 10);
+}
+
+static void test_a_refused_custom_field_shows_as_fields_error(void **state)
+{
+    (void)state;
+    /* the account already has CC's 100 custom fields */
+    for (int i = 0; i < 100; i++) {
+        char body[96];
+        snprintf(body, sizeof body, "{\"label\":\"Other %d\",\"type\":\"string\"}", i);
+        json_object_put(sim_v3("POST", FIELDS_PATH, body, 201));
+    }
+    put_fields("[{\"novi\":\"Title\",\"cc\":\"job_title\"},{\"novi\":\"CustomFields.Chapter\","
+               "\"cc\":\"custom:Chapter\"}]");
+    two_groups("North", 2);
+    wait_both();
+    assert_cc_values(G1, 5, "", "Dr"); /* the other mapping still syncs */
+    struct reply r = api("GET", "/v1/associations/" ASSOC, NULL);
+    assert_string_equal(jpath_str(r.json, "fields.1.state"), "refused");
+    assert_string_equal(jpath_str(r.json, "fields_error.0.cc"), "custom:Chapter");
+    assert_non_null(strstr(jpath_str(r.json, "fields_error.0.message"),
+                           "Constant Contact refused to create custom field Chapter"));
+    reply_free(&r);
+    assert_int_equal(cc_endpoint("POST " FIELDS_PATH), 101); /* tried once */
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_a_bad_extra_field_is_refused_naming_it, setup,
+                                        stack_stop),
+        cmocka_unit_test_setup_teardown(test_mapping_is_checked_and_shown_on_the_association, setup,
+                                        stack_stop),
+        cmocka_unit_test_setup_teardown(test_field_change_reaches_cc_in_one_bulk_request_per_list,
+                                        setup, stack_stop),
+        cmocka_unit_test_setup_teardown(test_mapping_change_updates_every_synced_contact_once,
+                                        setup, stack_stop),
+        cmocka_unit_test_setup_teardown(test_a_refused_custom_field_shows_as_fields_error, setup,
+                                        stack_stop),
+    };
+    return cmocka_run_group_tests_name("fields", tests, NULL, NULL);
+}
