@@ -205,7 +205,8 @@ static int put_field_map(struct http_request *req, redisContext *c, const char *
 static void add_field_map_view(redisContext *c, const char *id, json_object *view)
 {
     struct fieldmap *m = malloc(sizeof *m);
-    if (m != NULL && c != NULL && fieldmap_load(c, id, m) >= 0)
+    /* only once set: an association without them answers as release 1 did */
+    if (m != NULL && c != NULL && fieldmap_load(c, id, m) == 1)
         fieldmap_add_view(m, view);
     free(m);
 }
@@ -501,7 +502,9 @@ int admin_bootstrap_association(struct app *app, char *err, size_t err_size)
     X(GF_C_IN_LIST, "c_in_list")                                                                   \
     X(GF_PENDING, "pending")                                                                       \
     X(GF_LAST_SYNCED, "last_synced_at")                                                            \
-    X(GF_FACT_TS, "fact_ts")
+    X(GF_FACT_TS, "fact_ts")                                                                       \
+    X(GF_TAG_ID, "tag_id")                                                                         \
+    X(GF_TAG_NAME, "tag_name")
 
 #define GROUP_FIELD_ENUM(id, field) id,
 #define GROUP_FIELD_NAME(id, field) field,
@@ -577,6 +580,18 @@ static json_object *counts_view(redisReply *r)
     return counts;
 }
 
+/* The group's CC tag (§12), or NULL when it has none. */
+static json_object *tag_view(redisReply *r)
+{
+    const char *id = str_of(r, GF_TAG_ID);
+    if (id == NULL || id[0] == '\0')
+        return NULL;
+    json_object *t = json_object_new_object();
+    json_object_object_add(t, "tag_id", json_object_new_string(id));
+    json_object_object_add(t, "name", str_or_null(str_of(r, GF_TAG_NAME)));
+    return t;
+}
+
 /* GroupStatus (docs/) from the group hash; NULL when there is no group fact. */
 static json_object *group_view(redisReply *r, const char *group_id, bool dirty)
 {
@@ -599,6 +614,9 @@ static json_object *group_view(redisReply *r, const char *group_id, bool dirty)
                            json_object_new_int64(pending ? atoll(pending) : 0));
     json_object_object_add(o, "changes_queued", json_object_new_boolean(dirty));
     json_object_object_add(o, "last_synced_at", str_or_null(str_of(r, GF_LAST_SYNCED)));
+    json_object *tag = tag_view(r); /* only with group tags: else as release 1 */
+    if (tag != NULL)
+        json_object_object_add(o, "tag", tag);
     return o;
 }
 

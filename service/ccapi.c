@@ -1311,6 +1311,10 @@ static void request_options(struct ccapi *c, const struct request *req, struct r
         curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->body_len);
     } else if (strcmp(req->method, "GET") != 0) {
         curl_easy_setopt(curl, CURLOPT_CUSTOMREQUEST, req->method);
+        if (req->body != NULL) { /* PUT /contact_tags/{id} (§12) */
+            curl_easy_setopt(curl, CURLOPT_POSTFIELDS, req->body);
+            curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->body_len);
+        }
     }
 }
 
@@ -1868,6 +1872,7 @@ static void tag_read(struct json_object *o, struct ccapi_tag *t)
     memset(t, 0, sizeof *t);
     copy_trunc(t->id, sizeof t->id, json_get_string(o, "tag_id"));
     copy_trunc(t->name, sizeof t->name, json_get_string(o, "name"));
+    copy_trunc(t->source, sizeof t->source, json_get_string(o, "tag_source"));
 }
 
 int ccapi_tag_create(struct ccapi *c, const char *name, const char *source, struct ccapi_tag *out,

@@ -1076,6 +1076,19 @@ static bool round_fields(struct round *rd, struct run *const *runs, size_t n)
     return true;
 }
 
+/* Group tags (§12) on the groups whose lists converged. */
+static void round_tags(struct round *rd)
+{
+    struct run **done = calloc(rd->n ? rd->n : 1, sizeof *done);
+    size_t n = 0;
+    for (size_t i = 0; done && i < rd->n; i++)
+        if (rd->groups[i].settled && rd->groups[i].r->res == SYNC_DONE)
+            done[n++] = rd->groups[i].r;
+    if (n > 0)
+        tags_sync(done, n, rd->map);
+    free(done);
+}
+
 void round_converge(struct run *const *runs, size_t n)
 {
     struct round rd = {.n = n};
@@ -1091,6 +1104,8 @@ void round_converge(struct run *const *runs, size_t n)
         ready = round_fields(&rd, runs, n);
     while (ready && pass < MAX_ROUNDS && round_pass(&rd))
         pass++;
+    if (ready)
+        round_tags(&rd);
     for (size_t i = 0; i < n; i++) {
         if (!ready)
             runs[i]->res = SYNC_RETRY;

@@ -409,6 +409,7 @@ int ccapi_custom_field_create(struct ccapi *c, const char *label, const char *ty
 struct ccapi_tag {
     char id[CCAPI_ID_SIZE];
     char name[256];
+    char source[32]; /* tag_source: "ccsync" for the tags ccsync makes */
 };
 
 /* POST /contact_tags {"name","tag_source"} → 201. */

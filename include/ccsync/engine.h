@@ -196,6 +196,12 @@ enum call_outcome fields_prepare(struct run *const *runs, size_t n, struct field
 /* The entries CC has, as the planner takes them (items: FIELDMAP_MAX of room). */
 void fields_plan(const struct fieldmap *m, struct plan_field *items, struct plan_fields *pf);
 
+/* ---- tagsync.c: group tags (§12) ---- */
+
+/* With group tags on (m), tags the contacts on each run's converged list with its
+ * group's tag and untags those ccsync tagged that left. */
+void tags_sync(struct run *const *runs, size_t n, const struct fieldmap *m);
+
 /* ---- round.c ---- */
 
 /* Reads the run's list back from CC and rebuilds its applied state. */

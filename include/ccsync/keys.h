@@ -47,7 +47,7 @@ struct key {
 #define KEY_AUDIT "audit"             /* list: audit entries, newest first */
 #define KEY_FIELD_MAP "fieldmap"      /* string: the association's field mapping and tags (JSON) */
 #define KEY_FIELDS_SENT "fs:"         /* + G, hash: email -> fields digest of an import in flight */
-#define KEY_GROUP_TAG "gt:"           /* + G, hash: the group's CC tag (tag_id, name) */
+#define KEY_GROUP_TAG "gt:"           /* + G, hash: email -> contact id, contacts ccsync tagged */
 #define KEY_DEDUP "dedup:"            /* + webhook id: seen recently */
 #define KEY_LEASE "lease:"            /* + G: one worker syncs G */
 #define KEY_RECONCILE_LEASE "reconcile-lease" /* one worker reconciles the association */

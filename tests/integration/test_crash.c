@@ -744,6 +744,73 @@ static void test_sigterm_after_bulk_syncs_exits_0(void **state)
 }
 
 /* Activities that run 8 s, so that a SIGTERM finds the round waiting for one. */
+/* Member k of the fields test: Title "Dr", CustomFields.Chapter chapter, in group F. */
+static const char *field_member(int k, const char *chapter)
+{
+    char id[16], email[64], extra[256];
+    snprintf(id, sizeof id, "f%02d", k);
+    snprintf(email, sizeof email, "f%02d@example.org", k);
+    snprintf(extra, sizeof extra, ",\"Title\":\"Dr\",\"CustomFields\":{\"Chapter\":\"%s\"}%s",
+             chapter, groups_of("F"));
+    return member(id, email, "F", id, extra);
+}
+
+/* Every contact of F holds chapter in CC's custom field Chapter. */
+static void assert_chapters(int n, const char *chapter)
+{
+    json_object *st = sim("GET", "/__sim/state", NULL);
+    json_object *contacts = jget(st, "contacts");
+    int seen = 0;
+    for (size_t i = 0; i < json_object_array_length(contacts); i++) {
+        json_object *c = json_object_array_get_idx(contacts, i);
+        assert_string_equal(jstr(jget(c, "custom_fields"), "Chapter"), chapter);
+        seen++;
+    }
+    assert_int_equal(seen, n);
+    json_object_put(st);
+}
+
+/* §12: a field change's import is in flight when ccsyncd dies (CC runs it after the
+ * death). The next process reads the list back and takes the fields it had sent as
+ * what CC holds: nothing is imported twice, and CC holds the new values. */
+static void test_sigkill_mid_import_with_fields_imports_once(void **state)
+{
+    (void)state;
+    const int n = 20;
+    struct reply r = api("PUT", "/v1/associations/" ASSOC,
+                         "{\"fields\":[{\"novi\":\"Title\",\"cc\":\"job_title\"},"
+                         "{\"novi\":\"CustomFields.Chapter\",\"cc\":\"custom:Chapter\"}]}");
+    assert_int_equal(r.status, 200);
+    reply_free(&r);
+    send_group("F", "Crash Fields", true, 1);
+    for (int k = 0; k < n; k++)
+        send_customer(field_member(k, "North"), 2);
+    json_object_put(wait_settled("F", WAIT_MS));
+    assert_chapters(n, "North");
+
+    /* the field change's import reaches CC 2 s after ccsyncd died */
+    sim_delay("POST " IMPORT_PATH, 2000, 1);
+    for (int k = 0; k < n; k++)
+        send_customer(field_member(k, "South"), 3);
+    wait_endpoint("POST " IMPORT_PATH, 2, WAIT_MS);
+    stack_kill_ccsyncd(0);
+    assert_journal("F", "import", NULL, false);
+    wait_answered("POST", IMPORT_PATH, 2, WAIT_MS);
+
+    restart_after_kill("F");
+    json_object *gs = wait_settled("F", WAIT_MS);
+    assert_state_clean(gs, "synced");
+    assert_counts(gs, n, 0, 0, 0, 0, 0, 0, n);
+    json_object_put(gs);
+    assert_chapters(n, "South");
+    struct accepted imports;
+    accepted_read("POST", IMPORT_PATH, &imports);
+    assert_int_equal(imports.ok, 2); /* the first sync, the change: never sent again */
+    assert_int_equal(cc_endpoint("POST /v3/contact_custom_fields"), 1);
+    strv_free(&imports.pairs);
+    assert_no_overlapping_changes();
+}
+
 static int setup_slow_activity(void **state)
 {
     (void)state;
@@ -809,6 +876,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(
             test_sigkill_while_list_create_in_flight_never_adopts_a_list_ccsync_did_not_make,
             setup_crash, stack_stop),
+        cmocka_unit_test_setup_teardown(test_sigkill_mid_import_with_fields_imports_once,
+                                        setup_crash, stack_stop),
         cmocka_unit_test_setup_teardown(test_sigterm_after_bulk_syncs_exits_0, setup_crash,
                                         stack_stop),
         cmocka_unit_test_setup_teardown(test_sigterm_mid_round_hands_the_group_back_at_once,

@@ -245,6 +245,109 @@ static void test_a_refused_custom_field_shows_as_fields_error(void **state)
     assert_int_equal(cc_endpoint("POST " FIELDS_PATH), 101); /* tried once */
 }
 
+/* ---- group tags ---- */
+
+/* The CC tags (names, sorted, comma-separated) of the contact with email, once CC
+ * has run the taggings queued (ccsync does not wait for them). */
+static const char *cc_tags(const char *email, char *out, size_t size)
+{
+    sim_void("POST", "/__sim/activities/complete", NULL);
+    json_object *st = sim("GET", "/__sim/state", NULL), *contacts = jget(st, "contacts");
+    out[0] = '\0';
+    for (size_t i = 0; i < json_object_array_length(contacts); i++) {
+        json_object *c = json_object_array_get_idx(contacts, i);
+        if (strcmp(jstr(c, "email"), email) == 0)
+            join_sorted(jget(c, "tags"), NULL, out, size);
+    }
+    json_object_put(st);
+    return out;
+}
+
+static const char *cc_contact_id(const char *email)
+{
+    static char id[64];
+    json_object *st = sim("GET", "/__sim/state", NULL), *contacts = jget(st, "contacts");
+    id[0] = '\0';
+    for (size_t i = 0; i < json_object_array_length(contacts); i++) {
+        json_object *c = json_object_array_get_idx(contacts, i);
+        if (strcmp(jstr(c, "email"), email) == 0)
+            snprintf(id, sizeof id, "%s", jstr(c, "contact_id"));
+    }
+    json_object_put(st);
+    return id;
+}
+
+/* What an admin does in CC's UI: tag the contacts (emails) with the tag named name
+ * (made when tag_id is NULL). */
+static void admin_tags(const char *name, const char *const *emails, size_t n)
+{
+    char body[1024], id[64];
+    snprintf(body, sizeof body, "{\"name\":\"%s\"}", name);
+    json_object *t = sim_v3("POST", "/v3/contact_tags", body, 201);
+    snprintf(id, sizeof id, "%s", jstr(t, "tag_id"));
+    json_object_put(t);
+    size_t len = (size_t)snprintf(body, sizeof body, "{\"source\":{\"contact_ids\":[");
+    for (size_t i = 0; i < n; i++)
+        len += (size_t)snprintf(body + len, sizeof body - len, "%s\"%s\"", i ? "," : "",
+                                cc_contact_id(emails[i]));
+    snprintf(body + len, sizeof body - len, "]},\"tag_ids\":[\"%s\"]}", id);
+    json_object_put(sim_v3("POST", "/v3/activities/contacts_taggings_add", body, 201));
+    sim_void("POST", "/__sim/activities/complete", NULL);
+}
+
+static void test_group_tag_follows_joins_leaves_and_renames_never_admin_tags(void **state)
+{
+    (void)state;
+    char buf[256];
+    struct reply r = api("PUT", "/v1/associations/" ASSOC,
+                         "{\"tags\":{\"group_tags\":true,\"prefix\":\"Novi: \"}}");
+    assert_int_equal(r.status, 200);
+    assert_true(json_object_get_boolean(jpath(r.json, "tags.group_tags")));
+    reply_free(&r);
+    send_group("g1", "One", true, 1);
+    send_customer(member_with("a1", "Dr", "N", "g1"), 2);
+    send_customer(member_with("a2", "Dr", "N", "g1"), 2);
+    json_object *gs = wait_settled("g1", WAIT_MS);
+    assert_string_equal(jpath_str(gs, "tag.name"), "Novi: One");
+    char tag_id[64];
+    snprintf(tag_id, sizeof tag_id, "%s", jpath_str(gs, "tag.tag_id"));
+    json_object_put(gs);
+    assert_string_equal(cc_tags("a1@x.org", buf, sizeof buf), "Novi: One");
+    assert_string_equal(cc_tags("a2@x.org", buf, sizeof buf), "Novi: One");
+    assert_int_equal(cc_endpoint("POST /v3/contact_tags"), 1);
+    assert_int_equal(cc_endpoint("POST /v3/activities/contacts_taggings_add"), 1);
+
+    /* an admin tags a1 "VIP" by hand, and gives a contact of no group the group's tag */
+    json_object_put(sim("POST", "/__sim/seed", "{\"contacts\":[{\"email\":\"x@x.org\"}]}"));
+    const char *vip[] = {"a1@x.org"}, *outsider[] = {"x@x.org"};
+    admin_tags("VIP", vip, 1);
+    char body[256];
+    snprintf(body, sizeof body, "{\"source\":{\"contact_ids\":[\"%s\"]},\"tag_ids\":[\"%s\"]}",
+             cc_contact_id(outsider[0]), tag_id);
+    json_object_put(sim_v3("POST", "/v3/activities/contacts_taggings_add", body, 201));
+    sim_void("POST", "/__sim/activities/complete", NULL);
+
+    /* a1 leaves, a3 joins */
+    long long removes = cc_endpoint("POST /v3/activities/contacts_taggings_remove");
+    send_customer(member_with("a1", "Dr", "N", ""), 3);
+    send_customer(member_with("a3", "Dr", "N", "g1"), 3);
+    json_object_put(wait_settled("g1", WAIT_MS));
+    assert_string_equal(cc_tags("a1@x.org", buf, sizeof buf), "VIP"); /* the admin's stays */
+    assert_string_equal(cc_tags("a2@x.org", buf, sizeof buf), "Novi: One");
+    assert_string_equal(cc_tags("a3@x.org", buf, sizeof buf), "Novi: One");
+    assert_string_equal(cc_tags("x@x.org", buf, sizeof buf), "Novi: One"); /* not ccsync's */
+    assert_int_equal(cc_endpoint("POST /v3/activities/contacts_taggings_remove") - removes, 1);
+
+    /* the group is renamed: so is its tag, the same tag */
+    send_group("g1", "Uno", true, 4);
+    gs = wait_settled("g1", WAIT_MS);
+    assert_string_equal(jpath_str(gs, "tag.name"), "Novi: Uno");
+    assert_string_equal(jpath_str(gs, "tag.tag_id"), tag_id);
+    json_object_put(gs);
+    assert_string_equal(cc_tags("a2@x.org", buf, sizeof buf), "Novi: Uno");
+    assert_int_equal(cc_endpoint("POST /v3/contact_tags"), 2); /* ccsync's one, the admin's */
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -258,6 +361,8 @@ int main(void)
                                         setup, stack_stop),
         cmocka_unit_test_setup_teardown(test_a_refused_custom_field_shows_as_fields_error, setup,
                                         stack_stop),
+        cmocka_unit_test_setup_teardown(
+            test_group_tag_follows_joins_leaves_and_renames_never_admin_tags, setup, stack_stop),
     };
     return cmocka_run_group_tests_name("fields", tests, NULL, NULL);
 }

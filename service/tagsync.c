@@ -1,0 +1,292 @@
+/*
+ * tagsync.c - group tags (§12): with tags on, each synced group has a CC tag named
+ * PREFIX + group name, made by ccsync (tag_source "ccsync") and renamed with the
+ * group; the contacts on the group's list carry it, and those ccsync tagged lose it
+ * when they leave the list. Contacts ccsync did not tag are never untagged, and
+ * no other tag is touched.
+ *
+ * Runs after a group's list has converged in a round. The group hash keeps the tag
+ * (tag_id, tag_name); key_group_tag holds the contacts ccsync tagged (email ->
+ * contact id). Tagging needs contact ids: when a contact on the list has none
+ * yet, the list is read back first (a request per 500 contacts). Taggings go in
+ * bulk, 500 contacts a request; adding a tag twice is harmless, so a tagging whose
+ * answer was lost is simply sent again.
+ */
+#include <hiredis/hiredis.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ccsync/engine.h"
+#include "ccsync/keys.h"
+#include "ccsync/log.h"
+#include "ccsync/store.h"
+
+#define TAG_NAME_MAX 255
+
+/* The tag name for group name: prefix + name, cut to CC's 255 characters. */
+static void tag_name_of(const struct fieldmap *m, const char *group_name, char *out, size_t size)
+{
+    snprintf(out, size, "%s%s", m->tag_prefix, group_name);
+    size_t chars = 0, i = 0;
+    for (; out[i]; i++) {
+        bool starts = ((unsigned char)out[i] & 0xC0) != 0x80;
+        if (starts && chars == TAG_NAME_MAX)
+            break;
+        chars += starts;
+    }
+    out[i] = '\0';
+}
+
+/* The group's tag as the group hash keeps it ("" when none). */
+static int tag_load(struct run *r, char id[CCAPI_ID_SIZE], char name[TAG_NAME_MAX * 4 + 1])
+{
+    redisReply *x = store_command(r->w->redis, "HMGET %s tag_id tag_name",
+                                  key_group(r->association, r->group).s);
+    id[0] = name[0] = '\0';
+    if (x == NULL || x->type != REDIS_REPLY_ARRAY || x->elements != 2) {
+        freeReplyObject(x);
+        return STORE_ERR;
+    }
+    if (x->element[0]->type == REDIS_REPLY_STRING)
+        snprintf(id, CCAPI_ID_SIZE, "%s", x->element[0]->str);
+    if (x->element[1]->type == REDIS_REPLY_STRING)
+        snprintf(name, TAG_NAME_MAX * 4 + 1, "%s", x->element[1]->str);
+    freeReplyObject(x);
+    return STORE_OK;
+}
+
+static int tag_store(struct run *r, const char *id, const char *name)
+{
+    return store_exec(r->w->redis, "HSET %s tag_id %s tag_name %s",
+                      key_group(r->association, r->group).s, id, name);
+}
+
+/* Makes the group's tag (or adopts the one ccsync made when the answer was lost). */
+static enum call_outcome tag_create(struct run *r, const char *name, char id[CCAPI_ID_SIZE])
+{
+    struct ccapi_tag tag;
+    bool found = false;
+    struct ccapi_error err;
+    struct cc_op op = {.kind = CC_TAG_CREATE, .in.tag = {name, &tag, NULL}};
+    enum call_outcome oc = cc_call(r->w, r->association, &op, &err);
+    if (oc == CALL_FAILED && err.status == CCAPI_CONFLICT) {
+        struct cc_op find = {.kind = CC_TAG_FIND, .in.tag = {name, &tag, &found}};
+        oc = cc_call(r->w, r->association, &find, &err);
+        if (oc == CALL_OK && !(found && strcmp(tag.source, "ccsync") == 0)) {
+            log_warn("group_tag_taken", LOG_STR("association", r->association),
+                     LOG_STR("group", r->group), LOG_STR("tag", name));
+            return CALL_FAILED; /* someone else's tag: never used */
+        }
+    }
+    if (oc == CALL_OK) {
+        snprintf(id, CCAPI_ID_SIZE, "%s", tag.id);
+        if (tag_store(r, tag.id, name) != STORE_OK)
+            return CALL_REDIS;
+        log_info("group_tag_created", LOG_STR("association", r->association),
+                 LOG_STR("group", r->group), LOG_STR("tag", name));
+    }
+    return oc;
+}
+
+/* The tag exists under the group's present name: created or renamed if need be. */
+static enum call_outcome tag_ensure(struct run *r, const struct fieldmap *m, char id[CCAPI_ID_SIZE])
+{
+    char want[TAG_NAME_MAX * 4 + 1], have[TAG_NAME_MAX * 4 + 1];
+    tag_name_of(m, r->gs.name, want, sizeof want);
+    if (tag_load(r, id, have) != STORE_OK)
+        return CALL_REDIS;
+    if (id[0] == '\0')
+        return tag_create(r, want, id);
+    if (strcmp(have, want) == 0)
+        return CALL_OK;
+    struct ccapi_tag tag;
+    snprintf(tag.id, sizeof tag.id, "%s", id);
+    struct ccapi_error err;
+    struct cc_op op = {.kind = CC_TAG_RENAME, .in.tag = {want, &tag, NULL}};
+    enum call_outcome oc = cc_call(r->w, r->association, &op, &err);
+    if (oc == CALL_OK && tag_store(r, id, want) != STORE_OK)
+        return CALL_REDIS;
+    if (oc == CALL_OK)
+        log_info("group_tag_renamed", LOG_STR("association", r->association),
+                 LOG_STR("group", r->group), LOG_STR("tag", want));
+    if (oc == CALL_FAILED && err.status == CCAPI_NOT_FOUND) {
+        id[0] = '\0'; /* deleted in CC: made again, and every contact tagged again */
+        if (store_exec(r->w->redis, "DEL %s", key_group_tag(r->association, r->group).s) !=
+                STORE_OK ||
+            store_exec(r->w->redis, "HDEL %s tag_id tag_name",
+                       key_group(r->association, r->group).s) != STORE_OK)
+            return CALL_REDIS;
+        return tag_create(r, want, id);
+    }
+    return oc;
+}
+
+/* ---- who carries the tag ---- */
+
+struct tagged {
+    redisReply *reply;   /* HGETALL: email, contact id, ... */
+    const char **emails; /* sorted */
+    size_t n;
+};
+
+static int str_cmp(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+static int tagged_load(struct run *r, struct tagged *t)
+{
+    memset(t, 0, sizeof *t);
+    t->reply = store_command(r->w->redis, "HGETALL %s", key_group_tag(r->association, r->group).s);
+    if (t->reply == NULL || t->reply->type != REDIS_REPLY_ARRAY)
+        return STORE_ERR;
+    t->n = t->reply->elements / 2;
+    t->emails = calloc(t->n + 1, sizeof *t->emails);
+    if (t->emails == NULL)
+        return STORE_ERR;
+    for (size_t i = 0; i < t->n; i++)
+        t->emails[i] = t->reply->element[2 * i]->str;
+    qsort(t->emails, t->n, sizeof *t->emails, str_cmp);
+    return STORE_OK;
+}
+
+static void tagged_free(struct tagged *t)
+{
+    freeReplyObject(t->reply);
+    free(t->emails);
+}
+
+static bool tagged_has(const struct tagged *t, const char *email)
+{
+    return t->n && bsearch(&email, t->emails, t->n, sizeof *t->emails, str_cmp) != NULL;
+}
+
+/* Sends one tagging request for ids (≤ 500) and records its contacts. */
+static enum call_outcome tagging_send(struct run *r, const char *tag_id, bool add,
+                                      const char **emails, const char **ids, size_t n)
+{
+    const char *tags[] = {tag_id};
+    struct ccapi_error err;
+    struct cc_op op = {.kind = CC_TAGGING, .in.tagging = {add, tags, 1, ids, n}};
+    enum call_outcome oc = cc_call(r->w, r->association, &op, &err);
+    if (oc != CALL_OK)
+        return oc;
+    struct key k = key_group_tag(r->association, r->group);
+    for (size_t i = 0; i < n; i++) {
+        if (add)
+            redisAppendCommand(r->w->redis, "HSET %s %s %s", k.s, emails[i], ids[i]);
+        else
+            redisAppendCommand(r->w->redis, "HDEL %s %s", k.s, emails[i]);
+    }
+    log_info(add ? "group_tag_added" : "group_tag_removed", LOG_STR("association", r->association),
+             LOG_STR("group", r->group), LOG_INT("contacts", (long long)n),
+             LOG_STR("activity", op.out.activity_id));
+    return store_drain(r->w->redis, n) == STORE_OK ? CALL_OK : CALL_REDIS;
+}
+
+/* Sends the pending emails/ids in requests of 500. */
+static enum call_outcome tagging_batches(struct run *r, const char *tag_id, bool add,
+                                         const char **emails, const char **ids, size_t n)
+{
+    enum call_outcome oc = CALL_OK;
+    for (size_t i = 0; i < n && oc == CALL_OK; i += CCAPI_MEMBERSHIPS_MAX_CONTACTS) {
+        size_t k = n - i < CCAPI_MEMBERSHIPS_MAX_CONTACTS ? n - i : CCAPI_MEMBERSHIPS_MAX_CONTACTS;
+        oc = tagging_send(r, tag_id, add, emails + i, ids + i, k);
+    }
+    return oc;
+}
+
+/* Whether a contact on the list has no known contact id (the list is read back). */
+static bool ids_missing(const struct applied_set *a)
+{
+    for (size_t i = 0; i < a->n; i++)
+        if (a->items[i].status == APPLIED_ON_LIST &&
+            (!a->items[i].contact_id || !a->items[i].contact_id[0]))
+            return true;
+    return false;
+}
+
+/* Tags the list's contacts not tagged yet; untags those ccsync tagged that left. */
+static enum call_outcome tags_converge(struct run *r, const char *tag_id, struct applied_set *a)
+{
+    struct tagged t;
+    if (tagged_load(r, &t) != STORE_OK) {
+        tagged_free(&t);
+        return CALL_REDIS;
+    }
+    size_t cap = a->n + t.n + 1;
+    const char **emails = malloc(cap * sizeof *emails), **ids = malloc(cap * sizeof *ids);
+    const char **on = malloc(cap * sizeof *on);
+    enum call_outcome oc = emails && ids && on ? CALL_OK : CALL_RETRY;
+    size_t n = 0, n_on = 0;
+    for (size_t i = 0; oc == CALL_OK && i < a->n; i++) {
+        const struct applied_contact *c = &a->items[i];
+        if (c->status != APPLIED_ON_LIST || !c->contact_id || !c->contact_id[0])
+            continue;
+        on[n_on++] = c->email;
+        if (!tagged_has(&t, c->email)) {
+            emails[n] = c->email;
+            ids[n++] = c->contact_id;
+        }
+    }
+    if (oc == CALL_OK)
+        oc = tagging_batches(r, tag_id, true, emails, ids, n);
+    qsort(on, n_on, sizeof *on, str_cmp);
+    n = 0;
+    for (size_t i = 0; oc == CALL_OK && i < t.n; i++) {
+        const char *email = t.reply->element[2 * i]->str;
+        if (n_on && bsearch(&email, on, n_on, sizeof *on, str_cmp))
+            continue;
+        emails[n] = email;
+        ids[n++] = t.reply->element[2 * i + 1]->str;
+    }
+    if (oc == CALL_OK)
+        oc = tagging_batches(r, tag_id, false, emails, ids, n);
+    free(emails);
+    free(ids);
+    free(on);
+    tagged_free(&t);
+    return oc;
+}
+
+static enum call_outcome tags_group(struct run *r, const struct fieldmap *m)
+{
+    char tag_id[CCAPI_ID_SIZE];
+    enum call_outcome oc = tag_ensure(r, m, tag_id);
+    if (oc != CALL_OK)
+        return oc;
+    struct applied_set a;
+    if (applied_load(r->w->redis, r->association, r->group, &a) != STORE_OK)
+        return CALL_REDIS;
+    if (ids_missing(&a)) {
+        applied_free(&a);
+        struct ccapi_error err;
+        oc = round_verify_list(r, &err);
+        if (oc != CALL_OK)
+            return oc;
+        if (applied_load(r->w->redis, r->association, r->group, &a) != STORE_OK)
+            return CALL_REDIS;
+    }
+    oc = tags_converge(r, tag_id, &a);
+    applied_free(&a);
+    return oc;
+}
+
+void tags_sync(struct run *const *runs, size_t n, const struct fieldmap *m)
+{
+    if (m == NULL || !m->group_tags)
+        return;
+    for (size_t i = 0; i < n; i++) {
+        struct run *r = runs[i];
+        if (r->res != SYNC_DONE || r->gs.list_deleted_in_cc || !r->gs.list_id[0])
+            continue;
+        enum call_outcome oc = tags_group(r, m);
+        if (oc == CALL_FAILED)
+            continue; /* logged; the list itself is in step: the group stays synced */
+        if (oc != CALL_OK) {
+            struct ccapi_error err = {0};
+            r->res = call_result(r, oc, &err, "tag the group's contacts");
+        }
+    }
+}
