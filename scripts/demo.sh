@@ -4,12 +4,16 @@
 # (RUN_DIR/run.env, RUN_DIR defaulting to build/dev), so no command repeats them.
 #
 #   scripts/demo.sh webhook TYPE DATA_JSON   sign and send one Novi webhook (scripts/send-webhook.sh)
+#   scripts/demo.sh fields                   map two member fields (MemberType -> the custom field
+#                                            "Member Type", Phone -> phone_number) and turn group
+#                                            tags on ("Novi: " + group name)
 #   scripts/demo.sh members GROUP            a group.members event with four sample members
 #   scripts/demo.sh status [GROUP]           a group's status, or every group's
 #   scripts/demo.sh resync GROUP             ask for a full sync (a new list if it was deleted)
 #   scripts/demo.sh audit [LIMIT]            the association's audit log, newest first
 #   scripts/demo.sh service                  GET /v1/status: queue, budget, groups in error
 #   scripts/demo.sh cc-lists                 the simulator's lists and their members
+#   scripts/demo.sh cc-contacts              the simulator's contacts: custom fields and tags
 #   scripts/demo.sh delete-list GROUP        delete the group's list in the simulator, as an
 #                                            admin would in Constant Contact
 #   scripts/demo.sh list-id GROUP            the group's list_id
@@ -65,10 +69,17 @@ webhook)
 members)
     need_group "${1:-}"
     exec "$0" webhook group.members '{"UniqueID":"'"$1"'","Members":[
-        {"UniqueID":"m1","Email":"ann@example.org","FirstName":"Ann","LastName":"Lee","CustomerType":"Person"},
-        {"UniqueID":"m2","Email":"bob@example.org","FirstName":"Bob","LastName":"Ray"},
+        {"UniqueID":"m1","Email":"ann@example.org","FirstName":"Ann","LastName":"Lee","CustomerType":"Person",
+         "MemberType":"Gold","CustomFields":{"Chapter":"North"},"Phone":"555-0100"},
+        {"UniqueID":"m2","Email":"bob@example.org","FirstName":"Bob","LastName":"Ray","MemberType":"Regular"},
         {"UniqueID":"m3","Email":"not-an-email"},
         {"UniqueID":"m4","Company":"Acme","Email":"ANN@example.org","CustomerType":"Company"}]}'
+    ;;
+fields)
+    curl -sS --fail-with-body -X PUT -H "Authorization: Bearer $CCSYNC_ADMIN_TOKEN" \
+        -H 'Content-Type: application/json' "$ASSOC_URL" -d '{
+        "fields":[{"novi":"MemberType","cc":"custom:Member Type"},{"novi":"Phone","cc":"phone_number"}],
+        "tags":{"group_tags":true,"prefix":"Novi: "}}' | pretty
     ;;
 status)
     if [ $# -ge 1 ]; then admin GET "$ASSOC_URL/groups/$1"; else admin GET "$ASSOC_URL/groups"; fi
@@ -95,6 +106,13 @@ for l in lists:
     print("%s  %-8s %s: %s" % (l["list_id"], l["status"], l["name"], ", ".join(l["members"]) or "(no members)"))
 if not lists:
     print("(no lists)")'
+    ;;
+cc-contacts)
+    need_sim
+    curl -sS --fail-with-body "$SIM_URL/__sim/state" | python3 -c 'import json, sys
+for c in json.load(sys.stdin)["contacts"]:
+    fields = ", ".join("%s=%s" % kv for kv in sorted(c.get("custom_fields", {}).items()))
+    print("%s  fields: %s  tags: %s" % (c["email"], fields or "-", ", ".join(sorted(c.get("tags", []))) or "-"))'
     ;;
 delete-list)
     need_group "${1:-}"

@@ -12,13 +12,15 @@
 #    doing XADD (and ccsyncd's enqueue script), pipelined and not.
 # 2. Sync efficiency. tests/bench/sync_bench.c against ccsim with its production
 #    limits (4 requests/s): first syncs of 1,000, 10,000 and 50,000 members and a
-#    burst of 1,000 single-member changes over 10 groups, beside the naive cost.
+#    burst of 1,000 single-member changes over 10 groups, beside the naive cost; with
+#    mapped fields (§12): 1,000 field changes over 10 groups, and a first sync of
+#    10,000 members with 17 mapped fields.
 # 3. The budget's day. tests/bench/day_sim.c: the budget planner through a
 #    simulated day for 10 to 2,000 associations, beside first-come spending.
 #
 # Environment: BUILD (build), BENCH_SECONDS (10: each wrk run), BENCH_CONNECTIONS
 # (64), BENCH_WRK_THREADS (2), BENCH_SYNC_SCENARIOS (first:1000 first:10000
-# first:50000 burst:1000:10), BENCH_ONLY (ingest | sync | day: run one of the three),
+# first:50000 burst:1000:10 fields:1000:10 first:10000:17), BENCH_ONLY (ingest | sync | day: run one of the three),
 # BENCH_DAY_SIZES (10 100 500 2000: associations in the simulated day).
 # Logs and generated requests go to $BUILD/bench/out/.
 set -euo pipefail
@@ -29,7 +31,7 @@ case $OUT in /*) ;; *) OUT=$(pwd)/$OUT ;; esac # redis-server needs an absolute 
 SECS=${BENCH_SECONDS:-10}
 CONNS=${BENCH_CONNECTIONS:-64}
 WRK_THREADS=${BENCH_WRK_THREADS:-2}
-SCENARIOS=${BENCH_SYNC_SCENARIOS:-first:1000 first:10000 first:50000 burst:1000:10}
+SCENARIOS=${BENCH_SYNC_SCENARIOS:-first:1000 first:10000 first:50000 burst:1000:10 fields:1000:10 first:10000:17}
 ONLY=${BENCH_ONLY:-}
 SECRET=whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw
 ADMIN=bench-admin-token-0123456789

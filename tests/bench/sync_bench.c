@@ -9,6 +9,11 @@
  *     burst:N:G        G groups of 100 members each, synced; then N single-member
  *                      changes as separate customer.updated webhooks (half leave a
  *                      group, half join one), spread evenly over the G groups
+ *     first:N:F        first:N with F mapped fields (§12; 1..17: job_title and the
+ *                      custom field Chapter first, then standard and custom fields)
+ *     fields:N:G       G groups of 100 members with 2 mapped fields, synced; then N
+ *                      field changes (Chapter) as customer.updated webhooks of members
+ *                      who stay, spread evenly over the G groups
  *
  * Every scenario gets a fresh redis-server, ccsim (production limits: 4 requests
  * per second, 10,000 a day; 200 ms activities) and ccsyncd (defaults but for the
@@ -63,7 +68,51 @@ static struct {
     long msg_serial;
     double timeout_s;     /* per convergence wait: $SYNC_BENCH_TIMEOUT, default 240 */
     char breakdown[8192]; /* requests by endpoint, per scenario, printed at the end */
+    int fields;           /* mapped fields of the running scenario (§12), 0 = none */
+    const char *chapter;  /* the value members send for CustomFields.Chapter */
 } S;
+
+/* The mapping of first:N:F and fields:N:G: Novi field -> CC field, F of them. */
+static const char *const FIELD_MAP[][2] = {
+    {"Title", "job_title"},
+    {"CustomFields.Chapter", "custom:Chapter"},
+    {"Phone", "phone_number"},
+    {"City", "city"},
+    {"State", "state"},
+    {"Zip", "zip"},
+    {"Country", "country"},
+    {"Street", "street"},
+    {"HomePhone", "home_phone"},
+    {"WorkPhone", "work_phone"},
+    {"MobilePhone", "mobile_phone"},
+    {"Org", "company_name"},
+    {"CustomFields.F1", "custom:Field 1"},
+    {"CustomFields.F2", "custom:Field 2"},
+    {"CustomFields.F3", "custom:Field 3"},
+    {"CustomFields.F4", "custom:Field 4"},
+    {"CustomFields.F5", "custom:Field 5"},
+};
+#define FIELD_MAP_MAX (int)(sizeof FIELD_MAP / sizeof FIELD_MAP[0])
+
+/* ",\"Title\":...,\"CustomFields\":{...}" for the first S.fields mapped fields. */
+static void member_fields(char *out, size_t size, const char *uid)
+{
+    size_t len = 0;
+    char custom[1024];
+    size_t clen = 0;
+    out[0] = custom[0] = '\0';
+    for (int i = 0; i < S.fields && i < FIELD_MAP_MAX; i++) {
+        const char *novi = FIELD_MAP[i][0];
+        const char *value = i == 1 ? S.chapter : uid;
+        if (strncmp(novi, "CustomFields.", 13) == 0)
+            clen += (size_t)snprintf(custom + clen, sizeof custom - clen, "%s\"%s\":\"%s\"",
+                                     clen ? "," : "", novi + 13, value);
+        else
+            len += (size_t)snprintf(out + len, size - len, ",\"%s\":\"%s\"", novi, value);
+    }
+    if (clen)
+        snprintf(out + len, size - len, ",\"CustomFields\":{%s}", custom);
+}
 
 static double now_s(void)
 {
@@ -193,10 +242,12 @@ static void post_event(const char *type, const char *data)
 static void member_json(char *out, size_t size, const char *uid, const char *email,
                         const char *groups_json)
 {
+    char fields[2048];
+    member_fields(fields, sizeof fields, uid);
     snprintf(out, size,
              "{\"UniqueID\":\"%s\",\"Email\":\"%s\",\"FirstName\":\"F%s\",\"LastName\":\"L%s\","
-             "\"CustomerType\":\"Person\",\"Active\":true,\"DoNotSendMarketingEmails\":false%s}",
-             uid, email, uid, uid, groups_json ? groups_json : "");
+             "\"CustomerType\":\"Person\",\"Active\":true,\"DoNotSendMarketingEmails\":false%s%s}",
+             uid, email, uid, uid, fields, groups_json ? groups_json : "");
 }
 
 static void member_email(char *out, size_t size, const char *group, int i)
@@ -207,7 +258,7 @@ static void member_email(char *out, size_t size, const char *group, int i)
 /* group.members for group with members m0..m(n-1), then group.updated turning sync on. */
 static void send_group(const char *group, int n)
 {
-    size_t cap = 256 + (size_t)n * 256, len;
+    size_t cap = 256 + (size_t)n * (256 + 40 * (size_t)S.fields), len;
     char *data = malloc(cap);
     len = (size_t)snprintf(data, cap, "{\"UniqueID\":\"%s\",\"Members\":[", group);
     for (int i = 0; i < n; i++) {
@@ -240,6 +291,26 @@ static void stack_stop(void)
     if (S.redis_pid > 0)
         ts_kill(S.redis_pid, SIGTERM);
     S.ccsyncd_pid = S.sim_pid = S.redis_pid = 0;
+}
+
+/* PUTs the first S.fields entries of FIELD_MAP as the association's mapping. */
+static void put_mapping(void)
+{
+    if (S.fields == 0)
+        return;
+    char body[4096], url[256];
+    size_t len = (size_t)snprintf(body, sizeof body, "{\"fields\":[");
+    for (int i = 0; i < S.fields && i < FIELD_MAP_MAX; i++)
+        len += (size_t)snprintf(body + len, sizeof body - len, "%s{\"novi\":\"%s\",\"cc\":\"%s\"}",
+                                i ? "," : "", FIELD_MAP[i][0], FIELD_MAP[i][1]);
+    snprintf(body + len, sizeof body - len, "]}");
+    snprintf(url, sizeof url, "%s/v1/associations/" ASSOC, S.base);
+    const char *headers[] = {"Authorization: Bearer " ADMIN_TOKEN, "Content-Type: application/json",
+                             NULL};
+    long status;
+    json_object_put(http_json("PUT", url, headers, body, strlen(body), &status));
+    if (status != 200)
+        die("PUT the field mapping: %ld", status);
 }
 
 static void stack_start(const char *tag)
@@ -287,8 +358,10 @@ static void stack_start(const char *tag)
         long status;
         json_object *j = api_get("/readyz", &status);
         json_object_put(j);
-        if (status == 200)
+        if (status == 200) {
+            put_mapping();
             return;
+        }
         ts_sleep_ms(100);
     }
     die("ccsyncd not ready (see %s)", log);
@@ -489,12 +562,17 @@ static void print_row(const char *scenario, long n, long long requests, double s
 
 /* ---- scenarios ---- */
 
-static void scenario_first(long n)
+static void scenario_first(long n, int fields)
 {
     char tag[64], group[64], scenario[96];
-    snprintf(tag, sizeof tag, "first-%ld", n);
+    S.fields = fields;
+    S.chapter = "North";
+    snprintf(tag, sizeof tag, "first-%ld-%d", n, fields);
     snprintf(group, sizeof group, "first%ld", n);
-    snprintf(scenario, sizeof scenario, "first sync, %ld members", n);
+    if (fields)
+        snprintf(scenario, sizeof scenario, "first sync, %ld members, %d mapped fields", n, fields);
+    else
+        snprintf(scenario, sizeof scenario, "first sync, %ld members", n);
     stack_start(tag);
     struct counters c0 = read_counters();
 
@@ -519,6 +597,7 @@ static void scenario_first(long n)
         free((void *)emails[i]);
     free(emails);
     stack_stop();
+    S.fields = 0;
 }
 
 struct burst_job {
@@ -640,6 +719,99 @@ static void scenario_burst(long n, int groups)
     stack_stop();
 }
 
+/* How many of the contacts of emails[0..n) hold chapter in CC's custom field Chapter. */
+static long chapters_in_cc(const char *chapter)
+{
+    json_object *st = sim_get("/__sim/state"), *contacts = jget(st, "contacts");
+    long n = 0;
+    for (size_t i = 0; i < json_object_array_length(contacts); i++) {
+        json_object *v =
+            jget(jget(json_object_array_get_idx(contacts, i), "custom_fields"), "Chapter");
+        n += v && strcmp(json_object_get_string(v), chapter) == 0;
+    }
+    json_object_put(st);
+    return n;
+}
+
+/* G synced groups of 100 members with 2 mapped fields; then N members change their
+ * Chapter (staying in their group), N/G in each group. */
+static void scenario_fields(long n, int groups)
+{
+    char tag[64], scenario[128];
+    snprintf(tag, sizeof tag, "fields-%ld", n);
+    snprintf(scenario, sizeof scenario, "fields: %ld field changes over %d groups", n, groups);
+    if (groups > 64 || n % groups != 0 || n / groups > BURST_GROUP_SIZE)
+        die("fields:%ld:%d: N must split evenly over ≤ 64 groups, ≤ 100 each", n, groups);
+    S.fields = 2;
+    S.chapter = "North";
+    stack_start(tag);
+    struct want w[64];
+    char names[64][32];
+    for (int g = 0; g < groups; g++) {
+        snprintf(names[g], sizeof names[g], "fields%d", g);
+        w[g].group = names[g];
+        w[g].n = BURST_GROUP_SIZE;
+        w[g].emails = malloc(BURST_GROUP_SIZE * sizeof *w[g].emails);
+        for (int i = 0; i < BURST_GROUP_SIZE; i++) {
+            char e[128];
+            member_email(e, sizeof e, names[g], i);
+            w[g].emails[i] = strdup(e);
+        }
+        send_group(names[g], BURST_GROUP_SIZE);
+    }
+    if (wait_converged(w, groups, now_s(), S.timeout_s) < 0)
+        die("%s: the set-up did not converge (logs in %s)", scenario, S.log_dir);
+    struct counters c0 = read_counters_quiet();
+    S.chapter = "South";
+    char **types = calloc((size_t)n, sizeof *types), **datas = calloc((size_t)n, sizeof *datas);
+    for (long i = 0; i < n; i++) {
+        int g = (int)(i % groups), k = (int)(i / groups);
+        char uid[64], email[128], groups_json[160], data[2048];
+        snprintf(uid, sizeof uid, "%s-m%d", names[g], k);
+        member_email(email, sizeof email, names[g], k);
+        snprintf(groups_json, sizeof groups_json,
+                 ",\"Groups\":[{\"UniqueID\":\"%s\",\"GroupName\":\"Bench %s\"}]", names[g],
+                 names[g]);
+        member_json(data, sizeof data, uid, email, groups_json);
+        types[i] = "customer.updated";
+        datas[i] = strdup(data);
+    }
+    pthread_t th[SENDER_THREADS];
+    struct burst_job jobs[SENDER_THREADS];
+    double t0 = now_s();
+    for (int t = 0; t < SENDER_THREADS; t++) {
+        jobs[t] = (struct burst_job){types, datas, (int)(n * t / SENDER_THREADS),
+                                     (int)(n * (t + 1) / SENDER_THREADS)};
+        pthread_create(&th[t], NULL, burst_sender, &jobs[t]);
+    }
+    for (int t = 0; t < SENDER_THREADS; t++)
+        pthread_join(th[t], NULL);
+    /* the sets were sorted in place by the set-up's check: still the same members */
+    double secs = wait_converged(w, groups, t0, S.timeout_s);
+    if (secs < 0)
+        die("%s: did not converge within %.0f s (logs in %s)", scenario, S.timeout_s, S.log_dir);
+    struct counters c = read_counters_quiet();
+    long changed = chapters_in_cc("South");
+    if (changed != n)
+        die("%s: %ld contacts hold the new value in CC, not %ld (logs in %s)", scenario, changed, n,
+            S.log_dir);
+    print_row(scenario, n, c.total - c0.total, secs, c.throttled, c.max_per_second);
+    describe(scenario, c0.by_endpoint, c.by_endpoint);
+    json_object_put(c0.by_endpoint);
+    json_object_put(c.by_endpoint);
+    for (long i = 0; i < n; i++)
+        free(datas[i]);
+    free(datas);
+    free(types);
+    for (int g = 0; g < groups; g++) {
+        for (size_t i = 0; i < w[g].n; i++)
+            free((void *)w[g].emails[i]);
+        free(w[g].emails);
+    }
+    stack_stop();
+    S.fields = 0;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 5) {
@@ -657,8 +829,13 @@ int main(int argc, char **argv)
     for (int i = 4; i < argc; i++) {
         long n;
         int g;
-        if (sscanf(argv[i], "first:%ld", &n) == 1 && n > 0)
-            scenario_first(n);
+        int f = 0;
+        if (sscanf(argv[i], "first:%ld:%d", &n, &f) == 2 && n > 0 && f > 0 && f <= FIELD_MAP_MAX)
+            scenario_first(n, f);
+        else if (sscanf(argv[i], "first:%ld", &n) == 1 && n > 0)
+            scenario_first(n, 0);
+        else if (sscanf(argv[i], "fields:%ld:%d", &n, &g) == 2 && n > 0 && g > 0)
+            scenario_fields(n, g);
         else if (sscanf(argv[i], "burst:%ld:%d", &n, &g) == 2 && n > 0 && g > 0)
             scenario_burst(n, g);
         else

@@ -175,6 +175,7 @@ field() { # group python-expression over the status object s
 }
 demo_walk() {
     local first second
+    demo fields | grep -q '"group_tags": true' || { echo "the field mapping was not taken"; return 1; }
     demo webhook group.updated '{"UniqueID":"board","GroupName":"Board","SyncToConstantContact":true}' |
         grep -q 'HTTP 202' || { echo "group.updated was not queued"; return 1; }
     demo members board | grep -q 'HTTP 202' || { echo "group.members was not queued"; return 1; }
@@ -184,6 +185,8 @@ demo_walk() {
         { echo "the group is not synced:"; demo status board; return 1; }
     [ "$(field board 's["counts"]["invalid_email"], s["counts"]["duplicate_email"], s["counts"]["in_list"]')" = "1 1 2" ] ||
         { echo "counts are not invalid 1, duplicate 1, in_list 2:"; demo status board; return 1; }
+    wait_until 10 sh -c "scripts/demo.sh cc-contacts | grep -q '^ann@example.org  fields: Member_Type=Gold  tags: Novi: Board$'" ||
+        { echo "ann has not her mapped field and the group's tag:"; demo cc-contacts; return 1; }
     first=$(demo list-id board)
     demo webhook customer.updated '{"UniqueID":"m5","Email":"cy@example.org","FirstName":"Cy","Groups":[{"UniqueID":"board","GroupName":"Board"}]}' >/dev/null
     demo webhook customer.removed '{"UniqueID":"m2"}' >/dev/null
@@ -229,7 +232,7 @@ second_refused() {
         [ "$(sed -n 's/^RUN_PID=//p' "$RUN_DIR/run.env")" = "$RUN_PID" ] && curl -sf "http://127.0.0.1:$PORT/readyz"
 }
 if start demo >"$TMP/start.out" 2>&1; then
-    check "demo: scripts/demo.sh walks the story (sync, join, leave, delete in CC, resync, audit)" demo_walk
+    check "demo: scripts/demo.sh walks the story (fields and tags, sync, join, leave, delete in CC, resync, audit)" demo_walk
     check "make run prints the status page's address with a read token that only reads" status_page
     check "a second make run on the same RUN_DIR refuses and leaves the first alone" second_refused
     kill -INT -- "-$MAKE_PID"
