@@ -7,8 +7,9 @@
  *
  * Runs after a group's list has converged in a round. The group hash keeps the tag
  * (tag_id, tag_name); key_group_tag holds the contacts ccsync tagged (email ->
- * contact id). Tagging needs contact ids: when a contact on the list has none
- * yet, the list is read back first (a request per 500 contacts). Taggings go in
+ * contact id). Tagging needs contact ids: those not known yet (joiners) are looked
+ * up by email, or the list is read back when that takes fewer requests (one per 500
+ * contacts). Taggings go in
  * bulk, 500 contacts a request; adding a tag twice is harmless, so a tagging whose
  * answer was lost is simply sent again.
  */
@@ -197,14 +198,41 @@ static enum call_outcome tagging_batches(struct run *r, const char *tag_id, bool
     return oc;
 }
 
-/* Whether a contact on the list has no known contact id (the list is read back). */
-static bool ids_missing(const struct applied_set *a)
+/* How many contacts on the list have no known contact id. */
+static size_t ids_missing(const struct applied_set *a)
 {
+    size_t n = 0;
     for (size_t i = 0; i < a->n; i++)
-        if (a->items[i].status == APPLIED_ON_LIST &&
-            (!a->items[i].contact_id || !a->items[i].contact_id[0]))
-            return true;
-    return false;
+        n += a->items[i].status == APPLIED_ON_LIST &&
+             (!a->items[i].contact_id || !a->items[i].contact_id[0]);
+    return n;
+}
+
+/* Learns the missing contact ids: a lookup by email each when that takes fewer
+ * requests than reading the list back (a request per 500 contacts). */
+static enum call_outcome learn_ids(struct run *r, const struct applied_set *a, size_t missing)
+{
+    struct ccapi_error err;
+    if (missing >= (a->n + CCAPI_MEMBERSHIPS_MAX_CONTACTS - 1) / CCAPI_MEMBERSHIPS_MAX_CONTACTS)
+        return round_verify_list(r, &err);
+    for (size_t i = 0; i < a->n; i++) {
+        const struct applied_contact *c = &a->items[i];
+        if (c->status != APPLIED_ON_LIST || (c->contact_id && c->contact_id[0]))
+            continue;
+        struct cc_op op = {.kind = CC_CONTACTS_FIND, .in.email = c->email};
+        enum call_outcome oc = cc_call(r->w, r->association, &op, &err);
+        const struct ccapi_contact_page *page = &op.out.contacts;
+        int rc = STORE_OK;
+        if (oc == CALL_OK && page->n_contacts > 0 && page->contacts[0].contact_id[0])
+            rc = applied_set_contact_id(r->w->redis, r->association, r->group, c->email,
+                                        page->contacts[0].contact_id);
+        cc_op_clear(&op);
+        if (oc != CALL_OK)
+            return oc;
+        if (rc != STORE_OK)
+            return CALL_REDIS;
+    }
+    return CALL_OK;
 }
 
 /* Tags the list's contacts not tagged yet; untags those ccsync tagged that left. */
@@ -259,10 +287,10 @@ static enum call_outcome tags_group(struct run *r, const struct fieldmap *m)
     struct applied_set a;
     if (applied_load(r->w->redis, r->association, r->group, &a) != STORE_OK)
         return CALL_REDIS;
-    if (ids_missing(&a)) {
+    size_t missing = ids_missing(&a);
+    if (missing > 0) {
+        oc = learn_ids(r, &a, missing);
         applied_free(&a);
-        struct ccapi_error err;
-        oc = round_verify_list(r, &err);
         if (oc != CALL_OK)
             return oc;
         if (applied_load(r->w->redis, r->association, r->group, &a) != STORE_OK)
