@@ -811,6 +811,14 @@ static int fields_optional(json_object *obj, const char *parent, struct member_r
         }
         cap += (size_t)json_object_object_length(custom);
     }
+    size_t unknown = 0;
+    json_object_object_foreach(obj, k0, v0)
+    {
+        (void)v0;
+        unknown += !member_key_known(k0);
+    }
+    if (unknown == 0 && cap == (size_t)json_object_object_length(obj))
+        return 0; /* the common record: nothing beyond the fields ccsync reads */
     if (cap > WEBHOOK_FIELDS_MAX + 16)
         cap = WEBHOOK_FIELDS_MAX + 16; /* field_add refuses the rest */
     m->fields = calloc(cap, sizeof *m->fields);
