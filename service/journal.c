@@ -24,14 +24,14 @@
 bool journal_write(struct run *r, const char *json)
 {
     snprintf(r->gs.journal, sizeof r->gs.journal, "%s", json);
-    return group_journal_write(r->w->redis, r->association, r->group, json) == STORE_OK;
+    return group_journal_write(r->w->redis, r->association, r->group, r->fence, json) == STORE_OK;
 }
 
 bool journal_clear(struct run *r)
 {
     r->gs.journal[0] = '\0';
     r->n_acts = 0;
-    return group_journal_clear(r->w->redis, r->association, r->group) == STORE_OK;
+    return group_journal_clear(r->w->redis, r->association, r->group, r->fence) == STORE_OK;
 }
 
 /* Writes {"op":"import"|"remove","activity":id,"activities":[...]}: op and
