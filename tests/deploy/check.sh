@@ -105,6 +105,15 @@ else
     else
         fail "compose: configuration checks (no configuration to check)"
     fi
+    tool ha-env docker/ccsync.env.example "$TMP/ha.env"
+    check "compose: ha profile validates (docker-compose --profile ha config)" \
+        compose_config "$TMP/ha.env" "$TMP/ha" --profile ha
+    if [ -s "$TMP/ha.json" ]; then
+        check "compose: ha profile: a replica, three Sentinels (quorum 2), ccsyncd through them in replica mode" \
+            tool compose-ha "$TMP/ha.json" "$TMP/ha.env"
+    else
+        fail "compose: ha configuration checks (no configuration to check)"
+    fi
 fi
 
 # ---- 2. the env files name every variable ----------------------------------------------
