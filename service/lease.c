@@ -160,6 +160,9 @@ struct keeper_slot {
 struct lease_keeper {
     const struct redis_target *target;
     int ms;
+    long every;        /* ms between beats */
+    struct key record; /* key_instance: what this instance holds ("" key: none) */
+    lease_orphan_fn orphan;
     size_t n_slots;
     struct keeper_slot *slots;
     atomic_bool stop;
@@ -216,8 +219,119 @@ static bool keeper_renew_slot(struct lease_keeper *k, struct keeper_slot *s)
     return true;
 }
 
-/* One heartbeat: every slot's leases renewed; reconnects after a failure. */
-static void keeper_beat(struct lease_keeper *k)
+static long long wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* ---- the instance's record: "BEAT_MS\nKEY\tTOKEN\n..." ---- */
+
+/* Writes what every slot holds now under the instance's name, for lease time. */
+static bool keeper_record(struct lease_keeper *k)
+{
+    if (!k->record.s[0])
+        return true;
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    if (!f)
+        return true;
+    fprintf(f, "%lld\n", wall_ms());
+    for (size_t i = 0; i < k->n_slots; i++) {
+        struct keeper_slot *s = &k->slots[i];
+        pthread_mutex_lock(&s->mu);
+        for (size_t j = 0; j < s->n; j++)
+            if (!s->lost[j])
+                fprintf(f, "%s\t%s\n", s->leases[j].key, s->leases[j].token);
+        pthread_mutex_unlock(&s->mu);
+    }
+    fclose(f);
+    redisReply *r = redisCommand(k->redis, "SET %s %b PX %d", k->record.s, text, len, k->ms);
+    bool ok = store_reply_ok(k->redis, r);
+    freeReplyObject(r);
+    free(text);
+    return ok;
+}
+
+/* The record's beat (ms), or -1 when there is none; *text gets the record (caller frees). */
+static long long record_read(struct lease_keeper *k, char **text)
+{
+    *text = NULL;
+    redisReply *r = store_command(k->redis, "GET %s", k->record.s);
+    long long beat = -1;
+    if (r && r->type == REDIS_REPLY_STRING) {
+        *text = strdup(r->str);
+        beat = atoll(r->str);
+    }
+    freeReplyObject(r);
+    return beat;
+}
+
+/* Gives back each lease of a dead predecessor's record still holding its token. */
+static int keeper_hand_back(struct lease_keeper *k, char *text)
+{
+    int n = 0;
+    char *save = NULL;
+    strtok_r(text, "\n", &save); /* the beat */
+    for (char *line = strtok_r(NULL, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+        char *tab = strchr(line, '\t');
+        if (!tab)
+            continue;
+        struct lease l;
+        snprintf(l.key, sizeof l.key, "%.*s", (int)(tab - line), line);
+        snprintf(l.token, sizeof l.token, "%s", tab + 1);
+        if (lease_release(k->redis, &l) != 1)
+            continue; /* ran out or taken over meanwhile: not the predecessor's any more */
+        n++;
+        if (k->orphan)
+            k->orphan(k->redis, l.key);
+    }
+    return n;
+}
+
+/*
+ * A predecessor of this instance (same name) that was killed left its record:
+ * once the record is stale (no beat for 3 beats: the holder is dead, not a twin
+ * under the same name, whose beats go on), its leases are given back now rather
+ * than CCSYNC_LEASE_SECONDS later. Returns false when Redis failed (try again).
+ */
+static bool keeper_adopt(struct lease_keeper *k)
+{
+    char *text = NULL;
+    long long beat = record_read(k, &text);
+    while (beat >= 0 && wall_ms() - beat < 3 * k->every && !atomic_load(&k->stop)) {
+        free(text);
+        /* Meanwhile this process's own leases are kept alive as usual. */
+        for (size_t i = 0; i < k->n_slots; i++)
+            if (!keeper_renew_slot(k, &k->slots[i]))
+                return false;
+        long left = (long)(3 * k->every - (wall_ms() - beat));
+        keeper_sleep(k, left < k->every ? left : k->every);
+        long long again = record_read(k, &text);
+        if (again != beat) {
+            if (again >= 0)
+                log_warn("instance_name_in_use", LOG_STR("record", k->record.s),
+                         LOG_STR("why", "another live ccsyncd has this host and port"));
+            free(text);
+            return k->redis && !k->redis->err;
+        }
+    }
+    if (beat >= 0 && text) {
+        int n = keeper_hand_back(k, text);
+        if (n > 0)
+            log_info("leases_handed_back", LOG_INT("leases", n),
+                     LOG_STR("why", "this instance was restarted: its predecessor's leases "
+                                    "go back at once instead of running out"));
+    }
+    free(text);
+    return k->redis && !k->redis->err;
+}
+
+/* One heartbeat: every slot's leases renewed and recorded; reconnects after a
+ * failure. The first beat hands back a dead predecessor's leases first. */
+static void keeper_beat(struct lease_keeper *k, bool *adopted)
 {
     if (!k->redis) {
         char err[256] = "";
@@ -227,23 +341,26 @@ static void keeper_beat(struct lease_keeper *k)
             return;
         }
     }
-    for (size_t i = 0; i < k->n_slots; i++) {
-        if (!keeper_renew_slot(k, &k->slots[i])) {
-            metrics_inc("ccsync_redis_errors_total", "where=\"lease_keeper\"");
-            redisFree(k->redis);
-            k->redis = NULL;
-            return;
-        }
+    bool ok = *adopted || !k->record.s[0] || keeper_adopt(k);
+    *adopted = *adopted || ok;
+    for (size_t i = 0; ok && i < k->n_slots; i++)
+        ok = keeper_renew_slot(k, &k->slots[i]);
+    if (ok && *adopted)
+        ok = keeper_record(k);
+    if (!ok) {
+        metrics_inc("ccsync_redis_errors_total", "where=\"lease_keeper\"");
+        redisFree(k->redis);
+        k->redis = NULL;
     }
 }
 
 static void *keeper_main(void *arg)
 {
     struct lease_keeper *k = arg;
-    long every = k->ms / 3 > 0 ? k->ms / 3 : 1;
+    bool adopted = false;
     while (!atomic_load(&k->stop)) {
-        keeper_beat(k);
-        keeper_sleep(k, every);
+        keeper_beat(k, &adopted);
+        keeper_sleep(k, k->every);
     }
     if (k->redis)
         redisFree(k->redis);
@@ -258,13 +375,18 @@ static void keeper_free(struct lease_keeper *k)
     free(k);
 }
 
-struct lease_keeper *lease_keeper_start(const struct redis_target *t, int ms, size_t n_slots)
+struct lease_keeper *lease_keeper_start(const struct redis_target *t, int ms, size_t n_slots,
+                                        const char *instance, lease_orphan_fn orphan)
 {
     struct lease_keeper *k = calloc(1, sizeof *k);
     if (!k)
         return NULL;
     k->target = t;
     k->ms = ms;
+    k->every = ms / 3 > 1000 ? 1000 : (ms / 3 > 0 ? ms / 3 : 1);
+    if (instance)
+        k->record = key_instance(instance);
+    k->orphan = orphan;
     k->slots = calloc(n_slots ? n_slots : 1, sizeof *k->slots);
     if (!k->slots) {
         free(k);

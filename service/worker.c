@@ -546,6 +546,16 @@ out:
     return NULL;
 }
 
+/* A lease the keeper gave back for this instance's killed predecessor: its
+ * group is due now (it was parked until the lease's end). */
+static void requeue_orphan(redisContext *c, const char *lease_key)
+{
+    char association[CCSYNC_ASSOC_ID_MAX + 1], group[KEY_MAX];
+    if (key_lease_parse(lease_key, association, sizeof association, group, sizeof group) != 0)
+        return; /* a reconcile lease: reconcile comes round by itself */
+    schedule_requeue(c, association, group, now_ms());
+}
+
 struct engine *engine_start(struct app *app)
 {
     struct engine *e = calloc(1, sizeof *e);
@@ -553,7 +563,13 @@ struct engine *engine_start(struct app *app)
         return NULL;
     e->app = app;
     e->n = app->cfg->workers;
-    e->keeper = lease_keeper_start(&app->cfg->redis, app->cfg->lease_seconds * 1000, (size_t)e->n);
+    /* The instance is its host and port: the same one restarted after a kill -9
+     * takes its predecessor's groups back at once. */
+    char host[64] = "host", instance[96];
+    gethostname(host, sizeof host - 1);
+    snprintf(instance, sizeof instance, "%s:%d", host, app->cfg->listen_port);
+    e->keeper = lease_keeper_start(&app->cfg->redis, app->cfg->lease_seconds * 1000, (size_t)e->n,
+                                   instance, requeue_orphan);
     e->threads = calloc((size_t)e->n, sizeof *e->threads);
     for (int i = 0; e->threads && i < e->n; i++) {
         struct worker_thread *t = calloc(1, sizeof *t);

@@ -49,10 +49,19 @@ int lease_check(struct redisContext *c, const struct lease *l);
 
 struct lease_keeper;
 
-/* Starts the heartbeat thread: every ms / 3 it renews for ms each lease held
- * in its n_slots slots (one a worker thread), on its own connection to t.
- * NULL when the thread could not start. */
-struct lease_keeper *lease_keeper_start(const struct redis_target *t, int ms, size_t n_slots);
+/* What to do with a lease the keeper handed back for a dead predecessor (its
+ * key): the worker's side makes the group due again. */
+typedef void (*lease_orphan_fn)(struct redisContext *c, const char *lease_key);
+
+/* Starts the heartbeat thread: every ms / 3 (at most every second) it renews
+ * for ms each lease held in its n_slots slots (one a worker thread), on its own
+ * connection to t, and records them under the instance's name (key_instance).
+ * First, when instance (e.g. "host:port") names a predecessor that died holding
+ * leases (its record stopped being renewed), it gives those back at once and
+ * calls orphan for each, instead of letting them run out. NULL when the thread
+ * could not start. */
+struct lease_keeper *lease_keeper_start(const struct redis_target *t, int ms, size_t n_slots,
+                                        const char *instance, lease_orphan_fn orphan);
 /* Stops the thread (within ~100 ms) and frees the keeper; NULL is fine. */
 void lease_keeper_stop(struct lease_keeper *k);
 /* The leases of worker `slot` are now these n (0: it holds none). Copied. A

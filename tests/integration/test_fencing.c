@@ -196,6 +196,10 @@ static void thread_states(pid_t pid, char *out, size_t size)
     out[n] = '\0';
     if (p)
         pclose(p);
+    int st;
+    if (waitpid(pid, &st, WNOHANG) == pid && n + 48 < size)
+        snprintf(out + n, size - n, " exited: %s %d", WIFSIGNALED(st) ? "signal" : "status",
+                 WIFSIGNALED(st) ? WTERMSIG(st) : WEXITSTATUS(st));
 }
 
 static void test_paused_past_lease_then_resumed_writes_nothing_and_calls_nothing(void **state)

@@ -5,7 +5,8 @@
  * holder took is not renewed; every kind of write of a sync (a plain field, the
  * journal, a pipelined applied entry, a script's write, the group's forget) is
  * refused with FENCED once the group's lease holds another token, and goes
- * through while it holds the writer's.
+ * through while it holds the writer's; the same instance restarted after a
+ * kill gives back its predecessor's leases at once, a live twin's never.
  */
 #include <hiredis/hiredis.h>
 #include <setjmp.h>
@@ -92,7 +93,7 @@ static void test_keeper_renews_a_held_lease_and_lets_it_go_when_stopped(void **s
     struct redis_target t = {.host = "127.0.0.1", .port = S.port};
     struct lease l;
     take(&l, 600);
-    struct lease_keeper *k = lease_keeper_start(&t, 600, 2);
+    struct lease_keeper *k = lease_keeper_start(&t, 600, 2, NULL, NULL);
     assert_non_null(k);
     lease_keeper_hold(k, 1, &l, 1);
     ts_sleep_ms(1500); /* 2.5 lease times */
@@ -114,7 +115,7 @@ static void test_keeper_does_not_renew_a_lease_taken_over(void **state)
     struct redis_target t = {.host = "127.0.0.1", .port = S.port};
     struct lease l;
     take(&l, 5000);
-    struct lease_keeper *k = lease_keeper_start(&t, 600, 1);
+    struct lease_keeper *k = lease_keeper_start(&t, 600, 1, NULL, NULL);
     lease_keeper_hold(k, 0, &l, 1);
     /* Another holder took it (as after our pause): 700 ms to live, its own. */
     redisReply *r = redisCommand(S.c, "SET %s other-token PX 700", l.key);
@@ -124,6 +125,60 @@ static void test_keeper_does_not_renew_a_lease_taken_over(void **state)
     assert_string_equal(get(l.key, v, sizeof v), ""); /* ran out: we did not extend it */
     assert_int_equal(lease_check(S.c, &l), 0);
     lease_keeper_stop(k);
+}
+
+/* The orphan callback's calls (the keeper thread writes, the test reads after stopping it). */
+static int orphans;
+static char orphan_key[KEY_MAX];
+
+static void count_orphan(redisContext *c, const char *lease_key)
+{
+    (void)c;
+    orphans++;
+    snprintf(orphan_key, sizeof orphan_key, "%s", lease_key);
+}
+
+static void test_restarted_instance_gives_back_its_killed_predecessor_s_leases_at_once(void **state)
+{
+    (void)state;
+    struct redis_target t = {.host = "127.0.0.1", .port = S.port};
+    struct lease l;
+    take(&l, 9000);
+    struct lease_keeper *dead = lease_keeper_start(&t, 9000, 1, "host-a:8080", NULL);
+    lease_keeper_hold(dead, 0, &l, 1);
+    ts_sleep_ms(1300);       /* a beat recorded the lease under the instance's name */
+    lease_keeper_stop(dead); /* as killed: nothing given back, the record stays */
+    assert_int_equal(lease_check(S.c, &l), 1);
+
+    orphans = 0;
+    long t0 = ts_now_ms();
+    struct lease_keeper *next = lease_keeper_start(&t, 9000, 1, "host-a:8080", count_orphan);
+    while (lease_check(S.c, &l) == 1 && ts_now_ms() - t0 < 8000)
+        ts_sleep_ms(50);
+    long ms = ts_now_ms() - t0;
+    lease_keeper_stop(next);
+    assert_int_equal(lease_check(S.c, &l), 0);
+    assert_true(ms < 4000); /* three beats of silence, not the 9 s lease */
+    assert_int_equal(orphans, 1);
+    assert_string_equal(orphan_key, l.key);
+}
+
+static void test_a_live_twin_with_the_same_name_keeps_its_leases(void **state)
+{
+    (void)state;
+    struct redis_target t = {.host = "127.0.0.1", .port = S.port};
+    struct lease l;
+    take(&l, 9000);
+    struct lease_keeper *live = lease_keeper_start(&t, 9000, 1, "host-b:8080", NULL);
+    lease_keeper_hold(live, 0, &l, 1);
+    ts_sleep_ms(1300);
+    orphans = 0;
+    struct lease_keeper *twin = lease_keeper_start(&t, 9000, 1, "host-b:8080", count_orphan);
+    ts_sleep_ms(4500);
+    lease_keeper_stop(twin);
+    assert_int_equal(lease_check(S.c, &l), 1);
+    assert_int_equal(orphans, 0);
+    lease_keeper_stop(live);
 }
 
 static void test_writes_of_a_sync_are_refused_once_the_lease_is_another_s(void **state)
@@ -179,6 +234,11 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(
             test_writes_of_a_sync_are_refused_once_the_lease_is_another_s, setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_restarted_instance_gives_back_its_killed_predecessor_s_leases_at_once, setup,
+            teardown),
+        cmocka_unit_test_setup_teardown(test_a_live_twin_with_the_same_name_keeps_its_leases, setup,
+                                        teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
