@@ -40,6 +40,8 @@ int stack_start_redis(void)
                    "127.0.0.1",    "--save",       "",    "--dir",
                    stack.data_dir, "--appendonly", "no",  NULL};
     stack_log_path(log, sizeof log, "redis");
+    if (stack.o.aof_everysec)
+        aof[12] = "everysec";
     stack.redis_pid = ts_spawn_logged(stack.o.aof ? aof : mem, NULL, log);
     return stack.redis_pid > 0 && ts_wait_port(stack.redis_port, 10000) == 0 ? 0 : -1;
 }

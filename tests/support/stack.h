@@ -41,6 +41,7 @@ struct stack_options {
     int sync_delay_ms;     /* CCSYNC_SYNC_DELAY_MS (default 100) */
     int n_ccsyncd;         /* processes on the one Redis (default 1) */
     bool aof;              /* Redis persists (AOF, fsync always) in the test's folder */
+    bool aof_everysec;     /* with aof: appendfsync everysec (production's) instead */
     bool ccsyncd_later;    /* Redis and ccsim only: the test fills Redis first, then
                             * calls stack_start_service */
     enum stack_connect connect;
