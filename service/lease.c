@@ -166,13 +166,14 @@ struct lease_keeper {
     size_t n_slots;
     struct keeper_slot *slots;
     atomic_bool stop;
+    atomic_bool changed; /* a slot changed: record it now, not at the next beat */
     pthread_t thread;
     redisContext *redis; /* the keeper thread's own */
 };
 
 static void keeper_sleep(struct lease_keeper *k, long ms)
 {
-    while (ms > 0 && !atomic_load(&k->stop)) {
+    while (ms > 0 && !atomic_load(&k->stop) && !atomic_load(&k->changed)) {
         long slice = ms > 100 ? 100 : ms;
         struct timespec ts = {0, slice * 1000000L};
         nanosleep(&ts, NULL);
@@ -308,6 +309,7 @@ static bool keeper_adopt(struct lease_keeper *k)
             if (!keeper_renew_slot(k, &k->slots[i]))
                 return false;
         long left = (long)(3 * k->every - (wall_ms() - beat));
+        atomic_store(&k->changed, false); /* recorded once the predecessor is dealt with */
         keeper_sleep(k, left < k->every ? left : k->every);
         long long again = record_read(k, &text);
         if (again != beat) {
@@ -359,6 +361,7 @@ static void *keeper_main(void *arg)
     struct lease_keeper *k = arg;
     bool adopted = false;
     while (!atomic_load(&k->stop)) {
+        atomic_store(&k->changed, false);
         keeper_beat(k, &adopted);
         keeper_sleep(k, k->every);
     }
@@ -396,6 +399,7 @@ struct lease_keeper *lease_keeper_start(const struct redis_target *t, int ms, si
     for (size_t i = 0; i < n_slots; i++)
         pthread_mutex_init(&k->slots[i].mu, NULL);
     atomic_init(&k->stop, false);
+    atomic_init(&k->changed, false);
     if (pthread_create(&k->thread, NULL, keeper_main, k) != 0) {
         keeper_free(k);
         return NULL;
@@ -429,4 +433,6 @@ void lease_keeper_hold(struct lease_keeper *k, size_t slot, const struct lease *
     }
     s->gen++;
     pthread_mutex_unlock(&s->mu);
+    /* A kill right after a claim must still find the claim in the record. */
+    atomic_store(&k->changed, true);
 }
