@@ -415,6 +415,41 @@ def cmd_compose_ha(ha_json, env_file):
     return 1 if problems else 0
 
 
+def cmd_ha_commands(ha_json, out_dir, primary_port, replica_port, *sentinel_ports):
+    """Writes out_dir/replica.sh and out_dir/sentinel-N.sh: the ha profile's shell commands
+    for redis-replica and sentinel-N, made local (their /data a folder of their own, the
+    host `redis` 127.0.0.1:primary_port, each on its own port; redis-sentinel is
+    redis-server --sentinel, which Debian's redis-server package has), so that check.sh
+    can run what the containers would."""
+    hs = json.load(open(ha_json)).get("services", {})
+
+    def local(cmd, data, exec_from, exec_to):
+        cmd = cmd.replace("/data/", data + "/")
+        cmd = cmd.replace("replicaof redis 6379", f"replicaof 127.0.0.1 {primary_port}")
+        cmd = cmd.replace("monitor ccsync redis 6379", f"monitor ccsync 127.0.0.1 {primary_port}")
+        if exec_from not in cmd:
+            raise SystemExit(f"no '{exec_from}' in {cmd!r}")
+        return cmd.replace(exec_from, exec_to)
+
+    def write(name, cmd, data):
+        os.makedirs(data, exist_ok=True)
+        open(os.path.join(out_dir, name), "w").write(cmd + "\n")
+
+    data = os.path.join(out_dir, "replica")
+    cmd = " ".join(hs["redis-replica"]["command"])
+    write("replica.sh", local(cmd, data, f"exec redis-server {data}/redis.conf",
+                              f"exec redis-server {data}/redis.conf --port {replica_port} "
+                              f"--bind 127.0.0.1 --dir {data}"), data)
+    names = sorted(n for n in hs if n.startswith("sentinel"))
+    for name, port in zip(names, sentinel_ports):
+        data = os.path.join(out_dir, name)
+        cmd = " ".join(hs[name]["command"]).replace("port 26379", f"port {port}")
+        write(f"{name}.sh", local(cmd, data, f"exec redis-sentinel {data}/sentinel.conf",
+                                  f"exec redis-server {data}/sentinel.conf --sentinel "
+                                  f"--bind 127.0.0.1 --dir {data}"), data)
+    return 0
+
+
 def cmd_ha_env(env_example, out):
     """The example env file with the three high-availability lines switched on, as
     docker/README.md tells an operator to (into out)."""
@@ -460,7 +495,8 @@ def cmd_yaml2json(src, dst):
 def main(argv):
     cmds = {"apt": cmd_apt, "runtime": cmd_runtime, "rules": cmd_rules, "lint-filter": cmd_lint_filter,
             "context": cmd_context, "compose": cmd_compose, "env-vars": cmd_env_vars,
-            "yaml2json": cmd_yaml2json, "compose-ha": cmd_compose_ha, "ha-env": cmd_ha_env}
+            "yaml2json": cmd_yaml2json, "compose-ha": cmd_compose_ha, "ha-env": cmd_ha_env,
+            "ha-commands": cmd_ha_commands}
     if len(argv) < 2 or argv[1] not in cmds:
         print(f"usage: {argv[0]} {'|'.join(cmds)} ARGS", file=sys.stderr)
         return 2
