@@ -202,6 +202,20 @@ static void thread_states(pid_t pid, char *out, size_t size)
                  WIFSIGNALED(st) ? WTERMSIG(st) : WEXITSTATUS(st));
 }
 
+/* SIGCONT to pid until it runs, then waits until it logged that it lost the
+ * group; a failure says what its threads were doing. */
+static void resume_until_it_says_so(pid_t paused)
+{
+    if (!ts_wait_for(resumed, &paused, 5000, 100))
+        fail_msg("ccsyncd %d is still stopped after SIGCONT", (int)paused);
+    int want_lost = 1;
+    if (!ts_wait_for(lost_logged, &want_lost, WAIT_MS, 50)) {
+        char threads[2048];
+        thread_states(paused, threads, sizeof threads);
+        fail_msg("the resumed ccsyncd did not log sync_lease_lost; its threads: %s", threads);
+    }
+}
+
 static void test_paused_past_lease_then_resumed_writes_nothing_and_calls_nothing(void **state)
 {
     (void)state;
@@ -239,15 +253,7 @@ static void test_paused_past_lease_then_resumed_writes_nothing_and_calls_nothing
     long long cc_before = cc_log_next();
 
     /* Resumed: it finds out, says so, and touches nothing. */
-    pid_t paused = stack.ccsyncd_pid[0];
-    if (!ts_wait_for(resumed, &paused, 5000, 100))
-        fail_msg("ccsyncd %d is still stopped after SIGCONT", (int)paused);
-    int want_lost = 1;
-    if (!ts_wait_for(lost_logged, &want_lost, WAIT_MS, 50)) {
-        char threads[2048];
-        thread_states(paused, threads, sizeof threads);
-        fail_msg("the resumed ccsyncd did not log sync_lease_lost; its threads: %s", threads);
-    }
+    resume_until_it_says_so(stack.ccsyncd_pid[0]);
     ts_sleep_ms(1000); /* anything it would still do after saying so */
     char *after = records_of("fence");
     assert_string_equal(after, before);
