@@ -197,7 +197,12 @@ static void thread_states(pid_t pid, char *out, size_t size)
     if (p)
         pclose(p);
     int st;
-    if (waitpid(pid, &st, WNOHANG) == pid && n + 48 < size)
+    if (waitpid(pid, &st, WNOHANG) != pid)
+        return;
+    for (int i = 0; i < STACK_MAX_CCSYNCD; i++)
+        if (stack.ccsyncd_pid[i] == pid)
+            stack.ccsyncd_pid[i] = 0; /* reaped: the teardown must not signal its number */
+    if (n + 48 < size)
         snprintf(out + n, size - n, " exited: %s %d", WIFSIGNALED(st) ? "signal" : "status",
                  WIFSIGNALED(st) ? WTERMSIG(st) : WEXITSTATUS(st));
 }
