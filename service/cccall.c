@@ -202,6 +202,11 @@ bool sync_lease_renew(struct sync_worker *w)
     return lease_renew(w->redis, w->leases, w->n_leases, w->lease_ms) == (int)w->n_leases;
 }
 
+void sync_leases_held(struct sync_worker *w)
+{
+    lease_keeper_hold(w->keeper, w->keeper_slot, w->leases, w->n_leases);
+}
+
 static enum call_outcome renew_or_fail(struct sync_worker *w)
 {
     if (sync_lease_renew(w))
@@ -385,7 +390,8 @@ static enum sync_result quota_result(struct run *r)
 {
     redisContext *c = r->w->redis;
     if (r->group)
-        group_set_error(c, r->association, r->group, "error", "constant_contact_quota_exhausted",
+        group_set_error(c, r->association, r->group, r->fence, "error",
+                        "constant_contact_quota_exhausted",
                         "Constant Contact's daily request quota is used up; syncing resumes at "
                         "00:00 UTC");
     int64_t until = 0;
@@ -402,7 +408,8 @@ static enum sync_result refused_result(struct run *r, const struct ccapi_error *
     redisContext *c = r->w->redis;
     if (err->status == CCAPI_UNAUTHORIZED) {
         if (r->group)
-            group_set_error(c, r->association, r->group, "error", "constant_contact_unauthorized",
+            group_set_error(c, r->association, r->group, r->fence, "error",
+                            "constant_contact_unauthorized",
                             "Constant Contact refused ccsync's access: reconnect the account (PUT "
                             "new tokens for this association)");
         r->retry_ms = 3600 * 1000;
@@ -411,7 +418,8 @@ static enum sync_result refused_result(struct run *r, const struct ccapi_error *
     char msg[400];
     snprintf(msg, sizeof msg, "Constant Contact refused to %s: %s", what, err->message);
     if (r->group)
-        group_set_error(c, r->association, r->group, "error", "constant_contact_rejected", msg);
+        group_set_error(c, r->association, r->group, r->fence, "error", "constant_contact_rejected",
+                        msg);
     r->retry_ms = 15 * 60 * 1000;
     return SYNC_RETRY;
 }
@@ -440,7 +448,7 @@ enum sync_result call_result(struct run *r, enum call_outcome oc, const struct c
     snprintf(msg, sizeof msg, "Constant Contact did not answer as expected (%s); retrying",
              err->message[0] ? err->message : ccapi_status_name(err->status));
     if (r->group)
-        group_set_error(r->w->redis, r->association, r->group, "pending",
+        group_set_error(r->w->redis, r->association, r->group, r->fence, "pending",
                         "constant_contact_unavailable", msg);
     r->retry_ms = 0;
     return SYNC_RETRY;

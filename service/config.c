@@ -280,7 +280,7 @@ static int load_limits(struct config *c, config_lookup_fn lookup, char *err, siz
     if (int_var(lookup, "CCSYNC_SYNC_DELAY_MS", "1000", 0, 3600000, &n, err, err_size) != 0)
         return -1;
     c->sync_delay_ms = (int)n;
-    if (int_var(lookup, "CCSYNC_LEASE_SECONDS", "60", 2, 3600, &n, err, err_size) != 0)
+    if (int_var(lookup, "CCSYNC_LEASE_SECONDS", "15", 2, 3600, &n, err, err_size) != 0)
         return -1;
     c->lease_seconds = (int)n;
     return 0;

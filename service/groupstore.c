@@ -2,18 +2,26 @@
  * groupstore.c - a group's records in Redis for the sync engine (see
  * groupstore.h): the group hash, its applied state and its members. Keys come
  * from keys.h only; the engine's other files never format a command on them.
+ *
+ * Every write of a sync is fenced: it runs inside a script that first checks
+ * that the group's lease still holds the writer's token (fence), so a process
+ * that stalled past its lease (a pause, a swap storm) while another took the
+ * group over writes nothing when it wakes up; Redis answers FENCED instead.
  */
 #include "ccsync/groupstore.h"
 
 #include <hiredis/hiredis.h>
 #include <json-c/json.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "ccsync/facts.h"
 #include "ccsync/keys.h"
+#include "ccsync/log.h"
+#include "ccsync/metrics.h"
 #include "ccsync/model.h"
 #include "ccsync/script.h"
 #include "ccsync/store.h"
@@ -57,6 +65,94 @@ static void field_copy(char *dst, size_t size, const redisReply *v)
 static bool field_is(const redisReply *v, const char *value)
 {
     return v->type == REDIS_REPLY_STRING && strcmp(v->str, value) == 0;
+}
+
+/* ---- fenced writes ---- */
+
+/* KEYS[1] the group's lease, KEYS[2] the key written. ARGV[1] the writer's
+ * token, ARGV[2] the command, ARGV[3..] its arguments after the key. */
+static const char fenced_script[] =
+    "if redis.call('GET', KEYS[1]) ~= ARGV[1] then\n"
+    "  return redis.error_reply('FENCED the group lease is held by another worker')\n"
+    "end\n"
+    "return redis.call(ARGV[2], KEYS[2], unpack(ARGV, 3))\n";
+
+#define WRITE_MAX_ARGS 24
+
+/* The argument vector of one write: EVAL's (from "2": the key count) when
+ * fenced, else the plain command's. Returns the count. */
+static int write_argv(const char **argv, const struct key *lease, const struct key *key,
+                      const char *fence, const char *cmd, int n, const char *const *args)
+{
+    int k = 0;
+    if (fence) {
+        argv[k++] = "2";
+        argv[k++] = lease->s;
+        argv[k++] = key->s;
+        argv[k++] = fence;
+        argv[k++] = cmd;
+    } else {
+        argv[k++] = cmd;
+        argv[k++] = key->s;
+    }
+    for (int i = 0; i < n; i++)
+        argv[k++] = args[i];
+    return k;
+}
+
+/* Runs cmd on key with n arguments; fenced by the group's lease when fence
+ * (the writer's token) is given, plain when NULL (no lease is held: a test, or
+ * a caller that is not a sync). STORE_OK, or STORE_ERR (FENCED logged). */
+static int group_write(redisContext *c, const char *association, const char *group,
+                       const char *fence, const struct key *key, const char *cmd, int n,
+                       const char *const *args)
+{
+    const char *argv[WRITE_MAX_ARGS + 5];
+    if (n > WRITE_MAX_ARGS)
+        return STORE_ERR;
+    struct key lease = key_lease(association, group);
+    int k = write_argv(argv, &lease, key, fence, cmd, n, args);
+    redisReply *r = fence ? script_eval(c, fenced_script, 2, k - 1, argv + 1)
+                          : redisCommandArgv(c, k, argv, NULL);
+    if (r && r->type == REDIS_REPLY_ERROR && strncmp(r->str, "FENCED", 6) == 0) {
+        log_warn("write_fenced", LOG_STR("association", association), LOG_STR("group", group),
+                 LOG_STR("command", cmd), LOG_STR("why", "the group lease is another's"));
+        metrics_inc("ccsync_fenced_writes_total", "");
+    }
+    int rc = store_reply_ok(c, r) ? STORE_OK : STORE_ERR;
+    freeReplyObject(r);
+    return rc;
+}
+
+/* The same, pipelined (redisAppendCommandArgv): the caller drains the reply.
+ * EVAL rather than EVALSHA: a pipeline cannot fall back after NOSCRIPT. */
+static void group_append_write(redisContext *c, const char *association, const char *group,
+                               const char *fence, const struct key *key, const char *cmd, int n,
+                               const char *const *args)
+{
+    const char *argv[WRITE_MAX_ARGS + 7];
+    struct key lease = key_lease(association, group);
+    int k = 0;
+    if (fence) {
+        argv[k++] = "EVAL";
+        argv[k++] = fenced_script;
+    }
+    k += write_argv(argv + k, &lease, key, fence, cmd, n, args);
+    redisAppendCommandArgv(c, k, argv, NULL);
+}
+
+/* A write of string arguments, NULL-terminated. */
+#define GROUP_WRITE(c, a, g, fence, key, cmd, ...)                                                 \
+    group_write_v(c, a, g, fence, key, cmd, (const char *const[]){__VA_ARGS__, NULL})
+
+static int group_write_v(redisContext *c, const char *association, const char *group,
+                         const char *fence, const struct key *key, const char *cmd,
+                         const char *const *args)
+{
+    int n = 0;
+    while (args[n])
+        n++;
+    return group_write(c, association, group, fence, key, cmd, n, args);
 }
 
 /* ---- the group hash ---- */
@@ -118,76 +214,101 @@ void group_ids_free(char **ids, size_t n)
     free(ids);
 }
 
-int group_set_error(redisContext *c, const char *association, const char *group, const char *state,
-                    const char *code, const char *message)
+int group_set_error(redisContext *c, const char *association, const char *group, const char *fence,
+                    const char *state, const char *code, const char *message)
 {
     char now[32];
     rfc3339_format(store_now_ns(), now, sizeof now);
     struct key key = key_group(association, group);
-    if (store_exec(c, "HSETNX %s err_since %s", key.s, now) != STORE_OK)
+    if (GROUP_WRITE(c, association, group, fence, &key, "HSETNX", "err_since", now) != STORE_OK)
         return STORE_ERR;
-    return store_exec(c, "HSET %s state %s err_code %s err_msg %s", key.s, state, code, message);
+    return GROUP_WRITE(c, association, group, fence, &key, "HSET", "state", state, "err_code", code,
+                       "err_msg", message);
 }
 
-int group_clear_error(redisContext *c, const char *association, const char *group)
+int group_clear_error(redisContext *c, const char *association, const char *group,
+                      const char *fence)
 {
-    return store_exec(c, "HDEL %s err_code err_msg err_since", key_group(association, group).s);
+    struct key key = key_group(association, group);
+    return GROUP_WRITE(c, association, group, fence, &key, "HDEL", "err_code", "err_msg",
+                       "err_since");
 }
 
-int group_set_syncing(redisContext *c, const char *association, const char *group)
+int group_set_syncing(redisContext *c, const char *association, const char *group,
+                      const char *fence)
 {
-    return store_exec(c, "HSET %s state syncing", key_group(association, group).s);
+    struct key key = key_group(association, group);
+    return GROUP_WRITE(c, association, group, fence, &key, "HSET", "state", "syncing");
 }
 
-int group_set_synced(redisContext *c, const char *association, const char *group)
+int group_set_synced(redisContext *c, const char *association, const char *group, const char *fence)
 {
     char now[32];
     rfc3339_format(store_now_ns(), now, sizeof now);
-    if (store_exec(c, "HSET %s state synced last_synced_at %s", key_group(association, group).s,
-                   now) != STORE_OK)
+    struct key key = key_group(association, group);
+    if (GROUP_WRITE(c, association, group, fence, &key, "HSET", "state", "synced", "last_synced_at",
+                    now) != STORE_OK)
         return STORE_ERR;
-    return group_clear_error(c, association, group);
+    return group_clear_error(c, association, group, fence);
 }
 
 int group_write_counts(redisContext *c, const char *association, const char *group,
-                       const struct plan *pl)
+                       const char *fence, const struct plan *pl)
 {
     const struct plan_counts *k = &pl->counts;
-    return store_exec(c,
-                      "HSET %s c_members %lld c_no_email %lld c_invalid_email %lld "
-                      "c_duplicate_email %lld c_do_not_email %lld c_unsubscribed %lld "
-                      "c_rejected %lld c_in_list %lld pending %lld",
-                      key_group(association, group).s, (long long)k->members,
-                      (long long)k->no_email, (long long)k->invalid_email,
-                      (long long)k->duplicate_email, (long long)k->do_not_email,
-                      (long long)k->unsubscribed, (long long)k->rejected, (long long)k->in_list,
-                      (long long)(pl->pending.imports + pl->pending.removes));
+    long long v[] = {(long long)k->members,
+                     (long long)k->no_email,
+                     (long long)k->invalid_email,
+                     (long long)k->duplicate_email,
+                     (long long)k->do_not_email,
+                     (long long)k->unsubscribed,
+                     (long long)k->rejected,
+                     (long long)k->in_list,
+                     (long long)(pl->pending.imports + pl->pending.removes)};
+    static const char *fields[] = {"c_members",         "c_no_email",     "c_invalid_email",
+                                   "c_duplicate_email", "c_do_not_email", "c_unsubscribed",
+                                   "c_rejected",        "c_in_list",      "pending"};
+    enum { N = sizeof v / sizeof v[0] };
+    char nums[N][24];
+    const char *args[2 * N];
+    for (int i = 0; i < N; i++) {
+        snprintf(nums[i], sizeof nums[i], "%lld", v[i]);
+        args[2 * i] = fields[i];
+        args[2 * i + 1] = nums[i];
+    }
+    struct key key = key_group(association, group);
+    return group_write(c, association, group, fence, &key, "HSET", 2 * N, args);
 }
 
-int group_set_disabled(redisContext *c, const char *association, const char *group)
+int group_set_disabled(redisContext *c, const char *association, const char *group,
+                       const char *fence)
 {
-    struct key key = key_group(association, group);
+    struct key key = key_group(association, group), applied = key_applied(association, group);
     /* The counts describe the list: with sync off there is none, as for a
      * group that never synced. */
-    if (store_exec(c,
-                   "HSET %s state disabled pending 0 c_members 0 c_no_email 0 "
-                   "c_invalid_email 0 c_duplicate_email 0 c_do_not_email 0 c_unsubscribed 0 "
-                   "c_rejected 0 c_in_list 0",
-                   key.s) != STORE_OK ||
-        store_exec(c, "HDEL %s list_id list_name list_state journal resync", key.s) != STORE_OK ||
-        store_exec(c, "DEL %s", key_applied(association, group).s) != STORE_OK)
+    if (GROUP_WRITE(c, association, group, fence, &key, "HSET", "state", "disabled", "pending", "0",
+                    "c_members", "0", "c_no_email", "0", "c_invalid_email", "0",
+                    "c_duplicate_email", "0", "c_do_not_email", "0", "c_unsubscribed", "0",
+                    "c_rejected", "0", "c_in_list", "0") != STORE_OK ||
+        GROUP_WRITE(c, association, group, fence, &key, "HDEL", "list_id", "list_name",
+                    "list_state", "journal", "resync") != STORE_OK ||
+        group_write(c, association, group, fence, &applied, "DEL", 0, NULL) != STORE_OK)
         return STORE_ERR;
-    return group_clear_error(c, association, group);
+    return group_clear_error(c, association, group, fence);
 }
 
-int group_clear_resync(redisContext *c, const char *association, const char *group)
+int group_clear_resync(redisContext *c, const char *association, const char *group,
+                       const char *fence)
 {
-    return store_exec(c, "HDEL %s resync", key_group(association, group).s);
+    struct key key = key_group(association, group);
+    return GROUP_WRITE(c, association, group, fence, &key, "HDEL", "resync");
 }
 
-int group_clear_verify(redisContext *c, const char *association, const char *group)
+int group_clear_verify(redisContext *c, const char *association, const char *group,
+                       const char *fence)
 {
-    return store_exec(c, "HDEL %s verify", key_group(association, group).s);
+    struct key key = key_group(association, group);
+    return GROUP_WRITE(c, association, group, fence, &key, "HDEL", "verify");
 }
 
 int group_set_verify(redisContext *c, const char *association, const char *group)
@@ -213,23 +334,26 @@ int group_list_count(redisContext *c, const char *association, const char *group
     return rc;
 }
 
-int group_link_list(redisContext *c, const char *association, const char *group,
+int group_link_list(redisContext *c, const char *association, const char *group, const char *fence,
                     const char *list_id, const char *name)
 {
-    if (store_exec(c, "HSET %s list_id %s list_name %s list_state active",
-                   key_group(association, group).s, list_id, name) != STORE_OK)
+    struct key key = key_group(association, group), applied = key_applied(association, group);
+    if (GROUP_WRITE(c, association, group, fence, &key, "HSET", "list_id", list_id, "list_name",
+                    name, "list_state", "active") != STORE_OK)
         return STORE_ERR;
-    return store_exec(c, "DEL %s", key_applied(association, group).s);
+    return group_write(c, association, group, fence, &applied, "DEL", 0, NULL);
 }
 
 int group_unlink_list(redisContext *c, const char *association, const char *group,
-                      bool drop_journal)
+                      const char *fence, bool drop_journal)
 {
-    struct key key = key_group(association, group);
-    if (store_exec(c, "HDEL %s list_id list_name list_state", key.s) != STORE_OK ||
-        (drop_journal && store_exec(c, "HDEL %s journal", key.s) != STORE_OK))
+    struct key key = key_group(association, group), applied = key_applied(association, group);
+    if (GROUP_WRITE(c, association, group, fence, &key, "HDEL", "list_id", "list_name",
+                    "list_state") != STORE_OK ||
+        (drop_journal &&
+         GROUP_WRITE(c, association, group, fence, &key, "HDEL", "journal") != STORE_OK))
         return STORE_ERR;
-    return store_exec(c, "DEL %s", key_applied(association, group).s);
+    return group_write(c, association, group, fence, &applied, "DEL", 0, NULL);
 }
 
 int group_rename_list(redisContext *c, const char *association, const char *group, const char *name)
@@ -237,9 +361,11 @@ int group_rename_list(redisContext *c, const char *association, const char *grou
     return store_exec(c, "HSET %s list_name %s", key_group(association, group).s, name);
 }
 
-int group_mark_list_deleted(redisContext *c, const char *association, const char *group)
+int group_mark_list_deleted(redisContext *c, const char *association, const char *group,
+                            const char *fence)
 {
-    return store_exec(c, "HSET %s list_state deleted_in_cc", key_group(association, group).s);
+    struct key key = key_group(association, group);
+    return GROUP_WRITE(c, association, group, fence, &key, "HSET", "list_state", "deleted_in_cc");
 }
 
 /*
@@ -247,9 +373,13 @@ int group_mark_list_deleted(redisContext *c, const char *association, const char
  * deleted, gen): without it a late group.created/updated older than the
  * deletion would bring the group, and a new CC list, back. Does nothing when a
  * newer fact revived the group since it was loaded.
- * KEYS: the group, its members, its applied state, the groups set. ARGV: group id.
+ * KEYS: the group, its members, its applied state, the groups set, the group's
+ * lease. ARGV: group id, the writer's token ("" when unfenced).
  */
 static const char forget_group_script[] =
+    "if ARGV[2] ~= '' and redis.call('GET', KEYS[5]) ~= ARGV[2] then\n"
+    "  return redis.error_reply('FENCED the group lease is held by another worker')\n"
+    "end\n"
     "local f = redis.call('HMGET', KEYS[1], 'deleted', 'fact_ts', 'gen')\n"
     "if f[1] ~= '1' then return 0 end\n"
     "redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])\n"
@@ -257,26 +387,31 @@ static const char forget_group_script[] =
     "redis.call('SREM', KEYS[4], ARGV[1])\n"
     "return 1\n";
 
-int group_forget(redisContext *c, const char *association, const char *group)
+int group_forget(redisContext *c, const char *association, const char *group, const char *fence)
 {
     struct key keys[] = {key_group(association, group), key_group_members(association, group),
-                         key_applied(association, group), key_groups(association)};
-    const char *args[] = {keys[0].s, keys[1].s, keys[2].s, keys[3].s, group};
-    redisReply *r = script_eval(c, forget_group_script, 4, 5, args);
+                         key_applied(association, group), key_groups(association),
+                         key_lease(association, group)};
+    const char *args[] = {keys[0].s, keys[1].s, keys[2].s,         keys[3].s,
+                          keys[4].s, group,     fence ? fence : ""};
+    redisReply *r = script_eval(c, forget_group_script, 5, 7, args);
     int rc = store_reply_ok(c, r) ? STORE_OK : STORE_ERR;
     freeReplyObject(r);
     return rc;
 }
 
 int group_journal_write(redisContext *c, const char *association, const char *group,
-                        const char *json)
+                        const char *fence, const char *json)
 {
-    return store_exec(c, "HSET %s journal %s", key_group(association, group).s, json);
+    struct key key = key_group(association, group);
+    return GROUP_WRITE(c, association, group, fence, &key, "HSET", "journal", json);
 }
 
-int group_journal_clear(redisContext *c, const char *association, const char *group)
+int group_journal_clear(redisContext *c, const char *association, const char *group,
+                        const char *fence)
 {
-    return store_exec(c, "HDEL %s journal", key_group(association, group).s);
+    struct key key = key_group(association, group);
+    return GROUP_WRITE(c, association, group, fence, &key, "HDEL", "journal");
 }
 
 /* ---- applied state ---- */
@@ -356,23 +491,29 @@ static char *applied_json(const char *st, const char *cid, const char *fn, const
 }
 
 void applied_append_put(redisContext *c, const char *association, const char *group,
-                        const char *email, const char *status, const char *contact_id,
-                        const char *first_name, const char *last_name, const char *fields)
+                        const char *fence, const char *email, const char *status,
+                        const char *contact_id, const char *first_name, const char *last_name,
+                        const char *fields)
 {
     char *v = applied_json(status, contact_id, first_name, last_name, fields);
-    redisAppendCommand(c, "HSET %s %s %s", key_applied(association, group).s, email, v);
+    struct key key = key_applied(association, group);
+    const char *args[] = {email, v};
+    group_append_write(c, association, group, fence, &key, "HSET", 2, args);
     free(v);
 }
 
 void applied_append_remove(redisContext *c, const char *association, const char *group,
-                           const char *email)
+                           const char *fence, const char *email)
 {
-    redisAppendCommand(c, "HDEL %s %s", key_applied(association, group).s, email);
+    struct key key = key_applied(association, group);
+    group_append_write(c, association, group, fence, &key, "HDEL", 1, &email);
 }
 
-int applied_remove(redisContext *c, const char *association, const char *group, const char *email)
+int applied_remove(redisContext *c, const char *association, const char *group, const char *fence,
+                   const char *email)
 {
-    return store_exec(c, "HDEL %s %s", key_applied(association, group).s, email);
+    struct key key = key_applied(association, group);
+    return group_write(c, association, group, fence, &key, "HDEL", 1, &email);
 }
 
 int applied_has(redisContext *c, const char *association, const char *group, const char *email)
@@ -381,19 +522,25 @@ int applied_has(redisContext *c, const char *association, const char *group, con
     return n < 0 ? STORE_ERR : n == 1;
 }
 
-static const char set_cid_script[] = "local v = redis.call('HGET', KEYS[1], ARGV[1])\n"
-                                     "if not v then return 0 end\n"
-                                     "local a = cjson.decode(v)\n"
-                                     "a[2] = ARGV[2]\n"
-                                     "redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(a))\n"
-                                     "return 1\n";
+/* KEYS: the applied hash, the group's lease. ARGV: email, contact id, the
+ * writer's token ("" when unfenced). */
+static const char set_cid_script[] =
+    "if ARGV[3] ~= '' and redis.call('GET', KEYS[2]) ~= ARGV[3] then\n"
+    "  return redis.error_reply('FENCED the group lease is held by another worker')\n"
+    "end\n"
+    "local v = redis.call('HGET', KEYS[1], ARGV[1])\n"
+    "if not v then return 0 end\n"
+    "local a = cjson.decode(v)\n"
+    "a[2] = ARGV[2]\n"
+    "redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(a))\n"
+    "return 1\n";
 
 int applied_set_contact_id(redisContext *c, const char *association, const char *group,
-                           const char *email, const char *contact_id)
+                           const char *fence, const char *email, const char *contact_id)
 {
-    struct key key = key_applied(association, group);
-    const char *args[] = {key.s, email, contact_id};
-    redisReply *r = script_eval(c, set_cid_script, 1, 3, args);
+    struct key key = key_applied(association, group), lease = key_lease(association, group);
+    const char *args[] = {key.s, lease.s, email, contact_id, fence ? fence : ""};
+    redisReply *r = script_eval(c, set_cid_script, 2, 5, args);
     int rc = store_reply_ok(c, r) ? STORE_OK : STORE_ERR;
     freeReplyObject(r);
     return rc;

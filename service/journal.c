@@ -15,23 +15,48 @@
 #include <stdio.h>
 #include <string.h>
 
+#include <hiredis/hiredis.h>
+
+#include "ccsync/app.h"
+#include "ccsync/durability.h"
 #include "ccsync/engine.h"
 #include "ccsync/log.h"
 #include "ccsync/store.h"
 
 /* ---- writing it ---- */
 
+/* In replica mode the journal must outlive a failover before the request it
+ * announces is sent: otherwise a promoted replica that lacks it would plan the
+ * request again and send it twice. One WAIT per journal write (a few per CC
+ * bulk request, which the CC budget paces anyway); unconfirmed, the request is
+ * not sent and the sync is retried. */
+static bool journal_replicated(struct run *r)
+{
+    const struct config *cfg = r->w->app ? r->w->app->cfg : NULL;
+    if (!cfg || cfg->durability != DURABILITY_REPLICA)
+        return true;
+    redisReply *w = store_command(r->w->redis, "WAIT 1 %d", cfg->replica_timeout_ms);
+    bool ok = w && w->type == REDIS_REPLY_INTEGER && w->integer >= 1;
+    freeReplyObject(w);
+    if (!ok)
+        log_warn("journal_not_replicated", LOG_STR("association", r->association),
+                 LOG_STR("group", r->group),
+                 LOG_STR("why", "no replica confirmed the journal: the request waits"));
+    return ok;
+}
+
 bool journal_write(struct run *r, const char *json)
 {
     snprintf(r->gs.journal, sizeof r->gs.journal, "%s", json);
-    return group_journal_write(r->w->redis, r->association, r->group, json) == STORE_OK;
+    return group_journal_write(r->w->redis, r->association, r->group, r->fence, json) == STORE_OK &&
+           journal_replicated(r);
 }
 
 bool journal_clear(struct run *r)
 {
     r->gs.journal[0] = '\0';
     r->n_acts = 0;
-    return group_journal_clear(r->w->redis, r->association, r->group) == STORE_OK;
+    return group_journal_clear(r->w->redis, r->association, r->group, r->fence) == STORE_OK;
 }
 
 /* Writes {"op":"import"|"remove","activity":id,"activities":[...]}: op and

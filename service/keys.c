@@ -10,6 +10,7 @@
 
 #include <stdarg.h>
 #include <stdio.h>
+#include <string.h>
 
 static struct key key_format(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
@@ -134,4 +135,26 @@ struct key key_tokens(const char *association)
 struct key key_token_uses(const char *association)
 {
     return key_format(ASSOC_KEY(KEY_TOKEN_USES), association);
+}
+
+struct key key_instance(const char *instance)
+{
+    return key_format(KEY_ROOT "instance:%s", instance);
+}
+
+int key_lease_parse(const char *key, char *association, size_t a_size, char *group, size_t g_size)
+{
+    size_t root = strlen(KEY_ROOT "{");
+    if (strncmp(key, KEY_ROOT "{", root) != 0)
+        return -1;
+    const char *a = key + root;
+    const char *close = strstr(a, "}:" KEY_LEASE);
+    if (!close || (size_t)(close - a) >= a_size)
+        return -1;
+    const char *g = close + strlen("}:" KEY_LEASE);
+    if (!g[0] || strlen(g) >= g_size)
+        return -1;
+    snprintf(association, a_size, "%.*s", (int)(close - a), a);
+    snprintf(group, g_size, "%s", g);
+    return 0;
 }

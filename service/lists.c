@@ -95,7 +95,7 @@ static bool link_list(struct run *r, const char *list_id, const char *name)
     snprintf(r->gs.list_id, sizeof r->gs.list_id, "%s", list_id);
     snprintf(r->gs.list_name, sizeof r->gs.list_name, "%s", name);
     r->gs.list_deleted_in_cc = false;
-    return group_link_list(c, r->association, r->group, list_id, name) == STORE_OK &&
+    return group_link_list(c, r->association, r->group, r->fence, list_id, name) == STORE_OK &&
            facts_audit(c, r->association, r->group, "list_created", list_id, name, "") == 0 &&
            journal_clear(r);
 }
@@ -227,7 +227,8 @@ enum sync_result lists_create(struct run *r)
     }
     if (names.active >= ACCOUNT_MAX_LISTS) {
         names_free(&names);
-        group_set_error(r->w->redis, r->association, r->group, "error", "list_limit_reached",
+        group_set_error(r->w->redis, r->association, r->group, r->fence, "error",
+                        "list_limit_reached",
                         "the Constant Contact account has 1,000 lists, its limit: delete lists "
                         "there, then resync this group");
         r->retry_ms = 3600 * 1000;
@@ -258,15 +259,15 @@ enum sync_result lists_mark_deleted(struct run *r)
     /* Callers go on (prepare, the round's later requests): nothing more is sent
      * to this list, or a 400 on it would replace this error with another. */
     r->gs.list_deleted_in_cc = true;
-    bool ok =
-        group_mark_list_deleted(c, r->association, r->group) == STORE_OK &&
-        group_set_error(c, r->association, r->group, "error", "list_deleted_in_constant_contact",
-                        "The Constant Contact list for this group was deleted in Constant "
-                        "Contact. ccsync will not recreate it on its own: resync the group "
-                        "(or turn its sync off and on) to create a new list.") == STORE_OK &&
-        facts_audit(c, r->association, r->group, "list_missing", r->gs.list_id, r->gs.list_name,
-                    "the list is gone from Constant Contact") == 0 &&
-        journal_clear(r);
+    bool ok = group_mark_list_deleted(c, r->association, r->group, r->fence) == STORE_OK &&
+              group_set_error(c, r->association, r->group, r->fence, "error",
+                              "list_deleted_in_constant_contact",
+                              "The Constant Contact list for this group was deleted in Constant "
+                              "Contact. ccsync will not recreate it on its own: resync the group "
+                              "(or turn its sync off and on) to create a new list.") == STORE_OK &&
+              facts_audit(c, r->association, r->group, "list_missing", r->gs.list_id,
+                          r->gs.list_name, "the list is gone from Constant Contact") == 0 &&
+              journal_clear(r);
     log_warn("list_deleted_in_constant_contact", LOG_STR("association", r->association),
              LOG_STR("group", r->group), LOG_STR("list_id", r->gs.list_id));
     return ok ? SYNC_DONE : SYNC_REDIS;
@@ -304,7 +305,7 @@ enum sync_result lists_forget(struct run *r, const char *why)
     struct redisContext *c = r->w->redis;
     bool ok = facts_audit(c, r->association, r->group, "list_deleted", r->gs.list_id,
                           r->gs.list_name, why) == 0 &&
-              group_unlink_list(c, r->association, r->group, true) == STORE_OK;
+              group_unlink_list(c, r->association, r->group, r->fence, true) == STORE_OK;
     log_info("list_deleted", LOG_STR("association", r->association), LOG_STR("group", r->group),
              LOG_STR("list_id", r->gs.list_id), LOG_STR("reason", why));
     r->gs.list_id[0] = '\0';

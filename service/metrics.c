@@ -45,6 +45,9 @@ static const struct {
     {"ccsync_cc_requests_total", "Constant Contact requests, by operation and outcome."},
     {"ccsync_events_processed_total", "Events folded into state by the workers, by outcome."},
     {"ccsync_syncs_total", "Group syncs run, by outcome."},
+    {"ccsync_leases_lost_total", "Leases the heartbeat found taken over or expired."},
+    {"ccsync_fenced_writes_total",
+     "Writes of a sync Redis refused: the group lease was another's."},
 };
 
 static pthread_mutex_t metrics_lock = PTHREAD_MUTEX_INITIALIZER;

@@ -228,11 +228,13 @@ bool sync_reconcile_due(struct sync_worker *w)
     if (taken != 1)
         return c->err == 0; /* another worker reconciles it */
     w->n_leases = 1;
+    sync_leases_held(w);
     freeReplyObject(redisCommand(c, "ZADD %s XX %lld %s", KEY_RECONCILE,
                                  (long long)(now + every_ms), association));
     enum sync_result res = sync_reconcile(w, association);
     log_info("reconciled", LOG_STR("association", association), LOG_INT("result", res));
-    lease_release(c, &w->leases[0]);
     w->n_leases = 0;
+    sync_leases_held(w);
+    lease_release(c, &w->leases[0]);
     return res != SYNC_REDIS && c->err == 0;
 }

@@ -101,8 +101,8 @@ static size_t readback_contact(redisContext *c, struct readback *b, const char *
     const char *sent = fields_sent_get(&b->sent, email);
     if (sent != NULL)
         fields = sent;
-    applied_append_put(c, b->r->association, b->r->group, email, "on", ct->contact_id, fn, ln,
-                       fields);
+    applied_append_put(c, b->r->association, b->r->group, b->r->fence, email, "on", ct->contact_id,
+                       fn, ln, fields);
     return 1;
 }
 
@@ -163,7 +163,8 @@ static enum call_outcome readback_drop_missing(struct readback *b, size_t n)
         size_t pending = 0;
         for (size_t i = 0; i < b[k].applied.n; i++) {
             if (!b[k].found[i] && b[k].sorted[i]->status == APPLIED_ON_LIST) {
-                applied_append_remove(c, b[k].r->association, b[k].r->group, b[k].sorted[i]->email);
+                applied_append_remove(c, b[k].r->association, b[k].r->group, b[k].r->fence,
+                                      b[k].sorted[i]->email);
                 pending++;
             }
         }
@@ -348,12 +349,12 @@ static bool plan_group(struct round_group *g)
         return false;
     }
     g->planned = true;
-    if (group_write_counts(c, r->association, r->group, &g->pl) != STORE_OK) {
+    if (group_write_counts(c, r->association, r->group, r->fence, &g->pl) != STORE_OK) {
         r->res = SYNC_REDIS;
         return false;
     }
     if (g->pl.n_ops == 0) {
-        bool ok = group_set_synced(c, r->association, r->group) == STORE_OK;
+        bool ok = group_set_synced(c, r->association, r->group, r->fence) == STORE_OK;
         r->res = ok ? SYNC_DONE : SYNC_REDIS;
         g->settled = ok;
         return false;
@@ -409,8 +410,9 @@ static enum call_outcome learn_one(struct run *r, const char *email, struct ccap
     bool on = false;
     for (size_t l = 0; ct && l < ct->n_list_ids; l++)
         on = on || strcmp(ct->list_ids[l], r->gs.list_id) == 0;
-    int rc = on ? applied_set_contact_id(c, r->association, r->group, email, ct->contact_id)
-                : applied_remove(c, r->association, r->group, email);
+    int rc =
+        on ? applied_set_contact_id(c, r->association, r->group, r->fence, email, ct->contact_id)
+           : applied_remove(c, r->association, r->group, r->fence, email);
     cc_op_clear(&op);
     if (rc != STORE_OK)
         r->res = SYNC_REDIS;
@@ -823,7 +825,7 @@ static bool import_settled(struct round_activity *ra)
                        email_normalize(ra->act.errors[e].email, norm, sizeof norm) == 0 &&
                        strcmp(op->contacts[i].email, norm) == 0;
         }
-        applied_append_put(c, r->association, r->group, op->contacts[i].email,
+        applied_append_put(c, r->association, r->group, r->fence, op->contacts[i].email,
                            rejected ? "rej" : "on", "", op->contacts[i].first_name,
                            op->contacts[i].last_name, op->contacts[i].fields);
     }
@@ -848,8 +850,8 @@ static bool mark_unsubscribed(struct round_activity *ra)
         if (present == 1)
             continue;
         /* drained at once: the next HEXISTS must not read this HSET's reply */
-        applied_append_put(c, r->association, r->group, op->contacts[i].email, "unsub", "",
-                           op->contacts[i].first_name, op->contacts[i].last_name,
+        applied_append_put(c, r->association, r->group, r->fence, op->contacts[i].email, "unsub",
+                           "", op->contacts[i].first_name, op->contacts[i].last_name,
                            op->contacts[i].fields);
         if (store_drain(c, 1) != STORE_OK)
             return false;
@@ -877,7 +879,7 @@ static bool remove_settled(struct round *rd, const struct round_activity *ra)
         for (size_t i = 0; i < pb->n_contact_ids; i++) {
             const struct applied_contact *a = by_contact_id(g, pb->contact_ids[i]);
             if (a) {
-                applied_append_remove(c, r->association, r->group, a->email);
+                applied_append_remove(c, r->association, r->group, r->fence, a->email);
                 appends++;
             }
         }

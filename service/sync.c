@@ -11,9 +11,12 @@
  */
 #include "ccsync/sync.h"
 
+#include <hiredis/hiredis.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "ccsync/engine.h"
+#include "ccsync/log.h"
 #include "ccsync/store.h"
 
 /* Reads the list back (resync, or reconcile's doubt); a 404 is looked into.
@@ -46,8 +49,8 @@ static enum sync_result prepare_off(struct run *r)
         if (res != SYNC_DONE)
             return res;
     }
-    int rc = r->gs.deleted ? group_forget(c, r->association, r->group)
-                           : group_set_disabled(c, r->association, r->group);
+    int rc = r->gs.deleted ? group_forget(c, r->association, r->group, r->fence)
+                           : group_set_disabled(c, r->association, r->group, r->fence);
     return rc == STORE_OK ? SYNC_DONE : SYNC_REDIS;
 }
 
@@ -60,7 +63,7 @@ static enum sync_result prepare_resync(struct run *r)
         /* A group that has no list yet keeps its journal: a lost create's,
          * whose list lists_create adopts instead of making a second one. */
         bool drop_journal = r->gs.list_deleted_in_cc;
-        if (group_unlink_list(c, r->association, r->group, drop_journal) != STORE_OK)
+        if (group_unlink_list(c, r->association, r->group, r->fence, drop_journal) != STORE_OK)
             return SYNC_REDIS;
         r->gs.list_id[0] = '\0';
         r->gs.list_deleted_in_cc = false;
@@ -71,8 +74,8 @@ static enum sync_result prepare_resync(struct run *r)
         if (res != SYNC_DONE || r->gs.list_deleted_in_cc)
             return res;
     }
-    if (group_clear_resync(c, r->association, r->group) != STORE_OK ||
-        group_clear_error(c, r->association, r->group) != STORE_OK)
+    if (group_clear_resync(c, r->association, r->group, r->fence) != STORE_OK ||
+        group_clear_error(c, r->association, r->group, r->fence) != STORE_OK)
         return SYNC_REDIS;
     return SYNC_DONE;
 }
@@ -91,8 +94,8 @@ static enum sync_result prepare_on(struct run *r)
         res = read_list_back(r); /* reconcile saw the list's size differ from what was applied */
     if (res != SYNC_DONE || r->gs.list_deleted_in_cc)
         return res;
-    if ((r->gs.verify && group_clear_verify(c, r->association, r->group) != STORE_OK) ||
-        group_set_syncing(c, r->association, r->group) != STORE_OK)
+    if ((r->gs.verify && group_clear_verify(c, r->association, r->group, r->fence) != STORE_OK) ||
+        group_set_syncing(c, r->association, r->group, r->fence) != STORE_OK)
         return SYNC_REDIS;
     if (!r->gs.list_id[0]) {
         res = lists_create(r);
@@ -133,6 +136,44 @@ static enum sync_result prepare(struct run *r)
     return prepare_on(r);
 }
 
+/* The token of w's lease on the group, or NULL when w holds none. */
+static const char *lease_token(struct sync_worker *w, const char *association, const char *group)
+{
+    struct key key = key_lease(association, group);
+    for (size_t i = 0; i < w->n_leases; i++)
+        if (strcmp(w->leases[i].key, key.s) == 0)
+            return w->leases[i].token;
+    return NULL;
+}
+
+/*
+ * A write refused by its fence comes back as a command error on a healthy
+ * connection, which the engine's steps report as SYNC_REDIS: when the lease is
+ * indeed no longer ours, the run's outcome is SYNC_LEASE_LOST, and the worker
+ * neither reconnects nor touches the group again.
+ */
+static void notice_lost_lease(struct run *r)
+{
+    redisContext *c = r->w->redis;
+    if (r->res != SYNC_REDIS || !r->fence || !c || c->err)
+        return;
+    struct lease l;
+    snprintf(l.key, sizeof l.key, "%s", key_lease(r->association, r->group).s);
+    snprintf(l.token, sizeof l.token, "%s", r->fence);
+    if (lease_check(c, &l) != 0)
+        return;
+    r->res = SYNC_LEASE_LOST;
+}
+
+/* Says once per group that this process stopped its sync for another's lease. */
+static void log_lost_lease(const struct run *r)
+{
+    if (r->res == SYNC_LEASE_LOST)
+        log_warn("sync_lease_lost", LOG_STR("association", r->association),
+                 LOG_STR("group", r->group),
+                 LOG_STR("why", "another worker holds the group: this one stops its round"));
+}
+
 enum sync_result sync_group(struct sync_worker *w, const char *association, const char *group_id,
                             int64_t *retry_ms)
 {
@@ -151,9 +192,13 @@ void sync_groups(struct sync_worker *w, const char *association, const char *con
     w->token_association[0] = '\0'; /* read the token afresh: it may be near expiry */
     for (size_t i = 0; runs && i < n; i++) {
         struct run *r = &runs[i];
-        *r = (struct run){.w = w, .association = association, .group = group_ids[i]};
+        *r = (struct run){.w = w,
+                          .association = association,
+                          .group = group_ids[i],
+                          .fence = lease_token(w, association, group_ids[i])};
         /* After the worker's own failure (Redis, lease, shutdown) the others stop too. */
         r->res = broken != SYNC_DONE ? broken : prepare(r);
+        notice_lost_lease(r);
         if (r->res == SYNC_REDIS || r->res == SYNC_LEASE_LOST || r->res == SYNC_STOPPED)
             broken = r->res;
         if (r->res == SYNC_DONE && r->converge && n_conv < SYNC_MAX_GROUPS)
@@ -161,6 +206,10 @@ void sync_groups(struct sync_worker *w, const char *association, const char *con
     }
     if (runs && broken == SYNC_DONE && n_conv > 0)
         round_converge(converging, n_conv);
+    for (size_t i = 0; runs && i < n; i++) {
+        notice_lost_lease(&runs[i]);
+        log_lost_lease(&runs[i]);
+    }
     for (size_t i = 0; i < n; i++) {
         results[i] = runs ? runs[i].res : SYNC_RETRY;
         retry_ms[i] = runs ? runs[i].retry_ms : 1000;

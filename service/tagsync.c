@@ -224,7 +224,7 @@ static enum call_outcome learn_ids(struct run *r, const struct applied_set *a, s
         const struct ccapi_contact_page *page = &op.out.contacts;
         int rc = STORE_OK;
         if (oc == CALL_OK && page->n_contacts > 0 && page->contacts[0].contact_id[0])
-            rc = applied_set_contact_id(r->w->redis, r->association, r->group, c->email,
+            rc = applied_set_contact_id(r->w->redis, r->association, r->group, r->fence, c->email,
                                         page->contacts[0].contact_id);
         cc_op_clear(&op);
         if (oc != CALL_OK)

@@ -50,6 +50,7 @@ struct engine {
     pthread_t *threads;
     atomic_bool stop;
     atomic_int running;
+    struct lease_keeper *keeper; /* renews the leases every thread holds */
 };
 
 struct worker_thread {
@@ -282,6 +283,10 @@ struct round {
 
 static void release_leases(struct sync_worker *w)
 {
+    size_t n = w->n_leases;
+    w->n_leases = 0;
+    sync_leases_held(w); /* before they go: the heartbeat must not think them lost */
+    w->n_leases = n;
     for (size_t i = 0; i < w->n_leases; i++)
         if (w->leases[i].key[0])
             lease_release(w->redis, &w->leases[i]);
@@ -311,6 +316,7 @@ static int claim_round(struct sync_worker *w, struct round *r)
         snprintf(w->leases[i].token, sizeof w->leases[i].token, "%s", token);
     }
     w->n_leases = r->n;
+    sync_leases_held(w);
     return rc;
 }
 
@@ -345,6 +351,10 @@ static int finish_round(struct sync_worker *w, const struct round *r,
     int64_t earliest = SCHEDULE_NONE;
     bool finished = false;
     int rc = STORE_OK;
+    size_t held = w->n_leases;
+    w->n_leases = 0;
+    sync_leases_held(w); /* given back below: no longer the heartbeat's */
+    w->n_leases = held;
     for (size_t i = 0; i < r->n && rc == STORE_OK; i++) {
         struct lease *l = &w->leases[i];
         enum sync_result res = results[i];
@@ -466,6 +476,7 @@ static void drop_connection(struct thread_state *s)
         if (w->leases[i].key[0] && s->n_stale < SYNC_MAX_GROUPS)
             s->stale[s->n_stale++] = w->leases[i];
     w->n_leases = 0;
+    sync_leases_held(w); /* the heartbeat goes on without them; they are given back later */
 }
 
 /* One turn of the loop; false when Redis failed. The first thread of each
@@ -500,8 +511,11 @@ static void *worker_main(void *arg)
     struct thread_state *s = calloc(1, sizeof *s);
     if (!s)
         goto out;
-    s->w = (struct sync_worker){
-        .app = e->app, .stop = &e->stop, .lease_ms = cfg->lease_seconds * 1000};
+    s->w = (struct sync_worker){.app = e->app,
+                                .stop = &e->stop,
+                                .lease_ms = cfg->lease_seconds * 1000,
+                                .keeper = e->keeper,
+                                .keeper_slot = (size_t)t->index};
     s->index = t->index;
     ratelimit_conf_from_config(&s->w.budget, cfg);
     s->w.cc = ccapi_new(cfg->cc_api_url, CC_TIMEOUT_MS);
@@ -532,6 +546,16 @@ out:
     return NULL;
 }
 
+/* A lease the keeper gave back for this instance's killed predecessor: its
+ * group is due now (it was parked until the lease's end). */
+static void requeue_orphan(redisContext *c, const char *lease_key)
+{
+    char association[CCSYNC_ASSOC_ID_MAX + 1], group[KEY_MAX];
+    if (key_lease_parse(lease_key, association, sizeof association, group, sizeof group) != 0)
+        return; /* a reconcile lease: reconcile comes round by itself */
+    schedule_requeue(c, association, group, now_ms());
+}
+
 struct engine *engine_start(struct app *app)
 {
     struct engine *e = calloc(1, sizeof *e);
@@ -539,6 +563,13 @@ struct engine *engine_start(struct app *app)
         return NULL;
     e->app = app;
     e->n = app->cfg->workers;
+    /* The instance is its host and port: the same one restarted after a kill -9
+     * takes its predecessor's groups back at once. */
+    char host[64] = "host", instance[96];
+    gethostname(host, sizeof host - 1);
+    snprintf(instance, sizeof instance, "%s:%d", host, app->cfg->listen_port);
+    e->keeper = lease_keeper_start(&app->cfg->redis, app->cfg->lease_seconds * 1000, (size_t)e->n,
+                                   instance, requeue_orphan);
     e->threads = calloc((size_t)e->n, sizeof *e->threads);
     for (int i = 0; e->threads && i < e->n; i++) {
         struct worker_thread *t = calloc(1, sizeof *t);
@@ -568,6 +599,7 @@ void engine_stop(struct engine *e, long grace_ms)
     if (atomic_load(&e->running) == 0) {
         for (int i = 0; i < e->n; i++)
             pthread_join(e->threads[i], NULL);
+        lease_keeper_stop(e->keeper);
         free(e->threads);
         free(e);
     } else {

@@ -144,6 +144,9 @@ struct run {
     struct sync_worker *w;
     const char *association;
     const char *group; /* NULL while reconcile reads the account's lists */
+    /* The token of the group's lease, which fences every write of the run
+     * (groupstore.h); NULL when w holds no lease on the group (reconcile). */
+    const char *fence;
     struct group_state gs;
     int64_t retry_ms;
     enum sync_result res; /* the group's outcome so far; SYNC_DONE while it goes on */

@@ -11,6 +11,10 @@
  * Group hash fields written here (facts.c writes the group fact): state,
  * list_id, list_name, list_state (active | deleted_in_cc), err_code, err_msg,
  * err_since, last_synced_at, c_* counts, pending, journal, resync, verify.
+ * The writes of a sync take fence, the token of the group's lease its writer
+ * holds: Redis refuses the write (an error starting FENCED) unless the lease
+ * still holds it. NULL writes unfenced (no lease is held: tests, tools).
+ *
  * Applied hash: normalized email -> JSON ["on"|"unsub"|"rej", contact_id,
  * first_name, last_name] and, when fields are mapped (§12), the fields digest as a
  * fifth element.
@@ -56,18 +60,24 @@ void group_ids_free(char **ids, size_t n);
 /* Records an error for the status endpoint, with state (normally "error");
  * err_since keeps the first time this error was seen. */
 int group_set_error(struct redisContext *c, const char *association, const char *group,
-                    const char *state, const char *code, const char *message);
-int group_clear_error(struct redisContext *c, const char *association, const char *group);
+                    const char *fence, const char *state, const char *code, const char *message);
+int group_clear_error(struct redisContext *c, const char *association, const char *group,
+                      const char *fence);
 /* state "syncing" while a sync runs; synced (with last_synced_at) when done. */
-int group_set_syncing(struct redisContext *c, const char *association, const char *group);
-int group_set_synced(struct redisContext *c, const char *association, const char *group);
+int group_set_syncing(struct redisContext *c, const char *association, const char *group,
+                      const char *fence);
+int group_set_synced(struct redisContext *c, const char *association, const char *group,
+                     const char *fence);
 /* The plan's counts and its pending operations, for the status endpoint. */
 int group_write_counts(struct redisContext *c, const char *association, const char *group,
-                       const struct plan *pl);
+                       const char *fence, const struct plan *pl);
 /* Sync off: no list, counts zero, no error. */
-int group_set_disabled(struct redisContext *c, const char *association, const char *group);
-int group_clear_resync(struct redisContext *c, const char *association, const char *group);
-int group_clear_verify(struct redisContext *c, const char *association, const char *group);
+int group_set_disabled(struct redisContext *c, const char *association, const char *group,
+                       const char *fence);
+int group_clear_resync(struct redisContext *c, const char *association, const char *group,
+                       const char *fence);
+int group_clear_verify(struct redisContext *c, const char *association, const char *group,
+                       const char *fence);
 /* Reconcile doubts the list: the next sync reads it back first. */
 int group_set_verify(struct redisContext *c, const char *association, const char *group);
 /* The counts reconcile compares with CC's: 1 known (*in_list, *settled: nothing
@@ -77,19 +87,22 @@ int group_list_count(struct redisContext *c, const char *association, const char
 
 /* The list link. Linking or unlinking a list forgets its applied state. */
 int group_link_list(struct redisContext *c, const char *association, const char *group,
-                    const char *list_id, const char *name);
+                    const char *fence, const char *list_id, const char *name);
 int group_unlink_list(struct redisContext *c, const char *association, const char *group,
-                      bool drop_journal);
+                      const char *fence, bool drop_journal);
 int group_rename_list(struct redisContext *c, const char *association, const char *group,
                       const char *name);
-int group_mark_list_deleted(struct redisContext *c, const char *association, const char *group);
+int group_mark_list_deleted(struct redisContext *c, const char *association, const char *group,
+                            const char *fence);
 /* Forgets a deleted group whose list is gone, keeping its tombstone (see groupstore.c). */
-int group_forget(struct redisContext *c, const char *association, const char *group);
+int group_forget(struct redisContext *c, const char *association, const char *group,
+                 const char *fence);
 
 /* The journal field: the CC request in flight (journal.c says what it holds). */
 int group_journal_write(struct redisContext *c, const char *association, const char *group,
-                        const char *json);
-int group_journal_clear(struct redisContext *c, const char *association, const char *group);
+                        const char *fence, const char *json);
+int group_journal_clear(struct redisContext *c, const char *association, const char *group,
+                        const char *fence);
 
 /* ---- applied state ---- */
 
@@ -105,18 +118,19 @@ void applied_free(struct applied_set *s);
 /* Pipelined (redisAppendCommand): the caller reads the replies with store_drain
  * before its next command. status is "on", "unsub" or "rej". */
 void applied_append_put(struct redisContext *c, const char *association, const char *group,
-                        const char *email, const char *status, const char *contact_id,
-                        const char *first_name, const char *last_name, const char *fields);
+                        const char *fence, const char *email, const char *status,
+                        const char *contact_id, const char *first_name, const char *last_name,
+                        const char *fields);
 void applied_append_remove(struct redisContext *c, const char *association, const char *group,
-                           const char *email);
+                           const char *fence, const char *email);
 int applied_remove(struct redisContext *c, const char *association, const char *group,
-                   const char *email);
+                   const char *fence, const char *email);
 /* 1 when the email has an entry, 0 not, STORE_ERR. */
 int applied_has(struct redisContext *c, const char *association, const char *group,
                 const char *email);
 /* Records the contact id of an existing entry (none: nothing happens). */
 int applied_set_contact_id(struct redisContext *c, const char *association, const char *group,
-                           const char *email, const char *contact_id);
+                           const char *fence, const char *email, const char *contact_id);
 
 /* ---- fields in flight (§12) ---- */
 

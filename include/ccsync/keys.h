@@ -23,6 +23,7 @@
 #define CCSYNC_KEYS_H
 
 #include <stdbool.h>
+#include <stddef.h>
 
 /* Long enough for the prefix, a 64-character association id, a 128-character
  * Novi id and any suffix; ids longer than that are refused at the door. */
@@ -98,6 +99,14 @@ struct key key_refresh_lock(const char *association);
 struct key key_dirty(const char *association);
 struct key key_tokens(const char *association);
 struct key key_token_uses(const char *association);
+
+/* "ccsync:instance:NAME": the leases one ccsyncd (named by its host and port)
+ * holds, written by its heartbeat, so that the same instance restarted after a
+ * kill -9 hands them back at once (lease.c). Global: a process holds leases of
+ * many associations. */
+struct key key_instance(const char *instance);
+/* The association and group of a group's lease key; -1 when key is not one. */
+int key_lease_parse(const char *key, char *association, size_t a_size, char *group, size_t g_size);
 
 /* The shared CC budget's keys: "ccsync:cc:{APP}:WHAT" (global: one key a CC
  * application, shared by every association). */

@@ -36,6 +36,8 @@ struct sync_worker {
     struct lease leases[SYNC_MAX_GROUPS]; /* the groups (or reconcile) this worker holds */
     size_t n_leases;
     int lease_ms;
+    struct lease_keeper *keeper; /* the process's heartbeat (NULL: none); keeper_slot is ours */
+    size_t keeper_slot;
     char token_association[72]; /* whose access token cc holds */
     char token[4096];
 };
@@ -73,5 +75,9 @@ bool sync_reconcile_due(struct sync_worker *w);
 
 /* Renews every lease held in w; false when one is no longer ours. */
 bool sync_lease_renew(struct sync_worker *w);
+
+/* Tells the heartbeat which leases w holds now (w->leases[0..n_leases)); call
+ * it after taking leases and before giving them back. */
+void sync_leases_held(struct sync_worker *w);
 
 #endif

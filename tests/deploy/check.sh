@@ -9,7 +9,9 @@
 #     compiles (make -n in it, each source preprocessed: no third build);
 #   - the final stage's command line, environment and user run build/ccsyncd against a
 #     local Redis: /readyz answers 200, the HEALTHCHECK command passes, SIGTERM drains;
-#   - the Redis backup and restore procedure of docker/README.md keeps queued events.
+#   - the Redis backup and restore procedure of docker/README.md keeps queued events;
+#   - the ha profile: its configuration (a replica, three Sentinels, ccsyncd through them), and
+#     its replica and Sentinel commands run locally: quorum, failover, a promotion that lasts.
 # Prints one line a check and "deploy: N passed, M failed" at the end; exits 1 on failure.
 # BUILD selects the build folder holding ccsyncd (default build); DEPLOY_VERBOSE=1 also shows
 # what passing checks printed.
@@ -104,6 +106,15 @@ else
             tool compose "$TMP/default.json" "$TMP/demo.json" docker/docker-compose.yml docker/ccsync.env.example
     else
         fail "compose: configuration checks (no configuration to check)"
+    fi
+    tool ha-env docker/ccsync.env.example "$TMP/ha.env"
+    check "compose: ha profile validates (docker-compose --profile ha config)" \
+        compose_config "$TMP/ha.env" "$TMP/ha" --profile ha
+    if [ -s "$TMP/ha.json" ]; then
+        check "compose: ha profile: a replica, three Sentinels (quorum 2), ccsyncd through them in replica mode" \
+            tool compose-ha "$TMP/ha.json" "$TMP/ha.env"
+    else
+        fail "compose: ha configuration checks (no configuration to check)"
     fi
 fi
 
@@ -357,6 +368,42 @@ restore_check() {
 if command -v redis-server >/dev/null; then
     check "redis: backup (redis-cli --rdb) and docker/redis-restore.sh keep queued and pending events" \
         restore_check
+fi
+
+# ---- 7b. the ha profile's replica and Sentinels, outside Docker ----------------------------
+# What the containers would run (the compose commands, their hosts and ports made local): the
+# replica follows the primary, the three Sentinels reach a quorum, a failover promotes the
+# replica, and the promotion is in the replica's configuration file (it survives a restart).
+sentinel_primary() { redis-cli -p "$1" sentinel get-master-addr-by-name ccsync | tail -n 1; }
+ha_run_check() {
+    local d="$TMP/ha-run" pp rp s1 s2 s3 f
+    [ -s "$TMP/ha.json" ] || { echo "no ha configuration (docker-compose config failed)"; return 1; }
+    mkdir -p "$d/primary"
+    pp=$(free_port) rp=$(free_port) s1=$(free_port) s2=$(free_port) s3=$(free_port)
+    start_redis "$d/primary" "$pp" || { echo "primary did not start"; return 1; }
+    tool ha-commands "$TMP/ha.json" "$d" "$pp" "$rp" "$s1" "$s2" "$s3" || return 1
+    for f in replica sentinel-1 sentinel-2 sentinel-3; do
+        sh "$d/$f.sh" >"$d/$f.log" 2>&1 &
+        PIDS+=($!)
+    done
+    wait_until 20 sh -c "redis-cli -p $rp info replication | grep -q master_link_status:up" ||
+        { echo "the replica does not follow the primary"; tail -n 5 "$d/replica.log"; return 1; }
+    wait_until 30 sh -c "redis-cli -p $s1 sentinel ckquorum ccsync | grep -q '^OK 3 usable'" ||
+        { echo "no quorum of 3: $(redis-cli -p "$s1" sentinel ckquorum ccsync)"; tail -n 5 "$d/sentinel-1.log"; return 1; }
+    wait_until 30 sh -c "redis-cli -p $s1 sentinel replicas ccsync | grep -qx $rp" ||
+        { echo "the Sentinels do not know the replica"; return 1; }
+    redis-cli -p "$s1" sentinel failover ccsync >/dev/null
+    wait_until 30 sh -c "[ \"\$(redis-cli -p $s1 sentinel get-master-addr-by-name ccsync | tail -n 1)\" = $rp ]" ||
+        { echo "no failover to the replica: primary is $(sentinel_primary "$s1")"; return 1; }
+    wait_until 10 sh -c "! grep -q '^replicaof' $d/replica/redis.conf" ||
+        { echo "the promotion is not in the replica's redis.conf"; cat "$d/replica/redis.conf"; return 1; }
+    echo "failover: primary now 127.0.0.1:$(sentinel_primary "$s1")"
+}
+if command -v redis-server >/dev/null; then
+    check "ha: the profile's replica and Sentinels run, reach a quorum, fail over, and the promotion lasts" \
+        ha_run_check
+else
+    skip "ha run (redis-server not installed)"
 fi
 
 # ---- 8. helpers' own hygiene ---------------------------------------------------------------

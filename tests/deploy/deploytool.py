@@ -354,6 +354,113 @@ def cmd_compose(default_json, demo_json, compose_file, env_example):
     return 1 if problems else 0
 
 
+def cmd_compose_ha(ha_json, env_file):
+    """Checks the ha profile as `docker-compose --profile ha config` resolved it with env_file
+    (the example with the three high-availability lines set): a replica of `redis` with the
+    same persistence, three Sentinels on distinct volumes monitoring `redis` under the name
+    ccsyncd is given, with a quorum that survives one lost Sentinel, and a ccsyncd that
+    finds the primary through exactly those Sentinels in replica durability."""
+    problems = []
+    h = json.load(open(ha_json))
+    hs = h.get("services", {})
+
+    def need(cond, msg):
+        if not cond:
+            problems.append(msg)
+
+    env = {}
+    for line in open(env_file, encoding="utf-8"):
+        m = re.match(r"^\s*(CCSYNC_[A-Z0-9_]+)=(.*)$", line)
+        if m:
+            env[m.group(1)] = m.group(2).strip()
+    name = env.get("CCSYNC_REDIS_MASTER_NAME", "")
+    need(name, "the ha env file does not set CCSYNC_REDIS_MASTER_NAME")
+    need(env.get("CCSYNC_DURABILITY") == "replica", "the ha env file does not set CCSYNC_DURABILITY=replica")
+    sentinels = sorted(n for n in hs if n.startswith("sentinel"))
+    need(len(sentinels) == 3, f"the ha profile has Sentinels {sentinels}, not three")
+    for n in ["redis-replica"] + sentinels:
+        need(hs.get(n, {}).get("profiles") == ["ha"], f"{n} is not in (only) the ha profile")
+        need(hs.get(n, {}).get("restart") in ("always", "unless-stopped"), f"{n} has no restart policy")
+        need(re.match(r"^redis:7(\b|[.-])", hs.get(n, {}).get("image", "")) is not None,
+             f"{n} is not Redis 7")
+    rep = " ".join(hs.get("redis-replica", {}).get("command", []) or [])
+    for flag in ("appendonly yes", "appendfsync everysec", "maxmemory-policy noeviction",
+                 "replicaof redis 6379"):
+        need(flag in rep, f"redis-replica's configuration lacks '{flag}'")
+    need("CONFIG" not in rep and "/data/redis.conf" in rep,
+         "redis-replica does not keep its configuration on its volume (a promotion would not last)")
+    volumes = set()
+    for n in sentinels:
+        cmd = " ".join(hs[n].get("command", []) or [])
+        m = re.search(r"sentinel monitor (\S+) (\S+) (\d+) (\d+)", cmd)
+        need(m is not None, f"{n} monitors nothing")
+        if m:
+            need(m.group(1) == name, f"{n} monitors '{m.group(1)}', ccsyncd asks for '{name}'")
+            need((m.group(2), m.group(3)) == ("redis", "6379"), f"{n} does not monitor redis:6379")
+            need(m.group(4) == "2", f"{n}'s quorum is {m.group(4)}, not 2 of 3")
+        need("resolve-hostnames yes" in cmd, f"{n} cannot monitor a host name (resolve-hostnames)")
+        need("port 26379" in cmd, f"{n} does not listen on 26379")
+        for v in hs[n].get("volumes", []):
+            src = v.get("source") if isinstance(v, dict) else v.split(":")[0]
+            need(src not in volumes, f"{n} shares its volume {src} with another Sentinel")
+            volumes.add(src)
+    want = ",".join(f"{n}:26379" for n in sentinels)
+    c = hs.get("ccsyncd", {}).get("environment", {})
+    need(c.get("CCSYNC_REDIS_SENTINELS") == want,
+         f"ccsyncd's CCSYNC_REDIS_SENTINELS is {c.get('CCSYNC_REDIS_SENTINELS')!r}, not {want!r}")
+    need(c.get("CCSYNC_REDIS_MASTER_NAME") == name, "CCSYNC_REDIS_MASTER_NAME did not reach ccsyncd")
+    need(c.get("CCSYNC_DURABILITY") == "replica", "CCSYNC_DURABILITY=replica did not reach ccsyncd")
+    for p in problems:
+        print(p)
+    return 1 if problems else 0
+
+
+def cmd_ha_commands(ha_json, out_dir, primary_port, replica_port, *sentinel_ports):
+    """Writes out_dir/replica.sh and out_dir/sentinel-N.sh: the ha profile's shell commands
+    for redis-replica and sentinel-N, made local (their /data a folder of their own, the
+    host `redis` 127.0.0.1:primary_port, each on its own port; redis-sentinel is
+    redis-server --sentinel, which Debian's redis-server package has), so that check.sh
+    can run what the containers would."""
+    hs = json.load(open(ha_json)).get("services", {})
+
+    def local(cmd, data, exec_from, exec_to):
+        cmd = cmd.replace("/data/", data + "/")
+        cmd = cmd.replace("replicaof redis 6379", f"replicaof 127.0.0.1 {primary_port}")
+        cmd = cmd.replace("monitor ccsync redis 6379", f"monitor ccsync 127.0.0.1 {primary_port}")
+        if exec_from not in cmd:
+            raise SystemExit(f"no '{exec_from}' in {cmd!r}")
+        return cmd.replace(exec_from, exec_to)
+
+    def write(name, cmd, data):
+        os.makedirs(data, exist_ok=True)
+        open(os.path.join(out_dir, name), "w").write(cmd + "\n")
+
+    data = os.path.join(out_dir, "replica")
+    cmd = " ".join(hs["redis-replica"]["command"])
+    write("replica.sh", local(cmd, data, f"exec redis-server {data}/redis.conf",
+                              f"exec redis-server {data}/redis.conf --port {replica_port} "
+                              f"--bind 127.0.0.1 --dir {data}"), data)
+    names = sorted(n for n in hs if n.startswith("sentinel"))
+    for name, port in zip(names, sentinel_ports):
+        data = os.path.join(out_dir, name)
+        cmd = " ".join(hs[name]["command"]).replace("port 26379", f"port {port}")
+        write(f"{name}.sh", local(cmd, data, f"exec redis-sentinel {data}/sentinel.conf",
+                                  f"exec redis-server {data}/sentinel.conf --sentinel "
+                                  f"--bind 127.0.0.1 --dir {data}"), data)
+    return 0
+
+
+def cmd_ha_env(env_example, out):
+    """The example env file with the three high-availability lines switched on, as
+    docker/README.md tells an operator to (into out)."""
+    text = open(env_example, encoding="utf-8").read()
+    text = re.sub(r"(?m)^#(CCSYNC_REDIS_SENTINELS=)", r"\1", text)
+    text = re.sub(r"(?m)^#(CCSYNC_REDIS_MASTER_NAME=)", r"\1", text)
+    text = re.sub(r"(?m)^#CCSYNC_DURABILITY=.*$", "CCSYNC_DURABILITY=replica", text)
+    open(out, "w", encoding="utf-8").write(text)
+    return 0
+
+
 def duration_seconds(s):
     total = 0.0
     for n, unit in re.findall(r"(\d+(?:\.\d+)?)(h|ms|m|s|us)", str(s)):
@@ -388,7 +495,8 @@ def cmd_yaml2json(src, dst):
 def main(argv):
     cmds = {"apt": cmd_apt, "runtime": cmd_runtime, "rules": cmd_rules, "lint-filter": cmd_lint_filter,
             "context": cmd_context, "compose": cmd_compose, "env-vars": cmd_env_vars,
-            "yaml2json": cmd_yaml2json}
+            "yaml2json": cmd_yaml2json, "compose-ha": cmd_compose_ha, "ha-env": cmd_ha_env,
+            "ha-commands": cmd_ha_commands}
     if len(argv) < 2 or argv[1] not in cmds:
         print(f"usage: {argv[0]} {'|'.join(cmds)} ARGS", file=sys.stderr)
         return 2

@@ -40,6 +40,8 @@ int stack_start_redis(void)
                    "127.0.0.1",    "--save",       "",    "--dir",
                    stack.data_dir, "--appendonly", "no",  NULL};
     stack_log_path(log, sizeof log, "redis");
+    if (stack.o.aof_everysec)
+        aof[12] = "everysec";
     stack.redis_pid = ts_spawn_logged(stack.o.aof ? aof : mem, NULL, log);
     return stack.redis_pid > 0 && ts_wait_port(stack.redis_port, 10000) == 0 ? 0 : -1;
 }
@@ -80,7 +82,7 @@ static char **ccsyncd_env(int i)
     snprintf(v[4], 128, "CCSYNC_WORKERS=%d", or_default(o->workers, 2));
     snprintf(v[5], 128, "CCSYNC_CC_RATE_PER_SEC=%d", or_default(o->cc_rate, 100));
     snprintf(v[6], 128, "CCSYNC_RECONCILE_SECONDS=%d", or_default(o->reconcile_seconds, 3600));
-    snprintf(v[7], 128, "CCSYNC_LEASE_SECONDS=%d", or_default(o->lease_seconds, 60));
+    snprintf(v[7], 128, "CCSYNC_LEASE_SECONDS=%d", or_default(o->lease_seconds, 15));
     snprintf(v[8], 128, "CCSYNC_SYNC_DELAY_MS=%d", or_default(o->sync_delay_ms, 100));
     static char *fixed[] = {"CCSYNC_ADMIN_TOKEN=" ADMIN_TOKEN, "CCSYNC_LOG_FORMAT=json",
                             "CCSYNC_LOG_LEVEL=info",           "CCSYNC_ASSOCIATION_ID=",

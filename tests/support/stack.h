@@ -37,10 +37,11 @@ struct stack_options {
     int activity_ms;       /* ccsim --activity-ms (default 200) */
     int workers;           /* CCSYNC_WORKERS (default 2) */
     int reconcile_seconds; /* CCSYNC_RECONCILE_SECONDS (default 3600: out of the way) */
-    int lease_seconds;     /* CCSYNC_LEASE_SECONDS (default 60, production's) */
+    int lease_seconds;     /* CCSYNC_LEASE_SECONDS (default 15, production's) */
     int sync_delay_ms;     /* CCSYNC_SYNC_DELAY_MS (default 100) */
     int n_ccsyncd;         /* processes on the one Redis (default 1) */
     bool aof;              /* Redis persists (AOF, fsync always) in the test's folder */
+    bool aof_everysec;     /* with aof: appendfsync everysec (production's) instead */
     bool ccsyncd_later;    /* Redis and ccsim only: the test fills Redis first, then
                             * calls stack_start_service */
     enum stack_connect connect;

@@ -85,6 +85,20 @@ static void test_the_longest_ids_fit(void **state)
     assert_false(key_reconcile_lease(assoc).cut);
 }
 
+static void test_a_group_lease_key_names_its_association_and_group(void **state)
+{
+    (void)state;
+    char a[72], g[160];
+    assert_int_equal(key_lease_parse(key_lease("acme", "g:1}x").s, a, sizeof a, g, sizeof g), 0);
+    assert_string_equal(a, "acme");
+    assert_string_equal(g, "g:1}x");
+    /* not a group's lease: the reconcile lease, another key, a short buffer */
+    assert_int_equal(key_lease_parse(key_reconcile_lease("acme").s, a, sizeof a, g, sizeof g), -1);
+    assert_int_equal(key_lease_parse(key_group("acme", "g1").s, a, sizeof a, g, sizeof g), -1);
+    assert_int_equal(key_lease_parse(key_lease("acme", "g1").s, a, 4, g, sizeof g), -1);
+    assert_string_equal(key_instance("host:8080").s, "ccsync:instance:host:8080");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -93,6 +107,7 @@ int main(void)
         cmocka_unit_test(test_global_keys_keep_their_names),
         cmocka_unit_test(test_a_key_too_long_is_marked_cut),
         cmocka_unit_test(test_the_longest_ids_fit),
+        cmocka_unit_test(test_a_group_lease_key_names_its_association_and_group),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
