@@ -318,6 +318,33 @@ static int load_durability(struct config *c, config_lookup_fn lookup, char *err,
                       "CCSYNC_REDIS_MASTER_NAME", err, err_size);
 }
 
+/* The key ring that seals secrets at rest; without one, plain text only when
+ * the operator says so (development). */
+static int load_secrets(struct config *c, config_lookup_fn lookup, char *err, size_t err_size)
+{
+    const char *allow = value_or(lookup, "CCSYNC_ALLOW_PLAINTEXT_SECRETS", "0");
+    if (strcmp(allow, "0") != 0 && strcmp(allow, "1") != 0)
+        return config_error(err, err_size, "CCSYNC_ALLOW_PLAINTEXT_SECRETS: \"%s\" is not 0 or 1",
+                            allow);
+    c->allow_plaintext_secrets = allow[0] == '1';
+    const char *path = value_or(lookup, "CCSYNC_SECRETS_KEY_FILE", "");
+    if (!*path) {
+        if (c->allow_plaintext_secrets)
+            return 0;
+        return config_error(err, err_size,
+                            "CCSYNC_SECRETS_KEY_FILE: is required (a file of \"KEY_ID BASE64\" "
+                            "lines; make one with scripts/make-secrets-key.sh), or set "
+                            "CCSYNC_ALLOW_PLAINTEXT_SECRETS=1 for development");
+    }
+    if (copy_value(c->secrets_key_file, sizeof c->secrets_key_file, path, "CCSYNC_SECRETS_KEY_FILE",
+                   err, err_size) != 0)
+        return -1;
+    char why[200];
+    if (secrets_ring_load(path, &c->secrets, why, sizeof why) != 0)
+        return config_error(err, err_size, "CCSYNC_SECRETS_KEY_FILE: %s", why);
+    return 0;
+}
+
 /* The bootstrap association's secret and tokens, checked like a PUT would be. */
 static int load_boot_association(struct config *c, config_lookup_fn lookup, const char *id,
                                  char *err, size_t err_size)
@@ -369,8 +396,9 @@ static int load_bootstrap(struct config *c, config_lookup_fn lookup, char *err, 
 int config_load(struct config *c, config_lookup_fn lookup, char *err, size_t err_size)
 {
     static const load_step steps[] = {
-        load_listen,  load_redis,   load_admin_token, load_cc_endpoints, load_cc_budget,
-        load_workers, load_logging, load_limits,      load_durability,   load_bootstrap,
+        load_listen,     load_redis,     load_admin_token, load_cc_endpoints,
+        load_cc_budget,  load_workers,   load_logging,     load_limits,
+        load_durability, load_bootstrap, load_secrets,
     };
     memset(c, 0, sizeof *c);
     for (size_t i = 0; i < sizeof steps / sizeof steps[0]; i++)

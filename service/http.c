@@ -599,7 +599,9 @@ static bool take_association(struct http_request *req)
 {
     const char *id = req->params[0];
     req->association = malloc(sizeof *req->association);
-    int found = req->association ? store_association_get(req->redis, id, req->association) : -1;
+    int found = req->association ? store_association_get(req->redis, &req->srv->app->cfg->secrets,
+                                                         id, req->association)
+                                 : -1;
     if (found < 0)
         http_reply_redis_unavailable(req, "read failed");
     else if (found == 0)

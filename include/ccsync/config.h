@@ -7,6 +7,7 @@
 
 #include <stddef.h>
 
+#include "ccsync/secrets.h"
 #include "ccsync/sentinel.h"
 
 enum log_format { LOG_FORMAT_JSON = 0, LOG_FORMAT_TEXT };
@@ -46,6 +47,12 @@ struct config {
     int lease_seconds;      /* how long a worker holds a group (or a reconcile) without renewing */
     int durability;         /* enum durability_mode: CCSYNC_DURABILITY */
     int replica_timeout_ms; /* CCSYNC_REPLICA_TIMEOUT_MS: replica mode's WAIT */
+
+    /* Secrets at rest (CCSYNC_SECRETS_KEY_FILE): the key ring, read once at
+     * start. secrets.n == 0 only with CCSYNC_ALLOW_PLAINTEXT_SECRETS=1. */
+    char secrets_key_file[512];
+    struct secrets_ring secrets;
+    int allow_plaintext_secrets;
 
     /* Optional bootstrap of one association (single-association deployments). */
     char boot_association_id[65];

@@ -54,6 +54,7 @@ struct stack {
     char sim_root[64];                /* http://127.0.0.1:PORT of ccsim */
     char base[STACK_MAX_CCSYNCD][64]; /* http://127.0.0.1:PORT of each ccsyncd */
     char log_dir[128], data_dir[192];
+    char key_file[192]; /* CCSYNC_SECRETS_KEY_FILE: STACK_KEY_LINE unless a test rewrites it */
     int serial;                     /* the stack's number in this binary */
     long msg_serial;                /* webhook ids sent */
     char access[256], refresh[256]; /* minted tokens (STACK_MINTED_TOKEN) */
@@ -71,6 +72,13 @@ int stack_setup(void **state);
 int stack_start_service(void);
 /* Stops every process of the stack (a cmocka teardown). */
 int stack_stop(void **state);
+
+/* The stack's key ring: secrets are sealed at rest in every test, as in
+ * production. A test that rotates keys rewrites the file and restarts ccsyncd. */
+#define STACK_KEY_ID "test-1"
+#define STACK_KEY_LINE STACK_KEY_ID " MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="
+/* Replaces stack.key_file's text (mode 0600); 0 or -1. */
+int stack_write_key_file(const char *text);
 
 /* (Re)starts Redis on stack.redis_port; 0 or -1. */
 int stack_start_redis(void);

@@ -59,12 +59,15 @@ static void env_set(const char *name, const char *value)
     env_count++;
 }
 
-/* The smallest valid environment: only the admin token is required. */
+/* The smallest valid environment: the admin token, and a word on secrets at
+ * rest (here: plain text allowed, as for development; the key file has its own
+ * tests below). */
 static int setup_minimal(void **state)
 {
     (void)state;
     env_clear();
     env_set("CCSYNC_ADMIN_TOKEN", ADMIN_TOKEN);
+    env_set("CCSYNC_ALLOW_PLAINTEXT_SECRETS", "1");
     return 0;
 }
 
@@ -578,8 +581,9 @@ static void test_ccsyncd_exit_line_hides_redis_password(void **state)
 static void test_ccsyncd_exits_2_when_listen_address_is_not_ipv4(void **state)
 {
     (void)state;
-    char *const env[] = {"CCSYNC_ADMIN_TOKEN=" ADMIN_TOKEN, "CCSYNC_LISTEN=localhost:1",
-                         "CCSYNC_REDIS_URL=redis://127.0.0.1:1/0", "CCSYNC_WORKERS=1", NULL};
+    char *const env[] = {"CCSYNC_ADMIN_TOKEN=" ADMIN_TOKEN,        "CCSYNC_LISTEN=localhost:1",
+                         "CCSYNC_REDIS_URL=redis://127.0.0.1:1/0", "CCSYNC_WORKERS=1",
+                         "CCSYNC_ALLOW_PLAINTEXT_SECRETS=1",       NULL};
     expect_exit_2(env, "ccsyncd: CCSYNC_LISTEN: \"localhost\" is not an IPv4 address\n", false,
                   NULL);
 }
@@ -601,10 +605,90 @@ static void test_ccsyncd_exits_2_when_port_is_taken(void **state)
     snprintf(line, sizeof line,
              "ccsyncd: CCSYNC_LISTEN: cannot listen on 127.0.0.1:%d (Address already in use)\n",
              port);
-    char *const env[] = {"CCSYNC_ADMIN_TOKEN=" ADMIN_TOKEN, listen_var,
-                         "CCSYNC_REDIS_URL=redis://127.0.0.1:1/0", "CCSYNC_WORKERS=1", NULL};
+    char *const env[] = {"CCSYNC_ADMIN_TOKEN=" ADMIN_TOKEN,        listen_var,
+                         "CCSYNC_REDIS_URL=redis://127.0.0.1:1/0", "CCSYNC_WORKERS=1",
+                         "CCSYNC_ALLOW_PLAINTEXT_SECRETS=1",       NULL};
     expect_exit_2(env, line, false, NULL);
     close(fd);
+}
+
+/* ---- secrets at rest: CCSYNC_SECRETS_KEY_FILE ---- */
+
+#define KEY_A "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="
+
+/* Writes text to a fresh file; its path goes into path. */
+static void key_file(char path[64], const char *text)
+{
+    snprintf(path, 64, "/tmp/ccsync-test-config-key-XXXXXX");
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+    close(fd);
+}
+
+static void test_without_key_file_plaintext_must_be_allowed(void **state)
+{
+    (void)state;
+    env_set("CCSYNC_ALLOW_PLAINTEXT_SECRETS", "");
+    assert_int_equal(load(), -1);
+    assert_string_equal(err, "CCSYNC_SECRETS_KEY_FILE: is required (a file of \"KEY_ID BASE64\" "
+                             "lines; make one with scripts/make-secrets-key.sh), or set "
+                             "CCSYNC_ALLOW_PLAINTEXT_SECRETS=1 for development");
+    expect_refused("CCSYNC_ALLOW_PLAINTEXT_SECRETS", "yes",
+                   "CCSYNC_ALLOW_PLAINTEXT_SECRETS: \"yes\" is not 0 or 1");
+    env_set("CCSYNC_ALLOW_PLAINTEXT_SECRETS", "1");
+    assert_int_equal(load(), 0);
+    assert_int_equal(cfg.secrets.n, 0);
+    assert_int_equal(cfg.allow_plaintext_secrets, 1);
+}
+
+static void test_key_file_is_read_into_the_ring(void **state)
+{
+    (void)state;
+    char path[64];
+    key_file(path,
+             "# newest first\nk2 " KEY_A "\nk1 a2tra2tra2tra2tra2tra2tra2tra2tra2tra2tra2s=\n");
+    env_set("CCSYNC_ALLOW_PLAINTEXT_SECRETS", "");
+    env_set("CCSYNC_SECRETS_KEY_FILE", path);
+    assert_int_equal(load(), 0);
+    assert_int_equal(cfg.secrets.n, 2);
+    assert_string_equal(cfg.secrets.keys[0].id, "k2");
+    assert_string_equal(cfg.secrets.keys[1].id, "k1");
+    assert_string_equal(cfg.secrets_key_file, path);
+    unlink(path);
+}
+
+static void test_bad_key_file_is_refused_without_echoing_keys(void **state)
+{
+    (void)state;
+    char path[64];
+    const char *const secrets[] = {"c2hvcnQ=", NULL};
+    key_file(path, "k1 c2hvcnQ=\n");
+    expect_refused_with("CCSYNC_SECRETS_KEY_FILE", path,
+                        "CCSYNC_SECRETS_KEY_FILE: line 1: the key must be 32 bytes in base64 "
+                        "(openssl rand -base64 32)",
+                        secrets);
+    unlink(path);
+    char missing[128];
+    snprintf(missing, sizeof missing, "%s.gone", path);
+    char message[256];
+    snprintf(message, sizeof message, "CCSYNC_SECRETS_KEY_FILE: cannot read %s", missing);
+    expect_refused("CCSYNC_SECRETS_KEY_FILE", missing, message);
+    key_file(path, "# nothing yet\n");
+    expect_refused("CCSYNC_SECRETS_KEY_FILE", path, "CCSYNC_SECRETS_KEY_FILE: holds no key");
+    unlink(path);
+}
+
+static void test_ccsyncd_exits_2_without_key_file(void **state)
+{
+    (void)state;
+    char *const env[] = {"CCSYNC_ADMIN_TOKEN=" ADMIN_TOKEN,
+                         "CCSYNC_SECRETS_KEY_FILE=", "CCSYNC_ALLOW_PLAINTEXT_SECRETS=", NULL};
+    expect_exit_2(env,
+                  "ccsyncd: configuration error: CCSYNC_SECRETS_KEY_FILE: is required (a file of "
+                  "\"KEY_ID BASE64\" lines; make one with scripts/make-secrets-key.sh), or set "
+                  "CCSYNC_ALLOW_PLAINTEXT_SECRETS=1 for development\n",
+                  true, NULL);
 }
 
 #define T(f) cmocka_unit_test_setup(f, setup_minimal)
@@ -639,6 +723,10 @@ int main(void)
         T(test_ccsyncd_exit_line_hides_redis_password),
         T(test_ccsyncd_exits_2_when_listen_address_is_not_ipv4),
         T(test_ccsyncd_exits_2_when_port_is_taken),
+        T(test_without_key_file_plaintext_must_be_allowed),
+        T(test_key_file_is_read_into_the_ring),
+        T(test_bad_key_file_is_refused_without_echoing_keys),
+        T(test_ccsyncd_exits_2_without_key_file),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
