@@ -82,6 +82,33 @@ static int parse_listen(const char *v, struct config *c, char *err, size_t err_s
     return 0;
 }
 
+/* CCSYNC_ADMIN_LISTEN: optional, address:port on a port of its own (the port
+ * tells the two listeners' connections apart). */
+static int load_admin_listen(struct config *c, config_lookup_fn lookup, char *err, size_t err_size)
+{
+    const char *v = value_or(lookup, "CCSYNC_ADMIN_LISTEN", "");
+    if (!*v)
+        return 0;
+    const char *colon = strrchr(v, ':');
+    long port;
+    if (!colon || colon == v || parse_long(colon + 1, 1, 65535, &port) != 0)
+        return config_error(
+            err, err_size,
+            "CCSYNC_ADMIN_LISTEN: \"%s\" is not address:port (for example 127.0.0.1:9090)", v);
+    size_t hlen = (size_t)(colon - v);
+    if (hlen >= sizeof c->admin_listen_host)
+        return config_error(err, err_size, "CCSYNC_ADMIN_LISTEN: address is too long");
+    if (port == c->listen_port)
+        return config_error(err, err_size,
+                            "CCSYNC_ADMIN_LISTEN: port %ld is CCSYNC_LISTEN's; give the admin "
+                            "listener a port of its own",
+                            port);
+    memcpy(c->admin_listen_host, v, hlen);
+    c->admin_listen_host[hlen] = '\0';
+    c->admin_listen_port = (int)port;
+    return 0;
+}
+
 static int http_url(const char *name, const char *v, char *dst, size_t dst_size, char *err,
                     size_t err_size)
 {
@@ -398,7 +425,7 @@ int config_load(struct config *c, config_lookup_fn lookup, char *err, size_t err
     static const load_step steps[] = {
         load_listen,     load_redis,     load_admin_token, load_cc_endpoints,
         load_cc_budget,  load_workers,   load_logging,     load_limits,
-        load_durability, load_bootstrap, load_secrets,
+        load_durability, load_bootstrap, load_secrets,     load_admin_listen,
     };
     memset(c, 0, sizeof *c);
     for (size_t i = 0; i < sizeof steps / sizeof steps[0]; i++)

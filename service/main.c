@@ -185,9 +185,9 @@ static int run(const struct config *cfg)
     atomic_store(&app.starting, false);
     app.engine = engine_start(&app);
     log_info("started", LOG_STR("version", CCSYNC_VERSION), LOG_STR("listen", cfg->listen_host),
-             LOG_INT("port", http_port(http)), LOG_STR("redis_host", cfg->redis.host),
-             LOG_INT("redis_port", cfg->redis.port), LOG_INT("workers", cfg->workers),
-             LOG_STR("cc_api_url", cfg->cc_api_url));
+             LOG_INT("port", http_port(http)), LOG_INT("admin_port", http_admin_port(http)),
+             LOG_STR("redis_host", cfg->redis.host), LOG_INT("redis_port", cfg->redis.port),
+             LOG_INT("workers", cfg->workers), LOG_STR("cc_api_url", cfg->cc_api_url));
     wait_for_signal(&app);
     drain(&app, http);
     log_stop_writer();

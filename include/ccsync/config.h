@@ -27,6 +27,10 @@ struct redis_target {
 struct config {
     char listen_host[64];
     int listen_port;
+    /* CCSYNC_ADMIN_LISTEN: when admin_listen_port > 0, the admin API, the status page
+     * and /metrics are served there only; the public listener keeps webhooks and health. */
+    char admin_listen_host[64];
+    int admin_listen_port;
     char redis_url[600];
     struct redis_target redis;
     char admin_token[256]; /* secret */

@@ -679,6 +679,26 @@ static void test_bad_key_file_is_refused_without_echoing_keys(void **state)
     unlink(path);
 }
 
+static void test_admin_listen_is_optional_and_needs_a_port_of_its_own(void **state)
+{
+    (void)state;
+    assert_int_equal(load(), 0);
+    assert_int_equal(cfg.admin_listen_port, 0);
+    env_set("CCSYNC_ADMIN_LISTEN", "127.0.0.1:9090");
+    assert_int_equal(load(), 0);
+    assert_string_equal(cfg.admin_listen_host, "127.0.0.1");
+    assert_int_equal(cfg.admin_listen_port, 9090);
+    expect_refused(
+        "CCSYNC_ADMIN_LISTEN", "9090",
+        "CCSYNC_ADMIN_LISTEN: \"9090\" is not address:port (for example 127.0.0.1:9090)");
+    expect_refused("CCSYNC_ADMIN_LISTEN", "127.0.0.1:0",
+                   "CCSYNC_ADMIN_LISTEN: \"127.0.0.1:0\" is not address:port (for example "
+                   "127.0.0.1:9090)");
+    expect_refused("CCSYNC_ADMIN_LISTEN", "127.0.0.1:8080",
+                   "CCSYNC_ADMIN_LISTEN: port 8080 is CCSYNC_LISTEN's; give the admin listener a "
+                   "port of its own");
+}
+
 static void test_ccsyncd_exits_2_without_key_file(void **state)
 {
     (void)state;
@@ -727,6 +747,7 @@ int main(void)
         T(test_key_file_is_read_into_the_ring),
         T(test_bad_key_file_is_refused_without_echoing_keys),
         T(test_ccsyncd_exits_2_without_key_file),
+        T(test_admin_listen_is_optional_and_needs_a_port_of_its_own),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
