@@ -288,6 +288,15 @@ static bool parse_update(struct http_request *req, json_object *root, struct ass
                          "webhook_secret must be whsec_ followed by base64 (as Novi shows it)");
         return false;
     }
+    long bytes = u->webhook_secret ? webhook_secret_bytes(u->webhook_secret) : 0;
+    if (u->webhook_secret &&
+        (bytes < WEBHOOK_SECRET_MIN_BYTES || bytes > WEBHOOK_SECRET_MAX_BYTES)) {
+        http_reply_error(req, 400, "invalid_field",
+                         "webhook_secret must decode to %d-%d bytes (Standard Webhooks); this one "
+                         "decodes to %ld",
+                         WEBHOOK_SECRET_MIN_BYTES, WEBHOOK_SECRET_MAX_BYTES, bytes);
+        return false;
+    }
     json_object *cc;
     if (!json_object_object_get_ex(root, "constant_contact", &cc) || cc == NULL)
         return true;

@@ -89,11 +89,50 @@ static void test_admin_listener_serves_the_admin_api_status_page_and_metrics(voi
     reply_free(&r);
 }
 
+/* Standard Webhooks secrets are 24-64 bytes once decoded; the 400 names the field. */
+static void test_a_webhook_secret_must_be_24_to_64_bytes(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *secret, *message;
+    } bad[] = {
+        {"whsec_AAECAwQFBgcICQoLDA0ODxAREhMUFRY=",
+         "webhook_secret must decode to 24-64 bytes (Standard Webhooks); this one decodes "
+         "to 23"},
+        {"whsec_"
+         "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8gISIjJCUmJygpKissLS4vMDEyMzQ1Njc4OTo7PD0+P0A=",
+         "webhook_secret must decode to 24-64 bytes (Standard Webhooks); this one decodes "
+         "to 65"},
+        {"whsec_YQ==", "webhook_secret must decode to 24-64 bytes (Standard Webhooks); this one "
+                       "decodes to 1"},
+    };
+    char body[256];
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        snprintf(body, sizeof body, "{\"webhook_secret\":\"%s\"}", bad[i].secret);
+        struct reply r = api("PUT", "/v1/associations/" ASSOC, body);
+        assert_int_equal(r.status, 400);
+        assert_string_equal(jpath_str(r.json, "error.code"), "invalid_field");
+        assert_string_equal(jpath_str(r.json, "error.message"), bad[i].message);
+        reply_free(&r);
+    }
+    const char *good[] = {
+        "whsec_AAECAwQFBgcICQoLDA0ODxAREhMUFRYX",
+        "whsec_AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8gISIjJCUmJygpKissLS4vMDEyMzQ1Njc4OTo7PD0+"
+        "Pw=="};
+    for (size_t i = 0; i < 2; i++) {
+        snprintf(body, sizeof body, "{\"webhook_secret\":\"%s\"}", good[i]);
+        struct reply r = api("PUT", "/v1/associations/other", body);
+        assert_int_equal(r.status, 200);
+        reply_free(&r);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_public_listener_serves_only_webhooks_and_health),
         cmocka_unit_test(test_admin_listener_serves_the_admin_api_status_page_and_metrics),
+        cmocka_unit_test(test_a_webhook_secret_must_be_24_to_64_bytes),
     };
     return cmocka_run_group_tests(tests, setup_admin_listener, stack_stop);
 }

@@ -269,6 +269,74 @@ static void test_redis_url_forms_are_parsed(void **state)
     }
 }
 
+static void key_file(char path[64], const char *text);
+
+static void test_redis_url_is_percent_decoded_and_takes_ipv6_hosts(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *url, *host, *username, *password;
+        int port, db;
+    } cases[] = {
+        {"redis://u%40x:p%3Aw%2F%40d@cache:6380/1", "cache", "u@x", "p:w/@d", 6380, 1},
+        {"redis://:pa%25ss@[::1]:6379/0", "::1", "", "pa%ss", 6379, 0},
+        {"redis://[::1]", "::1", "", "", 6379, 0},
+        {"redis://[2001:db8::5]:7000/3", "2001:db8::5", "", "", 7000, 3},
+        {"redis://ccsync:%F0%9F%94%91k@[fe80::1]/", "fe80::1", "ccsync", "\xF0\x9F\x94\x91k", 6379,
+         0},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        struct redis_target t;
+        char why[128];
+        if (config_parse_redis_url(cases[i].url, &t, why, sizeof why) != 0)
+            fail_msg("%s refused: %s", cases[i].url, why);
+        assert_string_equal(t.host, cases[i].host);
+        assert_string_equal(t.username, cases[i].username);
+        assert_string_equal(t.password, cases[i].password);
+        assert_int_equal(t.port, cases[i].port);
+        assert_int_equal(t.db, cases[i].db);
+    }
+    const char *const secrets[] = {"s3cr", NULL};
+    expect_refused_with("CCSYNC_REDIS_URL", "redis://:s3cr%zz@cache",
+                        "CCSYNC_REDIS_URL: credentials are too long or hold a bad % escape (write "
+                        "%XX)",
+                        secrets);
+    expect_refused_with("CCSYNC_REDIS_URL", "redis://:s3cr%00t@cache",
+                        "CCSYNC_REDIS_URL: credentials are too long or hold a bad % escape (write "
+                        "%XX)",
+                        secrets);
+    expect_refused("CCSYNC_REDIS_URL", "redis://s3cr%4@cache",
+                   "CCSYNC_REDIS_URL: credentials are too long or hold a bad % escape (write %XX)");
+    expect_refused("CCSYNC_REDIS_URL", "redis://[::1",
+                   "CCSYNC_REDIS_URL: has an IPv6 host without its closing ]");
+    expect_refused("CCSYNC_REDIS_URL", "redis://[cache]:6379",
+                   "CCSYNC_REDIS_URL: has a bad IPv6 host");
+    expect_refused("CCSYNC_REDIS_URL", "redis://[]:6379", "CCSYNC_REDIS_URL: has a bad IPv6 host");
+    expect_refused("CCSYNC_REDIS_URL", "redis://[::1]x",
+                   "CCSYNC_REDIS_URL: is not "
+                   "redis://[:password@]host[:port][/db]");
+}
+
+static void test_redis_password_may_come_from_a_file(void **state)
+{
+    (void)state;
+    char path[64];
+    key_file(path, "pw-from-file\n");
+    env_set("CCSYNC_REDIS_URL", "redis://ccsync@redis:6379/0");
+    env_set("CCSYNC_REDIS_PASSWORD_FILE", path);
+    assert_int_equal(load(), 0);
+    assert_string_equal(cfg.redis.username, "ccsync");
+    assert_string_equal(cfg.redis.password, "pw-from-file");
+    expect_refused("CCSYNC_REDIS_URL", "redis://ccsync:other@redis:6379/0",
+                   "CCSYNC_REDIS_PASSWORD_FILE: is set but CCSYNC_REDIS_URL holds a password too; "
+                   "keep one");
+    unlink(path);
+    env_set("CCSYNC_REDIS_URL", "redis://ccsync@redis:6379/0");
+    char message[160];
+    snprintf(message, sizeof message, "CCSYNC_REDIS_PASSWORD_FILE: cannot read %s", path);
+    expect_refused("CCSYNC_REDIS_PASSWORD_FILE", path, message);
+}
+
 static void test_bad_redis_urls_are_refused_naming_the_variable(void **state)
 {
     (void)state;
@@ -459,6 +527,28 @@ static void test_bootstrap_secret_must_be_whsec_base64(void **state)
                         secrets);
     expect_refused("CCSYNC_WEBHOOK_SECRET", "",
                    "CCSYNC_WEBHOOK_SECRET: required with CCSYNC_ASSOCIATION_ID, as whsec_<base64>");
+}
+
+static void test_bootstrap_secret_is_24_to_64_bytes(void **state)
+{
+    (void)state;
+    env_set("CCSYNC_ASSOCIATION_ID", "acme-1");
+    env_set("CCSYNC_WEBHOOK_SECRET", "whsec_AAECAwQFBgcICQoLDA0ODxAREhMUFRYX");
+    assert_int_equal(load(), 0);
+    env_set(
+        "CCSYNC_WEBHOOK_SECRET",
+        "whsec_AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8gISIjJCUmJygpKissLS4vMDEyMzQ1Njc4OTo7PD0+"
+        "Pw==");
+    assert_int_equal(load(), 0);
+    expect_refused("CCSYNC_WEBHOOK_SECRET", "whsec_AAECAwQFBgcICQoLDA0ODxAREhMUFRY=",
+                   "CCSYNC_WEBHOOK_SECRET: must decode to 24-64 bytes (Standard Webhooks); this "
+                   "one decodes to 23");
+    expect_refused(
+        "CCSYNC_WEBHOOK_SECRET",
+        "whsec_AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8gISIjJCUmJygpKissLS4vMDEyMzQ1Njc4OTo7PD0+"
+        "P0A=",
+        "CCSYNC_WEBHOOK_SECRET: must decode to 24-64 bytes (Standard Webhooks); this "
+        "one decodes to 65");
 }
 
 static void test_bootstrap_association_id_and_expiry_are_checked(void **state)
@@ -724,6 +814,8 @@ int main(void)
         T(test_listen_with_bad_port_is_refused),
         T(test_redis_url_forms_are_parsed),
         T(test_bad_redis_urls_are_refused_naming_the_variable),
+        T(test_redis_url_is_percent_decoded_and_takes_ipv6_hosts),
+        T(test_redis_password_may_come_from_a_file),
         T(test_redis_url_errors_never_echo_the_password),
         T(test_missing_admin_token_is_refused),
         T(test_short_admin_token_is_refused_without_echo),
@@ -736,6 +828,7 @@ int main(void)
         T(test_unknown_log_level_is_refused),
         T(test_bootstrap_vars_without_association_id_are_refused),
         T(test_bootstrap_secret_must_be_whsec_base64),
+        T(test_bootstrap_secret_is_24_to_64_bytes),
         T(test_bootstrap_association_id_and_expiry_are_checked),
         T(test_bootstrap_is_read_whole),
         T(test_ccsyncd_exits_2_with_one_line_naming_bad_variable),
