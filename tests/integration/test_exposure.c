@@ -1,18 +1,28 @@
 /* test_exposure.c - what ccsyncd shows to whom: with CCSYNC_ADMIN_LISTEN the public
  * listener (the webhook URL, open to the internet) serves webhooks, /livez and /readyz
- * only, and the admin API, the status page and /metrics answer on the admin listener. */
+ * only, and the admin API, the status page and /metrics answer on the admin listener;
+ * a new webhook secret is 24-64 bytes; and ccsyncd does everything it does as the
+ * Redis user of the Docker deployment (docker/redis-ccsync.acl), which Redis lets do
+ * nothing else. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <cmocka.h>
 
+#include <hiredis/hiredis.h>
+
+#include "ccsim_client.h"
+#include "ccsync/keys.h"
 #include "novi.h"
+#include "peek.h"
 #include "reply.h"
+#include "status.h"
 #include "stack.h"
 #include "testsupport.h"
 
@@ -127,6 +137,141 @@ static void test_a_webhook_secret_must_be_24_to_64_bytes(void **state)
     }
 }
 
+/* ---- the Docker deployment's Redis user ---- */
+
+#define ACL_FILE "docker/redis-ccsync.acl"
+#define CCSYNC_PASSWORD "ccsync-acl-test-password"
+
+/* ACL SETUSER ccsync on >password RULES..., the rules read from docker/redis-ccsync.acl
+ * as docker/redis-start.sh reads them (every line but comments). */
+static void create_ccsync_user(redisContext *c)
+{
+    char path[512];
+    const char *root = getenv("CCSYNC_ROOT");
+    snprintf(path, sizeof path, "%s%s" ACL_FILE, root ? root : "", root ? "/" : "");
+    char *text = ts_read_file(path, NULL);
+    if (!text)
+        fail_msg("cannot read %s (run from the repository, or set CCSYNC_ROOT)", path);
+    const char *argv[64] = {"ACL", "SETUSER", "ccsync", "on", ">" CCSYNC_PASSWORD};
+    int argc = 5;
+    char *save = NULL;
+    for (char *line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+        if (line[0] == '#')
+            continue;
+        char *in = NULL;
+        for (char *rule = strtok_r(line, " ", &in); rule && argc < 64;
+             rule = strtok_r(NULL, " ", &in))
+            argv[argc++] = rule;
+    }
+    redisReply *r = redisCommandArgv(c, argc, argv, NULL);
+    assert_non_null(r);
+    if (r->type == REDIS_REPLY_ERROR)
+        fail_msg("ACL SETUSER: %s", r->str);
+    freeReplyObject(r);
+    free(text);
+}
+
+static int setup_acl(void **state)
+{
+    (void)state;
+    static char url[128], password_file[256];
+    struct stack_options o = {
+        .aof = true, .ccsyncd_later = true, .reconcile_seconds = 1, .connect = STACK_MINTED_TOKEN};
+    if (stack_start("test_exposure", &o) != 0)
+        return -1;
+    redisContext *c = peek_connect(stack.redis_port);
+    create_ccsync_user(c);
+    freeReplyObject(peek_command(c, "ACL LOG RESET"));
+    /* a release before sealing left this association's secret in plain text: the start
+     * seals it and asks for BGREWRITEAOF, as the ccsync user */
+    freeReplyObject(peek_command(c, "HSET %s webhook_secret %s cc_state not_configured",
+                                 key_association("plain").s, SECRET));
+    freeReplyObject(peek_command(c, "SADD %s plain", KEY_ASSOCIATIONS));
+    redisFree(c);
+    snprintf(password_file, sizeof password_file, "%s/redis-password", stack.log_dir);
+    FILE *f = fopen(password_file, "w");
+    fputs(CCSYNC_PASSWORD "\n", f);
+    fclose(f);
+    snprintf(url, sizeof url, "CCSYNC_REDIS_URL=redis://ccsync@127.0.0.1:%d/0", stack.redis_port);
+    static char file_var[300];
+    snprintf(file_var, sizeof file_var, "CCSYNC_REDIS_PASSWORD_FILE=%s", password_file);
+    stack.o.env[0] = url;
+    stack.o.env[1] = file_var;
+    return stack_start_service();
+}
+
+static long long acl_denials(void)
+{
+    redisContext *c = peek_connect(stack.redis_port);
+    redisReply *r = peek_command(c, "ACL LOG");
+    long long n = (long long)r->elements;
+    for (size_t i = 0; i < r->elements; i++) {
+        const redisReply *e = r->element[i];
+        for (size_t k = 0; k + 1 < e->elements; k += 2)
+            if (e->element[k + 1]->type == REDIS_REPLY_STRING)
+                fprintf(stderr, "ACL LOG %zu: %s=%s\n", i, e->element[k]->str,
+                        e->element[k + 1]->str);
+    }
+    freeReplyObject(r);
+    redisFree(c);
+    return n;
+}
+
+static void test_ccsync_needs_nothing_its_redis_user_may_not_do(void **state)
+{
+    (void)state;
+    /* a sync: group on, members in, one leaves, a resync, a token refresh */
+    send_group("board", "Board", true, 1);
+    send_members("board", 2, 2, member("m1", "ann@example.org", "Ann", "Lee", NULL),
+                 member("m2", "bo@example.org", "Bo", "Ng", NULL));
+    json_object *gs = wait_synced("board");
+    json_object_put(gs);
+    send_event("customer.removed", "{\"UniqueID\":\"m2\"}", 3);
+    struct reply r = api("PUT", "/v1/associations/" ASSOC,
+                         "{\"constant_contact\":{\"expires_at\":\"2020-01-01T00:00:00Z\"}}");
+    assert_int_equal(r.status, 200);
+    reply_free(&r);
+    r = api("POST", "/v1/associations/" ASSOC "/groups/board/resync", NULL);
+    assert_int_equal(r.status, 202);
+    reply_free(&r);
+    wait_reconcile_rounds(2);
+    gs = wait_synced("board");
+    assert_int_equal(jpath_int(gs, "counts.in_list"), 1);
+    json_object_put(gs);
+    assert_true(cc_endpoint("POST /oauth2/default/v1/token") >= 1); /* the refresh ran */
+    /* the admin API: tokens, audit, status, dead letters, metrics */
+    r = api("POST", "/v1/associations/" ASSOC "/tokens", "{\"scope\":\"read\",\"name\":\"t\"}");
+    assert_int_equal(r.status, 201);
+    char path[160];
+    snprintf(path, sizeof path, "/v1/associations/" ASSOC "/tokens/%s", jstr(r.json, "token_id"));
+    reply_free(&r);
+    static const char *const reads[] = {"/v1/associations/" ASSOC "/tokens",
+                                        "/v1/associations/" ASSOC "/audit?limit=10",
+                                        "/v1/status",
+                                        "/v1/dead-letters?limit=5",
+                                        "/metrics",
+                                        "/readyz",
+                                        "/v1/associations/plain"};
+    for (size_t i = 0; i < sizeof reads / sizeof reads[0]; i++) {
+        r = api("GET", reads[i], NULL);
+        if (r.status != 200)
+            fail_msg("GET %s: %ld %s", reads[i], r.status, r.body);
+        reply_free(&r);
+    }
+    r = api("DELETE", path, NULL);
+    assert_int_equal(r.status, 204);
+    reply_free(&r);
+    /* the start sealed the plain-text secret (and rewrote the AOF) as user ccsync */
+    assert_int_equal(stack_log_count(0, "\"sealed_now\":1"), 1);
+    assert_int_equal(stack_log_count(0, "secrets_aof_not_rewritten"), 0);
+    /* a restart: the layout check, the sealing pass, the durability checks again */
+    ts_kill(stack.ccsyncd_pid[0], SIGTERM);
+    assert_int_equal(stack_start_ccsyncd(0), 0);
+    assert_int_equal(stack_log_count(0, "NOPERM"), 0);
+    assert_int_equal(stack_log_count(0, "redis_durability"), 0); /* INFO, CONFIG GET allowed */
+    assert_int_equal(acl_denials(), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -134,5 +279,9 @@ int main(void)
         cmocka_unit_test(test_admin_listener_serves_the_admin_api_status_page_and_metrics),
         cmocka_unit_test(test_a_webhook_secret_must_be_24_to_64_bytes),
     };
-    return cmocka_run_group_tests(tests, setup_admin_listener, stack_stop);
+    int failed = cmocka_run_group_tests(tests, setup_admin_listener, stack_stop);
+    const struct CMUnitTest acl[] = {
+        cmocka_unit_test(test_ccsync_needs_nothing_its_redis_user_may_not_do),
+    };
+    return failed + cmocka_run_group_tests(acl, setup_acl, stack_stop);
 }
