@@ -78,7 +78,8 @@ int config_error(char *err, size_t err_size, const char *fmt, ...)
  * the problem in err (the caller prints it and exits with status 2). */
 int config_load(struct config *c, config_lookup_fn lookup, char *err, size_t err_size);
 
-/* Parses redis://[[user]:password@]host[:port][/db] into t. 0 or -1. */
+/* Parses redis://[[user][:password]@]host[:port][/db] into t: user and password
+ * percent-decoded, host a name, an IPv4 address or [IPv6]. 0 or -1. */
 int config_parse_redis_url(const char *url, struct redis_target *t, char *err, size_t err_size);
 
 #endif
