@@ -137,6 +137,44 @@ static void test_a_webhook_secret_must_be_24_to_64_bytes(void **state)
     }
 }
 
+/* ---- a Redis at an IPv6 address ---- */
+
+static bool ready_at(void *url)
+{
+    long status = 0;
+    char *body = NULL;
+    ts_http("GET", url, NULL, NULL, &status, &body);
+    free(body);
+    return status == 200;
+}
+
+static void test_redis_at_an_ipv6_address_is_reached(void **state)
+{
+    (void)state;
+    int rport = ts_free_port(), hport = ts_free_port();
+    char port[16], url[128], listen[64], ready[96];
+    snprintf(port, sizeof port, "%d", rport);
+    char *redis[] = {"redis-server", "--bind", "::1", "--port", port, "--save", "", NULL};
+    pid_t rpid = ts_spawn(redis, NULL);
+    snprintf(url, sizeof url, "CCSYNC_REDIS_URL=redis://[::1]:%d/0", rport);
+    snprintf(listen, sizeof listen, "CCSYNC_LISTEN=127.0.0.1:%d", hport);
+    char bin[512];
+    char *argv[] = {(char *)ts_bin_path("CCSYNCD_BIN", "ccsyncd", bin, sizeof bin), NULL};
+    char *env[] = {url,
+                   listen,
+                   "CCSYNC_ADMIN_TOKEN=" ADMIN_TOKEN,
+                   "CCSYNC_WORKERS=1",
+                   "CCSYNC_ALLOW_PLAINTEXT_SECRETS=1",
+                   "CCSYNC_SECRETS_KEY_FILE=",
+                   NULL};
+    pid_t pid = ts_spawn(argv, env);
+    snprintf(ready, sizeof ready, "http://127.0.0.1:%d/readyz", hport);
+    bool ok = ts_wait_for(ready_at, ready, 20000, 50); /* 200 needs Redis reached */
+    ts_kill(pid, SIGTERM);
+    ts_kill(rpid, SIGTERM);
+    assert_true(ok);
+}
+
 /* ---- the Docker deployment's Redis user ---- */
 
 #define ACL_FILE "docker/redis-ccsync.acl"
@@ -278,6 +316,7 @@ int main(void)
         cmocka_unit_test(test_public_listener_serves_only_webhooks_and_health),
         cmocka_unit_test(test_admin_listener_serves_the_admin_api_status_page_and_metrics),
         cmocka_unit_test(test_a_webhook_secret_must_be_24_to_64_bytes),
+        cmocka_unit_test(test_redis_at_an_ipv6_address_is_reached),
     };
     int failed = cmocka_run_group_tests(tests, setup_admin_listener, stack_stop);
     const struct CMUnitTest acl[] = {
