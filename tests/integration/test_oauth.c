@@ -23,6 +23,7 @@
 #include <time.h>
 
 #include "ccsync/config.h"
+#include "ccsync/keys.h"
 #include "ccsync/oauth.h"
 #include "ccsync/store.h"
 #include "peek.h"
@@ -269,6 +270,12 @@ static void test_expiring_token_is_refreshed_once_for_four_threads(void **state)
     assert_true(a->cc_expires_at_ns <= store_now_ns() + 86400 * SECOND);
     redisContext *c = peek_connect(redis_port);
     assert_false(peek_refresh_lock_exists(c, "assoc-1")); /* released */
+    /* the rotated tokens are stored sealed, not as CC sent them */
+    redisReply *r =
+        peek_command(c, "HMGET %s cc_access_token cc_refresh_token", key_association("assoc-1").s);
+    assert_true(strncmp(r->element[0]->str, "enc:v1:t1:", 10) == 0);
+    assert_true(strncmp(r->element[1]->str, "enc:v1:t1:", 10) == 0);
+    freeReplyObject(r);
     redisFree(c);
 }
 
