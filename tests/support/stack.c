@@ -281,7 +281,9 @@ void wait_reconcile_rounds(int n)
 struct reply api_at(int i, const char *method, const char *path, const char *body)
 {
     char url[512];
-    snprintf(url, sizeof url, "%s%s", stack.admin_base[i], path);
+    /* base[i] unless there is an admin listener (a test may point base[i] elsewhere) */
+    snprintf(url, sizeof url, "%s%s", stack.admin_port[i] > 0 ? stack.admin_base[i] : stack.base[i],
+             path);
     const char *headers[] = {"Authorization: Bearer " ADMIN_TOKEN, "Content-Type: application/json",
                              NULL};
     return http(method, url, headers, body);
