@@ -177,6 +177,12 @@ fi
 export CCSYNC_ADMIN_TOKEN=${CCSYNC_ADMIN_TOKEN:-dev-admin-token-change-me}
 export CCSYNC_LOG_FORMAT=${CCSYNC_LOG_FORMAT:-text}
 export CCSYNC_RECONCILE_SECONDS=${CCSYNC_RECONCILE_SECONDS:-15}
+# Secrets at rest are sealed as in production: a key file (0600) made once in RUN_DIR
+# and kept, since it opens what the development Redis holds.
+if [ -z "${CCSYNC_SECRETS_KEY_FILE:-}" ] && [ "${CCSYNC_ALLOW_PLAINTEXT_SECRETS:-0}" != 1 ]; then
+    export CCSYNC_SECRETS_KEY_FILE=$RUN_DIR/secrets.key
+    scripts/make-secrets-key.sh "$CCSYNC_SECRETS_KEY_FILE"
+fi
 if [ -z "${CCSYNC_ASSOCIATION_ID:-}" ]; then
     export CCSYNC_ASSOCIATION_ID=demo
     export CCSYNC_WEBHOOK_SECRET=whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw
@@ -220,6 +226,7 @@ done
         printf 'SIM_URL=%q\n' "$SIM_URL"
         printf 'RECONCILE_SECONDS=%q\n' "$CCSYNC_RECONCILE_SECONDS"
         printf 'STATUS_PAGE=%q\n' "$PAGE"
+        printf 'SECRETS_KEY_FILE=%q\n' "${CCSYNC_SECRETS_KEY_FILE:-}"
     } >"$STATE"
 )
 D=scripts/demo.sh

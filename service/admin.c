@@ -29,6 +29,7 @@
 #include "ccsync/metrics.h"
 #include "ccsync/queue.h"
 #include "ccsync/ratelimit.h"
+#include "ccsync/reseal.h"
 #include "ccsync/schedule.h"
 #include "ccsync/script.h"
 #include "ccsync/store.h"
@@ -237,6 +238,9 @@ static json_object *association_view(const struct association *a)
     json_object_object_add(o, "constant_contact", connection_view(a));
     json_object_object_add(o, "created_at", time_or_null(a->created_at_ns));
     json_object_object_add(o, "updated_at", time_or_null(a->updated_at_ns));
+    /* only when it happens: a secret whose key left CCSYNC_SECRETS_KEY_FILE reads as unset */
+    if (a->unreadable_secrets > 0)
+        json_object_object_add(o, "secrets_unreadable", json_object_new_int(a->unreadable_secrets));
     return o;
 }
 
@@ -256,10 +260,11 @@ int admin_get_association(struct app *app, struct http_request *req)
 }
 
 /* Reads and answers the association; 404 when unknown. */
-static int answer_association(struct http_request *req, redisContext *c, const char *id)
+static int answer_association(struct http_request *req, const struct config *cfg, redisContext *c,
+                              const char *id)
 {
     struct association *a = malloc(sizeof *a);
-    int found = a ? store_association_get(c, id, a) : -1;
+    int found = a ? store_association_get(c, &cfg->secrets, id, a) : -1;
     if (found < 0)
         http_reply_redis_unavailable(req, "read failed");
     else if (found == 0)
@@ -367,6 +372,15 @@ static bool parse_update(struct http_request *req, json_object *root, struct ass
                          "webhook_secret must be whsec_ followed by base64 (as Novi shows it)");
         return false;
     }
+    long bytes = u->webhook_secret ? webhook_secret_bytes(u->webhook_secret) : 0;
+    if (u->webhook_secret &&
+        (bytes < WEBHOOK_SECRET_MIN_BYTES || bytes > WEBHOOK_SECRET_MAX_BYTES)) {
+        http_reply_error(req, 400, "invalid_field",
+                         "webhook_secret must decode to %d-%d bytes (Standard Webhooks); this one "
+                         "decodes to %ld",
+                         WEBHOOK_SECRET_MIN_BYTES, WEBHOOK_SECRET_MAX_BYTES, bytes);
+        return false;
+    }
     json_object *cc;
     if (!json_object_object_get_ex(root, "constant_contact", &cc) || cc == NULL)
         return true;
@@ -406,7 +420,8 @@ int admin_put_association(struct app *app, struct http_request *req)
         return HTTP_DONE;
     }
     bool created;
-    if (store_association_put(c, id, &u, store_now_ns(), &created) != STORE_OK) {
+    if (store_association_put(c, &app->cfg->secrets, id, &u, store_now_ns(), &created) !=
+        STORE_OK) {
         http_reply_redis_unavailable(req, "write failed");
         return HTTP_DONE;
     }
@@ -419,7 +434,7 @@ int admin_put_association(struct app *app, struct http_request *req)
     log_info(created ? "association_created" : "association_updated", LOG_STR("association", id),
              LOG_INT("webhook_secret_changed", u.webhook_secret != NULL),
              LOG_INT("credentials_changed", u.has_cc));
-    return answer_association(req, c, id);
+    return answer_association(req, app->cfg, c, id);
 }
 
 /* The environment's association as an update (tokens only when some are given). */
@@ -441,7 +456,7 @@ static void bootstrap_update(const struct config *cfg, struct association_update
 static int drop_unchanged(redisContext *c, const struct config *cfg, struct association_update *u)
 {
     struct association *a = calloc(1, sizeof *a);
-    int found = a ? store_association_get(c, cfg->boot_association_id, a) : -1;
+    int found = a ? store_association_get(c, &cfg->secrets, cfg->boot_association_id, a) : -1;
     if (found == 1) {
         if (strcmp(a->webhook_secret, cfg->boot_webhook_secret) == 0)
             u->webhook_secret = NULL;
@@ -465,7 +480,8 @@ int admin_bootstrap_association(struct app *app, char *err, size_t err_size)
     bool created = false;
     int rc = drop_unchanged(c, cfg, &u);
     if (rc == 0)
-        rc = store_association_put(c, cfg->boot_association_id, &u, store_now_ns(), &created);
+        rc = store_association_put(c, &cfg->secrets, cfg->boot_association_id, &u, store_now_ns(),
+                                   &created);
     store_pool_put(app->pool, c, rc == 0);
     if (rc != 0) {
         snprintf(err, err_size, "could not store association %s in Redis",
@@ -926,6 +942,31 @@ static int reply_status_unavailable(struct http_request *req, json_object *o, js
     return HTTP_DONE;
 }
 
+/* Secrets at rest: sealed or not, under which key, and what a start-up pass
+ * would still have to do (counted now, so a rotation can be watched). */
+static json_object *secrets_view(const struct config *cfg, redisContext *c)
+{
+    json_object *s = json_object_new_object();
+    bool sealed = cfg->secrets.n > 0;
+    json_object_object_add(s, "at_rest", json_object_new_string(sealed ? "sealed" : "plaintext"));
+    json_object_object_add(s, "key_id",
+                           sealed ? json_object_new_string(cfg->secrets.keys[0].id) : NULL);
+    json_object_object_add(s, "keys", json_object_new_int((int)cfg->secrets.n));
+    struct reseal_report r;
+    if (reseal_count(c, &cfg->secrets, &r) == STORE_OK) {
+        json_object_object_add(s, "plaintext_values", json_object_new_int64(r.plaintext));
+        json_object_object_add(s, "old_key_values", json_object_new_int64(r.old_key));
+        json_object_object_add(s, "unreadable_values", json_object_new_int64(r.unreadable));
+    }
+    if (!sealed)
+        json_object_object_add(
+            s, "warning",
+            json_object_new_string("secrets are stored in plain text "
+                                   "(CCSYNC_ALLOW_PLAINTEXT_SECRETS=1): set "
+                                   "CCSYNC_SECRETS_KEY_FILE outside development"));
+    return s;
+}
+
 /* {"mode","ok","warnings":[…]}: what Redis's settings promise, judged at start. */
 static json_object *durability_view(const struct app *app)
 {
@@ -954,6 +995,7 @@ int admin_status(struct app *app, struct http_request *req)
     json_object_object_add(o, "queue", queue);
     json_object_object_add(o, "constant_contact_budget", budget_view(c, app->cfg));
     json_object_object_add(o, "associations_in_error", associations_in_error(c));
+    json_object_object_add(o, "secrets", secrets_view(app->cfg, c));
     http_reply_json(req, 200, o);
     return HTTP_DONE;
 }

@@ -335,7 +335,7 @@ static enum call_outcome after_answer(struct sync_worker *w, const char *associa
     *done = true;
     switch (err->status) {
     case CCAPI_OK:
-        oauth_mark_connected(w->redis, association, w->token);
+        oauth_mark_connected(w->redis, w->app->cfg, association, w->token);
         return CALL_OK;
     case CCAPI_UNAUTHORIZED:
         if (*refreshed)

@@ -10,6 +10,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -82,6 +83,33 @@ static int parse_listen(const char *v, struct config *c, char *err, size_t err_s
     return 0;
 }
 
+/* CCSYNC_ADMIN_LISTEN: optional, address:port on a port of its own (the port
+ * tells the two listeners' connections apart). */
+static int load_admin_listen(struct config *c, config_lookup_fn lookup, char *err, size_t err_size)
+{
+    const char *v = value_or(lookup, "CCSYNC_ADMIN_LISTEN", "");
+    if (!*v)
+        return 0;
+    const char *colon = strrchr(v, ':');
+    long port;
+    if (!colon || colon == v || parse_long(colon + 1, 1, 65535, &port) != 0)
+        return config_error(
+            err, err_size,
+            "CCSYNC_ADMIN_LISTEN: \"%s\" is not address:port (for example 127.0.0.1:9090)", v);
+    size_t hlen = (size_t)(colon - v);
+    if (hlen >= sizeof c->admin_listen_host)
+        return config_error(err, err_size, "CCSYNC_ADMIN_LISTEN: address is too long");
+    if (port == c->listen_port)
+        return config_error(err, err_size,
+                            "CCSYNC_ADMIN_LISTEN: port %ld is CCSYNC_LISTEN's; give the admin "
+                            "listener a port of its own",
+                            port);
+    memcpy(c->admin_listen_host, v, hlen);
+    c->admin_listen_host[hlen] = '\0';
+    c->admin_listen_port = (int)port;
+    return 0;
+}
+
 static int http_url(const char *name, const char *v, char *dst, size_t dst_size, char *err,
                     size_t err_size)
 {
@@ -95,6 +123,72 @@ static int http_url(const char *name, const char *v, char *dst, size_t dst_size,
     return 0;
 }
 
+/* Percent-decodes in[0..len) into out (size bytes with the NUL); -1 when a %
+ * is not followed by two hex digits, the result holds a NUL, or it does not fit. */
+static int percent_decode(const char *in, size_t len, char *out, size_t size)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < len; i++) {
+        char ch = in[i];
+        if (ch == '%') {
+            if (i + 2 >= len || !isxdigit((unsigned char)in[i + 1]) ||
+                !isxdigit((unsigned char)in[i + 2]))
+                return -1;
+            char hex[3] = {in[i + 1], in[i + 2], '\0'};
+            ch = (char)strtol(hex, NULL, 16);
+            if (ch == '\0')
+                return -1;
+            i += 2;
+        }
+        if (n + 1 >= size)
+            return -1;
+        out[n++] = ch;
+    }
+    out[n] = '\0';
+    return 0;
+}
+
+/* [user][:password]@ before the host: both percent-decoded (a password may
+ * hold '@', ':' or '/' written as %40, %3A, %2F). */
+static int parse_credentials(const char *p, const char *at, struct redis_target *t, char *err,
+                             size_t err_size)
+{
+    const char *colon = memchr(p, ':', (size_t)(at - p));
+    const char *user_end = colon ? colon : at;
+    if (percent_decode(p, (size_t)(user_end - p), t->username, sizeof t->username) != 0 ||
+        (colon &&
+         percent_decode(colon + 1, (size_t)(at - colon - 1), t->password, sizeof t->password) != 0))
+        return config_error(err, err_size,
+                            "credentials are too long or hold a bad %% escape (write %%XX)");
+    return 0;
+}
+
+/* The host: a name, an IPv4 address, or an IPv6 address in brackets. What
+ * follows it, or NULL with err. */
+static const char *parse_host(const char *p, struct redis_target *t, char *err, size_t err_size)
+{
+    size_t hlen;
+    const char *rest;
+    if (*p == '[') {
+        const char *close = strchr(p, ']');
+        if (!close)
+            return config_error(err, err_size, "has an IPv6 host without its closing ]"), NULL;
+        p++;
+        hlen = (size_t)(close - p);
+        rest = close + 1;
+        if (hlen == 0 || strspn(p, "0123456789abcdefABCDEF:.") < hlen)
+            return config_error(err, err_size, "has a bad IPv6 host"), NULL;
+    } else {
+        hlen = strcspn(p, ":/");
+        rest = p + hlen;
+    }
+    if (hlen == 0 || hlen >= sizeof t->host)
+        return config_error(err, err_size, "has no host"), NULL;
+    memcpy(t->host, p, hlen);
+    t->host[hlen] = '\0';
+    return rest;
+}
+
 int config_parse_redis_url(const char *url, struct redis_target *t, char *err, size_t err_size)
 {
     memset(t, 0, sizeof *t);
@@ -104,25 +198,13 @@ int config_parse_redis_url(const char *url, struct redis_target *t, char *err, s
     const char *p = url + 8;
     const char *at = strrchr(p, '@');
     if (at) {
-        const char *colon = memchr(p, ':', (size_t)(at - p));
-        if (!colon)
-            return config_error(err, err_size,
-                                "credentials must be written user:password@ or :password@");
-        size_t ulen = (size_t)(colon - p), plen = (size_t)(at - colon - 1);
-        if (ulen >= sizeof t->username || plen >= sizeof t->password)
-            return config_error(err, err_size, "credentials are too long");
-        memcpy(t->username, p, ulen);
-        t->username[ulen] = '\0';
-        memcpy(t->password, colon + 1, plen);
-        t->password[plen] = '\0';
+        if (parse_credentials(p, at, t, err, err_size) != 0)
+            return -1;
         p = at + 1;
     }
-    size_t hlen = strcspn(p, ":/");
-    if (hlen == 0 || hlen >= sizeof t->host)
-        return config_error(err, err_size, "has no host");
-    memcpy(t->host, p, hlen);
-    t->host[hlen] = '\0';
-    p += hlen;
+    p = parse_host(p, t, err, err_size);
+    if (!p)
+        return -1;
     if (*p == ':') {
         char port[8] = {0};
         size_t n = strcspn(p + 1, "/");
@@ -163,6 +245,36 @@ static int load_listen(struct config *c, config_lookup_fn lookup, char *err, siz
     return parse_listen(value_or(lookup, "CCSYNC_LISTEN", "0.0.0.0:8080"), c, err, err_size);
 }
 
+/* True when url names a user and no password ("redis://user@host"). */
+static bool user_without_password(const char *url)
+{
+    const char *p = url + strlen("redis://"), *at = strrchr(p, '@');
+    return at && at > p && !memchr(p, ':', (size_t)(at - p));
+}
+
+/* CCSYNC_REDIS_PASSWORD_FILE: the password from a file (a Docker secret), so
+ * that it is in no environment; one line, its end of line dropped. */
+static int load_redis_password_file(struct config *c, const char *path, char *err, size_t err_size)
+{
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return config_error(err, err_size, "CCSYNC_REDIS_PASSWORD_FILE: cannot read %s", path);
+    char line[sizeof c->redis.password + 1];
+    size_t n = fread(line, 1, sizeof line - 1, f);
+    bool more = fgetc(f) != EOF;
+    fclose(f);
+    line[n] = '\0';
+    n = strcspn(line, "\r\n");
+    line[n] = '\0';
+    if (more || n == 0 || n >= sizeof c->redis.password)
+        return config_error(err, err_size,
+                            "CCSYNC_REDIS_PASSWORD_FILE: %s must hold one line of 1-%zu characters",
+                            path, sizeof c->redis.password - 1);
+    memcpy(c->redis.password, line, n + 1);
+    explicit_bzero(line, sizeof line);
+    return 0;
+}
+
 static int load_redis(struct config *c, config_lookup_fn lookup, char *err, size_t err_size)
 {
     const char *v = value_or(lookup, "CCSYNC_REDIS_URL", "redis://127.0.0.1:6379/0");
@@ -172,7 +284,16 @@ static int load_redis(struct config *c, config_lookup_fn lookup, char *err, size
     if (config_parse_redis_url(v, &c->redis, why, sizeof why) != 0)
         return config_error(err, err_size, "CCSYNC_REDIS_URL: %s",
                             why); /* the URL may hold a password */
-    return 0;
+    const char *file = value_or(lookup, "CCSYNC_REDIS_PASSWORD_FILE", "");
+    if (!*file && user_without_password(v))
+        return config_error(err, err_size,
+                            "CCSYNC_REDIS_URL: credentials must be written user:password@ or "
+                            ":password@");
+    if (*file && c->redis.password[0])
+        return config_error(err, err_size,
+                            "CCSYNC_REDIS_PASSWORD_FILE: is set but CCSYNC_REDIS_URL holds a "
+                            "password too; keep one");
+    return *file ? load_redis_password_file(c, file, err, err_size) : 0;
 }
 
 static int load_admin_token(struct config *c, config_lookup_fn lookup, char *err, size_t err_size)
@@ -318,6 +439,33 @@ static int load_durability(struct config *c, config_lookup_fn lookup, char *err,
                       "CCSYNC_REDIS_MASTER_NAME", err, err_size);
 }
 
+/* The key ring that seals secrets at rest; without one, plain text only when
+ * the operator says so (development). */
+static int load_secrets(struct config *c, config_lookup_fn lookup, char *err, size_t err_size)
+{
+    const char *allow = value_or(lookup, "CCSYNC_ALLOW_PLAINTEXT_SECRETS", "0");
+    if (strcmp(allow, "0") != 0 && strcmp(allow, "1") != 0)
+        return config_error(err, err_size, "CCSYNC_ALLOW_PLAINTEXT_SECRETS: \"%s\" is not 0 or 1",
+                            allow);
+    c->allow_plaintext_secrets = allow[0] == '1';
+    const char *path = value_or(lookup, "CCSYNC_SECRETS_KEY_FILE", "");
+    if (!*path) {
+        if (c->allow_plaintext_secrets)
+            return 0;
+        return config_error(err, err_size,
+                            "CCSYNC_SECRETS_KEY_FILE: is required (a file of \"KEY_ID BASE64\" "
+                            "lines; make one with scripts/make-secrets-key.sh), or set "
+                            "CCSYNC_ALLOW_PLAINTEXT_SECRETS=1 for development");
+    }
+    if (copy_value(c->secrets_key_file, sizeof c->secrets_key_file, path, "CCSYNC_SECRETS_KEY_FILE",
+                   err, err_size) != 0)
+        return -1;
+    char why[200];
+    if (secrets_ring_load(path, &c->secrets, why, sizeof why) != 0)
+        return config_error(err, err_size, "CCSYNC_SECRETS_KEY_FILE: %s", why);
+    return 0;
+}
+
 /* The bootstrap association's secret and tokens, checked like a PUT would be. */
 static int load_boot_association(struct config *c, config_lookup_fn lookup, const char *id,
                                  char *err, size_t err_size)
@@ -332,6 +480,12 @@ static int load_boot_association(struct config *c, config_lookup_fn lookup, cons
         return config_error(
             err, err_size,
             "CCSYNC_WEBHOOK_SECRET: required with CCSYNC_ASSOCIATION_ID, as whsec_<base64>");
+    long bytes = webhook_secret_bytes(v);
+    if (bytes < WEBHOOK_SECRET_MIN_BYTES || bytes > WEBHOOK_SECRET_MAX_BYTES)
+        return config_error(err, err_size,
+                            "CCSYNC_WEBHOOK_SECRET: must decode to %d-%d bytes (Standard "
+                            "Webhooks); this one decodes to %ld",
+                            WEBHOOK_SECRET_MIN_BYTES, WEBHOOK_SECRET_MAX_BYTES, bytes);
     if (copy_value(c->boot_webhook_secret, sizeof c->boot_webhook_secret, v,
                    "CCSYNC_WEBHOOK_SECRET", err, err_size) != 0)
         return -1;
@@ -369,8 +523,9 @@ static int load_bootstrap(struct config *c, config_lookup_fn lookup, char *err, 
 int config_load(struct config *c, config_lookup_fn lookup, char *err, size_t err_size)
 {
     static const load_step steps[] = {
-        load_listen,  load_redis,   load_admin_token, load_cc_endpoints, load_cc_budget,
-        load_workers, load_logging, load_limits,      load_durability,   load_bootstrap,
+        load_listen,     load_redis,     load_admin_token, load_cc_endpoints,
+        load_cc_budget,  load_workers,   load_logging,     load_limits,
+        load_durability, load_bootstrap, load_secrets,     load_admin_listen,
     };
     memset(c, 0, sizeof *c);
     for (size_t i = 0; i < sizeof steps / sizeof steps[0]; i++)

@@ -125,6 +125,12 @@ struct http_server {
     pthread_t acceptor;
     bool acceptor_running;
     atomic_bool quiescing;
+    /* CCSYNC_ADMIN_LISTEN: a second socket feeding the same daemon; admin_port is
+     * 0 without it. A connection's local port says which socket it came through. */
+    int admin_port;
+    int admin_fd;
+    pthread_t admin_acceptor;
+    bool admin_acceptor_running;
 };
 
 struct extra_header {
@@ -158,6 +164,7 @@ struct http_request {
     struct association *association;
     struct json_object *json; /* a BODY_JSON route's body, parsed */
     enum http_access access;  /* who called: set in begin, or after the token check */
+    bool public_only;         /* came through CCSYNC_LISTEN while CCSYNC_ADMIN_LISTEN is set */
     /* for the access log */
     struct timespec started;
     char log_association[CCSYNC_ASSOC_ID_MAX + 1];
@@ -474,6 +481,39 @@ static bool is_json_content_type(const char *ct)
     return n == strlen("application/json") && strncasecmp(ct, "application/json", n) == 0;
 }
 
+/*
+ * With CCSYNC_ADMIN_LISTEN set, the public listener (the webhook URL Novi
+ * calls, open to the internet) serves only these; the admin API, the status
+ * page and /metrics answer there as if they did not exist. The admin listener
+ * serves every route.
+ */
+static bool served_here(const struct http_request *req, const struct route *r)
+{
+    static const char *const public_routes[] = {"webhook", "livez", "readyz"};
+    if (!req->public_only)
+        return true;
+    for (size_t i = 0; i < sizeof public_routes / sizeof public_routes[0]; i++)
+        if (strcmp(r->name, public_routes[i]) == 0)
+            return true;
+    return false;
+}
+
+/* The local port of the connection (which listener it came through); 0 unknown. */
+static int local_port(struct MHD_Connection *conn)
+{
+    const union MHD_ConnectionInfo *info =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+    struct sockaddr_storage addr;
+    socklen_t len = sizeof addr;
+    if (!info || getsockname(info->connect_fd, (struct sockaddr *)&addr, &len) != 0)
+        return 0;
+    if (addr.ss_family == AF_INET)
+        return ntohs(((struct sockaddr_in *)&addr)->sin_port);
+    if (addr.ss_family == AF_INET6)
+        return ntohs(((struct sockaddr_in6 *)&addr)->sin6_port);
+    return 0;
+}
+
 /* Finds the route of method and url; false (404 or 405 answered) when none.
  * *bad is the pattern segment of a path parameter that is not valid. */
 static bool find_route(struct http_request *req, const char *url, const char *method,
@@ -483,7 +523,7 @@ static bool find_route(struct http_request *req, const char *url, const char *me
     for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {
         char params[MAX_PARAMS][CCSYNC_ID_MAX + 1] = {{0}};
         const char *b = NULL;
-        if (!match(routes[i].pattern, url, params, &b))
+        if (!served_here(req, &routes[i]) || !match(routes[i].pattern, url, params, &b))
             continue;
         req->route_name = routes[i].name;
         if (strcmp(routes[i].method, method) != 0) {
@@ -528,6 +568,7 @@ static void begin(struct http_server *s, struct http_request *req, const char *u
                   const char *method)
 {
     const char *bad = NULL;
+    req->public_only = s->admin_port > 0 && local_port(req->conn) != s->admin_port;
     if (!find_route(req, url, method, &bad))
         return;
     if (!authenticate(s, req)) {
@@ -599,7 +640,9 @@ static bool take_association(struct http_request *req)
 {
     const char *id = req->params[0];
     req->association = malloc(sizeof *req->association);
-    int found = req->association ? store_association_get(req->redis, id, req->association) : -1;
+    int found = req->association ? store_association_get(req->redis, &req->srv->app->cfg->secrets,
+                                                         id, req->association)
+                                 : -1;
     if (found < 0)
         http_reply_redis_unavailable(req, "read failed");
     else if (found == 0)
@@ -772,13 +815,13 @@ static void on_mhd_error(void *cls, const char *fmt, va_list ap)
     log_warn("http_server", LOG_STR("detail", msg));
 }
 
-static void *acceptor_main(void *arg)
+/* Accepts on listen_fd until quiescing and hands each connection to the daemon. */
+static void accept_loop(struct http_server *s, int listen_fd)
 {
-    struct http_server *s = arg;
     while (!atomic_load(&s->quiescing)) {
         struct sockaddr_storage peer;
         socklen_t len = sizeof peer;
-        int fd = accept4(s->listen_fd, (struct sockaddr *)&peer, &len, SOCK_CLOEXEC);
+        int fd = accept4(listen_fd, (struct sockaddr *)&peer, &len, SOCK_CLOEXEC);
         if (fd < 0) {
             if (errno == EINTR || errno == ECONNABORTED)
                 continue;
@@ -797,24 +840,39 @@ static void *acceptor_main(void *arg)
         if (MHD_add_connection(s->daemon, fd, (struct sockaddr *)&peer, len) != MHD_YES)
             metrics_inc("ccsync_http_connections_refused_total", "");
     }
+}
+
+static void *acceptor_main(void *arg)
+{
+    struct http_server *s = arg;
+    accept_loop(s, s->listen_fd);
     return NULL;
 }
 
-static int open_listener(const struct config *cfg, int *port, char *err, size_t err_size)
+static void *admin_acceptor_main(void *arg)
+{
+    struct http_server *s = arg;
+    accept_loop(s, s->admin_fd);
+    return NULL;
+}
+
+/* Binds host:port (the variable name for the messages); the socket, or -1. */
+static int open_socket(const char *name, const char *host, int want_port, int *port, char *err,
+                       size_t err_size)
 {
     struct sockaddr_in addr = {0};
     addr.sin_family = AF_INET;
-    addr.sin_port = htons((uint16_t)cfg->listen_port);
-    if (inet_pton(AF_INET, cfg->listen_host, &addr.sin_addr) != 1) {
-        snprintf(err, err_size, "CCSYNC_LISTEN: \"%s\" is not an IPv4 address", cfg->listen_host);
+    addr.sin_port = htons((uint16_t)want_port);
+    if (inet_pton(AF_INET, host, &addr.sin_addr) != 1) {
+        snprintf(err, err_size, "%s: \"%s\" is not an IPv4 address", name, host);
         return -1;
     }
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     int one = 1;
     if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0 ||
         bind(fd, (struct sockaddr *)&addr, sizeof addr) != 0 || listen(fd, 1024) != 0) {
-        snprintf(err, err_size, "CCSYNC_LISTEN: cannot listen on %s:%d (%s)", cfg->listen_host,
-                 cfg->listen_port, strerror(errno));
+        snprintf(err, err_size, "%s: cannot listen on %s:%d (%s)", name, host, want_port,
+                 strerror(errno));
         if (fd >= 0)
             close(fd);
         return -1;
@@ -823,6 +881,33 @@ static int open_listener(const struct config *cfg, int *port, char *err, size_t 
     getsockname(fd, (struct sockaddr *)&addr, &len);
     *port = ntohs(addr.sin_port);
     return fd;
+}
+
+static int open_listener(const struct config *cfg, int *port, char *err, size_t err_size)
+{
+    return open_socket("CCSYNC_LISTEN", cfg->listen_host, cfg->listen_port, port, err, err_size);
+}
+
+/* The admin listener, when CCSYNC_ADMIN_LISTEN is set: 0, or -1 with err. */
+static int start_admin_listener(struct http_server *s, char *err, size_t err_size)
+{
+    const struct config *cfg = s->app->cfg;
+    s->admin_fd = -1;
+    if (cfg->admin_listen_port <= 0)
+        return 0;
+    s->admin_fd = open_socket("CCSYNC_ADMIN_LISTEN", cfg->admin_listen_host, cfg->admin_listen_port,
+                              &s->admin_port, err, err_size);
+    if (s->admin_fd < 0)
+        return -1;
+    if (pthread_create(&s->admin_acceptor, NULL, admin_acceptor_main, s) != 0) {
+        snprintf(err, err_size, "cannot start the admin listener's accept thread");
+        close(s->admin_fd);
+        s->admin_fd = -1;
+        s->admin_port = 0;
+        return -1;
+    }
+    s->admin_acceptor_running = true;
+    return 0;
 }
 
 struct http_server *http_start(struct app *app, char *err, size_t err_size)
@@ -861,7 +946,16 @@ struct http_server *http_start(struct app *app, char *err, size_t err_size)
         return NULL;
     }
     s->acceptor_running = true;
+    if (start_admin_listener(s, err, err_size) != 0) {
+        http_stop(s);
+        return NULL;
+    }
     return s;
+}
+
+int http_admin_port(struct http_server *s)
+{
+    return s->admin_port;
 }
 
 int http_port(struct http_server *s)
@@ -880,6 +974,13 @@ void http_quiesce(struct http_server *s)
     s->acceptor_running = false;
     close(s->listen_fd);
     s->listen_fd = -1;
+    if (s->admin_acceptor_running) {
+        shutdown(s->admin_fd, SHUT_RDWR);
+        pthread_join(s->admin_acceptor, NULL);
+        s->admin_acceptor_running = false;
+        close(s->admin_fd);
+        s->admin_fd = -1;
+    }
 }
 
 int http_in_flight(struct http_server *s)

@@ -354,7 +354,8 @@ void ingest_forget_secret(struct ingest *in, const char *association_id)
     pthread_mutex_unlock(&in->cache_lock);
 }
 
-/* 1 found, 0 unknown association, -1 Redis unavailable. */
+/* 1 found, 0 unknown association, -1 Redis unavailable, -2 the stored secret
+ * does not open (its key left CCSYNC_SECRETS_KEY_FILE). */
 static int fetch_secret(struct app *app, const char *association, char *secret, size_t size)
 {
     char err[256];
@@ -363,10 +364,13 @@ static int fetch_secret(struct app *app, const char *association, char *secret, 
         return -1;
     redisReply *r = store_command(c, "HGET %s webhook_secret", key_association(association).s);
     int found = -1;
-    if (r && r->type == REDIS_REPLY_STRING && r->len < size) {
-        memcpy(secret, r->str, r->len + 1);
-        cache_store(app->ingest, association, secret);
-        found = 1;
+    if (r && r->type == REDIS_REPLY_STRING) {
+        /* sealed at rest (secrets.h) */
+        bool opened = secrets_open(&app->cfg->secrets, association, "webhook_secret", r->str,
+                                   secret, size) == 0;
+        if (opened)
+            cache_store(app->ingest, association, secret);
+        found = opened ? 1 : -2;
     } else if (r && r->type == REDIS_REPLY_NIL) {
         found = 0;
     }
@@ -451,6 +455,16 @@ static bool find_secret(struct app *app, struct http_request *req, const char *a
     if (*cached)
         return true;
     int found = fetch_secret(app, association, secret, size);
+    if (found == -2) {
+        /* the operator's to fix (a key back in the file); Novi retries meanwhile */
+        count("secret_unreadable");
+        log_error("webhook_secret_unreadable", LOG_STR("association", association));
+        http_add_header(req, "Retry-After", "60");
+        http_reply_error(req, 503, "secret_unreadable",
+                         "the association's webhook secret cannot be opened with the keys of "
+                         "CCSYNC_SECRETS_KEY_FILE; retry later");
+        return false;
+    }
     if (found < 0) {
         reply_unavailable(req);
         return false;

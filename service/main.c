@@ -22,6 +22,7 @@
 #include "ccsync/ingest.h"
 #include "ccsync/log.h"
 #include "ccsync/migrate.h"
+#include "ccsync/reseal.h"
 #include "ccsync/store.h"
 #include "ccsync/worker.h"
 
@@ -166,9 +167,12 @@ static int run(const struct config *cfg)
         fprintf(stderr, "ccsyncd: %s\n", err);
         return 2;
     }
-    /* Redis in this release's key layout before anything reads or writes a key. */
+    /* Redis in this release's key layout before anything reads or writes a key;
+     * then every secret at rest sealed under the key file's first key. */
+    struct reseal_report sealing;
     int rc = migrate_at_start(&cfg->redis, &stop_signal) != STORE_OK ? (stop_signal ? 0 : 1)
              : check_durability(cfg, &app.durability) != 0           ? 2
+             : reseal_at_start(cfg, &sealing) != STORE_OK            ? 1
                                                                      : -1;
     if (rc >= 0) {
         http_stop(http);
@@ -181,9 +185,9 @@ static int run(const struct config *cfg)
     atomic_store(&app.starting, false);
     app.engine = engine_start(&app);
     log_info("started", LOG_STR("version", CCSYNC_VERSION), LOG_STR("listen", cfg->listen_host),
-             LOG_INT("port", http_port(http)), LOG_STR("redis_host", cfg->redis.host),
-             LOG_INT("redis_port", cfg->redis.port), LOG_INT("workers", cfg->workers),
-             LOG_STR("cc_api_url", cfg->cc_api_url));
+             LOG_INT("port", http_port(http)), LOG_INT("admin_port", http_admin_port(http)),
+             LOG_STR("redis_host", cfg->redis.host), LOG_INT("redis_port", cfg->redis.port),
+             LOG_INT("workers", cfg->workers), LOG_STR("cc_api_url", cfg->cc_api_url));
     wait_for_signal(&app);
     drain(&app, http);
     log_stop_writer();

@@ -8,8 +8,11 @@
  * re-reads the association after taking the lock (the previous holder may have
  * just finished), calls the token endpoint, and stores the rotated refresh
  * token with the new access token in one script that first checks that the
- * refresh token it replaces is still the stored one: if an admin PUT new
- * credentials meanwhile, theirs stay. Threads that find the lock taken poll
+ * credentials it replaces are still the stored ones (cred_version, bumped by
+ * every change of the tokens): if an admin PUT new credentials meanwhile,
+ * theirs stay. Tokens are stored sealed (store_secret_form) and compared by
+ * that version, never by their stored form (each sealing of a value differs).
+ * Threads that find the lock taken poll
  * until it is gone, then use what the holder stored; if the holder failed they
  * do not try again themselves (each try may spend the refresh token), they
  * report a transient failure and the worker retries later.
@@ -29,6 +32,7 @@
 #include "ccsync/lease.h"
 #include "ccsync/log.h"
 #include "ccsync/script.h"
+#include "ccsync/secrets.h"
 #include "ccsync/store.h"
 
 #define LOCK_POLL_NS 20000000LL
@@ -37,31 +41,37 @@
 /* A token this close to its expiry is not handed out as a fallback. */
 #define FALLBACK_MIN_LEFT_NS (30LL * 1000000000LL)
 
-/* KEYS: association. ARGV: refresh token used, new access token, new refresh
- * token ("" when CC sent none: the old one stays valid), expires_at ns.
- * Returns 1 stored, 0 when the credentials changed meanwhile (kept as they are). */
+/* The credentials version a script compares: 0 for a record without one. */
+#define LUA_SAME_VERSION "((redis.call('HGET', KEYS[1], 'cred_version') or '0') == ARGV[1])"
+
+/* KEYS: association. ARGV: credentials version read, new access token, new
+ * refresh token ("" when CC sent none: the old one stays valid), expires_at ns;
+ * the tokens in their stored form. Returns 1 stored, 0 when the credentials
+ * changed meanwhile (kept as they are). */
 static const char store_script[] =
     "if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end\n"
-    "if (redis.call('HGET', KEYS[1], 'cc_refresh_token') or '') ~= ARGV[1] then return 0 end\n"
+    "if not " LUA_SAME_VERSION " then return 0 end\n"
     "redis.call('HSET', KEYS[1], 'cc_access_token', ARGV[2], 'cc_expires_at', ARGV[4])\n"
     "if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], 'cc_refresh_token', ARGV[3]) end\n"
     "redis.call('HINCRBY', KEYS[1], 'cred_version', 1)\n"
     "return 1\n";
 
-/* KEYS: association. ARGV: refresh token the verdict is about, state, message,
- * now ns. A verdict about credentials that have since been replaced is dropped. */
+/* KEYS: association. ARGV: credentials version the verdict is about, state,
+ * message, now ns. A verdict about credentials that have since been replaced
+ * is dropped. */
 static const char state_script[] =
     "if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end\n"
-    "if (redis.call('HGET', KEYS[1], 'cc_refresh_token') or '') ~= ARGV[1] then return 0 end\n"
+    "if not " LUA_SAME_VERSION " then return 0 end\n"
     "redis.call('HSET', KEYS[1], 'cc_state', ARGV[2], 'cc_last_error', ARGV[3],\n"
     "           'cc_last_error_at', ARGV[4])\n"
     "return 1\n";
 
-/* KEYS: association. ARGV: access token that worked. */
+/* KEYS: association. ARGV: credentials version of the access token that worked. */
 static const char connected_script[] =
     "if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end\n"
-    "local f = redis.call('HMGET', KEYS[1], 'cc_access_token', 'cc_state')\n"
-    "if f[1] ~= ARGV[1] or f[2] == 'connected' or f[2] == 'unauthorized' then return 0 end\n"
+    "if not " LUA_SAME_VERSION " then return 0 end\n"
+    "local state = redis.call('HGET', KEYS[1], 'cc_state')\n"
+    "if state == 'connected' or state == 'unauthorized' then return 0 end\n"
     "redis.call('HSET', KEYS[1], 'cc_state', 'connected', 'cc_last_error', '')\n"
     "return 1\n";
 
@@ -126,14 +136,15 @@ static bool still_usable(const struct association *a, const char *rejected, int6
     return a->cc_expires_at_ns == 0 || a->cc_expires_at_ns - now > FALLBACK_MIN_LEFT_NS;
 }
 
-/* Records a verdict on the credentials whose refresh token is refresh_token. */
-static int set_state(redisContext *c, const char *association, const char *refresh_token,
-                     const char *state, const char *message)
+/* Records a verdict on the credentials of version version. */
+static int set_state(redisContext *c, const char *association, uint64_t version, const char *state,
+                     const char *message)
 {
-    char now[32];
+    char now[32], v[24];
     struct key k = key_association(association);
     snprintf(now, sizeof now, "%lld", (long long)store_now_ns());
-    const char *args[] = {k.s, refresh_token, state, message, now};
+    snprintf(v, sizeof v, "%llu", (unsigned long long)version);
+    const char *args[] = {k.s, v, state, message, now};
     redisReply *r = script_eval(c, state_script, 1, 5, args);
     int rc = store_reply_ok(c, r) ? STORE_OK : STORE_ERR;
     freeReplyObject(r);
@@ -146,10 +157,10 @@ static enum oauth_status redis_failed(struct oauth_error *err)
 }
 
 /* Loads the association; anything but 1 is the answer to give. */
-static int load(redisContext *c, const char *association, struct association *a,
-                struct oauth_error *err)
+static int load(redisContext *c, const struct config *cfg, const char *association,
+                struct association *a, struct oauth_error *err)
 {
-    int found = store_association_get(c, association, a);
+    int found = store_association_get(c, &cfg->secrets, association, a);
     if (found < 0) {
         redis_failed(err);
         return -1;
@@ -196,19 +207,26 @@ static enum oauth_status fall_back(const struct association *a, const char *reje
 }
 
 /* Stores what the token endpoint gave; a holds the credentials it replaced. */
-static enum oauth_status store_new_token(redisContext *c, struct association *a,
-                                         const struct ccapi_token *t, int64_t sent_at, char *token,
-                                         size_t size, struct oauth_error *err)
+static enum oauth_status store_new_token(redisContext *c, const struct config *cfg,
+                                         struct association *a, const struct ccapi_token *t,
+                                         int64_t sent_at, char *token, size_t size,
+                                         struct oauth_error *err)
 {
-    char expires[32];
+    char expires[32], version[24];
     long expires_in = t->expires_in > 0 ? t->expires_in : OAUTH_DEFAULT_EXPIRES_IN_S;
     /* Counted from before the request, so the stored expiry is never late. */
     int64_t expires_at = sent_at + (int64_t)expires_in * 1000000000LL;
     struct key k = key_association(a->id);
     snprintf(expires, sizeof expires, "%lld", (long long)expires_at);
-    const char *args[] = {k.s, a->cc_refresh_token, t->access_token,
-                          t->refresh_token ? t->refresh_token : "", expires};
-    redisReply *r = script_eval(c, store_script, 1, 5, args);
+    snprintf(version, sizeof version, "%llu", (unsigned long long)a->credentials_version);
+    char *access = store_secret_form(&cfg->secrets, a->id, "cc_access_token", t->access_token);
+    char *refresh = t->refresh_token ? store_secret_form(&cfg->secrets, a->id, "cc_refresh_token",
+                                                         t->refresh_token)
+                                     : strdup("");
+    const char *args[] = {k.s, version, access, refresh, expires};
+    redisReply *r = access && refresh ? script_eval(c, store_script, 1, 5, args) : NULL;
+    free(access);
+    free(refresh);
     if (!store_reply_ok(c, r) || r->type != REDIS_REPLY_INTEGER) {
         freeReplyObject(r);
         /* The old refresh token is spent and the new one is lost with this
@@ -227,7 +245,7 @@ static enum oauth_status store_new_token(redisContext *c, struct association *a,
     log_info("cc_token_refresh_superseded", LOG_STR("association", a->id));
     char id[sizeof a->id];
     memcpy(id, a->id, sizeof id);
-    if (load(c, id, a, err) != 1)
+    if (load(c, cfg, id, a, err) != 1)
         return err->status;
     if (a->cc_access_token[0] == '\0')
         return fail(err, OAUTH_NOT_CONNECTED, "no_access_token",
@@ -256,7 +274,7 @@ static enum oauth_status refresh_failed(redisContext *c, const struct associatio
         err->status = OAUTH_UNAUTHORIZED;
         log_warn("cc_token_refresh_refused", LOG_STR("association", a->id),
                  LOG_STR("error", err->code), LOG_INT("http_status", e->http_status));
-        if (set_state(c, a->id, a->cc_refresh_token, "unauthorized", err->message) != 0)
+        if (set_state(c, a->id, a->credentials_version, "unauthorized", err->message) != 0)
             return redis_failed(err);
         return OAUTH_UNAUTHORIZED;
     }
@@ -269,7 +287,7 @@ static enum oauth_status refresh_failed(redisContext *c, const struct associatio
                  err->code, e->http_status);
         log_error("cc_token_refresh_failed", LOG_STR("association", a->id),
                   LOG_STR("error", err->code), LOG_INT("http_status", e->http_status));
-        if (set_state(c, a->id, a->cc_refresh_token, "error", err->message) != 0)
+        if (set_state(c, a->id, a->credentials_version, "error", err->message) != 0)
             return redis_failed(err);
     } else {
         snprintf(err->message, sizeof err->message,
@@ -299,7 +317,7 @@ static enum oauth_status refresh_locked(redisContext *c, const struct config *cf
                                  a->cc_refresh_token, &t, &e);
     ccapi_free(api);
     if (rc == 0) {
-        enum oauth_status s = store_new_token(c, a, &t, sent_at, token, size, err);
+        enum oauth_status s = store_new_token(c, cfg, a, &t, sent_at, token, size, err);
         ccapi_token_clear(&t);
         return s;
     }
@@ -319,7 +337,7 @@ static enum oauth_status without_refresh_token(redisContext *c, const struct ass
     fail(err, OAUTH_UNAUTHORIZED, "no_refresh_token",
          "the Constant Contact access token has expired or was refused and there is no refresh "
          "token: reconnect the Constant Contact account");
-    if (set_state(c, a->id, "", "unauthorized", err->message) != 0)
+    if (set_state(c, a->id, a->credentials_version, "unauthorized", err->message) != 0)
         return redis_failed(err);
     return OAUTH_UNAUTHORIZED;
 }
@@ -357,7 +375,7 @@ static enum oauth_status with_lock(redisContext *c, const struct config *cfg,
                                    struct oauth_error *err, bool *again)
 {
     *again = false;
-    if (load(c, association, a, err) != 1)
+    if (load(c, cfg, association, a, err) != 1)
         return err->status;
     if (!needs_refresh(a, rejected, store_now_ns()) || strcmp(a->cc_state, "unauthorized") == 0 ||
         a->cc_refresh_token[0] == '\0') {
@@ -402,7 +420,7 @@ static enum oauth_status obtain(redisContext *c, const struct config *cfg, const
     bool waited = false, again = false;
     int64_t deadline = store_now_ns() + LOCK_WAIT_NS;
     for (;;) {
-        if (load(c, association, a, err) != 1) {
+        if (load(c, cfg, association, a, err) != 1) {
             s = err->status;
             break;
         }
@@ -452,12 +470,50 @@ enum oauth_status oauth_after_unauthorized(redisContext *c, const struct config 
     return obtain(c, cfg, association, rejected_token ? rejected_token : "", token, size, err);
 }
 
-int oauth_mark_connected(redisContext *c, const char *association, const char *access_token)
+/* 1 when the state may become connected: the stored access token is
+ * access_token (version gets its credentials version); 0 nothing to do. */
+static int connected_candidate(redisContext *c, const struct config *cfg, const char *association,
+                               const char *access_token, char *version, size_t size)
 {
     struct key k = key_association(association);
-    const char *args[] = {k.s, access_token};
+    redisReply *r = store_command(c, "HMGET %s cc_state cred_version cc_access_token", k.s);
+    if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 3) {
+        freeReplyObject(r);
+        return -1;
+    }
+    const redisReply *state = r->element[0], *v = r->element[1], *stored = r->element[2];
+    bool settled = state->type == REDIS_REPLY_STRING && (strcmp(state->str, "connected") == 0 ||
+                                                         strcmp(state->str, "unauthorized") == 0);
+    int rc = 0;
+    if (!settled && stored->type == REDIS_REPLY_STRING) {
+        size_t n = strlen(access_token) + 1;
+        char *opened = malloc(n);
+        if (opened &&
+            secrets_open(&cfg->secrets, association, "cc_access_token", stored->str, opened, n) ==
+                0 &&
+            strcmp(opened, access_token) == 0) {
+            snprintf(version, size, "%s", v->type == REDIS_REPLY_STRING ? v->str : "0");
+            rc = 1;
+        }
+        if (opened)
+            explicit_bzero(opened, n);
+        free(opened);
+    }
+    freeReplyObject(r);
+    return rc;
+}
+
+int oauth_mark_connected(redisContext *c, const struct config *cfg, const char *association,
+                         const char *access_token)
+{
+    char version[24];
+    int rc = connected_candidate(c, cfg, association, access_token, version, sizeof version);
+    if (rc <= 0)
+        return rc < 0 ? STORE_ERR : STORE_OK;
+    struct key k = key_association(association);
+    const char *args[] = {k.s, version};
     redisReply *r = script_eval(c, connected_script, 1, 2, args);
-    int rc = store_reply_ok(c, r) ? STORE_OK : STORE_ERR;
+    rc = store_reply_ok(c, r) ? STORE_OK : STORE_ERR;
     freeReplyObject(r);
     return rc;
 }

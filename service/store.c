@@ -6,6 +6,10 @@
  * Association hash (key_association): webhook_secret, cc_access_token,
  * cc_refresh_token, cc_expires_at (ns), cc_state, cc_last_error,
  * cc_last_error_at, created_at, updated_at (ns), cred_version.
+ *
+ * The three secrets are sealed (secrets.h) with the association id and the
+ * field's name as additional data whenever a key ring is configured: written
+ * sealed here, opened here, so no other file sees their stored form.
  */
 #include "ccsync/store.h"
 
@@ -21,6 +25,7 @@
 #include "ccsync/metrics.h"
 #include "ccsync/sentinel.h"
 #include "ccsync/schedule.h"
+#include "ccsync/secrets.h"
 
 int64_t store_now_ns(void)
 {
@@ -224,7 +229,24 @@ static int64_t int_field(const redisReply *v)
     return v->type == REDIS_REPLY_STRING ? strtoll(v->str, NULL, 10) : 0;
 }
 
-int store_association_get(redisContext *c, const char *id, struct association *a)
+const char *const store_secret_fields[STORE_N_SECRET_FIELDS] = {"webhook_secret", "cc_access_token",
+                                                                "cc_refresh_token"};
+
+/* Opens a stored secret into dst; an unreadable one (a key gone from the
+ * ring, an altered value) leaves dst empty and is counted. */
+static void open_field(const struct secrets_ring *ring, struct association *a, const char *field,
+                       char *dst, size_t size, const redisReply *v)
+{
+    if (v->type != REDIS_REPLY_STRING || v->len == 0)
+        return;
+    if (secrets_open(ring, a->id, field, v->str, dst, size) != 0) {
+        dst[0] = '\0';
+        a->unreadable_secrets++;
+    }
+}
+
+int store_association_get(redisContext *c, const struct secrets_ring *ring, const char *id,
+                          struct association *a)
 {
     memset(a, 0, sizeof *a);
     redisReply *r = store_command(c, "HGETALL %s", key_association(id).s);
@@ -244,11 +266,11 @@ int store_association_get(redisContext *c, const char *id, struct association *a
         if (!k)
             continue;
         if (strcmp(k, "webhook_secret") == 0)
-            copy_field(a->webhook_secret, sizeof a->webhook_secret, v);
+            open_field(ring, a, k, a->webhook_secret, sizeof a->webhook_secret, v);
         else if (strcmp(k, "cc_access_token") == 0)
-            copy_field(a->cc_access_token, sizeof a->cc_access_token, v);
+            open_field(ring, a, k, a->cc_access_token, sizeof a->cc_access_token, v);
         else if (strcmp(k, "cc_refresh_token") == 0)
-            copy_field(a->cc_refresh_token, sizeof a->cc_refresh_token, v);
+            open_field(ring, a, k, a->cc_refresh_token, sizeof a->cc_refresh_token, v);
         else if (strcmp(k, "cc_expires_at") == 0)
             a->cc_expires_at_ns = int_field(v);
         else if (strcmp(k, "cc_state") == 0)
@@ -311,8 +333,9 @@ static int association_put_global(redisContext *c, const char *id, bool has_cc, 
     return store_drain(c, n);
 }
 
-int store_association_put(redisContext *c, const char *id, const struct association_update *u,
-                          int64_t now_ns, bool *created)
+/* The PUT as stored: secrets already in their stored form. */
+static int put_stored(redisContext *c, const char *id, const struct association_update *u,
+                      int64_t now_ns, bool *created)
 {
     char now[32], now_ms[32], expires[32] = "";
     struct key key = key_association(id), groups = key_groups(id), dirty = key_dirty(id),
@@ -344,4 +367,45 @@ int store_association_put(redisContext *c, const char *id, const struct associat
     int64_t earliest = schedule_parse_due(r->element[1]);
     freeReplyObject(r);
     return association_put_global(c, id, u->has_cc, earliest);
+}
+
+char *store_secret_form(const struct secrets_ring *ring, const char *id, const char *field,
+                        const char *value)
+{
+    if (ring && ring->n > 0)
+        return secrets_seal(ring, id, field, value);
+    return strdup(value);
+}
+
+static bool stored_form(const struct secrets_ring *ring, const char *id, const char *field,
+                        const char *value, char **out)
+{
+    *out = value ? store_secret_form(ring, id, field, value) : NULL;
+    return !value || *out;
+}
+
+static void free_sealed(char **v, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free(v[i]);
+}
+
+int store_association_put(redisContext *c, const struct secrets_ring *ring, const char *id,
+                          const struct association_update *u, int64_t now_ns, bool *created)
+{
+    char *sealed[3];
+    bool ok = stored_form(ring, id, "webhook_secret", u->webhook_secret, &sealed[0]);
+    ok = stored_form(ring, id, "cc_access_token", u->cc_access_token, &sealed[1]) && ok;
+    ok = stored_form(ring, id, "cc_refresh_token", u->cc_refresh_token, &sealed[2]) && ok;
+    if (!ok) {
+        free_sealed(sealed, 3);
+        return STORE_ERR;
+    }
+    struct association_update stored = *u;
+    stored.webhook_secret = sealed[0];
+    stored.cc_access_token = sealed[1];
+    stored.cc_refresh_token = sealed[2];
+    int rc = put_stored(c, id, &stored, now_ns, created);
+    free_sealed(sealed, 3);
+    return rc;
 }

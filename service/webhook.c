@@ -118,6 +118,16 @@ static int secret_key(const char *secret, unsigned char *key, size_t key_size, s
     return key_decode(secret + prefix_len, strlen(secret + prefix_len), key, key_size, key_len);
 }
 
+long webhook_secret_bytes(const char *secret)
+{
+    unsigned char key[WEBHOOK_KEY_MAX + 2];
+    size_t key_len = 0;
+    int rc = secret_key(secret, key, sizeof key, &key_len);
+
+    OPENSSL_cleanse(key, sizeof key);
+    return rc == 0 && key_len <= WEBHOOK_KEY_MAX ? (long)key_len : -1;
+}
+
 bool webhook_secret_valid(const char *secret)
 {
     unsigned char key[WEBHOOK_KEY_MAX + 2];

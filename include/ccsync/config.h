@@ -7,6 +7,7 @@
 
 #include <stddef.h>
 
+#include "ccsync/secrets.h"
 #include "ccsync/sentinel.h"
 
 enum log_format { LOG_FORMAT_JSON = 0, LOG_FORMAT_TEXT };
@@ -26,6 +27,10 @@ struct redis_target {
 struct config {
     char listen_host[64];
     int listen_port;
+    /* CCSYNC_ADMIN_LISTEN: when admin_listen_port > 0, the admin API, the status page
+     * and /metrics are served there only; the public listener keeps webhooks and health. */
+    char admin_listen_host[64];
+    int admin_listen_port;
     char redis_url[600];
     struct redis_target redis;
     char admin_token[256]; /* secret */
@@ -47,6 +52,12 @@ struct config {
     int durability;         /* enum durability_mode: CCSYNC_DURABILITY */
     int replica_timeout_ms; /* CCSYNC_REPLICA_TIMEOUT_MS: replica mode's WAIT */
 
+    /* Secrets at rest (CCSYNC_SECRETS_KEY_FILE): the key ring, read once at
+     * start. secrets.n == 0 only with CCSYNC_ALLOW_PLAINTEXT_SECRETS=1. */
+    char secrets_key_file[512];
+    struct secrets_ring secrets;
+    int allow_plaintext_secrets;
+
     /* Optional bootstrap of one association (single-association deployments). */
     char boot_association_id[65];
     char boot_webhook_secret[256];
@@ -67,7 +78,8 @@ int config_error(char *err, size_t err_size, const char *fmt, ...)
  * the problem in err (the caller prints it and exits with status 2). */
 int config_load(struct config *c, config_lookup_fn lookup, char *err, size_t err_size);
 
-/* Parses redis://[[user]:password@]host[:port][/db] into t. 0 or -1. */
+/* Parses redis://[[user][:password]@]host[:port][/db] into t: user and password
+ * percent-decoded, host a name, an IPv4 address or [IPv6]. 0 or -1. */
 int config_parse_redis_url(const char *url, struct redis_target *t, char *err, size_t err_size);
 
 #endif

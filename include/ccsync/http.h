@@ -37,6 +37,8 @@ int http_in_flight(struct http_server *s);
 void http_stop(struct http_server *s);
 /* The port actually bound (useful with CCSYNC_LISTEN=...:0 in tests). */
 int http_port(struct http_server *s);
+/* The admin listener's port (CCSYNC_ADMIN_LISTEN), 0 when there is none. */
+int http_admin_port(struct http_server *s);
 
 const char *http_header(struct http_request *req, const char *name);
 const char *http_query(struct http_request *req, const char *name);

@@ -73,8 +73,9 @@ enum oauth_status oauth_after_unauthorized(struct redisContext *c, const struct 
  * A CC call with access_token succeeded: cc_state becomes "connected" and
  * cc_last_error is cleared, unless the stored token has changed meanwhile or
  * the state is "unauthorized" (only new credentials clear that). Cheap when
- * already connected (one script, no write). Returns STORE_OK or STORE_ERR.
+ * already connected (one read, no write). Returns STORE_OK or STORE_ERR.
  */
-int oauth_mark_connected(struct redisContext *c, const char *association, const char *access_token);
+int oauth_mark_connected(struct redisContext *c, const struct config *cfg, const char *association,
+                         const char *access_token);
 
 #endif

@@ -76,10 +76,25 @@ struct association {
     int64_t created_at_ns;
     int64_t updated_at_ns;
     uint64_t credentials_version; /* bumped whenever tokens change */
+    int unreadable_secrets;       /* secrets that did not open (their key left the ring): left "" */
 };
 
-/* 1 found, 0 unknown association, STORE_ERR Redis error. */
-int store_association_get(struct redisContext *c, const char *id, struct association *a);
+struct secrets_ring;
+
+/* The fields of the association record that hold secrets (sealed at rest). */
+#define STORE_N_SECRET_FIELDS 3
+extern const char *const store_secret_fields[STORE_N_SECRET_FIELDS];
+
+/* 1 found, 0 unknown association, STORE_ERR Redis error. The secrets are
+ * opened with ring (NULL or empty: only plain-text values read). */
+int store_association_get(struct redisContext *c, const struct secrets_ring *ring, const char *id,
+                          struct association *a);
+
+/* A secret of association id's field as it is stored: sealed with ring's first
+ * key, or a copy when there is no ring (CCSYNC_ALLOW_PLAINTEXT_SECRETS). The
+ * caller frees it; NULL when out of memory or sealing failed. */
+char *store_secret_form(const struct secrets_ring *ring, const char *id, const char *field,
+                        const char *value);
 
 /* The parts of a PUT; NULL fields are left as they are. */
 struct association_update {
@@ -92,9 +107,10 @@ struct association_update {
 
 /* Creates or updates: the association's own keys atomically in one script,
  * then the global ones (the set of associations, the credentials stream, the
- * index of due associations) in commands that are safe to repeat. STORE_OK
+ * index of due associations) in commands that are safe to repeat. Secrets are
+ * stored sealed with ring (store_secret_form). STORE_OK
  * (*created says which) or STORE_ERR. */
-int store_association_put(struct redisContext *c, const char *id,
+int store_association_put(struct redisContext *c, const struct secrets_ring *ring, const char *id,
                           const struct association_update *u, int64_t now_ns, bool *created);
 
 int64_t store_now_ns(void);

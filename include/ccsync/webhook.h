@@ -50,6 +50,15 @@ int webhook_verify(const char *secret, const char *msg_id, const char *timestamp
  * bytes: what webhook_verify accepts. For checking a secret when it is set. */
 bool webhook_secret_valid(const char *secret);
 
+/* Standard Webhooks: a new secret's key is 24 to 64 bytes (checked when a secret
+ * is given, by PUT or the bootstrap; a stored shorter one still verifies). */
+#define WEBHOOK_SECRET_MIN_BYTES 24
+#define WEBHOOK_SECRET_MAX_BYTES 64
+
+/* The number of bytes secret's key decodes to, or -1 when secret is not
+ * "whsec_" + standard padded base64. */
+long webhook_secret_bytes(const char *secret);
+
 /* Computes "v1,<base64>" for the given inputs into out (at least 64 bytes).
  * Used by tests, the demo and the benchmark to sign what they send. */
 int webhook_sign(const char *secret, const char *msg_id, int64_t timestamp, const char *body,

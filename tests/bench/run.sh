@@ -107,7 +107,7 @@ start_ccsyncd() { # name [workers]
     # Logs as deployed: JSON, level info (one line per request), to a file.
     HTTP_PORT=$(free_port)
     local env=("CCSYNC_LISTEN=127.0.0.1:$HTTP_PORT" "CCSYNC_REDIS_URL=redis://127.0.0.1:$REDIS_PORT/0"
-        "CCSYNC_ADMIN_TOKEN=$ADMIN" "CCSYNC_WORKERS=${2:-1}" CCSYNC_CC_API_URL=http://127.0.0.1:9/v3
+        "CCSYNC_ADMIN_TOKEN=$ADMIN" CCSYNC_ALLOW_PLAINTEXT_SECRETS=1 "CCSYNC_WORKERS=${2:-1}" CCSYNC_CC_API_URL=http://127.0.0.1:9/v3
         CCSYNC_CC_TOKEN_URL=http://127.0.0.1:9/token CCSYNC_ASSOCIATION_ID=bench
         "CCSYNC_WEBHOOK_SECRET=$SECRET")
     CMDS+=("env ${env[*]} $BUILD/ccsyncd > $OUT/ccsyncd-$1.log")

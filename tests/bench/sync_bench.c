@@ -342,6 +342,7 @@ static void stack_start(const char *tag)
                    e_api,
                    e_tok,
                    "CCSYNC_ADMIN_TOKEN=" ADMIN_TOKEN,
+                   "CCSYNC_ALLOW_PLAINTEXT_SECRETS=1",
                    "CCSYNC_ASSOCIATION_ID=" ASSOC,
                    "CCSYNC_WEBHOOK_SECRET=" SECRET,
                    "CCSYNC_CC_ACCESS_TOKEN=" DEV_TOKEN,

@@ -76,13 +76,30 @@ wait_until() {
     done
 }
 
-# start_redis DIR PORT: Redis with the compose file's persistence flags, in the background.
+# start_redis DIR PORT [ARG...]: Redis with the compose file's persistence flags, in the
+# background (ARGs added: an --aclfile; REDISCLI_AUTH then holds the default user's password).
 start_redis() {
-    mkdir -p "$1"
-    redis-server --bind 127.0.0.1 --port "$2" --dir "$1" --appendonly yes --appendfsync everysec \
-        --maxmemory-policy noeviction --save "" --logfile "$1/redis.log" </dev/null >/dev/null 2>&1 &
+    local dir=$1 port=$2
+    shift 2
+    mkdir -p "$dir"
+    redis-server --bind 127.0.0.1 --port "$port" --dir "$dir" --appendonly yes --appendfsync everysec \
+        --maxmemory-policy noeviction --save "" --logfile "$dir/redis.log" "$@" </dev/null >/dev/null 2>&1 &
     PIDS+=($!)
-    wait_until 10 sh -c "redis-cli -p $2 ping | grep -q PONG"
+    wait_until 10 sh -c "redis-cli --no-auth-warning -p $port ping | grep -q PONG"
+}
+
+# acl_file DIR: docker/make-secrets.sh's three secrets in DIR/secrets and the ACL file
+# docker/redis-start.sh writes from them, in DIR/users.acl.
+acl_file() {
+    local s=$1/secrets
+    mkdir -p "$s"
+    scripts/make-secrets-key.sh "$s/ccsync_secrets_key"
+    openssl rand -hex 32 >"$s/redis_password"
+    openssl rand -hex 32 >"$s/redis_admin_password"
+    {
+        echo "user default on >$(cat "$s/redis_admin_password") ~* &* +@all"
+        echo "user ccsync on >$(cat "$s/redis_password") $(grep -v '^#' docker/redis-ccsync.acl | tr -s '\n' ' ')"
+    } >"$1/users.acl"
 }
 
 cd "$ROOT" || exit 1
@@ -210,11 +227,12 @@ runtime_check() {
     hport=$(free_port)
     start_redis "$rt/redis" "$rport" || { echo "redis-server did not start"; return 1; }
     token=$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
-    # The image's ENV, then what the deployment adds (docker/ccsync.env): Redis and the
-    # admin token. Only the port of CCSYNC_LISTEN moves, to a free one.
-    $PY - "$json" "$rt/env" "$rt/argv" "$rt/health" "$hport" "$rport" "$token" "$rt/bin:$DEBIAN_PATH" <<'EOF' || return 1
+    scripts/make-secrets-key.sh "$rt/secrets.key" && chmod 644 "$rt/secrets.key"
+    # The image's ENV, then what the deployment adds (docker/ccsync.env): Redis, the admin
+    # token and the key file. Only the port of CCSYNC_LISTEN moves, to a free one.
+    $PY - "$json" "$rt/env" "$rt/argv" "$rt/health" "$hport" "$rport" "$token" "$rt/bin:$DEBIAN_PATH" "$rt/secrets.key" <<'EOF' || return 1
 import json, sys
-rt, envf, argvf, healthf, hport, rport, token, path = sys.argv[1:]
+rt, envf, argvf, healthf, hport, rport, token, path, key = sys.argv[1:]
 rt = json.loads(rt)
 env = {"PATH": path, "HOME": "/nonexistent"}
 env.update(rt["env"])
@@ -223,6 +241,7 @@ host = env.get("CCSYNC_LISTEN", "0.0.0.0:8080").rsplit(":", 1)[0]
 env["CCSYNC_LISTEN"] = f"{host}:{hport}"
 env["CCSYNC_REDIS_URL"] = f"redis://127.0.0.1:{rport}/0"
 env["CCSYNC_ADMIN_TOKEN"] = token
+env["CCSYNC_SECRETS_KEY_FILE"] = key
 open(envf, "w").write("".join(f"{k}={v}\0" for k, v in env.items()))
 open(argvf, "w").write("".join(a + "\0" for a in rt["argv"]))
 open(healthf, "w").write("".join(a + "\0" for a in (rt["healthcheck"] or ["false"])))
@@ -284,7 +303,7 @@ fi
 
 # ---- 6b. the demo profile's ccsim and ccsyncd, outside Docker -----------------------------
 demo_check() {
-    local d="$TMP/demo-run" rport hport sport code i sim_pid pid
+    local d="$TMP/demo-run" rport hport sport aport code i sim_pid pid denied
     mkdir -p "$d/bin"
     chmod 755 "$d" "$d/bin"
     if [ ! -x "$BUILD_DIR/ccsyncd" ] || [ ! -x "$BUILD_DIR/ccsim" ]; then
@@ -297,12 +316,18 @@ demo_check() {
     rport=$(free_port)
     hport=$(free_port)
     sport=$(free_port)
-    start_redis "$d/redis" "$rport" || { echo "redis-server did not start"; return 1; }
+    aport=$(free_port)
+    # Redis as the compose file runs it: users "default" and "ccsync" (redis-ccsync.acl).
+    acl_file "$d"
+    local -x REDISCLI_AUTH # for redis-cli here only: the operator's user
+    REDISCLI_AUTH=$(cat "$d/secrets/redis_admin_password")
+    start_redis "$d/redis" "$rport" --aclfile "$d/users.acl" || { echo "redis-server did not start"; return 1; }
     # The compose service ccsim's command and the compose ccsyncd's environment (the image's
-    # ENV under ccsync.demo.env), with the compose network's names and ports made local.
-    "$PY" - "$TMP/demo.json" "$(tool runtime Dockerfile)" "$d" "$rport" "$hport" "$sport" "$d/bin:$DEBIAN_PATH" <<'EOF' || return 1
+    # ENV under ccsync.demo.env), with the compose network's names and ports made local and
+    # the compose secrets (/run/secrets/NAME) in $d/secrets.
+    "$PY" - "$TMP/demo.json" "$(tool runtime Dockerfile)" "$d" "$rport" "$hport" "$sport" "$d/bin:$DEBIAN_PATH" "$aport" <<'EOF' || return 1
 import json, re, sys
-conf, rt, d, rport, hport, sport, path = sys.argv[1:]
+conf, rt, d, rport, hport, sport, path, aport = sys.argv[1:]
 svc = json.load(open(conf))["services"]
 sim = list(svc["ccsim"]["command"])
 i = sim.index("--listen")
@@ -313,8 +338,13 @@ env = dict(json.loads(rt)["env"])
 env.update({k: str(v) for k, v in svc["ccsyncd"]["environment"].items()})
 for k, v in env.items():
     env[k] = v.replace(f"//ccsim:{sim_port}/", f"//127.0.0.1:{sport}/")
-env["CCSYNC_REDIS_URL"] = re.sub(r"//redis:6379/", f"//127.0.0.1:{rport}/", env["CCSYNC_REDIS_URL"])
+env["CCSYNC_REDIS_URL"] = re.sub(r"([/@])redis:6379/", rf"\g<1>127.0.0.1:{rport}/", env["CCSYNC_REDIS_URL"])
 env["CCSYNC_LISTEN"] = f"127.0.0.1:{hport}"
+env["CCSYNC_ADMIN_LISTEN"] = f"127.0.0.1:{aport}"
+for s in svc["ccsyncd"].get("secrets", []):
+    name = s["source"] if isinstance(s, dict) else s
+    for k, v in env.items():
+        env[k] = v.replace(f"/run/secrets/{name}", f"{d}/secrets/{name}")
 env["PATH"] = path
 open(f"{d}/sim.argv", "w").write("".join(a + "\0" for a in sim))
 open(f"{d}/env", "w").write("".join(f"{k}={v}\0" for k, v in env.items()))
@@ -337,11 +367,22 @@ EOF
         kill -0 "$pid" 2>/dev/null || break
         sleep 0.1
     done
-    [ "$code" = 200 ] || { echo "demo: GET /readyz answered $code"; tail -n 20 "$d/ccsyncd.log" "$d/ccsim.log"; return 1; }
+    [ "$code" = 200 ] || { echo "demo: GET /readyz answered $code"; grep -v route=readyz "$d/ccsyncd.log" | tail -n 20; tail -n 5 "$d/ccsim.log"; return 1; }
     code=$(curl -s -o "$d/assoc.json" -m 5 -w '%{http_code}' -H "Authorization: Bearer $(cat "$d/admin")" \
-        "http://127.0.0.1:$hport/v1/associations/$(cat "$d/assoc")") || true
-    [ "$code" = 200 ] || { echo "demo: GET /v1/associations/$(cat "$d/assoc") answered $code"; cat "$d/assoc.json"; tail -n 20 "$d/ccsyncd.log"; return 1; }
+        "http://127.0.0.1:$aport/v1/associations/$(cat "$d/assoc")") || true
+    [ "$code" = 200 ] || { echo "demo: GET /v1/associations/$(cat "$d/assoc") on the admin port answered $code"; cat "$d/assoc.json"; tail -n 20 "$d/ccsyncd.log"; return 1; }
     echo "demo association: $(cat "$d/assoc.json")"
+    code=$(curl -s -o /dev/null -m 5 -w '%{http_code}' -H "Authorization: Bearer $(cat "$d/admin")" \
+        "http://127.0.0.1:$hport/v1/associations/$(cat "$d/assoc")") || true
+    [ "$code" = 404 ] || { echo "demo: the public port serves the admin API ($code, want 404)"; return 1; }
+    code=$(curl -s -o /dev/null -m 5 -w '%{http_code}' "http://127.0.0.1:$hport/metrics") || true
+    [ "$code" = 404 ] || { echo "demo: the public port serves /metrics ($code, want 404)"; return 1; }
+    # Sealed at rest, and nothing ccsyncd did was refused by the ACL.
+    redis-cli --no-auth-warning -p "$rport" HGET 'ccsync:{demo}:association' webhook_secret | grep -q '^enc:v1:' ||
+        { echo "demo: the webhook secret is not sealed in Redis"; return 1; }
+    denied=$(redis-cli --no-auth-warning -p "$rport" ACL LOG)
+    [ -z "$denied" ] || { echo "demo: Redis's ACL denied ccsyncd: $denied"; return 1; }
+    echo "admin API on the admin port only; secrets sealed; ACL LOG empty"
     kill -0 "$sim_pid" 2>/dev/null || { echo "ccsim exited:"; tail -n 20 "$d/ccsim.log"; return 1; }
 }
 if command -v redis-server >/dev/null && command -v curl >/dev/null; then
@@ -408,8 +449,8 @@ fi
 
 # ---- 8. helpers' own hygiene ---------------------------------------------------------------
 if command -v shellcheck >/dev/null; then
-    check "shellcheck: tests/deploy/check.sh docker/redis-restore.sh" \
-        shellcheck -x tests/deploy/check.sh docker/redis-restore.sh
+    check "shellcheck: tests/deploy/check.sh docker/*.sh" \
+        shellcheck -x tests/deploy/check.sh docker/redis-restore.sh docker/redis-start.sh docker/make-secrets.sh
 else
     skip "shellcheck not installed"
 fi

@@ -339,6 +339,7 @@ def cmd_compose(default_json, demo_json, compose_file, env_example):
     sgp = duration_seconds(c.get("stop_grace_period", "10s"))
     need(sgp >= grace + 5, f"ccsyncd stop_grace_period {sgp}s is not above its drain ({grace}s) + 5s")
     need(c.get("stop_signal", "SIGTERM") == "SIGTERM", "ccsyncd stop_signal is not SIGTERM")
+    check_exposure(d, need)
     # What the demo ccsyncd talks to.
     mc = ms.get("ccsyncd", {}).get("environment", {})
     for var in ("CCSYNC_CC_API_URL", "CCSYNC_CC_TOKEN_URL"):
@@ -459,6 +460,58 @@ def cmd_ha_env(env_example, out):
     text = re.sub(r"(?m)^#CCSYNC_DURABILITY=.*$", "CCSYNC_DURABILITY=replica", text)
     open(out, "w", encoding="utf-8").write(text)
     return 0
+
+
+def port_specs(ports):
+    """(host_ip, published, target) of each `ports:` entry, long or short syntax."""
+    out = []
+    for p in ports or []:
+        if isinstance(p, dict):
+            out.append((str(p.get("host_ip", "")), str(p.get("published", "")), str(p.get("target", ""))))
+            continue
+        parts = str(p).split("/")[0].split(":")
+        parts = [""] * (3 - len(parts)) + parts
+        out.append((parts[0], parts[1], parts[2]))
+    return out
+
+
+def check_exposure(d, need):
+    """What the default profile exposes: Redis only to ccsyncd, behind passwords and the
+    "ccsync" ACL user; secrets at rest sealed with a key mounted as a secret; the admin
+    listener published on the host's loopback only."""
+    ds, nets, top = d.get("services", {}), d.get("networks", {}) or {}, d.get("secrets", {}) or {}
+    r, c, p = ds.get("redis", {}), ds.get("ccsyncd", {}), ds.get("proxy", {})
+    names = lambda v: set(v or []) if not isinstance(v, dict) else set(v)  # noqa: E731
+    rnets, pnets = names(r.get("networks")), names(p.get("networks"))
+    need(rnets and all((nets.get(n) or {}).get("internal") for n in rnets),
+         f"redis is on a network that is not internal ({sorted(rnets)})")
+    need(not (rnets & pnets), f"the proxy shares a network with redis ({sorted(rnets & pnets)})")
+    need(not r.get("ports"), "redis publishes a port")
+    need("redis-start.sh" in " ".join(r.get("entrypoint") or []),
+         "redis does not start through redis-start.sh (no password, no ACL user)")
+    secrets_of = lambda svc: {s["source"] if isinstance(s, dict) else s for s in svc.get("secrets") or []}  # noqa: E731
+    need({"redis_password", "redis_admin_password"} <= secrets_of(r), "redis lacks its password secrets")
+    need({"ccsync_secrets_key", "redis_password"} <= secrets_of(c),
+         "ccsyncd lacks the secrets ccsync_secrets_key and redis_password")
+    for name in ("ccsync_secrets_key", "redis_password", "redis_admin_password"):
+        need(str((top.get(name) or {}).get("file", "")).startswith("/"), f"secret {name} has no file")
+    env = c.get("environment", {})
+    need(env.get("CCSYNC_SECRETS_KEY_FILE") == "/run/secrets/ccsync_secrets_key",
+         "CCSYNC_SECRETS_KEY_FILE is not the mounted secret")
+    need(env.get("CCSYNC_REDIS_PASSWORD_FILE") == "/run/secrets/redis_password",
+         "CCSYNC_REDIS_PASSWORD_FILE is not the mounted secret")
+    need(re.match(r"^redis://ccsync@", str(env.get("CCSYNC_REDIS_URL", ""))) is not None,
+         "ccsyncd does not connect as the Redis user ccsync")
+    need(env.get("CCSYNC_ALLOW_PLAINTEXT_SECRETS", "0") in ("", "0"), "plain-text secrets are allowed")
+    admin = str(env.get("CCSYNC_ADMIN_LISTEN", ""))
+    need(admin, "ccsyncd has no admin listener (CCSYNC_ADMIN_LISTEN)")
+    aport = admin.rsplit(":", 1)[-1]
+    specs = port_specs(p.get("ports"))
+    need(any(t == "8080" for _, _, t in specs), "the proxy does not publish 8080")
+    for host_ip, published, target in specs:
+        need(target in ("8080", aport), f"the proxy publishes port {target}")
+        if target == aport:
+            need(host_ip == "127.0.0.1", f"the admin port {aport} is published beyond the host's loopback")
 
 
 def duration_seconds(s):

@@ -98,7 +98,11 @@ static void test_always_refuses_a_redis_that_fsyncs_every_second(void **state)
     char url[64], listen[64], err[1024];
     snprintf(url, sizeof url, "CCSYNC_REDIS_URL=redis://127.0.0.1:%d/0", stack.redis_port);
     snprintf(listen, sizeof listen, "CCSYNC_LISTEN=127.0.0.1:%d", ts_free_port());
-    char *env[] = {url, listen, "CCSYNC_ADMIN_TOKEN=" ADMIN_TOKEN, "CCSYNC_DURABILITY=always",
+    char *env[] = {url,
+                   listen,
+                   "CCSYNC_ADMIN_TOKEN=" ADMIN_TOKEN,
+                   "CCSYNC_DURABILITY=always",
+                   "CCSYNC_ALLOW_PLAINTEXT_SECRETS=1",
                    NULL};
     assert_int_equal(run_alone(env, err, sizeof err), 2);
     /* one line, naming the variable and what Redis has */
@@ -136,7 +140,9 @@ static void test_health_answers_while_redis_is_awaited_and_the_rest_says_startin
     char url[64], listen[64];
     snprintf(url, sizeof url, "CCSYNC_REDIS_URL=redis://127.0.0.1:%d/0", stack.redis_port);
     snprintf(listen, sizeof listen, "CCSYNC_LISTEN=127.0.0.1:%d", stack.http_port[0]);
-    char *env[] = {url, listen, "CCSYNC_ADMIN_TOKEN=" ADMIN_TOKEN, NULL};
+    char key_file[256];
+    snprintf(key_file, sizeof key_file, "CCSYNC_SECRETS_KEY_FILE=%s", stack.key_file);
+    char *env[] = {url, listen, "CCSYNC_ADMIN_TOKEN=" ADMIN_TOKEN, key_file, NULL};
     char *argv[] = {ccsyncd, NULL};
     stack.ccsyncd_pid[0] = ts_spawn_logged(argv, env, log);
     snprintf(stack.base[0], sizeof stack.base[0], "http://127.0.0.1:%d", stack.http_port[0]);

@@ -249,6 +249,7 @@ static void start_ccsyncd(void)
     char *env[] = {listen,
                    redis_url,
                    "CCSYNC_ADMIN_TOKEN=" ADMIN_TOKEN,
+                   "CCSYNC_ALLOW_PLAINTEXT_SECRETS=1",
                    api_url,
                    token_url,
                    "CCSYNC_WORKERS=1",

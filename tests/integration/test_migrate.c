@@ -504,6 +504,7 @@ static pid_t start_ccsyncd(int http_port, const char *log)
     char *env[] = {e_listen,
                    e_redis,
                    "CCSYNC_ADMIN_TOKEN=migrate-admin-token",
+                   "CCSYNC_ALLOW_PLAINTEXT_SECRETS=1",
                    e_api,
                    e_token,
                    "CCSYNC_WORKERS=1",

@@ -23,6 +23,7 @@
 #include <time.h>
 
 #include "ccsync/config.h"
+#include "ccsync/keys.h"
 #include "ccsync/oauth.h"
 #include "ccsync/store.h"
 #include "peek.h"
@@ -170,7 +171,10 @@ static int start_all(void **state)
     snprintf(cfg.cc_api_url, sizeof cfg.cc_api_url, "http://127.0.0.1:%d/v3", fake.port);
     snprintf(cfg.cc_client_id, sizeof cfg.cc_client_id, "client-1");
     snprintf(cfg.cc_client_secret, sizeof cfg.cc_client_secret, "secret-1");
-    return 0;
+    /* tokens are sealed at rest, as in production */
+    char why[128];
+    return secrets_ring_parse("t1 MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=\n", &cfg.secrets,
+                              why, sizeof why);
 }
 
 static int stop_all(void **state)
@@ -205,7 +209,7 @@ static void put_credentials(const char *id, const char *access, const char *refr
                                    .cc_refresh_token = refresh,
                                    .cc_expires_at_ns = expires_at_ns};
     bool created;
-    assert_int_equal(store_association_put(c, id, &u, store_now_ns(), &created), 0);
+    assert_int_equal(store_association_put(c, &cfg.secrets, id, &u, store_now_ns(), &created), 0);
     redisFree(c);
 }
 
@@ -213,7 +217,7 @@ static struct association *get_association(const char *id)
 {
     static struct association a;
     redisContext *c = peek_connect(redis_port);
-    assert_int_equal(store_association_get(c, id, &a), 1);
+    assert_int_equal(store_association_get(c, &cfg.secrets, id, &a), 1);
     redisFree(c);
     return &a;
 }
@@ -266,6 +270,12 @@ static void test_expiring_token_is_refreshed_once_for_four_threads(void **state)
     assert_true(a->cc_expires_at_ns <= store_now_ns() + 86400 * SECOND);
     redisContext *c = peek_connect(redis_port);
     assert_false(peek_refresh_lock_exists(c, "assoc-1")); /* released */
+    /* the rotated tokens are stored sealed, not as CC sent them */
+    redisReply *r =
+        peek_command(c, "HMGET %s cc_access_token cc_refresh_token", key_association("assoc-1").s);
+    assert_true(strncmp(r->element[0]->str, "enc:v1:t1:", 10) == 0);
+    assert_true(strncmp(r->element[1]->str, "enc:v1:t1:", 10) == 0);
+    freeReplyObject(r);
     redisFree(c);
 }
 
@@ -391,7 +401,7 @@ static void put_during_refresh(void)
                                    .cc_refresh_token = "refresh-put",
                                    .cc_expires_at_ns = store_now_ns() + 3600 * SECOND};
     bool created;
-    store_association_put(c, "assoc-1", &u, store_now_ns(), &created);
+    store_association_put(c, &cfg.secrets, "assoc-1", &u, store_now_ns(), &created);
     redisFree(c);
 }
 
@@ -456,13 +466,13 @@ static void test_successful_call_marks_the_association_connected(void **state)
     put_credentials("assoc-1", "access-0", "refresh-0", store_now_ns() + 3600 * SECOND);
     redisContext *c = peek_connect(redis_port);
     /* A call made with a token that is no longer the stored one proves nothing. */
-    assert_int_equal(oauth_mark_connected(c, "assoc-1", "access-old"), 0);
+    assert_int_equal(oauth_mark_connected(c, &cfg, "assoc-1", "access-old"), 0);
     assert_string_equal(get_association("assoc-1")->cc_state, "unverified");
-    assert_int_equal(oauth_mark_connected(c, "assoc-1", "access-0"), 0);
+    assert_int_equal(oauth_mark_connected(c, &cfg, "assoc-1", "access-0"), 0);
     assert_string_equal(get_association("assoc-1")->cc_state, "connected");
     assert_string_equal(get_association("assoc-1")->cc_last_error, "");
     /* Unknown associations are not created. */
-    assert_int_equal(oauth_mark_connected(c, "nobody", "access-0"), 0);
+    assert_int_equal(oauth_mark_connected(c, &cfg, "nobody", "access-0"), 0);
     assert_false(peek_association_exists(c, "nobody"));
     redisFree(c);
 }

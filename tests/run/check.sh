@@ -222,6 +222,25 @@ status_page() {
         "$base/v1/associations/demo/groups/board/resync")" = 403 ] || { echo "the read token could write"; return 1; }
     echo "page $page"
 }
+# make run made a key file (0600) and its Redis holds the demo's secrets sealed only.
+secrets_sealed() {
+    local key status
+    key=$(sed -n 's/^SECRETS_KEY_FILE=//p' "$RUN_DIR/run.env")
+    if [ "$key" != "$RUN_DIR/secrets.key" ] || [ "$(stat -c %a "$key")" != 600 ]; then
+        echo "no key file of mode 0600 at $RUN_DIR/secrets.key (got '$key')"
+        return 1
+    fi
+    status=$(demo service)
+    if ! grep -q '"at_rest": *"sealed"' <<<"$status" || ! grep -q '"plaintext_values": *0' <<<"$status"; then
+        echo "the status does not say sealed: $status"
+        return 1
+    fi
+    for f in "$RUN_DIR"/appendonlydir/* "$RUN_DIR"/dump.rdb; do
+        [ -e "$f" ] || continue
+        if grep -q "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw" "$f"; then echo "$f holds the webhook secret"; return 1; fi
+    done
+    echo "key $key, $(grep -o '"key_id": *"[^"]*"' <<<"$status")"
+}
 # A second make run on the same RUN_DIR (another port) would take the first one's state.
 second_refused() {
     local out rc
@@ -234,6 +253,7 @@ second_refused() {
 if start demo >"$TMP/start.out" 2>&1; then
     check "demo: scripts/demo.sh walks the story (fields and tags, sync, join, leave, delete in CC, resync, audit)" demo_walk
     check "make run prints the status page's address with a read token that only reads" status_page
+    check "make run seals secrets at rest with a key file it made (0600)" secrets_sealed
     check "a second make run on the same RUN_DIR refuses and leaves the first alone" second_refused
     kill -INT -- "-$MAKE_PID"
     if wait_until 30 all_gone; then pass "stop: Ctrl-C (SIGINT to make's process group)"; else

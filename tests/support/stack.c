@@ -71,10 +71,10 @@ static int or_default(int v, int dflt)
  * overrides (putenv in order: a later entry wins). Kept in static storage. */
 static char **ccsyncd_env(int i)
 {
-    static char vars[STACK_MAX_CCSYNCD][9][128];
+    static char vars[STACK_MAX_CCSYNCD][11][256];
     static char *env[STACK_MAX_CCSYNCD][24 + STACK_MAX_ENV];
     const struct stack_options *o = &stack.o;
-    char(*v)[128] = vars[i];
+    char(*v)[256] = vars[i];
     snprintf(v[0], 128, "CCSYNC_LISTEN=127.0.0.1:%d", stack.http_port[i]);
     snprintf(v[1], 128, "CCSYNC_REDIS_URL=redis://127.0.0.1:%d/0", stack.redis_port);
     snprintf(v[2], 128, "CCSYNC_CC_API_URL=%s/v3", stack.sim_root);
@@ -84,13 +84,18 @@ static char **ccsyncd_env(int i)
     snprintf(v[6], 128, "CCSYNC_RECONCILE_SECONDS=%d", or_default(o->reconcile_seconds, 3600));
     snprintf(v[7], 128, "CCSYNC_LEASE_SECONDS=%d", or_default(o->lease_seconds, 15));
     snprintf(v[8], 128, "CCSYNC_SYNC_DELAY_MS=%d", or_default(o->sync_delay_ms, 100));
+    snprintf(v[9], 256, "CCSYNC_SECRETS_KEY_FILE=%s", stack.key_file);
+    if (stack.admin_port[i] > 0)
+        snprintf(v[10], 256, "CCSYNC_ADMIN_LISTEN=127.0.0.1:%d", stack.admin_port[i]);
+    else
+        snprintf(v[10], 256, "CCSYNC_ADMIN_LISTEN=");
     static char *fixed[] = {"CCSYNC_ADMIN_TOKEN=" ADMIN_TOKEN, "CCSYNC_LOG_FORMAT=json",
                             "CCSYNC_LOG_LEVEL=info",           "CCSYNC_ASSOCIATION_ID=",
                             "CCSYNC_WEBHOOK_SECRET=",          "CCSYNC_CC_ACCESS_TOKEN=",
                             "CCSYNC_CC_REFRESH_TOKEN=",        "CCSYNC_CC_EXPIRES_AT=",
                             "CCSYNC_CC_CLIENT_ID=ccsync-test"};
     size_t n = 0;
-    for (size_t k = 0; k < 9; k++)
+    for (size_t k = 0; k < 11; k++)
         env[i][n++] = v[k];
     for (size_t k = 0; k < sizeof fixed / sizeof fixed[0]; k++)
         env[i][n++] = fixed[k];
@@ -120,6 +125,11 @@ int stack_start_ccsyncd(int i)
     stack_log_path(log, sizeof log, what);
     stack.ccsyncd_pid[i] = ts_spawn_logged(argv, ccsyncd_env(i), log);
     snprintf(stack.base[i], sizeof stack.base[i], "http://127.0.0.1:%d", stack.http_port[i]);
+    if (stack.admin_port[i] > 0)
+        snprintf(stack.admin_base[i], sizeof stack.admin_base[i], "http://127.0.0.1:%d",
+                 stack.admin_port[i]);
+    else
+        memcpy(stack.admin_base[i], stack.base[i], sizeof stack.admin_base[i]);
     if (stack.ccsyncd_pid[i] <= 0 || ts_wait_port(stack.http_port[i], 10000) != 0)
         return -1;
     return ts_wait_for(ccsyncd_ready, &i, 20000, 50) ? 0 : -1;
@@ -171,12 +181,25 @@ static int make_dirs(const char *test)
     snprintf(stack.data_dir, sizeof stack.data_dir, "%s/%02d-redis-data", stack.log_dir,
              stack.serial);
     mkdir(stack.data_dir, 0755);
-    return 0;
+    snprintf(stack.key_file, sizeof stack.key_file, "%s/%02d-secrets.key", stack.log_dir,
+             stack.serial);
+    return stack_write_key_file(STACK_KEY_LINE "\n");
+}
+
+int stack_write_key_file(const char *text)
+{
+    FILE *f = fopen(stack.key_file, "w");
+    if (!f)
+        return -1;
+    chmod(stack.key_file, 0600);
+    bool ok = fputs(text, f) >= 0;
+    return fclose(f) == 0 && ok ? 0 : -1;
 }
 
 int stack_start(const char *test, const struct stack_options *o)
 {
     stack.o = *o;
+    memset(stack.admin_port, 0, sizeof stack.admin_port);
     if (make_dirs(test) != 0)
         return -1;
     stack.redis_port = ts_free_port();
@@ -189,6 +212,7 @@ int stack_start_service(void)
 {
     for (int i = 0; i < or_default(stack.o.n_ccsyncd, 1); i++) {
         stack.http_port[i] = ts_free_port();
+        stack.admin_port[i] = stack.o.admin_listener ? ts_free_port() : 0;
         if (stack_start_ccsyncd(i) != 0)
             return -1;
     }
@@ -259,7 +283,9 @@ void wait_reconcile_rounds(int n)
 struct reply api_at(int i, const char *method, const char *path, const char *body)
 {
     char url[512];
-    snprintf(url, sizeof url, "%s%s", stack.base[i], path);
+    /* base[i] unless there is an admin listener (a test may point base[i] elsewhere) */
+    snprintf(url, sizeof url, "%s%s", stack.admin_port[i] > 0 ? stack.admin_base[i] : stack.base[i],
+             path);
     const char *headers[] = {"Authorization: Bearer " ADMIN_TOKEN, "Content-Type: application/json",
                              NULL};
     return http(method, url, headers, body);

@@ -44,6 +44,7 @@ struct stack_options {
     bool aof_everysec;     /* with aof: appendfsync everysec (production's) instead */
     bool ccsyncd_later;    /* Redis and ccsim only: the test fills Redis first, then
                             * calls stack_start_service */
+    bool admin_listener;   /* CCSYNC_ADMIN_LISTEN on a port of its own: api() goes there */
     enum stack_connect connect;
     const char *env[STACK_MAX_ENV]; /* more "CCSYNC_X=v" for ccsyncd, over the above */
 };
@@ -52,11 +53,14 @@ struct stack {
     struct stack_options o;
     pid_t redis_pid, sim_pid, ccsyncd_pid[STACK_MAX_CCSYNCD];
     int redis_port, sim_port, http_port[STACK_MAX_CCSYNCD];
-    char sim_root[64];                /* http://127.0.0.1:PORT of ccsim */
-    char base[STACK_MAX_CCSYNCD][64]; /* http://127.0.0.1:PORT of each ccsyncd */
+    char sim_root[64];                      /* http://127.0.0.1:PORT of ccsim */
+    char base[STACK_MAX_CCSYNCD][64];       /* http://127.0.0.1:PORT of each ccsyncd */
+    int admin_port[STACK_MAX_CCSYNCD];      /* with admin_listener, else 0 */
+    char admin_base[STACK_MAX_CCSYNCD][64]; /* where api() goes: base, or the admin listener */
     char log_dir[128], data_dir[192];
-    int serial;                     /* the stack's number in this binary */
-    long msg_serial;                /* webhook ids sent */
+    char key_file[192]; /* CCSYNC_SECRETS_KEY_FILE: STACK_KEY_LINE unless a test rewrites it */
+    int serial;         /* the stack's number in this binary */
+    long msg_serial;    /* webhook ids sent */
     char access[256], refresh[256]; /* minted tokens (STACK_MINTED_TOKEN) */
 };
 
@@ -72,6 +76,13 @@ int stack_setup(void **state);
 int stack_start_service(void);
 /* Stops every process of the stack (a cmocka teardown). */
 int stack_stop(void **state);
+
+/* The stack's key ring: secrets are sealed at rest in every test, as in
+ * production. A test that rotates keys rewrites the file and restarts ccsyncd. */
+#define STACK_KEY_ID "test-1"
+#define STACK_KEY_LINE STACK_KEY_ID " MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="
+/* Replaces stack.key_file's text (mode 0600); 0 or -1. */
+int stack_write_key_file(const char *text);
 
 /* (Re)starts Redis on stack.redis_port; 0 or -1. */
 int stack_start_redis(void);

@@ -59,12 +59,15 @@ static void env_set(const char *name, const char *value)
     env_count++;
 }
 
-/* The smallest valid environment: only the admin token is required. */
+/* The smallest valid environment: the admin token, and a word on secrets at
+ * rest (here: plain text allowed, as for development; the key file has its own
+ * tests below). */
 static int setup_minimal(void **state)
 {
     (void)state;
     env_clear();
     env_set("CCSYNC_ADMIN_TOKEN", ADMIN_TOKEN);
+    env_set("CCSYNC_ALLOW_PLAINTEXT_SECRETS", "1");
     return 0;
 }
 
@@ -266,6 +269,74 @@ static void test_redis_url_forms_are_parsed(void **state)
     }
 }
 
+static void key_file(char path[64], const char *text);
+
+static void test_redis_url_is_percent_decoded_and_takes_ipv6_hosts(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *url, *host, *username, *password;
+        int port, db;
+    } cases[] = {
+        {"redis://u%40x:p%3Aw%2F%40d@cache:6380/1", "cache", "u@x", "p:w/@d", 6380, 1},
+        {"redis://:pa%25ss@[::1]:6379/0", "::1", "", "pa%ss", 6379, 0},
+        {"redis://[::1]", "::1", "", "", 6379, 0},
+        {"redis://[2001:db8::5]:7000/3", "2001:db8::5", "", "", 7000, 3},
+        {"redis://ccsync:%F0%9F%94%91k@[fe80::1]/", "fe80::1", "ccsync", "\xF0\x9F\x94\x91k", 6379,
+         0},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        struct redis_target t;
+        char why[128];
+        if (config_parse_redis_url(cases[i].url, &t, why, sizeof why) != 0)
+            fail_msg("%s refused: %s", cases[i].url, why);
+        assert_string_equal(t.host, cases[i].host);
+        assert_string_equal(t.username, cases[i].username);
+        assert_string_equal(t.password, cases[i].password);
+        assert_int_equal(t.port, cases[i].port);
+        assert_int_equal(t.db, cases[i].db);
+    }
+    const char *const secrets[] = {"s3cr", NULL};
+    expect_refused_with("CCSYNC_REDIS_URL", "redis://:s3cr%zz@cache",
+                        "CCSYNC_REDIS_URL: credentials are too long or hold a bad % escape (write "
+                        "%XX)",
+                        secrets);
+    expect_refused_with("CCSYNC_REDIS_URL", "redis://:s3cr%00t@cache",
+                        "CCSYNC_REDIS_URL: credentials are too long or hold a bad % escape (write "
+                        "%XX)",
+                        secrets);
+    expect_refused("CCSYNC_REDIS_URL", "redis://s3cr%4@cache",
+                   "CCSYNC_REDIS_URL: credentials are too long or hold a bad % escape (write %XX)");
+    expect_refused("CCSYNC_REDIS_URL", "redis://[::1",
+                   "CCSYNC_REDIS_URL: has an IPv6 host without its closing ]");
+    expect_refused("CCSYNC_REDIS_URL", "redis://[cache]:6379",
+                   "CCSYNC_REDIS_URL: has a bad IPv6 host");
+    expect_refused("CCSYNC_REDIS_URL", "redis://[]:6379", "CCSYNC_REDIS_URL: has a bad IPv6 host");
+    expect_refused("CCSYNC_REDIS_URL", "redis://[::1]x",
+                   "CCSYNC_REDIS_URL: is not "
+                   "redis://[:password@]host[:port][/db]");
+}
+
+static void test_redis_password_may_come_from_a_file(void **state)
+{
+    (void)state;
+    char path[64];
+    key_file(path, "pw-from-file\n");
+    env_set("CCSYNC_REDIS_URL", "redis://ccsync@redis:6379/0");
+    env_set("CCSYNC_REDIS_PASSWORD_FILE", path);
+    assert_int_equal(load(), 0);
+    assert_string_equal(cfg.redis.username, "ccsync");
+    assert_string_equal(cfg.redis.password, "pw-from-file");
+    expect_refused("CCSYNC_REDIS_URL", "redis://ccsync:other@redis:6379/0",
+                   "CCSYNC_REDIS_PASSWORD_FILE: is set but CCSYNC_REDIS_URL holds a password too; "
+                   "keep one");
+    unlink(path);
+    env_set("CCSYNC_REDIS_URL", "redis://ccsync@redis:6379/0");
+    char message[160];
+    snprintf(message, sizeof message, "CCSYNC_REDIS_PASSWORD_FILE: cannot read %s", path);
+    expect_refused("CCSYNC_REDIS_PASSWORD_FILE", path, message);
+}
+
 static void test_bad_redis_urls_are_refused_naming_the_variable(void **state)
 {
     (void)state;
@@ -458,6 +529,28 @@ static void test_bootstrap_secret_must_be_whsec_base64(void **state)
                    "CCSYNC_WEBHOOK_SECRET: required with CCSYNC_ASSOCIATION_ID, as whsec_<base64>");
 }
 
+static void test_bootstrap_secret_is_24_to_64_bytes(void **state)
+{
+    (void)state;
+    env_set("CCSYNC_ASSOCIATION_ID", "acme-1");
+    env_set("CCSYNC_WEBHOOK_SECRET", "whsec_AAECAwQFBgcICQoLDA0ODxAREhMUFRYX");
+    assert_int_equal(load(), 0);
+    env_set(
+        "CCSYNC_WEBHOOK_SECRET",
+        "whsec_AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8gISIjJCUmJygpKissLS4vMDEyMzQ1Njc4OTo7PD0+"
+        "Pw==");
+    assert_int_equal(load(), 0);
+    expect_refused("CCSYNC_WEBHOOK_SECRET", "whsec_AAECAwQFBgcICQoLDA0ODxAREhMUFRY=",
+                   "CCSYNC_WEBHOOK_SECRET: must decode to 24-64 bytes (Standard Webhooks); this "
+                   "one decodes to 23");
+    expect_refused(
+        "CCSYNC_WEBHOOK_SECRET",
+        "whsec_AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8gISIjJCUmJygpKissLS4vMDEyMzQ1Njc4OTo7PD0+"
+        "P0A=",
+        "CCSYNC_WEBHOOK_SECRET: must decode to 24-64 bytes (Standard Webhooks); this "
+        "one decodes to 65");
+}
+
 static void test_bootstrap_association_id_and_expiry_are_checked(void **state)
 {
     (void)state;
@@ -578,8 +671,9 @@ static void test_ccsyncd_exit_line_hides_redis_password(void **state)
 static void test_ccsyncd_exits_2_when_listen_address_is_not_ipv4(void **state)
 {
     (void)state;
-    char *const env[] = {"CCSYNC_ADMIN_TOKEN=" ADMIN_TOKEN, "CCSYNC_LISTEN=localhost:1",
-                         "CCSYNC_REDIS_URL=redis://127.0.0.1:1/0", "CCSYNC_WORKERS=1", NULL};
+    char *const env[] = {"CCSYNC_ADMIN_TOKEN=" ADMIN_TOKEN,        "CCSYNC_LISTEN=localhost:1",
+                         "CCSYNC_REDIS_URL=redis://127.0.0.1:1/0", "CCSYNC_WORKERS=1",
+                         "CCSYNC_ALLOW_PLAINTEXT_SECRETS=1",       NULL};
     expect_exit_2(env, "ccsyncd: CCSYNC_LISTEN: \"localhost\" is not an IPv4 address\n", false,
                   NULL);
 }
@@ -601,10 +695,110 @@ static void test_ccsyncd_exits_2_when_port_is_taken(void **state)
     snprintf(line, sizeof line,
              "ccsyncd: CCSYNC_LISTEN: cannot listen on 127.0.0.1:%d (Address already in use)\n",
              port);
-    char *const env[] = {"CCSYNC_ADMIN_TOKEN=" ADMIN_TOKEN, listen_var,
-                         "CCSYNC_REDIS_URL=redis://127.0.0.1:1/0", "CCSYNC_WORKERS=1", NULL};
+    char *const env[] = {"CCSYNC_ADMIN_TOKEN=" ADMIN_TOKEN,        listen_var,
+                         "CCSYNC_REDIS_URL=redis://127.0.0.1:1/0", "CCSYNC_WORKERS=1",
+                         "CCSYNC_ALLOW_PLAINTEXT_SECRETS=1",       NULL};
     expect_exit_2(env, line, false, NULL);
     close(fd);
+}
+
+/* ---- secrets at rest: CCSYNC_SECRETS_KEY_FILE ---- */
+
+#define KEY_A "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="
+
+/* Writes text to a fresh file; its path goes into path. */
+static void key_file(char path[64], const char *text)
+{
+    snprintf(path, 64, "/tmp/ccsync-test-config-key-XXXXXX");
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+    close(fd);
+}
+
+static void test_without_key_file_plaintext_must_be_allowed(void **state)
+{
+    (void)state;
+    env_set("CCSYNC_ALLOW_PLAINTEXT_SECRETS", "");
+    assert_int_equal(load(), -1);
+    assert_string_equal(err, "CCSYNC_SECRETS_KEY_FILE: is required (a file of \"KEY_ID BASE64\" "
+                             "lines; make one with scripts/make-secrets-key.sh), or set "
+                             "CCSYNC_ALLOW_PLAINTEXT_SECRETS=1 for development");
+    expect_refused("CCSYNC_ALLOW_PLAINTEXT_SECRETS", "yes",
+                   "CCSYNC_ALLOW_PLAINTEXT_SECRETS: \"yes\" is not 0 or 1");
+    env_set("CCSYNC_ALLOW_PLAINTEXT_SECRETS", "1");
+    assert_int_equal(load(), 0);
+    assert_int_equal(cfg.secrets.n, 0);
+    assert_int_equal(cfg.allow_plaintext_secrets, 1);
+}
+
+static void test_key_file_is_read_into_the_ring(void **state)
+{
+    (void)state;
+    char path[64];
+    key_file(path,
+             "# newest first\nk2 " KEY_A "\nk1 a2tra2tra2tra2tra2tra2tra2tra2tra2tra2tra2s=\n");
+    env_set("CCSYNC_ALLOW_PLAINTEXT_SECRETS", "");
+    env_set("CCSYNC_SECRETS_KEY_FILE", path);
+    assert_int_equal(load(), 0);
+    assert_int_equal(cfg.secrets.n, 2);
+    assert_string_equal(cfg.secrets.keys[0].id, "k2");
+    assert_string_equal(cfg.secrets.keys[1].id, "k1");
+    assert_string_equal(cfg.secrets_key_file, path);
+    unlink(path);
+}
+
+static void test_bad_key_file_is_refused_without_echoing_keys(void **state)
+{
+    (void)state;
+    char path[64];
+    const char *const secrets[] = {"c2hvcnQ=", NULL};
+    key_file(path, "k1 c2hvcnQ=\n");
+    expect_refused_with("CCSYNC_SECRETS_KEY_FILE", path,
+                        "CCSYNC_SECRETS_KEY_FILE: line 1: the key must be 32 bytes in base64 "
+                        "(openssl rand -base64 32)",
+                        secrets);
+    unlink(path);
+    char missing[128];
+    snprintf(missing, sizeof missing, "%s.gone", path);
+    char message[256];
+    snprintf(message, sizeof message, "CCSYNC_SECRETS_KEY_FILE: cannot read %s", missing);
+    expect_refused("CCSYNC_SECRETS_KEY_FILE", missing, message);
+    key_file(path, "# nothing yet\n");
+    expect_refused("CCSYNC_SECRETS_KEY_FILE", path, "CCSYNC_SECRETS_KEY_FILE: holds no key");
+    unlink(path);
+}
+
+static void test_admin_listen_is_optional_and_needs_a_port_of_its_own(void **state)
+{
+    (void)state;
+    assert_int_equal(load(), 0);
+    assert_int_equal(cfg.admin_listen_port, 0);
+    env_set("CCSYNC_ADMIN_LISTEN", "127.0.0.1:9090");
+    assert_int_equal(load(), 0);
+    assert_string_equal(cfg.admin_listen_host, "127.0.0.1");
+    assert_int_equal(cfg.admin_listen_port, 9090);
+    expect_refused(
+        "CCSYNC_ADMIN_LISTEN", "9090",
+        "CCSYNC_ADMIN_LISTEN: \"9090\" is not address:port (for example 127.0.0.1:9090)");
+    expect_refused("CCSYNC_ADMIN_LISTEN", "127.0.0.1:0",
+                   "CCSYNC_ADMIN_LISTEN: \"127.0.0.1:0\" is not address:port (for example "
+                   "127.0.0.1:9090)");
+    expect_refused("CCSYNC_ADMIN_LISTEN", "127.0.0.1:8080",
+                   "CCSYNC_ADMIN_LISTEN: port 8080 is CCSYNC_LISTEN's; give the admin listener a "
+                   "port of its own");
+}
+
+static void test_ccsyncd_exits_2_without_key_file(void **state)
+{
+    (void)state;
+    char *const env[] = {"CCSYNC_ADMIN_TOKEN=" ADMIN_TOKEN,
+                         "CCSYNC_SECRETS_KEY_FILE=", "CCSYNC_ALLOW_PLAINTEXT_SECRETS=", NULL};
+    expect_exit_2(env,
+                  "ccsyncd: configuration error: CCSYNC_SECRETS_KEY_FILE: is required (a file of "
+                  "\"KEY_ID BASE64\" lines; make one with scripts/make-secrets-key.sh), or set "
+                  "CCSYNC_ALLOW_PLAINTEXT_SECRETS=1 for development\n",
+                  true, NULL);
 }
 
 #define T(f) cmocka_unit_test_setup(f, setup_minimal)
@@ -620,6 +814,8 @@ int main(void)
         T(test_listen_with_bad_port_is_refused),
         T(test_redis_url_forms_are_parsed),
         T(test_bad_redis_urls_are_refused_naming_the_variable),
+        T(test_redis_url_is_percent_decoded_and_takes_ipv6_hosts),
+        T(test_redis_password_may_come_from_a_file),
         T(test_redis_url_errors_never_echo_the_password),
         T(test_missing_admin_token_is_refused),
         T(test_short_admin_token_is_refused_without_echo),
@@ -632,6 +828,7 @@ int main(void)
         T(test_unknown_log_level_is_refused),
         T(test_bootstrap_vars_without_association_id_are_refused),
         T(test_bootstrap_secret_must_be_whsec_base64),
+        T(test_bootstrap_secret_is_24_to_64_bytes),
         T(test_bootstrap_association_id_and_expiry_are_checked),
         T(test_bootstrap_is_read_whole),
         T(test_ccsyncd_exits_2_with_one_line_naming_bad_variable),
@@ -639,6 +836,11 @@ int main(void)
         T(test_ccsyncd_exit_line_hides_redis_password),
         T(test_ccsyncd_exits_2_when_listen_address_is_not_ipv4),
         T(test_ccsyncd_exits_2_when_port_is_taken),
+        T(test_without_key_file_plaintext_must_be_allowed),
+        T(test_key_file_is_read_into_the_ring),
+        T(test_bad_key_file_is_refused_without_echoing_keys),
+        T(test_ccsyncd_exits_2_without_key_file),
+        T(test_admin_listen_is_optional_and_needs_a_port_of_its_own),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
