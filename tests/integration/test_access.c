@@ -81,6 +81,8 @@ static void test_a_read_token_reads_its_association_and_changes_nothing(void **s
     reply_free(&r);
     assert_int_equal(status_as(token, "GET", "/v1/associations/" ASSOC "/groups", NULL), 200);
     assert_int_equal(status_as(token, "GET", "/v1/associations/" ASSOC "/audit", NULL), 200);
+    assert_int_equal(status_as(token, "GET", "/v1/associations/" ASSOC "/groups/g1/members", NULL),
+                     200);
     /* every write route: 403 forbidden */
     const char *writes[][3] = {
         {"PUT", "/v1/associations/" ASSOC, "{\"webhook_secret\":\"" SECRET "\"}"},
