@@ -122,6 +122,7 @@ static void refresh_queue_gauges(redisContext *c)
 int admin_metrics(struct app *app, struct http_request *req)
 {
     refresh_queue_gauges(http_redis(req));
+    group_metrics_refresh(http_redis(req));
     char *text;
     size_t len;
     if (metrics_render(&text, &len) != 0) {

@@ -45,6 +45,9 @@ static const struct {
     {"ccsync_cc_requests_total", "Constant Contact requests, by operation and outcome."},
     {"ccsync_events_processed_total", "Events folded into state by the workers, by outcome."},
     {"ccsync_syncs_total", "Group syncs run, by outcome."},
+    {"ccsync_groups",
+     "Groups of every association by state and error code (\"\" without one), read from Redis "
+     "at scrape time: the same in every process."},
 };
 
 static pthread_mutex_t metrics_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -106,6 +109,20 @@ void metrics_set(const char *name, const char *labels, double value)
     struct series *s = find(name, labels, KIND_GAUGE);
     if (s)
         s->value = value;
+    pthread_mutex_unlock(&metrics_lock);
+}
+
+void metrics_set_all(const char *name, size_t n, const char *const *labels, const double *values)
+{
+    pthread_mutex_lock(&metrics_lock);
+    for (size_t i = 0; i < METRICS_MAX_SERIES; i++)
+        if (table[i].kind == KIND_GAUGE && strcmp(table[i].name, name) == 0)
+            table[i].value = 0; /* a series that is gone reads 0 rather than its last value */
+    for (size_t i = 0; i < n; i++) {
+        struct series *s = find(name, labels[i], KIND_GAUGE);
+        if (s)
+            s->value = values[i];
+    }
     pthread_mutex_unlock(&metrics_lock);
 }
 

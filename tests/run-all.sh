@@ -93,6 +93,7 @@ add_binaries build plain
 order_jobs
 [ -x tests/contract/run.sh ] && JOBS+=("script|contract|$LOG_DIR/contract.log|env BUILD=build tests/contract/run.sh")
 [ -x scripts/lint-openapi.sh ] && JOBS+=("script|openapi|$LOG_DIR/openapi.log|scripts/lint-openapi.sh")
+[ -x tests/alerts/check.sh ] && JOBS+=("script|alerts|$LOG_DIR/alerts.log|tests/alerts/check.sh")
 [ -x tests/deploy/check.sh ] && JOBS+=("script|deploy|$LOG_DIR/deploy.log|env BUILD=build tests/deploy/check.sh")
 # make run and its demo take a minute of waiting: started among the first.
 [ -x tests/run/check.sh ] && JOBS=("script|run|$LOG_DIR/run.log|env BUILD=build tests/run/check.sh" "${JOBS[@]}")

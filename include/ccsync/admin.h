@@ -32,6 +32,10 @@ int admin_revoke_token(struct app *app, struct http_request *req);
 /* A group's members with their status, JSON or CSV (admin_members.c). */
 int admin_list_members(struct app *app, struct http_request *req);
 
+/* The ccsync_groups{state,error_code} gauges, counted in Redis (group_metrics.c). */
+struct redisContext;
+int group_metrics_refresh(struct redisContext *c);
+
 /* The status page (ui.c): GET /ui/, /ui/app.js, /ui/app.css; /ui redirects. */
 int ui_page(struct app *app, struct http_request *req);
 int ui_script(struct app *app, struct http_request *req);
