@@ -747,13 +747,17 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     metrics_inc("ccsync_http_requests_total", labels);
     snprintf(labels, sizeof labels, "route=\"%s\"", req->route_name);
     metrics_observe("ccsync_http_request_duration_seconds", labels, secs);
-    bool quiet = req->route && req->route->auth == AUTH_NONE && status == 200;
-    if (!quiet || log_enabled(LOG_DEBUG)) {
-        log_info("http_request", LOG_STR("route", req->route_name), LOG_INT("status", status),
-                 LOG_STR("association", req->log_association[0] ? req->log_association : NULL),
-                 LOG_STR("webhook_id", req->log_webhook_id[0] ? req->log_webhook_id : NULL),
-                 LOG_INT("duration_us", (long long)(secs * 1e6)),
-                 LOG_STR("completed", toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "yes" : "no"));
+    /* A GET answered 200 or 304 (a probe, a scrape, a polling dashboard) is a
+     * debug line: at info the log keeps what changed something or failed. */
+    bool quiet =
+        req->route && strcmp(req->route->method, "GET") == 0 && (status == 200 || status == 304);
+    enum log_level level = quiet ? LOG_DEBUG : LOG_INFO;
+    if (log_enabled(level)) {
+        LOG_AT_(level, "http_request", LOG_STR("route", req->route_name), LOG_INT("status", status),
+                LOG_STR("association", req->log_association[0] ? req->log_association : NULL),
+                LOG_STR("webhook_id", req->log_webhook_id[0] ? req->log_webhook_id : NULL),
+                LOG_INT("duration_us", (long long)(secs * 1e6)),
+                LOG_STR("completed", toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "yes" : "no"));
     }
     json_object_put(req->json);
     free(req->body);

@@ -2,7 +2,7 @@
  * test_status_metrics.c (integration) - what a dashboard reads without JSON:
  * the ccsync_groups{state,error_code} gauges follow the groups (a list deleted
  * in Constant Contact shows as one group in error with that code, and clears
- * after the resync).
+ * after the resync), and a polling dashboard's GETs are logged at debug, not info.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -79,11 +79,58 @@ static void test_groups_gauge_shows_a_deleted_list_until_resync(void **state)
     assert_true(metric(SYNCED) == 2);
 }
 
+/* A dashboard polls: its GETs are debug lines; a write and an error stay info. */
+static void test_status_gets_are_logged_at_debug(void **state)
+{
+    (void)state;
+    send_group("board", "Board", false, 1);
+    wait_folded();
+    for (int i = 0; i < 3; i++) {
+        struct reply r = api("GET", "/v1/associations/" ASSOC "/groups", NULL);
+        assert_int_equal(r.status, 200);
+        reply_free(&r);
+    }
+    struct reply r = api("GET", "/v1/associations/" ASSOC "/groups/nope", NULL);
+    assert_int_equal(r.status, 404);
+    reply_free(&r);
+    r = api("POST", "/v1/associations/" ASSOC "/groups/board/resync", NULL);
+    assert_int_equal(r.status, 409);
+    reply_free(&r);
+    wait_log_count(0, "\"route\":\"group_resync\"", 1, WAIT_MS);
+    /* at the default level (info) none of the successful GETs is logged */
+    assert_int_equal(stack_log_count(0, "\"route\":\"groups_list\""), 0);
+    assert_int_equal(stack_log_count(0, "\"route\":\"group_get\""), 1);
+    assert_int_equal(stack_log_count(0, "\"route\":\"status\""), 0);
+}
+
+/* With CCSYNC_LOG_LEVEL=debug the same GETs are there, as debug lines. */
+static int setup_debug(void **state)
+{
+    (void)state;
+    struct stack_options o = {.env = {"CCSYNC_LOG_LEVEL=debug"}};
+    return stack_start("test-status-metrics", &o);
+}
+
+static void test_status_gets_show_at_debug_level(void **state)
+{
+    (void)state;
+    struct reply r = api("GET", "/v1/associations/" ASSOC "/groups", NULL);
+    assert_int_equal(r.status, 200);
+    reply_free(&r);
+    wait_log_count(0, "\"level\":\"debug\",\"msg\":\"http_request\",\"route\":\"groups_list\"", 1,
+                   WAIT_MS);
+    assert_int_equal(stack_log_count(0, "\"route\":\"groups_list\""), 1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_groups_gauge_shows_a_deleted_list_until_resync,
                                         setup_reconcile, stack_stop),
+        cmocka_unit_test_setup_teardown(test_status_gets_are_logged_at_debug, stack_setup,
+                                        stack_stop),
+        cmocka_unit_test_setup_teardown(test_status_gets_show_at_debug_level, setup_debug,
+                                        stack_stop),
     };
     const char *filter = getenv("TEST_FILTER");
     if (filter && *filter)
