@@ -93,6 +93,7 @@ static const struct route routes[] = {
     {"GET",  "/ui/",                                   "ui",                  AUTH_NONE,      BODY_NONE,    NEEDS_NOTHING,     NULL,                 ui_page},
     {"GET",  "/ui/app.js",                             "ui",                  AUTH_NONE,      BODY_NONE,    NEEDS_NOTHING,     NULL,                 ui_script},
     {"GET",  "/ui/app.css",                            "ui",                  AUTH_NONE,      BODY_NONE,    NEEDS_NOTHING,     NULL,                 ui_style},
+    {"GET",  "/ui/icon.svg",                           "ui",                  AUTH_NONE,      BODY_NONE,    NEEDS_NOTHING,     NULL,                 ui_icon},
     {"POST", "/v1/associations/{a}/webhooks/novi",     "webhook",             AUTH_SIGNATURE, BODY_WEBHOOK, NEEDS_NOTHING,     NULL,                 ingest_handle_webhook},
     {"PUT",  "/v1/associations/{a}",                   "association_put",     AUTH_WRITE,     BODY_JSON,    NEEDS_REDIS,       admin_check_update,   admin_put_association},
     {"GET",  "/v1/associations/{a}",                   "association_get",     AUTH_READ,      BODY_NONE,    NEEDS_ASSOCIATION, NULL,                 admin_get_association},
@@ -130,7 +131,7 @@ struct http_server {
 
 struct extra_header {
     char name[32];
-    char value[96];
+    char value[256]; /* the status page's Content-Security-Policy is about 200 */
 };
 
 struct http_request {

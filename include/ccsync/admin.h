@@ -36,10 +36,11 @@ int admin_list_members(struct app *app, struct http_request *req);
 struct redisContext;
 int group_metrics_refresh(struct redisContext *c);
 
-/* The status page (ui.c): GET /ui/, /ui/app.js, /ui/app.css; /ui redirects. */
+/* The status page (ui.c): GET /ui/, /ui/app.js, /ui/app.css, /ui/icon.svg; /ui redirects. */
 int ui_page(struct app *app, struct http_request *req);
 int ui_script(struct app *app, struct http_request *req);
 int ui_style(struct app *app, struct http_request *req);
+int ui_icon(struct app *app, struct http_request *req);
 int ui_redirect(struct app *app, struct http_request *req);
 
 /* Route checks, run before Redis is asked: true to go on, false after a 400. */

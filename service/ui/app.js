@@ -161,8 +161,10 @@ function errorTip(g) {
   const what = g.error.code === 'list_deleted_in_constant_contact'
     ? 'The list ' + listName + ' was deleted in Constant Contact.'
     : g.error.message || g.error.code;
-  tip.append(el('strong', {}, what));
-  if (g.error.message && g.error.message !== what) tip.append(el('span', {}, g.error.message + ' '));
+  tip.append(el('strong', {}, what + ' '));
+  // (a deleted list's message says what the remedy below says)
+  if (g.error.message && g.error.message !== what && g.error.code !== 'list_deleted_in_constant_contact')
+    tip.append(el('span', {}, g.error.message + ' '));
   tip.append(el('span', {}, 'Since ' + when(g.error.since) + '. '));
   tip.append(el('span', {}, REMEDIES[g.error.code] || ''));
   button.addEventListener('keydown', (e) => { if (e.key === 'Escape') button.blur(); });
