@@ -15,6 +15,7 @@
 #include "ccsync/facts.h"
 #include "ccsync/keys.h"
 #include "ccsync/model.h"
+#include "ccsync/notify.h"
 #include "ccsync/script.h"
 #include "ccsync/store.h"
 #include "ccsync/webhook.h"
@@ -124,9 +125,13 @@ int group_set_error(redisContext *c, const char *association, const char *group,
     char now[32];
     rfc3339_format(store_now_ns(), now, sizeof now);
     struct key key = key_group(association, group);
-    if (store_exec(c, "HSETNX %s err_since %s", key.s, now) != STORE_OK)
+    if (store_exec(c, "HSETNX %s err_since %s", key.s, now) != STORE_OK ||
+        store_exec(c, "HSET %s state %s err_code %s err_msg %s", key.s, state, code, message) !=
+            STORE_OK)
         return STORE_ERR;
-    return store_exec(c, "HSET %s state %s err_code %s err_msg %s", key.s, state, code, message);
+    /* a group entering error is a notification (notify.c: once per error) */
+    return strcmp(state, "error") == 0 ? notify_group_error(c, association, group, code, message)
+                                       : STORE_OK;
 }
 
 int group_clear_error(redisContext *c, const char *association, const char *group)
@@ -144,7 +149,8 @@ int group_set_synced(redisContext *c, const char *association, const char *group
     char now[32];
     rfc3339_format(store_now_ns(), now, sizeof now);
     if (store_exec(c, "HSET %s state synced last_synced_at %s", key_group(association, group).s,
-                    now) != STORE_OK)
+                   now) != STORE_OK ||
+        notify_group_synced(c, association, group) != STORE_OK) /* recovered, if it was in error */
         return STORE_ERR;
     return group_clear_error(c, association, group);
 }
@@ -154,14 +160,14 @@ int group_write_counts(redisContext *c, const char *association, const char *gro
 {
     const struct plan_counts *k = &pl->counts;
     return store_exec(c,
-                       "HSET %s c_members %lld c_no_email %lld c_invalid_email %lld "
-                       "c_duplicate_email %lld c_do_not_email %lld c_unsubscribed %lld "
-                       "c_rejected %lld c_in_list %lld pending %lld",
-                       key_group(association, group).s, (long long)k->members,
-                       (long long)k->no_email, (long long)k->invalid_email,
-                       (long long)k->duplicate_email, (long long)k->do_not_email,
-                       (long long)k->unsubscribed, (long long)k->rejected, (long long)k->in_list,
-                       (long long)(pl->pending.imports + pl->pending.removes));
+                      "HSET %s c_members %lld c_no_email %lld c_invalid_email %lld "
+                      "c_duplicate_email %lld c_do_not_email %lld c_unsubscribed %lld "
+                      "c_rejected %lld c_in_list %lld pending %lld",
+                      key_group(association, group).s, (long long)k->members,
+                      (long long)k->no_email, (long long)k->invalid_email,
+                      (long long)k->duplicate_email, (long long)k->do_not_email,
+                      (long long)k->unsubscribed, (long long)k->rejected, (long long)k->in_list,
+                      (long long)(pl->pending.imports + pl->pending.removes));
 }
 
 int group_set_disabled(redisContext *c, const char *association, const char *group)
@@ -170,10 +176,10 @@ int group_set_disabled(redisContext *c, const char *association, const char *gro
     /* The counts describe the list: with sync off there is none, as for a
      * group that never synced. */
     if (store_exec(c,
-                    "HSET %s state disabled pending 0 c_members 0 c_no_email 0 "
-                    "c_invalid_email 0 c_duplicate_email 0 c_do_not_email 0 c_unsubscribed 0 "
-                    "c_rejected 0 c_in_list 0",
-                    key.s) != STORE_OK ||
+                   "HSET %s state disabled pending 0 c_members 0 c_no_email 0 "
+                   "c_invalid_email 0 c_duplicate_email 0 c_do_not_email 0 c_unsubscribed 0 "
+                   "c_rejected 0 c_in_list 0",
+                   key.s) != STORE_OK ||
         store_exec(c, "HDEL %s list_id list_name list_state journal resync", key.s) != STORE_OK ||
         store_exec(c, "DEL %s", key_applied(association, group).s) != STORE_OK)
         return STORE_ERR;
@@ -217,7 +223,7 @@ int group_link_list(redisContext *c, const char *association, const char *group,
                     const char *list_id, const char *name)
 {
     if (store_exec(c, "HSET %s list_id %s list_name %s list_state active",
-                    key_group(association, group).s, list_id, name) != STORE_OK)
+                   key_group(association, group).s, list_id, name) != STORE_OK)
         return STORE_ERR;
     return store_exec(c, "DEL %s", key_applied(association, group).s);
 }

@@ -120,3 +120,18 @@ struct key key_token_uses(const char *association)
 {
     return key_format(ASSOC_KEY(KEY_TOKEN_USES), association);
 }
+
+struct key key_notify(const char *association)
+{
+    return key_format(ASSOC_KEY(KEY_NOTIFY), association);
+}
+
+struct key key_notify_events(const char *association)
+{
+    return key_format(ASSOC_KEY(KEY_NOTIFY_EVENTS), association);
+}
+
+struct key key_notify_lease(const char *association)
+{
+    return key_format(ASSOC_KEY(KEY_NOTIFY_LEASE), association);
+}

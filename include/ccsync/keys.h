@@ -55,6 +55,9 @@ struct key {
 #define KEY_ASSOC_DIRTY "dirty"
 #define KEY_TOKENS "tokens"         /* hash: token id -> the token's record (hash, scope, name) */
 #define KEY_TOKEN_USES "token-uses" /* hash: token id -> when it was last used (ns) */
+#define KEY_NOTIFY "notify"               /* hash: notifications url, secret, delivery state */
+#define KEY_NOTIFY_EVENTS "notify:events" /* stream: notifications not delivered yet */
+#define KEY_NOTIFY_LEASE "notify-lease"   /* one process delivers the association's */
 
 /* Global keys. */
 #define KEY_EVENTS KEY_ROOT "events"             /* stream of accepted webhooks */
@@ -92,6 +95,9 @@ struct key key_refresh_lock(const char *association);
 struct key key_dirty(const char *association);
 struct key key_tokens(const char *association);
 struct key key_token_uses(const char *association);
+struct key key_notify(const char *association);
+struct key key_notify_events(const char *association);
+struct key key_notify_lease(const char *association);
 
 /* The shared CC budget's keys: "ccsync:cc:{APP}:WHAT" (global: one key a CC
  * application, shared by every association). */
