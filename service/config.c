@@ -381,11 +381,10 @@ int config_load(struct config *c, config_lookup_fn lookup, char *err, size_t err
     static const load_step steps[] = {
         load_listen,  load_redis,   load_admin_token, load_cc_endpoints, load_cc_budget,
         load_workers, load_logging, load_limits,      load_durability,   load_bootstrap,
-        load_notify,
     };
     memset(c, 0, sizeof *c);
     for (size_t i = 0; i < sizeof steps / sizeof steps[0]; i++)
         if (steps[i](c, lookup, err, err_size) != 0)
             return -1;
-    return 0;
+    return load_notify(c, lookup, err, err_size);
 }

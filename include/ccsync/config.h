@@ -46,7 +46,7 @@ struct config {
     int lease_seconds;      /* how long a worker holds a group (or a reconcile) without renewing */
     int durability;         /* enum durability_mode: CCSYNC_DURABILITY */
     int replica_timeout_ms; /* CCSYNC_REPLICA_TIMEOUT_MS: replica mode's WAIT */
-    int notify_allow_private; /* CCSYNC_NOTIFY_ALLOW_PRIVATE=1: notifications to private addresses */
+    int notify_allow_private; /* CCSYNC_NOTIFY_ALLOW_PRIVATE=1: notify private addresses */
 
     /* Optional bootstrap of one association (single-association deployments). */
     char boot_association_id[65];

@@ -55,9 +55,13 @@ struct key {
 #define KEY_ASSOC_DIRTY "dirty"
 #define KEY_TOKENS "tokens"         /* hash: token id -> the token's record (hash, scope, name) */
 #define KEY_TOKEN_USES "token-uses" /* hash: token id -> when it was last used (ns) */
-#define KEY_NOTIFY "notify"               /* hash: notifications url, secret, delivery state */
-#define KEY_NOTIFY_EVENTS "notify:events" /* stream: notifications not delivered yet */
-#define KEY_NOTIFY_LEASE "notify-lease"   /* one process delivers the association's */
+
+/* Notifications (notify.c): the settings and delivery state (hash), the
+ * notifications not delivered yet (stream), the lease of the process
+ * delivering them. */
+#define KEY_NOTIFY "notify"
+#define KEY_NOTIFY_EVENTS "notify:events"
+#define KEY_NOTIFY_LEASE "notify-lease"
 
 /* Global keys. */
 #define KEY_EVENTS KEY_ROOT "events"             /* stream of accepted webhooks */
