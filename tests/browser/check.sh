@@ -15,7 +15,9 @@ give_up() {
     echo "browser: 0 passed, 1 failed"
     exit 1
 }
-[ -x "$BUILD/ccsyncd" ] && [ -x "$BUILD/ccsim" ] || give_up "no $BUILD/ccsyncd or $BUILD/ccsim (make)"
+if ! [ -x "$BUILD/ccsyncd" ] || ! [ -x "$BUILD/ccsim" ]; then
+    give_up "no $BUILD/ccsyncd or $BUILD/ccsim (make)"
+fi
 [ -n "$CHROMIUM" ] || give_up "no chromium (Debian package chromium: make deps)"
 [ -d tests/browser/node_modules/puppeteer-core ] || give_up "no puppeteer-core (scripts/install-npm.sh)"
 
@@ -28,27 +30,40 @@ try: s.bind(("127.0.0.1", int(sys.argv[1])))
 except OSError: sys.exit(1)' "$1"; }
 base=${TEST_PORT_BASE:-20000}
 span=${TEST_PORT_SPAN:-1000}
-PORT=""
-for _ in $(seq 1 50); do
-    p=$((base + RANDOM % span))
-    if port_free "$p"; then PORT=$p; break; fi
-done
-[ -n "$PORT" ] || give_up "no free port in $base..$((base + span))"
-export CCSYNC_LISTEN=127.0.0.1:$PORT CCSYNC_RECONCILE_SECONDS=1 CCSYNC_SYNC_DELAY_MS=100
+export CCSYNC_RECONCILE_SECONDS=1 CCSYNC_SYNC_DELAY_MS=100
 export CCSYNC_LOG_FORMAT=json CCSYNC_SHUTDOWN_GRACE_SECONDS=5
 unset CCSYNC_REDIS_URL CCSYNC_CC_API_URL CCSYNC_ASSOCIATION_ID
-
-scripts/run-dev.sh >"$TMP/run.log" 2>&1 &
-RUN=$!
+RUN=""
 stop() {
-    kill -TERM "$RUN" 2>/dev/null && wait "$RUN" 2>/dev/null
+    [ -n "$RUN" ] && kill -TERM "$RUN" 2>/dev/null && wait "$RUN" 2>/dev/null
+    return 0
 }
 trap stop EXIT
-for _ in $(seq 1 300); do
-    [ -s "$RUN_DIR/run.env" ] && break
-    kill -0 "$RUN" 2>/dev/null || break
-    sleep 0.1
-done
+# start: make run's stack on a free port of the range; 1 when it did not come up. A port
+# found free can still be taken before ccsyncd binds it (run-dev.sh gives Redis and the
+# simulator ephemeral ports): then another port is tried.
+start() {
+    local p=""
+    for _ in $(seq 1 50); do
+        p=$((base + RANDOM % span))
+        port_free "$p" && break
+        p=""
+    done
+    [ -n "$p" ] || return 1
+    export CCSYNC_LISTEN=127.0.0.1:$p
+    rm -f "$RUN_DIR/run.env"
+    scripts/run-dev.sh >"$TMP/run.log" 2>&1 &
+    RUN=$!
+    for _ in $(seq 1 300); do
+        [ -s "$RUN_DIR/run.env" ] && return 0
+        kill -0 "$RUN" 2>/dev/null || break
+        sleep 0.1
+    done
+    stop
+    RUN=""
+    return 1
+}
+for _ in 1 2 3; do start && break; done
 [ -s "$RUN_DIR/run.env" ] || { tail -20 "$TMP/run.log"; give_up "make run's stack did not start"; }
 # shellcheck disable=SC1091 # written by run-dev.sh
 . "$RUN_DIR/run.env"
