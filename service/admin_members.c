@@ -3,10 +3,14 @@
  * of a group with its status (in_list, pending, or why it is not on the list),
  * paged by UniqueID, as JSON or (Accept: text/csv) as the "email sync report".
  *
+ * GET /v1/associations/{a}/members/{m}: one member's record and its status in
+ * every group it is in.
+ *
  * The statuses come from memberstatus.c, the engine's own plan, so a page adds
  * up to the group's counts. A group whose sync is off has no list and no
  * counts: its page is empty, as its counts are zero.
  */
+#include <hiredis/hiredis.h>
 #include <json-c/json.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -14,7 +18,9 @@
 #include <string.h>
 
 #include "ccsync/admin.h"
+#include "ccsync/facts.h"
 #include "ccsync/http.h"
+#include "ccsync/keys.h"
 #include "ccsync/memberstatus.h"
 #include "ccsync/model.h"
 #include "ccsync/store.h"
@@ -154,17 +160,23 @@ static const char *detail_of(const struct member_status *ms, const struct group_
     return NULL;
 }
 
+/* "FirstName LastName", or the company's name for a company record. */
+static void member_name(const struct member_record *m, char *out, size_t size)
+{
+    if (m->type == CUSTOMER_COMPANY && m->company)
+        snprintf(out, size, "%s", m->company);
+    else
+        snprintf(out, size, "%s%s%s", m->first_name ? m->first_name : "",
+                 m->first_name && m->last_name ? " " : "", m->last_name ? m->last_name : "");
+}
+
 static void row_of(const struct member_status *ms, const struct group_state *gs, size_t i,
                    const char *duplicate_of, struct member_row *row)
 {
     const struct member_record *m = &ms->members.records[i];
     memset(row, 0, sizeof *row);
     row->unique_id = m->id;
-    if (m->type == CUSTOMER_COMPANY && m->company)
-        snprintf(row->name, sizeof row->name, "%s", m->company);
-    else
-        snprintf(row->name, sizeof row->name, "%s%s%s", m->first_name ? m->first_name : "",
-                 m->first_name && m->last_name ? " " : "", m->last_name ? m->last_name : "");
+    member_name(m, row->name, sizeof row->name);
     row->email = m->email;
     row->status = member_status_name(&ms->plan.outcomes[i]);
     row->detail = detail_of(ms, gs, i);
@@ -433,5 +445,103 @@ int admin_list_members(struct app *app, struct http_request *req)
     page_free(&p);
     member_status_free(&ms);
     free(gs);
+    return HTTP_DONE;
+}
+
+/* ---- one member in every group: GET /v1/associations/{a}/members/{m} ---- */
+
+/* The member's status in group g ({"group_id","group_name","status",...}), or
+ * NULL when the group is gone or the member is not in it. STORE_ERR in *rc. */
+static json_object *member_in_group(redisContext *c, const char *assoc, const char *g,
+                                    const char *member, int *rc)
+{
+    struct group_state *gs = malloc(sizeof *gs);
+    struct member_status ms = {0};
+    json_object *o = NULL;
+    *rc = gs && group_load(c, assoc, g, gs) == STORE_OK ? STORE_OK : STORE_ERR;
+    if (*rc == STORE_OK && gs->exists && !(gs->deleted && !gs->list_id[0]))
+        *rc = member_status_load(c, assoc, g, gs, &ms);
+    for (size_t i = 0; *rc == STORE_OK && i < ms.members.n && !o; i++) {
+        if (strcmp(ms.members.records[i].id, member) != 0)
+            continue;
+        struct page p = {.ms = &ms};
+        bool dup = ms.plan.outcomes[i].reason == PLAN_DUPLICATE_EMAIL;
+        struct member_row row;
+        row_of(&ms, gs, i, dup ? duplicate_of(&p, i) : NULL, &row);
+        o = json_object_new_object();
+        json_object_object_add(o, "group_id", json_object_new_string(g));
+        json_object_object_add(o, "group_name", json_object_new_string(gs->name));
+        /* a group whose sync is off has no list to be on */
+        json_object_object_add(o, "status", ms.listed ? json_object_new_string(row.status) : NULL);
+        json_object_object_add(
+            o, "detail",
+            str_or_null(ms.listed ? row.detail : "the group does not sync to Constant Contact"));
+        json_object_object_add(o, "duplicate_of", str_or_null(ms.listed ? row.duplicate_of : NULL));
+        json_object_object_add(o, "since", str_or_null(row.since));
+        page_free(&p);
+    }
+    member_status_free(&ms);
+    free(gs);
+    return o;
+}
+
+/* The member's record ({"unique_id","name","email"}) or NULL when none is stored. */
+static json_object *member_view(redisContext *c, const char *assoc, const char *member, int *rc)
+{
+    redisReply *r = store_command(c, "HGET %s rec", key_member(assoc, member).s);
+    *rc = r && (r->type == REDIS_REPLY_STRING || r->type == REDIS_REPLY_NIL) ? STORE_OK : STORE_ERR;
+    struct member_record m = {0};
+    json_object *o = NULL;
+    if (*rc == STORE_OK && r->type == REDIS_REPLY_STRING &&
+        facts_record_parse(r->str, member, &m) == 0) {
+        char name[256];
+        member_name(&m, name, sizeof name);
+        o = json_object_new_object();
+        json_object_object_add(o, "unique_id", json_object_new_string(member));
+        json_object_object_add(o, "name", json_object_new_string(name));
+        json_object_object_add(o, "email", str_or_null(m.email));
+        member_record_clear(&m);
+    }
+    freeReplyObject(r);
+    return o;
+}
+
+static int by_reply_string(const void *a, const void *b)
+{
+    return strcmp((*(redisReply *const *)a)->str, (*(redisReply *const *)b)->str);
+}
+
+int admin_get_member(struct app *app, struct http_request *req)
+{
+    (void)app;
+    const char *assoc = http_param(req, 0), *member = http_param(req, 1);
+    redisContext *c = http_redis(req);
+    int rc;
+    json_object *o = member_view(c, assoc, member, &rc);
+    redisReply *ids =
+        rc == STORE_OK ? store_command(c, "SMEMBERS %s", key_member_groups(assoc, member).s) : NULL;
+    json_object *groups = json_object_new_array();
+    rc = ids && ids->type == REDIS_REPLY_ARRAY ? STORE_OK : STORE_ERR;
+    if (rc == STORE_OK) /* a set: in group id order, the same answer every time */
+        qsort(ids->element, ids->elements, sizeof *ids->element, by_reply_string);
+    for (size_t i = 0; rc == STORE_OK && i < ids->elements; i++) {
+        json_object *g = member_in_group(c, assoc, ids->element[i]->str, member, &rc);
+        if (g)
+            json_object_array_add(groups, g);
+    }
+    freeReplyObject(ids);
+    if (rc != STORE_OK) {
+        http_reply_redis_unavailable(req, "read failed");
+    } else if (!o) {
+        http_reply_error(req, 404, "unknown_member", "no member \"%s\" in association \"%s\"",
+                         member, assoc);
+    } else {
+        json_object_object_add(o, "groups", groups);
+        groups = NULL;
+        http_reply_json(req, 200, o);
+        o = NULL;
+    }
+    json_object_put(groups);
+    json_object_put(o);
     return HTTP_DONE;
 }

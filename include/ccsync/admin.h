@@ -31,6 +31,7 @@ int admin_revoke_token(struct app *app, struct http_request *req);
 
 /* A group's members with their status, JSON or CSV (admin_members.c). */
 int admin_list_members(struct app *app, struct http_request *req);
+int admin_get_member(struct app *app, struct http_request *req); /* one member, every group */
 
 /* The ccsync_groups{state,error_code} gauges, counted in Redis (group_metrics.c). */
 struct redisContext;

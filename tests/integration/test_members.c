@@ -230,6 +230,44 @@ static void test_a_group_in_error_keeps_its_counts_true(void **state)
     assert_int_equal(cc_imports(), 1);
 }
 
+/* "Why is this member not on the list?", asked of the member: every group. */
+static void test_one_member_in_every_group(void **state)
+{
+    (void)state;
+    send_group("board", "Board", true, 1);
+    send_group("club", "Club", true, 1);
+    send_group("quiet", "Quiet", false, 1);
+    send_members("board", 2, 2, member("m1", "ann@example.org", "Ann", "Lee", NULL),
+                 member("m2", "ANN@example.org", "Fay", "Lee", NULL));
+    send_members("club", 2, 1, member("m2", "ANN@example.org", "Fay", "Lee", NULL));
+    send_members("quiet", 2, 1, member("m2", "ANN@example.org", "Fay", "Lee", NULL));
+    json_object_put(wait_synced("board"));
+    json_object_put(wait_synced("club"));
+    long status;
+    json_object *m = api_json("GET", "/v1/associations/" ASSOC "/members/m2", NULL, &status);
+    assert_int_equal(status, 200);
+    assert_string_equal(jstr(m, "unique_id"), "m2");
+    assert_string_equal(jstr(m, "name"), "Fay Lee");
+    assert_string_equal(jstr(m, "email"), "ANN@example.org");
+    assert_int_equal(json_object_array_length(jget(m, "groups")), 3);
+    assert_string_equal(jpath_str(m, "groups.0.group_id"), "board");
+    assert_string_equal(jpath_str(m, "groups.0.status"), "duplicate_email");
+    assert_string_equal(jpath_str(m, "groups.0.duplicate_of"), "m1");
+    assert_string_equal(jpath_str(m, "groups.1.group_id"), "club");
+    assert_string_equal(jpath_str(m, "groups.1.group_name"), "Club");
+    assert_string_equal(jpath_str(m, "groups.1.status"), "in_list");
+    assert_null(jpath(m, "groups.1.detail"));
+    assert_string_equal(jpath_str(m, "groups.2.group_id"), "quiet");
+    assert_null(jpath(m, "groups.2.status"));
+    assert_string_equal(jpath_str(m, "groups.2.detail"),
+                        "the group does not sync to Constant Contact");
+    json_object_put(m);
+    m = api_json("GET", "/v1/associations/" ASSOC "/members/nobody", NULL, &status);
+    assert_int_equal(status, 404);
+    assert_string_equal(jpath_str(m, "error.code"), "unknown_member");
+    json_object_put(m);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -239,6 +277,7 @@ int main(void)
                                         stack_setup, stack_stop),
         cmocka_unit_test_setup_teardown(test_the_csv_report_has_the_same_rows, stack_setup,
                                         stack_stop),
+        cmocka_unit_test_setup_teardown(test_one_member_in_every_group, stack_setup, stack_stop),
         cmocka_unit_test_setup_teardown(test_a_group_in_error_keeps_its_counts_true,
                                         setup_reconcile, stack_stop),
     };
