@@ -240,7 +240,21 @@ int group_unlink_list(redisContext *c, const char *association, const char *grou
 
 int group_rename_list(redisContext *c, const char *association, const char *group, const char *name)
 {
-    return store_exec(c, "HSET %s list_name %s", key_group(association, group).s, name);
+    struct key key = key_group(association, group);
+    redisReply *r = store_command(c, "HMGET %s list_id list_name", key.s);
+    if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 2) {
+        freeReplyObject(r);
+        return STORE_ERR;
+    }
+    const redisReply *id = r->element[0], *old = r->element[1];
+    int rc = store_exec(c, "HSET %s list_name %s", key.s, name);
+    /* a rename seen by reconcile is a notification (notify.c) */
+    if (rc == STORE_OK)
+        rc = notify_list_renamed(c, association, group,
+                                 id->type == REDIS_REPLY_STRING ? id->str : "",
+                                 old->type == REDIS_REPLY_STRING ? old->str : "", name);
+    freeReplyObject(r);
+    return rc;
 }
 
 int group_mark_list_deleted(redisContext *c, const char *association, const char *group)

@@ -252,6 +252,60 @@ int notify_group_synced(redisContext *c, const char *association, const char *gr
     return run_transition(c, synced_script, association, group, NULL, NULL);
 }
 
+/* KEYS: notify settings, events, association. ARGV: type, at, then field
+ * names and values. An event that is its own transition (a rename seen once). */
+static const char event_script[] =
+    "if redis.call('HEXISTS', KEYS[1], 'url') == 0 then return 0 end\n"
+    "redis.call('XADD', KEYS[2], 'MAXLEN', '~', '" STREAM_MAX "', '*', 'type', ARGV[1], 'at', "
+    "ARGV[2], unpack(ARGV, 3))\n"
+    "return 1\n";
+
+/* KEYS: notify settings, events, association. ARGV: at, message. Once per set
+ * of credentials: new tokens (a PUT) change cred_version. */
+static const char unauthorized_script[] =
+    "if redis.call('HEXISTS', KEYS[1], 'url') == 0 then return 0 end\n"
+    "local v = redis.call('HGET', KEYS[3], 'cred_version') or '0'\n"
+    "if redis.call('HGET', KEYS[1], 'unauthorized_cred') == v then return 0 end\n"
+    "redis.call('HSET', KEYS[1], 'unauthorized_cred', v)\n"
+    "redis.call('XADD', KEYS[2], 'MAXLEN', '~', '" STREAM_MAX "', '*', 'type', "
+    "'connection.unauthorized', 'at', ARGV[1], 'message', ARGV[2])\n"
+    "return 1\n";
+
+/* Runs an event script: ARGV is type (when not NULL), the time, then args. */
+static int run_event(redisContext *c, const char *script, const char *association, const char *type,
+                     size_t n_args, const char *const *args)
+{
+    struct key n = key_notify(association), e = key_notify_events(association),
+               a = key_association(association);
+    char at[40];
+    rfc3339_format(store_now_ns(), at, sizeof at);
+    const char *argv[3 + 2 + 8] = {n.s, e.s, a.s};
+    size_t k = 3;
+    if (type)
+        argv[k++] = type;
+    argv[k++] = at;
+    for (size_t i = 0; i < n_args && k < sizeof argv / sizeof argv[0]; i++)
+        argv[k++] = args[i];
+    redisReply *r = script_eval(c, script, 3, (int)k, argv);
+    int rc = store_reply_ok(c, r) ? STORE_OK : STORE_ERR;
+    freeReplyObject(r);
+    return rc;
+}
+
+int notify_list_renamed(redisContext *c, const char *association, const char *group,
+                        const char *list_id, const char *old_name, const char *new_name)
+{
+    const char *args[] = {"group_id", group,    "list_id",  list_id,
+                          "old_name", old_name, "new_name", new_name};
+    return run_event(c, event_script, association, "list.renamed_in_constant_contact", 8, args);
+}
+
+int notify_connection_unauthorized(redisContext *c, const char *association, const char *message)
+{
+    const char *args[] = {message};
+    return run_event(c, unauthorized_script, association, NULL, 1, args);
+}
+
 /* ---- delivery ---- */
 
 struct notifier {
@@ -303,15 +357,17 @@ static const char *field(const redisReply *fields, const char *name)
     return NULL;
 }
 
-/* The notification as the endpoint gets it (malloc'd JSON). */
+/* The notification as the endpoint gets it (malloc'd JSON): every field of the
+ * entry but its type and time goes into data. */
 static char *entry_body(const redisReply *fields, const char *association)
 {
     json_object *data = json_object_new_object(), *o = json_object_new_object();
     json_object_object_add(data, "association_id", json_object_new_string(association));
-    const char *names[] = {"group_id", "code", "message"};
-    for (size_t i = 0; i < 3; i++)
-        if (field(fields, names[i]))
-            json_object_object_add(data, names[i], json_object_new_string(field(fields, names[i])));
+    for (size_t i = 0; i + 1 < fields->elements; i += 2) {
+        const char *name = fields->element[i]->str;
+        if (strcmp(name, "type") != 0 && strcmp(name, "at") != 0)
+            json_object_object_add(data, name, json_object_new_string(fields->element[i + 1]->str));
+    }
     const char *type = field(fields, "type"), *at = field(fields, "at");
     json_object_object_add(o, "type", json_object_new_string(type ? type : ""));
     json_object_object_add(o, "timestamp", json_object_new_string(at ? at : ""));

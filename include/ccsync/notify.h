@@ -46,6 +46,12 @@ int notify_url_check(const char *url, bool allow_private, char *pin, size_t pin_
 int notify_group_error(struct redisContext *c, const char *association, const char *group,
                        const char *code, const char *message);
 int notify_group_synced(struct redisContext *c, const char *association, const char *group);
+/* list.renamed_in_constant_contact: reconcile saw the list's new name (once). */
+int notify_list_renamed(struct redisContext *c, const char *association, const char *group,
+                        const char *list_id, const char *old_name, const char *new_name);
+/* connection.unauthorized: CC refused the tokens; once per set of tokens. */
+int notify_connection_unauthorized(struct redisContext *c, const char *association,
+                                   const char *message);
 
 /* The delivery thread. */
 struct notifier;

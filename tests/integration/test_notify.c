@@ -3,7 +3,8 @@
  * list deleted in Constant Contact gives exactly one group.sync_error however
  * many reconcile rounds see it, the resync exactly one group.sync_recovered,
  * both signed with Standard Webhooks under the notification secret; a refused
- * delivery is retried under the same webhook-id; and the SSRF guard refuses
+ * delivery is retried under the same webhook-id; a list renamed in Constant
+ * Contact is one list.renamed_in_constant_contact; and the SSRF guard refuses
  * private, loopback and non-http URLs unless CCSYNC_NOTIFY_ALLOW_PRIVATE=1.
  */
 #include <setjmp.h>
@@ -119,6 +120,15 @@ static int setup_private(void **state)
     return stack_start("test-notify", &o);
 }
 
+static int setup_private_minted(void **state)
+{
+    (void)state;
+    struct stack_options o = {.reconcile_seconds = 1,
+                              .connect = STACK_SECRET_ONLY,
+                              .env = {"CCSYNC_NOTIFY_ALLOW_PRIVATE=1"}};
+    return stack_start("test-notify", &o);
+}
+
 static void put_notifications(const char *url, long want)
 {
     char body[512];
@@ -212,6 +222,75 @@ static void test_a_deleted_list_notifies_once_and_its_resync_once(void **state)
     assert_string_not_equal(rx.calls[2].id, rx.calls[1].id);
 }
 
+static void test_a_list_renamed_in_cc_is_notified_once(void **state)
+{
+    (void)state;
+    char url[128], path[256], list_id[128];
+    receiver_start(0);
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/events", rx.port);
+    put_notifications(url, 200);
+    send_group("board", "Board", true, 1);
+    send_members("board", 2, 1, member("m1", "ann@example.org", "Ann", "Lee", NULL));
+    wait_synced_list("board", list_id, sizeof list_id);
+    snprintf(path, sizeof path, "/__sim/lists/%s/rename", list_id);
+    sim_void("POST", path, "{\"name\":\"Board of Directors\"}");
+    wait_calls(1);
+    wait_reconcile_rounds(3);
+    assert_int_equal(calls(), 1);
+    json_object *o = json_tokener_parse(rx.calls[0].body);
+    assert_string_equal(jstr(o, "type"), "list.renamed_in_constant_contact");
+    assert_string_equal(jpath_str(o, "data.group_id"), "board");
+    assert_string_equal(jpath_str(o, "data.list_id"), list_id);
+    assert_string_equal(jpath_str(o, "data.old_name"), "Board");
+    assert_string_equal(jpath_str(o, "data.new_name"), "Board of Directors");
+    json_object_put(o);
+    struct webhook_error err;
+    struct call *c = &rx.calls[0];
+    assert_int_equal(webhook_verify(NOTIFY_SECRET, c->id, c->ts, c->sig, c->body, strlen(c->body),
+                                    (int64_t)time(NULL), &err),
+                     0);
+}
+
+static const char *call_type(int i, char *out, size_t size)
+{
+    json_object *o = json_tokener_parse(rx.calls[i].body);
+    snprintf(out, size, "%s/%s", jstr(o, "type"),
+             jpath_str(o, "data.code") ? jpath_str(o, "data.code") : "");
+    json_object_put(o);
+    return out;
+}
+
+/* Constant Contact refuses the tokens: the connection and the group each say
+ * so once; new tokens bring the group back. */
+static void test_refused_tokens_are_notified_once(void **state)
+{
+    (void)state;
+    char url[128], list_id[128], t[128], access[256], refresh[256];
+    receiver_start(0);
+    mint_tokens(access, refresh);
+    put_tokens(access, refresh);
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/events", rx.port);
+    put_notifications(url, 200);
+    send_group("board", "Board", true, 1);
+    send_members("board", 2, 1, member("m1", "ann@example.org", "Ann", "Lee", NULL));
+    wait_synced_list("board", list_id, sizeof list_id);
+    sim_void("POST", "/__sim/tokens/expire", "{\"refresh\":true}");
+    send_customer(member("m2", "bob@example.org", "Bob", "Ray", groups_of("board")), 3);
+    json_object_put(wait_group_error("board", "constant_contact_unauthorized", "error"));
+    wait_calls(2);
+    assert_string_equal(call_type(0, t, sizeof t), "connection.unauthorized/");
+    assert_string_equal(call_type(1, t, sizeof t),
+                        "group.sync_error/constant_contact_unauthorized");
+    mint_tokens(access, refresh);
+    put_tokens(access, refresh);
+    json_object_put(wait_synced("board"));
+    wait_calls(3);
+    wait_reconcile_rounds(2);
+    assert_int_equal(calls(), 3);
+    assert_string_equal(call_type(2, t, sizeof t),
+                        "group.sync_recovered/constant_contact_unauthorized");
+}
+
 /* Without CCSYNC_NOTIFY_ALLOW_PRIVATE, what resolves to a private address is refused. */
 static void test_private_and_non_http_urls_are_refused(void **state)
 {
@@ -244,6 +323,10 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_a_deleted_list_notifies_once_and_its_resync_once,
                                         setup_private, teardown),
+        cmocka_unit_test_setup_teardown(test_a_list_renamed_in_cc_is_notified_once, setup_private,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_refused_tokens_are_notified_once, setup_private_minted,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_private_and_non_http_urls_are_refused, stack_setup,
                                         teardown),
     };
