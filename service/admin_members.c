@@ -522,7 +522,7 @@ int admin_get_member(struct app *app, struct http_request *req)
         rc == STORE_OK ? store_command(c, "SMEMBERS %s", key_member_groups(assoc, member).s) : NULL;
     json_object *groups = json_object_new_array();
     rc = ids && ids->type == REDIS_REPLY_ARRAY ? STORE_OK : STORE_ERR;
-    if (rc == STORE_OK) /* a set: in group id order, the same answer every time */
+    if (rc == STORE_OK && ids->elements > 1) /* a set: in group id order, every time the same */
         qsort(ids->element, ids->elements, sizeof *ids->element, by_reply_string);
     for (size_t i = 0; rc == STORE_OK && i < ids->elements; i++) {
         json_object *g = member_in_group(c, assoc, ids->element[i]->str, member, &rc);

@@ -34,6 +34,7 @@
 #include "ccsync/keys.h"
 #include "ccsync/lease.h"
 #include "ccsync/log.h"
+#include "ccsync/ratelimit.h"
 #include "ccsync/script.h"
 #include "ccsync/store.h"
 #include "ccsync/webhook.h"
@@ -306,13 +307,103 @@ int notify_connection_unauthorized(redisContext *c, const char *association, con
     return run_event(c, unauthorized_script, association, NULL, 1, args);
 }
 
-/* ---- delivery ---- */
+/* ---- the daily digest ---- */
 
 struct notifier {
     struct app *app;
     pthread_t thread;
     atomic_bool stop;
 };
+
+/* KEYS: notify settings, events, association. ARGV: today, at, digest JSON.
+ * Once a day: the first process past the hour records the day. */
+static const char digest_script[] =
+    "if redis.call('HEXISTS', KEYS[1], 'url') == 0 then return 0 end\n"
+    "if redis.call('HGET', KEYS[1], 'digest_day') == ARGV[1] then return 0 end\n"
+    "redis.call('HSET', KEYS[1], 'digest_day', ARGV[1])\n"
+    "redis.call('XADD', KEYS[2], 'MAXLEN', '~', '" STREAM_MAX "', '*', 'type', 'digest.daily', "
+    "'at', ARGV[2], 'data_json', ARGV[3])\n"
+    "return 1\n";
+
+static const char *const reasons[] = {"no_email",     "invalid_email", "duplicate_email",
+                                      "do_not_email", "unsubscribed",  "rejected"};
+
+static const char *reply_str(const redisReply *v)
+{
+    return v->type == REDIS_REPLY_STRING ? v->str : "";
+}
+
+/* Adds group g's error (if in error) to errors and its counts to sums. */
+static void digest_group(redisContext *c, const char *association, const char *g,
+                         json_object *errors, long long sums[6])
+{
+    redisReply *r = store_command(c,
+                                  "HMGET %s state err_code c_no_email c_invalid_email "
+                                  "c_duplicate_email c_do_not_email c_unsubscribed c_rejected",
+                                  key_group(association, g).s);
+    if (r && r->type == REDIS_REPLY_ARRAY && r->elements == 8) {
+        if (strcmp(reply_str(r->element[0]), "error") == 0) {
+            json_object *e = json_object_new_object();
+            json_object_object_add(e, "group_id", json_object_new_string(g));
+            json_object_object_add(e, "code", json_object_new_string(reply_str(r->element[1])));
+            json_object_array_add(errors, e);
+        }
+        for (int k = 0; k < 6; k++)
+            sums[k] += atoll(reply_str(r->element[2 + k]));
+    }
+    freeReplyObject(r);
+}
+
+/* {"groups_in_error":[{group_id,code}],"members_not_synced":{reason:n},"budget_used_today"} */
+static json_object *digest_of(struct notifier *n, redisContext *c, const char *association)
+{
+    json_object *errors = json_object_new_array(), *not_synced = json_object_new_object();
+    long long sums[6] = {0};
+    redisReply *ids = store_command(c, "SMEMBERS %s", key_groups(association).s);
+    for (size_t i = 0; ids && ids->type == REDIS_REPLY_ARRAY && i < ids->elements; i++)
+        digest_group(c, association, ids->element[i]->str, errors, sums);
+    freeReplyObject(ids);
+    for (int k = 0; k < 6; k++)
+        json_object_object_add(not_synced, reasons[k], json_object_new_int64(sums[k]));
+    struct ratelimit_conf rc;
+    ratelimit_conf_from_config(&rc, n->app->cfg);
+    long used = 0;
+    ratelimit_used_today(c, &rc, &used);
+    json_object *o = json_object_new_object();
+    json_object_object_add(o, "groups_in_error", errors);
+    json_object_object_add(o, "members_not_synced", not_synced);
+    json_object_object_add(o, "budget_used_today", json_object_new_int64(used));
+    return o;
+}
+
+/* Records the day's digest once the association's hour (UTC) has come. */
+static void digest_if_due(struct notifier *n, redisContext *c, const char *association)
+{
+    redisReply *r = store_command(c, "HMGET %s digest_hour digest_day", key_notify(association).s);
+    time_t now = time(NULL);
+    struct tm tm;
+    gmtime_r(&now, &tm);
+    char today[16];
+    strftime(today, sizeof today, "%Y-%m-%d", &tm);
+    bool due = r && r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
+               r->element[0]->type == REDIS_REPLY_STRING && atoi(r->element[0]->str) >= 0 &&
+               tm.tm_hour >= atoi(r->element[0]->str) &&
+               strcmp(reply_str(r->element[1]), today) != 0;
+    freeReplyObject(r);
+    if (!due)
+        return;
+    json_object *d = digest_of(n, c, association);
+    struct key k1 = key_notify(association), k2 = key_notify_events(association),
+               k3 = key_association(association);
+    char at[40];
+    rfc3339_format(store_now_ns(), at, sizeof at);
+    const char *args[] = {k1.s,  k2.s, k3.s,
+                          today, at,   json_object_to_json_string_ext(d, JSON_C_TO_STRING_PLAIN)};
+    freeReplyObject(script_eval(c, digest_script, 3, 6, args));
+    json_object_put(d);
+}
+
+/* ---- delivery ---- */
 
 /* What delivering an association's stream needs from its settings. */
 struct target {
@@ -365,8 +456,17 @@ static char *entry_body(const redisReply *fields, const char *association)
     json_object_object_add(data, "association_id", json_object_new_string(association));
     for (size_t i = 0; i + 1 < fields->elements; i += 2) {
         const char *name = fields->element[i]->str;
-        if (strcmp(name, "type") != 0 && strcmp(name, "at") != 0)
-            json_object_object_add(data, name, json_object_new_string(fields->element[i + 1]->str));
+        const char *value = fields->element[i + 1]->str;
+        json_object *parsed = strcmp(name, "data_json") == 0 ? json_tokener_parse(value) : NULL;
+        if (parsed && json_object_is_type(parsed, json_type_object)) {
+            json_object_object_foreach(parsed, key, v) /* the digest's structured parts */
+            {
+                json_object_object_add(data, key, json_object_get(v));
+            }
+        }
+        json_object_put(parsed);
+        if (strcmp(name, "type") != 0 && strcmp(name, "at") != 0 && strcmp(name, "data_json") != 0)
+            json_object_object_add(data, name, json_object_new_string(value));
     }
     const char *type = field(fields, "type"), *at = field(fields, "at");
     json_object_object_add(o, "type", json_object_new_string(type ? type : ""));
@@ -501,8 +601,11 @@ static void *notifier_main(void *arg)
         if (!c)
             c = store_connect(&n->app->cfg->redis, 2000, err, sizeof err);
         redisReply *assocs = c ? store_command(c, "SMEMBERS %s", KEY_ASSOCIATIONS) : NULL;
-        for (size_t i = 0; assocs && assocs->type == REDIS_REPLY_ARRAY && i < assocs->elements; i++)
+        for (size_t i = 0; assocs && assocs->type == REDIS_REPLY_ARRAY && i < assocs->elements;
+             i++) {
+            digest_if_due(n, c, assocs->element[i]->str);
             deliver_association(n, c, assocs->element[i]->str);
+        }
         freeReplyObject(assocs);
         if (c && c->err) {
             redisFree(c);

@@ -129,17 +129,24 @@ static int setup_private_minted(void **state)
     return stack_start("test-notify", &o);
 }
 
-static void put_notifications(const char *url, long want)
+/* hour: the daily digest's hour (UTC), -1 for none. */
+static void put_notifications_at(const char *url, int hour, long want)
 {
-    char body[512];
+    char body[512], digest[64] = "";
+    if (hour >= 0)
+        snprintf(digest, sizeof digest, ",\"daily_digest_hour_utc\":%d", hour);
     snprintf(body, sizeof body,
-             "{\"notifications\":{\"url\":\"%s\",\"secret\":\"" NOTIFY_SECRET
-             "\",\"daily_digest_hour_utc\":7}}",
-             url);
+             "{\"notifications\":{\"url\":\"%s\",\"secret\":\"" NOTIFY_SECRET "\"%s}}", url,
+             digest);
     struct reply r = api("PUT", "/v1/associations/" ASSOC, body);
     if (r.status != want)
         fail_msg("PUT notifications %s: %ld %s", url, r.status, r.body ? r.body : "");
     reply_free(&r);
+}
+
+static void put_notifications(const char *url, long want)
+{
+    put_notifications_at(url, -1, want);
 }
 
 static int calls(void)
@@ -186,7 +193,7 @@ static void test_a_deleted_list_notifies_once_and_its_resync_once(void **state)
     struct reply r = api("GET", "/v1/associations/" ASSOC, NULL);
     assert_string_equal(jpath_str(r.json, "notifications.url"), url);
     assert_true(json_object_get_boolean(jpath(r.json, "notifications.secret_set")));
-    assert_int_equal(jpath_int(r.json, "notifications.daily_digest_hour_utc"), 7);
+    assert_null(jpath(r.json, "notifications.daily_digest_hour_utc"));
     assert_null(strstr(r.body, NOTIFY_SECRET));
     reply_free(&r);
 
@@ -291,6 +298,36 @@ static void test_refused_tokens_are_notified_once(void **state)
                         "group.sync_recovered/constant_contact_unauthorized");
 }
 
+/* The digest comes once a day, at (or after) the association's hour: groups in
+ * error, members not synced by reason, the budget used. */
+static void test_the_daily_digest_comes_once(void **state)
+{
+    (void)state;
+    char url[128];
+    receiver_start(0);
+    send_group("board", "Board", true, 1);
+    send_members("board", 2, 3, member("m1", "ann@example.org", "Ann", "Lee", NULL),
+                 member("m2", "not-an-email", "In", "Valid", NULL),
+                 "{\"UniqueID\":\"m3\",\"FirstName\":\"No\"}");
+    json_object_put(wait_synced("board"));
+    time_t now = time(NULL);
+    struct tm tm;
+    gmtime_r(&now, &tm);
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/events", rx.port);
+    put_notifications_at(url, tm.tm_hour, 200);
+    wait_calls(1);
+    wait_reconcile_rounds(2);
+    assert_int_equal(calls(), 1);
+    json_object *o = json_tokener_parse(rx.calls[0].body);
+    assert_string_equal(jstr(o, "type"), "digest.daily");
+    assert_int_equal(json_object_array_length(jpath(o, "data.groups_in_error")), 0);
+    assert_int_equal(jpath_int(o, "data.members_not_synced.no_email"), 1);
+    assert_int_equal(jpath_int(o, "data.members_not_synced.invalid_email"), 1);
+    assert_int_equal(jpath_int(o, "data.members_not_synced.rejected"), 0);
+    assert_true(jpath_int(o, "data.budget_used_today") > 0);
+    json_object_put(o);
+}
+
 /* Without CCSYNC_NOTIFY_ALLOW_PRIVATE, what resolves to a private address is refused. */
 static void test_private_and_non_http_urls_are_refused(void **state)
 {
@@ -327,6 +364,7 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_refused_tokens_are_notified_once, setup_private_minted,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_the_daily_digest_comes_once, setup_private, teardown),
         cmocka_unit_test_setup_teardown(test_private_and_non_http_urls_are_refused, stack_setup,
                                         teardown),
     };
