@@ -27,6 +27,7 @@
 #include "ccsync/keys.h"
 #include "ccsync/log.h"
 #include "ccsync/metrics.h"
+#include "ccsync/notify.h"
 #include "ccsync/queue.h"
 #include "ccsync/ratelimit.h"
 #include "ccsync/reseal.h"
@@ -124,6 +125,7 @@ static void refresh_queue_gauges(redisContext *c)
 int admin_metrics(struct app *app, struct http_request *req)
 {
     refresh_queue_gauges(http_redis(req));
+    group_metrics_refresh(http_redis(req));
     char *text;
     size_t len;
     if (metrics_render(&text, &len) != 0) {
@@ -244,12 +246,23 @@ static json_object *association_view(const struct association *a)
     return o;
 }
 
+/* Adds the notification settings (never the secret), when there are any, to an
+ * association view. */
+static json_object *with_notifications(json_object *view, redisContext *c, const char *id)
+{
+    json_object *n = notify_config_view(c, id);
+    if (n)
+        json_object_object_add(view, "notifications", n);
+    return view;
+}
+
 int admin_get_association(struct app *app, struct http_request *req)
 {
     static const char *const access[] = {[HTTP_ACCESS_READ] = "read",
                                          [HTTP_ACCESS_WRITE] = "write",
                                          [HTTP_ACCESS_OPERATOR] = "operator"};
-    json_object *o = association_view(http_association(req));
+    json_object *o = with_notifications(association_view(http_association(req)), http_redis(req),
+                                        http_param(req, 0));
     add_field_map_view(http_redis(req), http_association(req)->id, o);
     enum http_access a = http_access(req);
     /* what the caller may do: a dashboard shows Resync only to write access */
@@ -270,7 +283,7 @@ static int answer_association(struct http_request *req, const struct config *cfg
     else if (found == 0)
         http_reply_error(req, 404, "unknown_association", "no association \"%s\"", id);
     else {
-        json_object *view = association_view(a);
+        json_object *view = with_notifications(association_view(a), c, id);
         add_field_map_view(c, id, view);
         http_reply_json(req, 200, view);
     }
@@ -354,14 +367,15 @@ static bool parse_connection(struct http_request *req, json_object *cc,
 /* The body of a PUT; u points into root. False with a 400 answered. */
 static bool parse_update(struct http_request *req, json_object *root, struct association_update *u)
 {
-    static const char *const known[] = {"webhook_secret", "constant_contact", "fields", "tags",
-                                        NULL};
+    static const char *const known[] = {"webhook_secret", "constant_contact", "fields",
+                                        "tags",           "notifications",    NULL};
     memset(u, 0, sizeof *u);
     if (!json_object_is_type(root, json_type_object)) {
         http_reply_error(req, 400, "invalid_body", "the body must be a JSON object");
         return false;
     }
-    if (!only_known_fields(req, root, "", known, "webhook_secret, constant_contact, fields, tags"))
+    if (!only_known_fields(req, root, "", known,
+                           "webhook_secret, constant_contact, fields, tags, notifications"))
         return false;
     if (!check_field_map(req, root))
         return false;
@@ -419,9 +433,22 @@ int admin_put_association(struct app *app, struct http_request *req)
                          "webhook_secret is required when creating an association");
         return HTTP_DONE;
     }
+    json_object *notifications;
+    bool has_notifications =
+        json_object_object_get_ex(http_json(req), "notifications", &notifications);
+    struct notify_config nc;
+    bool remove_notifications;
+    char why[512];
+    if (has_notifications && notify_config_parse(notifications, app->cfg->notify_allow_private, &nc,
+                                                 &remove_notifications, why, sizeof why) != 0) {
+        http_reply_error(req, 400, "invalid_field", "%s", why);
+        return HTTP_DONE;
+    }
     bool created;
     if (store_association_put(c, &app->cfg->secrets, id, &u, store_now_ns(), &created) !=
-        STORE_OK) {
+            STORE_OK ||
+        (has_notifications &&
+         notify_config_put(c, &app->cfg->secrets, id, &nc, remove_notifications) != STORE_OK)) {
         http_reply_redis_unavailable(req, "write failed");
         return HTTP_DONE;
     }

@@ -520,6 +520,16 @@ static int load_bootstrap(struct config *c, config_lookup_fn lookup, char *err, 
     return 0;
 }
 
+/* Notifications (notify.c): may they go to private and loopback addresses? */
+static int load_notify(struct config *c, config_lookup_fn lookup, char *err, size_t err_size)
+{
+    long n;
+    if (int_var(lookup, "CCSYNC_NOTIFY_ALLOW_PRIVATE", "0", 0, 1, &n, err, err_size) != 0)
+        return -1;
+    c->notify_allow_private = n == 1;
+    return 0;
+}
+
 int config_load(struct config *c, config_lookup_fn lookup, char *err, size_t err_size)
 {
     static const load_step steps[] = {
@@ -531,5 +541,5 @@ int config_load(struct config *c, config_lookup_fn lookup, char *err, size_t err
     for (size_t i = 0; i < sizeof steps / sizeof steps[0]; i++)
         if (steps[i](c, lookup, err, err_size) != 0)
             return -1;
-    return 0;
+    return load_notify(c, lookup, err, err_size);
 }

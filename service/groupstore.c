@@ -23,6 +23,7 @@
 #include "ccsync/log.h"
 #include "ccsync/metrics.h"
 #include "ccsync/model.h"
+#include "ccsync/notify.h"
 #include "ccsync/script.h"
 #include "ccsync/store.h"
 #include "ccsync/webhook.h"
@@ -220,10 +221,13 @@ int group_set_error(redisContext *c, const char *association, const char *group,
     char now[32];
     rfc3339_format(store_now_ns(), now, sizeof now);
     struct key key = key_group(association, group);
-    if (GROUP_WRITE(c, association, group, fence, &key, "HSETNX", "err_since", now) != STORE_OK)
+    if (GROUP_WRITE(c, association, group, fence, &key, "HSETNX", "err_since", now) != STORE_OK ||
+        GROUP_WRITE(c, association, group, fence, &key, "HSET", "state", state, "err_code", code,
+                    "err_msg", message) != STORE_OK)
         return STORE_ERR;
-    return GROUP_WRITE(c, association, group, fence, &key, "HSET", "state", state, "err_code", code,
-                       "err_msg", message);
+    /* a group entering error is a notification (notify.c: once per error) */
+    return strcmp(state, "error") == 0 ? notify_group_error(c, association, group, code, message)
+                                       : STORE_OK;
 }
 
 int group_clear_error(redisContext *c, const char *association, const char *group,
@@ -247,7 +251,8 @@ int group_set_synced(redisContext *c, const char *association, const char *group
     rfc3339_format(store_now_ns(), now, sizeof now);
     struct key key = key_group(association, group);
     if (GROUP_WRITE(c, association, group, fence, &key, "HSET", "state", "synced", "last_synced_at",
-                    now) != STORE_OK)
+                    now) != STORE_OK ||
+        notify_group_synced(c, association, group) != STORE_OK) /* recovered, if it was in error */
         return STORE_ERR;
     return group_clear_error(c, association, group, fence);
 }
@@ -358,7 +363,21 @@ int group_unlink_list(redisContext *c, const char *association, const char *grou
 
 int group_rename_list(redisContext *c, const char *association, const char *group, const char *name)
 {
-    return store_exec(c, "HSET %s list_name %s", key_group(association, group).s, name);
+    struct key key = key_group(association, group);
+    redisReply *r = store_command(c, "HMGET %s list_id list_name", key.s);
+    if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 2) {
+        freeReplyObject(r);
+        return STORE_ERR;
+    }
+    const redisReply *id = r->element[0], *old = r->element[1];
+    int rc = store_exec(c, "HSET %s list_name %s", key.s, name);
+    /* a rename seen by reconcile is a notification (notify.c) */
+    if (rc == STORE_OK)
+        rc = notify_list_renamed(c, association, group,
+                                 id->type == REDIS_REPLY_STRING ? id->str : "",
+                                 old->type == REDIS_REPLY_STRING ? old->str : "", name);
+    freeReplyObject(r);
+    return rc;
 }
 
 int group_mark_list_deleted(redisContext *c, const char *association, const char *group,

@@ -93,12 +93,15 @@ static const struct route routes[] = {
     {"GET",  "/ui/",                                   "ui",                  AUTH_NONE,      BODY_NONE,    NEEDS_NOTHING,     NULL,                 ui_page},
     {"GET",  "/ui/app.js",                             "ui",                  AUTH_NONE,      BODY_NONE,    NEEDS_NOTHING,     NULL,                 ui_script},
     {"GET",  "/ui/app.css",                            "ui",                  AUTH_NONE,      BODY_NONE,    NEEDS_NOTHING,     NULL,                 ui_style},
+    {"GET",  "/ui/icon.svg",                           "ui",                  AUTH_NONE,      BODY_NONE,    NEEDS_NOTHING,     NULL,                 ui_icon},
     {"POST", "/v1/associations/{a}/webhooks/novi",     "webhook",             AUTH_SIGNATURE, BODY_WEBHOOK, NEEDS_NOTHING,     NULL,                 ingest_handle_webhook},
     {"PUT",  "/v1/associations/{a}",                   "association_put",     AUTH_WRITE,     BODY_JSON,    NEEDS_REDIS,       admin_check_update,   admin_put_association},
     {"GET",  "/v1/associations/{a}",                   "association_get",     AUTH_READ,      BODY_NONE,    NEEDS_ASSOCIATION, NULL,                 admin_get_association},
     {"GET",  "/v1/associations/{a}/groups",            "groups_list",         AUTH_READ,      BODY_NONE,    NEEDS_ASSOCIATION, NULL,                 admin_list_groups},
     {"GET",  "/v1/associations/{a}/groups/{g}",        "group_get",           AUTH_READ,      BODY_NONE,    NEEDS_ASSOCIATION, NULL,                 admin_get_group},
+    {"GET",  "/v1/associations/{a}/groups/{g}/members", "group_members",      AUTH_READ,      BODY_NONE,    NEEDS_ASSOCIATION, admin_check_members,  admin_list_members},
     {"POST", "/v1/associations/{a}/groups/{g}/resync", "group_resync",        AUTH_WRITE,     BODY_NONE,    NEEDS_ASSOCIATION, NULL,                 admin_resync_group},
+    {"GET",  "/v1/associations/{a}/members/{m}",       "member_get",          AUTH_READ,      BODY_NONE,    NEEDS_ASSOCIATION, NULL,                 admin_get_member},
     {"GET",  "/v1/associations/{a}/audit",             "audit",               AUTH_READ,      BODY_NONE,    NEEDS_ASSOCIATION, admin_check_limit,    admin_audit},
     {"POST", "/v1/associations/{a}/tokens",            "token_create",        AUTH_WRITE,     BODY_JSON,    NEEDS_ASSOCIATION, admin_check_token,    admin_create_token},
     {"GET",  "/v1/associations/{a}/tokens",            "tokens_list",         AUTH_WRITE,     BODY_NONE,    NEEDS_ASSOCIATION, NULL,                 admin_list_tokens},
@@ -135,7 +138,7 @@ struct http_server {
 
 struct extra_header {
     char name[32];
-    char value[96];
+    char value[256]; /* the status page's Content-Security-Policy is about 200 */
 };
 
 struct http_request {
@@ -789,13 +792,17 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     metrics_inc("ccsync_http_requests_total", labels);
     snprintf(labels, sizeof labels, "route=\"%s\"", req->route_name);
     metrics_observe("ccsync_http_request_duration_seconds", labels, secs);
-    bool quiet = req->route && req->route->auth == AUTH_NONE && status == 200;
-    if (!quiet || log_enabled(LOG_DEBUG)) {
-        log_info("http_request", LOG_STR("route", req->route_name), LOG_INT("status", status),
-                 LOG_STR("association", req->log_association[0] ? req->log_association : NULL),
-                 LOG_STR("webhook_id", req->log_webhook_id[0] ? req->log_webhook_id : NULL),
-                 LOG_INT("duration_us", (long long)(secs * 1e6)),
-                 LOG_STR("completed", toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "yes" : "no"));
+    /* A GET answered 200 or 304 (a probe, a scrape, a polling dashboard) is a
+     * debug line: at info the log keeps what changed something or failed. */
+    bool quiet =
+        req->route && strcmp(req->route->method, "GET") == 0 && (status == 200 || status == 304);
+    enum log_level level = quiet ? LOG_DEBUG : LOG_INFO;
+    if (log_enabled(level)) {
+        LOG_AT_(level, "http_request", LOG_STR("route", req->route_name), LOG_INT("status", status),
+                LOG_STR("association", req->log_association[0] ? req->log_association : NULL),
+                LOG_STR("webhook_id", req->log_webhook_id[0] ? req->log_webhook_id : NULL),
+                LOG_INT("duration_us", (long long)(secs * 1e6)),
+                LOG_STR("completed", toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "yes" : "no"));
     }
     json_object_put(req->json);
     free(req->body);

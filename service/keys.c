@@ -158,3 +158,18 @@ int key_lease_parse(const char *key, char *association, size_t a_size, char *gro
     snprintf(group, g_size, "%s", g);
     return 0;
 }
+
+struct key key_notify(const char *association)
+{
+    return key_format(ASSOC_KEY(KEY_NOTIFY), association);
+}
+
+struct key key_notify_events(const char *association)
+{
+    return key_format(ASSOC_KEY(KEY_NOTIFY_EVENTS), association);
+}
+
+struct key key_notify_lease(const char *association)
+{
+    return key_format(ASSOC_KEY(KEY_NOTIFY_LEASE), association);
+}

@@ -15,6 +15,7 @@
 #include "ccsync/engine.h"
 #include "ccsync/facts.h"
 #include "ccsync/log.h"
+#include "ccsync/memberstatus.h"
 #include "ccsync/store.h"
 
 #define ACCOUNT_MAX_LISTS 1000
@@ -267,7 +268,9 @@ enum sync_result lists_mark_deleted(struct run *r)
                               "(or turn its sync off and on) to create a new list.") == STORE_OK &&
               facts_audit(c, r->association, r->group, "list_missing", r->gs.list_id,
                           r->gs.list_name, "the list is gone from Constant Contact") == 0 &&
-              journal_clear(r);
+              journal_clear(r) &&
+              member_status_recount(c, r->association, r->group, r->fence, &r->gs) ==
+                  STORE_OK; /* list empty */
     log_warn("list_deleted_in_constant_contact", LOG_STR("association", r->association),
              LOG_STR("group", r->group), LOG_STR("list_id", r->gs.list_id));
     return ok ? SYNC_DONE : SYNC_REDIS;

@@ -23,6 +23,7 @@
 #include "ccsync/log.h"
 #include "ccsync/migrate.h"
 #include "ccsync/reseal.h"
+#include "ccsync/notify.h"
 #include "ccsync/store.h"
 #include "ccsync/worker.h"
 
@@ -109,6 +110,7 @@ static void drain(struct app *app, struct http_server *http)
         spent += 20;
     }
     engine_stop(app->engine, grace_ms - spent);
+    notify_stop(app->notifier);
     http_stop(http);
     ingest_free(app->ingest);
     store_pool_free(app->pool);
@@ -184,6 +186,7 @@ static int run(const struct config *cfg)
     }
     atomic_store(&app.starting, false);
     app.engine = engine_start(&app);
+    app.notifier = notify_start(&app);
     log_info("started", LOG_STR("version", CCSYNC_VERSION), LOG_STR("listen", cfg->listen_host),
              LOG_INT("port", http_port(http)), LOG_INT("admin_port", http_admin_port(http)),
              LOG_STR("redis_host", cfg->redis.host), LOG_INT("redis_port", cfg->redis.port),

@@ -48,6 +48,9 @@ static const struct {
     {"ccsync_leases_lost_total", "Leases the heartbeat found taken over or expired."},
     {"ccsync_fenced_writes_total",
      "Writes of a sync Redis refused: the group lease was another's."},
+    {"ccsync_groups",
+     "Groups of every association by state and error code (\"\" without one), read from Redis "
+     "at scrape time: the same in every process."},
 };
 
 static pthread_mutex_t metrics_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -109,6 +112,20 @@ void metrics_set(const char *name, const char *labels, double value)
     struct series *s = find(name, labels, KIND_GAUGE);
     if (s)
         s->value = value;
+    pthread_mutex_unlock(&metrics_lock);
+}
+
+void metrics_set_all(const char *name, size_t n, const char *const *labels, const double *values)
+{
+    pthread_mutex_lock(&metrics_lock);
+    for (size_t i = 0; i < METRICS_MAX_SERIES; i++)
+        if (table[i].kind == KIND_GAUGE && strcmp(table[i].name, name) == 0)
+            table[i].value = 0; /* a series that is gone reads 0 rather than its last value */
+    for (size_t i = 0; i < n; i++) {
+        struct series *s = find(name, labels[i], KIND_GAUGE);
+        if (s)
+            s->value = values[i];
+    }
     pthread_mutex_unlock(&metrics_lock);
 }
 

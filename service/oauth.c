@@ -31,6 +31,7 @@
 #include "ccsync/keys.h"
 #include "ccsync/lease.h"
 #include "ccsync/log.h"
+#include "ccsync/notify.h"
 #include "ccsync/script.h"
 #include "ccsync/secrets.h"
 #include "ccsync/store.h"
@@ -274,7 +275,8 @@ static enum oauth_status refresh_failed(redisContext *c, const struct associatio
         err->status = OAUTH_UNAUTHORIZED;
         log_warn("cc_token_refresh_refused", LOG_STR("association", a->id),
                  LOG_STR("error", err->code), LOG_INT("http_status", e->http_status));
-        if (set_state(c, a->id, a->credentials_version, "unauthorized", err->message) != 0)
+        if (set_state(c, a->id, a->credentials_version, "unauthorized", err->message) != 0 ||
+            notify_connection_unauthorized(c, a->id, err->message) != 0)
             return redis_failed(err);
         return OAUTH_UNAUTHORIZED;
     }
@@ -337,7 +339,8 @@ static enum oauth_status without_refresh_token(redisContext *c, const struct ass
     fail(err, OAUTH_UNAUTHORIZED, "no_refresh_token",
          "the Constant Contact access token has expired or was refused and there is no refresh "
          "token: reconnect the Constant Contact account");
-    if (set_state(c, a->id, a->credentials_version, "unauthorized", err->message) != 0)
+    if (set_state(c, a->id, a->credentials_version, "unauthorized", err->message) != 0 ||
+        notify_connection_unauthorized(c, a->id, err->message) != 0)
         return redis_failed(err);
     return OAUTH_UNAUTHORIZED;
 }

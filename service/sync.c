@@ -17,6 +17,7 @@
 
 #include "ccsync/engine.h"
 #include "ccsync/log.h"
+#include "ccsync/memberstatus.h"
 #include "ccsync/store.h"
 
 /* Reads the list back (resync, or reconcile's doubt); a 404 is looked into.
@@ -88,8 +89,11 @@ static enum sync_result prepare_on(struct run *r)
     enum sync_result res = SYNC_DONE;
     if (r->gs.resync)
         res = prepare_resync(r);
-    else if (r->gs.list_deleted_in_cc)
-        return SYNC_DONE; /* waits for an admin: resync or toggle */
+    else if (r->gs.list_deleted_in_cc) /* waits for an admin (resync or toggle); its counts
+                                          follow the members meanwhile */
+        return member_status_recount(c, r->association, r->group, r->fence, &r->gs) == STORE_OK
+                   ? SYNC_DONE
+                   : SYNC_REDIS;
     else if (r->gs.verify && r->gs.list_id[0])
         res = read_list_back(r); /* reconcile saw the list's size differ from what was applied */
     if (res != SYNC_DONE || r->gs.list_deleted_in_cc)

@@ -16,6 +16,7 @@
 extern const char ui_index_html[], ui_index_html_end[];
 extern const char ui_app_js[], ui_app_js_end[];
 extern const char ui_app_css[], ui_app_css_end[];
+extern const char ui_icon_svg[], ui_icon_svg_end[];
 
 #define UI_CSP                                                                                     \
     "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "                \
@@ -53,6 +54,13 @@ int ui_style(struct app *app, struct http_request *req)
 {
     (void)app;
     return serve(req, ui_app_css, ui_app_css_end, "text/css; charset=utf-8");
+}
+
+/* The page's icon: without one a browser asks for /favicon.ico and logs a 404. */
+int ui_icon(struct app *app, struct http_request *req)
+{
+    (void)app;
+    return serve(req, ui_icon_svg, ui_icon_svg_end, "image/svg+xml");
 }
 
 /* /ui without its slash: the page's relative links need the folder. */

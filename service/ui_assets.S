@@ -16,5 +16,6 @@
 ASSET(ui_index_html, "service/ui/index.html")
 ASSET(ui_app_js, "service/ui/app.js")
 ASSET(ui_app_css, "service/ui/app.css")
+ASSET(ui_icon_svg, "service/ui/icon.svg")
 
     .section .note.GNU-stack, "", @progbits

@@ -4,7 +4,9 @@
 #   unit and integration tests (cmocka) of the plain build (build/) and, unless
 #   TEST_SANITIZED=0, of the AddressSanitizer + UndefinedBehaviorSanitizer build
 #   (build/asan/); the Constant Contact simulator's contract test through Prism;
-#   the OpenAPI lint; the deployment checks; `make run` and its demo (tests/run/check.sh).
+#   the OpenAPI lint; the deployment checks; `make run` and its demo (tests/run/check.sh);
+#   the Prometheus alert rules (tests/alerts/check.sh); the status page in chromium
+#   (tests/browser/check.sh, screenshots in build/test-artifacts/).
 # Each test binary starts the servers it needs (redis-server, ccsim, ccsyncd) on
 # free loopback ports and stops them, so binaries run side by side: TEST_JOBS at
 # once (default 6: the suite mostly waits on leases, timeouts and paced calls, so
@@ -93,6 +95,8 @@ add_binaries build plain
 order_jobs
 [ -x tests/contract/run.sh ] && JOBS+=("script|contract|$LOG_DIR/contract.log|env BUILD=build tests/contract/run.sh")
 [ -x scripts/lint-openapi.sh ] && JOBS+=("script|openapi|$LOG_DIR/openapi.log|scripts/lint-openapi.sh")
+[ -x tests/alerts/check.sh ] && JOBS+=("script|alerts|$LOG_DIR/alerts.log|tests/alerts/check.sh")
+[ -x tests/browser/check.sh ] && JOBS+=("script|browser|$LOG_DIR/browser.log|env BUILD=build tests/browser/check.sh")
 [ -x tests/deploy/check.sh ] && JOBS+=("script|deploy|$LOG_DIR/deploy.log|env BUILD=build tests/deploy/check.sh")
 # make run and its demo take a minute of waiting: started among the first.
 [ -x tests/run/check.sh ] && JOBS=("script|run|$LOG_DIR/run.log|env BUILD=build tests/run/check.sh" "${JOBS[@]}")

@@ -29,10 +29,19 @@ int admin_create_token(struct app *app, struct http_request *req);
 int admin_list_tokens(struct app *app, struct http_request *req);
 int admin_revoke_token(struct app *app, struct http_request *req);
 
-/* The status page (ui.c): GET /ui/, /ui/app.js, /ui/app.css; /ui redirects. */
+/* A group's members with their status, JSON or CSV (admin_members.c). */
+int admin_list_members(struct app *app, struct http_request *req);
+int admin_get_member(struct app *app, struct http_request *req); /* one member, every group */
+
+/* The ccsync_groups{state,error_code} gauges, counted in Redis (group_metrics.c). */
+struct redisContext;
+int group_metrics_refresh(struct redisContext *c);
+
+/* The status page (ui.c): GET /ui/, /ui/app.js, /ui/app.css, /ui/icon.svg; /ui redirects. */
 int ui_page(struct app *app, struct http_request *req);
 int ui_script(struct app *app, struct http_request *req);
 int ui_style(struct app *app, struct http_request *req);
+int ui_icon(struct app *app, struct http_request *req);
 int ui_redirect(struct app *app, struct http_request *req);
 
 /* Route checks, run before Redis is asked: true to go on, false after a 400. */
@@ -40,6 +49,7 @@ bool admin_check_update(struct http_request *req);   /* a PUT association body *
 bool admin_check_limit(struct http_request *req);    /* ?limit= */
 bool admin_check_entry_id(struct http_request *req); /* a dead letter's stream entry id */
 bool admin_check_token(struct http_request *req);    /* a POST tokens body */
+bool admin_check_members(struct http_request *req);  /* ?status=&limit=&cursor= of members */
 
 /* Creates or updates the association named by CCSYNC_ASSOCIATION_ID at start. */
 int admin_bootstrap_association(struct app *app, char *err, size_t err_size);

@@ -20,10 +20,11 @@ struct app {
     const struct config *cfg;
     struct store_pool *pool;
     struct ingest *ingest;
-    struct engine *engine; /* the worker threads; NULL in tests of the HTTP side alone */
-    atomic_bool starting;  /* Redis not reached or its layout migrating: only health answers */
-    atomic_bool draining;  /* SIGTERM seen: readyz 503, no new work */
-    atomic_int workers_up; /* worker threads running their loop */
+    struct engine *engine;     /* the worker threads; NULL in tests of the HTTP side alone */
+    struct notifier *notifier; /* notifications' delivery thread (notify.c); may be NULL */
+    atomic_bool starting;      /* Redis not reached or its layout migrating: only health answers */
+    atomic_bool draining;      /* SIGTERM seen: readyz 503, no new work */
+    atomic_int workers_up;     /* worker threads running their loop */
     int64_t started_at_ns;
     /* What Redis's settings promise for acknowledged events, judged at start
      * against CCSYNC_DURABILITY; shown in /v1/status. Written before any thread. */

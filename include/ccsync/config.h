@@ -51,6 +51,7 @@ struct config {
     int lease_seconds;      /* how long a worker holds a group (or a reconcile) without renewing */
     int durability;         /* enum durability_mode: CCSYNC_DURABILITY */
     int replica_timeout_ms; /* CCSYNC_REPLICA_TIMEOUT_MS: replica mode's WAIT */
+    int notify_allow_private; /* CCSYNC_NOTIFY_ALLOW_PRIVATE=1: notify private addresses */
 
     /* Secrets at rest (CCSYNC_SECRETS_KEY_FILE): the key ring, read once at
      * start. secrets.n == 0 only with CCSYNC_ALLOW_PLAINTEXT_SECRETS=1. */

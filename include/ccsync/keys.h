@@ -60,6 +60,13 @@ struct key {
 #define KEY_TOKENS "tokens"         /* hash: token id -> the token's record (hash, scope, name) */
 #define KEY_TOKEN_USES "token-uses" /* hash: token id -> when it was last used (ns) */
 
+/* Notifications (notify.c): the settings and delivery state (hash), the
+ * notifications not delivered yet (stream), the lease of the process
+ * delivering them. */
+#define KEY_NOTIFY "notify"
+#define KEY_NOTIFY_EVENTS "notify:events"
+#define KEY_NOTIFY_LEASE "notify-lease"
+
 /* Global keys. */
 #define KEY_EVENTS KEY_ROOT "events"             /* stream of accepted webhooks */
 #define KEY_DEAD_LETTERS KEY_ROOT "events:dead"  /* stream of events that could not be applied */
@@ -99,6 +106,9 @@ struct key key_refresh_lock(const char *association);
 struct key key_dirty(const char *association);
 struct key key_tokens(const char *association);
 struct key key_token_uses(const char *association);
+struct key key_notify(const char *association);
+struct key key_notify_events(const char *association);
+struct key key_notify_lease(const char *association);
 
 /* "ccsync:instance:NAME": the leases one ccsyncd (named by its host and port)
  * holds, written by its heartbeat, so that the same instance restarted after a

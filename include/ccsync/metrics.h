@@ -16,6 +16,9 @@ struct buf;
 void metrics_add(const char *name, const char *labels, double delta);
 void metrics_inc(const char *name, const char *labels);
 void metrics_set(const char *name, const char *labels, double value);
+/* Sets the gauge name's series to values[i] for labels[i], and every other
+ * series of that name to 0, at once (a scrape never sees half of it). */
+void metrics_set_all(const char *name, size_t n, const char *const *labels, const double *values);
 void metrics_observe(const char *name, const char *labels, double value);
 double metrics_get(const char *name, const char *labels);
 

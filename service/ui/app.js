@@ -161,8 +161,10 @@ function errorTip(g) {
   const what = g.error.code === 'list_deleted_in_constant_contact'
     ? 'The list ' + listName + ' was deleted in Constant Contact.'
     : g.error.message || g.error.code;
-  tip.append(el('strong', {}, what));
-  if (g.error.message && g.error.message !== what) tip.append(el('span', {}, g.error.message + ' '));
+  tip.append(el('strong', {}, what + ' '));
+  // (a deleted list's message says what the remedy below says)
+  if (g.error.message && g.error.message !== what && g.error.code !== 'list_deleted_in_constant_contact')
+    tip.append(el('span', {}, g.error.message + ' '));
   tip.append(el('span', {}, 'Since ' + when(g.error.since) + '. '));
   tip.append(el('span', {}, REMEDIES[g.error.code] || ''));
   button.addEventListener('keydown', (e) => { if (e.key === 'Escape') button.blur(); });
@@ -227,28 +229,49 @@ function showDetail(g, keepMembers) {
   $('detail-summary').textContent = (counts.members || 0) + ' members, ' + (counts.in_list || 0) +
     ' on the list' + (g.pending_changes ? ', ' + g.pending_changes + ' changes waiting' : '') +
     '. Last synced ' + when(g.last_synced_at) + '.';
-  const items = [];
+  // Every count opens the members behind it; the reasons add up to the group.
+  const link = (status, label, n) => {
+    const b = el('button', { type: 'button', className: 'reasons-link' }, label + ': ' + n);
+    b.addEventListener('click', () => showMembers(g, status, label));
+    return el('li', {}, b);
+  };
+  const items = [link('', 'All members', counts.members || 0),
+    link('in_list,pending', 'On the list' + (g.pending_changes ? ' or on their way' : ''), counts.in_list || 0)];
   for (const [key, label] of REASONS) {
     const n = counts[key] || 0;
-    if (!n) continue;
-    const b = el('button', { type: 'button', className: 'reasons-link' }, label + ': ' + n);
-    b.addEventListener('click', () => showMembers(g, key, label));
-    items.push(el('li', {}, b));
+    if (n) items.push(link(key, label, n));
   }
-  if (!items.length) items.push(el('li', { className: 'muted' }, 'Every member with a usable email is on the list.'));
+  if (items.length === 2) items.push(el('li', { className: 'muted' }, 'Every member with a usable email is on the list.'));
   $('reasons').replaceChildren(...items);
   if (!keepMembers) $('members').hidden = true;
 }
 
+const STATUS_WORDS = {
+  in_list: 'on the list', pending: 'on its way to the list', no_email: 'no email',
+  invalid_email: 'invalid email', duplicate_email: 'duplicate email', do_not_email: 'do not email',
+  unsubscribed: 'unsubscribed', rejected: 'rejected',
+};
+
+function memberItem(m) {
+  const li = el('li', { className: 'member' }, el('strong', {}, m.name || m.unique_id),
+    m.email ? ' \u2014 ' + m.email : '', ' ', el('span', { className: 'badge status-' + m.status },
+      STATUS_WORDS[m.status] || m.status));
+  li.dataset.status = m.status;
+  if (m.detail || m.duplicate_of) {
+    li.append(el('span', { className: 'muted' }, ' (' + (m.detail || '') +
+      (m.duplicate_of ? (m.detail ? '; ' : '') + 'kept for ' + m.duplicate_of : '') + ')'));
+  }
+  return li;
+}
+
 async function showMembers(g, status, label, cursor) {
-  const q = '?status=' + status + '&limit=50' + (cursor ? '&cursor=' + encodeURIComponent(cursor) : '');
+  const q = '?limit=50' + (status ? '&status=' + status : '') + (cursor ? '&cursor=' + encodeURIComponent(cursor) : '');
   const path = baseUrl() + '/groups/' + encodeURIComponent(g.group_id) + '/members' + q;
   $('members').hidden = false;
   $('members-title').textContent = label;
   try {
     const { body } = await api(path);
-    const rows = (body.members || []).map((m) => el('li', {},
-      (m.name || m.unique_id) + (m.email ? ' \u2014 ' + m.email : '') + (m.detail ? ' (' + m.detail + ')' : '')));
+    const rows = (body.members || []).map(memberItem);
     if (cursor) $('member-list').append(...rows); else $('member-list').replaceChildren(...rows);
     const more = $('members-more');
     more.hidden = !body.next_cursor;
@@ -260,10 +283,11 @@ async function showMembers(g, status, label, cursor) {
 }
 
 async function downloadCsv(g, status) {
-  const path = baseUrl() + '/groups/' + encodeURIComponent(g.group_id) + '/members?status=' + status + '&limit=1000';
+  // Without a limit the CSV holds every member of the status: the whole report.
+  const path = baseUrl() + '/groups/' + encodeURIComponent(g.group_id) + '/members' + (status ? '?status=' + status : '');
   const res = await fetch(path, { headers: { Authorization: 'Bearer ' + state.token, Accept: 'text/csv' } });
   const url = URL.createObjectURL(await res.blob());
-  const a = el('a', { href: url, download: g.group_id + '-' + status + '.csv' });
+  const a = el('a', { href: url, download: g.group_id + '-' + (status || 'members').replace(/,/g, '-') + '.csv' });
   document.body.append(a);
   a.click();
   a.remove();

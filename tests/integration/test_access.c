@@ -81,6 +81,8 @@ static void test_a_read_token_reads_its_association_and_changes_nothing(void **s
     reply_free(&r);
     assert_int_equal(status_as(token, "GET", "/v1/associations/" ASSOC "/groups", NULL), 200);
     assert_int_equal(status_as(token, "GET", "/v1/associations/" ASSOC "/audit", NULL), 200);
+    assert_int_equal(status_as(token, "GET", "/v1/associations/" ASSOC "/groups/g1/members", NULL),
+                     200);
     /* every write route: 403 forbidden */
     const char *writes[][3] = {
         {"PUT", "/v1/associations/" ASSOC, "{\"webhook_secret\":\"" SECRET "\"}"},
@@ -225,6 +227,10 @@ static void test_the_status_page_is_self_contained(void **state)
     assert_non_null(strstr(csp, "default-src 'none'"));
     assert_non_null(strstr(csp, "script-src 'self'"));
     assert_null(strstr(csp, "unsafe-inline"));
+    /* the whole policy arrives (a cut one drops the last directives and warns) */
+    assert_string_equal(csp, "default-src 'none'; script-src 'self'; style-src 'self'; "
+                             "connect-src 'self'; img-src 'self'; base-uri 'none'; "
+                             "form-action 'self'; frame-ancestors 'none'");
     assert_non_null(strstr(r.body, "<script src=\"app.js\" defer></script>"));
     assert_null(strstr(r.body, "<script>")); /* no inline script */
     assert_null(strstr(r.body, "style="));   /* no inline style */

@@ -25,6 +25,8 @@
 #include "testsupport.h"
 
 #define SECRET_B64 "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw" /* SECRET without whsec_ */
+#define NOTIFY_SECRET_B64 "bm90aWZ5LXNlY3JldC1vZi0yNC1ieXRlcyE="
+#define NOTIFY_SECRET "whsec_" NOTIFY_SECRET_B64
 #define NEW_KEY_LINE "k2 a2tra2tra2tra2tra2tra2tra2tra2tra2tra2tra2s="
 #define STRANGER_KEY_LINE "k3 c3Nzc3Nzc3Nzc3Nzc3Nzc3Nzc3Nzc3Nzc3Nzc3M="
 
@@ -227,7 +229,15 @@ static void test_after_a_put_no_secret_is_in_redis_or_its_aof_in_plain_text(void
     assert_true(json_object_get_boolean(jpath(a, "constant_contact.refresh_token_set")));
     assert_null(jget(a, "secrets_unreadable"));
     json_object_put(a);
-    const char *secrets[] = {SECRET, SECRET_B64, stack.access, stack.refresh, NULL};
+    /* the notification settings' secret too */
+    struct reply r = api(
+        "PUT", "/v1/associations/" ASSOC,
+        "{\"notifications\":{\"url\":\"https://8.8.8.8/hook\",\"secret\":\"" NOTIFY_SECRET "\"}}");
+    assert_int_equal(r.status, 200);
+    assert_true(json_object_get_boolean(jpath(r.json, "notifications.secret_set")));
+    reply_free(&r);
+    const char *secrets[] = {SECRET,        SECRET_B64,        stack.access, stack.refresh,
+                             NOTIFY_SECRET, NOTIFY_SECRET_B64, NULL};
     assert_no_plain_secret(secrets);
     assert_status_counts(STACK_KEY_ID, 0, 0, 0);
 }

@@ -187,6 +187,14 @@ static void test_field_change_reaches_cc_in_one_bulk_request_per_list(void **sta
     assert_int_equal(cc_endpoint("POST /v3/activities/remove_list_memberships") - removes, 0);
     assert_int_equal(cc_requests() - before, 3);
     assert_int_equal(cc_endpoint("POST " FIELDS_PATH), 1);
+    /* the member view plans with the mapping too: nobody waits once CC has the fields */
+    struct reply mv = api("GET", "/v1/associations/" ASSOC "/groups/g1/members", NULL);
+    assert_int_equal(mv.status, 200);
+    json_object *list = jget(mv.json, "members");
+    assert_int_equal(json_object_array_length(list), 5);
+    for (size_t i = 0; i < 5; i++)
+        assert_string_equal(jstr(json_object_array_get_idx(list, i), "status"), "in_list");
+    reply_free(&mv);
 
     /* an older fact does not win; the same record again is no change: no request */
     before = cc_requests();
