@@ -20,6 +20,7 @@
 #include "ccsync/config.h"
 #include "ccsync/keys.h"
 #include "ccsync/log.h"
+#include "ccsync/notify.h"
 #include "ccsync/script.h"
 #include "ccsync/secrets.h"
 #include "ccsync/store.h"
@@ -42,11 +43,20 @@ struct pass {
     struct reseal_report *rep;
 };
 
+/* Where a secret is stored: the hash and its field, and the field name it is
+ * sealed under (bound to it with the association). */
+struct secret_at {
+    struct key key;
+    const char *hash_field;
+    const char *field;
+};
+
 /* Replaces value by its sealing under the first key: 1 done, 0 changed
  * meanwhile, -1 unreadable, STORE_ERR - 1 (-2) Redis. */
-static int reseal_value(struct pass *p, const char *association, const char *field,
+static int reseal_value(struct pass *p, const char *association, const struct secret_at *at,
                         const char *value)
 {
+    const char *field = at->field;
     size_t n = strlen(value) + 1;
     char *plain = malloc(n);
     if (!plain)
@@ -54,8 +64,7 @@ static int reseal_value(struct pass *p, const char *association, const char *fie
     int rc = -1;
     if (secrets_open(p->ring, association, field, value, plain, n) == 0) {
         char *sealed = secrets_seal(p->ring, association, field, plain);
-        struct key k = key_association(association);
-        const char *args[] = {k.s, field, value, sealed};
+        const char *args[] = {at->key.s, at->hash_field, value, sealed};
         redisReply *r = sealed ? script_eval(p->c, cas_script, 1, 4, args) : NULL;
         rc = store_reply_ok(p->c, r) && r->type == REDIS_REPLY_INTEGER ? (int)r->integer : -2;
         freeReplyObject(r);
@@ -80,9 +89,10 @@ static bool opens(const struct secrets_ring *ring, const char *association, cons
 }
 
 /* Judges one stored value, and seals it when the pass writes. */
-static int one_value(struct pass *p, const char *association, const char *field,
+static int one_value(struct pass *p, const char *association, const struct secret_at *at,
                      const redisReply *v)
 {
+    const char *field = at->field;
     if (v->type != REDIS_REPLY_STRING || v->len == 0)
         return STORE_OK;
     bool sealed = secrets_is_sealed(v->str), ring = p->ring && p->ring->n > 0;
@@ -97,7 +107,7 @@ static int one_value(struct pass *p, const char *association, const char *field,
         (*(!ok ? &p->rep->unreadable : sealed ? &p->rep->old_key : &p->rep->plaintext))++;
         return STORE_OK;
     }
-    int rc = reseal_value(p, association, field, v->str);
+    int rc = reseal_value(p, association, at, v->str);
     if (rc == -2)
         return STORE_ERR;
     if (rc == -1) {
@@ -111,30 +121,40 @@ static int one_value(struct pass *p, const char *association, const char *field,
     return STORE_OK;
 }
 
-/* The secret fields of a batch of associations, read in one round trip. */
+/* The secrets of one association: its record's fields, then its notification
+ * settings' secret (got: the HMGET's reply, then the HGET's). */
+static int one_association(struct pass *p, const char *id, redisReply *const *got)
+{
+    if (got[0]->type != REDIS_REPLY_ARRAY || got[0]->elements != STORE_N_SECRET_FIELDS ||
+        (got[1]->type != REDIS_REPLY_STRING && got[1]->type != REDIS_REPLY_NIL))
+        return STORE_ERR;
+    p->rep->associations++;
+    int rc = STORE_OK;
+    for (size_t f = 0; rc == STORE_OK && f < STORE_N_SECRET_FIELDS; f++) {
+        struct secret_at at = {key_association(id), store_secret_fields[f], store_secret_fields[f]};
+        rc = one_value(p, id, &at, got[0]->element[f]);
+    }
+    struct secret_at notify = {key_notify(id), "secret", NOTIFY_SECRET_FIELD};
+    return rc == STORE_OK ? one_value(p, id, &notify, got[1]) : rc;
+}
+
+/* The secrets of a batch of associations, read in one round trip. */
 static int one_batch(struct pass *p, const redisReply *ids)
 {
-    for (size_t i = 0; i < ids->elements; i++)
+    size_t n = 2 * ids->elements;
+    for (size_t i = 0; i < ids->elements; i++) {
         redisAppendCommand(p->c, "HMGET %s %s %s %s", key_association(ids->element[i]->str).s,
                            store_secret_fields[0], store_secret_fields[1], store_secret_fields[2]);
-    redisReply **got = calloc(ids->elements + 1, sizeof *got);
+        redisAppendCommand(p->c, "HGET %s secret", key_notify(ids->element[i]->str).s);
+    }
+    redisReply **got = calloc(n + 1, sizeof *got);
     int rc = got ? STORE_OK : STORE_ERR;
-    for (size_t i = 0; i < ids->elements; i++) {
+    for (size_t i = 0; rc == STORE_OK && i < n; i++)
         if (redisGetReply(p->c, (void **)&got[i]) != REDIS_OK || !got[i])
             rc = STORE_ERR;
-        if (rc != STORE_OK)
-            break;
-    }
-    for (size_t i = 0; rc == STORE_OK && i < ids->elements; i++) {
-        if (got[i]->type != REDIS_REPLY_ARRAY || got[i]->elements != STORE_N_SECRET_FIELDS) {
-            rc = STORE_ERR;
-            break;
-        }
-        p->rep->associations++;
-        for (size_t f = 0; rc == STORE_OK && f < STORE_N_SECRET_FIELDS; f++)
-            rc = one_value(p, ids->element[i]->str, store_secret_fields[f], got[i]->element[f]);
-    }
-    for (size_t i = 0; got && i < ids->elements; i++)
+    for (size_t i = 0; rc == STORE_OK && i < ids->elements; i++)
+        rc = one_association(p, ids->element[i]->str, &got[2 * i]);
+    for (size_t i = 0; got && i < n; i++)
         freeReplyObject(got[i]);
     free(got);
     return rc;

@@ -142,10 +142,14 @@ static void assert_no_plain_secret(const char *const *secrets)
 
 /* ---- helpers ---- */
 
+/* A stored secret: a field of the association's record, or "notify" for the
+ * notification settings' secret. */
 static char *field(const char *name)
 {
     redisContext *c = peek_connect(stack.redis_port);
-    redisReply *r = peek_command(c, "HGET %s %s", key_association(ASSOC).s, name);
+    redisReply *r = strcmp(name, "notify") == 0
+                        ? peek_command(c, "HGET %s secret", key_notify(ASSOC).s)
+                        : peek_command(c, "HGET %s %s", key_association(ASSOC).s, name);
     char *v = r->type == REDIS_REPLY_STRING ? strdup(r->str) : NULL;
     freeReplyObject(r);
     redisFree(c);
@@ -310,13 +314,20 @@ static void test_keys_rotate_add_first_restart_then_drop_the_old(void **state)
 {
     (void)state;
     char *old = field("webhook_secret");
+    struct reply r = api(
+        "PUT", "/v1/associations/" ASSOC,
+        "{\"notifications\":{\"url\":\"https://8.8.8.8/hook\",\"secret\":\"" NOTIFY_SECRET "\"}}");
+    assert_int_equal(r.status, 200);
+    reply_free(&r);
+    assert_sealed_with("notify", STACK_KEY_ID);
     /* 1. the new key first, the old one still there: every value is sealed again */
     assert_int_equal(stack_write_key_file(NEW_KEY_LINE "\n" STACK_KEY_LINE "\n"), 0);
     restart_ccsyncd();
-    wait_log_count(0, "\"resealed_now\":3", 1, WAIT_MS);
+    wait_log_count(0, "\"resealed_now\":4", 1, WAIT_MS);
     assert_sealed_with("webhook_secret", "k2");
     assert_sealed_with("cc_access_token", "k2");
     assert_sealed_with("cc_refresh_token", "k2");
+    assert_sealed_with("notify", "k2");
     assert_status_counts("k2", 0, 0, 0);
     /* 2. the old key dropped: everything still opens */
     assert_int_equal(stack_write_key_file(NEW_KEY_LINE "\n"), 0);
