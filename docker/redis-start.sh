@@ -75,9 +75,9 @@ users() {
     chown redis:redis "$run/users.acl" "$run/replication.conf" 2>/dev/null || true
 }
 
-umask 077
 case "${1:-}" in
 redis-server)
+    umask 077
     mkdir -p "$run"
     users
     shift
@@ -92,6 +92,7 @@ redis-server)
     start redis-server "$@" --aclfile "$run/users.acl" --include "$run/replication.conf"
     ;;
 redis-sentinel)
+    umask 077
     shift
     write_once "$@"
     name=$(awk '$1 == "sentinel" && $2 == "monitor" { print $3; exit }' "$1")

@@ -129,7 +129,7 @@ else
     check "compose: ha profile validates (docker-compose --profile ha config)" \
         compose_config "$TMP/ha.env" "$TMP/ha" --profile ha
     if [ -s "$TMP/ha.json" ]; then
-        check "compose: ha profile: a replica, three Sentinels (quorum 2), ccsyncd through them in replica mode" \
+        check "compose: ha profile: a replica, three Sentinels (quorum 2), all authenticated through redis-start.sh, ccsyncd through them in replica mode" \
             tool compose-ha "$TMP/ha.json" "$TMP/ha.env"
     else
         fail "compose: ha configuration checks (no configuration to check)"

@@ -359,8 +359,9 @@ def cmd_compose_ha(ha_json, env_file):
     """Checks the ha profile as `docker-compose --profile ha config` resolved it with env_file
     (the example with the three high-availability lines set): a replica of `redis` with the
     same persistence, three Sentinels on distinct volumes monitoring `redis` under the name
-    ccsyncd is given, with a quorum that survives one lost Sentinel, and a ccsyncd that
-    finds the primary through exactly those Sentinels in replica durability."""
+    ccsyncd is given, with a quorum that survives one lost Sentinel, all of them
+    authenticated (check_ha_auth), and a ccsyncd that finds the primary through exactly
+    those Sentinels in replica durability."""
     problems = []
     h = json.load(open(ha_json))
     hs = h.get("services", {})
