@@ -10,8 +10,9 @@
 #   - the final stage's command line, environment and user run build/ccsyncd against a
 #     local Redis: /readyz answers 200, the HEALTHCHECK command passes, SIGTERM drains;
 #   - the Redis backup and restore procedure of docker/README.md keeps queued events;
-#   - the ha profile: its configuration (a replica, three Sentinels, ccsyncd through them), and
-#     its replica and Sentinel commands run locally: quorum, failover, a promotion that lasts.
+#   - the ha profile: its configuration (a replica, three Sentinels, ccsyncd through them, every
+#     one authenticated), and its Redis and Sentinel entry points run locally with the ACL users
+#     and passwords: quorum, failover, a promotion that lasts, the old primary following.
 # Prints one line a check and "deploy: N passed, M failed" at the end; exits 1 on failure.
 # BUILD selects the build folder holding ccsyncd (default build); DEPLOY_VERBOSE=1 also shows
 # what passing checks printed.
@@ -128,7 +129,7 @@ else
     check "compose: ha profile validates (docker-compose --profile ha config)" \
         compose_config "$TMP/ha.env" "$TMP/ha" --profile ha
     if [ -s "$TMP/ha.json" ]; then
-        check "compose: ha profile: a replica, three Sentinels (quorum 2), ccsyncd through them in replica mode" \
+        check "compose: ha profile: a replica, three Sentinels (quorum 2), all authenticated through redis-start.sh, ccsyncd through them in replica mode" \
             tool compose-ha "$TMP/ha.json" "$TMP/ha.env"
     else
         fail "compose: ha configuration checks (no configuration to check)"
@@ -411,37 +412,92 @@ if command -v redis-server >/dev/null; then
         restore_check
 fi
 
-# ---- 7b. the ha profile's replica and Sentinels, outside Docker ----------------------------
-# What the containers would run (the compose commands, their hosts and ports made local): the
-# replica follows the primary, the three Sentinels reach a quorum, a failover promotes the
-# replica, and the promotion is in the replica's configuration file (it survives a restart).
+# ---- 7b. the ha profile's primary, replica and Sentinels, outside Docker --------------------
+# What the containers would run (docker/redis-start.sh with the compose arguments, their hosts
+# and ports made local, the compose secrets in a folder): every Redis with the four ACL users,
+# the replica authenticated to the primary as "replication", the three Sentinels as "sentinel"
+# reach a quorum, a failover promotes the replica (and its configuration file keeps that), the
+# user ccsync writes on it, and the demoted primary follows it. No password on a command line.
 sentinel_primary() { redis-cli -p "$1" sentinel get-master-addr-by-name ccsync | tail -n 1; }
+# as_user USER PORT COMMAND...: redis-cli as that ACL user, its password from $d/secrets.
+as_user() {
+    local user=$1 port=$2 f=redis_password
+    shift 2
+    case $user in default) f=redis_admin_password ;; replication | sentinel) f=redis_${user}_password ;; esac
+    REDISCLI_AUTH=$(cat "$d/secrets/$f") redis-cli --no-auth-warning --user "$user" -p "$port" "$@"
+}
+ha_secrets() { # DIR: the four Redis passwords docker/make-secrets.sh makes
+    local f
+    mkdir -p "$1"
+    for f in redis_password redis_admin_password redis_replication_password redis_sentinel_password; do
+        openssl rand -hex 32 >"$1/$f"
+    done
+}
 ha_run_check() {
-    local d="$TMP/ha-run" pp rp s1 s2 s3 f
+    local d="$TMP/ha-run" pp rp s1 s2 s3 f pw denied rpid=0
     [ -s "$TMP/ha.json" ] || { echo "no ha configuration (docker-compose config failed)"; return 1; }
-    mkdir -p "$d/primary"
+    mkdir -p "$d"
     pp=$(free_port) rp=$(free_port) s1=$(free_port) s2=$(free_port) s3=$(free_port)
-    start_redis "$d/primary" "$pp" || { echo "primary did not start"; return 1; }
+    ha_secrets "$d/secrets"
     tool ha-commands "$TMP/ha.json" "$d" "$pp" "$rp" "$s1" "$s2" "$s3" || return 1
-    for f in replica sentinel-1 sentinel-2 sentinel-3; do
+    for f in redis redis-replica sentinel-1 sentinel-2 sentinel-3; do
         sh "$d/$f.sh" >"$d/$f.log" 2>&1 &
         PIDS+=($!)
+        [ "$f" != redis-replica ] || rpid=$!
     done
-    wait_until 20 sh -c "redis-cli -p $rp info replication | grep -q master_link_status:up" ||
-        { echo "the replica does not follow the primary"; tail -n 5 "$d/replica.log"; return 1; }
+    wait_until 10 sh -c "redis-cli -p $pp ping 2>&1 | grep -q NOAUTH" ||
+        { echo "the primary does not ask for a password"; tail -n 5 "$d/redis.log"; return 1; }
+    [ "$(as_user ccsync "$pp" SET 'ccsync:{ha}:before' 1)" = OK ] || { echo "user ccsync cannot write on the primary"; return 1; }
+    [ "$(as_user ccsync "$pp" SET other:key 1 2>&1)" != OK ] || { echo "user ccsync writes beyond ccsync:*"; return 1; }
+    as_user default "$pp" ACL LOG RESET >/dev/null # that refusal was ours: the log must stay empty from here
+    wait_until 20 sh -c "REDISCLI_AUTH=\$(cat $d/secrets/redis_admin_password) redis-cli --no-auth-warning -p $rp info replication | grep -q master_link_status:up" ||
+        { echo "the replica does not follow the primary"; tail -n 5 "$d/redis-replica.log"; return 1; }
+    echo "replica: in sync with the primary as user replication"
     wait_until 30 sh -c "redis-cli -p $s1 sentinel ckquorum ccsync | grep -q '^OK 3 usable'" ||
         { echo "no quorum of 3: $(redis-cli -p "$s1" sentinel ckquorum ccsync)"; tail -n 5 "$d/sentinel-1.log"; return 1; }
     wait_until 30 sh -c "redis-cli -p $s1 sentinel replicas ccsync | grep -qx $rp" ||
         { echo "the Sentinels do not know the replica"; return 1; }
     redis-cli -p "$s1" sentinel failover ccsync >/dev/null
     wait_until 30 sh -c "[ \"\$(redis-cli -p $s1 sentinel get-master-addr-by-name ccsync | tail -n 1)\" = $rp ]" ||
-        { echo "no failover to the replica: primary is $(sentinel_primary "$s1")"; return 1; }
-    wait_until 10 sh -c "! grep -q '^replicaof' $d/replica/redis.conf" ||
-        { echo "the promotion is not in the replica's redis.conf"; cat "$d/replica/redis.conf"; return 1; }
+        { echo "no failover to the replica: primary is $(sentinel_primary "$s1")"; tail -n 10 "$d/sentinel-1.log"; return 1; }
+    wait_until 10 sh -c "! grep -q '^replicaof' $d/redis-replica/redis.conf" ||
+        { echo "the promotion is not in the replica's redis.conf"; cat "$d/redis-replica/redis.conf"; return 1; }
     echo "failover: primary now 127.0.0.1:$(sentinel_primary "$s1")"
+    wait_until 10 sh -c "[ \"\$(REDISCLI_AUTH=\$(cat $d/secrets/redis_password) redis-cli --no-auth-warning --user ccsync -p $rp SET 'ccsync:{ha}:after' 2)\" = OK ]" ||
+        { echo "user ccsync cannot write on the promoted replica: $(as_user ccsync "$rp" SET 'ccsync:{ha}:after' 2 2>&1)"; return 1; }
+    [ "$(as_user ccsync "$rp" GET 'ccsync:{ha}:before')" = 1 ] || { echo "the promoted replica lacks the primary's write"; return 1; }
+    wait_until 30 sh -c "REDISCLI_AUTH=\$(cat $d/secrets/redis_admin_password) redis-cli --no-auth-warning -p $pp info replication | grep -q master_link_status:up" ||
+        { echo "the demoted primary does not follow the new one"; as_user default "$pp" info replication | head -n 8; tail -n 5 "$d/redis.log"; return 1; }
+    wait_until 10 sh -c "[ \"\$(REDISCLI_AUTH=\$(cat $d/secrets/redis_password) redis-cli --no-auth-warning --user ccsync -p $pp GET 'ccsync:{ha}:after')\" = 2 ]" ||
+        { echo "the demoted primary does not have the new primary's write"; return 1; }
+    echo "demoted primary: a replica of 127.0.0.1:$rp, in sync, as user replication"
+    grep -q '^sentinel auth-user ccsync sentinel$' "$d/sentinel-1/sentinel.conf" ||
+        { echo "sentinel-1's file does not authenticate as the user sentinel"; return 1; }
+    # The promoted replica restarted: still the primary, and the replication password that
+    # CONFIG REWRITE copied into its file is gone from it (the secret gives it again).
+    kill "$rpid"
+    wait "$rpid" 2>/dev/null
+    sh "$d/redis-replica.sh" >>"$d/redis-replica.log" 2>&1 &
+    PIDS+=($!)
+    wait_until 10 sh -c "REDISCLI_AUTH=\$(cat $d/secrets/redis_password) redis-cli --no-auth-warning --user ccsync -p $rp ROLE | head -n 1 | grep -qx master" ||
+        { echo "the promoted replica is no primary after a restart"; tail -n 5 "$d/redis-replica.log"; return 1; }
+    ! grep -q '^masterauth' "$d/redis-replica/redis.conf" || { echo "masterauth stays in the replica's file"; return 1; }
+    wait_until 20 sh -c "REDISCLI_AUTH=\$(cat $d/secrets/redis_admin_password) redis-cli --no-auth-warning -p $pp info replication | grep -q master_link_status:up" ||
+        { echo "the demoted primary does not follow the restarted primary"; return 1; }
+    echo "promoted replica restarted: still the primary, followed again; no masterauth in its file"
+    for f in "$pp" "$rp"; do
+        denied=$(as_user default "$f" ACL LOG)
+        [ -z "$denied" ] || { echo "Redis on $f denied something: $denied"; return 1; }
+    done
+    for f in "$d"/secrets/*; do
+        pw=$(cat "$f")
+        if pgrep -f -- "$pw" >/dev/null; then echo "a command line holds $(basename "$f")"; return 1; fi
+        if grep -rqF "$pw" "$d"/*.sh "$TMP/ha.yml"; then echo "a command or the compose file holds $(basename "$f")"; return 1; fi
+    done
+    echo "ACL LOG empty on both; no password on a command line"
 }
 if command -v redis-server >/dev/null; then
-    check "ha: the profile's replica and Sentinels run, reach a quorum, fail over, and the promotion lasts" \
+    check "ha: primary, replica and Sentinels with the ACL users: quorum, failover, ccsync writes on the promoted replica, old primary follows" \
         ha_run_check
 else
     skip "ha run (redis-server not installed)"

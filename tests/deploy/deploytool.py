@@ -359,8 +359,9 @@ def cmd_compose_ha(ha_json, env_file):
     """Checks the ha profile as `docker-compose --profile ha config` resolved it with env_file
     (the example with the three high-availability lines set): a replica of `redis` with the
     same persistence, three Sentinels on distinct volumes monitoring `redis` under the name
-    ccsyncd is given, with a quorum that survives one lost Sentinel, and a ccsyncd that
-    finds the primary through exactly those Sentinels in replica durability."""
+    ccsyncd is given, with a quorum that survives one lost Sentinel, all of them
+    authenticated (check_ha_auth), and a ccsyncd that finds the primary through exactly
+    those Sentinels in replica durability."""
     problems = []
     h = json.load(open(ha_json))
     hs = h.get("services", {})
@@ -403,8 +404,11 @@ def cmd_compose_ha(ha_json, env_file):
         need("port 26379" in cmd, f"{n} does not listen on 26379")
         for v in hs[n].get("volumes", []):
             src = v.get("source") if isinstance(v, dict) else v.split(":")[0]
+            if (isinstance(v, dict) and v.get("type") == "bind") or src.startswith(("/", ".")):
+                continue  # the entry point's files, read-only, the same for all
             need(src not in volumes, f"{n} shares its volume {src} with another Sentinel")
             volumes.add(src)
+    check_ha_auth(h, sentinels, need)
     want = ",".join(f"{n}:26379" for n in sentinels)
     c = hs.get("ccsyncd", {}).get("environment", {})
     need(c.get("CCSYNC_REDIS_SENTINELS") == want,
@@ -416,38 +420,74 @@ def cmd_compose_ha(ha_json, env_file):
     return 1 if problems else 0
 
 
+def check_ha_auth(h, sentinels, need):
+    """The ha profile with Redis's passwords and ACL users: both Redis services start through
+    redis-start.sh (the same four users, replication as the user "replication") with every
+    Redis password as a secret and the ACL file on a tmpfs; the Sentinels through it too,
+    with the user "sentinel"'s password as a secret; all of them on internal networks only,
+    publishing no port; and no password or auth directive in a command or healthcheck."""
+    hs, nets, top = h.get("services", {}), h.get("networks", {}) or {}, h.get("secrets", {}) or {}
+    redis_secrets = {"redis_password", "redis_admin_password", "redis_replication_password",
+                     "redis_sentinel_password"}
+    for n in ["redis", "redis-replica"] + sentinels:
+        svc = hs.get(n, {})
+        need("redis-start.sh" in " ".join(svc.get("entrypoint") or []),
+             f"{n} does not start through redis-start.sh (no ACL users, no authentication)")
+        have = {x["source"] if isinstance(x, dict) else x for x in svc.get("secrets") or []}
+        want = redis_secrets if not n.startswith("sentinel") else {"redis_sentinel_password"}
+        need(want <= have, f"{n} lacks the secrets {sorted(want - have)}")
+        for name in want:
+            need(str((top.get(name) or {}).get("file", "")).startswith("/"), f"secret {name} has no file")
+        if not n.startswith("sentinel"):
+            need("/run/redis-acl" in " ".join(str(t) for t in svc.get("tmpfs") or []),
+                 f"{n} has no tmpfs /run/redis-acl for its ACL file")
+        snets = set(svc.get("networks") or [])
+        need(snets and all((nets.get(x) or {}).get("internal") for x in snets),
+             f"{n} is on a network that is not internal ({sorted(snets)})")
+        need(not svc.get("ports"), f"{n} publishes a port")
+        text = json.dumps([svc.get("command"), svc.get("healthcheck"), svc.get("environment")])
+        for word in ("masterauth", "requirepass", "auth-pass", "auth-user", " -a ", "--pass"):
+            need(word not in text, f"{n}'s command, healthcheck or environment holds '{word.strip()}'")
+    first = lambda n: (hs.get(n, {}).get("command") or [""])[0]  # noqa: E731
+    need(first("redis-replica") == "redis-server", "redis-replica's command is not redis-server FILE ...")
+    for n in sentinels:
+        need(first(n) == "redis-sentinel", f"{n}'s command is not redis-sentinel FILE ...")
+
+
 def cmd_ha_commands(ha_json, out_dir, primary_port, replica_port, *sentinel_ports):
-    """Writes out_dir/replica.sh and out_dir/sentinel-N.sh: the ha profile's shell commands
-    for redis-replica and sentinel-N, made local (their /data a folder of their own, the
-    host `redis` 127.0.0.1:primary_port, each on its own port; redis-sentinel is
-    redis-server --sentinel, which Debian's redis-server package has), so that check.sh
-    can run what the containers would."""
+    """Writes out_dir/NAME.sh for redis (the primary), redis-replica and sentinel-N: the
+    services' entry points and commands (docker/redis-start.sh with their arguments), made
+    local: their /data a folder of their own, the host `redis` 127.0.0.1:primary_port, each
+    on its own port, the secrets in out_dir/secrets (REDIS_SECRETS_DIR) and each service's
+    tmpfs in NAME/run (REDIS_RUN_DIR). redis-start.sh runs redis-server (--sentinel for the
+    Sentinels) of Debian's redis-server package, as the containers would."""
     hs = json.load(open(ha_json)).get("services", {})
+    secrets = os.path.join(out_dir, "secrets")
 
-    def local(cmd, data, exec_from, exec_to):
-        cmd = cmd.replace("/data/", data + "/")
-        cmd = cmd.replace("replicaof redis 6379", f"replicaof 127.0.0.1 {primary_port}")
-        cmd = cmd.replace("monitor ccsync redis 6379", f"monitor ccsync 127.0.0.1 {primary_port}")
-        if exec_from not in cmd:
-            raise SystemExit(f"no '{exec_from}' in {cmd!r}")
-        return cmd.replace(exec_from, exec_to)
+    def write(name, port):
+        svc = hs[name]
+        entry = [a for a in (svc.get("entrypoint") or []) if a.endswith("redis-start.sh")]
+        if not entry:
+            raise SystemExit(f"{name} does not start through redis-start.sh")
+        data = os.path.join(out_dir, name)
+        os.makedirs(os.path.join(data, "run"), exist_ok=True)
+        args = " ".join(str(a) for a in svc["command"])
+        args = args.replace("/data/", data + "/")
+        args = args.replace("replicaof redis 6379", f"replicaof 127.0.0.1 {primary_port}")
+        args = re.sub(r"monitor (\S+) redis 6379", rf"monitor \1 127.0.0.1 {primary_port}", args)
+        args = args.replace("--port 26379", f"--port {port}").split()
+        if "--port" not in args:
+            args += ["--port", str(port)]
+        args += ["--bind", "127.0.0.1", "--dir", data]
+        script = (f"REDIS_SECRETS_DIR={shlex.quote(secrets)} REDIS_RUN_DIR={shlex.quote(data + '/run')} "
+                  f"exec sh docker/redis-start.sh {shlex.join(args)}\n")
+        open(os.path.join(out_dir, name + ".sh"), "w").write(script)
 
-    def write(name, cmd, data):
-        os.makedirs(data, exist_ok=True)
-        open(os.path.join(out_dir, name), "w").write(cmd + "\n")
-
-    data = os.path.join(out_dir, "replica")
-    cmd = " ".join(hs["redis-replica"]["command"])
-    write("replica.sh", local(cmd, data, f"exec redis-server {data}/redis.conf",
-                              f"exec redis-server {data}/redis.conf --port {replica_port} "
-                              f"--bind 127.0.0.1 --dir {data}"), data)
+    write("redis", primary_port)
+    write("redis-replica", replica_port)
     names = sorted(n for n in hs if n.startswith("sentinel"))
     for name, port in zip(names, sentinel_ports):
-        data = os.path.join(out_dir, name)
-        cmd = " ".join(hs[name]["command"]).replace("port 26379", f"port {port}")
-        write(f"{name}.sh", local(cmd, data, f"exec redis-sentinel {data}/sentinel.conf",
-                                  f"exec redis-server {data}/sentinel.conf --sentinel "
-                                  f"--bind 127.0.0.1 --dir {data}"), data)
+        write(name, port)
     return 0
 
 
