@@ -240,11 +240,13 @@ static enum call_outcome refresh_token(struct sync_worker *w, const char *associ
 
 /* Waits until the shared budget grants a request (CALL_OK). */
 static enum call_outcome take_budget(struct sync_worker *w, const char *association,
-                                     int64_t *renewed, struct ccapi_error *err)
+                                     enum budget_class cls, int64_t *renewed,
+                                     struct ccapi_error *err)
 {
     for (;;) {
         int64_t wait_ns = 0;
-        enum ratelimit_result rl = ratelimit_acquire(w->redis, &w->budget, association, &wait_ns);
+        enum ratelimit_result rl =
+            ratelimit_acquire_class(w->redis, &w->budget, association, cls, &wait_ns);
         if (rl == RATELIMIT_GRANTED)
             return CALL_OK;
         if (rl == RATELIMIT_QUOTA) {
@@ -260,8 +262,8 @@ static enum call_outcome take_budget(struct sync_worker *w, const char *associat
 }
 
 /* Leases, token and budget before a request: CALL_OK when it may be sent. */
-static enum call_outcome get_ready(struct sync_worker *w, const char *association, int64_t *renewed,
-                                   struct ccapi_error *err)
+static enum call_outcome get_ready(struct sync_worker *w, const char *association,
+                                   enum budget_class cls, int64_t *renewed, struct ccapi_error *err)
 {
     enum call_outcome oc = renew_or_fail(w);
     if (oc != CALL_OK)
@@ -272,7 +274,7 @@ static enum call_outcome get_ready(struct sync_worker *w, const char *associatio
             return CALL_REDIS;
         return err->status == CCAPI_UNAUTHORIZED ? CALL_FAILED : CALL_RETRY;
     }
-    return take_budget(w, association, renewed, err);
+    return take_budget(w, association, cls, renewed, err);
 }
 
 /* What to do after an answer: CALL_OK to send again, anything else ends the call
@@ -319,13 +321,13 @@ enum call_outcome cc_call(struct sync_worker *w, const char *association, struct
     do {
         memset(err, 0, sizeof *err);
         int64_t renewed;
-        oc = get_ready(w, association, &renewed, err);
+        oc = get_ready(w, association, op->cls, &renewed, err);
         if (oc != CALL_OK)
             return oc;
         cc_op_send(w->cc, op, err);
-        char labels[96];
-        snprintf(labels, sizeof labels, "op=\"%s\",outcome=\"%s\"", cc_ops[op->kind].name,
-                 ccapi_status_name(err->status));
+        char labels[128];
+        snprintf(labels, sizeof labels, "op=\"%s\",outcome=\"%s\",class=\"%s\"",
+                 cc_ops[op->kind].name, ccapi_status_name(err->status), budget_class_name(op->cls));
         metrics_inc("ccsync_cc_requests_total", labels);
         oc = after_answer(w, association, op, err, &renewed, &refreshed, &transient, &done);
     } while (!done && oc == CALL_OK);

@@ -274,7 +274,7 @@ enum sync_result lists_mark_deleted(struct run *r)
 
 enum call_outcome lists_ask(struct run *r, bool *gone, struct ccapi_error *err)
 {
-    struct cc_op op = {.kind = CC_LIST_GET, .in.list_id = r->gs.list_id};
+    struct cc_op op = {.kind = CC_LIST_GET, .cls = r->cls, .in.list_id = r->gs.list_id};
     enum call_outcome oc = cc_call(r->w, r->association, &op, err);
     *gone = (oc == CALL_FAILED && err->status == CCAPI_NOT_FOUND) ||
             (oc == CALL_OK && op.out.list.deleted);

@@ -65,7 +65,7 @@ static void account_lists_take(struct account_lists *a, struct ccapi_list_page *
 /* One paged read covers every list of the account. */
 static enum sync_result read_account_lists(struct run *r, struct account_lists *a)
 {
-    struct cc_op op = {.kind = CC_LISTS_PAGE};
+    struct cc_op op = {.kind = CC_LISTS_PAGE, .cls = BUDGET_RECONCILE};
     char *next = NULL;
     struct ccapi_error err;
     enum call_outcome oc;
@@ -170,7 +170,7 @@ enum sync_result sync_reconcile(struct sync_worker *w, const char *association)
     if (group_ids_load(c, association, &ids, &n) != STORE_OK)
         return SYNC_REDIS;
     enum sync_result res = SYNC_DONE;
-    struct run r = {.w = w, .association = association};
+    struct run r = {.w = w, .association = association, .cls = BUDGET_RECONCILE};
     struct account_lists lists = {0};
     w->token_association[0] = '\0'; /* read the token afresh: it may be near expiry */
     if (any_list(c, association, ids, n)) {

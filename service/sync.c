@@ -21,7 +21,7 @@
 static enum sync_result read_list_back(struct run *r)
 {
     struct ccapi_error err;
-    enum call_outcome oc = round_verify_list(r, &err);
+    enum call_outcome oc = round_verify_list(r, BUDGET_FULL_SYNC, &err);
     if (oc == CALL_FAILED && err.status == CCAPI_NOT_FOUND)
         return lists_check_gone(r, &err);
     return call_result(r, oc, &err, "read the list");

@@ -31,6 +31,10 @@ enum budget_class {
     BUDGET_CLASSES
 };
 
+/* The name a class goes by in status and metrics: changes, full_sync,
+ * reconcile, refresh. */
+const char *budget_class_name(enum budget_class cls);
+
 #define BUDGET_DAY_SECONDS 86400
 
 /* Fractions of the daily limit that shape the day. */
