@@ -60,7 +60,7 @@ struct key {
 #define KEY_EVENTS KEY_ROOT "events"             /* stream of accepted webhooks */
 #define KEY_DEAD_LETTERS KEY_ROOT "events:dead"  /* stream of events that could not be applied */
 #define KEY_ASSOCIATIONS KEY_ROOT "associations" /* set of association ids */
-#define KEY_CREDENTIALS KEY_ROOT "credentials"   /* stream: an entry when a PUT changes tokens */
+#define KEY_CREDENTIALS KEY_ROOT "credentials" /* stream: an entry when a PUT changes tokens */
 /* set "A|G": last sync failed, will retry. Only plain commands write it (never a
  * script with an association's keys), after the finish script. */
 #define KEY_RETRYING KEY_ROOT "retrying"

@@ -35,9 +35,9 @@ struct member_record {
     char *last_name;
     char *company;
     enum customer_type type;
-    bool active;       /* false only when "Active": false */
-    bool do_not_email; /* "DoNotSendMarketingEmails": true */
-    bool has_groups;   /* "Groups" was present (an array) */
+    bool active;         /* false only when "Active": false */
+    bool do_not_email;   /* "DoNotSendMarketingEmails": true */
+    bool has_groups;     /* "Groups" was present (an array) */
     size_t n_groups;
     struct group_ref *groups; /* owned array of n_groups */
 };
@@ -61,7 +61,7 @@ const char *event_type_name(enum event_type t);
  * since the Unix epoch (UTC). */
 struct event {
     enum event_type type;
-    char type_name[64]; /* as sent, truncated; for logs of unknown types */
+    char type_name[64];     /* as sent, truncated; for logs of unknown types */
     int64_t ts_ns;
     char subject_id[CCSYNC_ID_MAX + 1]; /* data.UniqueID: member or group */
 
@@ -69,7 +69,7 @@ struct event {
     struct member_record member;
 
     /* group.created/updated */
-    char *group_name; /* owned */
+    char *group_name;       /* owned */
     bool sync_enabled;
 
     /* group.members: the complete membership */
