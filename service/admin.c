@@ -848,6 +848,7 @@ int admin_status(struct app *app, struct http_request *req)
     json_object_object_add(redis, "status", json_object_new_string("ok"));
     json_object_object_add(o, "queue", queue);
     json_object_object_add(o, "constant_contact_budget", budget_view(c, app->cfg));
+    json_object_object_add(o, "budget", admin_budget_view(c, app->cfg));
     json_object_object_add(o, "associations_in_error", associations_in_error(c));
     http_reply_json(req, 200, o);
     return HTTP_DONE;

@@ -13,6 +13,7 @@
 #include <time.h>
 
 #include "ccsync/app.h"
+#include "ccsync/config.h"
 #include "ccsync/engine.h"
 #include "ccsync/lease.h"
 #include "ccsync/metrics.h"
@@ -145,6 +146,25 @@ static int64_t mono_ms(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* ---- the shared day ---- */
+
+int sync_budget_day(struct sync_worker *w, struct budget_day *d)
+{
+    int64_t now = mono_ms();
+    if (w->day_read_ms == 0 || now - w->day_read_ms >= 1000) {
+        struct ratelimit_snapshot snap;
+        if (ratelimit_snapshot(w->redis, &w->budget, &snap) != STORE_OK) {
+            *d = w->day;
+            return STORE_ERR;
+        }
+        ratelimit_budget_day(&snap, w->budget.daily_limit, w->app->cfg->reconcile_budget_share,
+                             &w->day);
+        w->day_read_ms = now;
+    }
+    *d = w->day;
+    return STORE_OK;
 }
 
 /* ---- leases ---- */

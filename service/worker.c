@@ -406,6 +406,7 @@ static bool sync_due_groups(struct sync_worker *w, bool *worked)
     clock_gettime(CLOCK_MONOTONIC, &t0);
     sync_groups(w, r->association, groups, r->n, results, retry_ms);
     clock_gettime(CLOCK_MONOTONIC, &t1);
+    sync_note_activity(w->redis, r->association); /* reconcile looks sooner at busy ones */
     count_round(r, results, (t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000);
     bool redis_failed = w->redis->err != 0;
     for (size_t i = 0; i < r->n; i++)

@@ -10,7 +10,10 @@
 #include <stddef.h>
 
 struct app;
+struct config;
 struct http_request;
+struct json_object;
+struct redisContext;
 
 int admin_livez(struct app *app, struct http_request *req);
 int admin_readyz(struct app *app, struct http_request *req);
@@ -24,6 +27,9 @@ int admin_audit(struct app *app, struct http_request *req);
 int admin_status(struct app *app, struct http_request *req);
 int admin_list_dead_letters(struct app *app, struct http_request *req);
 int admin_redrive_dead_letter(struct app *app, struct http_request *req);
+/* The shared budget (admin_budget.c): ask for a reconcile; /v1/status budget. */
+int admin_reconcile_association(struct app *app, struct http_request *req);
+struct json_object *admin_budget_view(struct redisContext *c, const struct config *cfg);
 /* Association tokens (admin_tokens.c). */
 int admin_create_token(struct app *app, struct http_request *req);
 int admin_list_tokens(struct app *app, struct http_request *req);

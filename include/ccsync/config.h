@@ -46,6 +46,8 @@ struct config {
     int lease_seconds;      /* how long a worker holds a group (or a reconcile) without renewing */
     int durability;         /* enum durability_mode: CCSYNC_DURABILITY */
     int replica_timeout_ms; /* CCSYNC_REPLICA_TIMEOUT_MS: replica mode's WAIT */
+    double reconcile_budget_share; /* CCSYNC_RECONCILE_BUDGET_SHARE: reconcile's part of the day */
+    int sync_delay_max_seconds;    /* CCSYNC_SYNC_DELAY_MAX_SECONDS: the widest coalescing wait */
 
     /* Optional bootstrap of one association (single-association deployments). */
     char boot_association_id[65];
