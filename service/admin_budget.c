@@ -53,9 +53,10 @@ int admin_reconcile_association(struct app *app, struct http_request *req)
         char secs[24];
         snprintf(secs, sizeof secs, "%lld", (long long)((retry_ms + 999) / 1000));
         http_add_header(req, "Retry-After", secs);
-        http_reply_error(req, 429, "reconcile_asked_recently",
-                         "a reconcile of \"%s\" was asked less than a minute ago; ask again in %s s",
-                         assoc, secs);
+        http_reply_error(
+            req, 429, "reconcile_asked_recently",
+            "a reconcile of \"%s\" was asked less than a minute ago; ask again in %s s", assoc,
+            secs);
         return HTTP_DONE;
     }
     int64_t now = store_now_ns() / 1000000;

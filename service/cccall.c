@@ -161,10 +161,32 @@ int sync_budget_day(struct sync_worker *w, struct budget_day *d)
         }
         ratelimit_budget_day(&snap, w->budget.daily_limit, w->app->cfg->reconcile_budget_share,
                              &w->day);
+        const struct config *cfg = w->app->cfg;
+        double elapsed = w->day_read_ms ? (double)(now - w->day_read_ms) / 1000.0 : 0;
+        w->delay_ms = budget_sync_delay_ms(&w->day, w->delay_ms, elapsed, cfg->sync_delay_ms,
+                                           (int64_t)cfg->sync_delay_max_seconds * 1000);
         w->day_read_ms = now;
     }
     *d = w->day;
     return STORE_OK;
+}
+
+int64_t sync_delay_ms(struct sync_worker *w)
+{
+    struct budget_day d;
+    sync_budget_day(w, &d);
+    int64_t base = w->app->cfg->sync_delay_ms;
+    return w->delay_ms > base ? w->delay_ms : base;
+}
+
+/* What a round costs at least: a send, a report on it, often a read. */
+#define ROUND_COST 3
+
+bool sync_may_start_round(struct sync_worker *w)
+{
+    struct budget_day d;
+    sync_budget_day(w, &d);
+    return budget_may_start_round(&d, 0, ROUND_COST);
 }
 
 /* ---- leases ---- */

@@ -389,9 +389,9 @@ static int load_bootstrap(struct config *c, config_lookup_fn lookup, char *err, 
 int config_load(struct config *c, config_lookup_fn lookup, char *err, size_t err_size)
 {
     static const load_step steps[] = {
-        load_listen,  load_redis,   load_admin_token, load_cc_endpoints, load_cc_budget,
-        load_workers, load_logging, load_limits,      load_durability,   load_bootstrap,
-        load_budget_plan,
+        load_listen,     load_redis,     load_admin_token, load_cc_endpoints,
+        load_cc_budget,  load_workers,   load_logging,     load_limits,
+        load_durability, load_bootstrap, load_budget_plan,
     };
     memset(c, 0, sizeof *c);
     for (size_t i = 0; i < sizeof steps / sizeof steps[0]; i++)

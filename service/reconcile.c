@@ -220,8 +220,7 @@ int sync_reconcile_ask(redisContext *c, const char *association, int64_t *retry_
         return c->err ? STORE_ERR : 0;
     }
     int64_t now = store_now_ns() / 1000000;
-    if (store_exec(c, "ZADD %s LT %lld %s", KEY_RECONCILE, (long long)now, association) !=
-        STORE_OK)
+    if (store_exec(c, "ZADD %s LT %lld %s", KEY_RECONCILE, (long long)now, association) != STORE_OK)
         return STORE_ERR;
     return 1;
 }
@@ -311,7 +310,8 @@ static int64_t next_turn(struct sync_worker *w, const char *association, int64_t
                 strtoll(act->str, NULL, 10) >= now - ACTIVE_WINDOW_MS;
     freeReplyObject(act);
     if (pending)
-        freeReplyObject(redisCommand(c, "SET %s done KEEPTTL XX", key_reconcile_asked(association).s));
+        freeReplyObject(
+            redisCommand(c, "SET %s done KEEPTTL XX", key_reconcile_asked(association).s));
     return now + (busy ? busy_ms : idle_ms);
 }
 

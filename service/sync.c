@@ -146,12 +146,14 @@ void sync_groups(struct sync_worker *w, const char *association, const char *con
 {
     struct run *runs = calloc(n, sizeof *runs);
     struct run *converging[SYNC_MAX_GROUPS];
+    struct name_set *names = NULL; /* read by the first create, shared by the others */
     size_t n_conv = 0;
     enum sync_result broken = SYNC_DONE;
     w->token_association[0] = '\0'; /* read the token afresh: it may be near expiry */
     for (size_t i = 0; runs && i < n; i++) {
         struct run *r = &runs[i];
-        *r = (struct run){.w = w, .association = association, .group = group_ids[i]};
+        *r = (struct run){
+            .w = w, .association = association, .group = group_ids[i], .names = &names};
         /* After the worker's own failure (Redis, lease, shutdown) the others stop too. */
         r->res = broken != SYNC_DONE ? broken : prepare(r);
         if (r->res == SYNC_REDIS || r->res == SYNC_LEASE_LOST || r->res == SYNC_STOPPED)
@@ -165,5 +167,6 @@ void sync_groups(struct sync_worker *w, const char *association, const char *con
         results[i] = runs ? runs[i].res : SYNC_RETRY;
         retry_ms[i] = runs ? runs[i].retry_ms : 1000;
     }
+    lists_names_free(names);
     free(runs);
 }

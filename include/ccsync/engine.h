@@ -120,9 +120,11 @@ struct run {
     const char *group; /* NULL while reconcile reads the account's lists */
     struct group_state gs;
     int64_t retry_ms;
-    enum sync_result res;  /* the group's outcome so far; SYNC_DONE while it goes on */
-    bool converge;         /* its list changes are to run in the round */
-    enum budget_class cls; /* the share of the day its own requests spend (budget.h) */
+    enum sync_result res;    /* the group's outcome so far; SYNC_DONE while it goes on */
+    bool converge;           /* its list changes are to run in the round */
+    enum budget_class cls;   /* the share of the day its own requests spend (budget.h) */
+    struct name_set **names; /* the account's list names, shared by a round's creates
+                                (owned by sync_groups; NULL: lists_create reads its own) */
     /* The journal's activities in flight, as written ("" = sent, id not known). */
     size_t n_acts;
     char acts[ROUND_MAX_ACTIVITIES][CCAPI_ID_SIZE];
@@ -136,6 +138,9 @@ enum sync_result call_result(struct run *r, enum call_outcome oc, const struct c
                              const char *what);
 
 /* ---- lists.c ---- */
+
+struct name_set;
+void lists_names_free(struct name_set *s);
 
 enum sync_result lists_create(struct run *r);
 /* A journaled create whose answer was lost: links the list it made, if any. */

@@ -40,6 +40,7 @@ struct sync_worker {
     char token[4096];
     struct budget_day day; /* the shared day as last read (sync_budget_day) */
     int64_t day_read_ms;   /* when (monotonic ms); 0: never */
+    int64_t delay_ms;      /* the coalescing wait in force (budget_sync_delay_ms) */
 };
 
 enum sync_result {
@@ -77,6 +78,15 @@ bool sync_reconcile_due(struct sync_worker *w);
  * once a second per worker (every process shares the counts through Redis).
  * STORE_OK, or STORE_ERR with *d the last one read. */
 int sync_budget_day(struct sync_worker *w, struct budget_day *d);
+
+/* How long a group's changes wait to be coalesced now: CCSYNC_SYNC_DELAY_MS
+ * while the day is calm, widened (up to CCSYNC_SYNC_DELAY_MAX_SECONDS) as the
+ * projection nears the limit. */
+int64_t sync_delay_ms(struct sync_worker *w);
+
+/* May a round start now, as the budget stands (budget_may_start_round)? A
+ * round that may not waits, and its groups keep gathering changes. */
+bool sync_may_start_round(struct sync_worker *w);
 
 /* Someone asked for a reconcile of association (the API, the status page): it
  * is due at once, unless one was asked less than a minute ago. Returns 1 (due
