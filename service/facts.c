@@ -91,10 +91,10 @@ int facts_record_parse(const char *json, const char *member_id, struct member_re
 }
 
 /* Shared Lua: marking a group dirty in the association's schedule (coalesced:
- * an earlier due time is kept; the latest one is kept too, as last_due, so that
- * the claim can let a burst end before its round starts: schedule.c), and the association's
- * earliest due, which every fold returns, changed or not, for the caller to wake the association
- * with (schedule.h). */
+ * an earlier due time is kept), and the association's earliest due, which
+ * every fold returns, changed or not, for the caller to wake the association
+ * with (schedule.h). The latest due asked for is kept as last_due: the claim
+ * lets a burst that is still arriving end before its round starts (schedule.c). */
 #define LUA_COMMON                                                                                 \
     SCHEDULE_LUA_EARLIEST                                                                          \
     "local function mark(p, assoc, g, due)\n"                                                      \
