@@ -19,7 +19,9 @@
 #include "ccsync/budget.h"
 #include "ccsync/config.h"
 #include "ccsync/http.h"
+#include "ccsync/keys.h"
 #include "ccsync/log.h"
+#include "ccsync/metrics.h"
 #include "ccsync/ratelimit.h"
 #include "ccsync/store.h"
 #include "ccsync/sync.h"
@@ -138,4 +140,57 @@ json_object *admin_budget_view(redisContext *c, const struct config *cfg)
     json_object_object_add(o, "by_class", by);
     json_object_object_add(o, "top_associations", top_associations(c, &rc));
     return o;
+}
+
+/* ---- GroupStatus ---- */
+
+bool admin_budget_binds(redisContext *c, const struct config *cfg)
+{
+    struct ratelimit_conf rc;
+    ratelimit_conf_from_config(&rc, cfg);
+    struct ratelimit_snapshot snap;
+    if (ratelimit_snapshot(c, &rc, &snap) != STORE_OK)
+        return false;
+    struct budget_day d;
+    ratelimit_budget_day(&snap, cfg->cc_daily_limit, cfg->reconcile_budget_share, &d);
+    return budget_projected(&d) > (double)d.limit * BUDGET_CALM ||
+           !budget_may_start_round(&d, 0, BUDGET_ROUND_COST);
+}
+
+void admin_budget_group(redisContext *c, const char *association, const char *group,
+                        bool budget_binds, json_object *view)
+{
+    redisReply *r = redisCommand(c, "ZSCORE %s %s", key_dirty(association).s, group);
+    int64_t due = r && r->type == REDIS_REPLY_STRING ? strtoll(r->str, NULL, 10) : 0;
+    freeReplyObject(r);
+    json_object_object_add(view, "next_sync_at", due > 0 ? time_at_ms(due) : NULL);
+    json_object *state = NULL;
+    json_object_object_get_ex(view, "state", &state);
+    const char *now = state ? json_object_get_string(state) : "";
+    /* An error or a disabled group shows as it is: the budget is not why it waits. */
+    bool waiting =
+        due > 0 && budget_binds && strcmp(now, "error") != 0 && strcmp(now, "disabled") != 0;
+    json_object_object_add(view, "waiting_for", waiting ? json_object_new_string("budget") : NULL);
+    if (waiting)
+        json_object_object_add(view, "state", json_object_new_string("pending"));
+}
+
+/* ---- /metrics ---- */
+
+void admin_budget_gauges(redisContext *c, const struct config *cfg)
+{
+    struct ratelimit_conf rc;
+    ratelimit_conf_from_config(&rc, cfg);
+    struct ratelimit_snapshot snap;
+    if (!c || ratelimit_snapshot(c, &rc, &snap) != STORE_OK)
+        return;
+    struct budget_day d;
+    ratelimit_budget_day(&snap, cfg->cc_daily_limit, cfg->reconcile_budget_share, &d);
+    for (int k = 0; k < BUDGET_CLASSES; k++) {
+        char labels[48];
+        snprintf(labels, sizeof labels, "class=\"%s\"", budget_class_name((enum budget_class)k));
+        metrics_set("ccsync_cc_budget_used_today", labels, (double)d.used_by_class[k]);
+    }
+    metrics_set("ccsync_cc_budget_projected_today", "", budget_projected(&d));
+    metrics_set("ccsync_cc_budget_daily_limit", "", (double)d.limit);
 }

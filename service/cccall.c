@@ -179,14 +179,11 @@ int64_t sync_delay_ms(struct sync_worker *w)
     return w->delay_ms > base ? w->delay_ms : base;
 }
 
-/* What a round costs at least: a send, a report on it, often a read. */
-#define ROUND_COST 3
-
 bool sync_may_start_round(struct sync_worker *w)
 {
     struct budget_day d;
     sync_budget_day(w, &d);
-    return budget_may_start_round(&d, 0, ROUND_COST);
+    return budget_may_start_round(&d, 0, BUDGET_ROUND_COST);
 }
 
 /* ---- leases ---- */

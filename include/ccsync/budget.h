@@ -112,6 +112,9 @@ int64_t budget_sync_delay_ms(const struct budget_day *d, int64_t current_ms, dou
  */
 bool budget_may_start_round(const struct budget_day *d, long pending, long cost);
 
+/* What a sync round costs at least: a send, a report on it, often a read. */
+#define BUDGET_ROUND_COST 3
+
 /*
  * Seconds between two reconciles of an association: reconcile spends at most
  * reconcile_share of the day, spread over it. cost_idle and cost_busy are the
