@@ -153,8 +153,7 @@ bool admin_budget_binds(redisContext *c, const struct config *cfg)
         return false;
     struct budget_day d;
     ratelimit_budget_day(&snap, cfg->cc_daily_limit, cfg->reconcile_budget_share, &d);
-    return budget_projected(&d) > (double)d.limit * BUDGET_CALM ||
-           !budget_may_start_round(&d, 0, BUDGET_ROUND_COST);
+    return budget_projected(&d) > (double)d.limit * BUDGET_CALM;
 }
 
 void admin_budget_group(redisContext *c, const char *association, const char *group,

@@ -30,8 +30,9 @@ int admin_redrive_dead_letter(struct app *app, struct http_request *req);
 /* The shared budget (admin_budget.c): ask for a reconcile; /v1/status budget. */
 int admin_reconcile_association(struct app *app, struct http_request *req);
 struct json_object *admin_budget_view(struct redisContext *c, const struct config *cfg);
-/* Whether the budget holds changes back now (the coalescing wait widened, or
- * rounds held): then queued groups show waiting_for "budget". */
+/* Whether the budget holds changes back now (the projection is past
+ * BUDGET_CALM, so the coalescing wait is widened and rounds may be held):
+ * then queued groups show waiting_for "budget". */
 bool admin_budget_binds(struct redisContext *c, const struct config *cfg);
 /* Sets the budget gauges of GET /metrics (used by class, projected, limit). */
 void admin_budget_gauges(struct redisContext *c, const struct config *cfg);

@@ -84,8 +84,9 @@ int sync_budget_day(struct sync_worker *w, struct budget_day *d);
  * projection nears the limit. */
 int64_t sync_delay_ms(struct sync_worker *w);
 
-/* May a round start now, as the budget stands (budget_may_start_round)? A
- * round that may not waits, and its groups keep gathering changes. */
+/* May a round start now, as the budget stands? Once the coalescing wait is
+ * at its widest, only while budget_may_start_round says so; a round that may
+ * not waits, and its groups keep gathering changes. */
 bool sync_may_start_round(struct sync_worker *w);
 
 /* Someone asked for a reconcile of association (the API, the status page): it
