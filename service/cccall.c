@@ -179,6 +179,13 @@ int64_t sync_delay_ms(struct sync_worker *w)
     return w->delay_ms > base ? w->delay_ms : base;
 }
 
+bool sync_budget_calm(struct sync_worker *w)
+{
+    struct budget_day d;
+    sync_budget_day(w, &d);
+    return budget_projected(&d) <= (double)d.limit * BUDGET_CALM;
+}
+
 bool sync_may_start_round(struct sync_worker *w)
 {
     struct budget_day d;

@@ -916,9 +916,12 @@ static bool learn_ids_after_sync(struct round *rd)
 {
     struct round_group *back[SYNC_MAX_GROUPS];
     size_t n = 0;
+    /* Class 4: only while the day is calm; else a later leave looks its contact up. */
+    bool calm = rd->n > 0 && sync_budget_calm(rd->groups[0].r->w);
     for (size_t i = 0; i < rd->n; i++) {
         struct round_group *g = &rd->groups[i];
-        if (g->learn_ids && g->settled && g->r->res == SYNC_DONE && !g->r->gs.list_deleted_in_cc)
+        if (calm && g->learn_ids && g->settled && g->r->res == SYNC_DONE &&
+            !g->r->gs.list_deleted_in_cc)
             back[n++] = g;
         g->learn_ids = false;
     }

@@ -84,6 +84,10 @@ int sync_budget_day(struct sync_worker *w, struct budget_day *d);
  * projection nears the limit. */
 int64_t sync_delay_ms(struct sync_worker *w);
 
+/* Is the day calm (projected under BUDGET_CALM of the limit)? Class-4 work,
+ * which only refreshes what ccsync knows, runs only then. */
+bool sync_budget_calm(struct sync_worker *w);
+
 /* May a round start now, as the budget stands? Once the coalescing wait is
  * at its widest, only while budget_may_start_round says so; a round that may
  * not waits, and its groups keep gathering changes. */
