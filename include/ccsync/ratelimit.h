@@ -4,7 +4,8 @@
  * by every ccsyncd process and thread.
  *
  * Take one grant before each CC API request (token-endpoint calls are outside
- * the budget). Associations waiting at the same time are served in turn.
+ * the budget). Waiting requests are served by class (budget.h), then to the
+ * association that used least today.
  * Every decision uses the Redis server's clock, so the clocks of the hosts
  * running ccsyncd do not matter.
  */
