@@ -313,6 +313,14 @@ static bool plan_group(struct round_group *g)
 {
     struct run *r = g->r;
     redisContext *c = r->w->redis;
+    /* A snapshot that began folding after the group's own steps: plan all of it,
+     * not the members folded so far (prepare checked before the round began). */
+    int folding = group_is_folding(c, r->association, r->group);
+    if (folding != 0) {
+        r->res = folding == STORE_ERR ? SYNC_REDIS : SYNC_RETRY;
+        r->retry_ms = 250;
+        return false;
+    }
     if (members_load(c, r->association, r->group, &g->members) != STORE_OK ||
         applied_load(c, r->association, r->group, &g->applied) != STORE_OK) {
         r->res = SYNC_REDIS;
