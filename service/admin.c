@@ -126,6 +126,7 @@ int admin_metrics(struct app *app, struct http_request *req)
 {
     refresh_queue_gauges(http_redis(req));
     group_metrics_refresh(http_redis(req));
+    admin_budget_gauges(http_redis(req), app->cfg);
     char *text;
     size_t len;
     if (metrics_render(&text, &len) != 0) {
@@ -664,12 +665,15 @@ static json_object *group_view(redisReply *r, const char *group_id, bool dirty)
 }
 
 /* Adds group g's view to list (nothing when it has no group fact). */
-static int add_group_view(redisContext *c, const char *assoc, const char *g, json_object *list)
+static int add_group_view(redisContext *c, const char *assoc, const char *g, json_object *list,
+                          bool budget_binds)
 {
     redisReply *r = read_group(c, assoc, g, 0, GF_COUNT);
     if (!r)
         return STORE_ERR;
     json_object *v = group_view(r, g, group_dirty(c, assoc, g));
+    if (v)
+        admin_budget_group(c, assoc, g, budget_binds, v);
     if (v)
         json_object_array_add(list, v);
     freeReplyObject(r);
@@ -682,8 +686,9 @@ int admin_list_groups(struct app *app, struct http_request *req)
     redisContext *c = http_redis(req);
     redisReply *ids = store_command(c, "SMEMBERS %s", key_groups(assoc).s);
     json_object *list = ids && ids->type == REDIS_REPLY_ARRAY ? json_object_new_array() : NULL;
+    bool binds = admin_budget_binds(c, app->cfg);
     for (size_t i = 0; list && i < ids->elements; i++) {
-        if (add_group_view(c, assoc, ids->element[i]->str, list) != STORE_OK) {
+        if (add_group_view(c, assoc, ids->element[i]->str, list, binds) != STORE_OK) {
             json_object_put(list);
             list = NULL;
         }
@@ -705,6 +710,8 @@ int admin_get_group(struct app *app, struct http_request *req)
     redisContext *c = http_redis(req);
     redisReply *r = read_group(c, assoc, g, 0, GF_COUNT);
     json_object *v = r ? group_view(r, g, group_dirty(c, assoc, g)) : NULL;
+    if (v)
+        admin_budget_group(c, assoc, g, admin_budget_binds(c, app->cfg), v);
     if (!r)
         http_reply_redis_unavailable(req, "read failed");
     else if (!v)
@@ -1021,6 +1028,7 @@ int admin_status(struct app *app, struct http_request *req)
     json_object_object_add(redis, "status", json_object_new_string("ok"));
     json_object_object_add(o, "queue", queue);
     json_object_object_add(o, "constant_contact_budget", budget_view(c, app->cfg));
+    json_object_object_add(o, "budget", admin_budget_view(c, app->cfg));
     json_object_object_add(o, "associations_in_error", associations_in_error(c));
     json_object_object_add(o, "secrets", secrets_view(app->cfg, c));
     http_reply_json(req, 200, o);

@@ -254,3 +254,10 @@ long budget_needed_daily_limit(double sync_rate, double other_rate, int64_t dela
         BUDGET_DAY_SECONDS;
     return (long)ceil(per_day - 1e-6); /* 0.32 x 86,400 is 27,648, not 27,649 */
 }
+
+const char *budget_class_name(enum budget_class cls)
+{
+    static const char *const names[BUDGET_CLASSES] = {"changes", "full_sync", "reconcile",
+                                                      "refresh"};
+    return (int)cls >= 0 && cls < BUDGET_CLASSES ? names[cls] : "changes";
+}

@@ -13,6 +13,7 @@
 #include <time.h>
 
 #include "ccsync/app.h"
+#include "ccsync/config.h"
 #include "ccsync/engine.h"
 #include "ccsync/lease.h"
 #include "ccsync/metrics.h"
@@ -193,6 +194,56 @@ static int64_t mono_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+/* ---- the shared day ---- */
+
+int sync_budget_day(struct sync_worker *w, struct budget_day *d)
+{
+    int64_t now = mono_ms();
+    if (w->day_read_ms == 0 || now - w->day_read_ms >= 1000) {
+        struct ratelimit_snapshot snap;
+        if (ratelimit_snapshot(w->redis, &w->budget, &snap) != STORE_OK) {
+            *d = w->day;
+            return STORE_ERR;
+        }
+        ratelimit_budget_day(&snap, w->budget.daily_limit, w->app->cfg->reconcile_budget_share,
+                             &w->day);
+        const struct config *cfg = w->app->cfg;
+        double elapsed = w->day_read_ms ? (double)(now - w->day_read_ms) / 1000.0 : 0;
+        w->delay_ms = budget_sync_delay_ms(&w->day, w->delay_ms, elapsed, cfg->sync_delay_ms,
+                                           (int64_t)cfg->sync_delay_max_seconds * 1000);
+        w->day_read_ms = now;
+    }
+    *d = w->day;
+    return STORE_OK;
+}
+
+int64_t sync_delay_ms(struct sync_worker *w)
+{
+    struct budget_day d;
+    sync_budget_day(w, &d);
+    int64_t base = w->app->cfg->sync_delay_ms;
+    return w->delay_ms > base ? w->delay_ms : base;
+}
+
+bool sync_budget_calm(struct sync_worker *w)
+{
+    struct budget_day d;
+    sync_budget_day(w, &d);
+    return budget_projected(&d) <= (double)d.limit * BUDGET_CALM;
+}
+
+bool sync_may_start_round(struct sync_worker *w)
+{
+    struct budget_day d;
+    sync_budget_day(w, &d);
+    /* Paced only once the wait is at its widest (budget.c): until then the
+     * wider wait is what keeps the day, and a burst of first syncs, which
+     * raises the recent rate for a while, does not stop every round. */
+    if (w->delay_ms < (int64_t)w->app->cfg->sync_delay_max_seconds * 1000)
+        return true;
+    return budget_may_start_round(&d, 0, BUDGET_ROUND_COST);
+}
+
 /* ---- leases ---- */
 
 bool sync_lease_renew(struct sync_worker *w)
@@ -291,11 +342,13 @@ static enum call_outcome refresh_token(struct sync_worker *w, const char *associ
 
 /* Waits until the shared budget grants a request (CALL_OK). */
 static enum call_outcome take_budget(struct sync_worker *w, const char *association,
-                                     int64_t *renewed, struct ccapi_error *err)
+                                     enum budget_class cls, int64_t *renewed,
+                                     struct ccapi_error *err)
 {
     for (;;) {
         int64_t wait_ns = 0;
-        enum ratelimit_result rl = ratelimit_acquire(w->redis, &w->budget, association, &wait_ns);
+        enum ratelimit_result rl =
+            ratelimit_acquire_class(w->redis, &w->budget, association, cls, &wait_ns);
         if (rl == RATELIMIT_GRANTED)
             return CALL_OK;
         if (rl == RATELIMIT_QUOTA) {
@@ -311,8 +364,8 @@ static enum call_outcome take_budget(struct sync_worker *w, const char *associat
 }
 
 /* Leases, token and budget before a request: CALL_OK when it may be sent. */
-static enum call_outcome get_ready(struct sync_worker *w, const char *association, int64_t *renewed,
-                                   struct ccapi_error *err)
+static enum call_outcome get_ready(struct sync_worker *w, const char *association,
+                                   enum budget_class cls, int64_t *renewed, struct ccapi_error *err)
 {
     enum call_outcome oc = renew_or_fail(w);
     if (oc != CALL_OK)
@@ -323,7 +376,7 @@ static enum call_outcome get_ready(struct sync_worker *w, const char *associatio
             return CALL_REDIS;
         return err->status == CCAPI_UNAUTHORIZED ? CALL_FAILED : CALL_RETRY;
     }
-    return take_budget(w, association, renewed, err);
+    return take_budget(w, association, cls, renewed, err);
 }
 
 /* What to do after an answer: CALL_OK to send again, anything else ends the call
@@ -370,13 +423,13 @@ enum call_outcome cc_call(struct sync_worker *w, const char *association, struct
     do {
         memset(err, 0, sizeof *err);
         int64_t renewed;
-        oc = get_ready(w, association, &renewed, err);
+        oc = get_ready(w, association, op->cls, &renewed, err);
         if (oc != CALL_OK)
             return oc;
         cc_op_send(w->cc, op, err);
-        char labels[96];
-        snprintf(labels, sizeof labels, "op=\"%s\",outcome=\"%s\"", cc_ops[op->kind].name,
-                 ccapi_status_name(err->status));
+        char labels[128];
+        snprintf(labels, sizeof labels, "op=\"%s\",outcome=\"%s\",class=\"%s\"",
+                 cc_ops[op->kind].name, ccapi_status_name(err->status), budget_class_name(op->cls));
         metrics_inc("ccsync_cc_requests_total", labels);
         oc = after_answer(w, association, op, err, &renewed, &refreshed, &transient, &done);
     } while (!done && oc == CALL_OK);

@@ -346,6 +346,26 @@ static int load_cc_budget(struct config *c, config_lookup_fn lookup, char *err, 
                    err_size);
 }
 
+/* How the shared day is planned: reconcile's share, the widest coalescing wait. */
+static int load_budget_plan(struct config *c, config_lookup_fn lookup, char *err, size_t err_size)
+{
+    const char *v = value_or(lookup, "CCSYNC_RECONCILE_BUDGET_SHARE", "0.2");
+    char *end;
+    errno = 0;
+    double share = strtod(v, &end);
+    if (errno || end == v || *end || !(share > 0) || share > 1)
+        return config_error(err, err_size,
+                            "CCSYNC_RECONCILE_BUDGET_SHARE: \"%s\" is not a number above 0 and "
+                            "at most 1",
+                            v);
+    c->reconcile_budget_share = share;
+    long n;
+    if (int_var(lookup, "CCSYNC_SYNC_DELAY_MAX_SECONDS", "3600", 1, 86400, &n, err, err_size) != 0)
+        return -1;
+    c->sync_delay_max_seconds = (int)n;
+    return 0;
+}
+
 static int load_workers(struct config *c, config_lookup_fn lookup, char *err, size_t err_size)
 {
     long n;
@@ -356,7 +376,7 @@ static int load_workers(struct config *c, config_lookup_fn lookup, char *err, si
     if (int_var(lookup, "CCSYNC_RECONCILE_SECONDS", "300", 1, 86400 * 7, &n, err, err_size) != 0)
         return -1;
     c->reconcile_seconds = (int)n;
-    return 0;
+    return load_budget_plan(c, lookup, err, err_size); /* reconcile's share and the widest wait */
 }
 
 static int load_logging(struct config *c, config_lookup_fn lookup, char *err, size_t err_size)

@@ -121,12 +121,14 @@ int facts_record_parse(const char *json, const char *member_id, struct member_re
 /* Shared Lua: marking a group dirty in the association's schedule (coalesced:
  * an earlier due time is kept), and the association's earliest due, which
  * every fold returns, changed or not, for the caller to wake the association
- * with (schedule.h). */
+ * with (schedule.h). The latest due asked for is kept as last_due: the claim
+ * lets a burst that is still arriving end before its round starts (schedule.c). */
 #define LUA_COMMON                                                                                 \
     SCHEDULE_LUA_EARLIEST                                                                          \
     "local function mark(p, assoc, g, due)\n"                                                      \
     "  redis.call('ZADD', p .. '" KEY_ASSOC_DIRTY "', 'LT', due, g)\n"                             \
     "  redis.call('HINCRBY', p .. '" KEY_GROUP "' .. g, 'gen', 1)\n"                               \
+    "  redis.call('HSET', p .. '" KEY_GROUP "' .. g, 'last_due', due)\n"                           \
     "end\n"
 
 /*

@@ -102,6 +102,7 @@ static const struct route routes[] = {
     {"GET",  "/v1/associations/{a}/groups/{g}/members", "group_members",      AUTH_READ,      BODY_NONE,    NEEDS_ASSOCIATION, admin_check_members,  admin_list_members},
     {"POST", "/v1/associations/{a}/groups/{g}/resync", "group_resync",        AUTH_WRITE,     BODY_NONE,    NEEDS_ASSOCIATION, NULL,                 admin_resync_group},
     {"GET",  "/v1/associations/{a}/members/{m}",       "member_get",          AUTH_READ,      BODY_NONE,    NEEDS_ASSOCIATION, NULL,                 admin_get_member},
+    {"POST", "/v1/associations/{a}/reconcile",         "association_reconcile", AUTH_READ,    BODY_NONE,    NEEDS_ASSOCIATION, NULL,                 admin_reconcile_association},
     {"GET",  "/v1/associations/{a}/audit",             "audit",               AUTH_READ,      BODY_NONE,    NEEDS_ASSOCIATION, admin_check_limit,    admin_audit},
     {"POST", "/v1/associations/{a}/tokens",            "token_create",        AUTH_WRITE,     BODY_JSON,    NEEDS_ASSOCIATION, admin_check_token,    admin_create_token},
     {"GET",  "/v1/associations/{a}/tokens",            "tokens_list",         AUTH_WRITE,     BODY_NONE,    NEEDS_ASSOCIATION, NULL,                 admin_list_tokens},

@@ -224,7 +224,7 @@ static enum sync_result recover_bulk(struct run *r, const char *op,
         if (oc != CALL_OK)
             return call_result(r, oc, &err, "list recent activities");
     }
-    enum call_outcome oc = round_verify_list(r, &err);
+    enum call_outcome oc = round_verify_list(r, BUDGET_CHANGES, &err);
     if (oc == CALL_FAILED && err.status == CCAPI_NOT_FOUND)
         return lists_check_gone(r, &err);
     if (oc != CALL_OK)

@@ -213,42 +213,78 @@ static enum sync_result create_named(struct run *r, const char *name, bool *take
     return call_result(r, oc, &err, "create the list");
 }
 
+void lists_names_free(struct name_set *s)
+{
+    if (s)
+        names_free(s);
+    free(s);
+}
+
+/* The account's list names: read once for every create of the run's round
+ * (r->names), so ten new groups cost one read, not ten. */
+static enum call_outcome account_names(struct run *r, struct name_set **out,
+                                       struct ccapi_error *err)
+{
+    if (r->names && *r->names) {
+        *out = *r->names;
+        return CALL_OK;
+    }
+    struct name_set *s = calloc(1, sizeof *s);
+    if (!s)
+        return CALL_RETRY;
+    enum call_outcome oc = read_list_names(r, s, err);
+    if (oc != CALL_OK) {
+        lists_names_free(s);
+        return oc;
+    }
+    if (r->names)
+        *r->names = s;
+    *out = s;
+    return CALL_OK;
+}
+
+/* Creates the list under the first name not in names; the name made joins them. */
+static enum sync_result create_first_free(struct run *r, struct name_set *names)
+{
+    enum sync_result res = SYNC_RETRY;
+    for (int n = 0; n < 10000; n++) {
+        char name[LIST_NAME_MAX + 1];
+        candidate_name(r->gs.name[0] ? r->gs.name : r->group, n, name, sizeof name);
+        if (names_has(names, name))
+            continue;
+        bool taken;
+        res = create_named(r, name, &taken);
+        names_add(names, name);
+        if (!taken) {
+            names->active += res == SYNC_DONE;
+            break;
+        }
+        res = SYNC_RETRY;
+    }
+    return res;
+}
+
 enum sync_result lists_create(struct run *r)
 {
     bool adopted;
     enum sync_result res = lists_adopt_lost_create(r, &adopted);
     if (res != SYNC_DONE || adopted)
         return res;
-    struct name_set names = {0};
+    struct name_set *names;
     struct ccapi_error err = {0};
-    enum call_outcome oc = read_list_names(r, &names, &err);
-    if (oc != CALL_OK) {
-        names_free(&names);
+    enum call_outcome oc = account_names(r, &names, &err);
+    if (oc != CALL_OK)
         return call_result(r, oc, &err, "read the lists");
-    }
-    if (names.active >= ACCOUNT_MAX_LISTS) {
-        names_free(&names);
+    res = names->active >= ACCOUNT_MAX_LISTS ? SYNC_RETRY : create_first_free(r, names);
+    if (names->active >= ACCOUNT_MAX_LISTS && res == SYNC_RETRY) {
         group_set_error(r->w->redis, r->association, r->group, r->fence, "error",
                         "list_limit_reached",
                         "the Constant Contact account has 1,000 lists, its limit: delete lists "
                         "there, then resync this group");
         r->retry_ms = 3600 * 1000;
-        return SYNC_RETRY;
     }
-    res = SYNC_RETRY;
-    for (int n = 0; n < 10000; n++) {
-        char name[LIST_NAME_MAX + 1];
-        candidate_name(r->gs.name[0] ? r->gs.name : r->group, n, name, sizeof name);
-        if (names_has(&names, name))
-            continue;
-        bool taken;
-        res = create_named(r, name, &taken);
-        if (!taken)
-            break;
-        names_add(&names, name);
-        res = SYNC_RETRY;
-    }
-    names_free(&names);
+    if (!r->names)
+        lists_names_free(names);
     return res;
 }
 
@@ -278,7 +314,7 @@ enum sync_result lists_mark_deleted(struct run *r)
 
 enum call_outcome lists_ask(struct run *r, bool *gone, struct ccapi_error *err)
 {
-    struct cc_op op = {.kind = CC_LIST_GET, .in.list_id = r->gs.list_id};
+    struct cc_op op = {.kind = CC_LIST_GET, .cls = r->cls, .in.list_id = r->gs.list_id};
     enum call_outcome oc = cc_call(r->w, r->association, &op, err);
     *gone = (oc == CALL_FAILED && err->status == CCAPI_NOT_FOUND) ||
             (oc == CALL_OK && op.out.list.deleted);

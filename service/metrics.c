@@ -42,7 +42,8 @@ static const struct {
     {"ccsync_redis_errors_total", "Redis commands or connections that failed, by where."},
     {"ccsync_queue_depth", "Entries in the event stream not yet acknowledged, by state."},
     {"ccsync_ingest_batch_size", "Webhooks enqueued per pipelined Redis round trip."},
-    {"ccsync_cc_requests_total", "Constant Contact requests, by operation and outcome."},
+    {"ccsync_cc_requests_total",
+     "Constant Contact requests, by operation, outcome and budget class."},
     {"ccsync_events_processed_total", "Events folded into state by the workers, by outcome."},
     {"ccsync_syncs_total", "Group syncs run, by outcome."},
     {"ccsync_leases_lost_total", "Leases the heartbeat found taken over or expired."},
@@ -51,6 +52,10 @@ static const struct {
     {"ccsync_groups",
      "Groups of every association by state and error code (\"\" without one), read from Redis "
      "at scrape time: the same in every process."},
+    {"ccsync_cc_budget_used_today", "Constant Contact requests granted today (UTC), by class."},
+    {"ccsync_cc_budget_projected_today",
+     "Today's requests projected to midnight UTC: used + recent rate x time left."},
+    {"ccsync_cc_budget_daily_limit", "CCSYNC_CC_DAILY_LIMIT: requests a UTC day, shared."},
 };
 
 static pthread_mutex_t metrics_lock = PTHREAD_MUTEX_INITIALIZER;

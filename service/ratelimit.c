@@ -17,12 +17,19 @@
  *                                 the time of their last grant (0 = never served)
  *   ccsync:cc:{app}:seen          ZSET: when each waiting association last asked
  *   ccsync:cc:{app}:served        HASH: association → time of its last grant
+ *   ccsync:cc:{app}:by-class:YYYY-MM-DD       HASH: class (1..4) → grants that day
+ *   ccsync:cc:{app}:by-association:YYYY-MM-DD HASH: association → grants that day
+ *   ccsync:cc:{app}:rate          HASH: t (µs), r1..r4: each class's recent rate,
+ *                                 an exponential average (BUDGET_RATE_WINDOW_S)
  *
- * Fairness: only the head of "waiting" (the association served longest ago)
- * may take the next grant; once served it leaves the queue and, if it still
- * has work, re-enters behind the others. That is round robin across
- * associations however many threads each has. A waiter that stops asking is
- * dropped after a stale time so that it cannot hold the queue.
+ * Fairness: only the head of "waiting" may take the next grant. The queue is
+ * ordered by the class of the work (budget.h: changes before first syncs before
+ * reconcile before refreshes), then by what the association was granted today,
+ * least first; once served an association leaves the queue and, if it still
+ * has work, re-enters by its new count. Equal work thus takes turns, and one
+ * association's big first sync cannot starve the others' changes. A waiter
+ * that stops asking is dropped after a stale time so that it cannot hold the
+ * queue. Past BUDGET_CEILING of the day only class 1 is granted.
  */
 #include "ccsync/ratelimit.h"
 
@@ -33,6 +40,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "ccsync/budget.h"
 #include "ccsync/config.h"
 #include "ccsync/keys.h"
 #include "ccsync/script.h"
@@ -58,8 +66,11 @@
     "end\n"
 
 /*
- * KEYS: bucket, waiting, seen, served, paused_until.
- * ARGV: association, interval µs, daily limit, stale µs, day key prefix.
+ * KEYS: bucket, waiting, seen, served, paused_until, rate.
+ * ARGV: 1 association, 2 interval µs, 3 daily limit, 4 stale µs, 5 day key
+ * prefix, 6 class (1..4), 7 reserve (classes above 1 wait once the day's count
+ * reaches it), 8 by-class prefix, 9 by-association prefix, 10 rate time
+ * constant (s).
  * Returns {0, 0} granted, {1, wait µs} wait, {2, wait µs} quota or paused.
  * Big numbers go back to Redis through string.format: Lua's tostring keeps
  * only 14 digits.
@@ -69,13 +80,21 @@ static const char acquire_script[] = LUA_DAY_NAME
     "local t = redis.call('TIME')\n"
     "local sec = tonumber(t[1])\n"
     "local now = sec * 1000000 + tonumber(t[2])\n"
-    "local assoc = ARGV[1]\n"
+    "local assoc, cls = ARGV[1], tonumber(ARGV[6])\n"
     "local interval = tonumber(ARGV[2])\n"
     "local paused = tonumber(redis.call('GET', KEYS[5]) or '0')\n"
     "if paused > now then return {2, paused - now} end\n"
-    "local day = ARGV[5] .. day_name(sec)\n"
-    "if tonumber(redis.call('GET', day) or '0') >= tonumber(ARGV[3]) then\n"
+    "local dname = day_name(sec)\n"
+    "local day = ARGV[5] .. dname\n"
+    "local by_class, by_assoc = ARGV[8] .. dname, ARGV[9] .. dname\n"
+    "local used = tonumber(redis.call('GET', day) or '0')\n"
+    "if used >= tonumber(ARGV[3]) then\n"
     "  return {2, (math.floor(sec / 86400) + 1) * 86400000000 - now}\n"
+    "end\n"
+    /* The reserve is class 1's: the others wait without holding the queue. */
+    "if cls > 1 and used >= tonumber(ARGV[7]) then\n"
+    "  redis.call('ZREM', KEYS[2], assoc)\n"
+    "  return {1, 60000000}\n"
     "end\n"
     "local gone = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf',\n"
     "                        '(' .. string.format('%.0f', now - tonumber(ARGV[4])))\n"
@@ -84,9 +103,10 @@ static const char acquire_script[] = LUA_DAY_NAME
     "  redis.call('ZREM', KEYS[3], a)\n"
     "end\n"
     "redis.call('ZADD', KEYS[3], string.format('%.0f', now), assoc)\n"
-    "if not redis.call('ZSCORE', KEYS[2], assoc) then\n"
-    "  redis.call('ZADD', KEYS[2], redis.call('HGET', KEYS[4], assoc) or '0', assoc)\n"
-    "end\n"
+    /* In line by class, then by what the association used today; an entry
+     * keeps the best class any of its threads asked with. */
+    "local mine = tonumber(redis.call('HGET', by_assoc, assoc) or '0')\n"
+    "redis.call('ZADD', KEYS[2], 'LT', string.format('%.0f', cls * 1e12 + mine), assoc)\n"
     "local free_at = tonumber(redis.call('GET', KEYS[1]) or '0')\n"
     "if redis.call('ZRANGE', KEYS[2], 0, 0)[1] ~= assoc then\n"
     /* Not our turn: the head takes the next grant, so come back for the one after. */
@@ -100,6 +120,23 @@ static const char acquire_script[] = LUA_DAY_NAME
     "redis.call('HSET', KEYS[4], assoc, string.format('%.0f', now))\n"
     "redis.call('PEXPIRE', KEYS[4], 86400000)\n"
     "if redis.call('INCR', day) == 1 then redis.call('EXPIRE', day, 172800) end\n"
+    "redis.call('HINCRBY', by_class, ARGV[6], 1)\n"
+    "redis.call('EXPIRE', by_class, 172800)\n"
+    "redis.call('HINCRBY', by_assoc, assoc, 1)\n"
+    "redis.call('EXPIRE', by_assoc, 172800)\n"
+    /* The recent rate by class: exponential averages with one time constant. */
+    "local tau = tonumber(ARGV[10])\n"
+    "local r = redis.call('HMGET', KEYS[6], 't', 'r1', 'r2', 'r3', 'r4')\n"
+    "local decay = math.exp(-(now - tonumber(r[1] or now)) / (tau * 1000000))\n"
+    "local out = {'t', string.format('%.0f', now)}\n"
+    "for k = 1, 4 do\n"
+    "  local v = tonumber(r[k + 1] or '0') * decay\n"
+    "  if k == cls then v = v + 1 / tau end\n"
+    "  out[#out + 1] = 'r' .. k\n"
+    "  out[#out + 1] = string.format('%.12g', v)\n"
+    "end\n"
+    "redis.call('HSET', KEYS[6], unpack(out))\n"
+    "redis.call('EXPIRE', KEYS[6], 172800)\n"
     "return {0, 0}\n";
 
 /* KEYS: paused_until. Returns the end of the pause (µs) as a string. */
@@ -121,6 +158,32 @@ static const char used_script[] = LUA_DAY_NAME
     /* today's count */
     "local t = redis.call('TIME')\n"
     "return tonumber(redis.call('GET', ARGV[1] .. day_name(tonumber(t[1]))) or '0')\n";
+
+/* ARGV: day prefix, by-class prefix, rate key, rate time constant (s).
+ * Returns {used, c1..c4, r1..r4 (strings: requests a second now), seconds since
+ * 00:00 UTC}. */
+static const char snapshot_script[] = LUA_DAY_NAME
+    /* today's counts and the decayed rates */
+    "local t = redis.call('TIME')\n"
+    "local sec = tonumber(t[1])\n"
+    "local now = sec * 1000000 + tonumber(t[2])\n"
+    "local dname = day_name(sec)\n"
+    "local out = {tonumber(redis.call('GET', ARGV[1] .. dname) or '0')}\n"
+    "local c = redis.call('HMGET', ARGV[2] .. dname, '1', '2', '3', '4')\n"
+    "for k = 1, 4 do out[#out + 1] = tonumber(c[k] or '0') end\n"
+    "local r = redis.call('HMGET', ARGV[3], 't', 'r1', 'r2', 'r3', 'r4')\n"
+    "local decay = math.exp(-(now - tonumber(r[1] or now)) / (tonumber(ARGV[4]) * 1000000))\n"
+    "for k = 1, 4 do\n"
+    "  out[#out + 1] = string.format('%.12g', tonumber(r[k + 1] or '0') * decay)\n"
+    "end\n"
+    "out[#out + 1] = sec % 86400\n"
+    "return out\n";
+
+/* ARGV: by-association prefix. Returns today's hash association -> count. */
+static const char by_association_script[] = LUA_DAY_NAME
+    /* today's per-association counts */
+    "local t = redis.call('TIME')\n"
+    "return redis.call('HGETALL', ARGV[1] .. day_name(tonumber(t[1])))\n";
 
 static bool app_name_ok(const char *s)
 {
@@ -151,24 +214,39 @@ static int64_t interval_us(const struct ratelimit_conf *rc)
 enum ratelimit_result ratelimit_acquire(redisContext *c, const struct ratelimit_conf *rc,
                                         const char *association, int64_t *wait_ns)
 {
-    char interval[32], limit[32], stale[32];
+    return ratelimit_acquire_class(c, rc, association, BUDGET_CHANGES, wait_ns);
+}
+
+enum ratelimit_result ratelimit_acquire_class(redisContext *c, const struct ratelimit_conf *rc,
+                                              const char *association, enum budget_class cls,
+                                              int64_t *wait_ns)
+{
+    char interval[32], limit[32], stale[32], klass[16], reserve[32], tau[32];
     struct key k_bucket = key_budget(rc->app, "bucket");
     struct key k_waiting = key_budget(rc->app, "waiting");
     struct key k_seen = key_budget(rc->app, "seen");
     struct key k_served = key_budget(rc->app, "served");
     struct key k_paused = key_budget(rc->app, "paused_until");
+    struct key k_rate = key_budget(rc->app, "rate");
     struct key day_prefix = key_budget(rc->app, "day:");
+    struct key class_prefix = key_budget(rc->app, "by-class:");
+    struct key assoc_prefix = key_budget(rc->app, "by-association:");
     int64_t iv = interval_us(rc);
     int64_t stale_us =
         4 * iv > RATELIMIT_MIN_STALE_NS / 1000 ? 4 * iv : RATELIMIT_MIN_STALE_NS / 1000;
     snprintf(interval, sizeof interval, "%lld", (long long)iv);
     snprintf(limit, sizeof limit, "%ld", rc->daily_limit);
     snprintf(stale, sizeof stale, "%lld", (long long)stale_us);
-    const char *args[] = {k_bucket.s,  k_waiting.s, k_seen.s, k_served.s, k_paused.s,
-                          association, interval,    limit,    stale,      day_prefix.s};
+    snprintf(klass, sizeof klass, "%d", (int)cls + 1);
+    snprintf(reserve, sizeof reserve, "%ld", (long)floor((double)rc->daily_limit * BUDGET_CEILING));
+    snprintf(tau, sizeof tau, "%.0f", BUDGET_RATE_WINDOW_S);
+    const char *args[] = {k_bucket.s, k_waiting.s,    k_seen.s,       k_served.s,
+                          k_paused.s, k_rate.s,       association,    interval,
+                          limit,      stale,          day_prefix.s,   klass,
+                          reserve,    class_prefix.s, assoc_prefix.s, tau};
 
     *wait_ns = 0;
-    redisReply *r = script_eval(c, acquire_script, 5, 10, args);
+    redisReply *r = script_eval(c, acquire_script, 6, 16, args);
     if (!store_reply_ok(c, r) || r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
         r->element[0]->type != REDIS_REPLY_INTEGER || r->element[1]->type != REDIS_REPLY_INTEGER) {
         freeReplyObject(r);
@@ -249,5 +327,67 @@ int ratelimit_used_today(redisContext *c, const struct ratelimit_conf *rc, long 
     }
     *used = (long)r->integer;
     freeReplyObject(r);
+    return STORE_OK;
+}
+
+static long reply_long(const redisReply *r)
+{
+    if (r->type == REDIS_REPLY_INTEGER)
+        return (long)r->integer;
+    return r->type == REDIS_REPLY_STRING ? strtol(r->str, NULL, 10) : 0;
+}
+
+int ratelimit_snapshot(redisContext *c, const struct ratelimit_conf *rc,
+                       struct ratelimit_snapshot *s)
+{
+    struct key day_prefix = key_budget(rc->app, "day:");
+    struct key class_prefix = key_budget(rc->app, "by-class:");
+    struct key k_rate = key_budget(rc->app, "rate");
+    char tau[32];
+    snprintf(tau, sizeof tau, "%.0f", BUDGET_RATE_WINDOW_S);
+    const char *args[] = {day_prefix.s, class_prefix.s, k_rate.s, tau};
+    redisReply *r = script_eval(c, snapshot_script, 0, 4, args);
+    if (!store_reply_ok(c, r) || r->type != REDIS_REPLY_ARRAY || r->elements != 10) {
+        freeReplyObject(r);
+        return STORE_ERR;
+    }
+    memset(s, 0, sizeof *s);
+    s->used = reply_long(r->element[0]);
+    for (int k = 0; k < BUDGET_CLASSES; k++) {
+        s->used_by_class[k] = reply_long(r->element[1 + k]);
+        s->rate_by_class[k] = r->element[5 + k]->type == REDIS_REPLY_STRING
+                                  ? strtod(r->element[5 + k]->str, NULL)
+                                  : 0;
+    }
+    s->now_s = reply_long(r->element[9]);
+    freeReplyObject(r);
+    return STORE_OK;
+}
+
+void ratelimit_budget_day(const struct ratelimit_snapshot *s, long daily_limit, double share,
+                          struct budget_day *d)
+{
+    memset(d, 0, sizeof *d);
+    d->limit = daily_limit > 0 ? daily_limit : 1;
+    d->used = s->used;
+    d->now_s = s->now_s;
+    d->reconcile_share = share;
+    for (int k = 0; k < BUDGET_CLASSES; k++) {
+        d->used_by_class[k] = s->used_by_class[k];
+        d->recent_rate += s->rate_by_class[k];
+    }
+}
+
+int ratelimit_by_association(redisContext *c, const struct ratelimit_conf *rc,
+                             struct redisReply **pairs)
+{
+    struct key assoc_prefix = key_budget(rc->app, "by-association:");
+    const char *args[] = {assoc_prefix.s};
+    redisReply *r = script_eval(c, by_association_script, 0, 1, args);
+    if (!store_reply_ok(c, r) || r->type != REDIS_REPLY_ARRAY) {
+        freeReplyObject(r);
+        return STORE_ERR;
+    }
+    *pairs = r;
     return STORE_OK;
 }

@@ -1,13 +1,18 @@
 /*
  * reconcile.c - what changed in Constant Contact behind ccsync's back, and when
- * to look. Every CCSYNC_RECONCILE_SECONDS each association has its turn: one
+ * to look. Reconcile spends at most CCSYNC_RECONCILE_BUDGET_SHARE of the day's
+ * budget, spread over every association (budget_reconcile_interval_s: never
+ * more often than CCSYNC_RECONCILE_SECONDS), an association with a round in
+ * the last hour twice as often, and one somebody asked about (the API, the
+ * status page) at once, at most once a minute. Each turn is one
  * paged read of the account's lists notices lists deleted in CC (the group
  * shows an error until an admin resyncs it), lists renamed in CC (the new name
  * is recorded and audited), and lists whose size differs from what ccsync
  * applied (the group is queued to read its list back).
  *
  * KEY_RECONCILE is a zset association -> next reconcile (ms); one worker at a
- * time reconciles an association, under its reconcile lease.
+ * time reconciles an association, under its reconcile lease. KEY_ACTIVE says
+ * when each association last had a round; key_reconcile_asked marks an ask.
  */
 #include <hiredis/hiredis.h>
 #include <stdio.h>
@@ -65,7 +70,7 @@ static void account_lists_take(struct account_lists *a, struct ccapi_list_page *
 /* One paged read covers every list of the account. */
 static enum sync_result read_account_lists(struct run *r, struct account_lists *a)
 {
-    struct cc_op op = {.kind = CC_LISTS_PAGE};
+    struct cc_op op = {.kind = CC_LISTS_PAGE, .cls = BUDGET_RECONCILE};
     char *next = NULL;
     struct ccapi_error err;
     enum call_outcome oc;
@@ -170,7 +175,7 @@ enum sync_result sync_reconcile(struct sync_worker *w, const char *association)
     if (group_ids_load(c, association, &ids, &n) != STORE_OK)
         return SYNC_REDIS;
     enum sync_result res = SYNC_DONE;
-    struct run r = {.w = w, .association = association};
+    struct run r = {.w = w, .association = association, .cls = BUDGET_RECONCILE};
     struct account_lists lists = {0};
     w->token_association[0] = '\0'; /* read the token afresh: it may be near expiry */
     if (any_list(c, association, ids, n)) {
@@ -187,8 +192,80 @@ enum sync_result sync_reconcile(struct sync_worker *w, const char *association)
 
 /* ---- when ---- */
 
-/* Gives every association a turn (new ones join at their first chance) and
- * names the first whose turn has come, if any ("" when none). */
+/* How far back a round counts as recent activity. */
+#define ACTIVE_WINDOW_MS (3600 * 1000LL)
+/* A reconcile the share cannot afford now is looked at again this much later. */
+#define SHARE_RETRY_MS (60 * 1000LL)
+/* How long an ask holds off the next one. */
+#define ASK_EVERY_MS (60 * 1000LL)
+
+void sync_note_activity(redisContext *c, const char *association)
+{
+    freeReplyObject(redisCommand(c, "ZADD %s %lld %s", KEY_ACTIVE,
+                                 (long long)(store_now_ns() / 1000000), association));
+}
+
+int sync_reconcile_ask(redisContext *c, const char *association, int64_t *retry_after_ms)
+{
+    struct key asked = key_reconcile_asked(association);
+    redisReply *r = store_command(c, "SET %s pending NX PX %lld", asked.s, (long long)ASK_EVERY_MS);
+    if (!r)
+        return STORE_ERR;
+    bool set = r->type == REDIS_REPLY_STATUS;
+    freeReplyObject(r);
+    if (!set) {
+        redisReply *t = store_command(c, "PTTL %s", asked.s);
+        *retry_after_ms = t && t->type == REDIS_REPLY_INTEGER && t->integer > 0 ? t->integer : 1000;
+        freeReplyObject(t);
+        return c->err ? STORE_ERR : 0;
+    }
+    int64_t now = store_now_ns() / 1000000;
+    if (store_exec(c, "ZADD %s LT %lld %s", KEY_RECONCILE, (long long)now, association) != STORE_OK)
+        return STORE_ERR;
+    return 1;
+}
+
+int sync_reconcile_next_at(redisContext *c, const char *association, int64_t *at_ms)
+{
+    redisReply *r = store_command(c, "ZSCORE %s %s", KEY_RECONCILE, association);
+    if (!r)
+        return STORE_ERR;
+    *at_ms = r->type == REDIS_REPLY_STRING ? strtoll(r->str, NULL, 10) : 0;
+    freeReplyObject(r);
+    return STORE_OK;
+}
+
+/* Reconcile's intervals now (ms), idle and busy: its share of the day spread
+ * over every association, one page each, busy ones (a round in the last hour)
+ * twice as often; never below CCSYNC_RECONCILE_SECONDS. */
+static int reconcile_intervals(struct sync_worker *w, int64_t now, int64_t *idle_ms,
+                               int64_t *busy_ms)
+{
+    redisContext *c = w->redis;
+    redisAppendCommand(c, "SCARD %s", KEY_ASSOCIATIONS);
+    redisAppendCommand(c, "ZCOUNT %s %lld +inf", KEY_ACTIVE, (long long)(now - ACTIVE_WINDOW_MS));
+    long long counts[2] = {0, 0};
+    for (int i = 0; i < 2; i++) {
+        redisReply *r = NULL;
+        if (redisGetReply(c, (void **)&r) != REDIS_OK)
+            return STORE_ERR;
+        counts[i] = r && r->type == REDIS_REPLY_INTEGER ? r->integer : 0;
+        freeReplyObject(r);
+    }
+    long busy = (long)(counts[1] < counts[0] ? counts[1] : counts[0]);
+    struct budget_day d;
+    sync_budget_day(w, &d);
+    int64_t busy_s;
+    int64_t idle_s = budget_reconcile_interval_s(&d, (long)counts[0] - busy, busy,
+                                                 w->app->cfg->reconcile_seconds, &busy_s);
+    *idle_ms = idle_s * 1000;
+    *busy_ms = busy_s * 1000;
+    return STORE_OK;
+}
+
+/* Gives every association a turn (a new one at a random point of the interval,
+ * so that many do not come due together) and names the first whose turn has
+ * come, if any ("" when none). */
 static int reconcile_next(redisContext *c, int64_t now, int64_t every_ms,
                           char association[CCSYNC_ASSOC_ID_MAX + 1])
 {
@@ -198,7 +275,8 @@ static int reconcile_next(redisContext *c, int64_t now, int64_t every_ms,
         return STORE_ERR;
     for (size_t i = 0; i < a->elements; i++)
         freeReplyObject(redisCommand(c, "ZADD %s NX %lld %s", KEY_RECONCILE,
-                                     (long long)(now + every_ms), a->element[i]->str));
+                                     (long long)(now + rand() % (every_ms > 0 ? every_ms : 1)),
+                                     a->element[i]->str));
     freeReplyObject(a);
     redisReply *r =
         store_command(c, "ZRANGEBYSCORE %s -inf %lld LIMIT 0 1", KEY_RECONCILE, (long long)now);
@@ -212,13 +290,39 @@ static int reconcile_next(redisContext *c, int64_t now, int64_t every_ms,
     return STORE_OK;
 }
 
+/* When association's next turn is: sooner when it was busy lately; a minute
+ * later when reconcile's share cannot afford it now and nobody asked. *go says
+ * whether to reconcile it now. */
+static int64_t next_turn(struct sync_worker *w, const char *association, int64_t now,
+                         int64_t idle_ms, int64_t busy_ms, bool *go)
+{
+    redisContext *c = w->redis;
+    redisReply *asked = redisCommand(c, "GET %s", key_reconcile_asked(association).s);
+    bool pending = asked && asked->type == REDIS_REPLY_STRING && strcmp(asked->str, "pending") == 0;
+    freeReplyObject(asked);
+    struct budget_day d;
+    sync_budget_day(w, &d);
+    *go = pending || budget_reconcile_allowed(&d);
+    if (!*go)
+        return now + SHARE_RETRY_MS;
+    redisReply *act = redisCommand(c, "ZSCORE %s %s", KEY_ACTIVE, association);
+    bool busy = act && act->type == REDIS_REPLY_STRING &&
+                strtoll(act->str, NULL, 10) >= now - ACTIVE_WINDOW_MS;
+    freeReplyObject(act);
+    if (pending)
+        freeReplyObject(
+            redisCommand(c, "SET %s done KEEPTTL XX", key_reconcile_asked(association).s));
+    return now + (busy ? busy_ms : idle_ms);
+}
+
 bool sync_reconcile_due(struct sync_worker *w)
 {
     redisContext *c = w->redis;
     int64_t now = store_now_ns() / 1000000;
-    int64_t every_ms = (int64_t)w->app->cfg->reconcile_seconds * 1000;
+    int64_t idle_ms, busy_ms;
     char association[CCSYNC_ASSOC_ID_MAX + 1];
-    if (reconcile_next(c, now, every_ms, association) != STORE_OK)
+    if (reconcile_intervals(w, now, &idle_ms, &busy_ms) != STORE_OK ||
+        reconcile_next(c, now, idle_ms, association) != STORE_OK)
         return false;
     if (!association[0])
         return true;
@@ -229,10 +333,16 @@ bool sync_reconcile_due(struct sync_worker *w)
         return c->err == 0; /* another worker reconciles it */
     w->n_leases = 1;
     sync_leases_held(w);
-    freeReplyObject(redisCommand(c, "ZADD %s XX %lld %s", KEY_RECONCILE,
-                                 (long long)(now + every_ms), association));
-    enum sync_result res = sync_reconcile(w, association);
-    log_info("reconciled", LOG_STR("association", association), LOG_INT("result", res));
+    bool go;
+    int64_t next = next_turn(w, association, now, idle_ms, busy_ms, &go);
+    freeReplyObject(
+        redisCommand(c, "ZADD %s XX %lld %s", KEY_RECONCILE, (long long)next, association));
+    enum sync_result res = SYNC_DONE;
+    if (go) {
+        res = sync_reconcile(w, association);
+        log_info("reconciled", LOG_STR("association", association), LOG_INT("result", res),
+                 LOG_INT("next_in_s", (long long)((next - now) / 1000)));
+    }
     w->n_leases = 0;
     sync_leases_held(w);
     lease_release(c, &w->leases[0]);

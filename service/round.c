@@ -124,14 +124,15 @@ static size_t readback_page(redisContext *c, struct readback *b, size_t n,
 }
 
 /* Pages through the contacts on the lists of b, recording each. */
-static enum call_outcome readback_read(struct readback *b, size_t n, struct ccapi_error *err)
+static enum call_outcome readback_read(struct readback *b, size_t n, enum budget_class cls,
+                                       struct ccapi_error *err)
 {
     struct run *r0 = b[0].r;
     redisContext *c = r0->w->redis;
     const char *lists[CCAPI_CONTACTS_MAX_LISTS];
     for (size_t k = 0; k < n; k++)
         lists[k] = b[k].r->gs.list_id;
-    struct cc_op op = {.kind = CC_CONTACTS_PAGE, .in.contacts = {lists, n, NULL}};
+    struct cc_op op = {.kind = CC_CONTACTS_PAGE, .cls = cls, .in.contacts = {lists, n, NULL}};
     char *next = NULL;
     enum call_outcome oc;
     for (;;) {
@@ -183,7 +184,8 @@ static enum call_outcome readback_drop_missing(struct readback *b, size_t n)
  * stay. A 404 (a list gone) fails the whole read: the caller reads the lists
  * one by one to tell which.
  */
-static enum call_outcome verify_lists(struct run *const *rs, size_t n, struct ccapi_error *err)
+static enum call_outcome verify_lists(struct run *const *rs, size_t n, enum budget_class cls,
+                                      struct ccapi_error *err)
 {
     struct readback *b = calloc(n, sizeof *b);
     if (!b)
@@ -192,7 +194,7 @@ static enum call_outcome verify_lists(struct run *const *rs, size_t n, struct cc
     for (size_t k = 0; k < n && oc == CALL_OK; k++)
         oc = readback_load(&b[k], rs[k]);
     if (oc == CALL_OK)
-        oc = readback_read(b, n, err);
+        oc = readback_read(b, n, cls, err);
     if (oc == CALL_OK)
         oc = readback_drop_missing(b, n);
     for (size_t k = 0; k < n && oc == CALL_OK; k++)
@@ -205,9 +207,9 @@ static enum call_outcome verify_lists(struct run *const *rs, size_t n, struct cc
     return oc;
 }
 
-enum call_outcome round_verify_list(struct run *r, struct ccapi_error *err)
+enum call_outcome round_verify_list(struct run *r, enum budget_class cls, struct ccapi_error *err)
 {
-    return verify_lists(&r, 1, err);
+    return verify_lists(&r, 1, cls, err);
 }
 
 /* ---- the round's state ---- */
@@ -329,6 +331,14 @@ static bool plan_group(struct round_group *g)
 {
     struct run *r = g->r;
     redisContext *c = r->w->redis;
+    /* A snapshot that began folding after the group's own steps: plan all of it,
+     * not the members folded so far (prepare checked before the round began). */
+    int folding = group_is_folding(c, r->association, r->group);
+    if (folding != 0) {
+        r->res = folding == STORE_ERR ? SYNC_REDIS : SYNC_RETRY;
+        r->retry_ms = 250;
+        return false;
+    }
     if (members_load(c, r->association, r->group, &g->members) != STORE_OK ||
         applied_load(c, r->association, r->group, &g->applied) != STORE_OK) {
         r->res = SYNC_REDIS;
@@ -371,7 +381,7 @@ static bool plan_group(struct round_group *g)
 
 /* Reads back the lists of gs (1..25) in one paged read; a 404 is sorted out
  * list by list. */
-static void read_back(struct round_group *const *gs, size_t n)
+static void read_back(struct round_group *const *gs, size_t n, enum budget_class cls)
 {
     if (n == 0)
         return;
@@ -379,10 +389,10 @@ static void read_back(struct round_group *const *gs, size_t n)
     for (size_t i = 0; i < n; i++)
         rs[i] = gs[i]->r;
     struct ccapi_error err;
-    enum call_outcome oc = verify_lists(rs, n, &err);
+    enum call_outcome oc = verify_lists(rs, n, cls, &err);
     if (oc == CALL_FAILED && err.status == CCAPI_NOT_FOUND) {
         for (size_t i = 0; i < n; i++) {
-            oc = n == 1 ? oc : round_verify_list(rs[i], &err);
+            oc = n == 1 ? oc : round_verify_list(rs[i], cls, &err);
             if (oc == CALL_FAILED && err.status == CCAPI_NOT_FOUND)
                 rs[i]->res = lists_check_gone(rs[i], &err);
             else if (oc != CALL_OK)
@@ -430,7 +440,7 @@ static void learn_round(struct round_group *const *gs, size_t n)
         listed += gs[i]->applied.n;
     }
     if (emails > listed / CCAPI_PAGE_LIMIT + 1) {
-        read_back(gs, n);
+        read_back(gs, n, BUDGET_CHANGES);
         return;
     }
     for (size_t k = 0; k < n; k++) {
@@ -670,7 +680,10 @@ static bool send_import(struct round *rd, struct round_group *g, const struct pl
         return false;
     }
     struct ccapi_error err;
-    struct cc_op cop = {.kind = CC_IMPORT, .in.import = {cs, op->n_contacts, r->gs.list_id, fs}};
+    /* A first sync's import is class 2: a new list waits behind others' changes. */
+    struct cc_op cop = {.kind = CC_IMPORT,
+                        .cls = g->first_sync ? BUDGET_FULL_SYNC : BUDGET_CHANGES,
+                        .in.import = {cs, op->n_contacts, r->gs.list_id, fs}};
     enum call_outcome oc = cc_call(r->w, r->association, &cop, &err);
     free(cs);
     free(fs);
@@ -924,7 +937,7 @@ static void settle(struct round *rd)
             rd->active[k]->learn_ids = false; /* this read learns them */
         }
     }
-    read_back(back, n);
+    read_back(back, n, BUDGET_CHANGES);
     for (size_t i = 0; i < rd->n_acts; i++) {
         struct round_activity *ra = &rd->acts[i];
         if (ra->import && ra->check_unsub && ra->g->r->res == SYNC_DONE && !mark_unsubscribed(ra))
@@ -962,13 +975,16 @@ static bool learn_ids_after_sync(struct round *rd)
 {
     struct round_group *back[SYNC_MAX_GROUPS];
     size_t n = 0;
+    /* Class 4: only while the day is calm; else a later leave looks its contact up. */
+    bool calm = rd->n > 0 && sync_budget_calm(rd->groups[0].r->w);
     for (size_t i = 0; i < rd->n; i++) {
         struct round_group *g = &rd->groups[i];
-        if (g->learn_ids && g->settled && g->r->res == SYNC_DONE && !g->r->gs.list_deleted_in_cc)
+        if (calm && g->learn_ids && g->settled && g->r->res == SYNC_DONE &&
+            !g->r->gs.list_deleted_in_cc)
             back[n++] = g;
         g->learn_ids = false;
     }
-    read_back(back, n);
+    read_back(back, n, BUDGET_REFRESH);
     for (size_t i = 0; i < n; i++)
         back[i]->settled = false;
     return n > 0;

@@ -24,16 +24,39 @@
 
 /*
  * KEYS[1] key_dirty(A). ARGV: prefix, lease prefix, now ms, lease ms, token,
- * max, scan. Returns {A's earliest due or nil, group, gen, group, gen, ...}.
+ * max, scan, quiet cap ms. Returns {A's earliest due or nil, group, gen, group,
+ * gen, ...}.
+ *
+ * A burst of changes that is still arriving (the group's last change asked for
+ * a due after now: last_due, written by the folds) holds the group back until
+ * it is quiet, but no longer than the cap after it was first held (first_due),
+ * so a round sends a burst once instead of in every pass that catches part of
+ * it.
  */
 static const char claim_script[] = SCHEDULE_LUA_EARLIEST
     "local dirty, p, lp, now = KEYS[1], ARGV[1], ARGV[2], tonumber(ARGV[3])\n"
     "local lease, token, max = tonumber(ARGV[4]), ARGV[5], tonumber(ARGV[6])\n"
+    "local cap = tonumber(ARGV[8])\n"
     "local out = {false}\n"
+    "local function held(g)\n"
+    "  local gk = p .. '" KEY_GROUP "' .. g\n"
+    "  local last = tonumber(redis.call('HGET', gk, 'last_due') or '0')\n"
+    "  if cap <= 0 or last <= now then return false end\n"
+    "  local first = tonumber(redis.call('HGET', gk, 'first_due') or '0')\n"
+    "  if first == 0 then\n"
+    "    first = now\n"
+    "    redis.call('HSET', gk, 'first_due', string.format('%.0f', now))\n"
+    "  end\n"
+    "  if now - first >= cap then return false end\n"
+    "  redis.call('ZADD', dirty, math.min(last, first + cap), g)\n"
+    "  return true\n"
+    "end\n"
     "local due = redis.call('ZRANGEBYSCORE', dirty, '-inf', now, 'LIMIT', 0, tonumber(ARGV[7]))\n"
     "for _, g in ipairs(due) do\n"
     "  if #out >= 1 + 2 * max then break end\n"
-    "  if redis.call('SET', lp .. g, token, 'NX', 'PX', lease) then\n"
+    "  if held(g) then\n"
+    "  elseif redis.call('SET', lp .. g, token, 'NX', 'PX', lease) then\n"
+    "    redis.call('HDEL', p .. '" KEY_GROUP "' .. g, 'first_due')\n"
     "    redis.call('ZADD', dirty, now + lease, g)\n"
     "    out[#out + 1] = g\n"
     "    out[#out + 1] = redis.call('HGET', p .. '" KEY_GROUP "' .. g, 'gen') or '0'\n"
@@ -139,16 +162,24 @@ static void take_claimed(redisContext *c, const char *association, const redisRe
 int schedule_claim(redisContext *c, const char *association, int64_t now_ms, int lease_ms,
                    const char *token, struct schedule_claim *out, size_t max, size_t *n)
 {
-    char now[32], lease[16], most[16], scan[16];
+    return schedule_claim_quiet(c, association, now_ms, lease_ms, 0, token, out, max, n);
+}
+
+int schedule_claim_quiet(redisContext *c, const char *association, int64_t now_ms, int lease_ms,
+                         int64_t quiet_cap_ms, const char *token, struct schedule_claim *out,
+                         size_t max, size_t *n)
+{
+    char now[32], lease[16], most[16], scan[16], cap[32];
     snprintf(now, sizeof now, "%lld", (long long)now_ms);
     snprintf(lease, sizeof lease, "%d", lease_ms);
     snprintf(most, sizeof most, "%zu", max);
     snprintf(scan, sizeof scan, "%d", CLAIM_SCAN);
+    snprintf(cap, sizeof cap, "%lld", (long long)quiet_cap_ms);
     struct key dirty = key_dirty(association), prefix = key_prefix(association),
                leases = key_lease(association, "");
-    const char *args[] = {dirty.s, prefix.s, leases.s, now, lease, token, most, scan};
+    const char *args[] = {dirty.s, prefix.s, leases.s, now, lease, token, most, scan, cap};
     *n = 0;
-    redisReply *r = script_eval(c, claim_script, 1, 8, args);
+    redisReply *r = script_eval(c, claim_script, 1, 9, args);
     if (!store_reply_ok(c, r) || r->type != REDIS_REPLY_ARRAY || r->elements < 1) {
         freeReplyObject(r);
         return STORE_ERR;

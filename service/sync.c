@@ -25,7 +25,7 @@
 static enum sync_result read_list_back(struct run *r)
 {
     struct ccapi_error err;
-    enum call_outcome oc = round_verify_list(r, &err);
+    enum call_outcome oc = round_verify_list(r, BUDGET_FULL_SYNC, &err);
     if (oc == CALL_FAILED && err.status == CCAPI_NOT_FOUND)
         return lists_check_gone(r, &err);
     return call_result(r, oc, &err, "read the list");
@@ -191,6 +191,7 @@ void sync_groups(struct sync_worker *w, const char *association, const char *con
 {
     struct run *runs = calloc(n, sizeof *runs);
     struct run *converging[SYNC_MAX_GROUPS];
+    struct name_set *names = NULL; /* read by the first create, shared by the others */
     size_t n_conv = 0;
     enum sync_result broken = SYNC_DONE;
     w->token_association[0] = '\0'; /* read the token afresh: it may be near expiry */
@@ -199,7 +200,8 @@ void sync_groups(struct sync_worker *w, const char *association, const char *con
         *r = (struct run){.w = w,
                           .association = association,
                           .group = group_ids[i],
-                          .fence = lease_token(w, association, group_ids[i])};
+                          .fence = lease_token(w, association, group_ids[i]),
+                          .names = &names};
         /* After the worker's own failure (Redis, lease, shutdown) the others stop too. */
         r->res = broken != SYNC_DONE ? broken : prepare(r);
         notice_lost_lease(r);
@@ -218,5 +220,6 @@ void sync_groups(struct sync_worker *w, const char *association, const char *con
         results[i] = runs ? runs[i].res : SYNC_RETRY;
         retry_ms[i] = runs ? runs[i].retry_ms : 1000;
     }
+    lists_names_free(names);
     free(runs);
 }

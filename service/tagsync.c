@@ -214,7 +214,7 @@ static enum call_outcome learn_ids(struct run *r, const struct applied_set *a, s
 {
     struct ccapi_error err;
     if (missing >= (a->n + CCAPI_MEMBERSHIPS_MAX_CONTACTS - 1) / CCAPI_MEMBERSHIPS_MAX_CONTACTS)
-        return round_verify_list(r, &err);
+        return round_verify_list(r, BUDGET_CHANGES, &err);
     for (size_t i = 0; i < a->n; i++) {
         const struct applied_contact *c = &a->items[i];
         if (c->status != APPLIED_ON_LIST || (c->contact_id && c->contact_id[0]))

@@ -41,6 +41,8 @@
 #define RECLAIM_EVERY_MS 5000
 #define REPAIR_EVERY_MS 60000
 #define CC_TIMEOUT_MS 30000
+/* How many coalescing waits a burst still arriving may hold its group back. */
+#define QUIET_CAP_FACTOR 10
 /* Due associations a worker tries, earliest first, before it finds a free group. */
 #define DUE_ASSOCIATIONS 8
 
@@ -238,7 +240,7 @@ static bool process_batch(struct sync_worker *w, const struct queue_entry *entri
     b.fate = calloc(n + 1, sizeof *b.fate);
     b.earliest = calloc(n + 1, sizeof *b.earliest);
     int64_t now = store_now_ns();
-    int delay = w->app->cfg->sync_delay_ms;
+    int delay = (int)sync_delay_ms(w); /* widened as the day's budget tightens */
     int rc = b.events && b.fate && b.earliest ? STORE_OK : STORE_ERR;
     if (rc == STORE_OK)
         rc = screen(w, &b, reclaimed);
@@ -294,7 +296,9 @@ static void release_leases(struct sync_worker *w)
 }
 
 /* Claims the due groups of the earliest due association that has some whose
- * leases are free; their leases go to w. */
+ * leases are free; their leases go to w. A group whose changes still arrive is
+ * held back until they stop (at most QUIET_CAP_FACTOR coalescing waits), so a
+ * burst costs one round. */
 static int claim_round(struct sync_worker *w, struct round *r)
 {
     char due[DUE_ASSOCIATIONS][CCSYNC_ASSOC_ID_MAX + 1];
@@ -303,11 +307,14 @@ static int claim_round(struct sync_worker *w, struct round *r)
     char token[LEASE_TOKEN_SIZE];
     lease_new_token(token);
     r->n = 0;
+    int64_t quiet_cap = QUIET_CAP_FACTOR * sync_delay_ms(w);
+    int64_t most = (int64_t)w->app->cfg->sync_delay_max_seconds * 1000;
+    quiet_cap = quiet_cap < most ? quiet_cap : most;
     int rc = schedule_due_associations(w->redis, now, due, DUE_ASSOCIATIONS, &n_due);
     for (size_t i = 0; i < n_due && r->n == 0 && rc == STORE_OK; i++) {
         snprintf(r->association, sizeof r->association, "%s", due[i]);
-        rc = schedule_claim(w->redis, due[i], now, w->lease_ms, token, r->groups, SYNC_MAX_GROUPS,
-                            &r->n);
+        rc = schedule_claim_quiet(w->redis, due[i], now, w->lease_ms, quiet_cap, token, r->groups,
+                                  SYNC_MAX_GROUPS, &r->n);
     }
     /* Even when settling failed after the claim, the leases are ours to give back. */
     for (size_t i = 0; i < r->n; i++) {
@@ -336,7 +343,7 @@ static int finish_group(struct sync_worker *w, const struct round *r, size_t i,
         store_exec(c, "HDEL %s attempts", group.s);
     }
     bool done = res == SYNC_DONE;
-    int64_t due = now_ms() + (done ? w->app->cfg->sync_delay_ms : retry_ms);
+    int64_t due = now_ms() + (done ? sync_delay_ms(w) : retry_ms);
     return schedule_finish(c, r->association, r->groups[i].group, r->groups[i].gen, done, due,
                            earliest);
 }
@@ -398,6 +405,9 @@ static void count_round(const struct round *r, const enum sync_result *results, 
  * Redis failed. *worked says whether it did. */
 static bool sync_due_groups(struct sync_worker *w, bool *worked)
 {
+    *worked = false;
+    if (!sync_may_start_round(w))
+        return true; /* the day is short: the groups keep gathering changes */
     struct round *r = calloc(1, sizeof *r);
     if (!r)
         return true;
@@ -416,6 +426,7 @@ static bool sync_due_groups(struct sync_worker *w, bool *worked)
     clock_gettime(CLOCK_MONOTONIC, &t0);
     sync_groups(w, r->association, groups, r->n, results, retry_ms);
     clock_gettime(CLOCK_MONOTONIC, &t1);
+    sync_note_activity(w->redis, r->association); /* reconcile looks sooner at busy ones */
     count_round(r, results, (t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000);
     bool redis_failed = w->redis->err != 0;
     for (size_t i = 0; i < r->n; i++)

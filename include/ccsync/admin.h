@@ -10,7 +10,10 @@
 #include <stddef.h>
 
 struct app;
+struct config;
 struct http_request;
+struct json_object;
+struct redisContext;
 
 int admin_livez(struct app *app, struct http_request *req);
 int admin_readyz(struct app *app, struct http_request *req);
@@ -24,6 +27,19 @@ int admin_audit(struct app *app, struct http_request *req);
 int admin_status(struct app *app, struct http_request *req);
 int admin_list_dead_letters(struct app *app, struct http_request *req);
 int admin_redrive_dead_letter(struct app *app, struct http_request *req);
+/* The shared budget (admin_budget.c): ask for a reconcile; /v1/status budget. */
+int admin_reconcile_association(struct app *app, struct http_request *req);
+struct json_object *admin_budget_view(struct redisContext *c, const struct config *cfg);
+/* Whether the budget holds changes back now (the projection is past
+ * BUDGET_CALM, so the coalescing wait is widened and rounds may be held):
+ * then queued groups show waiting_for "budget". */
+bool admin_budget_binds(struct redisContext *c, const struct config *cfg);
+/* Sets the budget gauges of GET /metrics (used by class, projected, limit). */
+void admin_budget_gauges(struct redisContext *c, const struct config *cfg);
+/* Adds next_sync_at and waiting_for to a GroupStatus (state pending while it
+ * waits for the budget). */
+void admin_budget_group(struct redisContext *c, const char *association, const char *group,
+                        bool budget_binds, struct json_object *view);
 /* Association tokens (admin_tokens.c). */
 int admin_create_token(struct app *app, struct http_request *req);
 int admin_list_tokens(struct app *app, struct http_request *req);

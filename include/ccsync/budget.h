@@ -31,6 +31,10 @@ enum budget_class {
     BUDGET_CLASSES
 };
 
+/* The name a class goes by in status and metrics: changes, full_sync,
+ * reconcile, refresh. */
+const char *budget_class_name(enum budget_class cls);
+
 #define BUDGET_DAY_SECONDS 86400
 
 /* Fractions of the daily limit that shape the day. */
@@ -107,6 +111,9 @@ int64_t budget_sync_delay_ms(const struct budget_day *d, int64_t current_ms, dou
  * that may not start waits and keeps gathering changes.
  */
 bool budget_may_start_round(const struct budget_day *d, long pending, long cost);
+
+/* What a sync round costs at least: a send, a report on it, often a read. */
+#define BUDGET_ROUND_COST 3
 
 /*
  * Seconds between two reconciles of an association: reconcile spends at most

@@ -58,6 +58,8 @@ struct config {
     char secrets_key_file[512];
     struct secrets_ring secrets;
     int allow_plaintext_secrets;
+    double reconcile_budget_share; /* CCSYNC_RECONCILE_BUDGET_SHARE: reconcile's part of the day */
+    int sync_delay_max_seconds;    /* CCSYNC_SYNC_DELAY_MAX_SECONDS: the widest coalescing wait */
 
     /* Optional bootstrap of one association (single-association deployments). */
     char boot_association_id[65];

@@ -24,6 +24,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "ccsync/budget.h"
 #include "ccsync/ccapi.h"
 #include "ccsync/fieldmap.h"
 #include "ccsync/groupstore.h"
@@ -70,8 +71,9 @@ enum cc_op_kind {
 
 struct cc_op {
     enum cc_op_kind kind;
-    union {               /* borrowed for the call */
-        const char *next; /* CC_LISTS_PAGE: NULL for the first page */
+    enum budget_class cls; /* whose share of the day it spends; 0 is class 1 (changes) */
+    union {                /* borrowed for the call */
+        const char *next;  /* CC_LISTS_PAGE: NULL for the first page */
         const char *name;
         const char *list_id;
         const char *activity_id;
@@ -149,8 +151,11 @@ struct run {
     const char *fence;
     struct group_state gs;
     int64_t retry_ms;
-    enum sync_result res; /* the group's outcome so far; SYNC_DONE while it goes on */
-    bool converge;        /* its list changes are to run in the round */
+    enum sync_result res;    /* the group's outcome so far; SYNC_DONE while it goes on */
+    bool converge;           /* its list changes are to run in the round */
+    enum budget_class cls;   /* the share of the day its own requests spend (budget.h) */
+    struct name_set **names; /* the account's list names, shared by a round's creates
+                                (owned by sync_groups; NULL: lists_create reads its own) */
     /* The journal's activities in flight, as written ("" = sent, id not known). */
     size_t n_acts;
     char acts[ROUND_MAX_ACTIVITIES][CCAPI_ID_SIZE];
@@ -164,6 +169,9 @@ enum sync_result call_result(struct run *r, enum call_outcome oc, const struct c
                              const char *what);
 
 /* ---- lists.c ---- */
+
+struct name_set;
+void lists_names_free(struct name_set *s);
 
 enum sync_result lists_create(struct run *r);
 /* A journaled create whose answer was lost: links the list it made, if any. */
@@ -207,8 +215,9 @@ void tags_sync(struct run *const *runs, size_t n, const struct fieldmap *m);
 
 /* ---- round.c ---- */
 
-/* Reads the run's list back from CC and rebuilds its applied state. */
-enum call_outcome round_verify_list(struct run *r, struct ccapi_error *err);
+/* Reads the run's list back from CC and rebuilds its applied state; the
+ * requests spend class cls's share of the day. */
+enum call_outcome round_verify_list(struct run *r, enum budget_class cls, struct ccapi_error *err);
 /* Makes the lists of runs (1..SYNC_MAX_GROUPS) match their groups, together. */
 void round_converge(struct run *const *runs, size_t n);
 

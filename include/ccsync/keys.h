@@ -52,6 +52,9 @@ struct key {
 #define KEY_DEDUP "dedup:"            /* + webhook id: seen recently */
 #define KEY_LEASE "lease:"            /* + G: one worker syncs G */
 #define KEY_RECONCILE_LEASE "reconcile-lease" /* one worker reconciles the association */
+/* string "pending" or "done", expires a minute after someone asked for a
+ * reconcile (POST .../reconcile): at most one ask a minute */
+#define KEY_RECONCILE_ASKED "reconcile-asked"
 #define KEY_REFRESH_LOCK "refresh-lock"       /* one process refreshes the CC token */
 /* zset G -> due ms: the association's groups to sync; a group being synced is
  * parked at its lease's end. Written by scripts with the association's other
@@ -76,6 +79,9 @@ struct key {
  * script with an association's keys), after the finish script. */
 #define KEY_RETRYING KEY_ROOT "retrying"
 #define KEY_RECONCILE KEY_ROOT "reconcile"       /* zset A -> next reconcile ms */
+/* zset A -> when a round of its groups last ran (ms): recent activity or errors
+ * make reconcile look sooner. Plain commands only. */
+#define KEY_ACTIVE KEY_ROOT "active"
 #define KEY_LAYOUT_VERSION KEY_ROOT "layout"     /* the layout this Redis holds (migrate.c) */
 #define KEY_MIGRATE_LOCK KEY_ROOT "migrate-lock" /* one process migrates, the others wait */
 /* zset A -> the earliest due ms in key_dirty(A): where workers find due
@@ -102,6 +108,7 @@ struct key key_group_tag(const char *association, const char *group);
 struct key key_dedup(const char *association, const char *webhook_id);
 struct key key_lease(const char *association, const char *group);
 struct key key_reconcile_lease(const char *association);
+struct key key_reconcile_asked(const char *association);
 struct key key_refresh_lock(const char *association);
 struct key key_dirty(const char *association);
 struct key key_tokens(const char *association);

@@ -4,7 +4,8 @@
  * by every ccsyncd process and thread.
  *
  * Take one grant before each CC API request (token-endpoint calls are outside
- * the budget). Associations waiting at the same time are served in turn.
+ * the budget). Waiting requests are served by class (budget.h), then to the
+ * association that used least today.
  * Every decision uses the Redis server's clock, so the clocks of the hosts
  * running ccsyncd do not matter.
  */
@@ -14,7 +15,10 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
+#include "ccsync/budget.h"
+
 struct redisContext;
+struct redisReply;
 struct config;
 
 /*
@@ -62,6 +66,19 @@ enum ratelimit_result ratelimit_acquire(struct redisContext *c, const struct rat
                                         const char *association, int64_t *wait_ns);
 
 /*
+ * The same for a request of class cls (budget.h): the queue is ordered by
+ * class, then by what each association was granted today (least first), and
+ * every grant is counted by day, class and association. Classes above
+ * BUDGET_CHANGES wait (without holding the queue) once the day's count reaches
+ * BUDGET_CEILING of the limit: the rest is class 1's reserve. ratelimit_acquire
+ * is this with BUDGET_CHANGES.
+ */
+enum ratelimit_result ratelimit_acquire_class(struct redisContext *c,
+                                              const struct ratelimit_conf *rc,
+                                              const char *association, enum budget_class cls,
+                                              int64_t *wait_ns);
+
+/*
  * Blocks until a grant, sleeping as told between attempts in slices of at
  * most 100 ms so that a raised *stop (shutdown) is seen quickly. Returns
  * GRANTED, QUOTA (*wait_ns set: the caller records it in status before
@@ -84,5 +101,26 @@ int ratelimit_paused_until(struct redisContext *c, const struct ratelimit_conf *
 
 /* Requests granted so far in the current UTC day. Returns STORE_OK or STORE_ERR. */
 int ratelimit_used_today(struct redisContext *c, const struct ratelimit_conf *rc, long *used);
+
+/* Today's use as every process sees it: counts by class and the recent rate
+ * of each (an exponential average over BUDGET_RATE_WINDOW_S, decayed to now). */
+struct ratelimit_snapshot {
+    long used;
+    long used_by_class[BUDGET_CLASSES];
+    double rate_by_class[BUDGET_CLASSES]; /* requests a second */
+    int64_t now_s;                        /* seconds since 00:00 UTC (Redis time) */
+};
+
+int ratelimit_snapshot(struct redisContext *c, const struct ratelimit_conf *rc,
+                       struct ratelimit_snapshot *s);
+
+/* The planner's view of the day from a snapshot (budget.h). */
+void ratelimit_budget_day(const struct ratelimit_snapshot *s, long daily_limit, double share,
+                          struct budget_day *d);
+
+/* Today's grants by association: *pairs gets an array reply of association,
+ * count, ... (the caller frees it). STORE_OK or STORE_ERR. */
+int ratelimit_by_association(struct redisContext *c, const struct ratelimit_conf *rc,
+                             struct redisReply **pairs);
 
 #endif

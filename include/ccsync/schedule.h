@@ -88,6 +88,16 @@ int schedule_claim(struct redisContext *c, const char *association, int64_t now_
                    const char *token, struct schedule_claim *out, size_t max, size_t *n);
 
 /*
+ * schedule_claim, but a due group whose changes are still arriving (its last
+ * change's due, last_due, is after now_ms) is held back until they stop, for
+ * at most quiet_cap_ms after it was first held (0: never held): a burst goes
+ * to CC in one round.
+ */
+int schedule_claim_quiet(struct redisContext *c, const char *association, int64_t now_ms,
+                         int lease_ms, int64_t quiet_cap_ms, const char *token,
+                         struct schedule_claim *out, size_t max, size_t *n);
+
+/*
  * Ends a claimed group's sync. done: the group leaves the schedule unless its
  * gen moved past gen (a change arrived meanwhile: due at due_ms); not done:
  * due at due_ms. *earliest gets A's earliest due afterwards (settle A with it

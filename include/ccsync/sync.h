@@ -40,6 +40,9 @@ struct sync_worker {
     size_t keeper_slot;
     char token_association[72]; /* whose access token cc holds */
     char token[4096];
+    struct budget_day day; /* the shared day as last read (sync_budget_day) */
+    int64_t day_read_ms;   /* when (monotonic ms); 0: never */
+    int64_t delay_ms;      /* the coalescing wait in force (budget_sync_delay_ms) */
 };
 
 enum sync_result {
@@ -72,6 +75,37 @@ enum sync_result sync_reconcile(struct sync_worker *w, const char *association);
  * lease (held in w->leases[0] meanwhile); every association is given a turn
  * each CCSYNC_RECONCILE_SECONDS. false when Redis failed. */
 bool sync_reconcile_due(struct sync_worker *w);
+
+/* The shared day as the planner sees it (budget.h), read from Redis at most
+ * once a second per worker (every process shares the counts through Redis).
+ * STORE_OK, or STORE_ERR with *d the last one read. */
+int sync_budget_day(struct sync_worker *w, struct budget_day *d);
+
+/* How long a group's changes wait to be coalesced now: CCSYNC_SYNC_DELAY_MS
+ * while the day is calm, widened (up to CCSYNC_SYNC_DELAY_MAX_SECONDS) as the
+ * projection nears the limit. */
+int64_t sync_delay_ms(struct sync_worker *w);
+
+/* Is the day calm (projected under BUDGET_CALM of the limit)? Class-4 work,
+ * which only refreshes what ccsync knows, runs only then. */
+bool sync_budget_calm(struct sync_worker *w);
+
+/* May a round start now, as the budget stands? Once the coalescing wait is
+ * at its widest, only while budget_may_start_round says so; a round that may
+ * not waits, and its groups keep gathering changes. */
+bool sync_may_start_round(struct sync_worker *w);
+
+/* Someone asked for a reconcile of association (the API, the status page): it
+ * is due at once, unless one was asked less than a minute ago. Returns 1 (due
+ * now), 0 (too soon: *retry_after_ms until it may be asked again) or STORE_ERR. */
+int sync_reconcile_ask(struct redisContext *c, const char *association, int64_t *retry_after_ms);
+
+/* The next reconcile of association (Unix ms), 0 when none is planned. */
+int sync_reconcile_next_at(struct redisContext *c, const char *association, int64_t *at_ms);
+
+/* Records that a round of association's groups ran now: reconcile looks at a
+ * busy association twice as often. */
+void sync_note_activity(struct redisContext *c, const char *association);
 
 /* Renews every lease held in w; false when one is no longer ours. */
 bool sync_lease_renew(struct sync_worker *w);

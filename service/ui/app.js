@@ -313,6 +313,13 @@ function alertError(e) {
   }
 }
 
+// Opening the page asks for a reconcile, so a list deleted or renamed in Constant
+// Contact shows within 2 minutes. ccsync takes one ask a minute per association
+// (429 after that: nothing to show), and a read token may ask.
+function askReconcile() {
+  api(baseUrl() + '/reconcile', { method: 'POST' }).catch(() => {});
+}
+
 async function refresh() {
   clearTimeout(state.timer);
   try {
@@ -349,10 +356,14 @@ document.addEventListener('DOMContentLoaded', () => {
     sessionStorage.setItem('ccsync.token', state.token);
     $('token').value = '';
     state.etag = '';
+    askReconcile();
     refresh();
   });
   $('signout').addEventListener('click', signout);
   readFragment();
-  if (state.association && state.token) refresh();
+  if (state.association && state.token) {
+    askReconcile();
+    refresh();
+  }
   else showSignin(state.association ? 'Enter your token.' : '');
 });

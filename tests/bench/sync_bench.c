@@ -14,6 +14,10 @@
  *     fields:N:G       G groups of 100 members with 2 mapped fields, synced; then N
  *                      field changes (Chapter) as customer.updated webhooks of members
  *                      who stay, spread evenly over the G groups
+ *     arrive:N:G:S     G new groups turned on, then N joins into them (customer.updated,
+ *                      join i to group i % G) sent at an even pace over S seconds
+ *                      while the workers run, as Novi delivers a bulk change: the
+ *                      burst reaches ccsync while rounds are already under way
  *
  * Every scenario gets a fresh redis-server, ccsim (production limits: 4 requests
  * per second, 10,000 a day; 200 ms activities) and ccsyncd (defaults but for the
@@ -720,6 +724,99 @@ static void scenario_burst(long n, int groups)
     stack_stop();
 }
 
+/* Sends jobs' webhooks at an even pace: webhook i leaves at t0 + i × spacing. */
+struct paced_job {
+    char **types, **datas;
+    int from, to, step;
+    double t0, spacing;
+};
+
+static void *paced_sender(void *arg)
+{
+    struct paced_job *j = arg;
+    for (int i = j->from; i < j->to; i += j->step) {
+        double wait = j->t0 + i * j->spacing - now_s();
+        if (wait > 0)
+            ts_sleep_ms((long)(wait * 1000));
+        post_event(j->types[i], j->datas[i]);
+    }
+    return NULL;
+}
+
+static void scenario_arrive(long n, int groups, double secs)
+{
+    char tag[64], scenario[128];
+    snprintf(tag, sizeof tag, "arrive-%ld", n);
+    snprintf(scenario, sizeof scenario, "arriving: %ld joins into %d new groups over %.0f s", n,
+             groups, secs);
+    if (groups > 64 || n % groups != 0)
+        die("arrive:%ld:%d: N must split evenly over ≤ 64 groups", n, groups);
+    stack_start(tag);
+    struct counters c0 = read_counters();
+    struct want w[64];
+    char names[64][32];
+    long per = n / groups;
+    char **types = calloc((size_t)n, sizeof *types), **datas = calloc((size_t)n, sizeof *datas);
+    for (int g = 0; g < groups; g++) {
+        snprintf(names[g], sizeof names[g], "arrive%d", g);
+        w[g] = (struct want){names[g], calloc((size_t)per, sizeof(char *)), 0};
+    }
+    for (long i = 0; i < n; i++) {
+        int g = (int)(i % groups);
+        char uid[64], email[128], groups_json[160], data[1024];
+        snprintf(uid, sizeof uid, "%s-j%ld", names[g], i);
+        snprintf(email, sizeof email, "%s.j%ld@bench.example.org", names[g], i);
+        snprintf(groups_json, sizeof groups_json,
+                 ",\"Groups\":[{\"UniqueID\":\"%s\",\"GroupName\":\"Bench %s\"}]", names[g],
+                 names[g]);
+        member_json(data, sizeof data, uid, email, groups_json);
+        types[i] = "customer.updated";
+        datas[i] = strdup(data);
+        w[g].emails[w[g].n++] = strdup(email);
+    }
+    double t0 = now_s();
+    for (int g = 0; g < groups; g++) {
+        char on[256];
+        snprintf(on, sizeof on,
+                 "{\"UniqueID\":\"%.31s\",\"GroupName\":\"Bench %.31s\","
+                 "\"SyncToConstantContact\":true}",
+                 names[g], names[g]);
+        post_event("group.updated", on);
+    }
+    pthread_t th[SENDER_THREADS];
+    struct paced_job jobs[SENDER_THREADS];
+    for (int t = 0; t < SENDER_THREADS; t++) {
+        jobs[t] = (struct paced_job){types, datas, t, (int)n, SENDER_THREADS, now_s(), secs / n};
+        pthread_create(&th[t], NULL, paced_sender, &jobs[t]);
+    }
+    for (int t = 0; t < SENDER_THREADS; t++)
+        pthread_join(th[t], NULL);
+    double sent = now_s() - t0;
+    double took = wait_converged(w, groups, t0, S.timeout_s);
+    if (took < 0)
+        die("%s: did not converge within %.0f s (logs in %s)", scenario, S.timeout_s, S.log_dir);
+    struct counters c = read_counters_quiet();
+    print_row(scenario, n, c.total - c0.total, took, c.throttled, c.max_per_second);
+    describe(scenario, c0.by_endpoint, c.by_endpoint);
+    size_t len = strlen(S.breakdown);
+    snprintf(S.breakdown + len, sizeof S.breakdown - len,
+             "  (the %d groups were turned on and the %ld joins sent over %.2f s, counted from "
+             "the first webhook)\n",
+             groups, n, sent);
+    json_object_put(c0.by_endpoint);
+    json_object_put(c.by_endpoint);
+    for (long i = 0; i < n; i++)
+        free(datas[i]);
+    free(datas);
+    free(types);
+    for (int g = 0; g < groups; g++) {
+        for (size_t i = 0; i < w[g].n; i++)
+            free((void *)w[g].emails[i]);
+        free(w[g].emails);
+    }
+    stack_stop();
+}
+
 /* How many of the contacts of emails[0..n) hold chapter in CC's custom field Chapter. */
 static long chapters_in_cc(const char *chapter)
 {
@@ -816,7 +913,8 @@ static void scenario_fields(long n, int groups)
 int main(int argc, char **argv)
 {
     if (argc < 5) {
-        fprintf(stderr, "usage: %s CCSYNCD CCSIM LOG_DIR first:N|burst:N:G ...\n", argv[0]);
+        fprintf(stderr, "usage: %s CCSYNCD CCSIM LOG_DIR first:N|burst:N:G|arrive:N:G:S ...\n",
+                argv[0]);
         return 2;
     }
     S.ccsyncd_bin = argv[1];
@@ -831,7 +929,11 @@ int main(int argc, char **argv)
         long n;
         int g;
         int f = 0;
-        if (sscanf(argv[i], "first:%ld:%d", &n, &f) == 2 && n > 0 && f > 0 && f <= FIELD_MAP_MAX)
+        double secs;
+        if (sscanf(argv[i], "arrive:%ld:%d:%lf", &n, &g, &secs) == 3 && n > 0 && g > 0 && secs > 0)
+            scenario_arrive(n, g, secs);
+        else if (sscanf(argv[i], "first:%ld:%d", &n, &f) == 2 && n > 0 && f > 0 &&
+                 f <= FIELD_MAP_MAX)
             scenario_first(n, f);
         else if (sscanf(argv[i], "first:%ld", &n) == 1 && n > 0)
             scenario_first(n, 0);

@@ -325,6 +325,77 @@ static void test_wait_gives_up_when_told_to_stop(void **state)
     redisFree(c);
 }
 
+/* Sleeps until the bucket allows the next grant (wait_ns as the budget said). */
+static void nap_ns(int64_t wait_ns)
+{
+    struct timespec ts = {(time_t)(wait_ns / 1000000000LL), (long)(wait_ns % 1000000000LL)};
+    nanosleep(&ts, NULL);
+}
+
+static void test_class_goes_before_least_used_and_every_grant_is_counted(void **state)
+{
+    struct ratelimit_conf rc = conf(10, 10000);
+    redisContext *c = peek_connect(redis_port);
+    int64_t wait_ns = 0;
+    assert_int_equal(ratelimit_acquire(c, &rc, "busy", &wait_ns), RATELIMIT_GRANTED);
+    /* "poller" (never served, class 3) asks first; "busy" (served once, class 1) after. */
+    assert_int_equal(ratelimit_acquire_class(c, &rc, "poller", BUDGET_RECONCILE, &wait_ns),
+                     RATELIMIT_WAIT);
+    assert_int_equal(ratelimit_acquire_class(c, &rc, "busy", BUDGET_CHANGES, &wait_ns),
+                     RATELIMIT_WAIT);
+    nap_ns(wait_ns);
+    /* Class 1 first, although "busy" used more today. */
+    assert_int_equal(ratelimit_acquire_class(c, &rc, "poller", BUDGET_RECONCILE, &wait_ns),
+                     RATELIMIT_WAIT);
+    assert_int_equal(ratelimit_acquire_class(c, &rc, "busy", BUDGET_CHANGES, &wait_ns),
+                     RATELIMIT_GRANTED);
+    enum ratelimit_result res;
+    while ((res = ratelimit_acquire_class(c, &rc, "poller", BUDGET_RECONCILE, &wait_ns)) ==
+           RATELIMIT_WAIT)
+        nap_ns(wait_ns);
+    assert_int_equal(res, RATELIMIT_GRANTED);
+
+    struct ratelimit_snapshot snap;
+    assert_int_equal(ratelimit_snapshot(c, &rc, &snap), 0);
+    assert_int_equal(snap.used, 3);
+    assert_int_equal(snap.used_by_class[BUDGET_CHANGES], 2);
+    assert_int_equal(snap.used_by_class[BUDGET_FULL_SYNC], 0);
+    assert_int_equal(snap.used_by_class[BUDGET_RECONCILE], 1);
+    /* Three grants within a second: each adds 1/600 to its class's rate. */
+    assert_true(snap.rate_by_class[BUDGET_CHANGES] > 1.9 / BUDGET_RATE_WINDOW_S);
+    assert_true(snap.rate_by_class[BUDGET_CHANGES] < 2.0 / BUDGET_RATE_WINDOW_S + 1e-9);
+    struct redisReply *pairs = NULL;
+    assert_int_equal(ratelimit_by_association(c, &rc, &pairs), 0);
+    assert_int_equal(pairs->elements, 4);
+    for (size_t i = 0; i < pairs->elements; i += 2)
+        assert_string_equal(pairs->element[i + 1]->str,
+                            strcmp(pairs->element[i]->str, "busy") == 0 ? "2" : "1");
+    freeReplyObject(pairs);
+    redisFree(c);
+}
+
+static void test_reserve_past_the_ceiling_is_for_class_1(void **state)
+{
+    struct ratelimit_conf rc = conf(1000, 20); /* ceiling 95%: 19 */
+    redisContext *c = peek_connect(redis_port);
+    int64_t wait_ns = 0;
+    for (int i = 0; i < 19; i++)
+        assert_int_equal(ratelimit_wait(c, &rc, "assoc-a", NULL, NULL), RATELIMIT_GRANTED);
+    assert_int_equal(ratelimit_acquire_class(c, &rc, "assoc-b", BUDGET_FULL_SYNC, &wait_ns),
+                     RATELIMIT_WAIT);
+    assert_int_equal(wait_ns, 60000000000LL);
+    assert_int_equal(ratelimit_acquire_class(c, &rc, "assoc-b", BUDGET_REFRESH, &wait_ns),
+                     RATELIMIT_WAIT);
+    enum ratelimit_result res;
+    while ((res = ratelimit_acquire_class(c, &rc, "assoc-b", BUDGET_CHANGES, &wait_ns)) ==
+           RATELIMIT_WAIT)
+        nap_ns(wait_ns);
+    assert_int_equal(res, RATELIMIT_GRANTED);
+    assert_int_equal(ratelimit_acquire_class(c, &rc, "assoc-b", BUDGET_CHANGES, &wait_ns),
+                     RATELIMIT_QUOTA);
+    redisFree(c);
+}
+
 static void test_redis_failure_is_an_error(void **state)
 {
     struct ratelimit_conf rc = conf(4, 10000);
@@ -343,6 +414,8 @@ int main(void)
         cmocka_unit_test_setup(test_pause_until_midnight_stops_every_connection, flush),
         cmocka_unit_test_setup(test_two_associations_take_turns_however_many_threads_ask, flush),
         cmocka_unit_test_setup(test_waiter_that_vanished_stops_holding_the_queue, flush),
+        cmocka_unit_test_setup(test_class_goes_before_least_used_and_every_grant_is_counted, flush),
+        cmocka_unit_test_setup(test_reserve_past_the_ceiling_is_for_class_1, flush),
         cmocka_unit_test_setup(test_wait_gives_up_when_told_to_stop, flush),
         cmocka_unit_test_setup(test_redis_failure_is_an_error, flush),
     };

@@ -123,6 +123,48 @@ static void test_claim_takes_at_most_max_groups_and_leaves_the_rest_due(void **s
     assert_int_equal(score(KEY_DUE, "a1"), now - 100 + 3);
 }
 
+static void test_burst_still_arriving_is_held_until_quiet_or_the_cap(void **state)
+{
+    (void)state;
+    int64_t now = now_ms();
+    dirty("a1", "burst", now - 10);
+    dirty("a1", "quiet", now - 10);
+    /* burst's last change asked to be due 500 ms from now: it is still arriving. */
+    assert_int_equal(
+        store_exec(S.c, "HSET %s last_due %lld", key_group("a1", "burst").s, (long long)now + 500),
+        STORE_OK);
+    assert_int_equal(
+        store_exec(S.c, "HSET %s last_due %lld", key_group("a1", "quiet").s, (long long)now - 10),
+        STORE_OK);
+    struct schedule_claim got[4];
+    size_t n = 0;
+    assert_int_equal(schedule_claim_quiet(S.c, "a1", now, LEASE_MS, 10000, "tok", got, 4, &n),
+                     STORE_OK);
+    assert_int_equal(n, 1);
+    assert_string_equal(got[0].group, "quiet");
+    assert_int_equal(score(key_dirty("a1").s, "burst"), now + 500); /* when it goes quiet */
+    /* Still arriving 9 s later: held only up to the cap after it was first held. */
+    assert_int_equal(store_exec(S.c, "HSET %s last_due %lld", key_group("a1", "burst").s,
+                                (long long)now + 20000),
+                     STORE_OK);
+    assert_int_equal(
+        schedule_claim_quiet(S.c, "a1", now + 9000, LEASE_MS, 10000, "tok", got, 4, &n), STORE_OK);
+    assert_int_equal(n, 0);
+    assert_int_equal(score(key_dirty("a1").s, "burst"), now + 10000);
+    assert_int_equal(
+        schedule_claim_quiet(S.c, "a1", now + 10000, LEASE_MS, 10000, "tok", got, 4, &n), STORE_OK);
+    assert_int_equal(n, 1);
+    assert_string_equal(got[0].group, "burst");
+    /* A plain claim never holds. */
+    dirty("a1", "again", now - 10);
+    assert_int_equal(
+        store_exec(S.c, "HSET %s last_due %lld", key_group("a1", "again").s, (long long)now + 500),
+        STORE_OK);
+    assert_int_equal(schedule_claim(S.c, "a1", now, LEASE_MS, "tok", got, 4, &n), STORE_OK);
+    assert_int_equal(n, 1);
+    assert_string_equal(got[0].group, "again");
+}
+
 static void test_group_whose_lease_is_held_is_parked_at_that_lease_end(void **state)
 {
     (void)state;
@@ -232,6 +274,7 @@ int main(void)
         T(test_wake_lowers_the_association_entry_only),
         T(test_claim_takes_due_groups_and_parks_them_at_the_lease_end),
         T(test_claim_takes_at_most_max_groups_and_leaves_the_rest_due),
+        T(test_burst_still_arriving_is_held_until_quiet_or_the_cap),
         T(test_group_whose_lease_is_held_is_parked_at_that_lease_end),
         T(test_fold_between_claim_script_and_settle_is_not_lost),
         T(test_settle_of_an_empty_schedule_removes_the_association),

@@ -56,7 +56,8 @@ static int setup_limits(void **state)
 static int setup_reconcile(void **state)
 {
     (void)state;
-    struct stack_options o = {.reconcile_seconds = 1};
+    /* A budget so large that reconcile's share allows the 1 s floor. */
+    struct stack_options o = {.reconcile_seconds = 1, .env = {"CCSYNC_CC_DAILY_LIMIT=100000000"}};
     return stack_start("test-sync", &o);
 }
 

@@ -464,6 +464,28 @@ static void test_other_numbers_are_range_checked(void **state)
                    "CCSYNC_SYNC_DELAY_MS: \"-1\" is not a whole number from 0 to 3600000");
 }
 
+static void test_budget_plan_defaults_and_ranges(void **state)
+{
+    (void)state;
+    assert_int_equal(load(), 0);
+    assert_true(cfg.reconcile_budget_share == 0.2);
+    assert_int_equal(cfg.sync_delay_max_seconds, 3600);
+    env_set("CCSYNC_RECONCILE_BUDGET_SHARE", "0.05");
+    env_set("CCSYNC_SYNC_DELAY_MAX_SECONDS", "60");
+    assert_int_equal(load(), 0);
+    assert_true(cfg.reconcile_budget_share == 0.05);
+    assert_int_equal(cfg.sync_delay_max_seconds, 60);
+    setup_minimal(NULL);
+    expect_refused("CCSYNC_RECONCILE_BUDGET_SHARE", "0",
+                   "CCSYNC_RECONCILE_BUDGET_SHARE: \"0\" is not a number above 0 and at most 1");
+    setup_minimal(NULL);
+    expect_refused("CCSYNC_RECONCILE_BUDGET_SHARE", "1.5",
+                   "CCSYNC_RECONCILE_BUDGET_SHARE: \"1.5\" is not a number above 0 and at most 1");
+    setup_minimal(NULL);
+    expect_refused("CCSYNC_SYNC_DELAY_MAX_SECONDS", "0",
+                   "CCSYNC_SYNC_DELAY_MAX_SECONDS: \"0\" is not a whole number from 1 to 86400");
+}
+
 /* ---- URLs and log settings ---- */
 
 static void test_cc_urls_must_be_http(void **state)
@@ -807,6 +829,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         T(test_defaults_of_design_section_3),
+        T(test_budget_plan_defaults_and_ranges),
         T(test_empty_value_counts_as_unset),
         T(test_every_variable_is_read),
         T(test_log_levels_and_formats),
