@@ -15,6 +15,7 @@
 
 #include <hiredis/hiredis.h>
 #include <json-c/json.h>
+#include <openssl/crypto.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -38,17 +39,25 @@
 #define SECRET_CACHE_TTL_NS (10 * 1000000000LL)
 #define SECRET_RECHECK_NS (1000000000LL)
 #define WEBHOOK_ID_MAX 128
+/* Unknown associations remembered, so that probing costs no Redis round trip. */
+#define MISS_CACHE_SLOTS 1024
+#define MISS_CACHE_TTL_NS (10 * 1000000000LL)
+/* Per-association webhook buckets (CCSYNC_INGEST_RATE, CCSYNC_INGEST_BURST). */
+#define BUCKET_SLOTS 4096
 
 /* KEYS[1] dedup key, KEYS[2] stream; ARGV ttl, assoc, id, type, ts, body.
  * The one script that touches an association's key (the dedup key) together
  * with a global one (the event stream): it stays so until the stream is split
- * per association, which makes it a one-association script again. */
+ * per association, which makes it a one-association script again.
+ * The dedup key is set after the XADD: a script's writes are not undone when a
+ * later command fails, so a key set first would make the sender's retry of an
+ * event that never reached the stream a "duplicate". */
 static const char enqueue_script[] =
-    "if redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then\n"
-    "  return redis.call('XADD', KEYS[2], '*', 'assoc', ARGV[2], 'id', ARGV[3], 'type', ARGV[4], "
-    "'ts', ARGV[5], 'body', ARGV[6])\n"
-    "end\n"
-    "return false\n";
+    "if redis.call('EXISTS', KEYS[1]) == 1 then return false end\n"
+    "local id = redis.call('XADD', KEYS[2], '*', 'assoc', ARGV[2], 'id', ARGV[3], 'type', "
+    "ARGV[4], 'ts', ARGV[5], 'body', ARGV[6])\n"
+    "redis.call('SET', KEYS[1], '1', 'EX', ARGV[1])\n"
+    "return id\n";
 
 struct secret_entry {
     char association[CCSYNC_ASSOC_ID_MAX + 1];
@@ -56,12 +65,25 @@ struct secret_entry {
     int64_t fetched_ns;
 };
 
+struct miss_entry {
+    char association[CCSYNC_ASSOC_ID_MAX + 1];
+    int64_t seen_ns;
+};
+
+/* An association's webhook allowance: a token bucket refilled at the rate. */
+struct bucket {
+    char association[CCSYNC_ASSOC_ID_MAX + 1];
+    double tokens;
+    int64_t at_ns;
+};
+
 struct ingest {
     struct redis_target target;
-    pthread_mutex_t lock; /* guards head, tail, stopping */
+    pthread_mutex_t lock; /* guards head, tail, stopping, stopped */
     pthread_cond_t wake;
     struct ingest_job *head, *tail;
     bool stopping;
+    bool stopped; /* the thread is gone: a job submitted now is answered at once */
     pthread_t thread;
     /* pipeline thread only */
     redisContext *ctx;
@@ -69,8 +91,11 @@ struct ingest {
     int64_t last_connect_failure_ns;
     int replica_wait_ms; /* replica mode: WAIT 1 this long after each batch; 0 off */
     /* webhook secrets, read by every HTTP thread */
-    pthread_mutex_t cache_lock;
+    pthread_mutex_t cache_lock; /* guards cache and misses */
     struct secret_entry cache[SECRET_CACHE_SLOTS];
+    struct miss_entry misses[MISS_CACHE_SLOTS];
+    pthread_mutex_t bucket_lock;
+    struct bucket buckets[BUCKET_SLOTS];
 };
 
 static void finish(struct ingest_job *job, enum ingest_result result)
@@ -272,6 +297,7 @@ struct ingest *ingest_new(const struct redis_target *t, int replica_wait_ms)
     in->replica_wait_ms = replica_wait_ms;
     pthread_mutex_init(&in->lock, NULL);
     pthread_mutex_init(&in->cache_lock, NULL);
+    pthread_mutex_init(&in->bucket_lock, NULL);
     pthread_cond_init(&in->wake, NULL);
     if (pthread_create(&in->thread, NULL, pipeline_main, in) != 0) {
         free(in);
@@ -285,6 +311,11 @@ void ingest_submit(struct ingest *in, struct ingest_job *job)
     job->next = NULL;
     job->result = INGEST_PENDING;
     pthread_mutex_lock(&in->lock);
+    if (in->stopped) {
+        pthread_mutex_unlock(&in->lock);
+        finish(job, INGEST_UNAVAILABLE);
+        return;
+    }
     if (in->tail)
         in->tail->next = job;
     else
@@ -294,17 +325,37 @@ void ingest_submit(struct ingest *in, struct ingest_job *job)
     pthread_mutex_unlock(&in->lock);
 }
 
-void ingest_free(struct ingest *in)
+void ingest_stop(struct ingest *in)
 {
     if (!in)
         return;
     pthread_mutex_lock(&in->lock);
+    bool joined = in->stopped;
     in->stopping = true;
     pthread_cond_signal(&in->wake);
     pthread_mutex_unlock(&in->lock);
+    if (joined)
+        return;
     pthread_join(in->thread, NULL);
+    pthread_mutex_lock(&in->lock);
+    in->stopped = true;
+    struct ingest_job *late = in->head; /* submitted between the thread's last look and now */
+    in->head = in->tail = NULL;
+    pthread_mutex_unlock(&in->lock);
+    for (struct ingest_job *next; late; late = next) {
+        next = late->next;
+        finish(late, INGEST_UNAVAILABLE);
+    }
+}
+
+void ingest_free(struct ingest *in)
+{
+    if (!in)
+        return;
+    ingest_stop(in);
     pthread_mutex_destroy(&in->lock);
     pthread_mutex_destroy(&in->cache_lock);
+    pthread_mutex_destroy(&in->bucket_lock);
     pthread_cond_destroy(&in->wake);
     free(in);
 }
@@ -345,12 +396,48 @@ static void cache_store(struct ingest *in, const char *association, const char *
     pthread_mutex_unlock(&in->cache_lock);
 }
 
+static unsigned long id_hash(const char *association)
+{
+    unsigned long h = 5381;
+    for (const char *p = association; *p; p++)
+        h = h * 33 + (unsigned char)*p;
+    return h;
+}
+
+static struct miss_entry *miss_slot(struct ingest *in, const char *association)
+{
+    return &in->misses[id_hash(association) % MISS_CACHE_SLOTS];
+}
+
+/* Whether association was found unknown less than MISS_CACHE_TTL_NS ago. */
+static bool miss_lookup(struct ingest *in, const char *association)
+{
+    pthread_mutex_lock(&in->cache_lock);
+    struct miss_entry *e = miss_slot(in, association);
+    bool hit =
+        strcmp(e->association, association) == 0 && store_now_ns() - e->seen_ns < MISS_CACHE_TTL_NS;
+    pthread_mutex_unlock(&in->cache_lock);
+    return hit;
+}
+
+static void miss_store(struct ingest *in, const char *association)
+{
+    pthread_mutex_lock(&in->cache_lock);
+    struct miss_entry *e = miss_slot(in, association);
+    snprintf(e->association, sizeof e->association, "%s", association);
+    e->seen_ns = store_now_ns();
+    pthread_mutex_unlock(&in->cache_lock);
+}
+
 void ingest_forget_secret(struct ingest *in, const char *association_id)
 {
     pthread_mutex_lock(&in->cache_lock);
     struct secret_entry *e = cache_slot(in, association_id);
     if (strcmp(e->association, association_id) == 0)
         memset(e, 0, sizeof *e);
+    struct miss_entry *m = miss_slot(in, association_id);
+    if (strcmp(m->association, association_id) == 0)
+        memset(m, 0, sizeof *m);
     pthread_mutex_unlock(&in->cache_lock);
 }
 
@@ -368,6 +455,7 @@ static int fetch_secret(struct app *app, const char *association, char *secret, 
         cache_store(app->ingest, association, secret);
         found = 1;
     } else if (r && r->type == REDIS_REPLY_NIL) {
+        miss_store(app->ingest, association);
         found = 0;
     }
     bool ok = r != NULL;
@@ -442,6 +530,20 @@ static bool valid_webhook_id(const char *id)
     return true;
 }
 
+/* The answer to an unknown association: a wrong signature's, after the same
+ * work (webhook_verify_unknown), so association ids cannot be probed. */
+static void reply_unknown(struct app *app, struct http_request *req)
+{
+    size_t len;
+    struct webhook_error err;
+    http_body(req, &len);
+    webhook_verify_unknown(http_header(req, "webhook-id"), http_header(req, "webhook-timestamp"),
+                           http_header(req, "webhook-signature"), len,
+                           store_now_ns() / 1000000000LL, &err);
+    count("unknown_association");
+    http_reply_error(req, err.status, err.code, "%s", err.message);
+}
+
 /* The association's webhook secret, cached or read; false when the request
  * was answered (Redis unavailable, unknown association). */
 static bool find_secret(struct app *app, struct http_request *req, const char *association,
@@ -450,14 +552,84 @@ static bool find_secret(struct app *app, struct http_request *req, const char *a
     *cached = cache_lookup(app->ingest, association, SECRET_CACHE_TTL_NS, secret, size);
     if (*cached)
         return true;
-    int found = fetch_secret(app, association, secret, size);
+    int found =
+        miss_lookup(app->ingest, association) ? 0 : fetch_secret(app, association, secret, size);
     if (found < 0) {
         reply_unavailable(req);
         return false;
     }
     if (found == 0) {
-        count("unknown_association");
-        http_reply_error(req, 404, "unknown_association", "no association \"%s\"", association);
+        reply_unknown(app, req);
+        return false;
+    }
+    return true;
+}
+
+/* Takes one webhook from the association's bucket; false when it is empty,
+ * with the seconds until one is back in *retry_after. */
+static bool bucket_take(struct ingest *in, const struct config *cfg, const char *association,
+                        int *retry_after)
+{
+    int64_t now = store_now_ns();
+    pthread_mutex_lock(&in->bucket_lock);
+    struct bucket *b = &in->buckets[id_hash(association) % BUCKET_SLOTS];
+    if (strcmp(b->association, association) != 0) {
+        snprintf(b->association, sizeof b->association, "%s", association);
+        b->tokens = cfg->ingest_burst;
+        b->at_ns = now;
+    }
+    b->tokens += (double)(now - b->at_ns) / 1e9 * cfg->ingest_rate;
+    if (b->tokens > cfg->ingest_burst)
+        b->tokens = cfg->ingest_burst;
+    b->at_ns = now;
+    bool taken = b->tokens >= 1.0;
+    if (taken)
+        b->tokens -= 1.0;
+    else
+        *retry_after = 1 + (int)((1.0 - b->tokens) / cfg->ingest_rate);
+    pthread_mutex_unlock(&in->bucket_lock);
+    return taken;
+}
+
+bool ingest_precheck(struct app *app, struct http_request *req)
+{
+    const char *association = http_param(req, 0);
+    struct webhook_error err;
+    if (webhook_check_headers(http_header(req, "webhook-id"), http_header(req, "webhook-timestamp"),
+                              http_header(req, "webhook-signature"), store_now_ns() / 1000000000LL,
+                              &err) != 0) {
+        count(err.code);
+        http_reply_error(req, err.status, err.code, "%s", err.message);
+        return false;
+    }
+    if (atomic_load(&app->starting) || atomic_load(&app->draining))
+        return true; /* the handler's own answer (503) comes before any Redis read */
+    char secret[256];
+    bool cached =
+        cache_lookup(app->ingest, association, SECRET_CACHE_TTL_NS, secret, sizeof secret);
+    int found = cached ? 1
+                : miss_lookup(app->ingest, association)
+                    ? 0
+                    : fetch_secret(app, association, secret, sizeof secret);
+    OPENSSL_cleanse(secret, sizeof secret);
+    if (found < 0) {
+        reply_unavailable(req);
+        return false;
+    }
+    if (found == 0) {
+        http_discard_body(req); /* answered as a wrong signature once the body is in */
+        return true;
+    }
+    int retry_after;
+    if (!bucket_take(app->ingest, app->cfg, association, &retry_after)) {
+        char value[16];
+        snprintf(value, sizeof value, "%d", retry_after);
+        count("rate_limited");
+        http_add_header(req, "Retry-After", value);
+        http_reply_error(req, 429, "too_many_webhooks",
+                         "association %s sent more than %d webhooks at once (then %d a second); "
+                         "retry later",
+                         association, app->cfg->ingest_burst, app->cfg->ingest_rate);
         return false;
     }
     return true;
@@ -526,6 +698,10 @@ int ingest_handle_webhook(struct app *app, struct http_request *req)
         count("draining");
         http_add_header(req, "Retry-After", "5");
         http_reply_error(req, 503, "shutting_down", "this instance is shutting down; retry");
+        return HTTP_DONE;
+    }
+    if (http_body_discarded(req)) {
+        reply_unknown(app, req);
         return HTTP_DONE;
     }
     char secret[256];

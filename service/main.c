@@ -107,11 +107,19 @@ static void drain(struct app *app, struct http_server *http)
         sleep_ms(20);
         spent += 20;
     }
-    engine_stop(app->engine, grace_ms - spent);
+    bool workers_stopped = engine_stop(app->engine, grace_ms - spent);
+    /* Ingest answers what it holds before the daemon goes, so no suspended
+     * request is left waiting on it; it is freed only after the daemon, whose
+     * threads may still submit (answered at once by then). */
+    ingest_stop(app->ingest);
     http_stop(http);
     ingest_free(app->ingest);
-    store_pool_free(app->pool);
-    curl_global_cleanup();
+    /* A worker still inside a CC call uses libcurl and a pooled connection:
+     * the process exits under it instead of freeing them. */
+    if (workers_stopped) {
+        store_pool_free(app->pool);
+        curl_global_cleanup();
+    }
     log_info("stopped", LOG_INT("drain_ms", spent));
 }
 

@@ -553,10 +553,10 @@ struct engine *engine_start(struct app *app)
     return e;
 }
 
-void engine_stop(struct engine *e, long grace_ms)
+bool engine_stop(struct engine *e, long grace_ms)
 {
     if (!e)
-        return;
+        return true;
     atomic_store(&e->stop, true);
     /* Threads see the flag within ~100 ms (sleeps and Redis blocks are short);
      * a sync interrupted mid-way leaves its journal and lease for the next. */
@@ -570,7 +570,8 @@ void engine_stop(struct engine *e, long grace_ms)
             pthread_join(e->threads[i], NULL);
         free(e->threads);
         free(e);
-    } else {
-        log_warn("workers_did_not_stop", LOG_INT("still_running", atomic_load(&e->running)));
+        return true;
     }
+    log_warn("workers_did_not_stop", LOG_INT("still_running", atomic_load(&e->running)));
+    return false;
 }

@@ -42,6 +42,19 @@ int webhook_verify(const char *secret, const char *msg_id, const char *timestamp
                    const char *signatures, const char *body, size_t body_len, int64_t now,
                    struct webhook_error *err);
 
+/* The part of webhook_verify that needs no body and no secret: the three
+ * headers present and the timestamp within the tolerance; checked before a
+ * body is read. 0, or -1 with err as webhook_verify fills it. */
+int webhook_check_headers(const char *msg_id, const char *timestamp, const char *signatures,
+                          int64_t now, struct webhook_error *err);
+
+/* The answer to a webhook of an unknown association: webhook_check_headers's,
+ * else always -1 with invalid_signature, as a wrong signature is answered, after
+ * the same work (an HMAC over body_len bytes), so neither the answer nor its
+ * time tells whether the association exists. */
+int webhook_verify_unknown(const char *msg_id, const char *timestamp, const char *signatures,
+                           size_t body_len, int64_t now, struct webhook_error *err);
+
 /* Whether secret is "whsec_" + standard padded base64 of 1..WEBHOOK_KEY_MAX
  * bytes: what webhook_verify accepts. For checking a secret when it is set. */
 bool webhook_secret_valid(const char *secret);
