@@ -720,7 +720,9 @@ int ingest_handle_webhook(struct app *app, struct http_request *req)
     const char *body = http_body(req, &len);
     struct event ev;
     struct webhook_error err;
-    if (webhook_parse_event(body, len, &ev, &err) != 0) {
+    struct webhook_limits limits = {(size_t)app->cfg->max_groups_per_member,
+                                    (size_t)app->cfg->max_snapshot_members};
+    if (webhook_parse_event_limited(body, len, &limits, &ev, &err) != 0) {
         count(err.code);
         http_reply_error(req, err.status, err.code, "%s", err.message);
         return HTTP_DONE;

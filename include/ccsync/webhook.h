@@ -75,6 +75,22 @@ int webhook_sign(const char *secret, const char *msg_id, int64_t timestamp, cons
 int webhook_parse_event(const char *body, size_t body_len, struct event *ev,
                         struct webhook_error *err);
 
+/* Caps on what one event may carry (CCSYNC_MAX_GROUPS_PER_MEMBER,
+ * CCSYNC_MAX_SNAPSHOT_MEMBERS). */
+struct webhook_limits {
+    size_t max_groups_per_member; /* a member record's Groups */
+    size_t max_snapshot_members;  /* a group.members event's Members */
+};
+
+/* webhook_parse_event with the caps of limits: an event over one is refused
+ * with status 400, code invalid_event and a message naming the field, its
+ * count and the cap ("data.Groups has 100000 groups; at most 1000 are
+ * accepted"). webhook_parse_event has no caps (the worker re-reads events the
+ * door accepted under whatever caps held then). */
+int webhook_parse_event_limited(const char *body, size_t body_len,
+                                const struct webhook_limits *limits, struct event *ev,
+                                struct webhook_error *err);
+
 /* RFC 3339 date-time (fractional seconds optional, any offset, 'Z' or 'z')
  * to nanoseconds since the Unix epoch. Returns 0 or -1 when invalid. */
 int rfc3339_parse(const char *s, int64_t *ns);

@@ -336,6 +336,76 @@ static void test_failed_enqueue_sets_no_dedup_key(void **state)
     redisFree(c);
 }
 
+/* A customer.updated naming n groups; malloc'd. */
+static char *member_with_groups(size_t n)
+{
+    size_t cap = 256 + n * 32, len = 0;
+    char *data = malloc(cap);
+    len += (size_t)snprintf(data, cap, "{\"UniqueID\":\"m-big\",\"Groups\":[");
+    for (size_t i = 0; i < n; i++)
+        len +=
+            (size_t)snprintf(data + len, cap - len, "%s{\"UniqueID\":\"g%zu\"}", i ? "," : "", i);
+    snprintf(data + len, cap - len, "]}");
+    char *body = envelope("customer.updated", data, 1);
+    free(data);
+    return body;
+}
+
+static json_object *post_json(const char *body, long *status, double *ms)
+{
+    char id[64], url[256], sig[128], ts_hdr[64], id_hdr[160], sig_hdr[200];
+    new_id(id, sizeof id);
+    long now = (long)time(NULL);
+    assert_int_equal(webhook_sign(SECRET, id, now, body, strlen(body), sig, sizeof sig), 0);
+    snprintf(ts_hdr, sizeof ts_hdr, "webhook-timestamp: %ld", now);
+    snprintf(id_hdr, sizeof id_hdr, "webhook-id: %s", id);
+    snprintf(sig_hdr, sizeof sig_hdr, "webhook-signature: %s", sig);
+    const char *headers[] = {"Content-Type: application/json", id_hdr, ts_hdr, sig_hdr, NULL};
+    snprintf(url, sizeof url, "%s/v1/associations/" ASSOC "/webhooks/novi", stack.base[0]);
+    struct timespec a, b;
+    clock_gettime(CLOCK_MONOTONIC, &a);
+    struct reply r = http("POST", url, headers, body);
+    clock_gettime(CLOCK_MONOTONIC, &b);
+    *ms = (double)(b.tv_sec - a.tv_sec) * 1e3 + (double)(b.tv_nsec - a.tv_nsec) / 1e6;
+    *status = r.status;
+    return reply_take_json(&r);
+}
+
+static void test_member_over_the_group_cap_is_400_naming_the_field(void **state)
+{
+    (void)state;
+    long status;
+    double ms;
+    char *at_cap = member_with_groups(1000), *over = member_with_groups(1001);
+    json_object *o = post_json(at_cap, &status, &ms);
+    assert_int_equal(status, 202);
+    json_object_put(o);
+    o = post_json(over, &status, &ms);
+    assert_int_equal(status, 400);
+    assert_string_equal(jpath_str(o, "error.code"), "invalid_event");
+    assert_string_equal(jpath_str(o, "error.message"),
+                        "data.Groups has 1001 groups; at most 1000 are accepted");
+    json_object_put(o);
+    free(at_cap);
+    free(over);
+}
+
+static void test_member_with_100000_groups_is_400_within_100_ms(void **state)
+{
+    (void)state;
+    char *body = member_with_groups(100000);
+    long status;
+    double best = 1e9, ms;
+    for (int i = 0; i < 3; i++) { /* the best of three: the machine is shared */
+        json_object_put(post_json(body, &status, &ms));
+        assert_int_equal(status, 400);
+        best = ms < best ? ms : best;
+    }
+    print_message("100,000 groups (%zu bytes) answered 400 in %.1f ms\n", strlen(body), best);
+    assert_true(best < 100.0);
+    free(body);
+}
+
 #define T(f, env)                                                                                  \
     {                                                                                              \
 #f, f, setup_##env, stack_stop, NULL                                                       \
@@ -364,6 +434,8 @@ int main(void)
         T(test_association_over_its_allowance_gets_429, allowance),
         T(test_unknown_association_takes_as_long_as_a_bad_signature, plain),
         T(test_failed_enqueue_sets_no_dedup_key, plain),
+        T(test_member_over_the_group_cap_is_400_naming_the_field, plain),
+        T(test_member_with_100000_groups_is_400_within_100_ms, plain),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
