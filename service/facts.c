@@ -93,12 +93,23 @@ int facts_record_parse(const char *json, const char *member_id, struct member_re
     return 0;
 }
 
-/* Shared Lua: marking a group dirty in the association's schedule (coalesced:
+/* Shared Lua: noting when a member left its last group (retention.c deletes
+ * the record CCSYNC_RETENTION_DAYS later; joining a group again forgets it);
+ * marking a group dirty in the association's schedule (coalesced:
  * an earlier due time is kept), and the association's earliest due, which
  * every fold returns, changed or not, for the caller to wake the association
  * with (schedule.h). */
 #define LUA_COMMON                                                                                 \
     SCHEDULE_LUA_EARLIEST                                                                          \
+    "local function removed(p, mid)\n"                                                             \
+    "  if redis.call('SCARD', p .. '" KEY_MEMBER_GROUPS "' .. mid) == 0 then\n"                    \
+    "    local t = redis.call('TIME')\n"                                                           \
+    "    redis.call('ZADD', p .. '" KEY_REMOVED                                                    \
+    "', 'NX', t[1] * 1000 + math.floor(t[2] / 1000), mid)\n"                                       \
+    "  else\n"                                                                                     \
+    "    redis.call('ZREM', p .. '" KEY_REMOVED "', mid)\n"                                        \
+    "  end\n"                                                                                      \
+    "end\n"                                                                                        \
     "local function mark(p, assoc, g, due)\n"                                                      \
     "  redis.call('ZADD', p .. '" KEY_ASSOC_DIRTY "', 'LT', due, g)\n"                             \
     "  redis.call('HINCRBY', p .. '" KEY_GROUP "' .. g, 'gen', 1)\n"                               \
@@ -184,6 +195,7 @@ static const char member_script[] = LUA_COMMON
     "if recchanged then\n"
     "  for _, g in ipairs(redis.call('SMEMBERS', mgkey)) do dirty[g] = true end\n"
     "end\n"
+    "removed(p, mid)\n"
     "local n = 0\n"
     "for g, _ in pairs(dirty) do if due then mark(p, assoc, g, due) end; n = n + 1 end\n"
     "return {n, earliest(p)}\n";
@@ -199,18 +211,19 @@ static const char sweep_start_script[] =
  * one in the group by a fact older than the snapshot is taken out. ARGV: 1
  * prefix, 2 group, 3 ts key, 4.. member ids. Returns how many were taken out. */
 static const char sweep_chunk_script[] =
-    "local p, g, ts = ARGV[1], ARGV[2], ARGV[3]\n"
-    "local gm = p .. '" KEY_GROUP_MEMBERS "' .. g\n"
-    "local out = 0\n"
-    "for i = 4, #ARGV do\n"
-    "  local v = redis.call('HGET', gm, ARGV[i])\n"
-    "  if v and string.sub(v, 1, 1) == '1' and string.sub(v, 3, 24) < ts then\n"
-    "    redis.call('HSET', gm, ARGV[i], '0|' .. ts)\n"
-    "    redis.call('SREM', p .. '" KEY_MEMBER_GROUPS "' .. ARGV[i], g)\n"
-    "    out = out + 1\n"
-    "  end\n"
-    "end\n"
-    "return out\n";
+    LUA_COMMON "local p, g, ts = ARGV[1], ARGV[2], ARGV[3]\n"
+               "local gm = p .. '" KEY_GROUP_MEMBERS "' .. g\n"
+               "local out = 0\n"
+               "for i = 4, #ARGV do\n"
+               "  local v = redis.call('HGET', gm, ARGV[i])\n"
+               "  if v and string.sub(v, 1, 1) == '1' and string.sub(v, 3, 24) < ts then\n"
+               "    redis.call('HSET', gm, ARGV[i], '0|' .. ts)\n"
+               "    redis.call('SREM', p .. '" KEY_MEMBER_GROUPS "' .. ARGV[i], g)\n"
+               "    removed(p, ARGV[i])\n"
+               "    out = out + 1\n"
+               "  end\n"
+               "end\n"
+               "return out\n";
 
 /* Snapshot sweep, done. ARGV: 1 prefix, 2 group, 3 due, 4 association, 5 "1"
  * when the chunks or the sweep changed the group (they leave marking it dirty

@@ -120,3 +120,13 @@ struct key key_token_uses(const char *association)
 {
     return key_format(ASSOC_KEY(KEY_TOKEN_USES), association);
 }
+
+struct key key_removed(const char *association)
+{
+    return key_format(ASSOC_KEY(KEY_REMOVED), association);
+}
+
+struct key key_dead_body(const char *original_id)
+{
+    return key_format(KEY_DEAD_BODY "%s", original_id);
+}

@@ -22,10 +22,13 @@
 #include "ccsync/ingest.h"
 #include "ccsync/log.h"
 #include "ccsync/migrate.h"
+#include "ccsync/retention.h"
 #include "ccsync/store.h"
 #include "ccsync/worker.h"
 
 #define CCSYNC_VERSION "0.1.0"
+/* How often the retention sweep runs (a multiple of the main loop's 100 ms). */
+#define RETENTION_INTERVAL_MS (10 * 60 * 1000L)
 
 /* The only state a signal handler touches. */
 static volatile sig_atomic_t stop_signal;
@@ -74,6 +77,23 @@ static int healthcheck(const struct config *cfg)
     return status == 200 ? 0 : 1;
 }
 
+/* Deletes what is kept only CCSYNC_RETENTION_DAYS (retention.h): at start,
+ * then every RETENTION_INTERVAL_MS; any process may, so every process does. */
+static void sweep_expired(struct app *app)
+{
+    char err[256];
+    redisContext *c = store_pool_get(app->pool, err, sizeof err);
+    if (!c)
+        return;
+    long n = retention_sweep(c, app->cfg->retention_days, store_now_ns() / 1000000);
+    snprintf(err, sizeof err, "%s", c->err ? c->errstr : "error reply");
+    store_pool_put(app->pool, c, c->err == 0);
+    if (n > 0)
+        log_info("retention_swept", LOG_INT("member_records_deleted", n));
+    else if (n < 0)
+        log_warn("retention_failed", LOG_STR("error", err));
+}
+
 /* Runs until SIGTERM or SIGINT; Redis may come up after us, so the bootstrap
  * association is written once it answers. */
 static void wait_for_signal(struct app *app)
@@ -87,6 +107,8 @@ static void wait_for_signal(struct app *app)
             if (!bootstrapped)
                 log_warn("bootstrap_failed", LOG_STR("error", err));
         }
+        if (waited_ms % RETENTION_INTERVAL_MS == 0)
+            sweep_expired(app);
         sleep_ms(100);
         waited_ms += 100;
     }

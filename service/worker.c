@@ -119,7 +119,7 @@ static int screen(struct sync_worker *w, struct batch *b, bool reclaimed)
         }
         if (reason) {
             b->fate[i] = DEAD;
-            if (queue_dead_letter(c, e, reason) != STORE_OK)
+            if (queue_dead_letter(c, e, reason, w->app->cfg->retention_days) != STORE_OK)
                 return STORE_ERR;
         }
     }

@@ -55,10 +55,16 @@ struct key {
 #define KEY_ASSOC_DIRTY "dirty"
 #define KEY_TOKENS "tokens"         /* hash: token id -> the token's record (hash, scope, name) */
 #define KEY_TOKEN_USES "token-uses" /* hash: token id -> when it was last used (ns) */
+/* zset M -> ms when the member left its last group: its record is deleted
+ * CCSYNC_RETENTION_DAYS later (retention.c), unless it joins a group again. */
+#define KEY_REMOVED "removed"
 
 /* Global keys. */
 #define KEY_EVENTS KEY_ROOT "events"             /* stream of accepted webhooks */
 #define KEY_DEAD_LETTERS KEY_ROOT "events:dead"  /* stream of events that could not be applied */
+/* + the event's original stream id: a dead letter's body, apart from its entry so
+ * that a listing never reads bodies whole; expires after CCSYNC_RETENTION_DAYS. */
+#define KEY_DEAD_BODY KEY_ROOT "events:dead:body:"
 #define KEY_ASSOCIATIONS KEY_ROOT "associations" /* set of association ids */
 #define KEY_CREDENTIALS KEY_ROOT "credentials" /* stream: an entry when a PUT changes tokens */
 /* set "A|G": last sync failed, will retry. Only plain commands write it (never a
@@ -92,6 +98,8 @@ struct key key_refresh_lock(const char *association);
 struct key key_dirty(const char *association);
 struct key key_tokens(const char *association);
 struct key key_token_uses(const char *association);
+struct key key_removed(const char *association);
+struct key key_dead_body(const char *original_id);
 
 /* The shared CC budget's keys: "ccsync:cc:{APP}:WHAT" (global: one key a CC
  * application, shared by every association). */
