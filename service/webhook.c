@@ -1128,13 +1128,17 @@ static void scan_open(struct scan *sc, char c)
     sc->expect_key = c == '{';
 }
 
-/* Skips the string that starts at body[i] ('"'); returns the index after it. */
+/* Skips the string that starts at body[i] ('"'); returns the index after it,
+ * or 0 when it does not end within the body. */
 static size_t scan_string(const char *body, size_t len, size_t i)
 {
-    for (i++; i < len && body[i] != '"'; i++)
+    for (i++; i < len; i++) {
         if (body[i] == '\\')
             i++;
-    return i + 1;
+        else if (body[i] == '"')
+            return i + 1;
+    }
+    return 0;
 }
 
 /* 0 within the caps (or not JSON enough to tell), -1 with err over one. */
@@ -1151,6 +1155,8 @@ static int caps_scan(const char *body, size_t len, const struct webhook_limits *
         sc.in_scalar = scalar;
         if (c == '"') {
             size_t end = scan_string(body, len, i);
+            if (end == 0)
+                return 0; /* the parser tells what is wrong */
             if (sc.depth > 0 && sc.expect_key) {
                 sc.stack[sc.depth - 1].key = scan_key(body + i + 1, end - i - 2);
                 sc.expect_key = false;
