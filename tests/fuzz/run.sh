@@ -28,7 +28,7 @@ OBJS=""
 for src in service/*.c service/ui_assets.S tests/fuzz/http_stub.c; do
     case "$src" in service/main.c | service/http.c) continue ;; esac
     obj="$OUT/obj/$(basename "$src").o"
-    if [ ! -f "$obj" ] || [ "$src" -nt "$obj" ] || [ -n "$(find include tests/fuzz -newer "$obj" -name '*.h' 2>/dev/null | head -1)" ]; then
+    if [ ! -f "$obj" ] || [ -n "$(find "$src" include tests/fuzz/fuzz_http.h -newer "$obj" \( -name '*.[chS]' \) 2>/dev/null | head -1)" ]; then
         # shellcheck disable=SC2086
         "$CLANG" $CFLAGS -c "$src" -o "$obj"
     fi
@@ -37,7 +37,7 @@ done
 
 status=0
 for t in $TARGETS; do
-    # shellcheck disable=SC2086
+    # shellcheck disable=SC2086,SC2046
     "$CLANG" $CFLAGS -fsanitize=fuzzer "tests/fuzz/fuzz_$t.c" $OBJS \
         $(pkg-config --libs $PKGS) -lpthread -lm -o "$OUT/fuzz_$t"
     mkdir -p "$OUT/corpus-$t"
