@@ -17,6 +17,8 @@
 #include <hiredis/hiredis.h>
 #include <json-c/json.h>
 #include <poll.h>
+#include <pthread.h>
+#include <sys/wait.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -179,10 +181,13 @@ static void test_connections_from_one_address_are_capped(void **state)
         close(fds[i]);
     /* Once they are gone the address is served again. */
     long status = 0;
-    for (int tries = 0; tries < 50 && status != 200; tries++) {
-        struct reply r = api("GET", "/livez", NULL);
-        status = r.status;
-        reply_free(&r);
+    char url[128];
+    snprintf(url, sizeof url, "%s/livez", stack.base[0]);
+    for (int tries = 0; tries < 100 && status != 200; tries++) {
+        char *body = NULL;
+        if (ts_http("GET", url, NULL, NULL, &status, &body) != 0)
+            status = 0;
+        free(body);
         if (status != 200)
             ts_sleep_ms(50);
     }
@@ -406,6 +411,43 @@ static void test_member_with_100000_groups_is_400_within_100_ms(void **state)
     free(body);
 }
 
+static void *post_one(void *arg)
+{
+    char id[64];
+    snprintf(id, sizeof id, "msg_shutdown_%ld", (long)(intptr_t)arg);
+    char *body = envelope("group.deleted", "{\"UniqueID\":\"g-1\"}", 1);
+    post_webhook(id, body); /* 202, 503 or a closed connection: any */
+    free(body);
+    return NULL;
+}
+
+static const char *const short_grace_env[] = {"CCSYNC_SHUTDOWN_GRACE_SECONDS=2", NULL};
+
+/* SIGTERM while webhooks wait on a paused Redis: ingest answers them before
+ * the HTTP daemon stops, so none is freed under the pipeline thread (under
+ * ASan the old order was a use after free), and ccsyncd exits 0. */
+static void test_sigterm_with_webhooks_waiting_on_redis_exits_0(void **state)
+{
+    (void)state;
+    redisContext *c = peek_connect(stack.redis_port);
+    freeReplyObject(peek_command(c, "CLIENT PAUSE 4000 WRITE"));
+    pthread_t t[4];
+    for (intptr_t i = 0; i < 4; i++)
+        pthread_create(&t[i], NULL, post_one, (void *)i);
+    ts_sleep_ms(300);
+    kill(stack.ccsyncd_pid[0], SIGTERM);
+    int status = ts_wait_exit(stack.ccsyncd_pid[0], 20000);
+    if (status >= 0)
+        stack.ccsyncd_pid[0] = 0; /* gone; else stack_stop stops it */
+    for (int i = 0; i < 4; i++)
+        pthread_join(t[i], NULL);
+    freeReplyObject(peek_command(c, "CLIENT UNPAUSE"));
+    redisFree(c);
+    assert_true(status >= 0);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+}
+
 #define T(f, env)                                                                                  \
     {                                                                                              \
 #f, f, setup_##env, stack_stop, NULL                                                       \
@@ -421,6 +463,7 @@ SETUP(deadline, deadline_env)
 SETUP(per_ip, per_ip_env)
 SETUP(budget, budget_env)
 SETUP(allowance, allowance_env)
+SETUP(short_grace, short_grace_env)
 
 int main(void)
 {
@@ -436,6 +479,7 @@ int main(void)
         T(test_failed_enqueue_sets_no_dedup_key, plain),
         T(test_member_over_the_group_cap_is_400_naming_the_field, plain),
         T(test_member_with_100000_groups_is_400_within_100_ms, plain),
+        T(test_sigterm_with_webhooks_waiting_on_redis_exits_0, short_grace),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
