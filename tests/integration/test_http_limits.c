@@ -228,8 +228,17 @@ static void test_bodies_over_the_process_budget_get_503(void **state)
     assert_int_equal(ts_read_response(first, 5000, &status, NULL, NULL), 0);
     assert_int_equal(status, 202);
     close(first);
-    assert_int_equal(post_webhook(id2, body), 202);
+    /* The first body's bytes are given back once its connection is done with
+     * it (just after its answer): the second, sent again as Retry-After says
+     * (sooner here), is taken then. */
+    long second_status = 503;
+    for (int tries = 0; tries < 50 && second_status == 503; tries++) {
+        second_status = post_webhook(id2, body);
+        if (second_status == 503)
+            ts_sleep_ms(100);
+    }
     free(body);
+    assert_int_equal(second_status, 202);
 }
 
 static const char *const allowance_env[] = {"CCSYNC_INGEST_RATE=1", "CCSYNC_INGEST_BURST=3", NULL};
