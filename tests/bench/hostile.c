@@ -264,19 +264,35 @@ static bool folded(void *arg)
            peek_integer(w->c, "HLEN %s", key_group_members(ASSOC, "g-big").s) >= w->in;
 }
 
+/* Redis's slow log since the last call: how many commands took over 10 ms and
+ * over 50 ms, and the slowest three. */
 static void slowlog(redisContext *c)
 {
-    redisReply *r = peek_command(c, "SLOWLOG GET 10");
-    long long worst = 0;
+    redisReply *r = peek_command(c, "SLOWLOG GET -1");
+    long over10 = 0, over50 = 0;
+    long long top[3] = {0, 0, 0};
+    char name[3][96] = {"", "", ""};
     for (size_t i = 0; r->type == REDIS_REPLY_ARRAY && i < r->elements; i++) {
-        const redisReply *e = r->element[i];
+        const redisReply *e = r->element[i], *argv = e->element[3];
         long long us = e->element[2]->integer;
-        const redisReply *argv = e->element[3];
-        printf("  slowlog: %lld us: %s %s\n", us, argv->elements ? argv->element[0]->str : "",
-               argv->elements > 1 ? argv->element[1]->str : "");
-        worst = us > worst ? us : worst;
+        over10++;
+        over50 += us > 50000;
+        for (int k = 0; k < 3; k++) {
+            if (us <= top[k])
+                continue;
+            for (int m = 2; m > k; m--) {
+                top[m] = top[m - 1];
+                memcpy(name[m], name[m - 1], sizeof name[m]);
+            }
+            top[k] = us;
+            snprintf(name[k], sizeof name[k], "%s %.60s", argv->element[0]->str,
+                     argv->elements > 1 ? argv->element[1]->str : "");
+            break;
+        }
     }
-    printf("  slowest command over 10 ms: %s\n", r->elements ? "see above" : "none");
+    printf("  Redis commands over 10 ms: %ld; over 50 ms: %ld; slowest: %lld us (%s), %lld us "
+           "(%s), %lld us (%s)\n",
+           over10, over50, top[0], name[0], top[1], name[1], top[2], name[2]);
     freeReplyObject(r);
     freeReplyObject(peek_command(c, "SLOWLOG RESET"));
 }
@@ -323,6 +339,7 @@ static void scenario_snapshot(long members)
 {
     redisContext *c = peek_connect(stack.redis_port);
     freeReplyObject(peek_command(c, "CONFIG SET slowlog-log-slower-than 10000"));
+    freeReplyObject(peek_command(c, "CONFIG SET slowlog-max-len 100000"));
     freeReplyObject(peek_command(c, "SLOWLOG RESET"));
     char body[256];
     snprintf(body, sizeof body, "{\"webhook_secret\":\"%s\"}", SECRET);
