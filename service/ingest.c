@@ -65,6 +65,8 @@ struct secret_entry {
     int64_t fetched_ns;
 };
 
+struct large_job;
+
 struct miss_entry {
     char association[CCSYNC_ASSOC_ID_MAX + 1];
     int64_t seen_ns;
@@ -84,6 +86,11 @@ struct ingest {
     struct ingest_job *head, *tail;
     bool stopping;
     bool stopped; /* the thread is gone: a job submitted now is answered at once */
+    /* large bodies waiting for the validation thread (also under lock) */
+    struct large_job *large_head, *large_tail;
+    pthread_cond_t large_wake;
+    bool large_stopping, validator_running;
+    pthread_t validator;
     pthread_t thread;
     /* pipeline thread only */
     redisContext *ctx;
@@ -97,6 +104,8 @@ struct ingest {
     pthread_mutex_t bucket_lock;
     struct bucket buckets[BUCKET_SLOTS];
 };
+
+static void *validator_main(void *arg);
 
 static void finish(struct ingest_job *job, enum ingest_result result)
 {
@@ -299,10 +308,12 @@ struct ingest *ingest_new(const struct redis_target *t, int replica_wait_ms)
     pthread_mutex_init(&in->cache_lock, NULL);
     pthread_mutex_init(&in->bucket_lock, NULL);
     pthread_cond_init(&in->wake, NULL);
+    pthread_cond_init(&in->large_wake, NULL);
     if (pthread_create(&in->thread, NULL, pipeline_main, in) != 0) {
         free(in);
         return NULL;
     }
+    in->validator_running = pthread_create(&in->validator, NULL, validator_main, in) == 0;
     return in;
 }
 
@@ -329,6 +340,15 @@ void ingest_stop(struct ingest *in)
 {
     if (!in)
         return;
+    /* The validation thread first: what it still holds goes to the pipeline. */
+    pthread_mutex_lock(&in->lock);
+    bool validator = in->validator_running;
+    in->large_stopping = true;
+    in->validator_running = false;
+    pthread_cond_signal(&in->large_wake);
+    pthread_mutex_unlock(&in->lock);
+    if (validator)
+        pthread_join(in->validator, NULL);
     pthread_mutex_lock(&in->lock);
     bool joined = in->stopped;
     in->stopping = true;
@@ -356,6 +376,7 @@ void ingest_free(struct ingest *in)
     pthread_mutex_destroy(&in->lock);
     pthread_mutex_destroy(&in->cache_lock);
     pthread_mutex_destroy(&in->bucket_lock);
+    pthread_cond_destroy(&in->large_wake);
     pthread_cond_destroy(&in->wake);
     free(in);
 }
@@ -663,7 +684,7 @@ static bool verify(struct app *app, struct http_request *req, const char *associ
 /* Hands the event to the pipeline thread; the request is answered when its
  * reply arrives (on_enqueued). */
 static int submit(struct app *app, struct http_request *req, const char *association,
-                  const char *msg_id, const struct event *ev)
+                  const char *msg_id, const struct event *ev, bool suspended)
 {
     struct webhook_job *w = calloc(1, sizeof *w);
     if (!w) {
@@ -681,29 +702,19 @@ static int submit(struct app *app, struct http_request *req, const char *associa
     w->job.body = http_body(req, &w->job.body_len);
     w->job.done = on_enqueued;
     w->job.arg = w;
-    http_suspend(req);
+    if (!suspended)
+        http_suspend(req);
     ingest_submit(app->ingest, &w->job);
     return HTTP_SUSPENDED;
 }
 
-int ingest_handle_webhook(struct app *app, struct http_request *req)
+/* The secret, the signature and the body of a webhook; HTTP_DONE answered, or
+ * HTTP_SUSPENDED handed to the pipeline. suspended: the request already is
+ * (on the validation thread). */
+static int check_and_submit(struct app *app, struct http_request *req, bool suspended)
 {
     const char *association = http_param(req, 0);
     const char *msg_id = http_header(req, "webhook-id");
-    http_set_log_field(req, "association", association);
-    if (msg_id && valid_webhook_id(msg_id))
-        http_set_log_field(req, "webhook_id", msg_id);
-
-    if (atomic_load(&app->draining)) {
-        count("draining");
-        http_add_header(req, "Retry-After", "5");
-        http_reply_error(req, 503, "shutting_down", "this instance is shutting down; retry");
-        return HTTP_DONE;
-    }
-    if (http_body_discarded(req)) {
-        reply_unknown(app, req);
-        return HTTP_DONE;
-    }
     char secret[256];
     bool cached;
     if (!find_secret(app, req, association, secret, sizeof secret, &cached) ||
@@ -734,8 +745,100 @@ int ingest_handle_webhook(struct app *app, struct http_request *req)
                  LOG_STR("webhook_id", msg_id), LOG_STR("type", ev.type_name));
         reply_accepted(req, 202, msg_id, "ignored");
     } else {
-        rc = submit(app, req, association, msg_id, &ev);
+        rc = submit(app, req, association, msg_id, &ev, suspended);
     }
     event_clear(&ev);
     return rc;
+}
+
+/* ---- large bodies: checked on a thread of their own ---- */
+
+/* Parsing a snapshot of 500,000 members takes seconds; on an HTTP thread it
+ * would hold every connection that thread serves, other associations' too. A
+ * body this large is suspended and checked by the validation thread instead. */
+#define LARGE_BODY_BYTES (256 * 1024)
+
+struct large_job {
+    struct app *app;
+    struct http_request *req;
+    struct large_job *next;
+};
+
+static void *validator_main(void *arg)
+{
+    struct ingest *in = arg;
+    for (;;) {
+        pthread_mutex_lock(&in->lock);
+        while (!in->large_head && !in->large_stopping)
+            pthread_cond_wait(&in->large_wake, &in->lock);
+        struct large_job *j = in->large_head;
+        if (j) {
+            in->large_head = j->next;
+            if (!in->large_head)
+                in->large_tail = NULL;
+        }
+        pthread_mutex_unlock(&in->lock);
+        if (!j)
+            break; /* stopping, and nothing left */
+        if (check_and_submit(j->app, j->req, true) == HTTP_DONE)
+            http_resume(j->req);
+        free(j);
+    }
+    return NULL;
+}
+
+/* Hands a suspended request to the validation thread; false when it cannot
+ * (stopped, out of memory): the caller checks it itself. */
+static bool large_submit(struct ingest *in, struct app *app, struct http_request *req)
+{
+    struct large_job *j = calloc(1, sizeof *j);
+    if (!j)
+        return false;
+    j->app = app;
+    j->req = req;
+    pthread_mutex_lock(&in->lock);
+    bool open = in->validator_running && !in->large_stopping;
+    if (open) {
+        if (in->large_tail)
+            in->large_tail->next = j;
+        else
+            in->large_head = j;
+        in->large_tail = j;
+        pthread_cond_signal(&in->large_wake);
+    }
+    pthread_mutex_unlock(&in->lock);
+    if (!open)
+        free(j);
+    return open;
+}
+
+int ingest_handle_webhook(struct app *app, struct http_request *req)
+{
+    const char *association = http_param(req, 0);
+    const char *msg_id = http_header(req, "webhook-id");
+    http_set_log_field(req, "association", association);
+    if (msg_id && valid_webhook_id(msg_id))
+        http_set_log_field(req, "webhook_id", msg_id);
+
+    if (atomic_load(&app->draining)) {
+        count("draining");
+        http_add_header(req, "Retry-After", "5");
+        http_reply_error(req, 503, "shutting_down", "this instance is shutting down; retry");
+        return HTTP_DONE;
+    }
+    if (http_body_discarded(req)) {
+        reply_unknown(app, req);
+        return HTTP_DONE;
+    }
+    size_t len;
+    http_body(req, &len);
+    if (len >= LARGE_BODY_BYTES) {
+        http_suspend(req);
+        if (large_submit(app->ingest, app, req))
+            return HTTP_SUSPENDED;
+        if (check_and_submit(app, req, true) == HTTP_DONE)
+            http_resume(req);
+        return HTTP_SUSPENDED;
+    }
+    return check_and_submit(app, req, false);
 }
