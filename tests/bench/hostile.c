@@ -285,8 +285,9 @@ static void slowlog(redisContext *c)
                 memcpy(name[m], name[m - 1], sizeof name[m]);
             }
             top[k] = us;
-            snprintf(name[k], sizeof name[k], "%s %.60s", argv->element[0]->str,
-                     argv->elements > 1 ? argv->element[1]->str : "");
+            snprintf(name[k], sizeof name[k], "%s %.40s %.40s", argv->element[0]->str,
+                     argv->elements > 1 ? argv->element[1]->str : "",
+                     argv->elements > 3 ? argv->element[3]->str : "");
             break;
         }
     }
