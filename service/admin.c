@@ -1037,17 +1037,44 @@ int admin_status(struct app *app, struct http_request *req)
 
 /* ---- dead letters ---- */
 
-/* One dead letter: its id, the event's fields (body parsed when it is JSON). */
-static json_object *dead_letter_view(const redisReply *item)
+/* What a listing shows of all its bodies together; each shows at most
+ * DEAD_LETTER_BODY_SHOWN, less when the listing is long, so a listing of
+ * bodies of 16 MiB each stays a few MiB. */
+#define DEAD_LETTERS_SHOWN_TOTAL (4 * 1024 * 1024)
+#define DEAD_LETTER_BODY_SHOWN (64 * 1024)
+
+/* Adds the body: parsed when whole and JSON; else what is shown of it as
+ * "body_preview" with "body_truncated". */
+static void dead_letter_body(json_object *e, const char *body, size_t shown, size_t whole)
+{
+    if (shown >= whole) {
+        json_object *parsed = json_tokener_parse(body);
+        json_object_object_add(e, "body", parsed ? parsed : json_object_new_string(body));
+        return;
+    }
+    json_object_object_add(e, "body_preview", json_object_new_string_len(body, (int)shown));
+    json_object_object_add(e, "body_truncated", json_object_new_boolean(true));
+}
+
+/* One dead letter: its id and the event's fields; body is what was read of its
+ * body (inline in an earlier release's entry, else from its own key). */
+static json_object *dead_letter_view(const redisReply *item, const redisReply *body, size_t each)
 {
     json_object *e = json_object_new_object();
     json_object_object_add(e, "id", json_object_new_string(item->element[0]->str));
     const redisReply *f = item->element[1];
+    size_t whole = 0;
     for (size_t k = 0; k + 1 < f->elements; k += 2) {
         const char *name = f->element[k]->str, *value = f->element[k + 1]->str;
+        size_t len = f->element[k + 1]->len;
         if (strcmp(name, "body") == 0) {
-            json_object *body = json_tokener_parse(value);
-            json_object_object_add(e, "body", body ? body : json_object_new_string(value));
+            dead_letter_body(e, value, len < each ? len : each, len);
+            json_object_object_add(e, "body_bytes", json_object_new_int64((int64_t)len));
+            continue;
+        }
+        if (strcmp(name, "body_bytes") == 0) {
+            whole = strtoull(value, NULL, 10);
+            json_object_object_add(e, "body_bytes", json_object_new_int64((int64_t)whole));
             continue;
         }
         const char *out = strcmp(name, "assoc") == 0 ? "association_id"
@@ -1055,23 +1082,74 @@ static json_object *dead_letter_view(const redisReply *item)
                                                      : name;
         json_object_object_add(e, out, json_object_new_string(value));
     }
+    if (body && body->type == REDIS_REPLY_STRING)
+        dead_letter_body(e, body->str, body->len, whole);
     return e;
+}
+
+/* The original id of a dead letter whose body is kept apart; NULL when inline. */
+static const char *apart_body_id(const redisReply *item)
+{
+    const redisReply *f = item->element[1];
+    const char *original = NULL;
+    for (size_t k = 0; k + 1 < f->elements; k += 2) {
+        if (strcmp(f->element[k]->str, "body") == 0)
+            return NULL;
+        if (strcmp(f->element[k]->str, "original_id") == 0)
+            original = f->element[k + 1]->str;
+    }
+    return original;
+}
+
+/* Reads what is shown of each listed dead letter's body kept apart, pipelined:
+ * bodies[i] is entry i's (NULL when inline or gone). false when Redis failed. */
+static bool read_bodies(redisContext *c, const redisReply *list, size_t each, redisReply **bodies)
+{
+    size_t sent = 0;
+    char last[24]; /* hiredis's format knows no %zu */
+    snprintf(last, sizeof last, "%zu", each - 1);
+    for (size_t i = 0; i < list->elements; i++) {
+        const char *id = apart_body_id(list->element[i]);
+        if (id && redisAppendCommand(c, "GETRANGE %s 0 %s", key_dead_body(id).s, last) == REDIS_OK)
+            sent++;
+    }
+    bool ok = true;
+    for (size_t i = 0; i < list->elements; i++) {
+        bodies[i] = NULL;
+        if (!apart_body_id(list->element[i]) || sent == 0)
+            continue;
+        sent--;
+        if (redisGetReply(c, (void **)&bodies[i]) != REDIS_OK)
+            ok = false;
+    }
+    return ok && c->err == 0;
 }
 
 int admin_list_dead_letters(struct app *app, struct http_request *req)
 {
     long limit;
     parse_limit(req, &limit); /* admin_check_limit has accepted it */
-    redisReply *r =
-        store_command(http_redis(req), "XREVRANGE %s + - COUNT %ld", KEY_DEAD_LETTERS, limit);
-    if (!r || r->type != REDIS_REPLY_ARRAY) {
+    size_t each = DEAD_LETTERS_SHOWN_TOTAL / (size_t)limit;
+    if (each > DEAD_LETTER_BODY_SHOWN)
+        each = DEAD_LETTER_BODY_SHOWN;
+    redisContext *c = http_redis(req);
+    redisReply *r = store_command(c, "XREVRANGE %s + - COUNT %ld", KEY_DEAD_LETTERS, limit);
+    redisReply **bodies =
+        r && r->type == REDIS_REPLY_ARRAY ? calloc(r->elements + 1, sizeof *bodies) : NULL;
+    if (!bodies || !read_bodies(c, r, each, bodies)) {
+        for (size_t i = 0; bodies && i < r->elements; i++)
+            freeReplyObject(bodies[i]);
+        free(bodies);
         freeReplyObject(r);
         http_reply_redis_unavailable(req, "read failed");
         return HTTP_DONE;
     }
     json_object *list = json_object_new_array();
-    for (size_t i = 0; i < r->elements; i++)
-        json_object_array_add(list, dead_letter_view(r->element[i]));
+    for (size_t i = 0; i < r->elements; i++) {
+        json_object_array_add(list, dead_letter_view(r->element[i], bodies[i], each));
+        freeReplyObject(bodies[i]);
+    }
+    free(bodies);
     freeReplyObject(r);
     json_object *o = json_object_new_object();
     json_object_object_add(o, "dead_letters", list);

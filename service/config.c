@@ -486,6 +486,35 @@ static int load_secrets(struct config *c, config_lookup_fn lookup, char *err, si
     return 0;
 }
 
+/* What one client, one request or one association may take (README: "Limits"). */
+static int load_hostile_limits(struct config *c, config_lookup_fn lookup, char *err,
+                               size_t err_size)
+{
+    long n[9];
+    if (int_var(lookup, "CCSYNC_REQUEST_DEADLINE_SECONDS", "30", 1, 3600, &n[0], err, err_size) ||
+        int_var(lookup, "CCSYNC_MAX_CONNECTIONS", "4096", 1, 65536, &n[1], err, err_size) ||
+        int_var(lookup, "CCSYNC_MAX_CONNECTIONS_PER_IP", "256", 1, 65536, &n[2], err, err_size) ||
+        int_var(lookup, "CCSYNC_MAX_INFLIGHT_BODY_BYTES", "268435456", 1024, 1L << 40, &n[3], err,
+                err_size) ||
+        int_var(lookup, "CCSYNC_MAX_GROUPS_PER_MEMBER", "1000", 1, 1000000, &n[4], err, err_size) ||
+        int_var(lookup, "CCSYNC_MAX_SNAPSHOT_MEMBERS", "500000", 1, 10000000, &n[5], err,
+                err_size) ||
+        int_var(lookup, "CCSYNC_RETENTION_DAYS", "30", 1, 3650, &n[6], err, err_size) ||
+        int_var(lookup, "CCSYNC_INGEST_RATE", "100", 1, 1000000, &n[7], err, err_size) ||
+        int_var(lookup, "CCSYNC_INGEST_BURST", "6000", 1, 100000000, &n[8], err, err_size))
+        return -1;
+    c->request_deadline_seconds = (int)n[0];
+    c->max_connections = (int)n[1];
+    c->max_connections_per_ip = (int)n[2];
+    c->max_inflight_body_bytes = (size_t)n[3];
+    c->max_groups_per_member = (int)n[4];
+    c->max_snapshot_members = (int)n[5];
+    c->retention_days = (int)n[6];
+    c->ingest_rate = (int)n[7];
+    c->ingest_burst = (int)n[8];
+    return 0;
+}
+
 /* The bootstrap association's secret and tokens, checked like a PUT would be. */
 static int load_boot_association(struct config *c, config_lookup_fn lookup, const char *id,
                                  char *err, size_t err_size)
@@ -553,9 +582,9 @@ static int load_notify(struct config *c, config_lookup_fn lookup, char *err, siz
 int config_load(struct config *c, config_lookup_fn lookup, char *err, size_t err_size)
 {
     static const load_step steps[] = {
-        load_listen,     load_redis,     load_admin_token, load_cc_endpoints,
-        load_cc_budget,  load_workers,   load_logging,     load_limits,
-        load_durability, load_bootstrap, load_secrets,     load_admin_listen,
+        load_listen,  load_redis,        load_admin_token,    load_cc_endpoints, load_cc_budget,
+        load_workers, load_logging,      load_limits,         load_durability,   load_bootstrap,
+        load_secrets, load_admin_listen, load_hostile_limits,
     };
     memset(c, 0, sizeof *c);
     for (size_t i = 0; i < sizeof steps / sizeof steps[0]; i++)

@@ -4,8 +4,9 @@
  * Scripts decide newest-wins inside Redis, where the stored facts are, so two
  * workers folding events of the same member at once cannot interleave badly.
  * A group.members snapshot is folded in chunks (one script per chunk of
- * members, then one sweep that takes out every member whose membership is older
- * than the snapshot), so a 50,000-member snapshot never blocks Redis for long;
+ * members, then a sweep, a chunk of the group's members a script, that takes out
+ * every member whose membership is older than the snapshot), so no command's
+ * cost grows with the snapshot or with every member the group ever had;
  * a crash between chunks is healed by folding the redelivered event again.
  */
 #include "ccsync/facts.h"
@@ -24,6 +25,8 @@
 #include "ccsync/webhook.h"
 
 #define SNAPSHOT_CHUNK 500
+/* Members of a group a sweep script judges at once (an HSCAN COUNT). */
+#define SWEEP_CHUNK 500
 
 /* Seconds from 0001-01-01 to 1970-01-01, so every RFC 3339 year is positive. */
 #define EPOCH_OFFSET_S 62135596800LL
@@ -118,13 +121,24 @@ int facts_record_parse(const char *json, const char *member_id, struct member_re
     return 0;
 }
 
-/* Shared Lua: marking a group dirty in the association's schedule (coalesced:
+/* Shared Lua: noting when a member left its last group (retention.c deletes
+ * the record CCSYNC_RETENTION_DAYS later; joining a group again forgets it);
+ * marking a group dirty in the association's schedule (coalesced:
  * an earlier due time is kept), and the association's earliest due, which
  * every fold returns, changed or not, for the caller to wake the association
  * with (schedule.h). The latest due asked for is kept as last_due: the claim
  * lets a burst that is still arriving end before its round starts (schedule.c). */
 #define LUA_COMMON                                                                                 \
     SCHEDULE_LUA_EARLIEST                                                                          \
+    "local function removed(p, mid)\n"                                                             \
+    "  if redis.call('SCARD', p .. '" KEY_MEMBER_GROUPS "' .. mid) == 0 then\n"                    \
+    "    local t = redis.call('TIME')\n"                                                           \
+    "    redis.call('ZADD', p .. '" KEY_REMOVED                                                    \
+    "', 'NX', t[1] * 1000 + math.floor(t[2] / 1000), mid)\n"                                       \
+    "  else\n"                                                                                     \
+    "    redis.call('ZREM', p .. '" KEY_REMOVED "', mid)\n"                                        \
+    "  end\n"                                                                                      \
+    "end\n"                                                                                        \
     "local function mark(p, assoc, g, due)\n"                                                      \
     "  redis.call('ZADD', p .. '" KEY_ASSOC_DIRTY "', 'LT', due, g)\n"                             \
     "  redis.call('HINCRBY', p .. '" KEY_GROUP "' .. g, 'gen', 1)\n"                               \
@@ -135,23 +149,31 @@ int facts_record_parse(const char *json, const char *member_id, struct member_re
  * Member fold. ARGV: 1 prefix, 2 member id, 3 ts key, 4 record JSON or "",
  * 5 mode (groups | out_all | in_one | out_one | keep), 6 due (ms), 7 association,
  * 8.. group ids (the target set for "groups", the one group for in_one/out_one).
+ * Linear in the groups named and held: the stored group list ("gset",
+ * ",g1,g2,") is read into a table once and written with table.concat, never
+ * searched per group; the member's own hash is written after the loops.
  */
 static const char member_script[] = LUA_COMMON
     "local p, mid, ts, rec, mode = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]\n"
     "local due, assoc = tonumber(ARGV[6]), ARGV[7]\n"
     "local mkey, mgkey = p .. '" KEY_MEMBER "' .. mid, p .. '" KEY_MEMBER_GROUPS "' .. mid\n"
     "local dirty = {}\n"
+    "local cur = redis.call('HMGET', mkey, 'ts', 'rec', 'gts', 'gset')\n"
+    "local mfields = {}\n"
     "local recchanged = false\n"
-    "if rec ~= '' then\n"
-    "  local cur = redis.call('HGET', mkey, 'ts')\n"
-    "  if (not cur) or ts > cur then\n"
-    "    local old = redis.call('HGET', mkey, 'rec')\n"
-    "    redis.call('HSET', mkey, 'rec', rec, 'ts', ts)\n"
-    "    recchanged = (old ~= rec)\n"
-    "  end\n"
+    "if rec ~= '' and ((not cur[1]) or ts > cur[1]) then\n"
+    "  mfields = {'rec', rec, 'ts', ts}\n"
+    "  recchanged = (cur[2] ~= rec)\n"
     "end\n"
-    "local gts = redis.call('HGET', mkey, 'gts')\n"
-    "local gset = redis.call('HGET', mkey, 'gset') or ''\n"
+    "local gts, gset = cur[3], cur[4] or ''\n"
+    "local named = nil\n"
+    "local function in_gset(g)\n"
+    "  if not named then\n"
+    "    named = {}\n"
+    "    for x in string.gmatch(gset, '[^,]+') do named[x] = true end\n"
+    "  end\n"
+    "  return named[g]\n"
+    "end\n"
     "local function setm(g, inflag)\n"
     "  local gm = p .. '" KEY_GROUP_MEMBERS "' .. g\n"
     "  local cur = redis.call('HGET', gm, mid)\n"
@@ -164,7 +186,7 @@ static const char member_script[] = LUA_COMMON
     /* A newer fact that did not name this member in g beats an older join even
      * when it was folded first: the member's own group list (or removal), or
      * the group's newest snapshot. */
-    "  if inflag and gts and gts >= ts and not string.find(gset, ',' .. g .. ',', 1, true) then\n"
+    "  if inflag and gts and gts >= ts and not in_gset(g) then\n"
     "    return\n"
     "  end\n"
     "  local snap = redis.call('HGET', p .. '" KEY_GROUP "' .. g, 'snap_ts')\n"
@@ -181,9 +203,12 @@ static const char member_script[] = LUA_COMMON
     "end\n"
     "if (mode == '" KEY_GROUPS "' or mode == 'out_all') and ((not gts) or ts > gts) then\n"
     "  local list = ','\n"
-    "  if mode == '" KEY_GROUPS "' then for i = 8, #ARGV do list = list .. ARGV[i] .. ',' end end\n"
-    "  redis.call('HSET', mkey, 'gts', ts, 'gset', list)\n"
-    "  gts, gset = ts, list\n"
+    "  if mode == '" KEY_GROUPS "' and #ARGV >= 8 then\n"
+    "    list = ',' .. table.concat(ARGV, ',', 8, #ARGV) .. ','\n"
+    "  end\n"
+    "  mfields[#mfields + 1] = 'gts'; mfields[#mfields + 1] = ts\n"
+    "  mfields[#mfields + 1] = 'gset'; mfields[#mfields + 1] = list\n"
+    "  gts, gset, named = ts, list, nil\n"
     "end\n"
     "if mode == '" KEY_GROUPS "' then\n"
     "  local target = {}\n"
@@ -196,33 +221,47 @@ static const char member_script[] = LUA_COMMON
     "elseif mode == 'in_one' then setm(ARGV[8], true)\n"
     "elseif mode == 'out_one' then setm(ARGV[8], false)\n"
     "end\n"
+    "if #mfields > 0 then redis.call('HSET', mkey, unpack(mfields)) end\n"
     "if recchanged then\n"
     "  for _, g in ipairs(redis.call('SMEMBERS', mgkey)) do dirty[g] = true end\n"
     "end\n"
+    "removed(p, mid)\n"
     "local n = 0\n"
     "for g, _ in pairs(dirty) do if due then mark(p, assoc, g, due) end; n = n + 1 end\n"
     "return {n, earliest(p)}\n";
 
-/* Snapshot sweep. ARGV: 1 prefix, 2 group, 3 ts key, 4 due, 5 association, 6 "1" when
- * the chunks changed the group (they leave marking it dirty to the sweep). */
-static const char sweep_script[] = LUA_COMMON
-    "local p, g, ts, due, assoc = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5]\n"
-    "local gm = p .. '" KEY_GROUP_MEMBERS "' .. g\n"
-    "local snap = redis.call('HGET', p .. '" KEY_GROUP "' .. g, 'snap_ts')\n"
-    "if (not snap) or ts > snap then redis.call('HSET', p .. '" KEY_GROUP
-    "' .. g, 'snap_ts', ts) end\n"
-    "local all = redis.call('HGETALL', gm)\n"
-    "local changed = false\n"
-    "for i = 1, #all, 2 do\n"
-    "  local v = all[i + 1]\n"
-    "  if string.sub(v, 1, 1) == '1' and string.sub(v, 3, 24) < ts then\n"
-    "    redis.call('HSET', gm, all[i], '0|' .. ts)\n"
-    "    redis.call('SREM', p .. '" KEY_MEMBER_GROUPS "' .. all[i], g)\n"
-    "    changed = true\n"
-    "  end\n"
-    "end\n"
-    "if changed or ARGV[6] == '1' then mark(p, assoc, g, due) end\n"
-    "return {changed and 1 or 0, earliest(p)}\n";
+/* Snapshot sweep, begun: the group's snapshot time. ARGV: 1 prefix, 2 group, 3 ts key. */
+static const char sweep_start_script[] =
+    "local gk = ARGV[1] .. '" KEY_GROUP "' .. ARGV[2]\n"
+    "local snap = redis.call('HGET', gk, 'snap_ts')\n"
+    "if (not snap) or ARGV[3] > snap then redis.call('HSET', gk, 'snap_ts', ARGV[3]) end\n"
+    "return 1\n";
+
+/* Snapshot sweep, one chunk of the group's members (as HSCAN gave them): each
+ * one in the group by a fact older than the snapshot is taken out. ARGV: 1
+ * prefix, 2 group, 3 ts key, 4.. member ids. Returns how many were taken out. */
+static const char sweep_chunk_script[] =
+    LUA_COMMON "local p, g, ts = ARGV[1], ARGV[2], ARGV[3]\n"
+               "local gm = p .. '" KEY_GROUP_MEMBERS "' .. g\n"
+               "local out = 0\n"
+               "for i = 4, #ARGV do\n"
+               "  local v = redis.call('HGET', gm, ARGV[i])\n"
+               "  if v and string.sub(v, 1, 1) == '1' and string.sub(v, 3, 24) < ts then\n"
+               "    redis.call('HSET', gm, ARGV[i], '0|' .. ts)\n"
+               "    redis.call('SREM', p .. '" KEY_MEMBER_GROUPS "' .. ARGV[i], g)\n"
+               "    removed(p, ARGV[i])\n"
+               "    out = out + 1\n"
+               "  end\n"
+               "end\n"
+               "return out\n";
+
+/* Snapshot sweep, done. ARGV: 1 prefix, 2 group, 3 due, 4 association, 5 "1"
+ * when the chunks or the sweep changed the group (they leave marking it dirty
+ * to this step, so no sync starts on a half-folded snapshot). */
+static const char sweep_script[] =
+    LUA_COMMON "local p, g, due, assoc = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]\n"
+               "if ARGV[5] == '1' then mark(p, assoc, g, due) end\n"
+               "return {tonumber(ARGV[5]), earliest(p)}\n";
 
 /*
  * Group fact. ARGV: 1 prefix, 2 group, 3 ts key, 4 kind (upsert|delete), 5 name,
@@ -340,6 +379,30 @@ static int run(redisContext *c, const char *script, const char *key, int n_args,
         rc = read_script_reply(c, due);
     }
     return rc == 1 ? STORE_OK : STORE_ERR;
+}
+
+/* run() for a script that answers one integer, into *n. */
+static int run_count(redisContext *c, const char *script, const char *key, int n_args,
+                     const char *const *args, int64_t *n)
+{
+    char sha[41];
+    script_sha(script, sha);
+    for (int attempt = 0; attempt < 2; attempt++) {
+        if (append_script(c, attempt ? "EVAL" : "EVALSHA", attempt ? script : sha, key, n_args,
+                          args) != STORE_OK)
+            return STORE_ERR;
+        redisReply *r = NULL;
+        if (redisGetReply(c, (void **)&r) != REDIS_OK || !r)
+            return STORE_ERR;
+        bool noscript = r->type == REDIS_REPLY_ERROR && strncmp(r->str, "NOSCRIPT", 8) == 0;
+        bool ok = r->type == REDIS_REPLY_INTEGER;
+        if (ok)
+            *n = r->integer;
+        freeReplyObject(r);
+        if (!noscript)
+            return ok ? STORE_OK : STORE_ERR;
+    }
+    return STORE_ERR;
 }
 
 /* run(), or with append_only only the EVALSHA appended (the caller reads the reply). */
@@ -460,6 +523,61 @@ static int fold_snapshot_chunk(redisContext *c, const char *sha, const char *p,
     return rc;
 }
 
+/* One HSCAN reply's members (field, value pairs) judged by one script; only
+ * those in the group ("1|...") can be taken out, so only they are sent. */
+static int sweep_chunk(redisContext *c, const char *p, const char *association, const char *group,
+                       const char *ts, const redisReply *kv, bool *changed)
+{
+    const char **args = malloc((3 + kv->elements / 2) * sizeof *args);
+    if (!args)
+        return STORE_ERR;
+    int n = 0;
+    args[n++] = p;
+    args[n++] = group;
+    args[n++] = ts;
+    for (size_t i = 0; i + 1 < kv->elements; i += 2)
+        if (kv->element[i + 1]->type == REDIS_REPLY_STRING && kv->element[i + 1]->str[0] == '1')
+            args[n++] = kv->element[i]->str;
+    int64_t out = 0;
+    int rc = n > 3 ? run_count(c, sweep_chunk_script, key_dirty(association).s, n, args, &out)
+                   : STORE_OK;
+    free(args);
+    if (out > 0)
+        *changed = true;
+    return rc;
+}
+
+/* Takes out of the group every member a fact older than the snapshot put
+ * there, SWEEP_CHUNK members a script (HSCAN's cursor between them), so no
+ * command reads every member the group ever had. Members folded by a newer
+ * fact meanwhile keep their place: each chunk re-reads what it judges. */
+static int sweep(redisContext *c, const char *p, const char *association, const char *group,
+                 const char *ts, bool *changed)
+{
+    const char *start[] = {p, group, ts};
+    if (run(c, sweep_start_script, key_dirty(association).s, 3, start, NULL) != STORE_OK)
+        return STORE_ERR;
+    struct key gm = key_group_members(association, group);
+    struct key folding = key_group_folding(association, group);
+    char cursor[32] = "0";
+    int rc = STORE_OK;
+    do {
+        redisReply *r = redisCommand(c, "HSCAN %s %s COUNT %d", gm.s, cursor, SWEEP_CHUNK);
+        if (!store_reply_ok(c, r) || r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+            r->element[1]->type != REDIS_REPLY_ARRAY) {
+            freeReplyObject(r);
+            return STORE_ERR;
+        }
+        snprintf(cursor, sizeof cursor, "%s", r->element[0]->str);
+        rc = sweep_chunk(c, p, association, group, ts, r->element[1], changed);
+        freeReplyObject(r);
+        /* the group stays unsynced while the sweep goes on (sync.c) */
+        if (rc == STORE_OK)
+            rc = store_exec(c, "SET %s 1 PX %d", folding.s, FACTS_FOLDING_TTL_MS);
+    } while (rc == STORE_OK && strcmp(cursor, "0") != 0);
+    return rc;
+}
+
 /*
  * A group.members snapshot: every member's fold is pipelined, SNAPSHOT_CHUNK
  * calls a round trip; then the sweep. The script is made known to the server
@@ -485,8 +603,10 @@ static int fold_snapshot(redisContext *c, const char *p, const char *association
         if (fold_snapshot_chunk(c, sha, p, association, ev, ts, start, end, &changed) != STORE_OK)
             return STORE_ERR;
     }
-    const char *args[] = {p, ev->subject_id, ts, due, association, changed ? "1" : "0"};
-    int rc = run(c, sweep_script, key_dirty(association).s, 6, args, earliest);
+    if (sweep(c, p, association, ev->subject_id, ts, &changed) != STORE_OK)
+        return STORE_ERR;
+    const char *args[] = {p, ev->subject_id, due, association, changed ? "1" : "0"};
+    int rc = run(c, sweep_script, key_dirty(association).s, 5, args, earliest);
     return store_exec(c, "DEL %s", folding.s) == STORE_OK ? rc : STORE_ERR;
 }
 

@@ -10,7 +10,15 @@
  *
  * Limits are enforced before a body is read: a Content-Length over the limit is
  * answered 413 at once; a chunked body that grows past it is dropped and
- * answered 413. Every answer, error or not, is logged once when the connection
+ * answered 413. A webhook's headers, timestamp and association are looked at
+ * first too (ingest_precheck). Bodies buffered at once are counted across the
+ * process (CCSYNC_MAX_INFLIGHT_BODY_BYTES): a body that would go over is not
+ * taken and is answered 503 with Retry-After. Every connection is tracked from
+ * its start or its last answer, and one that has not finished a request within
+ * CCSYNC_REQUEST_DEADLINE_SECONDS is shut down by the reaper thread (the
+ * daemon's own timeout only counts idle time: a byte every 29 s kept it alive).
+ * Connections are capped in all and per client address by the daemon.
+ * Every answer, error or not, is logged once when the connection
  * finishes with it (route, status, association, webhook-id, duration).
  */
 #include "ccsync/http.h"
@@ -120,6 +128,15 @@ static const struct route routes[] = {
  * with its epoll worker threads (it can abort the process with "Failed to
  * remove listen FD from epoll set", seen under load at SIGTERM).
  */
+/* A connection as the reaper sees it: its socket and since when it owes an
+ * answer (its start, or the end of its last request). */
+struct conn_track {
+    struct conn_track *prev, *next;
+    int fd;
+    int64_t since_ns;
+    bool reaped;
+};
+
 struct http_server {
     struct MHD_Daemon *daemon;
     struct app *app;
@@ -135,6 +152,12 @@ struct http_server {
     int admin_fd;
     pthread_t admin_acceptor;
     bool admin_acceptor_running;
+    atomic_size_t body_bytes;   /* reserved by the bodies being buffered */
+    pthread_mutex_t conns_lock; /* guards conns and every conn_track in it */
+    struct conn_track conns;    /* list head */
+    pthread_t reaper;
+    bool reaper_running;
+    atomic_bool reaper_stop;
 };
 
 struct extra_header {
@@ -151,7 +174,10 @@ struct http_request {
     size_t body_limit;
     char *body;
     size_t body_len, body_cap;
+    size_t body_reserved; /* counted in srv->body_bytes until the request ends */
     bool too_large;
+    bool over_capacity; /* the process's body budget was spent: 503 */
+    bool discard;       /* the body is counted, not kept (http_discard_body) */
     bool suspended;
     atomic_bool answered_async;
     /* the answer */
@@ -301,6 +327,44 @@ void http_resume(struct http_request *req)
 {
     atomic_store(&req->answered_async, true);
     MHD_resume_connection(req->conn);
+}
+
+void http_discard_body(struct http_request *req)
+{
+    req->discard = true;
+}
+
+bool http_body_discarded(struct http_request *req)
+{
+    return req->discard;
+}
+
+/* Reserves n more bytes of the process's body budget; false when it is spent. */
+static bool body_reserve(struct http_request *req, size_t n)
+{
+    struct http_server *s = req->srv;
+    size_t cap = s->app->cfg->max_inflight_body_bytes;
+    size_t before = atomic_fetch_add(&s->body_bytes, n);
+    if (before + n > cap) {
+        atomic_fetch_sub(&s->body_bytes, n);
+        return false;
+    }
+    req->body_reserved += n;
+    return true;
+}
+
+static void body_release(struct http_request *req)
+{
+    atomic_fetch_sub(&req->srv->body_bytes, req->body_reserved);
+    req->body_reserved = 0;
+}
+
+static void reply_over_capacity(struct http_request *req)
+{
+    metrics_inc("ccsync_http_bodies_refused_total", "");
+    http_add_header(req, "Retry-After", "5");
+    http_reply_error(req, 503, "server_busy",
+                     "too many request bodies are being received at once; retry later");
 }
 
 /*
@@ -567,6 +631,23 @@ static void check_body_headers(struct http_server *s, struct http_request *req)
                          "the body must be sent as Content-Type: application/json");
 }
 
+/* A body announced by Content-Length is reserved whole, once the request has
+ * passed every check that needs no body; a chunked one as it grows. */
+static void reserve_announced_body(struct http_request *req)
+{
+    const char *cl = http_header(req, MHD_HTTP_HEADER_CONTENT_LENGTH);
+    size_t n = cl ? (size_t)strtoull(cl, NULL, 10) : 0;
+    if (n == 0 || req->discard)
+        return;
+    if (!body_reserve(req, n + 1)) {
+        reply_over_capacity(req);
+        return;
+    }
+    req->body = malloc(n + 1);
+    if (req->body)
+        req->body_cap = n + 1;
+}
+
 /* First call for a request: route it and refuse what can be refused before the body. */
 static void begin(struct http_server *s, struct http_request *req, const char *url,
                   const char *method)
@@ -590,28 +671,52 @@ static void begin(struct http_server *s, struct http_request *req, const char *u
                          param_name(bad));
         return;
     }
-    if (req->route->body != BODY_NONE)
-        check_body_headers(s, req);
+    if (req->route->body == BODY_NONE)
+        return;
+    check_body_headers(s, req);
+    if (!req->replied && req->route->body == BODY_WEBHOOK)
+        ingest_precheck(s->app, req);
+    if (!req->replied)
+        reserve_announced_body(req);
+}
+
+/* Drops what was kept of the body; the request is answered without it. */
+static void drop_body(struct http_request *req)
+{
+    free(req->body);
+    req->body = NULL;
+    req->body_len = req->body_cap = 0;
+    body_release(req);
 }
 
 static void take_body(struct http_request *req, const char *data, size_t size)
 {
-    if (req->too_large)
+    if (req->too_large || req->over_capacity)
         return;
     if (req->body_len + size > req->body_limit) {
         req->too_large = true;
-        free(req->body);
-        req->body = NULL;
-        req->body_len = req->body_cap = 0;
+        drop_body(req);
+        return;
+    }
+    if (req->discard) {
+        req->body_len += size;
         return;
     }
     if (req->body_len + size + 1 > req->body_cap) {
         size_t cap = req->body_cap ? req->body_cap : 4096;
         while (cap < req->body_len + size + 1)
             cap *= 2;
+        if (cap > req->body_limit + 1)
+            cap = req->body_limit + 1;
+        if (cap > req->body_reserved && !body_reserve(req, cap - req->body_reserved)) {
+            req->over_capacity = true;
+            drop_body(req);
+            return;
+        }
         char *grown = realloc(req->body, cap);
         if (!grown) {
-            req->too_large = true;
+            req->over_capacity = true;
+            drop_body(req);
             return;
         }
         req->body = grown;
@@ -771,9 +876,97 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
                          req->body_limit);
         return send_reply(req);
     }
+    if (req->over_capacity) {
+        reply_over_capacity(req);
+        return send_reply(req);
+    }
     if (run_route(s->app, req) == HTTP_SUSPENDED)
         return MHD_YES;
     return send_reply(req);
+}
+
+/* ---- the deadline of a whole request ---- */
+
+static int64_t now_ns(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (int64_t)t.tv_sec * 1000000000LL + t.tv_nsec;
+}
+
+/* The daemon tells of each connection's start and end; the end comes before
+ * its socket is closed, so the reaper never shuts a socket another took. */
+static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
+                          enum MHD_ConnectionNotificationCode code)
+{
+    struct http_server *s = cls;
+    struct conn_track *t = *socket_context;
+    if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+        const union MHD_ConnectionInfo *info =
+            MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+        t = calloc(1, sizeof *t);
+        if (!t || !info) {
+            free(t);
+            return; /* untracked: only the idle timeout applies to it */
+        }
+        t->fd = info->connect_fd;
+        t->since_ns = now_ns();
+        pthread_mutex_lock(&s->conns_lock);
+        t->next = s->conns.next;
+        t->prev = &s->conns;
+        s->conns.next->prev = t;
+        s->conns.next = t;
+        pthread_mutex_unlock(&s->conns_lock);
+        *socket_context = t;
+        return;
+    }
+    if (!t)
+        return;
+    pthread_mutex_lock(&s->conns_lock);
+    t->prev->next = t->next;
+    t->next->prev = t->prev;
+    pthread_mutex_unlock(&s->conns_lock);
+    free(t);
+    *socket_context = NULL;
+}
+
+/* A request was answered: the connection's next request has its own deadline. */
+static void restart_deadline(struct http_server *s, struct MHD_Connection *conn)
+{
+    const union MHD_ConnectionInfo *info =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    struct conn_track *t = info ? info->socket_context : NULL;
+    if (!t)
+        return;
+    pthread_mutex_lock(&s->conns_lock);
+    t->since_ns = now_ns();
+    pthread_mutex_unlock(&s->conns_lock);
+}
+
+/* Shuts down every connection past the deadline; the daemon then sees the
+ * socket end and closes it as if the client had gone. */
+static void *reaper_main(void *arg)
+{
+    struct http_server *s = arg;
+    int64_t deadline = (int64_t)s->app->cfg->request_deadline_seconds * 1000000000LL;
+    while (!atomic_load(&s->reaper_stop)) {
+        struct timespec pause = {0, 250 * 1000000L};
+        nanosleep(&pause, NULL);
+        int64_t now = now_ns();
+        int reaped = 0;
+        pthread_mutex_lock(&s->conns_lock);
+        for (struct conn_track *t = s->conns.next; t != &s->conns; t = t->next) {
+            if (t->reaped || now - t->since_ns < deadline)
+                continue;
+            shutdown(t->fd, SHUT_RDWR);
+            t->reaped = true;
+            reaped++;
+        }
+        pthread_mutex_unlock(&s->conns_lock);
+        if (reaped)
+            metrics_add("ccsync_http_deadline_exceeded_total", "", reaped);
+    }
+    return NULL;
 }
 
 static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
@@ -807,10 +1000,12 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     }
     json_object_put(req->json);
     free(req->body);
+    body_release(req);
     free(req->resp);
     free(req);
     *con_cls = NULL;
     atomic_fetch_sub(&s->in_flight, 1);
+    restart_deadline(s, conn);
 }
 
 static void on_mhd_error(void *cls, const char *fmt, va_list ap)
@@ -918,6 +1113,24 @@ static int start_admin_listener(struct http_server *s, char *err, size_t err_siz
     return 0;
 }
 
+static struct MHD_Daemon *start_daemon(struct http_server *s)
+{
+    const struct config *cfg = s->app->cfg;
+    unsigned int flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL |
+                         MHD_USE_NO_LISTEN_SOCKET | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ITC |
+                         MHD_USE_ERROR_LOG;
+    /* The idle timeout stays 30 s at most; the reaper enforces the whole deadline. */
+    unsigned int idle =
+        cfg->request_deadline_seconds < 30 ? (unsigned)cfg->request_deadline_seconds : 30u;
+    return MHD_start_daemon(
+        flags, 0, NULL, NULL, on_request, s, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_error, s,
+        MHD_OPTION_THREAD_POOL_SIZE, (unsigned int)cfg->http_threads, MHD_OPTION_CONNECTION_LIMIT,
+        (unsigned int)cfg->max_connections, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
+        (unsigned int)cfg->max_connections_per_ip, MHD_OPTION_CONNECTION_TIMEOUT, idle,
+        MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_NOTIFY_CONNECTION, on_connection,
+        s, MHD_OPTION_END);
+}
+
 struct http_server *http_start(struct app *app, char *err, size_t err_size)
 {
     struct http_server *s = calloc(1, sizeof *s);
@@ -931,26 +1144,21 @@ struct http_server *http_start(struct app *app, char *err, size_t err_size)
         free(s);
         return NULL;
     }
-    unsigned int flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL |
-                         MHD_USE_NO_LISTEN_SOCKET | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ITC |
-                         MHD_USE_ERROR_LOG;
-    s->daemon = MHD_start_daemon(flags, 0, NULL, NULL, on_request, s, MHD_OPTION_EXTERNAL_LOGGER,
-                                 on_mhd_error, s, MHD_OPTION_THREAD_POOL_SIZE,
-                                 (unsigned int)app->cfg->http_threads, MHD_OPTION_CONNECTION_LIMIT,
-                                 10000u, MHD_OPTION_CONNECTION_TIMEOUT, 30u,
-                                 MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_END);
+    pthread_mutex_init(&s->conns_lock, NULL);
+    s->conns.next = s->conns.prev = &s->conns;
+    s->daemon = start_daemon(s);
     if (!s->daemon) {
         snprintf(err, err_size, "cannot start the HTTP server on %s:%d", app->cfg->listen_host,
                  s->port);
         close(s->listen_fd);
+        pthread_mutex_destroy(&s->conns_lock);
         free(s);
         return NULL;
     }
-    if (pthread_create(&s->acceptor, NULL, acceptor_main, s) != 0) {
-        snprintf(err, err_size, "cannot start the HTTP accept thread");
-        MHD_stop_daemon(s->daemon);
-        close(s->listen_fd);
-        free(s);
+    s->reaper_running = pthread_create(&s->reaper, NULL, reaper_main, s) == 0;
+    if (!s->reaper_running || pthread_create(&s->acceptor, NULL, acceptor_main, s) != 0) {
+        snprintf(err, err_size, "cannot start the HTTP accept and reaper threads");
+        http_stop(s);
         return NULL;
     }
     s->acceptor_running = true;
@@ -1001,6 +1209,11 @@ void http_stop(struct http_server *s)
     if (!s)
         return;
     http_quiesce(s);
+    if (s->reaper_running) {
+        atomic_store(&s->reaper_stop, true);
+        pthread_join(s->reaper, NULL);
+    }
     MHD_stop_daemon(s->daemon);
+    pthread_mutex_destroy(&s->conns_lock);
     free(s);
 }

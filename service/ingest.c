@@ -15,6 +15,7 @@
 
 #include <hiredis/hiredis.h>
 #include <json-c/json.h>
+#include <openssl/crypto.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -38,17 +39,25 @@
 #define SECRET_CACHE_TTL_NS (10 * 1000000000LL)
 #define SECRET_RECHECK_NS (1000000000LL)
 #define WEBHOOK_ID_MAX 128
+/* Unknown associations remembered, so that probing costs no Redis round trip. */
+#define MISS_CACHE_SLOTS 1024
+#define MISS_CACHE_TTL_NS (10 * 1000000000LL)
+/* Per-association webhook buckets (CCSYNC_INGEST_RATE, CCSYNC_INGEST_BURST). */
+#define BUCKET_SLOTS 4096
 
 /* KEYS[1] dedup key, KEYS[2] stream; ARGV ttl, assoc, id, type, ts, body.
  * The one script that touches an association's key (the dedup key) together
  * with a global one (the event stream): it stays so until the stream is split
- * per association, which makes it a one-association script again. */
+ * per association, which makes it a one-association script again.
+ * The dedup key is set after the XADD: a script's writes are not undone when a
+ * later command fails, so a key set first would make the sender's retry of an
+ * event that never reached the stream a "duplicate". */
 static const char enqueue_script[] =
-    "if redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then\n"
-    "  return redis.call('XADD', KEYS[2], '*', 'assoc', ARGV[2], 'id', ARGV[3], 'type', ARGV[4], "
-    "'ts', ARGV[5], 'body', ARGV[6])\n"
-    "end\n"
-    "return false\n";
+    "if redis.call('EXISTS', KEYS[1]) == 1 then return false end\n"
+    "local id = redis.call('XADD', KEYS[2], '*', 'assoc', ARGV[2], 'id', ARGV[3], 'type', "
+    "ARGV[4], 'ts', ARGV[5], 'body', ARGV[6])\n"
+    "redis.call('SET', KEYS[1], '1', 'EX', ARGV[1])\n"
+    "return id\n";
 
 struct secret_entry {
     char association[CCSYNC_ASSOC_ID_MAX + 1];
@@ -56,12 +65,32 @@ struct secret_entry {
     int64_t fetched_ns;
 };
 
+struct large_job;
+
+struct miss_entry {
+    char association[CCSYNC_ASSOC_ID_MAX + 1];
+    int64_t seen_ns;
+};
+
+/* An association's webhook allowance: a token bucket refilled at the rate. */
+struct bucket {
+    char association[CCSYNC_ASSOC_ID_MAX + 1];
+    double tokens;
+    int64_t at_ns;
+};
+
 struct ingest {
     struct redis_target target;
-    pthread_mutex_t lock; /* guards head, tail, stopping */
+    pthread_mutex_t lock; /* guards head, tail, stopping, stopped */
     pthread_cond_t wake;
     struct ingest_job *head, *tail;
     bool stopping;
+    bool stopped; /* the thread is gone: a job submitted now is answered at once */
+    /* large bodies waiting for the validation thread (also under lock) */
+    struct large_job *large_head, *large_tail;
+    pthread_cond_t large_wake;
+    bool large_stopping, validator_running;
+    pthread_t validator;
     pthread_t thread;
     /* pipeline thread only */
     redisContext *ctx;
@@ -69,9 +98,14 @@ struct ingest {
     int64_t last_connect_failure_ns;
     int replica_wait_ms; /* replica mode: WAIT 1 this long after each batch; 0 off */
     /* webhook secrets, read by every HTTP thread */
-    pthread_mutex_t cache_lock;
+    pthread_mutex_t cache_lock; /* guards cache and misses */
     struct secret_entry cache[SECRET_CACHE_SLOTS];
+    struct miss_entry misses[MISS_CACHE_SLOTS];
+    pthread_mutex_t bucket_lock;
+    struct bucket buckets[BUCKET_SLOTS];
 };
+
+static void *validator_main(void *arg);
 
 static void finish(struct ingest_job *job, enum ingest_result result)
 {
@@ -272,11 +306,14 @@ struct ingest *ingest_new(const struct redis_target *t, int replica_wait_ms)
     in->replica_wait_ms = replica_wait_ms;
     pthread_mutex_init(&in->lock, NULL);
     pthread_mutex_init(&in->cache_lock, NULL);
+    pthread_mutex_init(&in->bucket_lock, NULL);
     pthread_cond_init(&in->wake, NULL);
+    pthread_cond_init(&in->large_wake, NULL);
     if (pthread_create(&in->thread, NULL, pipeline_main, in) != 0) {
         free(in);
         return NULL;
     }
+    in->validator_running = pthread_create(&in->validator, NULL, validator_main, in) == 0;
     return in;
 }
 
@@ -285,6 +322,11 @@ void ingest_submit(struct ingest *in, struct ingest_job *job)
     job->next = NULL;
     job->result = INGEST_PENDING;
     pthread_mutex_lock(&in->lock);
+    if (in->stopped) {
+        pthread_mutex_unlock(&in->lock);
+        finish(job, INGEST_UNAVAILABLE);
+        return;
+    }
     if (in->tail)
         in->tail->next = job;
     else
@@ -294,17 +336,47 @@ void ingest_submit(struct ingest *in, struct ingest_job *job)
     pthread_mutex_unlock(&in->lock);
 }
 
+void ingest_stop(struct ingest *in)
+{
+    if (!in)
+        return;
+    /* The validation thread first: what it still holds goes to the pipeline. */
+    pthread_mutex_lock(&in->lock);
+    bool validator = in->validator_running;
+    in->large_stopping = true;
+    in->validator_running = false;
+    pthread_cond_signal(&in->large_wake);
+    pthread_mutex_unlock(&in->lock);
+    if (validator)
+        pthread_join(in->validator, NULL);
+    pthread_mutex_lock(&in->lock);
+    bool joined = in->stopped;
+    in->stopping = true;
+    pthread_cond_signal(&in->wake);
+    pthread_mutex_unlock(&in->lock);
+    if (joined)
+        return;
+    pthread_join(in->thread, NULL);
+    pthread_mutex_lock(&in->lock);
+    in->stopped = true;
+    struct ingest_job *late = in->head; /* submitted between the thread's last look and now */
+    in->head = in->tail = NULL;
+    pthread_mutex_unlock(&in->lock);
+    for (struct ingest_job *next; late; late = next) {
+        next = late->next;
+        finish(late, INGEST_UNAVAILABLE);
+    }
+}
+
 void ingest_free(struct ingest *in)
 {
     if (!in)
         return;
-    pthread_mutex_lock(&in->lock);
-    in->stopping = true;
-    pthread_cond_signal(&in->wake);
-    pthread_mutex_unlock(&in->lock);
-    pthread_join(in->thread, NULL);
+    ingest_stop(in);
     pthread_mutex_destroy(&in->lock);
     pthread_mutex_destroy(&in->cache_lock);
+    pthread_mutex_destroy(&in->bucket_lock);
+    pthread_cond_destroy(&in->large_wake);
     pthread_cond_destroy(&in->wake);
     free(in);
 }
@@ -345,12 +417,48 @@ static void cache_store(struct ingest *in, const char *association, const char *
     pthread_mutex_unlock(&in->cache_lock);
 }
 
+static unsigned long id_hash(const char *association)
+{
+    unsigned long h = 5381;
+    for (const char *p = association; *p; p++)
+        h = h * 33 + (unsigned char)*p;
+    return h;
+}
+
+static struct miss_entry *miss_slot(struct ingest *in, const char *association)
+{
+    return &in->misses[id_hash(association) % MISS_CACHE_SLOTS];
+}
+
+/* Whether association was found unknown less than MISS_CACHE_TTL_NS ago. */
+static bool miss_lookup(struct ingest *in, const char *association)
+{
+    pthread_mutex_lock(&in->cache_lock);
+    struct miss_entry *e = miss_slot(in, association);
+    bool hit =
+        strcmp(e->association, association) == 0 && store_now_ns() - e->seen_ns < MISS_CACHE_TTL_NS;
+    pthread_mutex_unlock(&in->cache_lock);
+    return hit;
+}
+
+static void miss_store(struct ingest *in, const char *association)
+{
+    pthread_mutex_lock(&in->cache_lock);
+    struct miss_entry *e = miss_slot(in, association);
+    snprintf(e->association, sizeof e->association, "%s", association);
+    e->seen_ns = store_now_ns();
+    pthread_mutex_unlock(&in->cache_lock);
+}
+
 void ingest_forget_secret(struct ingest *in, const char *association_id)
 {
     pthread_mutex_lock(&in->cache_lock);
     struct secret_entry *e = cache_slot(in, association_id);
     if (strcmp(e->association, association_id) == 0)
         memset(e, 0, sizeof *e);
+    struct miss_entry *m = miss_slot(in, association_id);
+    if (strcmp(m->association, association_id) == 0)
+        memset(m, 0, sizeof *m);
     pthread_mutex_unlock(&in->cache_lock);
 }
 
@@ -372,6 +480,7 @@ static int fetch_secret(struct app *app, const char *association, char *secret, 
             cache_store(app->ingest, association, secret);
         found = opened ? 1 : -2;
     } else if (r && r->type == REDIS_REPLY_NIL) {
+        miss_store(app->ingest, association);
         found = 0;
     }
     bool ok = r != NULL;
@@ -446,6 +555,20 @@ static bool valid_webhook_id(const char *id)
     return true;
 }
 
+/* The answer to an unknown association: a wrong signature's, after the same
+ * work (webhook_verify_unknown), so association ids cannot be probed. */
+static void reply_unknown(struct app *app, struct http_request *req)
+{
+    size_t len;
+    struct webhook_error err;
+    http_body(req, &len);
+    webhook_verify_unknown(http_header(req, "webhook-id"), http_header(req, "webhook-timestamp"),
+                           http_header(req, "webhook-signature"), len,
+                           store_now_ns() / 1000000000LL, &err);
+    count("unknown_association");
+    http_reply_error(req, err.status, err.code, "%s", err.message);
+}
+
 /* The association's webhook secret, cached or read; false when the request
  * was answered (Redis unavailable, unknown association). */
 static bool find_secret(struct app *app, struct http_request *req, const char *association,
@@ -454,7 +577,8 @@ static bool find_secret(struct app *app, struct http_request *req, const char *a
     *cached = cache_lookup(app->ingest, association, SECRET_CACHE_TTL_NS, secret, size);
     if (*cached)
         return true;
-    int found = fetch_secret(app, association, secret, size);
+    int found =
+        miss_lookup(app->ingest, association) ? 0 : fetch_secret(app, association, secret, size);
     if (found == -2) {
         /* the operator's to fix (a key back in the file); Novi retries meanwhile */
         count("secret_unreadable");
@@ -470,8 +594,77 @@ static bool find_secret(struct app *app, struct http_request *req, const char *a
         return false;
     }
     if (found == 0) {
-        count("unknown_association");
-        http_reply_error(req, 404, "unknown_association", "no association \"%s\"", association);
+        reply_unknown(app, req);
+        return false;
+    }
+    return true;
+}
+
+/* Takes one webhook from the association's bucket; false when it is empty,
+ * with the seconds until one is back in *retry_after. */
+static bool bucket_take(struct ingest *in, const struct config *cfg, const char *association,
+                        int *retry_after)
+{
+    int64_t now = store_now_ns();
+    pthread_mutex_lock(&in->bucket_lock);
+    struct bucket *b = &in->buckets[id_hash(association) % BUCKET_SLOTS];
+    if (strcmp(b->association, association) != 0) {
+        snprintf(b->association, sizeof b->association, "%s", association);
+        b->tokens = cfg->ingest_burst;
+        b->at_ns = now;
+    }
+    b->tokens += (double)(now - b->at_ns) / 1e9 * cfg->ingest_rate;
+    if (b->tokens > cfg->ingest_burst)
+        b->tokens = cfg->ingest_burst;
+    b->at_ns = now;
+    bool taken = b->tokens >= 1.0;
+    if (taken)
+        b->tokens -= 1.0;
+    else
+        *retry_after = 1 + (int)((1.0 - b->tokens) / cfg->ingest_rate);
+    pthread_mutex_unlock(&in->bucket_lock);
+    return taken;
+}
+
+bool ingest_precheck(struct app *app, struct http_request *req)
+{
+    const char *association = http_param(req, 0);
+    struct webhook_error err;
+    if (webhook_check_headers(http_header(req, "webhook-id"), http_header(req, "webhook-timestamp"),
+                              http_header(req, "webhook-signature"), store_now_ns() / 1000000000LL,
+                              &err) != 0) {
+        count(err.code);
+        http_reply_error(req, err.status, err.code, "%s", err.message);
+        return false;
+    }
+    if (atomic_load(&app->starting) || atomic_load(&app->draining))
+        return true; /* the handler's own answer (503) comes before any Redis read */
+    char secret[256];
+    bool cached =
+        cache_lookup(app->ingest, association, SECRET_CACHE_TTL_NS, secret, sizeof secret);
+    int found = cached ? 1
+                : miss_lookup(app->ingest, association)
+                    ? 0
+                    : fetch_secret(app, association, secret, sizeof secret);
+    OPENSSL_cleanse(secret, sizeof secret);
+    if (found < 0) {
+        reply_unavailable(req);
+        return false;
+    }
+    if (found == 0) {
+        http_discard_body(req); /* answered as a wrong signature once the body is in */
+        return true;
+    }
+    int retry_after;
+    if (!bucket_take(app->ingest, app->cfg, association, &retry_after)) {
+        char value[16];
+        snprintf(value, sizeof value, "%d", retry_after);
+        count("rate_limited");
+        http_add_header(req, "Retry-After", value);
+        http_reply_error(req, 429, "too_many_webhooks",
+                         "association %s sent more than %d webhooks at once (then %d a second); "
+                         "retry later",
+                         association, app->cfg->ingest_burst, app->cfg->ingest_rate);
         return false;
     }
     return true;
@@ -505,7 +698,7 @@ static bool verify(struct app *app, struct http_request *req, const char *associ
 /* Hands the event to the pipeline thread; the request is answered when its
  * reply arrives (on_enqueued). */
 static int submit(struct app *app, struct http_request *req, const char *association,
-                  const char *msg_id, const struct event *ev)
+                  const char *msg_id, const struct event *ev, bool suspended)
 {
     struct webhook_job *w = calloc(1, sizeof *w);
     if (!w) {
@@ -523,25 +716,19 @@ static int submit(struct app *app, struct http_request *req, const char *associa
     w->job.body = http_body(req, &w->job.body_len);
     w->job.done = on_enqueued;
     w->job.arg = w;
-    http_suspend(req);
+    if (!suspended)
+        http_suspend(req);
     ingest_submit(app->ingest, &w->job);
     return HTTP_SUSPENDED;
 }
 
-int ingest_handle_webhook(struct app *app, struct http_request *req)
+/* The secret, the signature and the body of a webhook; HTTP_DONE answered, or
+ * HTTP_SUSPENDED handed to the pipeline. suspended: the request already is
+ * (on the validation thread). */
+static int check_and_submit(struct app *app, struct http_request *req, bool suspended)
 {
     const char *association = http_param(req, 0);
     const char *msg_id = http_header(req, "webhook-id");
-    http_set_log_field(req, "association", association);
-    if (msg_id && valid_webhook_id(msg_id))
-        http_set_log_field(req, "webhook_id", msg_id);
-
-    if (atomic_load(&app->draining)) {
-        count("draining");
-        http_add_header(req, "Retry-After", "5");
-        http_reply_error(req, 503, "shutting_down", "this instance is shutting down; retry");
-        return HTTP_DONE;
-    }
     char secret[256];
     bool cached;
     if (!find_secret(app, req, association, secret, sizeof secret, &cached) ||
@@ -558,7 +745,9 @@ int ingest_handle_webhook(struct app *app, struct http_request *req)
     const char *body = http_body(req, &len);
     struct event ev;
     struct webhook_error err;
-    if (webhook_parse_event(body, len, &ev, &err) != 0) {
+    struct webhook_limits limits = {(size_t)app->cfg->max_groups_per_member,
+                                    (size_t)app->cfg->max_snapshot_members};
+    if (webhook_parse_event_limited(body, len, &limits, &ev, &err) != 0) {
         count(err.code);
         http_reply_error(req, err.status, err.code, "%s", err.message);
         return HTTP_DONE;
@@ -570,8 +759,100 @@ int ingest_handle_webhook(struct app *app, struct http_request *req)
                  LOG_STR("webhook_id", msg_id), LOG_STR("type", ev.type_name));
         reply_accepted(req, 202, msg_id, "ignored");
     } else {
-        rc = submit(app, req, association, msg_id, &ev);
+        rc = submit(app, req, association, msg_id, &ev, suspended);
     }
     event_clear(&ev);
     return rc;
+}
+
+/* ---- large bodies: checked on a thread of their own ---- */
+
+/* Parsing a snapshot of 500,000 members takes seconds; on an HTTP thread it
+ * would hold every connection that thread serves, other associations' too. A
+ * body this large is suspended and checked by the validation thread instead. */
+#define LARGE_BODY_BYTES (256 * 1024)
+
+struct large_job {
+    struct app *app;
+    struct http_request *req;
+    struct large_job *next;
+};
+
+static void *validator_main(void *arg)
+{
+    struct ingest *in = arg;
+    for (;;) {
+        pthread_mutex_lock(&in->lock);
+        while (!in->large_head && !in->large_stopping)
+            pthread_cond_wait(&in->large_wake, &in->lock);
+        struct large_job *j = in->large_head;
+        if (j) {
+            in->large_head = j->next;
+            if (!in->large_head)
+                in->large_tail = NULL;
+        }
+        pthread_mutex_unlock(&in->lock);
+        if (!j)
+            break; /* stopping, and nothing left */
+        if (check_and_submit(j->app, j->req, true) == HTTP_DONE)
+            http_resume(j->req);
+        free(j);
+    }
+    return NULL;
+}
+
+/* Hands a suspended request to the validation thread; false when it cannot
+ * (stopped, out of memory): the caller checks it itself. */
+static bool large_submit(struct ingest *in, struct app *app, struct http_request *req)
+{
+    struct large_job *j = calloc(1, sizeof *j);
+    if (!j)
+        return false;
+    j->app = app;
+    j->req = req;
+    pthread_mutex_lock(&in->lock);
+    bool open = in->validator_running && !in->large_stopping;
+    if (open) {
+        if (in->large_tail)
+            in->large_tail->next = j;
+        else
+            in->large_head = j;
+        in->large_tail = j;
+        pthread_cond_signal(&in->large_wake);
+    }
+    pthread_mutex_unlock(&in->lock);
+    if (!open)
+        free(j);
+    return open;
+}
+
+int ingest_handle_webhook(struct app *app, struct http_request *req)
+{
+    const char *association = http_param(req, 0);
+    const char *msg_id = http_header(req, "webhook-id");
+    http_set_log_field(req, "association", association);
+    if (msg_id && valid_webhook_id(msg_id))
+        http_set_log_field(req, "webhook_id", msg_id);
+
+    if (atomic_load(&app->draining)) {
+        count("draining");
+        http_add_header(req, "Retry-After", "5");
+        http_reply_error(req, 503, "shutting_down", "this instance is shutting down; retry");
+        return HTTP_DONE;
+    }
+    if (http_body_discarded(req)) {
+        reply_unknown(app, req);
+        return HTTP_DONE;
+    }
+    size_t len;
+    http_body(req, &len);
+    if (len >= LARGE_BODY_BYTES) {
+        http_suspend(req);
+        if (large_submit(app->ingest, app, req))
+            return HTTP_SUSPENDED;
+        if (check_and_submit(app, req, true) == HTTP_DONE)
+            http_resume(req);
+        return HTTP_SUSPENDED;
+    }
+    return check_and_submit(app, req, false);
 }

@@ -178,3 +178,13 @@ struct key key_notify_lease(const char *association)
 {
     return key_format(ASSOC_KEY(KEY_NOTIFY_LEASE), association);
 }
+
+struct key key_removed(const char *association)
+{
+    return key_format(ASSOC_KEY(KEY_REMOVED), association);
+}
+
+struct key key_dead_body(const char *original_id)
+{
+    return key_format(KEY_DEAD_BODY "%s", original_id);
+}

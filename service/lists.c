@@ -37,13 +37,21 @@ static void names_free(struct name_set *s)
     memset(s, 0, sizeof *s);
 }
 
+/* Out of memory, the name is left out rather than the process crashed: a
+ * taken name then looks free, and Constant Contact refuses it (409). */
 static void names_add(struct name_set *s, const char *name)
 {
     if (s->n == s->cap) {
-        s->cap = s->cap ? s->cap * 2 : 64;
-        s->names = realloc(s->names, s->cap * sizeof *s->names);
+        size_t cap = s->cap ? s->cap * 2 : 64;
+        char **grown = realloc(s->names, cap * sizeof *grown);
+        if (!grown)
+            return;
+        s->names = grown;
+        s->cap = cap;
     }
-    s->names[s->n++] = strdup(name);
+    char *copy = strdup(name);
+    if (copy)
+        s->names[s->n++] = copy;
 }
 
 static bool names_has(const struct name_set *s, const char *name)

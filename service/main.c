@@ -22,12 +22,15 @@
 #include "ccsync/ingest.h"
 #include "ccsync/log.h"
 #include "ccsync/migrate.h"
-#include "ccsync/reseal.h"
 #include "ccsync/notify.h"
+#include "ccsync/reseal.h"
+#include "ccsync/retention.h"
 #include "ccsync/store.h"
 #include "ccsync/worker.h"
 
 #define CCSYNC_VERSION "0.1.0"
+/* How often the retention sweep runs (a multiple of the main loop's 100 ms). */
+#define RETENTION_INTERVAL_MS (10 * 60 * 1000L)
 
 /* The only state a signal handler touches. */
 static volatile sig_atomic_t stop_signal;
@@ -76,6 +79,23 @@ static int healthcheck(const struct config *cfg)
     return status == 200 ? 0 : 1;
 }
 
+/* Deletes what is kept only CCSYNC_RETENTION_DAYS (retention.h): at start,
+ * then every RETENTION_INTERVAL_MS; any process may, so every process does. */
+static void sweep_expired(struct app *app)
+{
+    char err[256];
+    redisContext *c = store_pool_get(app->pool, err, sizeof err);
+    if (!c)
+        return;
+    long n = retention_sweep(c, app->cfg->retention_days, store_now_ns() / 1000000);
+    snprintf(err, sizeof err, "%s", c->err ? c->errstr : "error reply");
+    store_pool_put(app->pool, c, c->err == 0);
+    if (n > 0)
+        log_info("retention_swept", LOG_INT("member_records_deleted", n));
+    else if (n < 0)
+        log_warn("retention_failed", LOG_STR("error", err));
+}
+
 /* Runs until SIGTERM or SIGINT; Redis may come up after us, so the bootstrap
  * association is written once it answers. */
 static void wait_for_signal(struct app *app)
@@ -89,6 +109,8 @@ static void wait_for_signal(struct app *app)
             if (!bootstrapped)
                 log_warn("bootstrap_failed", LOG_STR("error", err));
         }
+        if (waited_ms % RETENTION_INTERVAL_MS == 0)
+            sweep_expired(app);
         sleep_ms(100);
         waited_ms += 100;
     }
@@ -109,12 +131,20 @@ static void drain(struct app *app, struct http_server *http)
         sleep_ms(20);
         spent += 20;
     }
-    engine_stop(app->engine, grace_ms - spent);
+    bool workers_stopped = engine_stop(app->engine, grace_ms - spent);
     notify_stop(app->notifier);
+    /* Ingest answers what it holds before the daemon goes, so no suspended
+     * request is left waiting on it; it is freed only after the daemon, whose
+     * threads may still submit (answered at once by then). */
+    ingest_stop(app->ingest);
     http_stop(http);
     ingest_free(app->ingest);
-    store_pool_free(app->pool);
-    curl_global_cleanup();
+    /* A worker still inside a CC call uses libcurl and a pooled connection:
+     * the process exits under it instead of freeing them. */
+    if (workers_stopped) {
+        store_pool_free(app->pool);
+        curl_global_cleanup();
+    }
     log_info("stopped", LOG_INT("drain_ms", spent));
 }
 

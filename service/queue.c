@@ -127,39 +127,71 @@ int queue_ack_many(redisContext *c, const char *const *ids, size_t n)
     return store_drain(c, 2);
 }
 
+/* KEYS 1 events, 2 dead letters, 3 the body's key. ARGV 1 original id, 2 assoc,
+ * 3 webhook id, 4 type, 5 ts, 6 body, 7 reason, 8 oldest id kept (MINID), 9 the
+ * body's time to live (s), 10 most entries kept. The body is kept apart from the
+ * entry, so a listing reads a bounded part of it; the stream is trimmed by age
+ * and by count at each addition (approximately: whole nodes at a time). */
 static const char dead_script[] =
-    "redis.call('XADD', KEYS[2], '*', 'assoc', ARGV[2], 'id', ARGV[3], 'type', ARGV[4], 'ts', "
-    "ARGV[5], 'body', ARGV[6], 'reason', ARGV[7], 'original_id', ARGV[1])\n"
+    "redis.call('XADD', KEYS[2], 'MINID', '~', ARGV[8], '*', 'assoc', ARGV[2], 'id', ARGV[3], "
+    "'type', ARGV[4], 'ts', ARGV[5], 'body_bytes', tostring(#ARGV[6]), 'reason', ARGV[7], "
+    "'original_id', ARGV[1])\n"
+    "redis.call('XTRIM', KEYS[2], 'MAXLEN', '~', ARGV[10])\n"
+    "redis.call('SET', KEYS[3], ARGV[6], 'EX', ARGV[9])\n"
     "redis.call('XACK', KEYS[1], '" QUEUE_GROUP "', ARGV[1])\n"
     "redis.call('XDEL', KEYS[1], ARGV[1])\n"
     "return 1\n";
 
-int queue_dead_letter(redisContext *c, const struct queue_entry *e, const char *reason)
+int queue_dead_letter(redisContext *c, const struct queue_entry *e, const char *reason,
+                      int retention_days)
 {
+    char minid[32], ttl[24], max[24];
+    int64_t keep_ms = (int64_t)retention_days * 86400 * 1000;
+    snprintf(minid, sizeof minid, "%lld-0", (long long)(store_now_ns() / 1000000 - keep_ms));
+    snprintf(ttl, sizeof ttl, "%lld", (long long)retention_days * 86400);
+    snprintf(max, sizeof max, "%d", QUEUE_DEAD_LETTERS_MAX);
+    struct key body_key = key_dead_body(e->id);
     const char *args[] = {KEY_EVENTS,
                           KEY_DEAD_LETTERS,
+                          body_key.s,
                           e->id,
                           e->association ? e->association : "",
                           e->webhook_id ? e->webhook_id : "",
                           e->type ? e->type : "",
                           e->ts ? e->ts : "",
                           e->body ? e->body : "",
-                          reason};
-    redisReply *r = script_eval(c, dead_script, 2, 9, args);
+                          reason,
+                          minid,
+                          ttl,
+                          max};
+    size_t lens[13];
+    for (int i = 0; i < 13; i++)
+        lens[i] = strlen(args[i]);
+    lens[8] = e->body ? e->body_len : 0;
+    redisReply *r = script_eval_len(c, dead_script, 3, 13, args, lens);
     int rc = store_reply_ok(c, r) ? STORE_OK : STORE_ERR;
     freeReplyObject(r);
     return rc;
 }
 
+/* The entry's body is inline (a dead letter of an earlier release) or in its
+ * own key; a body that expired leaves nothing to redrive (0). */
 static const char redrive_script[] =
     "local e = redis.call('XRANGE', KEYS[2], ARGV[1], ARGV[1])\n"
     "if #e == 0 then return 0 end\n"
     "local f = e[1][2]\n"
     "local m = {}\n"
     "for i = 1, #f, 2 do m[f[i]] = f[i + 1] end\n"
+    "local body, bkey = m['body'], nil\n"
+    "if not body then\n"
+    "  bkey = '" KEY_DEAD_BODY "' .. (m['original_id'] or '')\n"
+    "  body = redis.call('GET', bkey)\n"
+    "  if not body then return 0 end\n"
+    "end\n"
     "redis.call('XADD', KEYS[1], '*', 'assoc', m['assoc'], 'id', m['id'], 'type', m['type'], "
-    "'ts', m['ts'], 'body', m['body'])\n"
+    "'ts', m['ts'], 'body', body)\n"
     "redis.call('XDEL', KEYS[2], ARGV[1])\n"
+    "if bkey then redis.call('DEL', bkey) end\n"
     "return 1\n";
 
 int queue_redrive(redisContext *c, const char *dead_id)

@@ -141,11 +141,12 @@ bool webhook_secret_valid(const char *secret)
 /* ------------------------------------------------------------- signatures */
 
 /* HMAC-SHA256 over "{id}.{timestamp}.{body}", fed in pieces so that the body
- * is never copied. */
+ * is never copied; body NULL stands for body_len zero bytes (webhook_verify_unknown). */
 static int signature_compute(const unsigned char *key, size_t key_len, const char *msg_id,
                              const char *timestamp, const char *body, size_t body_len,
                              unsigned char mac[HMAC_SHA256_LEN])
 {
+    static const unsigned char zeros[4096];
     EVP_MAC *hmac = EVP_MAC_fetch(NULL, "HMAC", NULL);
     EVP_MAC_CTX *ctx = NULL;
     OSSL_PARAM params[2];
@@ -166,8 +167,14 @@ static int signature_compute(const unsigned char *key, size_t key_len, const cha
         EVP_MAC_update(ctx, (const unsigned char *)timestamp, strlen(timestamp)) != 1 ||
         EVP_MAC_update(ctx, (const unsigned char *)".", 1) != 1)
         goto done;
-    if (body_len > 0 && EVP_MAC_update(ctx, (const unsigned char *)body, body_len) != 1)
+    if (body != NULL && body_len > 0 &&
+        EVP_MAC_update(ctx, (const unsigned char *)body, body_len) != 1)
         goto done;
+    for (size_t left = body == NULL ? body_len : 0, n; left > 0; left -= n) {
+        n = left < sizeof zeros ? left : sizeof zeros;
+        if (EVP_MAC_update(ctx, zeros, n) != 1)
+            goto done;
+    }
     if (EVP_MAC_final(ctx, mac, &mac_len, HMAC_SHA256_LEN) != 1 || mac_len != HMAC_SHA256_LEN)
         goto done;
     rc = 0;
@@ -242,11 +249,9 @@ static bool signature_matches(const char *header, const char *expected)
     return matched;
 }
 
-int webhook_verify(const char *secret, const char *msg_id, const char *timestamp,
-                   const char *signatures, const char *body, size_t body_len, int64_t now,
-                   struct webhook_error *err)
+int webhook_check_headers(const char *msg_id, const char *timestamp, const char *signatures,
+                          int64_t now, struct webhook_error *err)
 {
-    char expected[SIGNATURE_B64_LEN + 8];
     int64_t ts = 0;
     size_t digits;
 
@@ -276,6 +281,17 @@ int webhook_verify(const char *secret, const char *msg_id, const char *timestamp
                   WEBHOOK_TOLERANCE_SECONDS);
         return -1;
     }
+    return 0;
+}
+
+int webhook_verify(const char *secret, const char *msg_id, const char *timestamp,
+                   const char *signatures, const char *body, size_t body_len, int64_t now,
+                   struct webhook_error *err)
+{
+    char expected[SIGNATURE_B64_LEN + 8];
+
+    if (webhook_check_headers(msg_id, timestamp, signatures, now, err) != 0)
+        return -1;
     if (body == NULL && body_len > 0) {
         error_set(err, 401, "invalid_signature", "no body to verify");
         return -1;
@@ -290,6 +306,27 @@ int webhook_verify(const char *secret, const char *msg_id, const char *timestamp
         return -1;
     }
     return 0;
+}
+
+/* An unknown association's webhook costs what a known one's with a wrong
+ * signature does: an HMAC over as many bytes (zeros, under a key nobody holds)
+ * and the comparison, so the time of the answer does not tell them apart. */
+int webhook_verify_unknown(const char *msg_id, const char *timestamp, const char *signatures,
+                           size_t body_len, int64_t now, struct webhook_error *err)
+{
+    static const unsigned char key[32] = {0x5a};
+    unsigned char mac[HMAC_SHA256_LEN];
+    char expected[SIGNATURE_B64_LEN + 8];
+
+    if (webhook_check_headers(msg_id, timestamp, signatures, now, err) != 0)
+        return -1;
+    if (signature_compute(key, sizeof key, msg_id, timestamp, NULL, body_len, mac) != 0)
+        memset(mac, 0, sizeof mac);
+    memcpy(expected, SIGNATURE_PREFIX, strlen(SIGNATURE_PREFIX));
+    EVP_EncodeBlock((unsigned char *)expected + strlen(SIGNATURE_PREFIX), mac, HMAC_SHA256_LEN);
+    (void)signature_matches(signatures, expected);
+    error_set(err, 401, "invalid_signature", "no webhook-signature entry matches");
+    return -1;
 }
 
 /* ---------------------------------------------------------------- RFC 3339 */
@@ -1121,8 +1158,214 @@ static json_object *body_parse(const char *body, size_t body_len, struct webhook
     return root;
 }
 
+/*
+ * The caps, checked on the raw bytes before json-c builds anything: json-c
+ * takes some microseconds an object, so 100,000 group entries would cost most
+ * of a second before a check on the parsed tree could refuse them. One pass
+ * over the bytes follows the containers (strings and their escapes skipped)
+ * and counts the entries of data.Groups, data.Members and each member's
+ * Groups, judged when each array closes. A key spelled with escapes escapes this pass; limits_check
+ * on the parsed tree catches it. Malformed JSON is left to the parser's messages.
+ */
+enum scan_role {
+    ROLE_OTHER,
+    ROLE_ROOT,
+    ROLE_DATA,
+    ROLE_GROUPS,
+    ROLE_MEMBERS,
+    ROLE_MEMBER,
+    ROLE_MEMBER_GROUPS
+};
+
+struct scan_frame {
+    enum scan_role role;
+    bool is_array;
+    char key;     /* object: the last key read: 'd' data, 'g' Groups, 'm' Members, 0 other */
+    size_t count; /* array: entries begun */
+    size_t index; /* ROLE_MEMBER: which member */
+};
+
+struct scan {
+    struct scan_frame stack[64];
+    int depth;
+    bool expect_key; /* in an object, before a key */
+    bool in_scalar;  /* inside a number, true, false or null */
+};
+
+static char scan_key(const char *k, size_t n)
+{
+    if (n == 4 && memcmp(k, "data", 4) == 0)
+        return 'd';
+    if (n == 6 && memcmp(k, "Groups", 6) == 0)
+        return 'g';
+    if (n == 7 && memcmp(k, "Members", 7) == 0)
+        return 'm';
+    return 0;
+}
+
+/* The role of a container opened (c is '{' or '[') inside the frame top. */
+static enum scan_role scan_child(const struct scan_frame *top, char c)
+{
+    if (top == NULL)
+        return c == '{' ? ROLE_ROOT : ROLE_OTHER;
+    if (top->role == ROLE_ROOT && top->key == 'd' && c == '{')
+        return ROLE_DATA;
+    if (top->role == ROLE_DATA && c == '[')
+        return top->key == 'g' ? ROLE_GROUPS : top->key == 'm' ? ROLE_MEMBERS : ROLE_OTHER;
+    if (top->role == ROLE_MEMBERS && c == '{')
+        return ROLE_MEMBER;
+    if (top->role == ROLE_MEMBER && top->key == 'g' && c == '[')
+        return ROLE_MEMBER_GROUPS;
+    return ROLE_OTHER;
+}
+
+/* A value begins: one more entry of the array on top, if any. */
+static void scan_value(struct scan *sc)
+{
+    if (sc->depth > 0 && sc->stack[sc->depth - 1].is_array)
+        sc->stack[sc->depth - 1].count++;
+}
+
+/* The container on top closes: -1 with err when it held more than its cap. */
+static int scan_close(struct scan *sc, const struct webhook_limits *limits,
+                      struct webhook_error *err)
+{
+    const struct scan_frame *top = &sc->stack[--sc->depth];
+    size_t n = top->count;
+    if (top->role == ROLE_GROUPS && n > limits->max_groups_per_member) {
+        invalid(err, "data.Groups has %zu groups; at most %zu are accepted", n,
+                limits->max_groups_per_member);
+        return -1;
+    }
+    if (top->role == ROLE_MEMBERS && n > limits->max_snapshot_members) {
+        invalid(err, "data.Members has %zu members; at most %zu are accepted", n,
+                limits->max_snapshot_members);
+        return -1;
+    }
+    if (top->role == ROLE_MEMBER_GROUPS && n > limits->max_groups_per_member) {
+        invalid(err, "data.Members[%zu].Groups has %zu groups; at most %zu are accepted",
+                sc->stack[sc->depth - 1].index, n, limits->max_groups_per_member);
+        return -1;
+    }
+    return 0;
+}
+
+static void scan_open(struct scan *sc, char c)
+{
+    struct scan_frame *top = sc->depth > 0 ? &sc->stack[sc->depth - 1] : NULL;
+    struct scan_frame f = {scan_child(top, c), c == '[', 0, 0, 0};
+    if (f.role == ROLE_MEMBER)
+        f.index = top->count - 1;
+    sc->stack[sc->depth++] = f;
+    sc->expect_key = c == '{';
+}
+
+/* Skips the string that starts at body[i] ('"'); returns the index after it,
+ * or 0 when it does not end within the body. */
+static size_t scan_string(const char *body, size_t len, size_t i)
+{
+    for (i++; i < len; i++) {
+        if (body[i] == '\\')
+            i++;
+        else if (body[i] == '"')
+            return i + 1;
+    }
+    return 0;
+}
+
+/* 0 within the caps (or not JSON enough to tell), -1 with err over one. */
+static int caps_scan(const char *body, size_t len, const struct webhook_limits *limits,
+                     struct webhook_error *err)
+{
+    struct scan sc = {.depth = 0};
+    for (size_t i = 0; i < len;) {
+        char c = body[i];
+        bool scalar = !(c == '"' || c == '{' || c == '[' || c == '}' || c == ']' || c == ',' ||
+                        c == ':' || json_space(c));
+        if (scalar && !sc.in_scalar)
+            scan_value(&sc);
+        sc.in_scalar = scalar;
+        if (c == '"') {
+            size_t end = scan_string(body, len, i);
+            if (end == 0)
+                return 0; /* the parser tells what is wrong */
+            if (sc.depth > 0 && sc.expect_key) {
+                sc.stack[sc.depth - 1].key = scan_key(body + i + 1, end - i - 2);
+                sc.expect_key = false;
+            } else {
+                scan_value(&sc);
+            }
+            i = end;
+            continue;
+        }
+        if (c == '{' || c == '[') {
+            scan_value(&sc);
+            if (sc.depth == (int)(sizeof sc.stack / sizeof sc.stack[0]))
+                return 0; /* deeper than the parser accepts: it says so */
+            scan_open(&sc, c);
+        } else if ((c == '}' || c == ']') && sc.depth > 0) {
+            if (scan_close(&sc, limits, err) != 0)
+                return -1;
+        } else if (c == ',' && sc.depth > 0 && !sc.stack[sc.depth - 1].is_array) {
+            sc.expect_key = true;
+        }
+        i++;
+    }
+    return 0;
+}
+
+/* How many entries the array at key of obj holds (0 when it is not an array). */
+static size_t array_length(json_object *obj, const char *key)
+{
+    json_object *v = field_get(obj, key);
+    return v != NULL && json_object_is_type(v, json_type_array) ? json_object_array_length(v) : 0;
+}
+
+/* The caps of limits over the parsed body, before any record is read, so a
+ * refused body costs its JSON parse and one pass over the arrays' lengths. */
+static int limits_check(json_object *root, const struct webhook_limits *limits,
+                        struct webhook_error *err)
+{
+    json_object *data = field_get(root, "data");
+    if (data == NULL || !json_object_is_type(data, json_type_object))
+        return 0;
+    size_t n = array_length(data, "Groups");
+    if (n > limits->max_groups_per_member) {
+        invalid(err, "data.Groups has %zu groups; at most %zu are accepted", n,
+                limits->max_groups_per_member);
+        return -1;
+    }
+    json_object *members = field_get(data, "Members");
+    if (members == NULL || !json_object_is_type(members, json_type_array))
+        return 0;
+    n = json_object_array_length(members);
+    if (n > limits->max_snapshot_members) {
+        invalid(err, "data.Members has %zu members; at most %zu are accepted", n,
+                limits->max_snapshot_members);
+        return -1;
+    }
+    for (size_t i = 0; i < n; i++) {
+        json_object *m = json_object_array_get_idx(members, i);
+        size_t groups = json_object_is_type(m, json_type_object) ? array_length(m, "Groups") : 0;
+        if (groups > limits->max_groups_per_member) {
+            invalid(err, "data.Members[%zu].Groups has %zu groups; at most %zu are accepted", i,
+                    groups, limits->max_groups_per_member);
+            return -1;
+        }
+    }
+    return 0;
+}
+
 int webhook_parse_event(const char *body, size_t body_len, struct event *ev,
                         struct webhook_error *err)
+{
+    static const struct webhook_limits none = {SIZE_MAX, SIZE_MAX};
+    return webhook_parse_event_limited(body, body_len, &none, ev, err);
+}
+
+int webhook_parse_event_limited(const char *body, size_t body_len,
+                                const struct webhook_limits *limits, struct event *ev,
+                                struct webhook_error *err)
 {
     json_object *root;
     int rc;
@@ -1130,6 +1373,10 @@ int webhook_parse_event(const char *body, size_t body_len, struct event *ev,
     if (ev == NULL)
         return -1;
     memset(ev, 0, sizeof *ev);
+    bool capped =
+        limits->max_groups_per_member != SIZE_MAX || limits->max_snapshot_members != SIZE_MAX;
+    if (capped && body != NULL && caps_scan(body, body_len, limits, err) != 0)
+        return -1;
     root = body_parse(body, body_len, err);
     if (root == NULL)
         return -1;
@@ -1138,7 +1385,7 @@ int webhook_parse_event(const char *body, size_t body_len, struct event *ev,
         json_object_put(root);
         return -1;
     }
-    rc = event_fill(root, ev, err);
+    rc = limits_check(root, limits, err) != 0 ? -1 : event_fill(root, ev, err);
     json_object_put(root);
     if (rc != 0) {
         /* Nothing half-built reaches the caller. */

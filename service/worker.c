@@ -122,7 +122,7 @@ static int screen(struct sync_worker *w, struct batch *b, bool reclaimed)
         }
         if (reason) {
             b->fate[i] = DEAD;
-            if (queue_dead_letter(c, e, reason) != STORE_OK)
+            if (queue_dead_letter(c, e, reason, w->app->cfg->retention_days) != STORE_OK)
                 return STORE_ERR;
         }
     }
@@ -595,10 +595,10 @@ struct engine *engine_start(struct app *app)
     return e;
 }
 
-void engine_stop(struct engine *e, long grace_ms)
+bool engine_stop(struct engine *e, long grace_ms)
 {
     if (!e)
-        return;
+        return true;
     atomic_store(&e->stop, true);
     /* Threads see the flag within ~100 ms (sleeps and Redis blocks are short);
      * a sync interrupted mid-way leaves its journal and lease for the next. */
@@ -613,7 +613,8 @@ void engine_stop(struct engine *e, long grace_ms)
         lease_keeper_stop(e->keeper);
         free(e->threads);
         free(e);
-    } else {
-        log_warn("workers_did_not_stop", LOG_INT("still_running", atomic_load(&e->running)));
+        return true;
     }
+    log_warn("workers_did_not_stop", LOG_INT("still_running", atomic_load(&e->running)));
+    return false;
 }

@@ -61,6 +61,17 @@ struct config {
     double reconcile_budget_share; /* CCSYNC_RECONCILE_BUDGET_SHARE: reconcile's part of the day */
     int sync_delay_max_seconds;    /* CCSYNC_SYNC_DELAY_MAX_SECONDS: the widest coalescing wait */
 
+    /* Limits against hostile input (README: "Limits"). */
+    int request_deadline_seconds;   /* CCSYNC_REQUEST_DEADLINE_SECONDS: a whole request */
+    int max_connections;            /* CCSYNC_MAX_CONNECTIONS: in all */
+    int max_connections_per_ip;     /* CCSYNC_MAX_CONNECTIONS_PER_IP */
+    size_t max_inflight_body_bytes; /* CCSYNC_MAX_INFLIGHT_BODY_BYTES: bodies buffered at once */
+    int max_groups_per_member;      /* CCSYNC_MAX_GROUPS_PER_MEMBER */
+    int max_snapshot_members;       /* CCSYNC_MAX_SNAPSHOT_MEMBERS */
+    int retention_days;             /* CCSYNC_RETENTION_DAYS: dead letters, removed members */
+    int ingest_rate;                /* CCSYNC_INGEST_RATE: an association's webhooks a second */
+    int ingest_burst;               /* CCSYNC_INGEST_BURST: ... taken at once above the rate */
+
     /* Optional bootstrap of one association (single-association deployments). */
     char boot_association_id[65];
     char boot_webhook_secret[256];

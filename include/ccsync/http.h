@@ -86,4 +86,9 @@ void http_add_header(struct http_request *req, const char *name, const char *val
 void http_suspend(struct http_request *req);
 void http_resume(struct http_request *req);
 
+/* For a webhook's check before its body (ingest_precheck): the body is received
+ * and counted but not kept (http_body then gives its length over no bytes). */
+void http_discard_body(struct http_request *req);
+bool http_body_discarded(struct http_request *req);
+
 #endif

@@ -10,6 +10,7 @@
 #ifndef CCSYNC_INGEST_H
 #define CCSYNC_INGEST_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -47,13 +48,22 @@ struct ingest;
  * batch no replica confirmed is answered 503 (CCSYNC_DURABILITY=replica). */
 struct ingest *ingest_new(const struct redis_target *t, int replica_wait_ms);
 void ingest_submit(struct ingest *in, struct ingest_job *job);
-/* Finishes the jobs already submitted, then stops the thread. */
+/* Finishes the jobs already submitted, then stops the thread; a job submitted
+ * afterwards is answered INGEST_UNAVAILABLE at once. Called before the HTTP
+ * daemon stops, so that no suspended request is left waiting. */
+void ingest_stop(struct ingest *in);
+/* ingest_stop, then frees (after the HTTP daemon, whose requests use it, stopped). */
 void ingest_free(struct ingest *in);
 
 struct app;
 struct http_request;
 /* POST /v1/associations/{association_id}/webhooks/novi */
 int ingest_handle_webhook(struct app *app, struct http_request *req);
+/* What a webhook is refused for before its body is read: a missing webhook-*
+ * header or a stale timestamp (401), Redis unavailable (503), the association's
+ * allowance spent (429 + Retry-After). An unknown association goes on with its
+ * body discarded, to be answered as a wrong signature. False when answered. */
+bool ingest_precheck(struct app *app, struct http_request *req);
 /* Forget a cached webhook secret (after a PUT changed it). */
 void ingest_forget_secret(struct ingest *in, const char *association_id);
 

@@ -55,13 +55,16 @@ struct key {
 /* string "pending" or "done", expires a minute after someone asked for a
  * reconcile (POST .../reconcile): at most one ask a minute */
 #define KEY_RECONCILE_ASKED "reconcile-asked"
-#define KEY_REFRESH_LOCK "refresh-lock"       /* one process refreshes the CC token */
+#define KEY_REFRESH_LOCK "refresh-lock" /* one process refreshes the CC token */
 /* zset G -> due ms: the association's groups to sync; a group being synced is
  * parked at its lease's end. Written by scripts with the association's other
  * keys (folds, claim, finish: schedule.h). */
 #define KEY_ASSOC_DIRTY "dirty"
 #define KEY_TOKENS "tokens"         /* hash: token id -> the token's record (hash, scope, name) */
 #define KEY_TOKEN_USES "token-uses" /* hash: token id -> when it was last used (ns) */
+/* zset M -> ms when the member left its last group: its record is deleted
+ * CCSYNC_RETENTION_DAYS later (retention.c), unless it joins a group again. */
+#define KEY_REMOVED "removed"
 
 /* Notifications (notify.c): the settings and delivery state (hash), the
  * notifications not delivered yet (stream), the lease of the process
@@ -71,14 +74,17 @@ struct key {
 #define KEY_NOTIFY_LEASE "notify-lease"
 
 /* Global keys. */
-#define KEY_EVENTS KEY_ROOT "events"             /* stream of accepted webhooks */
-#define KEY_DEAD_LETTERS KEY_ROOT "events:dead"  /* stream of events that could not be applied */
+#define KEY_EVENTS KEY_ROOT "events"            /* stream of accepted webhooks */
+#define KEY_DEAD_LETTERS KEY_ROOT "events:dead" /* stream of events that could not be applied */
+/* + the event's original stream id: a dead letter's body, apart from its entry so
+ * that a listing never reads bodies whole; expires after CCSYNC_RETENTION_DAYS. */
+#define KEY_DEAD_BODY KEY_ROOT "events:dead:body:"
 #define KEY_ASSOCIATIONS KEY_ROOT "associations" /* set of association ids */
 #define KEY_CREDENTIALS KEY_ROOT "credentials"   /* stream: an entry when a PUT changes tokens */
 /* set "A|G": last sync failed, will retry. Only plain commands write it (never a
  * script with an association's keys), after the finish script. */
 #define KEY_RETRYING KEY_ROOT "retrying"
-#define KEY_RECONCILE KEY_ROOT "reconcile"       /* zset A -> next reconcile ms */
+#define KEY_RECONCILE KEY_ROOT "reconcile" /* zset A -> next reconcile ms */
 /* zset A -> when a round of its groups last ran (ms): recent activity or errors
  * make reconcile look sooner. Plain commands only. */
 #define KEY_ACTIVE KEY_ROOT "active"
@@ -124,6 +130,9 @@ struct key key_notify_lease(const char *association);
 struct key key_instance(const char *instance);
 /* The association and group of a group's lease key; -1 when key is not one. */
 int key_lease_parse(const char *key, char *association, size_t a_size, char *group, size_t g_size);
+
+struct key key_removed(const char *association);
+struct key key_dead_body(const char *original_id);
 
 /* The shared CC budget's keys: "ccsync:cc:{APP}:WHAT" (global: one key a CC
  * application, shared by every association). */

@@ -48,9 +48,15 @@ int queue_ack(struct redisContext *c, const char *id);
 /* Acknowledges and deletes n entries in one round trip. STORE_OK or STORE_ERR. */
 int queue_ack_many(struct redisContext *c, const char *const *ids, size_t n);
 
-/* Moves an entry to the dead-letter stream with the reason, atomically.
- * STORE_OK or STORE_ERR. */
-int queue_dead_letter(struct redisContext *c, const struct queue_entry *e, const char *reason);
+/* Dead letters kept at most (besides CCSYNC_RETENTION_DAYS): their bodies can
+ * be CCSYNC_MAX_BODY_BYTES each. */
+#define QUEUE_DEAD_LETTERS_MAX 10000
+
+/* Moves an entry to the dead-letter stream with the reason, atomically; its
+ * body is kept apart (key_dead_body) for retention_days, and the stream is
+ * trimmed to retention_days and QUEUE_DEAD_LETTERS_MAX. STORE_OK or STORE_ERR. */
+int queue_dead_letter(struct redisContext *c, const struct queue_entry *e, const char *reason,
+                      int retention_days);
 
 /* Puts a dead letter back on the event stream. 1 done, 0 unknown id, STORE_ERR. */
 int queue_redrive(struct redisContext *c, const char *dead_id);

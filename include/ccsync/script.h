@@ -20,5 +20,8 @@ struct redisReply;
  */
 struct redisReply *script_eval(struct redisContext *c, const char *body, int n_keys, int n_args,
                                const char *const *args);
+/* script_eval with each argument's length in lens (binary-safe); lens NULL: strlen. */
+struct redisReply *script_eval_len(struct redisContext *c, const char *body, int n_keys, int n_args,
+                                   const char *const *args, const size_t *lens);
 
 #endif

@@ -46,6 +46,19 @@ int webhook_verify(const char *secret, const char *msg_id, const char *timestamp
                    const char *signatures, const char *body, size_t body_len, int64_t now,
                    struct webhook_error *err);
 
+/* The part of webhook_verify that needs no body and no secret: the three
+ * headers present and the timestamp within the tolerance; checked before a
+ * body is read. 0, or -1 with err as webhook_verify fills it. */
+int webhook_check_headers(const char *msg_id, const char *timestamp, const char *signatures,
+                          int64_t now, struct webhook_error *err);
+
+/* The answer to a webhook of an unknown association: webhook_check_headers's,
+ * else always -1 with invalid_signature, as a wrong signature is answered, after
+ * the same work (an HMAC over body_len bytes), so neither the answer nor its
+ * time tells whether the association exists. */
+int webhook_verify_unknown(const char *msg_id, const char *timestamp, const char *signatures,
+                           size_t body_len, int64_t now, struct webhook_error *err);
+
 /* Whether secret is "whsec_" + standard padded base64 of 1..WEBHOOK_KEY_MAX
  * bytes: what webhook_verify accepts. For checking a secret when it is set. */
 bool webhook_secret_valid(const char *secret);
@@ -74,6 +87,22 @@ int webhook_sign(const char *secret, const char *msg_id, int64_t timestamp, cons
  */
 int webhook_parse_event(const char *body, size_t body_len, struct event *ev,
                         struct webhook_error *err);
+
+/* Caps on what one event may carry (CCSYNC_MAX_GROUPS_PER_MEMBER,
+ * CCSYNC_MAX_SNAPSHOT_MEMBERS). */
+struct webhook_limits {
+    size_t max_groups_per_member; /* a member record's Groups */
+    size_t max_snapshot_members;  /* a group.members event's Members */
+};
+
+/* webhook_parse_event with the caps of limits: an event over one is refused
+ * with status 400, code invalid_event and a message naming the field, its
+ * count and the cap ("data.Groups has 100000 groups; at most 1000 are
+ * accepted"). webhook_parse_event has no caps (the worker re-reads events the
+ * door accepted under whatever caps held then). */
+int webhook_parse_event_limited(const char *body, size_t body_len,
+                                const struct webhook_limits *limits, struct event *ev,
+                                struct webhook_error *err);
 
 /* RFC 3339 date-time (fractional seconds optional, any offset, 'Z' or 'z')
  * to nanoseconds since the Unix epoch. Returns 0 or -1 when invalid. */

@@ -1,7 +1,8 @@
 /*
  * fuzz_webhook.c - libFuzzer target for everything ccsync does with the bytes of
  * an unauthenticated webhook request: the signature check over the three
- * headers and the body, and the parsing of the body into an event.
+ * headers and the body (and the answer to an unknown association), and the
+ * parsing of the body into an event, without caps and under caps.
  *
  * Input layout: "<webhook-id>\n<webhook-timestamp>\n<webhook-signature>\n<body>".
  * A missing line leaves that header absent (NULL). The body keeps any bytes,
@@ -109,6 +110,26 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     } else if (err.status != 400 || err.message[0] == '\0') {
         abort();
     }
+
+    /* Under small caps (the scan of the raw bytes, then the tree): accepted
+     * only what the uncapped parse accepts, and within the caps. */
+    static const struct webhook_limits caps = {2, 3};
+    memset(&err, 0, sizeof err);
+    if (webhook_parse_event_limited(body, left, &caps, &ev, &err) == 0) {
+        check_event(&ev);
+        if (ev.member.n_groups > caps.max_groups_per_member ||
+            ev.n_members > caps.max_snapshot_members)
+            abort();
+        for (size_t i = 0; i < ev.n_members; i++)
+            if (ev.members[i].n_groups > caps.max_groups_per_member)
+                abort();
+        event_clear(&ev);
+    } else if (err.status != 400 || err.message[0] == '\0') {
+        abort();
+    }
+    /* An unknown association's answer: always refused, never a crash. */
+    if (webhook_verify_unknown(id, ts, sig, left, FUZZ_NOW, &err) == 0 || err.status != 401)
+        abort();
 
     /* The timestamp line is also a candidate RFC 3339 date-time. */
     if (ts != NULL) {

@@ -589,7 +589,7 @@ static void test_metrics_count_each_webhook_outcome(void **state)
     assert_int_equal(r.status, 202);
     reply_free(&r);
     r = post_signed_len("nobody", SECRET, next_id(), body, strlen(body)); /* unknown_association */
-    assert_int_equal(r.status, 404);
+    assert_int_equal(r.status, 401);
     reply_free(&r);
     r = post_signed(next_id(), "{\"type\":\"group.deleted\"}"); /* invalid_event */
     assert_int_equal(r.status, 400);
@@ -1033,16 +1033,26 @@ static void test_stale_timestamp_is_401(void **state)
     }
 }
 
-static void test_unknown_association_is_404(void **state)
+/* An unknown association is answered as a wrong signature (status, code, message),
+ * so association ids cannot be probed; the dedup key is not set. */
+static void test_unknown_association_is_401_like_a_bad_signature(void **state)
 {
     (void)state;
     const char *body = event_body("group.deleted", "{\"UniqueID\":\"g-1\"}");
     const char *id = next_id();
     long long before = peek_entries_added(redis(), KEY_EVENTS);
-    struct reply r = post_signed_len("nobody", SECRET, id, body, strlen(body));
-    check_refused("unknown association", &r, 404, "unknown_association",
-                  "no association \"nobody\"", NULL, before);
-    reply_free(&r);
+    for (int attempt = 0; attempt < 2; attempt++) { /* the second from the negative cache */
+        struct reply r = post_signed_len("nobody", SECRET, id, body, strlen(body));
+        check_refused("unknown association", &r, 401, "invalid_signature",
+                      "no webhook-signature entry matches", NULL, before);
+        reply_free(&r);
+    }
+    struct reply bad = post_signed_len(ASSOC, OTHER_SECRET, id, body, strlen(body));
+    struct reply unknown = post_signed_len("nobody", SECRET, id, body, strlen(body));
+    assert_int_equal(bad.status, unknown.status);
+    assert_string_equal(bad.body, unknown.body);
+    reply_free(&bad);
+    reply_free(&unknown);
     assert_false(peek_dedup_exists(redis(), "nobody", id));
 }
 
@@ -1453,7 +1463,7 @@ int main(void)
         T(test_bad_signature_is_401),
         T(test_missing_signature_header_is_401_naming_it),
         T(test_stale_timestamp_is_401),
-        T(test_unknown_association_is_404),
+        T(test_unknown_association_is_401_like_a_bad_signature),
         T(test_body_over_the_limit_is_413),
         T(test_chunked_body_within_the_limit_is_queued),
         T(test_chunked_body_over_the_limit_is_413),

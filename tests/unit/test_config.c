@@ -134,6 +134,43 @@ static void test_defaults_of_design_section_3(void **state)
     assert_int_equal(cfg.sync_delay_ms, 1000);
     assert_string_equal(cfg.boot_association_id, "");
     assert_string_equal(cfg.boot_webhook_secret, "");
+    assert_int_equal(cfg.request_deadline_seconds, 30);
+    assert_int_equal(cfg.max_connections, 4096);
+    assert_int_equal(cfg.max_connections_per_ip, 256);
+    assert_int_equal(cfg.max_inflight_body_bytes, 256 * 1024 * 1024);
+    assert_int_equal(cfg.max_groups_per_member, 1000);
+    assert_int_equal(cfg.max_snapshot_members, 500000);
+    assert_int_equal(cfg.retention_days, 30);
+    assert_int_equal(cfg.ingest_rate, 100);
+    assert_int_equal(cfg.ingest_burst, 6000);
+}
+
+static void test_limit_variables_are_read(void **state)
+{
+    (void)state;
+    env_set("CCSYNC_REQUEST_DEADLINE_SECONDS", "5");
+    env_set("CCSYNC_MAX_CONNECTIONS", "100");
+    env_set("CCSYNC_MAX_CONNECTIONS_PER_IP", "10");
+    env_set("CCSYNC_MAX_INFLIGHT_BODY_BYTES", "4096");
+    env_set("CCSYNC_MAX_GROUPS_PER_MEMBER", "3");
+    env_set("CCSYNC_MAX_SNAPSHOT_MEMBERS", "7");
+    env_set("CCSYNC_RETENTION_DAYS", "2");
+    env_set("CCSYNC_INGEST_RATE", "9");
+    env_set("CCSYNC_INGEST_BURST", "11");
+    assert_int_equal(load(), 0);
+    assert_int_equal(cfg.request_deadline_seconds, 5);
+    assert_int_equal(cfg.max_connections, 100);
+    assert_int_equal(cfg.max_connections_per_ip, 10);
+    assert_int_equal(cfg.max_inflight_body_bytes, 4096);
+    assert_int_equal(cfg.max_groups_per_member, 3);
+    assert_int_equal(cfg.max_snapshot_members, 7);
+    assert_int_equal(cfg.retention_days, 2);
+    assert_int_equal(cfg.ingest_rate, 9);
+    assert_int_equal(cfg.ingest_burst, 11);
+    env_set("CCSYNC_MAX_CONNECTIONS_PER_IP", "0");
+    assert_int_equal(load(), -1);
+    assert_string_equal(
+        err, "CCSYNC_MAX_CONNECTIONS_PER_IP: \"0\" is not a whole number from 1 to 65536");
 }
 
 static void test_empty_value_counts_as_unset(void **state)
@@ -832,6 +869,7 @@ int main(void)
         T(test_budget_plan_defaults_and_ranges),
         T(test_empty_value_counts_as_unset),
         T(test_every_variable_is_read),
+        T(test_limit_variables_are_read),
         T(test_log_levels_and_formats),
         T(test_listen_without_port_is_refused),
         T(test_listen_with_bad_port_is_refused),

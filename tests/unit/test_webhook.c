@@ -11,6 +11,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <stdbool.h>
 
 #include <cmocka.h>
 
@@ -338,6 +340,135 @@ static void test_secret_key_length_is_limited_to_128_bytes(void **state)
     assert_int_equal(n, 2);
     assert_true(webhook_secret_valid(SPEC_SECRET));
     assert_true(webhook_secret_valid("whsec_YQ=="));
+}
+
+/* ---------------------------------------------------------------- caps */
+
+/* A body of n group entries for a customer.updated, or n members (each with
+ * groups_each groups) for a group.members; malloc'd. */
+static char *event_with(const char *type, size_t n, size_t groups_each)
+{
+    size_t cap = 256 + n * (64 + groups_each * 24), len = 0;
+    char *b = malloc(cap);
+    assert_non_null(b);
+    bool members = strcmp(type, "group.members") == 0;
+    len += (size_t)snprintf(b + len, cap - len,
+                            "{\"type\":\"%s\",\"timestamp\":\"2026-11-27T10:00:03Z\",\"data\":"
+                            "{\"UniqueID\":\"x-1\",\"%s\":[",
+                            type, members ? "Members" : "Groups");
+    for (size_t i = 0; i < n; i++) {
+        len += (size_t)snprintf(b + len, cap - len, "%s{\"UniqueID\":\"%c%zu\"", i ? "," : "",
+                                members ? 'm' : 'g', i);
+        if (members && groups_each) {
+            len += (size_t)snprintf(b + len, cap - len, ",\"Groups\":[");
+            for (size_t k = 0; k < groups_each; k++)
+                len += (size_t)snprintf(b + len, cap - len, "%s{\"UniqueID\":\"g%zu\"}",
+                                        k ? "," : "", k);
+            len += (size_t)snprintf(b + len, cap - len, "]");
+        }
+        len += (size_t)snprintf(b + len, cap - len, "}");
+    }
+    snprintf(b + len, cap - len, "]}}");
+    return b;
+}
+
+static int parse_limited(const char *body, size_t max_groups, size_t max_members,
+                         struct webhook_error *err)
+{
+    struct webhook_limits limits = {max_groups, max_members};
+    struct event ev;
+    int rc = webhook_parse_event_limited(body, strlen(body), &limits, &ev, err);
+    if (rc == 0)
+        event_clear(&ev);
+    return rc;
+}
+
+static void test_member_with_more_groups_than_the_cap_is_refused_naming_the_field(void **state)
+{
+    (void)state;
+    struct webhook_error err;
+    char *at_cap = event_with("customer.updated", 3, 0),
+         *over = event_with("customer.updated", 4, 0);
+    assert_int_equal(parse_limited(at_cap, 3, 10, &err), 0);
+    assert_int_equal(parse_limited(over, 3, 10, &err), -1);
+    assert_int_equal(err.status, 400);
+    assert_string_equal(err.code, "invalid_event");
+    assert_string_equal(err.message, "data.Groups has 4 groups; at most 3 are accepted");
+    free(at_cap);
+    free(over);
+}
+
+static void test_snapshot_over_the_member_cap_is_refused_naming_the_field(void **state)
+{
+    (void)state;
+    struct webhook_error err;
+    char *at_cap = event_with("group.members", 5, 0), *over = event_with("group.members", 6, 0);
+    assert_int_equal(parse_limited(at_cap, 3, 5, &err), 0);
+    assert_int_equal(parse_limited(over, 3, 5, &err), -1);
+    assert_string_equal(err.message, "data.Members has 6 members; at most 5 are accepted");
+    free(at_cap);
+    free(over);
+}
+
+static void test_snapshot_member_with_too_many_groups_is_refused(void **state)
+{
+    (void)state;
+    struct webhook_error err;
+    char *over = event_with("group.members", 2, 4);
+    assert_int_equal(parse_limited(over, 3, 5, &err), -1);
+    assert_string_equal(err.message, "data.Members[0].Groups has 4 groups; at most 3 are accepted");
+    /* webhook_parse_event has no caps: what the door let in is read back whole. */
+    struct event ev;
+    assert_int_equal(webhook_parse_event(over, strlen(over), &ev, &err), 0);
+    event_clear(&ev);
+    free(over);
+}
+
+/* A key spelled with escapes passes the byte scan; the parsed tree is checked too. */
+static void test_groups_key_spelled_with_escapes_is_capped_too(void **state)
+{
+    (void)state;
+    struct webhook_error err;
+    const char *body = "{\"type\":\"customer.updated\",\"timestamp\":\"2026-11-27T10:00:03Z\","
+                       "\"data\":{\"UniqueID\":\"m-1\",\"Gr\\u006fups\":[{\"UniqueID\":\"a\"},"
+                       "{\"UniqueID\":\"b\"}]}}";
+    assert_int_equal(parse_limited(body, 1, 10, &err), -1);
+    assert_string_equal(err.message, "data.Groups has 2 groups; at most 1 are accepted");
+}
+
+/* A body cut inside a string (after a backslash, too) is left to the parser:
+ * the scan reads nothing past the body (found by fuzz_webhook). */
+static void test_caps_scan_stops_at_a_string_cut_short(void **state)
+{
+    (void)state;
+    static const char *const cut[] = {"{\"data\":{\"Groups", "{\"data\":{\"Gr\\"};
+    for (size_t i = 0; i < sizeof cut / sizeof cut[0]; i++) {
+        size_t len = strlen(cut[i]);
+        char *exact = malloc(len); /* no terminator: an over-read is caught under ASan */
+        memcpy(exact, cut[i], len);
+        struct webhook_limits limits = {1, 1};
+        struct webhook_error err;
+        struct event ev;
+        assert_int_equal(webhook_parse_event_limited(exact, len, &limits, &ev, &err), -1);
+        assert_string_equal(err.code, "malformed_json");
+        free(exact);
+    }
+}
+
+/* 100,000 groups are refused at once: the cap is checked before any record is read. */
+static void test_hundred_thousand_groups_are_refused_quickly(void **state)
+{
+    (void)state;
+    struct webhook_error err;
+    char *body = event_with("customer.updated", 100000, 0);
+    struct timespec a, b;
+    clock_gettime(CLOCK_MONOTONIC, &a);
+    assert_int_equal(parse_limited(body, 1000, 500000, &err), -1);
+    clock_gettime(CLOCK_MONOTONIC, &b);
+    double ms = (double)(b.tv_sec - a.tv_sec) * 1e3 + (double)(b.tv_nsec - a.tv_nsec) / 1e6;
+    print_message("100,000 groups refused in %.1f ms (%zu bytes)\n", ms, strlen(body));
+    assert_true(ms < 100.0);
+    free(body);
 }
 
 /* ---------------------------------------------------------------- parsing */
@@ -1230,6 +1361,12 @@ int main(void)
         cmocka_unit_test(test_rfc3339_refuses_instants_outside_int64_nanoseconds),
         cmocka_unit_test(test_rfc3339_formats_utc_whole_seconds),
         cmocka_unit_test(test_rfc3339_format_and_parse_round_trip),
+        cmocka_unit_test(test_member_with_more_groups_than_the_cap_is_refused_naming_the_field),
+        cmocka_unit_test(test_snapshot_over_the_member_cap_is_refused_naming_the_field),
+        cmocka_unit_test(test_snapshot_member_with_too_many_groups_is_refused),
+        cmocka_unit_test(test_hundred_thousand_groups_are_refused_quickly),
+        cmocka_unit_test(test_groups_key_spelled_with_escapes_is_capped_too),
+        cmocka_unit_test(test_caps_scan_stops_at_a_string_cut_short),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
