@@ -118,7 +118,8 @@ int stack_start_ccsyncd(int i)
     char *argv[] = {ccsyncd, NULL};
     snprintf(what, sizeof what, "ccsyncd%d", i);
     stack_log_path(log, sizeof log, what);
-    stack.ccsyncd_pid[i] = ts_spawn_logged(argv, ccsyncd_env(i), log);
+    stack.ccsyncd_pid[i] = stack.o.pausable ? ts_spawn_logged_apart(argv, ccsyncd_env(i), log)
+                                            : ts_spawn_logged(argv, ccsyncd_env(i), log);
     snprintf(stack.base[i], sizeof stack.base[i], "http://127.0.0.1:%d", stack.http_port[i]);
     if (stack.ccsyncd_pid[i] <= 0 || ts_wait_port(stack.http_port[i], 10000) != 0)
         return -1;

@@ -44,6 +44,8 @@ struct stack_options {
     bool aof_everysec;     /* with aof: appendfsync everysec (production's) instead */
     bool ccsyncd_later;    /* Redis and ccsim only: the test fills Redis first, then
                             * calls stack_start_service */
+    bool pausable;         /* ccsyncd processes in process groups of their own
+                            * (ts_spawn_logged_apart): for a test that SIGSTOPs one */
     enum stack_connect connect;
     const char *env[STACK_MAX_ENV]; /* more "CCSYNC_X=v" for ccsyncd, over the above */
 };
