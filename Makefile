@@ -17,7 +17,7 @@ CC       ?= cc
 # (tests/deploy/check.sh verifies there is no drift).
 DEB_BUILD_PKGS   = build-essential pkg-config libmicrohttpd-dev libcurl4-openssl-dev libjson-c-dev libhiredis-dev libssl-dev
 DEB_RUNTIME_PKGS = libmicrohttpd12 libcurl4 libjson-c5 libhiredis0.14 libssl3 ca-certificates
-DEB_TEST_PKGS    = redis-server redis-tools libcmocka-dev clang libclang-rt-14-dev wrk docker-compose curl python3 shellcheck nginx-light openssl prometheus chromium
+DEB_TEST_PKGS    = redis-server redis-tools libcmocka-dev clang libclang-rt-14-dev wrk docker-compose curl python3 shellcheck nginx-light openssl prometheus chromium webdis
 DEB_RUN_PKGS     = redis-server redis-tools curl openssl python3
 
 PKGS    = libmicrohttpd libcurl json-c hiredis openssl

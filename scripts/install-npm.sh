@@ -3,6 +3,13 @@
 # tests/browser (puppeteer-core, which drives Debian's chromium and downloads no browser) once.
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
+# make bench's Node peer (tests/bench/node: Fastify, standardwebhooks, ioredis), pinned
+# by its package-lock.json; installed once, after the tools below (which bring npm).
+bench_peer() {
+    [ -d "$here/../tests/bench/node/node_modules/fastify" ] && return 0
+    echo "installing make bench's Node peer (tests/bench/node/package.json)"
+    (cd "$here/../tests/bench/node" && npm ci --no-audit --no-fund --loglevel=error)
+}
 if ! command -v npm >/dev/null 2>&1; then
     # Node.js and npm from Debian only when the machine has none of its own
     # (a Node.js installed some other way comes with its npm, which Debian's conflicts with).
@@ -26,3 +33,4 @@ if ! [ -d "$here/../tests/browser/node_modules/puppeteer-core" ]; then
     # puppeteer-core never downloads a browser; PUPPETEER_SKIP_DOWNLOAD says so to be sure
     PUPPETEER_SKIP_DOWNLOAD=1 install tests/browser "puppeteer-core"
 fi
+bench_peer

@@ -104,13 +104,13 @@ static int write_argv(const char **argv, const struct key *lease, const struct k
 /* Runs cmd on key with n arguments; fenced by the group's lease when fence
  * (the writer's token) is given, plain when NULL (no lease is held: a test, or
  * a caller that is not a sync). STORE_OK, or STORE_ERR (FENCED logged). */
-static int group_write(redisContext *c, const char *association, const char *group,
-                       const char *fence, const struct key *key, const char *cmd, int n,
-                       const char *const *args)
+static redisReply *group_write_reply(redisContext *c, const char *association, const char *group,
+                                     const char *fence, const struct key *key, const char *cmd,
+                                     int n, const char *const *args)
 {
     const char *argv[WRITE_MAX_ARGS + 5];
     if (n > WRITE_MAX_ARGS)
-        return STORE_ERR;
+        return NULL;
     struct key lease = key_lease(association, group);
     int k = write_argv(argv, &lease, key, fence, cmd, n, args);
     redisReply *r = fence ? script_eval(c, fenced_script, 2, k - 1, argv + 1)
@@ -120,6 +120,14 @@ static int group_write(redisContext *c, const char *association, const char *gro
                  LOG_STR("command", cmd), LOG_STR("why", "the group lease is another's"));
         metrics_inc("ccsync_fenced_writes_total", "");
     }
+    return r;
+}
+
+static int group_write(redisContext *c, const char *association, const char *group,
+                       const char *fence, const struct key *key, const char *cmd, int n,
+                       const char *const *args)
+{
+    redisReply *r = group_write_reply(c, association, group, fence, key, cmd, n, args);
     int rc = store_reply_ok(c, r) ? STORE_OK : STORE_ERR;
     freeReplyObject(r);
     return rc;
@@ -387,6 +395,94 @@ int group_mark_list_deleted(redisContext *c, const char *association, const char
     return GROUP_WRITE(c, association, group, fence, &key, "HSET", "list_state", "deleted_in_cc");
 }
 
+/* ---- the rest of a sync's writes: retries, tags, audit ---- */
+
+int group_count_attempt(redisContext *c, const char *association, const char *group,
+                        const char *fence, long *attempts)
+{
+    struct key key = key_group(association, group);
+    const char *args[] = {"attempts", "1"};
+    redisReply *r = group_write_reply(c, association, group, fence, &key, "HINCRBY", 2, args);
+    int rc = store_reply_ok(c, r) && r->type == REDIS_REPLY_INTEGER ? STORE_OK : STORE_ERR;
+    *attempts = rc == STORE_OK ? (long)r->integer : 1;
+    freeReplyObject(r);
+    return rc;
+}
+
+int group_clear_attempts(redisContext *c, const char *association, const char *group,
+                         const char *fence)
+{
+    struct key key = key_group(association, group);
+    return GROUP_WRITE(c, association, group, fence, &key, "HDEL", "attempts");
+}
+
+int group_tag_store(redisContext *c, const char *association, const char *group, const char *fence,
+                    const char *tag_id, const char *tag_name)
+{
+    struct key key = key_group(association, group);
+    return GROUP_WRITE(c, association, group, fence, &key, "HSET", "tag_id", tag_id, "tag_name",
+                       tag_name);
+}
+
+int group_tag_forget(redisContext *c, const char *association, const char *group, const char *fence)
+{
+    struct key tagged = key_group_tag(association, group), key = key_group(association, group);
+    if (group_write(c, association, group, fence, &tagged, "DEL", 0, NULL) != STORE_OK)
+        return STORE_ERR;
+    return GROUP_WRITE(c, association, group, fence, &key, "HDEL", "tag_id", "tag_name");
+}
+
+void group_tag_append(redisContext *c, const char *association, const char *group,
+                      const char *fence, const char *email, const char *contact_id)
+{
+    struct key key = key_group_tag(association, group);
+    const char *args[] = {email, contact_id};
+    group_append_write(c, association, group, fence, &key, contact_id ? "HSET" : "HDEL",
+                       contact_id ? 2 : 1, args);
+}
+
+/* KEYS[1] the group's lease, KEYS[2] key_audit. ARGV[1] the writer's token,
+ * ARGV[2..7] facts_audit's entry (at, group, action, list id, list name,
+ * detail), encoded as facts.c's audit script does. */
+static const char audit_fenced_script[] =
+    "if redis.call('GET', KEYS[1]) ~= ARGV[1] then\n"
+    "  return redis.error_reply('FENCED the group lease is held by another worker')\n"
+    "end\n"
+    "local e = cjson.encode({at = ARGV[2], group_id = ARGV[3], action = ARGV[4], "
+    "list_id = ARGV[5] ~= '' and ARGV[5] or cjson.null, list_name = ARGV[6] ~= '' and ARGV[6] "
+    "or cjson.null, detail = ARGV[7]})\n"
+    "redis.call('LPUSH', KEYS[2], e)\n"
+    "redis.call('LTRIM', KEYS[2], 0, 9999)\n"
+    "return 1\n";
+
+int group_audit(redisContext *c, const char *association, const char *group, const char *fence,
+                const char *action, const char *list_id, const char *list_name, const char *detail)
+{
+    if (!fence)
+        return facts_audit(c, association, group, action, list_id, list_name, detail);
+    char now[32];
+    rfc3339_format(store_now_ns(), now, sizeof now);
+    struct key lease = key_lease(association, group), audit = key_audit(association);
+    const char *args[] = {lease.s,
+                          audit.s,
+                          fence,
+                          now,
+                          group,
+                          action,
+                          list_id ? list_id : "",
+                          list_name ? list_name : "",
+                          detail ? detail : ""};
+    redisReply *r = script_eval(c, audit_fenced_script, 2, 9, args);
+    if (r && r->type == REDIS_REPLY_ERROR && strncmp(r->str, "FENCED", 6) == 0) {
+        log_warn("write_fenced", LOG_STR("association", association), LOG_STR("group", group),
+                 LOG_STR("command", "audit"), LOG_STR("why", "the group lease is another's"));
+        metrics_inc("ccsync_fenced_writes_total", "");
+    }
+    int rc = store_reply_ok(c, r) ? STORE_OK : STORE_ERR;
+    freeReplyObject(r);
+    return rc;
+}
+
 /*
  * Forgets a deleted group whose list is gone, keeping a tombstone (fact_ts,
  * deleted, gen): without it a late group.created/updated older than the
@@ -568,21 +664,27 @@ int applied_set_contact_id(redisContext *c, const char *association, const char 
 /* ---- fields in flight (§12) ---- */
 
 void fields_sent_append(redisContext *c, const char *association, const char *group,
-                        const char *const *emails, const char *const *digests, size_t n)
+                        const char *fence, const char *const *emails, const char *const *digests,
+                        size_t n)
 {
-    struct key key = key_fields_sent(association, group);
-    const char **argv = malloc((2 * n + 2) * sizeof *argv);
+    struct key key = key_fields_sent(association, group), lease = key_lease(association, group);
+    const char **argv = malloc((2 * n + 7) * sizeof *argv);
     if (argv == NULL) {
-        redisAppendCommand(c, "DEL %s", key.s); /* nothing known: the read-back re-sends */
+        /* nothing known: the read-back re-sends */
+        group_append_write(c, association, group, fence, &key, "DEL", 0, NULL);
         return;
     }
-    argv[0] = "HSET";
-    argv[1] = key.s;
+    int k = 0;
+    if (fence)
+        argv[k++] = "EVAL";
+    if (fence)
+        argv[k++] = fenced_script;
+    k += write_argv(argv + k, &lease, &key, fence, "HSET", 0, NULL);
     for (size_t i = 0; i < n; i++) {
-        argv[2 + 2 * i] = emails[i];
-        argv[3 + 2 * i] = digests[i];
+        argv[k++] = emails[i];
+        argv[k++] = digests[i];
     }
-    redisAppendCommandArgv(c, (int)(2 * n + 2), argv, NULL);
+    redisAppendCommandArgv(c, k, argv, NULL);
     free(argv);
 }
 
@@ -646,9 +748,11 @@ void fields_sent_free(struct fields_sent *s)
     memset(s, 0, sizeof *s);
 }
 
-int fields_sent_clear(redisContext *c, const char *association, const char *group)
+int fields_sent_clear(redisContext *c, const char *association, const char *group,
+                      const char *fence)
 {
-    return store_exec(c, "DEL %s", key_fields_sent(association, group).s);
+    struct key key = key_fields_sent(association, group);
+    return group_write(c, association, group, fence, &key, "DEL", 0, NULL);
 }
 
 /* ---- members ---- */

@@ -105,7 +105,8 @@ static bool link_list(struct run *r, const char *list_id, const char *name)
     snprintf(r->gs.list_name, sizeof r->gs.list_name, "%s", name);
     r->gs.list_deleted_in_cc = false;
     return group_link_list(c, r->association, r->group, r->fence, list_id, name) == STORE_OK &&
-           facts_audit(c, r->association, r->group, "list_created", list_id, name, "") == 0 &&
+           group_audit(c, r->association, r->group, r->fence, "list_created", list_id, name, "") ==
+               0 &&
            journal_clear(r);
 }
 
@@ -310,7 +311,7 @@ enum sync_result lists_mark_deleted(struct run *r)
                               "The Constant Contact list for this group was deleted in Constant "
                               "Contact. ccsync will not recreate it on its own: resync the group "
                               "(or turn its sync off and on) to create a new list.") == STORE_OK &&
-              facts_audit(c, r->association, r->group, "list_missing", r->gs.list_id,
+              group_audit(c, r->association, r->group, r->fence, "list_missing", r->gs.list_id,
                           r->gs.list_name, "the list is gone from Constant Contact") == 0 &&
               journal_clear(r) &&
               member_status_recount(c, r->association, r->group, r->fence, &r->gs) ==
@@ -350,7 +351,7 @@ enum sync_result lists_check_gone(struct run *r, const struct ccapi_error *first
 enum sync_result lists_forget(struct run *r, const char *why)
 {
     struct redisContext *c = r->w->redis;
-    bool ok = facts_audit(c, r->association, r->group, "list_deleted", r->gs.list_id,
+    bool ok = group_audit(c, r->association, r->group, r->fence, "list_deleted", r->gs.list_id,
                           r->gs.list_name, why) == 0 &&
               group_unlink_list(c, r->association, r->group, r->fence, true) == STORE_OK;
     log_info("list_deleted", LOG_STR("association", r->association), LOG_STR("group", r->group),

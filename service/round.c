@@ -198,8 +198,8 @@ static enum call_outcome verify_lists(struct run *const *rs, size_t n, enum budg
     if (oc == CALL_OK)
         oc = readback_drop_missing(b, n);
     for (size_t k = 0; k < n && oc == CALL_OK; k++)
-        if (b[k].sent.n > 0 &&
-            fields_sent_clear(rs[k]->w->redis, rs[k]->association, rs[k]->group) != STORE_OK)
+        if (b[k].sent.n > 0 && fields_sent_clear(rs[k]->w->redis, rs[k]->association, rs[k]->group,
+                                                 rs[k]->fence) != STORE_OK)
             oc = CALL_REDIS;
     for (size_t k = 0; k < n; k++)
         readback_free(&b[k]);
@@ -645,7 +645,8 @@ static bool note_fields_sent(struct run *r, const struct plan_op *op)
         digests[i] = op->contacts[i].fields;
     }
     if (ok) {
-        fields_sent_append(r->w->redis, r->association, r->group, emails, digests, op->n_contacts);
+        fields_sent_append(r->w->redis, r->association, r->group, r->fence, emails, digests,
+                           op->n_contacts);
         ok = store_drain(r->w->redis, 1) == STORE_OK;
     }
     free(emails);

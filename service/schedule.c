@@ -72,6 +72,9 @@ static const char claim_script[] = SCHEDULE_LUA_EARLIEST
  * Returns A's earliest due or nil. */
 static const char finish_script[] = SCHEDULE_LUA_EARLIEST
     "local dirty, p, g = KEYS[1], ARGV[1], ARGV[2]\n"
+    "if ARGV[6] and redis.call('GET', p .. '" KEY_LEASE "' .. g) ~= ARGV[6] then\n"
+    "  return redis.error_reply('FENCED the group lease is held by another worker')\n"
+    "end\n"
     "local gen = redis.call('HGET', p .. '" KEY_GROUP "' .. g, 'gen') or '0'\n"
     "if ARGV[3] == 'done' and gen == ARGV[4] then redis.call('ZREM', dirty, g)\n"
     "else redis.call('ZADD', dirty, ARGV[5], g) end\n"
@@ -193,14 +196,28 @@ int schedule_claim_quiet(redisContext *c, const char *association, int64_t now_m
 int schedule_finish(redisContext *c, const char *association, const char *group, const char *gen,
                     bool done, int64_t due_ms, int64_t *earliest)
 {
+    return schedule_finish_fenced(c, association, group, gen, NULL, done, due_ms, earliest);
+}
+
+int schedule_finish_fenced(redisContext *c, const char *association, const char *group,
+                           const char *gen, const char *fence, bool done, int64_t due_ms,
+                           int64_t *earliest)
+{
     char due[32];
     snprintf(due, sizeof due, "%lld", (long long)due_ms);
     struct key dirty = key_dirty(association), prefix = key_prefix(association),
                member = key_schedule_member(association, group);
-    if (store_exec(c, "%s %s %s", done ? "SREM" : "SADD", KEY_RETRYING, member.s) != STORE_OK)
+    const char *args[] = {dirty.s, prefix.s, group, done ? "done" : "retry", gen, due, fence};
+    redisReply *r = script_eval(c, finish_script, 1, fence ? 7 : 6, args);
+    if (r && r->type == REDIS_REPLY_ERROR && strncmp(r->str, "FENCED", 6) == 0) {
+        freeReplyObject(r);
+        return SCHEDULE_FENCED; /* the next holder finishes it */
+    }
+    /* after the script: a fenced finish leaves the global set alone too */
+    if (store_exec(c, "%s %s %s", done ? "SREM" : "SADD", KEY_RETRYING, member.s) != STORE_OK) {
+        freeReplyObject(r);
         return STORE_ERR;
-    const char *args[] = {dirty.s, prefix.s, group, done ? "done" : "retry", gen, due};
-    redisReply *r = script_eval(c, finish_script, 1, 6, args);
+    }
     if (!store_reply_ok(c, r)) {
         freeReplyObject(r);
         return STORE_ERR;

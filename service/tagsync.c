@@ -59,8 +59,7 @@ static int tag_load(struct run *r, char id[CCAPI_ID_SIZE], char name[TAG_NAME_MA
 
 static int tag_store(struct run *r, const char *id, const char *name)
 {
-    return store_exec(r->w->redis, "HSET %s tag_id %s tag_name %s",
-                      key_group(r->association, r->group).s, id, name);
+    return group_tag_store(r->w->redis, r->association, r->group, r->fence, id, name);
 }
 
 /* Makes the group's tag (or adopts the one ccsync made when the answer was lost). */
@@ -113,10 +112,7 @@ static enum call_outcome tag_ensure(struct run *r, const struct fieldmap *m, cha
                  LOG_STR("group", r->group), LOG_STR("tag", want));
     if (oc == CALL_FAILED && err.status == CCAPI_NOT_FOUND) {
         id[0] = '\0'; /* deleted in CC: made again, and every contact tagged again */
-        if (store_exec(r->w->redis, "DEL %s", key_group_tag(r->association, r->group).s) !=
-                STORE_OK ||
-            store_exec(r->w->redis, "HDEL %s tag_id tag_name",
-                       key_group(r->association, r->group).s) != STORE_OK)
+        if (group_tag_forget(r->w->redis, r->association, r->group, r->fence) != STORE_OK)
             return CALL_REDIS;
         return tag_create(r, want, id);
     }
@@ -173,13 +169,9 @@ static enum call_outcome tagging_send(struct run *r, const char *tag_id, bool ad
     enum call_outcome oc = cc_call(r->w, r->association, &op, &err);
     if (oc != CALL_OK)
         return oc;
-    struct key k = key_group_tag(r->association, r->group);
-    for (size_t i = 0; i < n; i++) {
-        if (add)
-            redisAppendCommand(r->w->redis, "HSET %s %s %s", k.s, emails[i], ids[i]);
-        else
-            redisAppendCommand(r->w->redis, "HDEL %s %s", k.s, emails[i]);
-    }
+    for (size_t i = 0; i < n; i++)
+        group_tag_append(r->w->redis, r->association, r->group, r->fence, emails[i],
+                         add ? ids[i] : NULL);
     log_info(add ? "group_tag_added" : "group_tag_removed", LOG_STR("association", r->association),
              LOG_STR("group", r->group), LOG_INT("contacts", (long long)n),
              LOG_STR("activity", op.out.activity_id));

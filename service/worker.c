@@ -27,6 +27,7 @@
 #include "ccsync/app.h"
 #include "ccsync/ccapi.h"
 #include "ccsync/facts.h"
+#include "ccsync/groupstore.h"
 #include "ccsync/keys.h"
 #include "ccsync/lease.h"
 #include "ccsync/log.h"
@@ -332,20 +333,21 @@ static int finish_group(struct sync_worker *w, const struct round *r, size_t i,
                         enum sync_result res, int64_t retry_ms, int64_t *earliest)
 {
     redisContext *c = w->redis;
-    struct key group = key_group(r->association, r->groups[i].group);
+    /* A lease already given back (the round lost another group's) was ours until then. */
+    const char *g = r->groups[i].group, *fence = w->leases[i].key[0] ? w->leases[i].token : NULL;
     if (res == SYNC_RETRY && retry_ms <= 0) {
-        redisReply *a = store_command(c, "HINCRBY %s attempts 1", group.s);
-        long n = a && a->type == REDIS_REPLY_INTEGER ? (long)a->integer : 1;
-        freeReplyObject(a);
+        long n;
+        group_count_attempt(c, r->association, g, fence, &n);
         long base = 1000L << (n > 8 ? 8 : n);
         retry_ms = base / 2 + rand() % (base / 2 + 1);
     } else if (res == SYNC_DONE) {
-        store_exec(c, "HDEL %s attempts", group.s);
+        group_clear_attempts(c, r->association, g, fence);
     }
     bool done = res == SYNC_DONE;
     int64_t due = now_ms() + (done ? sync_delay_ms(w) : retry_ms);
-    return schedule_finish(c, r->association, r->groups[i].group, r->groups[i].gen, done, due,
-                           earliest);
+    int rc =
+        schedule_finish_fenced(c, r->association, g, r->groups[i].gen, fence, done, due, earliest);
+    return rc == SCHEDULE_FENCED ? STORE_OK : rc; /* lost meanwhile: the holder finishes it */
 }
 
 /* Ends a round: each group done, due again, or handed back; the leases given

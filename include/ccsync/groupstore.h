@@ -94,6 +94,26 @@ int group_rename_list(struct redisContext *c, const char *association, const cha
                       const char *name);
 int group_mark_list_deleted(struct redisContext *c, const char *association, const char *group,
                             const char *fence);
+
+/* The rest of a sync's writes, fenced like the others (fence NULL: plain). The
+ * retry count of a group whose sync failed (*attempts: the count after it). */
+int group_count_attempt(struct redisContext *c, const char *association, const char *group,
+                        const char *fence, long *attempts);
+int group_clear_attempts(struct redisContext *c, const char *association, const char *group,
+                         const char *fence);
+/* The group's tag (§12): its id and name, forgotten with the contacts it tagged;
+ * group_tag_append records (contact_id) or forgets (NULL) one tagged contact,
+ * pipelined: the caller drains the reply. */
+int group_tag_store(struct redisContext *c, const char *association, const char *group,
+                    const char *fence, const char *tag_id, const char *tag_name);
+int group_tag_forget(struct redisContext *c, const char *association, const char *group,
+                     const char *fence);
+void group_tag_append(struct redisContext *c, const char *association, const char *group,
+                      const char *fence, const char *email, const char *contact_id);
+/* facts_audit's entry, written only while fence holds the group's lease. */
+int group_audit(struct redisContext *c, const char *association, const char *group,
+                const char *fence, const char *action, const char *list_id, const char *list_name,
+                const char *detail);
 /* Forgets a deleted group whose list is gone, keeping its tombstone (see groupstore.c). */
 int group_forget(struct redisContext *c, const char *association, const char *group,
                  const char *fence);
@@ -138,7 +158,8 @@ int applied_set_contact_id(struct redisContext *c, const char *association, cons
  * pipelined: a read-back after a crash takes it as what CC holds for a contact the
  * import put on the list. Cleared with fields_sent_clear once the list is known. */
 void fields_sent_append(struct redisContext *c, const char *association, const char *group,
-                        const char *const *emails, const char *const *digests, size_t n);
+                        const char *fence, const char *const *emails, const char *const *digests,
+                        size_t n);
 /* email -> digest of what is in flight (caller frees with fields_sent_free). */
 struct fields_sent {
     size_t n;
@@ -148,7 +169,8 @@ int fields_sent_load(struct redisContext *c, const char *association, const char
                      struct fields_sent *s);
 const char *fields_sent_get(const struct fields_sent *s, const char *email);
 void fields_sent_free(struct fields_sent *s);
-int fields_sent_clear(struct redisContext *c, const char *association, const char *group);
+int fields_sent_clear(struct redisContext *c, const char *association, const char *group,
+                      const char *fence);
 
 /* ---- members ---- */
 

@@ -106,6 +106,12 @@ int schedule_claim_quiet(struct redisContext *c, const char *association, int64_
  */
 int schedule_finish(struct redisContext *c, const char *association, const char *group,
                     const char *gen, bool done, int64_t due_ms, int64_t *earliest);
+/* The same, only while fence (the token of a sync's lease) holds the group's lease,
+ * checked in the script: SCHEDULE_FENCED, and nothing written, when another holds it. */
+#define SCHEDULE_FENCED 1
+int schedule_finish_fenced(struct redisContext *c, const char *association, const char *group,
+                           const char *gen, const char *fence, bool done, int64_t due_ms,
+                           int64_t *earliest);
 
 /* Makes a group that is in the schedule due at due_ms (a handed-back claim). */
 int schedule_requeue(struct redisContext *c, const char *association, const char *group,

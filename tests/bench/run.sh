@@ -10,6 +10,9 @@
 #    libmicrohttpd server answering 200 with ccsyncd's MHD flags
 #    (tests/bench/bare_http.c, sent the very same requests) and redis-benchmark
 #    doing XADD (and ccsyncd's enqueue script), pipelined and not.
+# 1b. Ingest per durability mode (everysec, always, replica with a local replica) and
+#    two peers sent requests in the same run: a Node receiver doing the same work
+#    (tests/bench/node: Fastify + standardwebhooks + ioredis) and webdis's bare XADD.
 # 2. Sync efficiency. tests/bench/sync_bench.c against ccsim with its production
 #    limits (4 requests/s): first syncs of 1,000, 10,000 and 50,000 members and a
 #    burst of 1,000 single-member changes over 10 groups, beside the naive cost; with
@@ -42,7 +45,7 @@ for bin in "$BUILD/ccsyncd" "$BUILD/ccsim" "$BUILD/bench/bare_http" "$BUILD/benc
     "$BUILD/bench/sync_bench" "$BUILD/bench/day_sim"; do
     [ -x "$bin" ] || { echo "bench: $bin is missing (make BUILD=$BUILD bench builds it)"; exit 1; }
 done
-for tool in wrk redis-server redis-benchmark redis-cli curl python3; do
+for tool in wrk redis-server redis-benchmark redis-cli curl python3 node webdis; do
     command -v "$tool" >/dev/null || { echo "bench: $tool is missing (make deps-test)"; exit 1; }
 done
 
@@ -90,17 +93,36 @@ echo
 
 # ---------------------------------------------------------------- ingest
 REDIS_PORT='' REDIS_PID='' HTTP_PORT='' CCSYNCD_PID=''
-start_redis() { # name: a redis-server durable as deployed (docker/: AOF, fsync every second)
+REPLICA_PID=''
+start_redis() { # name [mode]: a redis-server durable as deployed (docker/: AOF, fsync every
+    # second); mode always: fsync before each reply; replica: everysec plus a local replica
+    local fsync=everysec
+    [ "${2:-}" = always ] && fsync=always
     REDIS_PORT=$(free_port)
+    REPLICA_PID=''
     mkdir -p "$OUT/redis-$1"
-    CMDS+=("redis-server --port $REDIS_PORT --bind 127.0.0.1 --save '' --appendonly yes --appendfsync everysec --dir $OUT/redis-$1")
+    CMDS+=("redis-server --port $REDIS_PORT --bind 127.0.0.1 --save '' --appendonly yes --appendfsync $fsync --dir $OUT/redis-$1")
     redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly yes \
-        --appendfsync everysec --dir "$OUT/redis-$1" >"$OUT/redis-$1.log" 2>&1 &
+        --appendfsync "$fsync" --dir "$OUT/redis-$1" >"$OUT/redis-$1.log" 2>&1 &
     REDIS_PID=$!
     pids+=("$REDIS_PID")
     wait_port "$REDIS_PORT" || broken "redis-server did not start ($OUT/redis-$1.log)"
+    [ "${2:-}" = replica ] || return 0
+    local rport
+    rport=$(free_port)
+    mkdir -p "$OUT/replica-$1"
+    CMDS+=("redis-server --port $rport --bind 127.0.0.1 --save '' --appendonly yes --appendfsync everysec --replicaof 127.0.0.1 $REDIS_PORT --dir $OUT/replica-$1")
+    redis-server --port "$rport" --bind 127.0.0.1 --save "" --appendonly yes --appendfsync everysec \
+        --replicaof 127.0.0.1 "$REDIS_PORT" --dir "$OUT/replica-$1" >"$OUT/replica-$1.log" 2>&1 &
+    REPLICA_PID=$!
+    pids+=("$REPLICA_PID")
+    for _ in $(seq 1 100); do
+        redis-cli -p "$rport" INFO replication | grep -q '^master_link_status:up' && return 0
+        sleep 0.1
+    done
+    broken "the replica did not sync ($OUT/replica-$1.log)"
 }
-start_ccsyncd() { # name [workers]
+start_ccsyncd() { # name [workers] [durability]
     # One worker, and Constant Contact at a dead port: the events name groups that
     # are not synced, so the worker only folds facts (it does consume the stream
     # while wrk runs, as it would in production: that CPU is in the figures).
@@ -109,7 +131,7 @@ start_ccsyncd() { # name [workers]
     local env=("CCSYNC_LISTEN=127.0.0.1:$HTTP_PORT" "CCSYNC_REDIS_URL=redis://127.0.0.1:$REDIS_PORT/0"
         "CCSYNC_ADMIN_TOKEN=$ADMIN" CCSYNC_ALLOW_PLAINTEXT_SECRETS=1 "CCSYNC_WORKERS=${2:-1}" CCSYNC_CC_API_URL=http://127.0.0.1:9/v3
         CCSYNC_CC_TOKEN_URL=http://127.0.0.1:9/token CCSYNC_ASSOCIATION_ID=bench
-        "CCSYNC_WEBHOOK_SECRET=$SECRET")
+        "CCSYNC_WEBHOOK_SECRET=$SECRET" "CCSYNC_DURABILITY=${3:-everysec}")
     CMDS+=("env ${env[*]} $BUILD/ccsyncd > $OUT/ccsyncd-$1.log")
     env "${env[@]}" "$BUILD/ccsyncd" >"$OUT/ccsyncd-$1.log" 2>&1 &
     CCSYNCD_PID=$!
@@ -126,25 +148,28 @@ outcome() { # metrics text, outcome label: the value of ccsync_webhooks_total{ou
         'index($0, "ccsync_webhooks_total{" o "}") == 1 { print $2 + 0; f = 1 } END { if (!f) print 0 }'
 }
 
-# ccsync_run NAME [RATE] [WORKERS]: a fresh Redis and ccsyncd, fresh requests signed now
+# ccsync_run NAME [RATE] [WORKERS] [DURABILITY]: a fresh Redis (with a replica in replica
+# mode) and ccsyncd, fresh requests signed now
 # (the window is 300 s; a run takes SECS), one wrk run; checks that every accepted
 # webhook is in the stream exactly once; leaves its figures in $OUT/NAME.facts.
 ccsync_run() {
     local name=$1 rate=${2:-} f=$OUT/wrk-$1.txt
-    start_redis "$name"
-    start_ccsyncd "$name" "${3:-1}"
+    start_redis "$name" "${4:-everysec}"
+    start_ccsyncd "$name" "${3:-1}" "${4:-everysec}"
     local count=$((60000 * SECS))
     run_logged "gen-$name" "$BUILD/bench/gen_webhooks" "$SECRET" bench "127.0.0.1:$HTTP_PORT" "$count" \
         "$WRK_THREADS" "$OUT/req-$name"
-    local metrics0 metrics1 t0 t1 r0 r1
+    local metrics0 metrics1 t0 t1 r0 r1 p0=0 p1=0
     metrics0=$(curl -s "http://127.0.0.1:$HTTP_PORT/metrics")
     t0=$(cpu_ticks "$CCSYNCD_PID")
     r0=$(cpu_ticks "$REDIS_PID")
+    [ -z "$REPLICA_PID" ] || p0=$(cpu_ticks "$REPLICA_PID")
     # shellcheck disable=SC2086
     run_logged "wrk-$name" "${WRK[@]}" -s tests/bench/webhooks.lua "http://127.0.0.1:$HTTP_PORT/" \
         -- "$OUT/req-$name" "$name" $rate
     t1=$(cpu_ticks "$CCSYNCD_PID")
     r1=$(cpu_ticks "$REDIS_PID")
+    [ -z "$REPLICA_PID" ] || p1=$(cpu_ticks "$REPLICA_PID")
     rm -f "$OUT/req-$name".*
     [ -n "$(field "$f" rps)" ] || broken "wrk against ccsyncd: $(tail -3 "$f")"
     sleep 0.5 # replies to requests wrk stopped waiting for land
@@ -165,6 +190,7 @@ ccsync_run() {
         echo "hwm_kib=$(awk '/^VmHWM/ { print $2 }' "/proc/$CCSYNCD_PID/status")"
         echo "cpu_s=$(awk -v a="$t0" -v b="$t1" -v hz="$hz" 'BEGIN { printf "%.1f", (b - a) / hz }')"
         echo "redis_cpu_s=$(awk -v a="$r0" -v b="$r1" -v hz="$hz" 'BEGIN { printf "%.1f", (b - a) / hz }')"
+        echo "replica_cpu_s=$(awk -v a="$p0" -v b="$p1" -v hz="$hz" 'BEGIN { printf "%.1f", (b - a) / hz }')"
     } >"$OUT/$name.facts"
     CMDS+=("redis-cli -p $REDIS_PORT XINFO STREAM ccsync:events   # entries-added")
     CMDS+=("grep -E 'VmHWM|VmRSS' /proc/$CCSYNCD_PID/status")
@@ -353,9 +379,129 @@ budget_day() {
     echo "Command: \`${CMDS[0]}\`"
 }
 
+# ---------------------------------------------------------------- modes and peers
+# peer_run NAME URL WRK-ARGS...: wrk against a peer already started (PEER_PID, its Redis
+# REDIS_PID); CPU of both and the stream's length into $OUT/NAME.facts.
+PEER_PID=''
+peer_run() {
+    local name=$1 url=$2 t0 t1 r0 r1 hz
+    shift 2
+    hz=$(getconf CLK_TCK)
+    t0=$(cpu_ticks "$PEER_PID")
+    r0=$(cpu_ticks "$REDIS_PID")
+    run_logged "wrk-$name" "${WRK[@]}" -s tests/bench/webhooks.lua "$url" -- "$@"
+    t1=$(cpu_ticks "$PEER_PID")
+    r1=$(cpu_ticks "$REDIS_PID")
+    [ -n "$(field "$OUT/wrk-$name.txt" rps)" ] || broken "wrk against $name: $(tail -3 "$OUT/wrk-$name.txt")"
+    sleep 0.5
+    {
+        echo "added=$(redis-cli -p "$REDIS_PORT" XLEN ccsync:events)"
+        echo "cpu_s=$(awk -v a="$t0" -v b="$t1" -v hz="$hz" 'BEGIN { printf "%.2f", (b - a) / hz }')"
+        echo "redis_cpu_s=$(awk -v a="$r0" -v b="$r1" -v hz="$hz" 'BEGIN { printf "%.2f", (b - a) / hz }')"
+        echo "replica_cpu_s=0"
+    } >"$OUT/$name.facts"
+    cleanup
+    [ "$(field "$OUT/wrk-$name.txt" non2xx)" = 0 ] || broken "$name answered non-2xx ($OUT/$name.log)"
+    [ "$(field "$OUT/wrk-$name.txt" errors)" = 0 ] || broken "socket errors against $name"
+}
+
+# The Node peer: Fastify + standardwebhooks + ioredis (tests/bench/node/server.js), the
+# same verify + dedup + XADD, sent the same kind of signed requests.
+node_run() {
+    [ -d tests/bench/node/node_modules ] || broken "tests/bench/node has no node_modules (scripts/install-npm.sh)"
+    start_redis node
+    local port
+    port=$(free_port)
+    CMDS+=("node tests/bench/node/server.js $port $REDIS_PORT $SECRET")
+    node tests/bench/node/server.js "$port" "$REDIS_PORT" "$SECRET" >"$OUT/node.log" 2>&1 &
+    PEER_PID=$!
+    pids+=("$PEER_PID")
+    wait_port "$port" || broken "the Node peer did not start ($OUT/node.log)"
+    run_logged gen-node "$BUILD/bench/gen_webhooks" "$SECRET" bench "127.0.0.1:$port" \
+        $((60000 * SECS)) "$WRK_THREADS" "$OUT/req-node"
+    peer_run node "http://127.0.0.1:$port/" "$OUT/req-node" node
+    rm -f "$OUT"/req-node.*
+    [ "$(fact node added)" -ge "$(field "$OUT/wrk-node.txt" requests)" ] || broken "node: stream $(fact node added) < answered"
+}
+
+# webdis (Debian's package): a bare XADD of a 300-byte body by HTTP GET, no signature, no dedup.
+webdis_run() {
+    command -v webdis >/dev/null || broken "webdis is missing (make deps-test)"
+    start_redis webdis
+    local port body
+    port=$(free_port)
+    body=$(head -c 300 /dev/zero | tr '\0' 'x')
+    printf '{"redis_host":"127.0.0.1","redis_port":%s,"http_host":"127.0.0.1","http_port":%s,"threads":2,"pool_size":20,"daemonize":false,"database":0,"verbosity":0,"logfile":"%s"}\n' \
+        "$REDIS_PORT" "$port" "$OUT/webdis.log" >"$OUT/webdis.json"
+    CMDS+=("webdis $OUT/webdis.json   # $(cat "$OUT/webdis.json")")
+    webdis "$OUT/webdis.json" >"$OUT/webdis.out" 2>&1 &
+    PEER_PID=$!
+    pids+=("$PEER_PID")
+    wait_port "$port" || broken "webdis did not start ($OUT/webdis.out)"
+    peer_run webdis "http://127.0.0.1:$port/XADD/ccsync:events/*/body/$body" - webdis
+}
+
+modes_and_peers() {
+    WRK=(wrk -t"$WRK_THREADS" -c"$CONNS" -d"${SECS}s" --latency)
+    # Ingest-only ccsyncd (CCSYNC_WORKERS=0) in each durability mode, then the two peers.
+    [ -f "$OUT/alone.facts" ] || ccsync_run alone "" 0 everysec # ingest() ran it already
+    ccsync_run alone-always "" 0 always
+    ccsync_run alone-replica "" 0 replica
+    node_run
+    webdis_run
+    echo "## 1b. Ingest per durability mode, beside a Node receiver and webdis"
+    echo
+    echo "Same wrk (-t$WRK_THREADS -c$CONNS, ${SECS} s, closed loop), each server with a fresh Redis (AOF)."\
+        "ccsyncd ingest-only (CCSYNC_WORKERS=0) in each CCSYNC_DURABILITY mode (replica: a local replica," \
+        "WAIT 1 after each batch). Node: Fastify + standardwebhooks + ioredis doing the same verify," \
+        "dedup + XADD in one Lua script (tests/bench/node/server.js), sent the same kind of signed" \
+        "requests. webdis: a bare XADD by HTTP GET, no signature, no dedup. CPU per accepted webhook =" \
+        "(server + its Redis (+ replica)) CPU time / 2xx answers."
+    echo
+    echo "| what | requests/s | p50 ms | p99 ms | server CPU µs/webhook | Redis CPU µs/webhook | total CPU µs/webhook |"
+    echo "|---|---:|---:|---:|---:|---:|---:|"
+    per() { # facts-name wrk-name key: key's CPU seconds per 2xx answer, in µs
+        awk -v c="$(fact "$1" "$3")" -v n="$(($(field "$OUT/wrk-$2.txt" requests) - $(field "$OUT/wrk-$2.txt" non2xx)))" \
+            'BEGIN { if (n > 0) printf "%.0f", 1e6 * c / n; else print "-" }'
+    }
+    local r label
+    for r in alone alone-always alone-replica node webdis; do
+        case $r in
+        alone) label="ccsyncd ingest-only, everysec" ;;
+        alone-always) label="ccsyncd ingest-only, always (fsync each write)" ;;
+        alone-replica) label="ccsyncd ingest-only, replica (WAIT 1, local replica)" ;;
+        node) label="Node: Fastify + standardwebhooks + ioredis (same work)" ;;
+        webdis) label="webdis: bare XADD (no signature, no dedup)" ;;
+        esac
+        local srv red rep
+        srv=$(per "$r" "$r" cpu_s)
+        red=$(per "$r" "$r" redis_cpu_s)
+        rep=$(per "$r" "$r" replica_cpu_s)
+        echo "| $label | $(field "$OUT/wrk-$r.txt" rps) | $(ms "$(field "$OUT/wrk-$r.txt" p50_us)") |" \
+            "$(ms "$(field "$OUT/wrk-$r.txt" p99_us)") | $srv | $red$([ "$rep" = 0 ] || echo " + replica $rep") | $((srv + red + rep)) |"
+    done
+    echo
+    local ev al rp wd nd
+    ev=$(field "$OUT/wrk-alone.txt" rps)
+    rp=$(field "$OUT/wrk-alone-replica.txt" rps)
+    wd=$(field "$OUT/wrk-webdis.txt" rps)
+    al=$(($(per alone alone cpu_s) + $(per alone alone redis_cpu_s)))
+    nd=$(($(per node node cpu_s) + $(per node node redis_cpu_s)))
+    echo "Targets: replica ≥ 70% of everysec: $(ratio "$rp" "$ev"); ingest-only ccsyncd ≥ 1.0× webdis's" \
+        "requests/s: $(awk -v a="$ev" -v b="$wd" 'BEGIN { printf "%.2f×", a / b }'); ≤ 0.5× Node's CPU per" \
+        "webhook (server + Redis): $(awk -v a="$al" -v b="$nd" 'BEGIN { printf "%.2f×", a / b }')."
+    echo
+    echo "Commands:"
+    echo '```'
+    printf '%s\n' "${CMDS[@]}"
+    echo '```'
+    CMDS=()
+}
+
 t0=$(date +%s)
-[ "$ONLY" = sync ] || [ "$ONLY" = day ] || ingest
-[ "$ONLY" = ingest ] || [ "$ONLY" = day ] || sync_efficiency
-[ "$ONLY" = ingest ] || [ "$ONLY" = sync ] || budget_day
+[ "$ONLY" = sync ] || [ "$ONLY" = day ] || [ "$ONLY" = peers ] || ingest
+[ "$ONLY" = sync ] || [ "$ONLY" = day ] || [ "$ONLY" = ingest ] || modes_and_peers
+[ "$ONLY" = ingest ] || [ "$ONLY" = day ] || [ "$ONLY" = peers ] || sync_efficiency
+[ "$ONLY" = ingest ] || [ "$ONLY" = sync ] || [ "$ONLY" = peers ] || budget_day
 echo
 echo "bench: done in $(($(date +%s) - t0)) s; logs in $OUT"

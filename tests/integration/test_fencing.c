@@ -125,7 +125,8 @@ static int setup_pause(void **state)
                               .cc_rate = 100,
                               .activity_ms = 300,
                               .workers = 2,
-                              .lease_seconds = PAUSED_LEASE_SECONDS};
+                              .lease_seconds = PAUSED_LEASE_SECONDS,
+                              .pausable = true};
     return stack_start("test-fencing", &o);
 }
 

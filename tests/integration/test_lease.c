@@ -5,7 +5,8 @@
  * holder took is not renewed; every kind of write of a sync (a plain field, the
  * journal, a pipelined applied entry, a script's write, the group's forget) is
  * refused with FENCED once the group's lease holds another token, and goes
- * through while it holds the writer's; the same instance restarted after a
+ * through while it holds the writer's (the retry count, the schedule's finish,
+ * the group tag, the fields in flight and the audit too); the same instance restarted after a
  * kill gives back its predecessor's leases at once, a live twin's never.
  */
 #include <hiredis/hiredis.h>
@@ -24,6 +25,7 @@
 #include "ccsync/groupstore.h"
 #include "ccsync/keys.h"
 #include "ccsync/lease.h"
+#include "ccsync/schedule.h"
 #include "ccsync/store.h"
 #include "testsupport.h"
 
@@ -225,6 +227,63 @@ static void test_writes_of_a_sync_are_refused_once_the_lease_is_another_s(void *
     assert_string_equal(hget(group.s, "journal", v, sizeof v), "");
 }
 
+/* The rest of a sync's writes (the retry count, the schedule's finish, the group
+ * tag, the fields in flight, the audit): through while the lease is the writer's,
+ * refused and unchanged once it is another's. */
+static void test_finish_tags_fields_and_audit_are_fenced_too(void **state)
+{
+    (void)state;
+    struct lease l;
+    take(&l, 60000);
+    struct key group = key_group(A, G), tagged = key_group_tag(A, G), sent = key_fields_sent(A, G),
+               audit = key_audit(A), dirty = key_dirty(A);
+    const char *emails[] = {"a@x.org"}, *digests[] = {"d1"};
+    char v[256];
+    long n = 0;
+    int64_t earliest;
+    redisReply *r = redisCommand(S.c, "ZADD %s 5 %s", dirty.s, G);
+    freeReplyObject(r);
+
+    assert_int_equal(group_count_attempt(S.c, A, G, l.token, &n), STORE_OK);
+    assert_int_equal(n, 1);
+    assert_int_equal(group_tag_store(S.c, A, G, l.token, "t1", "novi Board"), STORE_OK);
+    group_tag_append(S.c, A, G, l.token, "a@x.org", "c1");
+    fields_sent_append(S.c, A, G, l.token, emails, digests, 1);
+    assert_int_equal(store_drain(S.c, 2), STORE_OK);
+    assert_int_equal(group_audit(S.c, A, G, l.token, "list_created", "L1", "Board", ""), STORE_OK);
+    assert_int_equal(schedule_finish_fenced(S.c, A, G, "0", l.token, false, 7000, &earliest),
+                     STORE_OK);
+    assert_int_equal(earliest, 7000);
+
+    r = redisCommand(S.c, "SET %s new-holder", l.key);
+    freeReplyObject(r);
+    assert_int_equal(group_count_attempt(S.c, A, G, l.token, &n), STORE_ERR);
+    assert_int_equal(group_clear_attempts(S.c, A, G, l.token), STORE_ERR);
+    assert_int_equal(group_tag_store(S.c, A, G, l.token, "t2", "novi Other"), STORE_ERR);
+    group_tag_append(S.c, A, G, l.token, "a@x.org", NULL);
+    group_tag_append(S.c, A, G, l.token, "b@x.org", "c2");
+    fields_sent_append(S.c, A, G, l.token, emails, digests, 1);
+    assert_int_equal(store_drain(S.c, 3), STORE_ERR);
+    assert_int_equal(fields_sent_clear(S.c, A, G, l.token), STORE_ERR);
+    assert_int_equal(group_tag_forget(S.c, A, G, l.token), STORE_ERR);
+    assert_int_equal(group_audit(S.c, A, G, l.token, "list_deleted", "L1", "Board", ""), STORE_ERR);
+    assert_int_equal(schedule_finish_fenced(S.c, A, G, "0", l.token, true, 9000, &earliest),
+                     SCHEDULE_FENCED);
+
+    assert_false(S.c->err);
+    assert_string_equal(hget(group.s, "attempts", v, sizeof v), "1");
+    assert_string_equal(hget(group.s, "tag_id", v, sizeof v), "t1");
+    assert_string_equal(hget(group.s, "tag_name", v, sizeof v), "novi Board");
+    assert_int_equal(integer("HLEN %s", tagged.s), 1);
+    assert_string_equal(hget(tagged.s, "a@x.org", v, sizeof v), "c1");
+    assert_string_equal(hget(sent.s, "a@x.org", v, sizeof v), "d1");
+    assert_int_equal(integer("LLEN %s", audit.s), 1);
+    r = redisCommand(S.c, "ZSCORE %s %s", dirty.s, G);
+    assert_string_equal(r->str, "7000");
+    freeReplyObject(r);
+    assert_int_equal(integer("SISMEMBER " KEY_RETRYING " %s", key_schedule_member(A, G).s), 1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -234,6 +293,8 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(
             test_writes_of_a_sync_are_refused_once_the_lease_is_another_s, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_finish_tags_fields_and_audit_are_fenced_too, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(
             test_restarted_instance_gives_back_its_killed_predecessor_s_leases_at_once, setup,
             teardown),

@@ -123,7 +123,8 @@ int stack_start_ccsyncd(int i)
     char *argv[] = {ccsyncd, NULL};
     snprintf(what, sizeof what, "ccsyncd%d", i);
     stack_log_path(log, sizeof log, what);
-    stack.ccsyncd_pid[i] = ts_spawn_logged(argv, ccsyncd_env(i), log);
+    stack.ccsyncd_pid[i] = stack.o.pausable ? ts_spawn_logged_apart(argv, ccsyncd_env(i), log)
+                                            : ts_spawn_logged(argv, ccsyncd_env(i), log);
     snprintf(stack.base[i], sizeof stack.base[i], "http://127.0.0.1:%d", stack.http_port[i]);
     if (stack.admin_port[i] > 0)
         snprintf(stack.admin_base[i], sizeof stack.admin_base[i], "http://127.0.0.1:%d",

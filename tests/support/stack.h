@@ -45,6 +45,8 @@ struct stack_options {
     bool ccsyncd_later;    /* Redis and ccsim only: the test fills Redis first, then
                             * calls stack_start_service */
     bool admin_listener;   /* CCSYNC_ADMIN_LISTEN on a port of its own: api() goes there */
+    bool pausable;         /* ccsyncd processes in process groups of their own
+                            * (ts_spawn_logged_apart): for a test that SIGSTOPs one */
     enum stack_connect connect;
     const char *env[STACK_MAX_ENV]; /* more "CCSYNC_X=v" for ccsyncd, over the above */
 };

@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -116,13 +117,24 @@ const char *ts_bin_path(const char *env_name, const char *name, char *out, size_
     return out;
 }
 
-pid_t ts_spawn_logged(char *const argv[], char *const env[], const char *log)
+/* The child of ts_spawn_logged(_apart): apart also puts it in a process group of
+ * its own and has it killed when we die. */
+static pid_t spawn_logged(char *const argv[], char *const env[], const char *log, bool apart)
 {
     fflush(stdout);
     fflush(stderr);
+    pid_t parent = getpid();
     pid_t pid = fork();
+    if (pid > 0 && apart)
+        setpgid(pid, pid); /* also here: no window in which a signal to it finds it in ours */
     if (pid != 0)
         return pid;
+    if (apart) {
+        setpgid(0, 0);
+        prctl(PR_SET_PDEATHSIG, SIGKILL); /* a signal to our group no longer reaches it */
+        if (getppid() != parent)
+            _exit(126); /* we died before prctl */
+    }
     int fd = open(log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
     if (fd >= 0) {
         dup2(fd, STDOUT_FILENO);
@@ -134,6 +146,16 @@ pid_t ts_spawn_logged(char *const argv[], char *const env[], const char *log)
     execvp(argv[0], argv);
     fprintf(stderr, "cannot run %s: %s\n", argv[0], strerror(errno));
     _exit(127);
+}
+
+pid_t ts_spawn_logged(char *const argv[], char *const env[], const char *log)
+{
+    return spawn_logged(argv, env, log, false);
+}
+
+pid_t ts_spawn_logged_apart(char *const argv[], char *const env[], const char *log)
+{
+    return spawn_logged(argv, env, log, true);
 }
 
 int ts_kill(pid_t pid, int sig)

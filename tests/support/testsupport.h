@@ -26,6 +26,13 @@ const char *ts_bin_path(const char *env_name, const char *name, char *out, size_
 
 /* ts_spawn with the child's stdout and stderr appended to the file log. */
 pid_t ts_spawn_logged(char *const argv[], char *const env[], const char *log);
+/* ts_spawn_logged for a process a test SIGSTOPs: in a process group of its own, so
+ * that it is never in an orphaned process group while we live (the kernel sends
+ * SIGHUP then SIGCONT to each process of a group that becomes orphaned while one of
+ * them is stopped: when the shell that started us exits, say, and our group's only
+ * link to its session goes with it). Killed (SIGKILL) when we die, since a signal to
+ * our process group no longer reaches it. */
+pid_t ts_spawn_logged_apart(char *const argv[], char *const env[], const char *log);
 
 /* A TCP port on 127.0.0.1 that was free a moment ago; 0 on failure. */
 int ts_free_port(void);
