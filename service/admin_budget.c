@@ -45,29 +45,23 @@ int admin_reconcile_association(struct app *app, struct http_request *req)
 {
     (void)app;
     const char *assoc = http_param(req, 0);
-    int64_t retry_ms = 0;
-    int rc = sync_reconcile_ask(http_redis(req), assoc, &retry_ms);
+    int64_t asked_at = 0;
+    int rc = sync_reconcile_ask(http_redis(req), assoc, &asked_at);
     if (rc == STORE_ERR) {
         http_reply_redis_unavailable(req, "write failed");
         return HTTP_DONE;
     }
-    if (rc == 0) {
-        char secs[24];
-        snprintf(secs, sizeof secs, "%lld", (long long)((retry_ms + 999) / 1000));
-        http_add_header(req, "Retry-After", secs);
-        http_reply_error(
-            req, 429, "reconcile_asked_recently",
-            "a reconcile of \"%s\" was asked less than a minute ago; ask again in %s s", assoc,
-            secs);
-        return HTTP_DONE;
-    }
-    int64_t now = store_now_ns() / 1000000;
-    log_info("reconcile_requested", LOG_STR("association", assoc));
+    /* Asked again within the minute (a second dashboard, a reload): the standing
+     * ask answers, so no request is spent twice and no caller sees an error. */
+    if (rc == 1)
+        log_info("reconcile_requested", LOG_STR("association", assoc));
     json_object *o = json_object_new_object();
     json_object_object_add(o, "association_id", json_object_new_string(assoc));
-    json_object_object_add(o, "status", json_object_new_string("reconcile_queued"));
-    json_object_object_add(o, "reconcile_at", time_at_ms(now));
-    json_object_object_add(o, "done_by", time_at_ms(now + RECONCILE_WITHIN_MS));
+    json_object_object_add(
+        o, "status",
+        json_object_new_string(rc == 1 ? "reconcile_queued" : "reconcile_already_queued"));
+    json_object_object_add(o, "reconcile_at", time_at_ms(asked_at));
+    json_object_object_add(o, "done_by", time_at_ms(asked_at + RECONCILE_WITHIN_MS));
     http_reply_json(req, 202, o);
     return HTTP_DONE;
 }

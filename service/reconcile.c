@@ -197,6 +197,7 @@ enum sync_result sync_reconcile(struct sync_worker *w, const char *association)
 /* A reconcile the share cannot afford now is looked at again this much later. */
 #define SHARE_RETRY_MS (60 * 1000LL)
 /* How long an ask holds off the next one. */
+#define ASK_PENDING "pending"
 #define ASK_EVERY_MS (60 * 1000LL)
 
 void sync_note_activity(redisContext *c, const char *association)
@@ -205,21 +206,24 @@ void sync_note_activity(redisContext *c, const char *association)
                                  (long long)(store_now_ns() / 1000000), association));
 }
 
-int sync_reconcile_ask(redisContext *c, const char *association, int64_t *retry_after_ms)
+int sync_reconcile_ask(redisContext *c, const char *association, int64_t *asked_at_ms)
 {
     struct key asked = key_reconcile_asked(association);
-    redisReply *r = store_command(c, "SET %s pending NX PX %lld", asked.s, (long long)ASK_EVERY_MS);
-    if (!r)
-        return STORE_ERR;
-    bool set = r->type == REDIS_REPLY_STATUS;
-    freeReplyObject(r);
-    if (!set) {
-        redisReply *t = store_command(c, "PTTL %s", asked.s);
-        *retry_after_ms = t && t->type == REDIS_REPLY_INTEGER && t->integer > 0 ? t->integer : 1000;
-        freeReplyObject(t);
-        return c->err ? STORE_ERR : 0;
-    }
     int64_t now = store_now_ns() / 1000000;
+    /* "pending:MS" until reconciled, then "done:MS": when the ask was taken; the
+     * key lives as long as the ask stands */
+    redisReply *r = store_command(c, "SET %s " ASK_PENDING ":%lld NX GET PX %lld", asked.s,
+                                  (long long)now, (long long)ASK_EVERY_MS);
+    if (!r || (r->type != REDIS_REPLY_NIL && r->type != REDIS_REPLY_STRING)) {
+        freeReplyObject(r);
+        return STORE_ERR;
+    }
+    bool taken = r->type == REDIS_REPLY_NIL;
+    const char *at = taken ? NULL : strchr(r->str, ':');
+    *asked_at_ms = at && strtoll(at + 1, NULL, 10) > 0 ? strtoll(at + 1, NULL, 10) : now;
+    freeReplyObject(r);
+    if (!taken)
+        return 0;
     if (store_exec(c, "ZADD %s LT %lld %s", KEY_RECONCILE, (long long)now, association) != STORE_OK)
         return STORE_ERR;
     return 1;
@@ -298,7 +302,11 @@ static int64_t next_turn(struct sync_worker *w, const char *association, int64_t
 {
     redisContext *c = w->redis;
     redisReply *asked = redisCommand(c, "GET %s", key_reconcile_asked(association).s);
-    bool pending = asked && asked->type == REDIS_REPLY_STRING && strcmp(asked->str, "pending") == 0;
+    bool pending = asked && asked->type == REDIS_REPLY_STRING &&
+                   strncmp(asked->str, ASK_PENDING, strlen(ASK_PENDING)) == 0;
+    char done[48] = ""; /* the ask stays (its time too) until it expires: once a minute */
+    if (pending)
+        snprintf(done, sizeof done, "done%s", asked->str + strlen(ASK_PENDING));
     freeReplyObject(asked);
     struct budget_day d;
     sync_budget_day(w, &d);
@@ -311,7 +319,7 @@ static int64_t next_turn(struct sync_worker *w, const char *association, int64_t
     freeReplyObject(act);
     if (pending)
         freeReplyObject(
-            redisCommand(c, "SET %s done KEEPTTL XX", key_reconcile_asked(association).s));
+            redisCommand(c, "SET %s %s KEEPTTL XX", key_reconcile_asked(association).s, done));
     return now + (busy ? busy_ms : idle_ms);
 }
 

@@ -97,8 +97,10 @@ bool sync_may_start_round(struct sync_worker *w);
 
 /* Someone asked for a reconcile of association (the API, the status page): it
  * is due at once, unless one was asked less than a minute ago. Returns 1 (due
- * now), 0 (too soon: *retry_after_ms until it may be asked again) or STORE_ERR. */
-int sync_reconcile_ask(struct redisContext *c, const char *association, int64_t *retry_after_ms);
+ * now), 0 (one was asked at *asked_at_ms, less than a minute ago: that one
+ * stands, no other is made) or STORE_ERR. *asked_at_ms: when the standing ask
+ * was taken (Unix ms). */
+int sync_reconcile_ask(struct redisContext *c, const char *association, int64_t *asked_at_ms);
 
 /* The next reconcile of association (Unix ms), 0 when none is planned. */
 int sync_reconcile_next_at(struct redisContext *c, const char *association, int64_t *at_ms);

@@ -315,7 +315,7 @@ function alertError(e) {
 
 // Opening the page asks for a reconcile, so a list deleted or renamed in Constant
 // Contact shows within 2 minutes. ccsync takes one ask a minute per association
-// (429 after that: nothing to show), and a read token may ask.
+// (a second one is answered by the standing ask), and a read token may ask.
 function askReconcile() {
   api(baseUrl() + '/reconcile', { method: 'POST' }).catch(() => {});
 }

@@ -467,9 +467,31 @@ static int by_group_id(const void *a, const void *b)
     return strcmp(json_object_get_string(gx), json_object_get_string(gy));
 }
 
+/* Added to GroupStatus since release 1: when the next sync is due, and what it
+ * waits for (never the budget here: the day is nearly unused). */
+static void drop_budget_fields(json_object *group)
+{
+    if (!json_object_is_type(group, json_type_object) ||
+        !json_object_object_get_ex(group, "group_id", NULL))
+        return;
+    json_object *waiting;
+    assert_true(json_object_object_get_ex(group, "next_sync_at", NULL));
+    assert_true(json_object_object_get_ex(group, "waiting_for", &waiting));
+    assert_null(waiting);
+    json_object_object_del(group, "next_sync_at");
+    json_object_object_del(group, "waiting_for");
+}
+
 /* Groups come from a set: the same groups in any order are the same answer. */
 static void assert_same_json(json_object *want, json_object *got, const char *what)
 {
+    drop_budget_fields(got);
+    json_object *groups;
+    if (json_object_is_type(got, json_type_object) &&
+        json_object_object_get_ex(got, "groups", &groups) &&
+        json_object_is_type(groups, json_type_array))
+        for (size_t i = 0; i < json_object_array_length(groups); i++)
+            drop_budget_fields(json_object_array_get_idx(groups, i));
     /* added since release 1: what the caller may do (the operator, here) */
     if (json_object_is_type(got, json_type_object) &&
         json_object_object_get_ex(got, "access", NULL)) {

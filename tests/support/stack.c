@@ -89,11 +89,13 @@ static char **ccsyncd_env(int i)
         snprintf(v[10], 256, "CCSYNC_ADMIN_LISTEN=127.0.0.1:%d", stack.admin_port[i]);
     else
         snprintf(v[10], 256, "CCSYNC_ADMIN_LISTEN=");
-    static char *fixed[] = {"CCSYNC_ADMIN_TOKEN=" ADMIN_TOKEN, "CCSYNC_LOG_FORMAT=json",
-                            "CCSYNC_LOG_LEVEL=info",           "CCSYNC_ASSOCIATION_ID=",
-                            "CCSYNC_WEBHOOK_SECRET=",          "CCSYNC_CC_ACCESS_TOKEN=",
-                            "CCSYNC_CC_REFRESH_TOKEN=",        "CCSYNC_CC_EXPIRES_AT=",
-                            "CCSYNC_CC_CLIENT_ID=ccsync-test"};
+    static char *fixed[] = {
+        "CCSYNC_ADMIN_TOKEN=" ADMIN_TOKEN, "CCSYNC_LOG_FORMAT=json", "CCSYNC_LOG_LEVEL=info",
+        "CCSYNC_ASSOCIATION_ID=", "CCSYNC_WEBHOOK_SECRET=", "CCSYNC_CC_ACCESS_TOKEN=",
+        "CCSYNC_CC_REFRESH_TOKEN=", "CCSYNC_CC_EXPIRES_AT=", "CCSYNC_CC_CLIENT_ID=ccsync-test",
+        /* a day that never binds, so reconcile keeps to its floor
+         * (reconcile_seconds); a budget test sets its own */
+        "CCSYNC_CC_DAILY_LIMIT=100000000"};
     size_t n = 0;
     for (size_t k = 0; k < 11; k++)
         env[i][n++] = v[k];
