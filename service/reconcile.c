@@ -53,18 +53,25 @@ static const struct ccapi_list *account_list(const struct account_lists *a, cons
     return l;
 }
 
-/* Moves the lists of one page into a. */
-static void account_lists_take(struct account_lists *a, struct ccapi_list_page *page)
+/* Moves the lists of one page into a; false when out of memory (a keeps what
+ * it had, and a partial read must not be judged: a list missing from it is not
+ * deleted). */
+static bool account_lists_take(struct account_lists *a, struct ccapi_list_page *page)
 {
     for (size_t i = 0; i < page->n_lists; i++) {
         if (a->n == a->cap) {
-            a->cap = a->cap ? a->cap * 2 : 64;
-            a->lists = realloc(a->lists, a->cap * sizeof *a->lists);
+            size_t cap = a->cap ? a->cap * 2 : 64;
+            struct ccapi_list *grown = realloc(a->lists, cap * sizeof *grown);
+            if (grown == NULL)
+                return false;
+            a->lists = grown;
+            a->cap = cap;
         }
         a->lists[a->n++] = page->lists[i];
         page->lists[i].name = NULL; /* moved */
         page->lists[i].description = NULL;
     }
+    return true;
 }
 
 /* One paged read covers every list of the account. */
@@ -81,7 +88,10 @@ static enum sync_result read_account_lists(struct run *r, struct account_lists *
         next = NULL;
         if (oc != CALL_OK)
             break;
-        account_lists_take(a, &op.out.lists);
+        if (!account_lists_take(a, &op.out.lists)) {
+            cc_op_clear(&op);
+            return SYNC_RETRY; /* the next reconcile reads them again */
+        }
         if (op.out.lists.next_href)
             next = strdup(op.out.lists.next_href);
     } while (next);
