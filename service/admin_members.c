@@ -3,8 +3,9 @@
  * of a group with its status (in_list, pending, or why it is not on the list),
  * paged by UniqueID, as JSON or (Accept: text/csv) as the "email sync report".
  *
- * GET /v1/associations/{a}/members/{m}: one member's record and its status in
- * every group it is in.
+ * GET /v1/associations/{a}/members/{m}: one member's record, its status in
+ * every group it is in, and its last events as the folds recorded them
+ * (applied or ignored, and why: facts.h).
  *
  * The statuses come from memberstatus.c, the engine's own plan, so a page adds
  * up to the group's counts. A group whose sync is off has no list and no
@@ -506,6 +507,25 @@ static json_object *member_view(redisContext *c, const char *assoc, const char *
     return o;
 }
 
+/* The member's history ({"event_id",...,"outcome","why"}), newest first, into
+ * events; STORE_ERR when Redis failed. An entry that is not JSON is skipped. */
+static int member_events(redisContext *c, const char *assoc, const char *member,
+                         json_object *events)
+{
+    redisReply *r = store_command(c, "LRANGE %s 0 %d", key_member_events(assoc, member).s,
+                                  FACTS_MEMBER_EVENTS - 1);
+    int rc = r && r->type == REDIS_REPLY_ARRAY ? STORE_OK : STORE_ERR;
+    for (size_t i = 0; rc == STORE_OK && i < r->elements; i++) {
+        json_object *e = r->element[i]->type == REDIS_REPLY_STRING
+                             ? json_tokener_parse(r->element[i]->str)
+                             : NULL;
+        if (e)
+            json_object_array_add(events, e);
+    }
+    freeReplyObject(r);
+    return rc;
+}
+
 static int by_reply_string(const void *a, const void *b)
 {
     return strcmp((*(redisReply *const *)a)->str, (*(redisReply *const *)b)->str);
@@ -530,6 +550,9 @@ int admin_get_member(struct app *app, struct http_request *req)
             json_object_array_add(groups, g);
     }
     freeReplyObject(ids);
+    json_object *events = json_object_new_array();
+    if (rc == STORE_OK && o)
+        rc = member_events(c, assoc, member, events);
     if (rc != STORE_OK) {
         http_reply_redis_unavailable(req, "read failed");
     } else if (!o) {
@@ -537,11 +560,13 @@ int admin_get_member(struct app *app, struct http_request *req)
                          member, assoc);
     } else {
         json_object_object_add(o, "groups", groups);
-        groups = NULL;
+        json_object_object_add(o, "events", events);
+        groups = events = NULL;
         http_reply_json(req, 200, o);
         o = NULL;
     }
     json_object_put(groups);
+    json_object_put(events);
     json_object_put(o);
     return HTTP_DONE;
 }

@@ -145,25 +145,78 @@ int facts_record_parse(const char *json, const char *member_id, struct member_re
     "  redis.call('HSET', p .. '" KEY_GROUP "' .. g, 'last_due', due)\n"                           \
     "end\n"
 
+/* Shared Lua: recording an entry of a member's history (facts.h), head being
+ * the entry's JSON up to its outcome ("" records nothing); and a group's name
+ * for a why, its id when it has none. */
+#define LUA_HISTORY                                                                                \
+    "local function history(p, mid, head, outcome, why)\n"                                         \
+    "  if head == '' then return end\n"                                                            \
+    "  local hk = p .. '" KEY_MEMBER_EVENTS "' .. mid\n"                                           \
+    "  redis.call('LPUSH', hk, head .. ',\"outcome\":\"' .. outcome .. '\",\"why\":' .. "          \
+    "cjson.encode(why) .. '}')\n"                                                                  \
+    "  redis.call('LTRIM', hk, 0, " MEMBER_EVENTS_LAST ")\n"                                       \
+    "end\n"                                                                                        \
+    "local function group_name(p, g)\n"                                                            \
+    "  local n = redis.call('HGET', p .. '" KEY_GROUP "' .. g, 'name')\n"                          \
+    "  if n and n ~= '' then return n end\n"                                                       \
+    "  return g\n"                                                                                 \
+    "end\n"
+
+#define MEMBER_EVENTS_LAST "19" /* FACTS_MEMBER_EVENTS - 1, for LTRIM */
+_Static_assert(FACTS_MEMBER_EVENTS == 20, "MEMBER_EVENTS_LAST follows FACTS_MEMBER_EVENTS");
+
+/* Member fold, its why: what the fold decided, in a few words. joined, left
+ * and kept list group names (kept: a change the event asked for that a stored
+ * fact no older beat); recchanged is false, 'new record' or 'record updated';
+ * older/tie say what beat an event that changed nothing. */
+#define LUA_WHY                                                                                    \
+    "local function why_of(applied, joined, left, kept, recchanged, older, tie)\n"                 \
+    "  if not applied then\n"                                                                      \
+    "    if older then return 'ignored', 'older than the stored fact' end\n"                       \
+    "    if tie then return 'ignored', 'the same time as the stored fact' end\n"                   \
+    "    return 'ignored', 'nothing to change'\n"                                                  \
+    "  end\n"                                                                                      \
+    "  local parts = {}\n"                                                                         \
+    "  if #joined > 0 then parts[#parts + 1] = 'joined ' .. table.concat(joined, ', ') end\n"      \
+    "  if #left > 0 then parts[#parts + 1] = 'left ' .. table.concat(left, ', ') end\n"            \
+    "  if recchanged then parts[#parts + 1] = recchanged end\n"                                    \
+    "  if #kept > 0 then\n"                                                                        \
+    "    parts[#parts + 1] = 'the stored fact stands for ' .. table.concat(kept, ', ')\n"          \
+    "  end\n"                                                                                      \
+    "  if #parts == 0 then return 'applied', 'the same as the stored fact' end\n"                  \
+    "  return 'applied', 'applied: ' .. table.concat(parts, ', ')\n"                               \
+    "end\n"
+
 /*
  * Member fold. ARGV: 1 prefix, 2 member id, 3 ts key, 4 record JSON or "",
  * 5 mode (groups | out_all | in_one | out_one | keep), 6 due (ms), 7 association,
- * 8.. group ids (the target set for "groups", the one group for in_one/out_one).
+ * 8 history head (LUA_HISTORY; "" none), 9.. group ids (the target set for
+ * "groups", the one group for in_one/out_one).
  * Linear in the groups named and held: the stored group list ("gset",
  * ",g1,g2,") is read into a table once and written with table.concat, never
- * searched per group; the member's own hash is written after the loops.
+ * searched per group; the member's own hash is written after the loops. The
+ * history entry is written by this same call, so an event is in the history
+ * if and only if it was folded; a snapshot's (in_one, out_one) only when it
+ * moved the member in or out of the group.
  */
-static const char member_script[] = LUA_COMMON
+static const char member_script[] = LUA_COMMON LUA_HISTORY LUA_WHY
     "local p, mid, ts, rec, mode = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]\n"
-    "local due, assoc = tonumber(ARGV[6]), ARGV[7]\n"
+    "local due, assoc, head = tonumber(ARGV[6]), ARGV[7], ARGV[8]\n"
     "local mkey, mgkey = p .. '" KEY_MEMBER "' .. mid, p .. '" KEY_MEMBER_GROUPS "' .. mid\n"
     "local dirty = {}\n"
+    "local joined, left, kept, wrote, older, tie = {}, {}, {}, false, false, false\n"
+    "local function beaten(stored)\n"
+    "  if stored > ts then older = true else tie = true end\n"
+    "end\n"
     "local cur = redis.call('HMGET', mkey, 'ts', 'rec', 'gts', 'gset')\n"
     "local mfields = {}\n"
     "local recchanged = false\n"
     "if rec ~= '' and ((not cur[1]) or ts > cur[1]) then\n"
     "  mfields = {'rec', rec, 'ts', ts}\n"
-    "  recchanged = (cur[2] ~= rec)\n"
+    "  if cur[2] ~= rec then recchanged = cur[2] and 'record updated' or 'new record' end\n"
+    "elseif rec ~= '' then\n"
+    "  beaten(cur[1])\n"
+    "  if cur[2] ~= rec then kept[#kept + 1] = 'the record' end\n"
     "end\n"
     "local gts, gset = cur[3], cur[4] or ''\n"
     "local named = nil\n"
@@ -178,54 +231,66 @@ static const char member_script[] = LUA_COMMON
     "  local gm = p .. '" KEY_GROUP_MEMBERS "' .. g\n"
     "  local cur = redis.call('HGET', gm, mid)\n"
     "  local curin, join = false, ts\n"
+    "  if cur then curin = string.sub(cur, 1, 1) == '1' end\n"
+    "  local function beat(stored)\n"
+    "    beaten(stored)\n"
+    "    if inflag ~= curin then kept[#kept + 1] = group_name(p, g) end\n"
+    "  end\n"
     "  if cur then\n"
-    "    if string.sub(cur, 3, 24) >= ts then return end\n"
-    "    curin = string.sub(cur, 1, 1) == '1'\n"
+    "    if string.sub(cur, 3, 24) >= ts then beat(string.sub(cur, 3, 24)); return end\n"
     "    if curin then join = string.sub(cur, 26) end\n"
     "  end\n"
     /* A newer fact that did not name this member in g beats an older join even
      * when it was folded first: the member's own group list (or removal), or
      * the group's newest snapshot. */
     "  if inflag and gts and gts >= ts and not in_gset(g) then\n"
-    "    return\n"
+    "    beat(gts); return\n"
     "  end\n"
     "  local snap = redis.call('HGET', p .. '" KEY_GROUP "' .. g, 'snap_ts')\n"
-    "  if inflag and snap and snap >= ts then return end\n"
+    "  if inflag and snap and snap >= ts then beat(snap); return end\n"
+    "  wrote = true\n"
     "  if inflag then\n"
     "    redis.call('HSET', gm, mid, '1|' .. ts .. '|' .. join)\n"
     "    redis.call('SADD', mgkey, g)\n"
-    "    if not curin then dirty[g] = true end\n"
+    "    if not curin then dirty[g] = true; joined[#joined + 1] = group_name(p, g) end\n"
     "  else\n"
     "    redis.call('HSET', gm, mid, '0|' .. ts)\n"
     "    redis.call('SREM', mgkey, g)\n"
-    "    if curin then dirty[g] = true end\n"
+    "    if curin then dirty[g] = true; left[#left + 1] = group_name(p, g) end\n"
     "  end\n"
     "end\n"
-    "if (mode == '" KEY_GROUPS "' or mode == 'out_all') and ((not gts) or ts > gts) then\n"
-    "  local list = ','\n"
-    "  if mode == '" KEY_GROUPS "' and #ARGV >= 8 then\n"
-    "    list = ',' .. table.concat(ARGV, ',', 8, #ARGV) .. ','\n"
+    "if (mode == '" KEY_GROUPS "' or mode == 'out_all') then\n"
+    "  if (not gts) or ts > gts then\n"
+    "    local list = ','\n"
+    "    if mode == '" KEY_GROUPS "' and #ARGV >= 9 then\n"
+    "      list = ',' .. table.concat(ARGV, ',', 9, #ARGV) .. ','\n"
+    "    end\n"
+    "    mfields[#mfields + 1] = 'gts'; mfields[#mfields + 1] = ts\n"
+    "    mfields[#mfields + 1] = 'gset'; mfields[#mfields + 1] = list\n"
+    "    gts, gset, named = ts, list, nil\n"
+    "  else beaten(gts)\n"
     "  end\n"
-    "  mfields[#mfields + 1] = 'gts'; mfields[#mfields + 1] = ts\n"
-    "  mfields[#mfields + 1] = 'gset'; mfields[#mfields + 1] = list\n"
-    "  gts, gset, named = ts, list, nil\n"
     "end\n"
     "if mode == '" KEY_GROUPS "' then\n"
     "  local target = {}\n"
-    "  for i = 8, #ARGV do target[ARGV[i]] = true end\n"
+    "  for i = 9, #ARGV do target[ARGV[i]] = true end\n"
     "  local current = redis.call('SMEMBERS', mgkey)\n"
-    "  for i = 8, #ARGV do setm(ARGV[i], true) end\n"
+    "  for i = 9, #ARGV do setm(ARGV[i], true) end\n"
     "  for _, g in ipairs(current) do if not target[g] then setm(g, false) end end\n"
     "elseif mode == 'out_all' then\n"
     "  for _, g in ipairs(redis.call('SMEMBERS', mgkey)) do setm(g, false) end\n"
-    "elseif mode == 'in_one' then setm(ARGV[8], true)\n"
-    "elseif mode == 'out_one' then setm(ARGV[8], false)\n"
+    "elseif mode == 'in_one' then setm(ARGV[9], true)\n"
+    "elseif mode == 'out_one' then setm(ARGV[9], false)\n"
     "end\n"
     "if #mfields > 0 then redis.call('HSET', mkey, unpack(mfields)) end\n"
     "if recchanged then\n"
     "  for _, g in ipairs(redis.call('SMEMBERS', mgkey)) do dirty[g] = true end\n"
     "end\n"
     "removed(p, mid)\n"
+    "if (mode ~= 'in_one' and mode ~= 'out_one') or #joined + #left > 0 then\n"
+    "  history(p, mid, head, why_of(#mfields > 0 or wrote, joined, left, kept, recchanged, "
+    "older, tie))\n"
+    "end\n"
     "local n = 0\n"
     "for g, _ in pairs(dirty) do if due then mark(p, assoc, g, due) end; n = n + 1 end\n"
     "return {n, earliest(p)}\n";
@@ -238,22 +303,25 @@ static const char sweep_start_script[] =
     "return 1\n";
 
 /* Snapshot sweep, one chunk of the group's members (as HSCAN gave them): each
- * one in the group by a fact older than the snapshot is taken out. ARGV: 1
- * prefix, 2 group, 3 ts key, 4.. member ids. Returns how many were taken out. */
-static const char sweep_chunk_script[] =
-    LUA_COMMON "local p, g, ts = ARGV[1], ARGV[2], ARGV[3]\n"
-               "local gm = p .. '" KEY_GROUP_MEMBERS "' .. g\n"
-               "local out = 0\n"
-               "for i = 4, #ARGV do\n"
-               "  local v = redis.call('HGET', gm, ARGV[i])\n"
-               "  if v and string.sub(v, 1, 1) == '1' and string.sub(v, 3, 24) < ts then\n"
-               "    redis.call('HSET', gm, ARGV[i], '0|' .. ts)\n"
-               "    redis.call('SREM', p .. '" KEY_MEMBER_GROUPS "' .. ARGV[i], g)\n"
-               "    removed(p, ARGV[i])\n"
-               "    out = out + 1\n"
-               "  end\n"
-               "end\n"
-               "return out\n";
+ * one in the group by a fact older than the snapshot is taken out, and that is
+ * recorded in its history. ARGV: 1 prefix, 2 group, 3 ts key, 4 history head
+ * (LUA_HISTORY), 5.. member ids. Returns how many were taken out. */
+static const char sweep_chunk_script[] = LUA_COMMON LUA_HISTORY
+    "local p, g, ts, head = ARGV[1], ARGV[2], ARGV[3], ARGV[4]\n"
+    "local gm = p .. '" KEY_GROUP_MEMBERS "' .. g\n"
+    "local out, why = 0, nil\n"
+    "for i = 5, #ARGV do\n"
+    "  local v = redis.call('HGET', gm, ARGV[i])\n"
+    "  if v and string.sub(v, 1, 1) == '1' and string.sub(v, 3, 24) < ts then\n"
+    "    redis.call('HSET', gm, ARGV[i], '0|' .. ts)\n"
+    "    redis.call('SREM', p .. '" KEY_MEMBER_GROUPS "' .. ARGV[i], g)\n"
+    "    removed(p, ARGV[i])\n"
+    "    why = why or ('applied: left ' .. group_name(p, g) .. ' (not in the snapshot)')\n"
+    "    history(p, ARGV[i], head, 'applied', why)\n"
+    "    out = out + 1\n"
+    "  end\n"
+    "end\n"
+    "return out\n";
 
 /* Snapshot sweep, done. ARGV: 1 prefix, 2 group, 3 due, 4 association, 5 "1"
  * when the chunks or the sweep changed the group (they leave marking it dirty
@@ -448,11 +516,11 @@ int facts_mark_dirty(redisContext *c, const char *association, const char *group
 /* The script arguments of one member fold; the caller frees *args and *rec. */
 static int member_args(const char *p, const char *association, const struct member_record *m,
                        const char *ts, const char *due, const char *mode, const char *one_group,
-                       const char ***args, char **rec, int *n_args)
+                       const char *head, const char ***args, char **rec, int *n_args)
 {
     *rec = facts_record_json(m);
     size_t n_groups = strcmp(mode, "groups") == 0 ? m->n_groups : (one_group ? 1 : 0);
-    *args = calloc(7 + n_groups, sizeof **args);
+    *args = calloc(8 + n_groups, sizeof **args);
     if (!*rec || !*args) {
         free(*rec);
         free(*args);
@@ -466,20 +534,21 @@ static int member_args(const char *p, const char *association, const struct memb
     a[4] = mode;
     a[5] = due;
     a[6] = association;
+    a[7] = head;
     for (size_t i = 0; i < n_groups; i++)
-        a[7 + i] = one_group ? one_group : m->groups[i].id;
-    *n_args = (int)(7 + n_groups);
+        a[8 + i] = one_group ? one_group : m->groups[i].id;
+    *n_args = (int)(8 + n_groups);
     return STORE_OK;
 }
 
 static int fold_member(redisContext *c, bool append_only, const char *p, const char *association,
                        const struct member_record *m, const char *ts, const char *due,
-                       const char *mode, int64_t *earliest)
+                       const char *mode, const char *head, int64_t *earliest)
 {
     const char **args;
     char *rec;
     int n;
-    if (member_args(p, association, m, ts, due, mode, NULL, &args, &rec, &n) != STORE_OK)
+    if (member_args(p, association, m, ts, due, mode, NULL, head, &args, &rec, &n) != STORE_OK)
         return STORE_ERR;
     int rc =
         run_or_append(c, append_only, member_script, key_dirty(association).s, n, args, earliest);
@@ -493,7 +562,7 @@ static int fold_member(redisContext *c, bool append_only, const char *p, const c
  * snapshot). *changed is set when one of them changed the group. */
 static int fold_snapshot_chunk(redisContext *c, const char *sha, const char *p,
                                const char *association, const struct event *ev, const char *ts,
-                               size_t start, size_t end, bool *changed)
+                               const char *head, size_t start, size_t end, bool *changed)
 {
     size_t sent = 0;
     int rc = STORE_OK;
@@ -503,7 +572,7 @@ static int fold_snapshot_chunk(redisContext *c, const char *sha, const char *p,
         char *rec;
         int n;
         rc = member_args(p, association, m, ts, "", m->active ? "in_one" : "out_one",
-                         ev->subject_id, &args, &rec, &n);
+                         ev->subject_id, head, &args, &rec, &n);
         if (rc == STORE_OK) {
             rc = append_script(c, "EVALSHA", sha, key_dirty(association).s, n, args);
             free(args);
@@ -526,20 +595,21 @@ static int fold_snapshot_chunk(redisContext *c, const char *sha, const char *p,
 /* One HSCAN reply's members (field, value pairs) judged by one script; only
  * those in the group ("1|...") can be taken out, so only they are sent. */
 static int sweep_chunk(redisContext *c, const char *p, const char *association, const char *group,
-                       const char *ts, const redisReply *kv, bool *changed)
+                       const char *ts, const char *head, const redisReply *kv, bool *changed)
 {
-    const char **args = malloc((3 + kv->elements / 2) * sizeof *args);
+    const char **args = malloc((4 + kv->elements / 2) * sizeof *args);
     if (!args)
         return STORE_ERR;
     int n = 0;
     args[n++] = p;
     args[n++] = group;
     args[n++] = ts;
+    args[n++] = head;
     for (size_t i = 0; i + 1 < kv->elements; i += 2)
         if (kv->element[i + 1]->type == REDIS_REPLY_STRING && kv->element[i + 1]->str[0] == '1')
             args[n++] = kv->element[i]->str;
     int64_t out = 0;
-    int rc = n > 3 ? run_count(c, sweep_chunk_script, key_dirty(association).s, n, args, &out)
+    int rc = n > 4 ? run_count(c, sweep_chunk_script, key_dirty(association).s, n, args, &out)
                    : STORE_OK;
     free(args);
     if (out > 0)
@@ -552,7 +622,7 @@ static int sweep_chunk(redisContext *c, const char *p, const char *association, 
  * command reads every member the group ever had. Members folded by a newer
  * fact meanwhile keep their place: each chunk re-reads what it judges. */
 static int sweep(redisContext *c, const char *p, const char *association, const char *group,
-                 const char *ts, bool *changed)
+                 const char *ts, const char *head, bool *changed)
 {
     const char *start[] = {p, group, ts};
     if (run(c, sweep_start_script, key_dirty(association).s, 3, start, NULL) != STORE_OK)
@@ -569,7 +639,7 @@ static int sweep(redisContext *c, const char *p, const char *association, const 
             return STORE_ERR;
         }
         snprintf(cursor, sizeof cursor, "%s", r->element[0]->str);
-        rc = sweep_chunk(c, p, association, group, ts, r->element[1], changed);
+        rc = sweep_chunk(c, p, association, group, ts, head, r->element[1], changed);
         freeReplyObject(r);
         /* the group stays unsynced while the sweep goes on (sync.c) */
         if (rc == STORE_OK)
@@ -585,7 +655,8 @@ static int sweep(redisContext *c, const char *p, const char *association, const 
  * after a SCRIPT FLUSH, the fold fails and the redelivered event is folded again).
  */
 static int fold_snapshot(redisContext *c, const char *p, const char *association,
-                         const struct event *ev, const char *ts, const char *due, int64_t *earliest)
+                         const struct event *ev, const char *ts, const char *due, const char *head,
+                         int64_t *earliest)
 {
     char sha[41];
     script_sha(member_script, sha);
@@ -600,20 +671,59 @@ static int fold_snapshot(redisContext *c, const char *p, const char *association
             return STORE_ERR;
         size_t end =
             start + SNAPSHOT_CHUNK < ev->n_members ? start + SNAPSHOT_CHUNK : ev->n_members;
-        if (fold_snapshot_chunk(c, sha, p, association, ev, ts, start, end, &changed) != STORE_OK)
+        if (fold_snapshot_chunk(c, sha, p, association, ev, ts, head, start, end, &changed) !=
+            STORE_OK)
             return STORE_ERR;
     }
-    if (sweep(c, p, association, ev->subject_id, ts, &changed) != STORE_OK)
+    if (sweep(c, p, association, ev->subject_id, ts, head, &changed) != STORE_OK)
         return STORE_ERR;
     const char *args[] = {p, ev->subject_id, due, association, changed ? "1" : "0"};
     int rc = run(c, sweep_script, key_dirty(association).s, 5, args, earliest);
     return store_exec(c, "DEL %s", folding.s) == STORE_OK ? rc : STORE_ERR;
 }
 
+/* ns as RFC 3339 in UTC, with the fraction of a second when there is one
+ * ("2026-12-05T10:00:00.25Z"), so the history shows the time the fold compared. */
+static void time_format(int64_t ns, char *out, size_t size)
+{
+    rfc3339_format(ns, out, size);
+    int64_t frac = ns % 1000000000LL;
+    size_t len = strlen(out);
+    if (frac <= 0 || len < 2)
+        return;
+    char digits[16];
+    snprintf(digits, sizeof digits, ".%09lld", (long long)frac);
+    for (size_t n = strlen(digits); digits[n - 1] == '0'; n--)
+        digits[n - 1] = '\0';
+    snprintf(out + len - 1, size - (len - 1), "%sZ", digits);
+}
+
+/* The head of ev's history entries (LUA_HISTORY): its JSON object without
+ * the closing brace, for the script to add outcome and why; "" (no history)
+ * without an origin. The caller frees it; NULL when out of memory. */
+static char *history_head(const struct event *ev, const struct fold_origin *origin)
+{
+    if (!origin || ev->type == EVENT_UNKNOWN)
+        return strdup("");
+    char at[48], received[48];
+    time_format(ev->ts_ns, at, sizeof at);
+    time_format(origin->received_ns, received, sizeof received);
+    json_object *o = json_object_new_object();
+    add_str(o, "event_id", origin->event_id ? origin->event_id : "");
+    add_str(o, "type", ev->type_name);
+    add_str(o, "at", at);
+    add_str(o, "received_at", received);
+    const char *text =
+        json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
+    char *head = strndup(text, strlen(text) - 1); /* without the "}" */
+    json_object_put(o);
+    return head;
+}
+
 /* Folds ev, or with append_only appends its one script call (never for a
  * snapshot). Without append_only, *earliest gets the association's earliest due. */
 static int fold(redisContext *c, bool append_only, const char *association, const struct event *ev,
-                int64_t now_ns, int delay_ms, int64_t *earliest)
+                const char *head, int64_t now_ns, int delay_ms, int64_t *earliest)
 {
     char ts[FACTS_TS_KEY_SIZE], due[32], now[32];
     struct key prefix = key_prefix(association);
@@ -628,11 +738,11 @@ static int fold(redisContext *c, bool append_only, const char *association, cons
     case EVENT_CUSTOMER_UPDATED: {
         const struct member_record *m = &ev->member;
         const char *mode = !m->active ? "out_all" : m->has_groups ? "groups" : "keep";
-        return fold_member(c, append_only, p, association, m, ts, due, mode, earliest);
+        return fold_member(c, append_only, p, association, m, ts, due, mode, head, earliest);
     }
     case EVENT_CUSTOMER_REMOVED: {
-        const char *args[] = {p, ev->subject_id, ts, "", "out_all", due, association};
-        return run_or_append(c, append_only, member_script, key_dirty(association).s, 7, args,
+        const char *args[] = {p, ev->subject_id, ts, "", "out_all", due, association, head};
+        return run_or_append(c, append_only, member_script, key_dirty(association).s, 8, args,
                              earliest);
     }
     case EVENT_GROUP_CREATED:
@@ -652,28 +762,35 @@ static int fold(redisContext *c, bool append_only, const char *association, cons
                              earliest);
     }
     case EVENT_GROUP_MEMBERS:
-        return append_only ? STORE_ERR : fold_snapshot(c, p, association, ev, ts, due, earliest);
+        return append_only ? STORE_ERR
+                           : fold_snapshot(c, p, association, ev, ts, due, head, earliest);
     default:
         return append_only ? STORE_ERR : STORE_OK;
     }
 }
 
-int facts_fold(redisContext *c, const char *association, const struct event *ev, int64_t now_ns,
-               int delay_ms)
+int facts_fold(redisContext *c, const char *association, const struct event *ev,
+               const struct fold_origin *origin, int64_t now_ns, int delay_ms)
 {
     int64_t earliest;
-    if (fold(c, false, association, ev, now_ns, delay_ms, &earliest) != STORE_OK)
+    char *head = history_head(ev, origin);
+    int rc = head ? fold(c, false, association, ev, head, now_ns, delay_ms, &earliest) : STORE_ERR;
+    free(head);
+    if (rc != STORE_OK)
         return STORE_ERR;
     return schedule_wake(c, association, earliest);
 }
 
 int facts_fold_append(redisContext *c, const char *association, const struct event *ev,
-                      int64_t now_ns, int delay_ms)
+                      const struct fold_origin *origin, int64_t now_ns, int delay_ms)
 {
     if (ev->type == EVENT_GROUP_MEMBERS || ev->type == EVENT_UNKNOWN)
         return 0;
     int64_t unused;
-    return fold(c, true, association, ev, now_ns, delay_ms, &unused) == STORE_OK ? 1 : STORE_ERR;
+    char *head = history_head(ev, origin);
+    int rc = head ? fold(c, true, association, ev, head, now_ns, delay_ms, &unused) : STORE_ERR;
+    free(head);
+    return rc == STORE_OK ? 1 : STORE_ERR;
 }
 
 int facts_fold_reply(redisContext *c, int64_t *earliest)

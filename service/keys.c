@@ -72,6 +72,11 @@ struct key key_member_groups(const char *association, const char *member)
     return key_format(ASSOC_KEY(KEY_MEMBER_GROUPS "%s"), association, member);
 }
 
+struct key key_member_events(const char *association, const char *member)
+{
+    return key_format(ASSOC_KEY(KEY_MEMBER_EVENTS "%s"), association, member);
+}
+
 struct key key_audit(const char *association)
 {
     return key_format(ASSOC_KEY(KEY_AUDIT), association);

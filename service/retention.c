@@ -16,13 +16,15 @@
 
 /* KEYS 1 the association's removed-members zset. ARGV 1 the association's
  * prefix, 2 cutoff (ms), 3 batch. A member who joined a group again keeps
- * the record (the member fold also takes it out of the zset then). */
+ * the record (the member fold also takes it out of the zset then). The
+ * member's history (its events, with their ids and times) goes with the record. */
 static const char purge_script[] =
     "local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[2], 'LIMIT', 0, ARGV[3])\n"
     "local n = 0\n"
     "for _, m in ipairs(ids) do\n"
     "  if redis.call('SCARD', ARGV[1] .. '" KEY_MEMBER_GROUPS "' .. m) == 0 then\n"
     "    n = n + redis.call('HDEL', ARGV[1] .. '" KEY_MEMBER "' .. m, 'rec')\n"
+    "    redis.call('DEL', ARGV[1] .. '" KEY_MEMBER_EVENTS "' .. m)\n"
     "  end\n"
     "  redis.call('ZREM', KEYS[1], m)\n"
     "end\n"

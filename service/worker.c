@@ -153,6 +153,14 @@ static int64_t earliest_of_association(const struct batch *b, size_t i)
     return due;
 }
 
+/* Where entry e came from, for its members' histories: its webhook-id, and
+ * when it entered the stream (its id's milliseconds). */
+static struct fold_origin origin_of(const struct queue_entry *e)
+{
+    struct fold_origin o = {e->webhook_id, strtoll(e->id, NULL, 10) * 1000000LL};
+    return o;
+}
+
 /* Folds the events that fit one script call in one pipeline (one round trip
  * for the batch), then wakes their associations. */
 static int fold_pipelined(struct sync_worker *w, struct batch *b, int64_t now, int delay)
@@ -163,7 +171,8 @@ static int fold_pipelined(struct sync_worker *w, struct batch *b, int64_t now, i
     for (size_t i = 0; i < b->n && rc == STORE_OK; i++) {
         if (b->fate[i] != FOLD_ALONE)
             continue;
-        int a = facts_fold_append(c, b->entries[i].association, &b->events[i], now, delay);
+        struct fold_origin origin = origin_of(&b->entries[i]);
+        int a = facts_fold_append(c, b->entries[i].association, &b->events[i], &origin, now, delay);
         rc = a < 0 ? STORE_ERR : STORE_OK;
         b->fate[i] = a == 1 ? APPENDED : FOLD_ALONE;
         appended += a == 1;
@@ -200,7 +209,8 @@ static int fold_alone(struct sync_worker *w, struct batch *b, int64_t now, int d
     for (size_t i = 0; i < b->n; i++) {
         if (b->fate[i] != FOLD_ALONE)
             continue;
-        if (facts_fold(w->redis, b->entries[i].association, &b->events[i], now, delay) !=
+        struct fold_origin origin = origin_of(&b->entries[i]);
+        if (facts_fold(w->redis, b->entries[i].association, &b->events[i], &origin, now, delay) !=
             STORE_OK) {
             count_event("redis_error");
             return STORE_ERR;

@@ -14,7 +14,7 @@
  * status sync.c writes), member records (key_member: rec, ts, gts, gset), each
  * member's groups (key_member_groups), each group's memberships
  * (key_group_members: member id -> "1|ts|join_ts" (in) or "0|ts" (out)) and
- * the audit list.
+ * the audit list, and each member's history (key_member_events).
  * Timestamps are stored as fixed-width keys (facts_ts_key) that compare as
  * strings in time order; Lua numbers could not hold nanoseconds exactly.
  */
@@ -32,6 +32,24 @@ struct redisContext;
 /* key_group_folding exists while a group.members snapshot of G is being folded. */
 #define FACTS_FOLDING_TTL_MS 30000
 
+/*
+ * A member's history: the script that folds a customer event also records,
+ * in the same call, {"event_id","type","at","received_at","outcome","why"}
+ * in key_member_events, keeping the newest FACTS_MEMBER_EVENTS. outcome is
+ * "applied" (the fold stored the event as the newest fact, even when nothing
+ * changed: why says so) or "ignored" (a newer or same-time fact stood). A
+ * group.members snapshot records an entry only for the members whose
+ * membership it changed (joined, or left by the sweep): a snapshot of 500,000
+ * unchanged members writes no history. Group events touch no member.
+ */
+#define FACTS_MEMBER_EVENTS 20
+
+/* Where a folded event came from, for the member's history. */
+struct fold_origin {
+    const char *event_id; /* the webhook-id */
+    int64_t received_ns;  /* when ccsync accepted it (its queue entry's time) */
+};
+
 /* "%012lld.%09d": seconds since 0001-01-01 and nanoseconds; sorts in time order. */
 void facts_ts_key(int64_t ts_ns, char out[FACTS_TS_KEY_SIZE]);
 
@@ -39,11 +57,12 @@ void facts_ts_key(int64_t ts_ns, char out[FACTS_TS_KEY_SIZE]);
 char *facts_record_json(const struct member_record *m);
 int facts_record_parse(const char *json, const char *member_id, struct member_record *m);
 
-/* Folds one parsed event of association. delay_ms is the coalescing delay for
+/* Folds one parsed event of association; origin (NULL: no history is
+ * recorded) names it in its members' histories. delay_ms is the coalescing delay for
  * groups it makes dirty. The association is woken (schedule_wake) before this
  * returns. STORE_OK, or STORE_ERR when Redis failed (retry the event). */
 int facts_fold(struct redisContext *c, const char *association, const struct event *ev,
-               int64_t now_ns, int delay_ms);
+               const struct fold_origin *origin, int64_t now_ns, int delay_ms);
 
 /*
  * Pipelined folding, for a worker's batch: appends ev's one script call to c
@@ -56,7 +75,7 @@ int facts_fold(struct redisContext *c, const char *association, const struct eve
  * acknowledging the event.
  */
 int facts_fold_append(struct redisContext *c, const char *association, const struct event *ev,
-                      int64_t now_ns, int delay_ms);
+                      const struct fold_origin *origin, int64_t now_ns, int delay_ms);
 int facts_fold_reply(struct redisContext *c, int64_t *earliest);
 
 /* Appends an audit entry (also used by the sync engine). STORE_OK or STORE_ERR. */

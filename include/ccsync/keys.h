@@ -65,6 +65,9 @@ struct key {
 /* zset M -> ms when the member left its last group: its record is deleted
  * CCSYNC_RETENTION_DAYS later (retention.c), unless it joins a group again. */
 #define KEY_REMOVED "removed"
+/* + M, list: the member's last FACTS_MEMBER_EVENTS folded events (JSON),
+ * newest first (facts.c); deleted with the member's record (retention.c). */
+#define KEY_MEMBER_EVENTS "mev:"
 
 /* Notifications (notify.c): the settings and delivery state (hash), the
  * notifications not delivered yet (stream), the lease of the process
@@ -107,6 +110,7 @@ struct key key_group_members(const char *association, const char *group);
 struct key key_applied(const char *association, const char *group);
 struct key key_member(const char *association, const char *member);
 struct key key_member_groups(const char *association, const char *member);
+struct key key_member_events(const char *association, const char *member);
 struct key key_audit(const char *association);
 struct key key_field_map(const char *association);
 struct key key_fields_sent(const char *association, const char *group);

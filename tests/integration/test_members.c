@@ -2,7 +2,8 @@
  * test_members.c (integration) - why each member is, or is not, on the list:
  * GET .../groups/{g}/members with every status and its detail, the duplicate's
  * holder, filters and paging by UniqueID, the CSV report, and a group in error
- * whose counts and members keep following Novi while no CC work is done.
+ * whose counts and members keep following Novi while no CC work is done;
+ * one member in every group, and its last events, applied or ignored and why.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -11,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -268,6 +270,174 @@ static void test_one_member_in_every_group(void **state)
     json_object_put(m);
 }
 
+/* ---- a member's last events ---- */
+
+/* GET .../members/{id} (200 asserted); the caller frees it. */
+static json_object *member_get(const char *id)
+{
+    char path[256];
+    long status;
+    snprintf(path, sizeof path, "/v1/associations/" ASSOC "/members/%s", id);
+    json_object *m = api_json("GET", path, NULL, &status);
+    if (status != 200)
+        fail_msg("GET %s: %ld", path, status);
+    return m;
+}
+
+struct latest {
+    const char *member, *event_id;
+};
+
+static bool latest_is(void *arg)
+{
+    struct latest *l = arg;
+    char path[256];
+    long status;
+    snprintf(path, sizeof path, "/v1/associations/" ASSOC "/members/%s", l->member);
+    json_object *m = api_json("GET", path, NULL, &status);
+    const char *id = status == 200 ? jpath_str(m, "events.0.event_id") : NULL;
+    bool done = id && strcmp(id, l->event_id) == 0;
+    json_object_put(m);
+    return done;
+}
+
+/* Waits until member's newest event is event_id, so the next event is folded after it. */
+static void wait_latest(const char *member, const char *event_id)
+{
+    struct latest l = {member, event_id};
+    if (!ts_wait_for(latest_is, &l, 10000, 20))
+        fail_msg("%s's newest event never became %s", member, event_id);
+}
+
+/* customer.updated of record at T0 + at under webhook-id id; asserts the answer. */
+static void post_customer(const char *id, const char *record, long long at, long want)
+{
+    char *body = envelope("customer.updated", record, at);
+    long status = post_webhook(id, body);
+    free(body);
+    if (status != want)
+        fail_msg("webhook %s: %ld, want %ld", id, status, want);
+}
+
+/* "outcome: why" of a member's event i. */
+static const char *event_said(json_object *m, int i, char *out, size_t size)
+{
+    char path[64], why[64];
+    snprintf(path, sizeof path, "events.%d.outcome", i);
+    snprintf(why, sizeof why, "events.%d.why", i);
+    snprintf(out, size, "%s: %s", jpath_str(m, path), jpath_str(m, why));
+    return out;
+}
+
+static void test_a_member_s_events_say_applied_or_ignored_and_why(void **state)
+{
+    (void)state;
+    send_group("board", "Board", true, 1);
+    send_group("finance", "Finance", true, 1);
+    const char *ann_both =
+        member("m1", "ann@example.org", "Ann", "Lee", groups_of("board,finance"));
+    const char *ann_board = member("m1", "ann@example.org", "Ann", "Lee", groups_of("board"));
+    const char *ann_finance = member("m1", "ann@example.org", "Ann", "Lee", groups_of("finance"));
+    post_customer("ev-first", ann_both, 10, 202);
+    wait_latest("m1", "ev-first");
+    post_customer("ev-newer", ann_board, 20, 202);
+    wait_latest("m1", "ev-newer");
+    post_customer("ev-older", ann_finance, 5, 202);
+    wait_latest("m1", "ev-older");
+    /* a redelivery is answered "duplicate" and never folded: not in the history */
+    post_customer("ev-first", ann_both, 10, 200);
+    post_customer("ev-same", ann_board, 30, 202);
+    wait_latest("m1", "ev-same");
+
+    json_object *m = member_get("m1");
+    char said[160];
+    assert_int_equal(json_object_array_length(jget(m, "events")), 4);
+    assert_string_equal(jpath_str(m, "events.0.event_id"), "ev-same");
+    assert_string_equal(event_said(m, 0, said, sizeof said),
+                        "applied: the same as the stored fact");
+    assert_string_equal(jpath_str(m, "events.1.event_id"), "ev-older");
+    assert_string_equal(event_said(m, 1, said, sizeof said), "ignored: older than the stored fact");
+    assert_string_equal(jpath_str(m, "events.1.at"), "2026-01-01T00:00:05Z");
+    assert_string_equal(jpath_str(m, "events.2.event_id"), "ev-newer");
+    assert_string_equal(event_said(m, 2, said, sizeof said), "applied: applied: left Finance");
+    assert_string_equal(jpath_str(m, "events.3.event_id"), "ev-first");
+    assert_string_equal(event_said(m, 3, said, sizeof said),
+                        "applied: applied: joined Board, Finance, new record");
+    assert_string_equal(jpath_str(m, "events.3.type"), "customer.updated");
+    assert_string_equal(jpath_str(m, "events.3.at"), "2026-01-01T00:00:10Z");
+    const char *received = jpath_str(m, "events.3.received_at");
+    assert_non_null(received);
+    assert_int_equal(strncmp(received, "20", 2), 0); /* RFC 3339, ending in Z */
+    assert_int_equal(received[strlen(received) - 1], 'Z');
+    json_object_put(m);
+}
+
+static void test_only_the_last_twenty_events_are_kept(void **state)
+{
+    (void)state;
+    send_group("board", "Board", true, 1);
+    for (int i = 1; i <= 25; i++) {
+        char id[32], first[32];
+        snprintf(id, sizeof id, "ev-%02d", i);
+        snprintf(first, sizeof first, "Ann%d", i);
+        post_customer(id, member("m1", "ann@example.org", first, "Lee", groups_of("board")), 10 + i,
+                      202);
+        wait_latest("m1", id);
+    }
+    json_object *m = member_get("m1");
+    json_object *events = jget(m, "events");
+    assert_int_equal(json_object_array_length(events), 20);
+    for (int i = 0; i < 20; i++) {
+        char id[32];
+        snprintf(id, sizeof id, "ev-%02d", 25 - i);
+        json_object *e = json_object_array_get_idx(events, (size_t)i);
+        assert_string_equal(jstr(e, "event_id"), id);
+        assert_string_equal(jstr(e, "outcome"), "applied");
+        assert_string_equal(jstr(e, "why"), "applied: record updated");
+    }
+    json_object_put(m);
+}
+
+/* A snapshot records only the members whose membership it changed. */
+static void test_a_snapshot_records_only_who_joined_or_left(void **state)
+{
+    (void)state;
+    send_group("board", "Board", true, 1);
+    const char *ann = member("m1", "ann@example.org", "Ann", "Lee", NULL);
+    const char *bob = member("m2", "bob@example.org", "Bob", "Ray", NULL);
+    send_members("board", 10, 2, ann, bob);
+    json_object *m = NULL;
+    for (int tries = 0; tries < 500; tries++) { /* both folded */
+        json_object_put(m);
+        m = member_get("m2");
+        if (jpath(m, "events.0"))
+            break;
+        usleep(20000);
+    }
+    send_members("board", 20, 2, ann, bob); /* changes nobody: no entry */
+    send_members("board", 30, 1, bob);      /* Ann left */
+    json_object_put(m);
+    m = NULL;
+    for (int tries = 0; tries < 500; tries++) {
+        json_object_put(m);
+        m = member_get("m1");
+        if (jpath(m, "events.1"))
+            break;
+        usleep(20000);
+    }
+    char said[160];
+    assert_int_equal(json_object_array_length(jget(m, "events")), 2);
+    assert_string_equal(jpath_str(m, "events.0.type"), "group.members");
+    assert_string_equal(event_said(m, 0, said, sizeof said),
+                        "applied: applied: left Board (not in the snapshot)");
+    assert_string_equal(event_said(m, 1, said, sizeof said),
+                        "applied: applied: joined Board, new record");
+    json_object_put(m);
+    m = member_get("m2");
+    assert_int_equal(json_object_array_length(jget(m, "events")), 1);
+    json_object_put(m);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -278,6 +448,12 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_the_csv_report_has_the_same_rows, stack_setup,
                                         stack_stop),
         cmocka_unit_test_setup_teardown(test_one_member_in_every_group, stack_setup, stack_stop),
+        cmocka_unit_test_setup_teardown(test_a_member_s_events_say_applied_or_ignored_and_why,
+                                        stack_setup, stack_stop),
+        cmocka_unit_test_setup_teardown(test_only_the_last_twenty_events_are_kept, stack_setup,
+                                        stack_stop),
+        cmocka_unit_test_setup_teardown(test_a_snapshot_records_only_who_joined_or_left,
+                                        stack_setup, stack_stop),
         cmocka_unit_test_setup_teardown(test_a_group_in_error_keeps_its_counts_true,
                                         setup_reconcile, stack_stop),
     };

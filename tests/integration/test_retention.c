@@ -84,6 +84,11 @@ static void test_records_of_members_gone_past_the_retention_are_deleted(void **s
     freeReplyObject(peek_command(redis, "HSET %s rec {\"e\":\"gone@example.org\"} ts 1", gone.s));
     freeReplyObject(peek_command(redis, "HSET %s rec {\"e\":\"back@example.org\"} ts 1", back.s));
     freeReplyObject(peek_command(redis, "SADD %s g-1", key_member_groups(ASSOC, "m-back").s));
+    /* the member's history goes with its record */
+    struct key gone_events = key_member_events(ASSOC, "m-gone");
+    struct key back_events = key_member_events(ASSOC, "m-back");
+    freeReplyObject(peek_command(redis, "LPUSH %s {} {}", gone_events.s));
+    freeReplyObject(peek_command(redis, "LPUSH %s {}", back_events.s));
     freeReplyObject(peek_command(redis, "SADD %s %s", KEY_ASSOCIATIONS, ASSOC)); /* known before */
     long long old = (long long)time(NULL) * 1000 - 2 * 86400 * 1000LL;
     freeReplyObject(
@@ -94,6 +99,8 @@ static void test_records_of_members_gone_past_the_retention_are_deleted(void **s
     assert_int_equal(peek_integer(redis, "HEXISTS %s rec", gone.s), 0);
     assert_int_equal(peek_integer(redis, "HEXISTS %s ts", gone.s), 1);
     assert_int_equal(peek_integer(redis, "HEXISTS %s rec", back.s), 1);
+    assert_int_equal(peek_integer(redis, "EXISTS %s", gone_events.s), 0);
+    assert_int_equal(peek_integer(redis, "LLEN %s", back_events.s), 1);
     assert_int_equal(peek_integer(redis, "ZCARD %s", key_removed(ASSOC).s), 0);
 }
 
