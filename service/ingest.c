@@ -569,6 +569,18 @@ static void reply_unknown(struct app *app, struct http_request *req)
     http_reply_error(req, err.status, err.code, "%s", err.message);
 }
 
+/* The association's secret is sealed with a key no longer in the ring: the
+ * operator's to fix (a key back in the file); Novi retries meanwhile. */
+static void reply_secret_unreadable(struct http_request *req, const char *association)
+{
+    count("secret_unreadable");
+    log_error("webhook_secret_unreadable", LOG_STR("association", association));
+    http_add_header(req, "Retry-After", "60");
+    http_reply_error(req, 503, "secret_unreadable",
+                     "the association's webhook secret cannot be opened with the keys of "
+                     "CCSYNC_SECRETS_KEY_FILE; retry later");
+}
+
 /* The association's webhook secret, cached or read; false when the request
  * was answered (Redis unavailable, unknown association). */
 static bool find_secret(struct app *app, struct http_request *req, const char *association,
@@ -580,13 +592,7 @@ static bool find_secret(struct app *app, struct http_request *req, const char *a
     int found =
         miss_lookup(app->ingest, association) ? 0 : fetch_secret(app, association, secret, size);
     if (found == -2) {
-        /* the operator's to fix (a key back in the file); Novi retries meanwhile */
-        count("secret_unreadable");
-        log_error("webhook_secret_unreadable", LOG_STR("association", association));
-        http_add_header(req, "Retry-After", "60");
-        http_reply_error(req, 503, "secret_unreadable",
-                         "the association's webhook secret cannot be opened with the keys of "
-                         "CCSYNC_SECRETS_KEY_FILE; retry later");
+        reply_secret_unreadable(req, association);
         return false;
     }
     if (found < 0) {
@@ -647,6 +653,10 @@ bool ingest_precheck(struct app *app, struct http_request *req)
                     ? 0
                     : fetch_secret(app, association, secret, sizeof secret);
     OPENSSL_cleanse(secret, sizeof secret);
+    if (found == -2) {
+        reply_secret_unreadable(req, association);
+        return false;
+    }
     if (found < 0) {
         reply_unavailable(req);
         return false;
