@@ -125,12 +125,13 @@ stops_cleanly() {
     kill "-$sig" -- "$pid"
     # ccsyncd drains within its grace (10 s here); the watchdog polls twice a second.
     wait_until 30 all_gone
-    wait "$MAKE_PID" 2>/dev/null
     if ! all_gone; then
         left_over
         tail -n 15 "$LOG"
+        kill -KILL -- "-$MAKE_PID" 2>/dev/null # never wait on a make that did not stop
         return 1
     fi
+    wait "$MAKE_PID" 2>/dev/null
     echo "stopped: $(tail -n 3 "$LOG" | tr '\n' ' ')"
 }
 
@@ -272,6 +273,14 @@ CASES=(
     "kill-script KILL script|stop: SIGKILL of the script (the watchdog cleans up)"
     "kill-make KILL make|stop: SIGKILL of make (the watchdog stops the script)"
 )
+# A SIGHUP ignored on entry (the suite started under nohup) is ignored by every process
+# started from here, make included, and no shell can undo that: the terminal-closed case
+# cannot be tried then, and says so instead of failing.
+if [ $((0x$(sed -n 's/^SigIgn:\t*//p' /proc/$$/status) & 1)) -ne 0 ]; then
+    echo "skip - stop: SIGHUP to make's process group: SIGHUP is ignored in this environment (nohup)"
+    CASES=("${CASES[@]/hup HUP group|*/}")
+    mapfile -t CASES < <(printf '%s\n' "${CASES[@]}" | grep .)
+fi
 case_pids=()
 for c in "${CASES[@]}"; do
     read -r label sig target <<<"${c%%|*}"
