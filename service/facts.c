@@ -184,7 +184,7 @@ _Static_assert(FACTS_MEMBER_EVENTS == 20, "MEMBER_EVENTS_LAST follows FACTS_MEMB
     "    parts[#parts + 1] = 'the stored fact stands for ' .. table.concat(kept, ', ')\n"          \
     "  end\n"                                                                                      \
     "  if #parts == 0 then return 'applied', 'the same as the stored fact' end\n"                  \
-    "  return 'applied', 'applied: ' .. table.concat(parts, ', ')\n"                               \
+    "  return 'applied', table.concat(parts, ', ')\n"                                              \
     "end\n"
 
 /*
@@ -316,7 +316,7 @@ static const char sweep_chunk_script[] = LUA_COMMON LUA_HISTORY
     "    redis.call('HSET', gm, ARGV[i], '0|' .. ts)\n"
     "    redis.call('SREM', p .. '" KEY_MEMBER_GROUPS "' .. ARGV[i], g)\n"
     "    removed(p, ARGV[i])\n"
-    "    why = why or ('applied: left ' .. group_name(p, g) .. ' (not in the snapshot)')\n"
+    "    why = why or ('left ' .. group_name(p, g) .. ' (not in the snapshot)')\n"
     "    history(p, ARGV[i], head, 'applied', why)\n"
     "    out = out + 1\n"
     "  end\n"
