@@ -581,29 +581,33 @@ static void reply_secret_unreadable(struct http_request *req, const char *associ
                      "CCSYNC_SECRETS_KEY_FILE; retry later");
 }
 
-/* The association's webhook secret, cached or read; false when the request
- * was answered (Redis unavailable, unknown association). */
-static bool find_secret(struct app *app, struct http_request *req, const char *association,
-                        char *secret, size_t size, bool *cached)
+/* The association's webhook secret, cached (*cached) or read: 1 found, 0 no
+ * such association (not answered: the caller answers as it must), -1 answered
+ * (Redis unavailable, the secret does not open). */
+static int lookup_secret(struct app *app, struct http_request *req, const char *association,
+                         char *secret, size_t size, bool *cached)
 {
     *cached = cache_lookup(app->ingest, association, SECRET_CACHE_TTL_NS, secret, size);
     if (*cached)
-        return true;
+        return 1;
     int found =
         miss_lookup(app->ingest, association) ? 0 : fetch_secret(app, association, secret, size);
-    if (found == -2) {
+    if (found == -2)
         reply_secret_unreadable(req, association);
-        return false;
-    }
-    if (found < 0) {
+    else if (found < 0)
         reply_unavailable(req);
-        return false;
-    }
-    if (found == 0) {
+    return found < 0 ? -1 : found;
+}
+
+/* The association's webhook secret; false when the request was answered
+ * (Redis unavailable, unknown association). */
+static bool find_secret(struct app *app, struct http_request *req, const char *association,
+                        char *secret, size_t size, bool *cached)
+{
+    int found = lookup_secret(app, req, association, secret, size, cached);
+    if (found == 0)
         reply_unknown(app, req);
-        return false;
-    }
-    return true;
+    return found == 1;
 }
 
 /* Takes one webhook from the association's bucket; false when it is empty,
@@ -646,21 +650,11 @@ bool ingest_precheck(struct app *app, struct http_request *req)
     if (atomic_load(&app->starting) || atomic_load(&app->draining))
         return true; /* the handler's own answer (503) comes before any Redis read */
     char secret[256];
-    bool cached =
-        cache_lookup(app->ingest, association, SECRET_CACHE_TTL_NS, secret, sizeof secret);
-    int found = cached ? 1
-                : miss_lookup(app->ingest, association)
-                    ? 0
-                    : fetch_secret(app, association, secret, sizeof secret);
+    bool cached;
+    int found = lookup_secret(app, req, association, secret, sizeof secret, &cached);
     OPENSSL_cleanse(secret, sizeof secret);
-    if (found == -2) {
-        reply_secret_unreadable(req, association);
+    if (found < 0)
         return false;
-    }
-    if (found < 0) {
-        reply_unavailable(req);
-        return false;
-    }
     if (found == 0) {
         http_discard_body(req); /* answered as a wrong signature once the body is in */
         return true;
