@@ -148,6 +148,7 @@ static int setup_day(void **state)
 static void test_twenty_associations_share_a_small_day(void **state)
 {
     (void)state;
+    time_t day = time(NULL) / 86400;
     /* CC's own quota the same as ccsync's: running the day out would show. */
     sim_void("POST", "/__sim/config", "{\"daily_limit\":600}");
     for (int i = 1; i < N_ASSOC; i++) {
@@ -184,6 +185,11 @@ static void test_twenty_associations_share_a_small_day(void **state)
         assert_string_equal(cc_members(gs_list_id(gs), buf, sizeof buf, NULL, 0), want);
         assert_null(error_code(gs));
         json_object_put(gs);
+    }
+    /* The day's counts start again at 00:00 UTC: a run across it cannot judge them. */
+    if (time(NULL) / 86400 != day) {
+        print_message("the UTC day changed during the test: its counts are not judged\n");
+        skip();
     }
     json_object *b = status_budget();
     long long used = jint(b, "used_today"), reconcile = jpath_int(b, "by_class.reconcile");
