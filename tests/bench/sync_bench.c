@@ -618,6 +618,25 @@ static void *burst_sender(void *arg)
     return NULL;
 }
 
+/* Waits until the groups of w hold exactly their members; the seconds since t0. */
+static double converge_or_die(const char *scenario, struct want *w, int groups, double t0)
+{
+    double secs = wait_converged(w, groups, t0, S.timeout_s);
+    if (secs < 0)
+        die("%s: did not converge within %.0f s (logs in %s)", scenario, S.timeout_s, S.log_dir);
+    return secs;
+}
+
+/* The scenario's row and breakdown: the requests since c0 (freed here). */
+static void report_row(const char *scenario, long n, double secs, struct counters *c0)
+{
+    struct counters c = read_counters_quiet();
+    print_row(scenario, n, c.total - c0->total, secs, c.throttled, c.max_per_second);
+    describe(scenario, c0->by_endpoint, c.by_endpoint);
+    json_object_put(c0->by_endpoint);
+    json_object_put(c.by_endpoint);
+}
+
 static void scenario_burst(long n, int groups)
 {
     char tag[64], scenario[128];
@@ -699,19 +718,13 @@ static void scenario_burst(long n, int groups)
     for (int t = 0; t < SENDER_THREADS; t++)
         pthread_join(th[t], NULL);
     double sent = now_s() - t0;
-    double secs = wait_converged(w, groups, t0, S.timeout_s);
-    if (secs < 0)
-        die("%s: did not converge within %.0f s (logs in %s)", scenario, S.timeout_s, S.log_dir);
-    struct counters c = read_counters_quiet();
-    print_row(scenario, n, c.total - c0.total, secs, c.throttled, c.max_per_second);
-    describe(scenario, c0.by_endpoint, c.by_endpoint);
+    long long setup = c0.total;
+    report_row(scenario, n, converge_or_die(scenario, w, groups, t0), &c0);
     size_t len = strlen(S.breakdown);
     snprintf(S.breakdown + len, sizeof S.breakdown - len,
              "  (the %ld webhooks were sent in %.2f s by %d threads; the set-up of %d groups × %d "
              "members before it took %lld requests, not counted above)\n",
-             n, sent, SENDER_THREADS, groups, BURST_GROUP_SIZE, c0.total);
-    json_object_put(c0.by_endpoint);
-    json_object_put(c.by_endpoint);
+             n, sent, SENDER_THREADS, groups, BURST_GROUP_SIZE, setup);
     for (long i = 0; i < n; i++)
         free(datas[i]);
     free(datas);
@@ -792,19 +805,12 @@ static void scenario_arrive(long n, int groups, double secs)
     for (int t = 0; t < SENDER_THREADS; t++)
         pthread_join(th[t], NULL);
     double sent = now_s() - t0;
-    double took = wait_converged(w, groups, t0, S.timeout_s);
-    if (took < 0)
-        die("%s: did not converge within %.0f s (logs in %s)", scenario, S.timeout_s, S.log_dir);
-    struct counters c = read_counters_quiet();
-    print_row(scenario, n, c.total - c0.total, took, c.throttled, c.max_per_second);
-    describe(scenario, c0.by_endpoint, c.by_endpoint);
+    report_row(scenario, n, converge_or_die(scenario, w, groups, t0), &c0);
     size_t len = strlen(S.breakdown);
     snprintf(S.breakdown + len, sizeof S.breakdown - len,
              "  (the %d groups were turned on and the %ld joins sent over %.2f s, counted from "
              "the first webhook)\n",
              groups, n, sent);
-    json_object_put(c0.by_endpoint);
-    json_object_put(c.by_endpoint);
     for (long i = 0; i < n; i++)
         free(datas[i]);
     free(datas);
@@ -885,18 +891,12 @@ static void scenario_fields(long n, int groups)
     for (int t = 0; t < SENDER_THREADS; t++)
         pthread_join(th[t], NULL);
     /* the sets were sorted in place by the set-up's check: still the same members */
-    double secs = wait_converged(w, groups, t0, S.timeout_s);
-    if (secs < 0)
-        die("%s: did not converge within %.0f s (logs in %s)", scenario, S.timeout_s, S.log_dir);
-    struct counters c = read_counters_quiet();
+    double secs = converge_or_die(scenario, w, groups, t0);
     long changed = chapters_in_cc("South");
     if (changed != n)
         die("%s: %ld contacts hold the new value in CC, not %ld (logs in %s)", scenario, changed, n,
             S.log_dir);
-    print_row(scenario, n, c.total - c0.total, secs, c.throttled, c.max_per_second);
-    describe(scenario, c0.by_endpoint, c.by_endpoint);
-    json_object_put(c0.by_endpoint);
-    json_object_put(c.by_endpoint);
+    report_row(scenario, n, secs, &c0);
     for (long i = 0; i < n; i++)
         free(datas[i]);
     free(datas);
