@@ -134,6 +134,7 @@ static void test_health_answers_while_redis_is_awaited_and_the_rest_says_startin
     (void)state;
     kill(stack.redis_pid, SIGKILL);
     ts_kill(stack.redis_pid, SIGKILL);
+    stack.redis_pid = 0; /* reaped: its pid may be another process's by stack_stop */
     char ccsyncd[512], log[256];
     ts_bin_path("CCSYNCD_BIN", "ccsyncd", ccsyncd, sizeof ccsyncd);
     stack_log_path(log, sizeof log, "ccsyncd0");
@@ -601,6 +602,7 @@ static void kill_and_restart_primary(void)
 {
     kill(stack.redis_pid, SIGKILL);
     ts_kill(stack.redis_pid, SIGKILL);
+    stack.redis_pid = 0;
     ts_sleep_ms(500);
     assert_int_equal(stack_start_redis(), 0);
 }

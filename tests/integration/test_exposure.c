@@ -304,6 +304,7 @@ static void test_ccsync_needs_nothing_its_redis_user_may_not_do(void **state)
     assert_int_equal(stack_log_count(0, "secrets_aof_not_rewritten"), 0);
     /* a restart: the layout check, the sealing pass, the durability checks again */
     ts_kill(stack.ccsyncd_pid[0], SIGTERM);
+    stack.ccsyncd_pid[0] = 0;
     assert_int_equal(stack_start_ccsyncd(0), 0);
     assert_int_equal(stack_log_count(0, "NOPERM"), 0);
     assert_int_equal(stack_log_count(0, "redis_durability"), 0); /* INFO, CONFIG GET allowed */
