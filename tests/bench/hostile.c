@@ -13,7 +13,12 @@
  *           out). Reports the fold's time, Redis's slowest commands (SLOWLOG,
  *           threshold 10 ms) and the other association's p99.
  *
- *   build/bench/hostile slow|snapshot [SECONDS|MEMBERS]
+ *   probe   the answers' times: a signed member naming 100,000 groups (400 by
+ *           the cap; best and median of 5), and a 64 KiB webhook with a wrong
+ *           signature to a known association beside the same to an unknown
+ *           one (N interleaved pairs; medians, p90 and their difference).
+ *
+ *   build/bench/hostile slow|snapshot|probe [SECONDS|MEMBERS|PAIRS]
  * with CCSYNCD_BIN, CCSIM_BIN (default build/...) and TEST_PORT_BASE as the
  * tests take them. Figures are printed, not judged; exit 1 only when the stack
  * did not start. No Constant Contact request is made (no group syncs).
@@ -351,14 +356,92 @@ static void scenario_snapshot(long members)
     redisFree(c);
 }
 
+/* POST body to assoc's webhook URL signed with SECRET (wrong: one character of
+ * the signature changed); the answer's status and its time in ms. */
+static long timed_post(const char *assoc, const char *body, bool wrong, double *ms)
+{
+    char id[64], url[256], sig[128], h_id[128], h_ts[64], h_sig[160];
+    new_id(id, sizeof id);
+    long ts = (long)time(NULL);
+    webhook_sign(SECRET, id, ts, body, strlen(body), sig, sizeof sig);
+    if (wrong)
+        sig[3] = sig[3] == 'A' ? 'B' : 'A';
+    snprintf(h_id, sizeof h_id, "webhook-id: %s", id);
+    snprintf(h_ts, sizeof h_ts, "webhook-timestamp: %ld", ts);
+    snprintf(h_sig, sizeof h_sig, "webhook-signature: %s", sig);
+    const char *headers[] = {"Content-Type: application/json", h_id, h_ts, h_sig, NULL};
+    snprintf(url, sizeof url, "%s/v1/associations/%s/webhooks/novi", stack.base[0], assoc);
+    double t0 = now_s();
+    struct reply r = http_request("POST", url, headers, body, strlen(body), 0);
+    *ms = (now_s() - t0) * 1000;
+    long status = r.status;
+    reply_free(&r);
+    return status;
+}
+
+/* customer.updated of one member naming n groups; malloc'd. */
+static char *member_with_groups(long n)
+{
+    size_t cap = 256 + (size_t)n * 32, len = 0;
+    char *data = malloc(cap);
+    len += (size_t)snprintf(data, cap, "{\"UniqueID\":\"m-big\",\"Groups\":[");
+    for (long i = 0; i < n; i++)
+        len +=
+            (size_t)snprintf(data + len, cap - len, "%s{\"UniqueID\":\"g%ld\"}", i ? "," : "", i);
+    snprintf(data + len, cap - len, "]}");
+    char *body = envelope("customer.updated", data, 1);
+    free(data);
+    return body;
+}
+
+static void scenario_probe(int pairs)
+{
+    char *big = member_with_groups(100000);
+    double ms[5];
+    long status = 0;
+    for (int i = 0; i < 5; i++)
+        status = timed_post(ASSOC, big, false, &ms[i]);
+    qsort(ms, 5, sizeof ms[0], cmp_double);
+    printf("| a member naming 100,000 groups (%zu bytes) | %ld | best %.1f ms | median %.1f ms |\n",
+           strlen(big), status, ms[0], ms[2]);
+    free(big);
+
+    char *event = envelope("group.deleted", "{\"UniqueID\":\"g-1\"}", 1);
+    size_t len = 64 * 1024;
+    char *body = malloc(len + 1);
+    memset(body, ' ', len);
+    memcpy(body, event, strlen(event));
+    body[len] = '\0';
+    free(event);
+    double *known = calloc((size_t)pairs, sizeof *known),
+           *unknown = calloc((size_t)pairs, sizeof *unknown);
+    long sk = 0, su = 0;
+    for (int i = 0; i < pairs; i++) {
+        sk = timed_post(ASSOC, body, true, &known[i]);
+        su = timed_post("nobody-here", body, true, &unknown[i]);
+    }
+    qsort(known, (size_t)pairs, sizeof *known, cmp_double);
+    qsort(unknown, (size_t)pairs, sizeof *unknown, cmp_double);
+    printf(
+        "| 64 KiB, wrong signature, known association (%d) | %ld | median %.3f ms | p90 %.3f ms |\n"
+        "| 64 KiB, unknown association (%d) | %ld | median %.3f ms | p90 %.3f ms |\n"
+        "difference of the medians: %.3f ms\n",
+        pairs, sk, known[pairs / 2], known[pairs * 9 / 10], pairs, su, unknown[pairs / 2],
+        unknown[pairs * 9 / 10], known[pairs / 2] - unknown[pairs / 2]);
+    free(known);
+    free(unknown);
+    free(body);
+}
+
 int main(int argc, char **argv)
 {
     signal(SIGPIPE, SIG_IGN);
-    if (argc < 2 || (strcmp(argv[1], "slow") != 0 && strcmp(argv[1], "snapshot") != 0)) {
-        fprintf(stderr, "usage: %s slow [SECONDS] | snapshot [MEMBERS]\n", argv[0]);
+    if (argc < 2 || (strcmp(argv[1], "slow") != 0 && strcmp(argv[1], "snapshot") != 0 &&
+                     strcmp(argv[1], "probe") != 0)) {
+        fprintf(stderr, "usage: %s slow [SECONDS] | snapshot [MEMBERS] | probe [PAIRS]\n", argv[0]);
         return 2;
     }
-    bool slow = strcmp(argv[1], "slow") == 0;
+    bool slow = strcmp(argv[1], "slow") == 0, probe = strcmp(argv[1], "probe") == 0;
     struct stack_options o = {.workers = 2};
     o.env[0] = "CCSYNC_MAX_BODY_BYTES=16777216";
     o.env[1] = "CCSYNC_INGEST_BURST=100000";
@@ -367,6 +450,8 @@ int main(int argc, char **argv)
         return 1;
     if (slow)
         scenario_slow(argc > 2 ? atof(argv[2]) : 60);
+    else if (probe)
+        scenario_probe(argc > 2 ? atoi(argv[2]) : 201);
     else
         scenario_snapshot(argc > 2 ? atol(argv[2]) : 500000);
     stack_stop(NULL);

@@ -14,6 +14,7 @@
 
 #include "novi.h"
 #include "stack.h"
+#include "status.h"
 #include "testsupport.h"
 
 #define OTHER "other-assoc"
@@ -75,6 +76,7 @@ static void test_a_read_token_reads_its_association_and_changes_nothing(void **s
     char token[128], id[32];
     new_token(ASSOC, "read", "wallboard", token, sizeof token, id, sizeof id);
     send_group("g1", "Board", false, 1);
+    wait_folded(); /* g1 known: its member view is 200, not 404 */
     assert_int_equal(status_as(token, "GET", "/v1/associations/" ASSOC, NULL), 200);
     struct reply r = as(0, token, "GET", "/v1/associations/" ASSOC, NULL);
     assert_string_equal(jstr(r.json, "access"), "read");

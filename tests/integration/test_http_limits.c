@@ -32,6 +32,7 @@
 #include "novi.h"
 #include "peek.h"
 #include "stack.h"
+#include "status.h"
 #include "testsupport.h"
 
 static const char *const *test_env;
@@ -285,52 +286,41 @@ static void test_association_over_its_allowance_gets_429(void **state)
     free(body);
 }
 
-static long time_post_us(const char *assoc, const char *body)
+/* A webhook to assoc whose signature matches nothing (for ASSOC a wrong one);
+ * asserts 401 and returns the answer's body (malloc'd). */
+static char *post_unsigned(const char *assoc, const char *body)
 {
     char id[64], head[2048];
     new_id(id, sizeof id);
     webhook_head(head, sizeof head, assoc, id, body, strlen(body));
-    /* a signature that matches nothing: for ASSOC a wrong signature */
     char *v1 = strstr(head, "v1,");
     v1[3] = v1[3] == 'A' ? 'B' : 'A';
     int fd = ts_connect(stack.http_port[0]);
-    long t0 = ts_now_ms();
-    struct timespec a, b;
-    clock_gettime(CLOCK_MONOTONIC, &a);
     assert_int_equal(ts_send_all(fd, head, strlen(head)), 0);
     assert_int_equal(ts_send_all(fd, body, strlen(body)), 0);
     long status;
-    assert_int_equal(ts_read_response(fd, 3000, &status, NULL, NULL), 0);
-    clock_gettime(CLOCK_MONOTONIC, &b);
-    (void)t0;
+    char *answer = NULL;
+    assert_int_equal(ts_read_response(fd, 5000, &status, NULL, &answer), 0);
     close(fd);
     assert_int_equal(status, 401);
-    return (b.tv_sec - a.tv_sec) * 1000000L + (b.tv_nsec - a.tv_nsec) / 1000;
+    return answer;
 }
 
-static int cmp_long(const void *a, const void *b)
-{
-    long x = *(const long *)a, y = *(const long *)b;
-    return (x > y) - (x < y);
-}
-
-/* Unknown association and wrong signature: same answer, medians within 1 ms. */
-static void test_unknown_association_takes_as_long_as_a_bad_signature(void **state)
+/* Unknown association and wrong signature: the same answer, byte for byte,
+ * first seen and then from the negative cache. (Their times are compared in
+ * the benchmark, `build/bench/hostile probe`, not here: a shared machine's
+ * noise is no test.) */
+static void test_unknown_association_is_answered_as_a_bad_signature(void **state)
 {
     (void)state;
     char *body = padded_event(64 * 1024);
-    enum { N = 41 };
-    long known[N], unknown[N];
-    for (int i = 0; i < N; i++) {
-        known[i] = time_post_us(ASSOC, body);
-        unknown[i] = time_post_us("nobody-here", body);
+    for (int i = 0; i < 3; i++) {
+        char *known = post_unsigned(ASSOC, body), *unknown = post_unsigned("nobody-here", body);
+        assert_string_equal(unknown, known);
+        assert_non_null(strstr(known, "\"code\":\"invalid_signature\""));
+        free(known);
+        free(unknown);
     }
-    qsort(known, N, sizeof known[0], cmp_long);
-    qsort(unknown, N, sizeof unknown[0], cmp_long);
-    long diff = labs(known[N / 2] - unknown[N / 2]);
-    print_message("median: bad signature %ld us, unknown association %ld us\n", known[N / 2],
-                  unknown[N / 2]);
-    assert_true(diff < 1000);
     free(body);
 }
 
@@ -410,19 +400,21 @@ static void test_member_over_the_group_cap_is_400_naming_the_field(void **state)
     free(over);
 }
 
-static void test_member_with_100000_groups_is_400_within_100_ms(void **state)
+/* Refused by the parser's cap, not after a fold: 400 naming the field, nothing
+ * queued. (How fast is measured by `build/bench/hostile probe`.) */
+static void test_member_with_100000_groups_is_400(void **state)
 {
     (void)state;
     char *body = member_with_groups(100000);
     long status;
-    double best = 1e9, ms;
-    for (int i = 0; i < 3; i++) { /* the best of three: the machine is shared */
-        json_object_put(post_json(body, &status, &ms));
-        assert_int_equal(status, 400);
-        best = ms < best ? ms : best;
-    }
-    print_message("100,000 groups (%zu bytes) answered 400 in %.1f ms\n", strlen(body), best);
-    assert_true(best < 100.0);
+    double ms;
+    json_object *o = post_json(body, &status, &ms);
+    assert_int_equal(status, 400);
+    assert_string_equal(jpath_str(o, "error.message"),
+                        "data.Groups has 100000 groups; at most 1000 are accepted");
+    json_object_put(o);
+    print_message("100,000 groups (%zu bytes) answered 400 in %.1f ms\n", strlen(body), ms);
+    assert_int_equal(queue_pending(), 0);
     free(body);
 }
 
@@ -518,10 +510,10 @@ int main(void)
         T(test_connections_from_one_address_are_capped, per_ip),
         T(test_bodies_over_the_process_budget_get_503, budget),
         T(test_association_over_its_allowance_gets_429, allowance),
-        T(test_unknown_association_takes_as_long_as_a_bad_signature, plain),
+        T(test_unknown_association_is_answered_as_a_bad_signature, plain),
         T(test_failed_enqueue_sets_no_dedup_key, plain),
         T(test_member_over_the_group_cap_is_400_naming_the_field, plain),
-        T(test_member_with_100000_groups_is_400_within_100_ms, plain),
+        T(test_member_with_100000_groups_is_400, plain),
         T(test_sigterm_with_webhooks_waiting_on_redis_exits_0, short_grace),
         T(test_large_bodies_are_answered_like_small_ones, plain),
     };
