@@ -645,9 +645,9 @@ static bool note_fields_sent(struct run *r, const struct plan_op *op)
         digests[i] = op->contacts[i].fields;
     }
     if (ok) {
-        fields_sent_append(r->w->redis, r->association, r->group, r->fence, emails, digests,
-                           op->n_contacts);
-        ok = store_drain(r->w->redis, 1) == STORE_OK;
+        size_t commands = fields_sent_append(r->w->redis, r->association, r->group, r->fence,
+                                             emails, digests, op->n_contacts);
+        ok = store_drain(r->w->redis, commands) == STORE_OK;
     }
     free(emails);
     free(digests);

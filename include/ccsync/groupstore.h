@@ -156,10 +156,12 @@ int applied_set_contact_id(struct redisContext *c, const char *association, cons
 
 /* The fields digest of each contact of an import about to be sent (email -> digest),
  * pipelined: a read-back after a crash takes it as what CC holds for a contact the
- * import put on the list. Cleared with fields_sent_clear once the list is known. */
-void fields_sent_append(struct redisContext *c, const char *association, const char *group,
-                        const char *fence, const char *const *emails, const char *const *digests,
-                        size_t n);
+ * import put on the list. Cleared with fields_sent_clear once the list is known.
+ * Returns the commands appended (a command a few hundred contacts): the caller
+ * drains as many replies. */
+size_t fields_sent_append(struct redisContext *c, const char *association, const char *group,
+                          const char *fence, const char *const *emails, const char *const *digests,
+                          size_t n);
 /* email -> digest of what is in flight (caller frees with fields_sent_free). */
 struct fields_sent {
     size_t n;
