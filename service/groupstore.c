@@ -661,6 +661,19 @@ int applied_set_contact_id(redisContext *c, const char *association, const char 
     return rc;
 }
 
+int applied_note_contact_id(struct applied_set *s, size_t i, const char *contact_id)
+{
+    char *id = strdup(contact_id);
+    if (id == NULL || i >= s->n) {
+        free(id);
+        return STORE_ERR;
+    }
+    free(s->strings[i * 5 + 1]);
+    s->strings[i * 5 + 1] = id;
+    s->items[i].contact_id = id;
+    return STORE_OK;
+}
+
 /* ---- fields in flight (§12) ---- */
 
 /* Pairs a command of fields_sent_append: Lua's unpack (the fenced write) takes

@@ -151,6 +151,8 @@ int applied_has(struct redisContext *c, const char *association, const char *gro
 /* Records the contact id of an existing entry (none: nothing happens). */
 int applied_set_contact_id(struct redisContext *c, const char *association, const char *group,
                            const char *fence, const char *email, const char *contact_id);
+/* The same in a loaded set: item i's contact id becomes a copy of contact_id. */
+int applied_note_contact_id(struct applied_set *s, size_t i, const char *contact_id);
 
 /* ---- fields in flight (§12) ---- */
 
