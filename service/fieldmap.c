@@ -12,12 +12,14 @@
 
 #include <hiredis/hiredis.h>
 #include <json-c/json.h>
+#include <openssl/evp.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "ccsync/keys.h"
+#include "ccsync/script.h"
 #include "ccsync/store.h"
 
 static const struct {
@@ -366,6 +368,18 @@ void fieldmap_add_view(const struct fieldmap *m, struct json_object *view)
 
 /* ---- Redis ---- */
 
+/* The SHA-1 (hex) of a stored mapping, as Redis's redis.sha1hex gives it. */
+static void stored_digest(const char *json, size_t len, char out[41])
+{
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int n = 0;
+    out[0] = '\0';
+    if (EVP_Digest(json, len, md, &n, EVP_sha1(), NULL) != 1 || n != 20)
+        return;
+    for (unsigned int i = 0; i < n; i++)
+        snprintf(out + 2 * i, 3, "%02x", md[i]);
+}
+
 int fieldmap_load(redisContext *c, const char *association, struct fieldmap *m)
 {
     memset(m, 0, sizeof *m);
@@ -377,6 +391,8 @@ int fieldmap_load(redisContext *c, const char *association, struct fieldmap *m)
         return -1;
     }
     int found = r->type == REDIS_REPLY_STRING && fieldmap_from_json(r->str, m) == 0;
+    if (r->type == REDIS_REPLY_STRING)
+        stored_digest(r->str, r->len, m->stored);
     freeReplyObject(r);
     return found;
 }
@@ -388,6 +404,28 @@ int fieldmap_save(redisContext *c, const char *association, const struct fieldma
         return STORE_ERR;
     int rc = store_exec(c, "SET %s %s", key_field_map(association).s, json);
     free(json);
+    return rc;
+}
+
+/* KEYS[1] the mapping. ARGV[1] the digest of the mapping the writer loaded ("":
+ * none was stored), ARGV[2] the new one. 1 saved, 0 changed meanwhile. */
+static const char save_if_script[] = "local cur = redis.call('GET', KEYS[1])\n"
+                                     "local d = cur and redis.sha1hex(cur) or ''\n"
+                                     "if d ~= ARGV[1] then return 0 end\n"
+                                     "redis.call('SET', KEYS[1], ARGV[2])\n"
+                                     "return 1\n";
+
+int fieldmap_save_if_unchanged(redisContext *c, const char *association, const struct fieldmap *m)
+{
+    char *json = fieldmap_to_json(m);
+    if (json == NULL)
+        return -1;
+    struct key key = key_field_map(association);
+    const char *args[] = {key.s, m->stored, json};
+    redisReply *r = script_eval(c, save_if_script, 1, 3, args);
+    free(json);
+    int rc = r && r->type == REDIS_REPLY_INTEGER ? (int)r->integer : -1;
+    freeReplyObject(r);
     return rc;
 }
 

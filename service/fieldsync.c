@@ -113,14 +113,14 @@ enum call_outcome fields_prepare(struct run *const *runs, size_t n, struct field
     if (!unresolved)
         return CALL_OK;
     enum call_outcome oc = resolve(runs, n, m);
-    /* What was learned is kept even when a later request failed: never asked twice. */
-    struct fieldmap now;
-    if (fieldmap_load(r->w->redis, r->association, &now) < 0)
+    /* What was learned is kept even when a later request failed: never asked twice.
+     * Unless an admin PUT a mapping meanwhile: that one stands, and the next round
+     * (the PUT made the groups due) resolves it, finding in CC what this one made. */
+    int saved = fieldmap_save_if_unchanged(r->w->redis, r->association, m);
+    if (saved < 0)
         return CALL_REDIS;
-    if (strcmp(now.version, m->version) != 0)
-        return oc; /* an admin changed the mapping meanwhile: the next round resolves it */
-    if (fieldmap_save(r->w->redis, r->association, m) != STORE_OK)
-        return CALL_REDIS;
+    if (saved == 0)
+        log_info("field_map_changed_meanwhile", LOG_STR("association", r->association));
     return oc;
 }
 

@@ -661,31 +661,54 @@ int applied_set_contact_id(redisContext *c, const char *association, const char 
     return rc;
 }
 
+int applied_note_contact_id(struct applied_set *s, size_t i, const char *contact_id)
+{
+    char *id = strdup(contact_id);
+    if (id == NULL || i >= s->n) {
+        free(id);
+        return STORE_ERR;
+    }
+    free(s->strings[i * 5 + 1]);
+    s->strings[i * 5 + 1] = id;
+    s->items[i].contact_id = id;
+    return STORE_OK;
+}
+
 /* ---- fields in flight (§12) ---- */
 
-void fields_sent_append(redisContext *c, const char *association, const char *group,
-                        const char *fence, const char *const *emails, const char *const *digests,
-                        size_t n)
+/* Pairs a command of fields_sent_append: Lua's unpack (the fenced write) takes
+ * at most about 8,000 values, and a short command keeps Redis free for others. */
+#define FIELDS_SENT_CHUNK 500
+
+size_t fields_sent_append(redisContext *c, const char *association, const char *group,
+                          const char *fence, const char *const *emails, const char *const *digests,
+                          size_t n)
 {
     struct key key = key_fields_sent(association, group), lease = key_lease(association, group);
-    const char **argv = malloc((2 * n + 7) * sizeof *argv);
+    const char **argv = malloc((2 * FIELDS_SENT_CHUNK + 7) * sizeof *argv);
     if (argv == NULL) {
         /* nothing known: the read-back re-sends */
         group_append_write(c, association, group, fence, &key, "DEL", 0, NULL);
-        return;
+        return 1;
     }
-    int k = 0;
-    if (fence)
-        argv[k++] = "EVAL";
-    if (fence)
-        argv[k++] = fenced_script;
-    k += write_argv(argv + k, &lease, &key, fence, "HSET", 0, NULL);
-    for (size_t i = 0; i < n; i++) {
-        argv[k++] = emails[i];
-        argv[k++] = digests[i];
+    size_t commands = 0;
+    for (size_t from = 0; from < n; from += FIELDS_SENT_CHUNK) {
+        size_t to = n - from < FIELDS_SENT_CHUNK ? n : from + FIELDS_SENT_CHUNK;
+        int k = 0;
+        if (fence)
+            argv[k++] = "EVAL";
+        if (fence)
+            argv[k++] = fenced_script;
+        k += write_argv(argv + k, &lease, &key, fence, "HSET", 0, NULL);
+        for (size_t i = from; i < to; i++) {
+            argv[k++] = emails[i];
+            argv[k++] = digests[i];
+        }
+        redisAppendCommandArgv(c, k, argv, NULL);
+        commands++;
     }
-    redisAppendCommandArgv(c, k, argv, NULL);
     free(argv);
+    return commands;
 }
 
 static int fields_sent_cmp(const void *a, const void *b)

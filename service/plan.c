@@ -40,6 +40,10 @@
  *   (the executor finds the ids in bulk, records them - or drops the applied entry
  *   when CC has no such contact - and plans again); those with one go into REMOVE
  *   chunks in the same plan.
+ * - Learning ids (plan_learn_by_reading, plan_first_sync_readback): by requests
+ *   alone. A lookup a contact or a page of 500 contacts a request, whichever is
+ *   fewer; after first syncs, only a read that costs at most a request per list
+ *   (what the first leave of each list would cost anyway) runs at once.
  * - Import: a winner not applied, applied ON_LIST with other names or other
  *   fields, or REJECTED with other names or fields (email changes reach a new
  *   email, so they import too). The names are exactly what plan_contact_names
@@ -1173,4 +1177,45 @@ void plan_merged_removes_free(struct plan_merged_removes *m)
         return;
     arena_free(m->arena);
     memset(m, 0, sizeof(*m));
+}
+
+/* ---- learning contact ids ---- */
+
+bool plan_learn_by_reading(size_t n_emails, size_t n_listed, size_t page_size)
+{
+    size_t pages = page_size ? (n_listed + page_size - 1) / page_size : n_listed;
+    return n_emails > 0 && pages <= n_emails;
+}
+
+struct sized_list {
+    size_t size, index;
+};
+
+static int by_size(const void *pa, const void *pb)
+{
+    const struct sized_list *a = pa, *b = pb;
+    if (a->size != b->size)
+        return a->size < b->size ? -1 : 1;
+    return a->index < b->index ? -1 : a->index > b->index;
+}
+
+size_t plan_first_sync_readback(const size_t *sizes, size_t n, size_t page_size, bool *read)
+{
+    for (size_t i = 0; i < n; i++)
+        read[i] = false;
+    struct sized_list *order = malloc((n ? n : 1) * sizeof *order);
+    if (order == NULL)
+        return 0; /* nothing read now: the leaves learn what they need */
+    for (size_t i = 0; i < n; i++)
+        order[i] = (struct sized_list){sizes[i], i};
+    qsort(order, n, sizeof *order, by_size);
+    /* The prefix means only grow (sorted by size), so the lists that fit are a
+     * prefix: the smallest k with sum <= k * page_size. */
+    size_t sum = 0, k = 0;
+    while (k < n && sum + order[k].size <= (k + 1) * page_size) {
+        sum += order[k].size;
+        read[order[k++].index] = true;
+    }
+    free(order);
+    return k;
 }

@@ -46,34 +46,75 @@ static int applied_key_cmp(const void *key, const void *elem)
  * entries CC showed. */
 struct readback {
     struct run *r;
-    struct applied_set applied;
+    const struct applied_set *applied; /* own, or the caller's */
+    struct applied_set own;
     struct fields_sent sent; /* fields of an import in flight (§12) */
     const struct applied_contact **sorted;
-    char *found; /* per sorted entry */
+    char *found;               /* per sorted entry */
+    struct listed_ids *listed; /* the caller's: the contacts found (or NULL) */
+    bool oom;                  /* listed misses some */
 };
 
 static void readback_free(struct readback *b)
 {
-    applied_free(&b->applied);
+    applied_free(&b->own);
     fields_sent_free(&b->sent);
     free(b->sorted);
     free(b->found);
 }
 
-/* Loads and sorts the applied state of the list read back. */
-static enum call_outcome readback_load(struct readback *b, struct run *r)
+void listed_ids_free(struct listed_ids *l)
+{
+    for (size_t i = 0; i < l->n; i++) {
+        free(l->emails[i]);
+        free(l->ids[i]);
+    }
+    free(l->emails);
+    free(l->ids);
+    memset(l, 0, sizeof *l);
+}
+
+static bool listed_add(struct listed_ids *l, const char *email, const char *id)
+{
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? l->cap * 2 : 64;
+        char **e = realloc(l->emails, cap * sizeof *e);
+        if (e)
+            l->emails = e;
+        char **d = e ? realloc(l->ids, cap * sizeof *d) : NULL;
+        if (!d)
+            return false;
+        l->ids = d;
+        l->cap = cap;
+    }
+    l->emails[l->n] = strdup(email);
+    l->ids[l->n] = strdup(id);
+    if (!l->emails[l->n] || !l->ids[l->n]) {
+        free(l->emails[l->n]);
+        free(l->ids[l->n]);
+        return false;
+    }
+    l->n++;
+    return true;
+}
+
+/* Sorts the applied state of the list read back: the caller's (given), or
+ * loaded. */
+static enum call_outcome readback_load(struct readback *b, struct run *r,
+                                       const struct applied_set *given)
 {
     b->r = r;
-    if (applied_load(r->w->redis, r->association, r->group, &b->applied) != STORE_OK ||
+    b->applied = given ? given : &b->own;
+    if ((!given && applied_load(r->w->redis, r->association, r->group, &b->own) != STORE_OK) ||
         fields_sent_load(r->w->redis, r->association, r->group, &b->sent) != STORE_OK)
         return CALL_REDIS;
-    size_t m = b->applied.n;
+    size_t m = b->applied->n;
     b->sorted = calloc(m ? m : 1, sizeof *b->sorted);
     b->found = calloc(m ? m : 1, 1);
     if (!b->sorted || !b->found)
         return CALL_RETRY;
     for (size_t i = 0; i < m; i++)
-        b->sorted[i] = &b->applied.items[i];
+        b->sorted[i] = &b->applied->items[i];
     qsort(b->sorted, m, sizeof *b->sorted, applied_ptr_cmp);
     return CALL_OK;
 }
@@ -87,10 +128,12 @@ static size_t readback_contact(redisContext *c, struct readback *b, const char *
         on = strcmp(ct->list_ids[l], b->r->gs.list_id) == 0;
     if (!on)
         return 0;
+    if (b->listed && !listed_add(b->listed, email, ct->contact_id))
+        b->oom = true;
     const char *fn = ct->first_name, *ln = ct->last_name, *fields = "";
     const struct applied_contact **hit =
-        b->applied.n ? bsearch(email, b->sorted, b->applied.n, sizeof *b->sorted, applied_key_cmp)
-                     : NULL;
+        b->applied->n ? bsearch(email, b->sorted, b->applied->n, sizeof *b->sorted, applied_key_cmp)
+                      : NULL;
     if (hit) {
         b->found[hit - b->sorted] = 1;
         fn = (*hit)->first_name; /* what we sent stays the reference */
@@ -162,7 +205,7 @@ static enum call_outcome readback_drop_missing(struct readback *b, size_t n)
     for (size_t k = 0; k < n; k++) {
         redisContext *c = b[k].r->w->redis;
         size_t pending = 0;
-        for (size_t i = 0; i < b[k].applied.n; i++) {
+        for (size_t i = 0; i < b[k].applied->n; i++) {
             if (!b[k].found[i] && b[k].sorted[i]->status == APPLIED_ON_LIST) {
                 applied_append_remove(c, b[k].r->association, b[k].r->group, b[k].r->fence,
                                       b[k].sorted[i]->email);
@@ -182,19 +225,26 @@ static enum call_outcome readback_drop_missing(struct readback *b, size_t n)
  * that are not on the list any more are dropped (planned again: an unsubscribed
  * contact is then reported by CC's import and marked). UNSUB and REJ entries
  * stay. A 404 (a list gone) fails the whole read: the caller reads the lists
- * one by one to tell which.
+ * one by one to tell which. With one list, given is its applied state as the
+ * caller holds it (NULL: loaded here) and listed, when not NULL, gets the
+ * contacts found on it.
  */
 static enum call_outcome verify_lists(struct run *const *rs, size_t n, enum budget_class cls,
+                                      const struct applied_set *given, struct listed_ids *listed,
                                       struct ccapi_error *err)
 {
     struct readback *b = calloc(n, sizeof *b);
     if (!b)
         return CALL_RETRY;
     enum call_outcome oc = CALL_OK;
-    for (size_t k = 0; k < n && oc == CALL_OK; k++)
-        oc = readback_load(&b[k], rs[k]);
+    for (size_t k = 0; k < n && oc == CALL_OK; k++) {
+        b[k].listed = n == 1 ? listed : NULL;
+        oc = readback_load(&b[k], rs[k], n == 1 ? given : NULL);
+    }
     if (oc == CALL_OK)
         oc = readback_read(b, n, cls, err);
+    if (oc == CALL_OK && n == 1 && b[0].oom)
+        oc = CALL_RETRY;
     if (oc == CALL_OK)
         oc = readback_drop_missing(b, n);
     for (size_t k = 0; k < n && oc == CALL_OK; k++)
@@ -209,7 +259,15 @@ static enum call_outcome verify_lists(struct run *const *rs, size_t n, enum budg
 
 enum call_outcome round_verify_list(struct run *r, enum budget_class cls, struct ccapi_error *err)
 {
-    return verify_lists(&r, 1, cls, err);
+    return verify_lists(&r, 1, cls, NULL, NULL, err);
+}
+
+enum call_outcome round_read_list(struct run *r, enum budget_class cls,
+                                  const struct applied_set *applied, struct listed_ids *found,
+                                  struct ccapi_error *err)
+{
+    memset(found, 0, sizeof *found);
+    return verify_lists(&r, 1, cls, applied, found, err);
 }
 
 /* ---- the round's state ---- */
@@ -224,9 +282,12 @@ struct round_group {
     const struct applied_contact **by_cid; /* applied entries with a contact_id, by id */
     size_t n_by_cid;
     struct plan pl;
-    bool first_sync; /* nothing applied before this pass */
-    bool readback;   /* read the list back once the activities are known */
-    bool learn_ids;  /* a first sync's import finished: read the list back once synced */
+    bool first_sync;          /* nothing applied before this pass */
+    bool readback;            /* read the list back once the activities are known */
+    bool learn_ids;           /* a first sync's import finished: read the list back once synced? */
+    size_t imported;          /* contacts its first sync's imports put on the list */
+    bool fields_noted;        /* this pass noted fields in flight (fields_sent) */
+    struct applied_set final; /* the applied state its last, empty plan saw (tags) */
     const struct plan_fields *fields; /* the round's mapped fields (§12) */
 };
 
@@ -291,6 +352,7 @@ static void group_pass_free(struct round_group *g)
     g->n_by_cid = 0;
     g->planned = false;
     g->readback = false;
+    g->fields_noted = false;
 }
 
 /* A failure shared by groups: each records it in its status. */
@@ -367,6 +429,10 @@ static bool plan_group(struct round_group *g)
         bool ok = group_set_synced(c, r->association, r->group, r->fence) == STORE_OK;
         r->res = ok ? SYNC_DONE : SYNC_REDIS;
         g->settled = ok;
+        /* what the list holds as the round ends: kept for the tags (round_tags) */
+        applied_free(&g->final);
+        g->final = g->applied;
+        memset(&g->applied, 0, sizeof g->applied);
         return false;
     }
     g->first_sync = g->applied.n == 0;
@@ -389,7 +455,7 @@ static void read_back(struct round_group *const *gs, size_t n, enum budget_class
     for (size_t i = 0; i < n; i++)
         rs[i] = gs[i]->r;
     struct ccapi_error err;
-    enum call_outcome oc = verify_lists(rs, n, cls, &err);
+    enum call_outcome oc = verify_lists(rs, n, cls, NULL, NULL, &err);
     if (oc == CALL_FAILED && err.status == CCAPI_NOT_FOUND) {
         for (size_t i = 0; i < n; i++) {
             oc = n == 1 ? oc : round_verify_list(rs[i], cls, &err);
@@ -430,8 +496,9 @@ static enum call_outcome learn_one(struct run *r, const char *email, struct ccap
 }
 
 /* LEARN: contact ids of contacts to remove, for every group that needs some.
- * A few are looked up by email; more than a read of the lists would take are
- * learned by reading the lists together (one request per 500 contacts). */
+ * A few are looked up by email; as many as a read of the lists would take, or
+ * more, are learned by reading the lists together (one request per 500
+ * contacts), which learns every id of those lists. */
 static void learn_round(struct round_group *const *gs, size_t n)
 {
     size_t emails = 0, listed = 0;
@@ -439,7 +506,7 @@ static void learn_round(struct round_group *const *gs, size_t n)
         emails += gs[i]->pl.ops[0].n_emails;
         listed += gs[i]->applied.n;
     }
-    if (emails > listed / CCAPI_PAGE_LIMIT + 1) {
+    if (plan_learn_by_reading(emails, listed, CCAPI_PAGE_LIMIT)) {
         read_back(gs, n, BUDGET_CHANGES);
         return;
     }
@@ -633,10 +700,12 @@ static void send_removes(struct round *rd)
 
 /* Before an import with mapped fields: the digest each contact will have in CC, for
  * a read-back after a crash (groupstore.h, fields_sent). */
-static bool note_fields_sent(struct run *r, const struct plan_op *op)
+static bool note_fields_sent(struct round_group *g, const struct plan_op *op)
 {
+    struct run *r = g->r;
     if (op->n_contacts == 0 || op->contacts[0].fields[0] == '\0')
         return true;
+    g->fields_noted = true;
     const char **emails = malloc(op->n_contacts * sizeof *emails);
     const char **digests = malloc(op->n_contacts * sizeof *digests);
     bool ok = emails && digests;
@@ -645,9 +714,9 @@ static bool note_fields_sent(struct run *r, const struct plan_op *op)
         digests[i] = op->contacts[i].fields;
     }
     if (ok) {
-        fields_sent_append(r->w->redis, r->association, r->group, r->fence, emails, digests,
-                           op->n_contacts);
-        ok = store_drain(r->w->redis, 1) == STORE_OK;
+        size_t commands = fields_sent_append(r->w->redis, r->association, r->group, r->fence,
+                                             emails, digests, op->n_contacts);
+        ok = store_drain(r->w->redis, commands) == STORE_OK;
     }
     free(emails);
     free(digests);
@@ -674,7 +743,7 @@ static bool send_import(struct round *rd, struct round_group *g, const struct pl
         fs[c].columns = op->contacts[c].columns;
         fs[c].values = op->contacts[c].values;
     }
-    if (!note_fields_sent(r, op) || !journal_push(r, "import")) {
+    if (!note_fields_sent(g, op) || !journal_push(r, "import")) {
         free(cs);
         free(fs);
         r->res = SYNC_REDIS;
@@ -928,8 +997,10 @@ static void settle(struct round *rd)
     size_t n = 0;
     for (size_t i = 0; i < rd->n_acts; i++) {
         struct round_group *g = rd->acts[i].import ? rd->acts[i].g : NULL;
-        if (g && g->first_sync)
+        if (g && g->first_sync) {
             g->learn_ids = true; /* see learn_ids_after_sync */
+            g->imported += rd->acts[i].op->n_contacts;
+        }
     }
     for (size_t k = 0; k < rd->n_active; k++) {
         if (rd->active[k]->readback && rd->active[k]->r->res == SYNC_DONE &&
@@ -946,6 +1017,11 @@ static void settle(struct round *rd)
     }
     for (size_t k = 0; k < rd->n_active; k++) {
         struct run *r = rd->active[k]->r;
+        /* What was in flight is known now (the applied state has it): the fields
+         * noted for a read-back after a crash go first, then the journal. */
+        if (r->res == SYNC_DONE && rd->active[k]->fields_noted &&
+            fields_sent_clear(r->w->redis, r->association, r->group, r->fence) != STORE_OK)
+            r->res = SYNC_REDIS;
         if (r->res == SYNC_DONE && r->n_acts > 0 && !journal_clear(r))
             r->res = SYNC_REDIS;
     }
@@ -965,26 +1041,36 @@ static void round_pass_free(struct round *rd)
 }
 
 /*
- * A first sync ends by reading its list back, after the group shows synced:
- * that confirms what CC holds and records every contact id, so that later
- * leaves need no lookup (a burst's removals then cost their merged requests
- * only). The read costs a request per 500 contacts, as many as the import's
- * share of the budget. The groups read back are planned once more (nothing to
- * do, unless CC differs). Returns false when no group needed it.
+ * A first sync may end by reading its list back, after the group shows synced:
+ * that records every contact id, so that later leaves need no lookup. It is
+ * done only where it costs at most a request per list read
+ * (plan_first_sync_readback: small lists, read together), since each list's
+ * first leave would cost a request anyway. A larger list is not read: a later
+ * removal learns the ids it needs then (learn_round: a lookup each, or the list
+ * read back when that takes no more requests). The groups read back are planned
+ * once more (nothing to do, unless CC differs). Returns false when no group
+ * was read.
  */
 static bool learn_ids_after_sync(struct round *rd)
 {
-    struct round_group *back[SYNC_MAX_GROUPS];
-    size_t n = 0;
+    struct round_group *cand[SYNC_MAX_GROUPS], *back[SYNC_MAX_GROUPS];
+    size_t sizes[SYNC_MAX_GROUPS], n_cand = 0, n = 0;
+    bool chosen[SYNC_MAX_GROUPS];
     /* Class 4: only while the day is calm; else a later leave looks its contact up. */
     bool calm = rd->n > 0 && sync_budget_calm(rd->groups[0].r->w);
     for (size_t i = 0; i < rd->n; i++) {
         struct round_group *g = &rd->groups[i];
         if (calm && g->learn_ids && g->settled && g->r->res == SYNC_DONE &&
-            !g->r->gs.list_deleted_in_cc)
-            back[n++] = g;
+            !g->r->gs.list_deleted_in_cc && n_cand < SYNC_MAX_GROUPS) {
+            sizes[n_cand] = g->imported;
+            cand[n_cand++] = g;
+        }
         g->learn_ids = false;
     }
+    plan_first_sync_readback(sizes, n_cand, CCAPI_PAGE_LIMIT, chosen);
+    for (size_t i = 0; i < n_cand; i++)
+        if (chosen[i])
+            back[n++] = cand[i];
     read_back(back, n, BUDGET_REFRESH);
     for (size_t i = 0; i < n; i++)
         back[i]->settled = false;
@@ -1099,13 +1185,18 @@ static bool round_fields(struct round *rd, struct run *const *runs, size_t n)
 static void round_tags(struct round *rd)
 {
     struct run **done = calloc(rd->n ? rd->n : 1, sizeof *done);
+    struct applied_set **applied = calloc(rd->n ? rd->n : 1, sizeof *applied);
     size_t n = 0;
-    for (size_t i = 0; done && i < rd->n; i++)
-        if (rd->groups[i].settled && rd->groups[i].r->res == SYNC_DONE)
+    for (size_t i = 0; done && applied && i < rd->n; i++) {
+        if (rd->groups[i].settled && rd->groups[i].r->res == SYNC_DONE) {
+            applied[n] = &rd->groups[i].final;
             done[n++] = rd->groups[i].r;
+        }
+    }
     if (n > 0)
-        tags_sync(done, n, rd->map);
+        tags_sync(done, applied, n, rd->map);
     free(done);
+    free(applied);
 }
 
 void round_converge(struct run *const *runs, size_t n)
@@ -1134,6 +1225,8 @@ void round_converge(struct run *const *runs, size_t n)
             runs[i]->res = SYNC_RETRY;
         }
     }
+    for (size_t i = 0; rd.groups && i < n; i++)
+        applied_free(&rd.groups[i].final);
     free(rd.acts);
     free(rd.groups);
     free(rd.active);

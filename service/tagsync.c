@@ -7,9 +7,10 @@
  *
  * Runs after a group's list has converged in a round. The group hash keeps the tag
  * (tag_id, tag_name); key_group_tag holds the contacts ccsync tagged (email ->
- * contact id). Tagging needs contact ids: those not known yet (joiners) are looked
- * up by email, or the list is read back when that takes fewer requests (one per 500
- * contacts). Taggings go in
+ * contact id). The applied state is the one the round's last plan loaded (not
+ * loaded again here). Tagging needs contact ids: those not known yet (joiners, a
+ * first sync's contacts) are looked up by email, or the list is read back when
+ * that takes no more requests (one per 500 contacts). Taggings go in
  * bulk, 500 contacts a request; adding a tag twice is harmless, so a tagging whose
  * answer was lost is simply sent again.
  */
@@ -200,13 +201,11 @@ static size_t ids_missing(const struct applied_set *a)
     return n;
 }
 
-/* Learns the missing contact ids: a lookup by email each when that takes fewer
- * requests than reading the list back (a request per 500 contacts). */
-static enum call_outcome learn_ids(struct run *r, const struct applied_set *a, size_t missing)
+/* Looks up the missing contact ids by email, one request each: recorded in
+ * Redis and in a. */
+static enum call_outcome lookup_ids(struct run *r, struct applied_set *a)
 {
     struct ccapi_error err;
-    if (missing >= (a->n + CCAPI_MEMBERSHIPS_MAX_CONTACTS - 1) / CCAPI_MEMBERSHIPS_MAX_CONTACTS)
-        return round_verify_list(r, BUDGET_CHANGES, &err);
     for (size_t i = 0; i < a->n; i++) {
         const struct applied_contact *c = &a->items[i];
         if (c->status != APPLIED_ON_LIST || (c->contact_id && c->contact_id[0]))
@@ -215,9 +214,12 @@ static enum call_outcome learn_ids(struct run *r, const struct applied_set *a, s
         enum call_outcome oc = cc_call(r->w, r->association, &op, &err);
         const struct ccapi_contact_page *page = &op.out.contacts;
         int rc = STORE_OK;
-        if (oc == CALL_OK && page->n_contacts > 0 && page->contacts[0].contact_id[0])
+        if (oc == CALL_OK && page->n_contacts > 0 && page->contacts[0].contact_id[0]) {
             rc = applied_set_contact_id(r->w->redis, r->association, r->group, r->fence, c->email,
                                         page->contacts[0].contact_id);
+            if (rc == STORE_OK)
+                rc = applied_note_contact_id(a, i, page->contacts[0].contact_id);
+        }
         cc_op_clear(&op);
         if (oc != CALL_OK)
             return oc;
@@ -227,36 +229,77 @@ static enum call_outcome learn_ids(struct run *r, const struct applied_set *a, s
     return CALL_OK;
 }
 
+/* The contacts on the list with their ids (borrowed from a or from found). */
+struct on_list {
+    const char **emails;
+    const char **ids;
+    size_t n;
+};
+
+/* Learns the missing contact ids (a lookup by email each, or the list read back
+ * when that takes no more requests: plan_learn_by_reading) and lists the
+ * contacts on the list with their ids. */
+static enum call_outcome on_list_of(struct run *r, struct applied_set *a, struct listed_ids *found,
+                                    struct on_list *on)
+{
+    size_t missing = ids_missing(a);
+    enum call_outcome oc = CALL_OK;
+    bool read = plan_learn_by_reading(missing, a->n, CCAPI_PAGE_LIMIT);
+    struct ccapi_error err;
+    if (read)
+        oc = round_read_list(r, BUDGET_CHANGES, a, found, &err);
+    else if (missing > 0)
+        oc = lookup_ids(r, a);
+    if (oc != CALL_OK)
+        return oc;
+    size_t cap = read ? found->n : a->n;
+    on->emails = malloc((cap + 1) * sizeof *on->emails);
+    on->ids = malloc((cap + 1) * sizeof *on->ids);
+    on->n = 0;
+    if (!on->emails || !on->ids)
+        return CALL_RETRY;
+    for (size_t i = 0; read && i < found->n; i++) {
+        on->emails[on->n] = found->emails[i];
+        on->ids[on->n++] = found->ids[i];
+    }
+    for (size_t i = 0; !read && i < a->n; i++) {
+        const struct applied_contact *c = &a->items[i];
+        if (c->status != APPLIED_ON_LIST || !c->contact_id || !c->contact_id[0])
+            continue;
+        on->emails[on->n] = c->email;
+        on->ids[on->n++] = c->contact_id;
+    }
+    return CALL_OK;
+}
+
 /* Tags the list's contacts not tagged yet; untags those ccsync tagged that left. */
-static enum call_outcome tags_converge(struct run *r, const char *tag_id, struct applied_set *a)
+static enum call_outcome tags_converge(struct run *r, const char *tag_id, const struct on_list *on)
 {
     struct tagged t;
     if (tagged_load(r, &t) != STORE_OK) {
         tagged_free(&t);
         return CALL_REDIS;
     }
-    size_t cap = a->n + t.n + 1;
+    size_t cap = on->n + t.n + 1;
     const char **emails = malloc(cap * sizeof *emails), **ids = malloc(cap * sizeof *ids);
-    const char **on = malloc(cap * sizeof *on);
-    enum call_outcome oc = emails && ids && on ? CALL_OK : CALL_RETRY;
-    size_t n = 0, n_on = 0;
-    for (size_t i = 0; oc == CALL_OK && i < a->n; i++) {
-        const struct applied_contact *c = &a->items[i];
-        if (c->status != APPLIED_ON_LIST || !c->contact_id || !c->contact_id[0])
-            continue;
-        on[n_on++] = c->email;
-        if (!tagged_has(&t, c->email)) {
-            emails[n] = c->email;
-            ids[n++] = c->contact_id;
+    const char **sorted = malloc(cap * sizeof *sorted);
+    enum call_outcome oc = emails && ids && sorted ? CALL_OK : CALL_RETRY;
+    size_t n = 0;
+    for (size_t i = 0; oc == CALL_OK && i < on->n; i++) {
+        sorted[i] = on->emails[i];
+        if (!tagged_has(&t, on->emails[i])) {
+            emails[n] = on->emails[i];
+            ids[n++] = on->ids[i];
         }
     }
     if (oc == CALL_OK)
         oc = tagging_batches(r, tag_id, true, emails, ids, n);
-    qsort(on, n_on, sizeof *on, str_cmp);
+    if (oc == CALL_OK)
+        qsort(sorted, on->n, sizeof *sorted, str_cmp);
     n = 0;
     for (size_t i = 0; oc == CALL_OK && i < t.n; i++) {
         const char *email = t.reply->element[2 * i]->str;
-        if (n_on && bsearch(&email, on, n_on, sizeof *on, str_cmp))
+        if (on->n && bsearch(&email, sorted, on->n, sizeof *sorted, str_cmp))
             continue;
         emails[n] = email;
         ids[n++] = t.reply->element[2 * i + 1]->str;
@@ -265,35 +308,31 @@ static enum call_outcome tags_converge(struct run *r, const char *tag_id, struct
         oc = tagging_batches(r, tag_id, false, emails, ids, n);
     free(emails);
     free(ids);
-    free(on);
+    free(sorted);
     tagged_free(&t);
     return oc;
 }
 
-static enum call_outcome tags_group(struct run *r, const struct fieldmap *m)
+/* One group's tag: a is its applied state as the round ended (not loaded again). */
+static enum call_outcome tags_group(struct run *r, const struct fieldmap *m, struct applied_set *a)
 {
     char tag_id[CCAPI_ID_SIZE];
     enum call_outcome oc = tag_ensure(r, m, tag_id);
     if (oc != CALL_OK)
         return oc;
-    struct applied_set a;
-    if (applied_load(r->w->redis, r->association, r->group, &a) != STORE_OK)
-        return CALL_REDIS;
-    size_t missing = ids_missing(&a);
-    if (missing > 0) {
-        oc = learn_ids(r, &a, missing);
-        applied_free(&a);
-        if (oc != CALL_OK)
-            return oc;
-        if (applied_load(r->w->redis, r->association, r->group, &a) != STORE_OK)
-            return CALL_REDIS;
-    }
-    oc = tags_converge(r, tag_id, &a);
-    applied_free(&a);
+    struct listed_ids found = {0};
+    struct on_list on = {0};
+    oc = on_list_of(r, a, &found, &on);
+    if (oc == CALL_OK)
+        oc = tags_converge(r, tag_id, &on);
+    free(on.emails);
+    free(on.ids);
+    listed_ids_free(&found);
     return oc;
 }
 
-void tags_sync(struct run *const *runs, size_t n, const struct fieldmap *m)
+void tags_sync(struct run *const *runs, struct applied_set *const *applied, size_t n,
+               const struct fieldmap *m)
 {
     if (m == NULL || !m->group_tags)
         return;
@@ -301,7 +340,7 @@ void tags_sync(struct run *const *runs, size_t n, const struct fieldmap *m)
         struct run *r = runs[i];
         if (r->res != SYNC_DONE || r->gs.list_deleted_in_cc || !r->gs.list_id[0])
             continue;
-        enum call_outcome oc = tags_group(r, m);
+        enum call_outcome oc = tags_group(r, m, applied[i]);
         if (oc == CALL_FAILED)
             continue; /* logged; the list itself is in step: the group stays synced */
         if (oc != CALL_OK) {

@@ -210,14 +210,32 @@ void fields_plan(const struct fieldmap *m, struct plan_field *items, struct plan
 /* ---- tagsync.c: group tags (§12) ---- */
 
 /* With group tags on (m), tags the contacts on each run's converged list with its
- * group's tag and untags those ccsync tagged that left. */
-void tags_sync(struct run *const *runs, size_t n, const struct fieldmap *m);
+ * group's tag and untags those ccsync tagged that left. applied[i] is runs[i]'s
+ * applied state as the round ended (its last plan's load: not loaded again);
+ * the contact ids tags learn are recorded in it as in Redis. */
+void tags_sync(struct run *const *runs, struct applied_set *const *applied, size_t n,
+               const struct fieldmap *m);
 
 /* ---- round.c ---- */
 
 /* Reads the run's list back from CC and rebuilds its applied state; the
  * requests spend class cls's share of the day. */
 enum call_outcome round_verify_list(struct run *r, enum budget_class cls, struct ccapi_error *err);
+
+/* The contacts a read-back found on a list: emails (normalized) and contact ids,
+ * owned (listed_ids_free). */
+struct listed_ids {
+    size_t n, cap;
+    char **emails;
+    char **ids;
+};
+void listed_ids_free(struct listed_ids *l);
+/* round_verify_list for a caller that holds the list's applied state already
+ * (applied: used instead of loading it again, not changed) and wants the
+ * contacts found on the list (*found, freed with listed_ids_free). */
+enum call_outcome round_read_list(struct run *r, enum budget_class cls,
+                                  const struct applied_set *applied, struct listed_ids *found,
+                                  struct ccapi_error *err);
 /* Makes the lists of runs (1..SYNC_MAX_GROUPS) match their groups, together. */
 void round_converge(struct run *const *runs, size_t n);
 

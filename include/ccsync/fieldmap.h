@@ -44,6 +44,7 @@ struct fieldmap {
     bool group_tags;
     char tag_prefix[FIELDMAP_TAG_PREFIX_MAX + 1];
     char version[17]; /* hex digest of the (novi, cc) pairs: changes with the mapping */
+    char stored[41];  /* SHA-1 of the stored JSON it was loaded from ("": none) */
 };
 
 /* A custom entry CC has: its id, its name in CC (the import column is "cf:" + name). */
@@ -74,6 +75,12 @@ void fieldmap_add_view(const struct fieldmap *m, struct json_object *view);
 /* Redis: 1 loaded, 0 none stored (m empty, tags off), -1 Redis error. */
 int fieldmap_load(struct redisContext *c, const char *association, struct fieldmap *m);
 int fieldmap_save(struct redisContext *c, const char *association, const struct fieldmap *m);
+/* Saves m only while the stored mapping is still the one m was loaded from
+ * (m->stored), compared and set in one script: what a sync learned under one
+ * mapping never overwrites a mapping an admin PUT meanwhile (its fields or its
+ * tags). 1 saved, 0 not (the stored mapping changed), -1 Redis error. */
+int fieldmap_save_if_unchanged(struct redisContext *c, const char *association,
+                               const struct fieldmap *m);
 
 /* Whether a value reads as a date CC's date fields take (YYYY-MM-DD or MM/DD/YYYY). */
 bool fieldmap_is_date(const char *value);

@@ -151,15 +151,19 @@ int applied_has(struct redisContext *c, const char *association, const char *gro
 /* Records the contact id of an existing entry (none: nothing happens). */
 int applied_set_contact_id(struct redisContext *c, const char *association, const char *group,
                            const char *fence, const char *email, const char *contact_id);
+/* The same in a loaded set: item i's contact id becomes a copy of contact_id. */
+int applied_note_contact_id(struct applied_set *s, size_t i, const char *contact_id);
 
 /* ---- fields in flight (§12) ---- */
 
 /* The fields digest of each contact of an import about to be sent (email -> digest),
  * pipelined: a read-back after a crash takes it as what CC holds for a contact the
- * import put on the list. Cleared with fields_sent_clear once the list is known. */
-void fields_sent_append(struct redisContext *c, const char *association, const char *group,
-                        const char *fence, const char *const *emails, const char *const *digests,
-                        size_t n);
+ * import put on the list. Cleared with fields_sent_clear once the list is known.
+ * Returns the commands appended (a command a few hundred contacts): the caller
+ * drains as many replies. */
+size_t fields_sent_append(struct redisContext *c, const char *association, const char *group,
+                          const char *fence, const char *const *emails, const char *const *digests,
+                          size_t n);
 /* email -> digest of what is in flight (caller frees with fields_sent_free). */
 struct fields_sent {
     size_t n;

@@ -321,4 +321,29 @@ int plan_merge_removes(const struct plan_leave *leaves, size_t n_leaves,
                        size_t max_lists, struct plan_merged_removes *out, struct plan_error *err);
 void plan_merged_removes_free(struct plan_merged_removes *m);
 
+/* ---- learning contact ids ------------------------------------------------- */
+
+/*
+ * Removals and untaggings name CC contact ids, which an import does not report.
+ * They are learned either by a lookup by email each or by reading lists back
+ * (GET /contacts?lists=..., page_size contacts a request). These two decide
+ * which, counting requests only.
+ */
+
+/* Whether n_emails ids among lists holding n_listed contacts are learned by
+ * reading the lists back: when that takes no more requests than the lookups
+ * (a tie reads, which learns every id of the lists, not only these). */
+bool plan_learn_by_reading(size_t n_emails, size_t n_listed, size_t page_size);
+
+/*
+ * After first syncs: which of the lists just filled (sizes[i] contacts each) to
+ * read back at once, in one shared read, so that their later leaves need no
+ * lookup. A list's first leave costs at least one request (a lookup), so a read
+ * that costs at most one request per list it covers is never dearer; a larger
+ * read waits until leaves need it (and then may be lookups only). The lists
+ * chosen are the smallest ones whose read stays within that (their mean size
+ * at most page_size); read[i] says whether list i is; returns how many.
+ */
+size_t plan_first_sync_readback(const size_t *sizes, size_t n, size_t page_size, bool *read);
+
 #endif

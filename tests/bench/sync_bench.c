@@ -26,9 +26,9 @@
  * folded (queue pending 0), each group's GroupStatus has pending_changes 0 and
  * changes_queued false, and ccsim's list holds exactly the expected emails.
  * Requests are ccsim's own counters (GET /__sim/counters), read once no request
- * has reached ccsim for 3 s after convergence, so trailing requests (a first
- * sync's read-back of contact ids, done after the group shows synced) are
- * counted too.
+ * has reached ccsim for 3 s after convergence, so trailing requests (the
+ * read-back of small lists' contact ids after their first syncs, done after the
+ * groups show synced) are counted too.
  *
  * Each wait for convergence gives up after $SYNC_BENCH_TIMEOUT seconds (240).
  *

@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "ccsim_client.h"
+#include "members.h"
 #include "novi.h"
 #include "stack.h"
 #include "status.h"
@@ -356,6 +357,74 @@ static void test_group_tag_follows_joins_leaves_and_renames_never_admin_tags(voi
     assert_int_equal(cc_endpoint("POST /v3/contact_tags"), 2); /* ccsync's one, the admin's */
 }
 
+/* An admin PUTs a mapping (here: group tags on) while a sync is making a custom
+ * field of the mapping before it: the sync's save of the field's id must not put
+ * the older mapping back. The next round resolves the new one, finding the field
+ * the first made (no second POST), and tags the group. */
+static void test_a_sync_never_overwrites_a_mapping_put_meanwhile(void **state)
+{
+    (void)state;
+    char buf[256];
+    put_fields("[{\"novi\":\"CustomFields.Chapter\",\"cc\":\"custom:Chapter\"}]");
+    sim_delay("POST " FIELDS_PATH, 1500, 1);
+    send_group("g1", "One", true, 1);
+    send_customer(member_with("a1", "Dr", "North", "g1"), 2);
+    wait_endpoint("POST " FIELDS_PATH, 1, WAIT_MS); /* CC is making it: 1.5 s */
+    struct reply r = api("PUT", "/v1/associations/" ASSOC,
+                         "{\"tags\":{\"group_tags\":true,\"prefix\":\"Novi: \"}}");
+    assert_int_equal(r.status, 200);
+    reply_free(&r);
+
+    json_object *gs = wait_settled("g1", WAIT_MS);
+    r = api("GET", "/v1/associations/" ASSOC, NULL);
+    assert_true(json_object_get_boolean(jpath(r.json, "tags.group_tags")));
+    assert_string_equal(jpath_str(r.json, "fields.0.state"), "ready");
+    reply_free(&r);
+    assert_non_null(jpath(gs, "tag.name"));
+    assert_string_equal(jpath_str(gs, "tag.name"), "Novi: One");
+    json_object_put(gs);
+    assert_int_equal(cc_endpoint("POST " FIELDS_PATH), 1);
+    assert_int_equal(cc_endpoint("GET " FIELDS_PATH), 2); /* each mapping looked once */
+    const char *a1[] = {"a1"};
+    assert_cc_values(a1, 1, "North", NULL);
+    assert_string_equal(cc_tags("a1@x.org", buf, sizeof buf), "Novi: One");
+}
+
+/* Group tags on a list larger than a page: the first sync's contacts get their ids
+ * from one read of the list (3 pages for 1,196), a later joiner's from one lookup. */
+static void test_group_tag_learns_ids_by_the_fewest_requests(void **state)
+{
+    (void)state;
+    char buf[256], email[64];
+    struct reply r = api("PUT", "/v1/associations/" ASSOC,
+                         "{\"tags\":{\"group_tags\":true,\"prefix\":\"Novi: \"}}");
+    assert_int_equal(r.status, 200);
+    reply_free(&r);
+    char *data = gen_members_data("big", "z", 0, 1200);
+    send_event("group.members", data, 2);
+    free(data);
+    wait_folded();
+    send_group("big", "Big", true, 3);
+    json_object_put(wait_settled("big", WAIT_MS));
+    assert_int_equal(cc_endpoint("GET /v3/contacts"), 3);
+    assert_int_equal(cc_endpoint("POST /v3/activities/contacts_taggings_add"), 3);
+    gen_email("z", 1199, email, sizeof email);
+    assert_string_equal(cc_tags(email, buf, sizeof buf), "Novi: Big");
+
+    long long before = cc_requests(), polls = cc_activity_polls();
+    send_gen_member_at(0, "big", "z", 1200, true, 4);
+    json_object *gs = wait_settled("big", WAIT_MS);
+    assert_int_equal(json_object_get_int(jpath(gs, "counts.in_list")), gen_expected_count(0, 1201));
+    json_object_put(gs);
+    /* the import and its report, one lookup, one tagging */
+    assert_int_equal(cc_endpoint("GET /v3/contacts"), 4);
+    assert_int_equal(cc_endpoint("POST /v3/activities/contacts_taggings_add"), 4);
+    assert_int_equal(cc_activity_polls() - polls, 1);
+    assert_int_equal(cc_requests() - before, 4);
+    gen_email("z", 1200, email, sizeof email);
+    assert_string_equal(cc_tags(email, buf, sizeof buf), "Novi: Big");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -371,6 +440,10 @@ int main(void)
                                         stack_stop),
         cmocka_unit_test_setup_teardown(
             test_group_tag_follows_joins_leaves_and_renames_never_admin_tags, setup, stack_stop),
+        cmocka_unit_test_setup_teardown(test_a_sync_never_overwrites_a_mapping_put_meanwhile, setup,
+                                        stack_stop),
+        cmocka_unit_test_setup_teardown(test_group_tag_learns_ids_by_the_fewest_requests, setup,
+                                        stack_stop),
     };
     return cmocka_run_group_tests_name("fields", tests, NULL, NULL);
 }

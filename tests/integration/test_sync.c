@@ -38,6 +38,7 @@
 #include <unistd.h>
 
 #include "ccsim_client.h"
+#include "members.h"
 #include "novi.h"
 #include "stack.h"
 #include "status.h"
@@ -911,6 +912,91 @@ static void test_burst_over_groups_shares_requests(void **state)
     assert_int_equal(cc_counter("throttled"), 0);
 }
 
+/* ==== contact ids: learned when a removal needs them (issue #14) ==== */
+
+#define LAZY_N 1200 /* 1,196 usable: 3 pages of 500 */
+
+/* Members [from, LAZY_N) of "lazy" as the group's snapshot at at; waits until synced. */
+static void lazy_snapshot(int from, long long at)
+{
+    char *data = gen_members_data("lazy", "z", from, LAZY_N);
+    send_event("group.members", data, at);
+    free(data);
+    json_object *gs = wait_settled("lazy", WAIT_MS);
+    assert_counts(gs, LAZY_N - from, gen_no_email(from, LAZY_N), gen_invalid(from, LAZY_N), 0, 0, 0,
+                  0, gen_expected_count(from, LAZY_N));
+    json_object_put(gs);
+}
+
+/* ccsim's counters of the endpoints a sync of one list uses, and its total. */
+struct lazy_counts {
+    long long lists_get, lists_post, imports, contacts, removes, polls, total;
+};
+
+static struct lazy_counts lazy_counts_now(void)
+{
+    return (struct lazy_counts){cc_endpoint("GET /v3/contact_lists"),
+                                cc_endpoint("POST /v3/contact_lists"),
+                                cc_imports(),
+                                cc_endpoint("GET /v3/contacts"),
+                                cc_endpoint("POST /v3/activities/remove_list_memberships"),
+                                cc_activity_polls(),
+                                cc_requests()};
+}
+
+static void assert_lazy_counts(const struct lazy_counts *from, long long contacts,
+                               long long removes, long long imports)
+{
+    struct lazy_counts now = lazy_counts_now();
+    assert_int_equal(now.contacts - from->contacts, contacts);
+    assert_int_equal(now.removes - from->removes, removes);
+    assert_int_equal(now.imports - from->imports, imports);
+    assert_int_equal(now.polls - from->polls, 1); /* one GET /activities reports on them */
+    assert_int_equal(now.total - from->total, contacts + removes + imports + 1 +
+                                                  (now.lists_get - from->lists_get) +
+                                                  (now.lists_post - from->lists_post));
+}
+
+/* A first sync of a list larger than a page does not read it back for contact ids
+ * (3 requests here, 20 for 10,000): a removal learns what it needs then, a lookup
+ * a contact, or the list read back once that takes no more requests, after which
+ * every id is known. */
+static void test_contact_ids_are_learned_when_a_removal_needs_them(void **state)
+{
+    (void)state;
+    struct lazy_counts c0 = lazy_counts_now();
+    char *data = gen_members_data("lazy", "z", 0, LAZY_N);
+    send_event("group.members", data, 2);
+    free(data);
+    wait_folded();
+    send_group("lazy", "Lazy", true, 3);
+    json_object_put(wait_settled("lazy", WAIT_MS));
+
+    /* 1 leaves: one lookup, one removal. (A read-back after the first sync would
+     * show here as 3 more GET /contacts: it comes after the group shows synced, and
+     * the group's next round waits for it.) */
+    struct lazy_counts c1 = lazy_counts_now();
+    lazy_snapshot(1, 4);
+    /* the first sync: the list's names, its create, one import, one report */
+    assert_int_equal(c1.lists_post - c0.lists_post, 1);
+    assert_int_equal(c1.imports - c0.imports, 1);
+    assert_int_equal(c1.polls - c0.polls, 1);
+    assert_int_equal(c1.total - c0.total, 3 + (c1.lists_get - c0.lists_get));
+    assert_lazy_counts(&c1, 1, 1, 0);
+
+    /* 3 leave: three lookups would cost as much as the list's 3 pages, which learn
+     * every id: the list is read */
+    struct lazy_counts c2 = lazy_counts_now();
+    lazy_snapshot(4, 5);
+    assert_lazy_counts(&c2, 3, 1, 0);
+
+    /* 1 more leaves: its id is known */
+    struct lazy_counts c3 = lazy_counts_now();
+    lazy_snapshot(5, 6);
+    assert_lazy_counts(&c3, 0, 1, 0);
+    assert_int_equal(cc_counter("throttled"), 0);
+}
+
 static void test_member_of_two_groups_leaving_one_stays_on_the_other(void **state)
 {
     (void)state;
@@ -1068,6 +1154,8 @@ int main(void)
                                         stack_setup, stack_stop),
         cmocka_unit_test_setup_teardown(test_burst_over_groups_shares_requests, setup_limits,
                                         stack_stop),
+        cmocka_unit_test_setup_teardown(test_contact_ids_are_learned_when_a_removal_needs_them,
+                                        stack_setup, stack_stop),
         cmocka_unit_test_setup_teardown(test_member_of_two_groups_leaving_one_stays_on_the_other,
                                         setup_wide_window, stack_stop),
         cmocka_unit_test_setup_teardown(

@@ -1338,6 +1338,54 @@ static void test_import_chunks_count_the_fields_bytes(void **state)
     plan_free(&p);
 }
 
+/* ---- learning contact ids ---- */
+
+static void test_learning_ids_reads_the_lists_only_when_that_takes_no_more_requests(void **state)
+{
+    (void)state;
+    /* 10,000 contacts: 20 pages. 19 lookups are fewer; at 20 the read ties and
+     * learns every id. */
+    assert_false(plan_learn_by_reading(1, 10000, 500));
+    assert_false(plan_learn_by_reading(19, 10000, 500));
+    assert_true(plan_learn_by_reading(20, 10000, 500));
+    assert_true(plan_learn_by_reading(500, 10000, 500));
+    /* a list of 4: one page, the same as one lookup */
+    assert_true(plan_learn_by_reading(1, 4, 500));
+    assert_false(plan_learn_by_reading(0, 4, 500));    /* nothing to learn: nothing read */
+    assert_false(plan_learn_by_reading(2, 1001, 500)); /* 3 pages */
+    assert_true(plan_learn_by_reading(3, 1001, 500));
+}
+
+static void test_first_syncs_read_back_at_once_only_at_one_request_a_list(void **state)
+{
+    (void)state;
+    bool read[5];
+    /* one list of 10,000 (first:10000): 20 pages for one list: not now */
+    size_t big[] = {10000};
+    assert_int_equal(plan_first_sync_readback(big, 1, 500, read), 0);
+    assert_false(read[0]);
+    /* one list of 1,000: 2 pages > 1 */
+    size_t thousand[] = {1000};
+    assert_int_equal(plan_first_sync_readback(thousand, 1, 500, read), 0);
+    /* one list of 500, and of 4: a page each */
+    size_t page[] = {500}, four[] = {4};
+    assert_int_equal(plan_first_sync_readback(page, 1, 500, read), 1);
+    assert_true(read[0]);
+    assert_int_equal(plan_first_sync_readback(four, 1, 500, read), 1);
+    /* ten lists of 100 (the burst bench's set-up): 2 pages for 10 lists */
+    size_t ten[10] = {100, 100, 100, 100, 100, 100, 100, 100, 100, 100};
+    bool read10[10];
+    assert_int_equal(plan_first_sync_readback(ten, 10, 500, read10), 10);
+    /* the small lists are read together, the large one waits: 100, 300, 600 and
+     * 800 (1,800 contacts) take 4 pages for 4 lists; with 5,000, 14 for 5 */
+    size_t mixed[] = {5000, 600, 100, 300, 800};
+    assert_int_equal(plan_first_sync_readback(mixed, 5, 500, read), 4);
+    assert_false(read[0]);
+    assert_true(read[1] && read[2] && read[3] && read[4]);
+    size_t none[] = {0};
+    assert_int_equal(plan_first_sync_readback(none, 0, 500, read), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1385,6 +1433,8 @@ int main(void)
         cmocka_unit_test(test_shared_email_gets_the_duplicate_winners_fields),
         cmocka_unit_test(test_without_mapped_fields_nothing_changes),
         cmocka_unit_test(test_import_chunks_count_the_fields_bytes),
+        cmocka_unit_test(test_learning_ids_reads_the_lists_only_when_that_takes_no_more_requests),
+        cmocka_unit_test(test_first_syncs_read_back_at_once_only_at_one_request_a_list),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
