@@ -240,6 +240,14 @@ bool budget_may_start_round(const struct budget_day *d, long pending, long cost)
     return committed + rate_over_rest(d) <= limit * BUDGET_CEILING;
 }
 
+bool budget_round_allowed(const struct budget_day *d, int64_t delay_ms, int64_t max_ms,
+                          long pending, long cost)
+{
+    if (delay_ms < max_ms && (double)d->used < (double)d->limit * BUDGET_CALM)
+        return true;
+    return budget_may_start_round(d, pending, cost);
+}
+
 int64_t budget_reconcile_interval_s(const struct budget_day *d, long cost_idle, long cost_busy,
                                     int64_t floor_s, int64_t *busy_s)
 {

@@ -236,11 +236,10 @@ bool sync_may_start_round(struct sync_worker *w)
 {
     struct budget_day d;
     sync_budget_day(w, &d);
-    /* Paced whatever the wait: a burst of first syncs no longer stops every
-     * round (the projection counts their rate over one window only, budget.h's
-     * one_off_rate), and a wait still widening must not let rounds spend the
-     * day past the ceiling meanwhile (the simulated day did at 500). */
-    return budget_may_start_round(&d, 0, BUDGET_ROUND_COST);
+    /* Paced once the wait is at its widest or the day is past calm
+     * (budget_round_allowed): until then the wider wait is what keeps the day. */
+    return budget_round_allowed(
+        &d, w->delay_ms, (int64_t)w->app->cfg->sync_delay_max_seconds * 1000, 0, BUDGET_ROUND_COST);
 }
 
 /* ---- leases ---- */

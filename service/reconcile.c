@@ -363,6 +363,10 @@ static int64_t next_turn(struct sync_worker *w, const char *association, int64_t
 bool sync_reconcile_due(struct sync_worker *w)
 {
     redisContext *c = w->redis;
+    /* The same once-a-second look serves the checks of activities that rounds
+     * left outstanding (actcheck.c): due ones go first, they are cheap. */
+    if (!actcheck_due(w))
+        return false;
     int64_t now = store_now_ns() / 1000000;
     int64_t idle_ms, busy_ms;
     char association[CCSYNC_ASSOC_ID_MAX + 1];

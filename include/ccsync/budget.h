@@ -122,6 +122,18 @@ int64_t budget_sync_delay_ms(const struct budget_day *d, int64_t current_ms, dou
  */
 bool budget_may_start_round(const struct budget_day *d, long pending, long cost);
 
+/*
+ * May an association's due groups start a round now, with the coalescing wait
+ * at delay_ms of its widest max_ms? Rounds are paced (budget_may_start_round)
+ * once the wait is at its widest, or once the day's use has passed BUDGET_CALM:
+ * before either, the widening wait is what keeps the day, and a burst of work
+ * (twenty associations' first lists at once) that raises the recent rate for a
+ * while does not stop every round; past calm, a wait still widening must not
+ * let rounds run the day into its reserve meanwhile.
+ */
+bool budget_round_allowed(const struct budget_day *d, int64_t delay_ms, int64_t max_ms,
+                          long pending, long cost);
+
 /* What a sync round costs at least: a send, a report on it, often a read. */
 #define BUDGET_ROUND_COST 3
 

@@ -391,7 +391,8 @@ static void start_due_rounds(struct sim *s)
     qsort_r(s->due, n, sizeof *s->due, cmp_used, s);
     for (size_t k = 0; k < n; k++) {
         struct association *as = &s->a[s->due[k]];
-        if (!s->first_come && !budget_may_start_round(&s->day, s->pending_total, round_cost(as)))
+        if (!s->first_come && !budget_round_allowed(&s->day, s->delay_ms, MAX_DELAY_MS,
+                                                    s->pending_total, round_cost(as)))
             break;
         start_round(s, s->due[k]);
     }
