@@ -1034,10 +1034,14 @@ static size_t plan_pass(struct round *rd, struct round_group **learners)
  * back), none with mapped fields (a crash read-back needs their digests), none
  * after a read-back this run (verify: what CC rejected or could not add must be
  * recorded by this round, or the next would send it again), every group still
- * going. Their outcome then only refreshes counts.
+ * going. Their outcome then only refreshes counts (class 4): on a calm day the
+ * round still waits, so that "synced" means CC holds the list; once the budget
+ * binds the requests are worth more than that and the check is shared.
  */
 static bool pass_outcome_is_counts(const struct round *rd)
 {
+    if (rd->n_acts == 0 || sync_budget_calm(rd->acts[0].g->r->w))
+        return false;
     for (size_t i = 0; i < rd->n_acts; i++) {
         const struct round_activity *ra = &rd->acts[i];
         const struct run *r = ra->import ? ra->g->r : NULL;
