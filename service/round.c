@@ -1040,7 +1040,7 @@ static size_t plan_pass(struct round *rd, struct round_group **learners)
  */
 static bool pass_outcome_is_counts(const struct round *rd)
 {
-    if (rd->n_acts == 0 || sync_budget_calm(rd->acts[0].g->r->w))
+    if (rd->n_acts == 0 || rd->n_active == 0 || sync_budget_calm(rd->active[0]->r->w))
         return false;
     for (size_t i = 0; i < rd->n_acts; i++) {
         const struct round_activity *ra = &rd->acts[i];
