@@ -18,6 +18,7 @@
 
 #include "ccsim_client.h"
 #include "novi.h"
+#include "reply.h"
 #include "stack.h"
 #include "status.h"
 #include "testsupport.h"
@@ -83,10 +84,48 @@ static void test_rounds_of_one_association_share_one_activity_check(void **state
     json_object_put(gs);
 }
 
+/* A contact CC could not add (unsubscribed there) is found by the shared check:
+ * the group is read back and its next round, which waits for its import, counts
+ * the contact unsubscribed; it is not imported a third time. */
+static void test_a_contact_cc_could_not_add_is_found_by_the_check(void **state)
+{
+    (void)state;
+    char list_id[128], buf[1024];
+    send_group("board", "Board", true, 1);
+    send_members("board", 2, 1, member("m1", "ann@example.org", "Ann", "Lee", NULL));
+    wait_synced_list("board", list_id, sizeof list_id);
+    sim_void(
+        "POST", "/__sim/seed",
+        "{\"contacts\":[{\"email\":\"bob@example.org\",\"permission_to_send\":\"unsubscribed\"}]}");
+    ts_sleep_ms(3000);
+    long long imports0 = cc_imports();
+
+    send_customer(member("m2", "bob@example.org", "Bob", "Ray", groups_of("board")), 3);
+    wait_folded();
+    long deadline = ts_now_ms() + WAIT_MS;
+    json_object *gs;
+    for (;;) {
+        gs = wait_synced("board");
+        if (jint(jget(gs, "counts"), "unsubscribed") == 1)
+            break;
+        json_object_put(gs);
+        if (ts_now_ms() > deadline)
+            fail_msg("the contact CC could not add was not noticed");
+        ts_sleep_ms(200);
+    }
+    assert_counts(gs, 2, 0, 0, 0, 0, 1, 0, 1);
+    json_object_put(gs);
+    ts_sleep_ms(12000);                           /* a later check finds nothing more to do */
+    assert_int_equal(cc_imports() - imports0, 2); /* the deferred import, then the waited one */
+    assert_string_equal(cc_members(list_id, buf, sizeof buf, NULL, 0), "ann@example.org");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_rounds_of_one_association_share_one_activity_check,
+                                        setup, stack_stop),
+        cmocka_unit_test_setup_teardown(test_a_contact_cc_could_not_add_is_found_by_the_check,
                                         setup, stack_stop),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
