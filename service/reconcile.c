@@ -251,9 +251,10 @@ int sync_reconcile_next_at(redisContext *c, const char *association, int64_t *at
     return STORE_OK;
 }
 
-/* Reconcile's intervals now (ms), idle and busy: its share of the day spread
- * over every association, one page each, busy ones (a round in the last hour)
- * twice as often; never below CCSYNC_RECONCILE_SECONDS. */
+/* Reconcile's intervals now (ms): idle, its share of the day spread over every
+ * association in equal turns, one page each; busy, when one with a round in the
+ * last hour may have an extra turn out of what they leave. Never below
+ * CCSYNC_RECONCILE_SECONDS. */
 static int reconcile_intervals(struct sync_worker *w, int64_t now, int64_t *idle_ms,
                                int64_t *busy_ms)
 {
