@@ -280,30 +280,42 @@ static int reconcile_intervals(struct sync_worker *w, int64_t now, int64_t *idle
     return STORE_OK;
 }
 
-/* The first association of KEY_RECONCILE scored up to max_score that is busy
- * (a round since busy_since), if want_busy, or any, else ("" when none). The
- * score is the next equal turn, so the first is the least recently reconciled. */
-static int first_turn(redisContext *c, int64_t max_score, bool want_busy, int64_t busy_since,
-                      char association[CCSYNC_ASSOC_ID_MAX + 1])
+/* Whether association is busy (a round since busy_since) and was last
+ * reconciled (its last reconcile grant, ratelimit.c) before last_before: only
+ * then is an extra turn due (a new association has its equal turn first). */
+static bool extra_turn_due(struct sync_worker *w, const char *association, int64_t busy_since,
+                           int64_t last_before)
+{
+    redisContext *c = w->redis;
+    redisReply *act = store_command(c, "ZSCORE %s %s", KEY_ACTIVE, association);
+    bool busy = act && act->type == REDIS_REPLY_STRING && strtoll(act->str, NULL, 10) >= busy_since;
+    freeReplyObject(act);
+    if (!busy)
+        return false;
+    redisReply *last =
+        store_command(c, "HGET %s %s", key_budget(w->budget.app, "reconciled").s, association);
+    bool due = last && last->type == REDIS_REPLY_STRING &&
+               strtoll(last->str, NULL, 10) * 1000 <= last_before;
+    freeReplyObject(last);
+    return due;
+}
+
+/* The first association of KEY_RECONCILE scored up to max_score ("" when none);
+ * with want_busy, the first whose extra turn is due (extra_turn_due). The score
+ * is the next equal turn, so the first is the least recently reconciled. */
+static int first_turn(struct sync_worker *w, int64_t max_score, bool want_busy, int64_t busy_since,
+                      int64_t last_before, char association[CCSYNC_ASSOC_ID_MAX + 1])
 {
     association[0] = '\0';
-    redisReply *r = store_command(c, "ZRANGEBYSCORE %s -inf %lld LIMIT 0 %d", KEY_RECONCILE,
+    redisReply *r = store_command(w->redis, "ZRANGEBYSCORE %s -inf %lld LIMIT 0 %d", KEY_RECONCILE,
                                   (long long)max_score, want_busy ? EXTRA_TURN_SCAN : 1);
     if (!r || r->type != REDIS_REPLY_ARRAY) {
         freeReplyObject(r);
         return STORE_ERR;
     }
-    for (size_t i = 0; i < r->elements && !association[0]; i++) {
-        bool take = !want_busy;
-        if (want_busy) {
-            redisReply *act = store_command(c, "ZSCORE %s %s", KEY_ACTIVE, r->element[i]->str);
-            take =
-                act && act->type == REDIS_REPLY_STRING && strtoll(act->str, NULL, 10) >= busy_since;
-            freeReplyObject(act);
-        }
-        if (take)
+    for (size_t i = 0; i < r->elements && !association[0]; i++)
+        if (!want_busy || extra_turn_due(w, r->element[i]->str, busy_since, last_before))
             snprintf(association, CCSYNC_ASSOC_ID_MAX + 1, "%s", r->element[i]->str);
-    }
     freeReplyObject(r);
     return STORE_OK;
 }
@@ -326,14 +338,15 @@ static int reconcile_next(struct sync_worker *w, int64_t now, int64_t every_ms, 
                                      (long long)(now + rand() % (every_ms > 0 ? every_ms : 1)),
                                      a->element[i]->str));
     freeReplyObject(a);
-    int rc = first_turn(c, now, false, 0, association);
+    int rc = first_turn(w, now, false, 0, 0, association);
     struct budget_day d;
     if (rc != STORE_OK || association[0] || busy_ms >= every_ms)
         return rc;
     sync_budget_day(w, &d);
     if (!budget_reconcile_allowed(&d))
         return STORE_OK;
-    return first_turn(c, now + every_ms - busy_ms, true, now - ACTIVE_WINDOW_MS, association);
+    return first_turn(w, now + every_ms - busy_ms, true, now - ACTIVE_WINDOW_MS, now - busy_ms,
+                      association);
 }
 
 /* When association's next equal turn is (the interval from now); a minute later
