@@ -236,12 +236,10 @@ bool sync_may_start_round(struct sync_worker *w)
 {
     struct budget_day d;
     sync_budget_day(w, &d);
-    /* Paced only once the wait is at its widest (budget.c): until then the
-     * wider wait is what keeps the day, and a burst of first syncs, which
-     * raises the recent rate for a while, does not stop every round. */
-    if (w->delay_ms < (int64_t)w->app->cfg->sync_delay_max_seconds * 1000)
-        return true;
-    return budget_may_start_round(&d, 0, BUDGET_ROUND_COST);
+    /* Paced once the wait is at its widest or the day is past calm
+     * (budget_round_allowed): until then the wider wait is what keeps the day. */
+    return budget_round_allowed(
+        &d, w->delay_ms, (int64_t)w->app->cfg->sync_delay_max_seconds * 1000, 0, BUDGET_ROUND_COST);
 }
 
 /* ---- leases ---- */

@@ -117,6 +117,11 @@ struct key key_reconcile_asked(const char *association)
     return key_format(ASSOC_KEY(KEY_RECONCILE_ASKED), association);
 }
 
+struct key key_acts_out(const char *association)
+{
+    return key_format(ASSOC_KEY(KEY_ACTS_OUT), association);
+}
+
 struct key key_refresh_lock(const char *association)
 {
     return key_format(ASSOC_KEY(KEY_REFRESH_LOCK), association);

@@ -21,11 +21,15 @@
  *   ccsync:cc:{app}:by-association:YYYY-MM-DD HASH: association → grants that day
  *   ccsync:cc:{app}:rate          HASH: t (µs), r1..r4: each class's recent rate,
  *                                 an exponential average (BUDGET_RATE_WINDOW_S)
+ *   ccsync:cc:{app}:reconciled    HASH: association → time (s) of its last class-3
+ *                                 grant (a reconcile's read of its lists)
  *
  * Fairness: only the head of "waiting" may take the next grant. The queue is
  * ordered by the class of the work (budget.h: changes before first syncs before
  * reconcile before refreshes), then by what the association was granted today,
- * least first; once served an association leaves the queue and, if it still
+ * least first (for reconcile, class 3: the least recently reconciled first, as
+ * budget_pick does, so a busy association's turn is not pushed back by every
+ * idle one's); once served an association leaves the queue and, if it still
  * has work, re-enters by its new count. Equal work thus takes turns, and one
  * association's big first sync cannot starve the others' changes. A waiter
  * that stops asking is dropped after a stale time so that it cannot hold the
@@ -66,7 +70,7 @@
     "end\n"
 
 /*
- * KEYS: bucket, waiting, seen, served, paused_until, rate.
+ * KEYS: bucket, waiting, seen, served, paused_until, rate, reconciled.
  * ARGV: 1 association, 2 interval µs, 3 daily limit, 4 stale µs, 5 day key
  * prefix, 6 class (1..4), 7 reserve (classes above 1 wait once the day's count
  * reaches it), 8 by-class prefix, 9 by-association prefix, 10 rate time
@@ -106,6 +110,7 @@ static const char acquire_script[] = LUA_DAY_NAME
     /* In line by class, then by what the association used today; an entry
      * keeps the best class any of its threads asked with. */
     "local mine = tonumber(redis.call('HGET', by_assoc, assoc) or '0')\n"
+    "if cls == 3 then mine = tonumber(redis.call('HGET', KEYS[7], assoc) or '0') end\n"
     "redis.call('ZADD', KEYS[2], 'LT', string.format('%.0f', cls * 1e12 + mine), assoc)\n"
     "local free_at = tonumber(redis.call('GET', KEYS[1]) or '0')\n"
     "if redis.call('ZRANGE', KEYS[2], 0, 0)[1] ~= assoc then\n"
@@ -123,6 +128,10 @@ static const char acquire_script[] = LUA_DAY_NAME
     "redis.call('HINCRBY', by_class, ARGV[6], 1)\n"
     "redis.call('EXPIRE', by_class, 172800)\n"
     "redis.call('HINCRBY', by_assoc, assoc, 1)\n"
+    "if cls == 3 then\n"
+    "  redis.call('HSET', KEYS[7], assoc, sec)\n"
+    "  redis.call('EXPIRE', KEYS[7], 172800)\n"
+    "end\n"
     "redis.call('EXPIRE', by_assoc, 172800)\n"
     /* The recent rate by class: exponential averages with one time constant. */
     "local tau = tonumber(ARGV[10])\n"
@@ -228,6 +237,7 @@ enum ratelimit_result ratelimit_acquire_class(redisContext *c, const struct rate
     struct key k_served = key_budget(rc->app, "served");
     struct key k_paused = key_budget(rc->app, "paused_until");
     struct key k_rate = key_budget(rc->app, "rate");
+    struct key k_reconciled = key_budget(rc->app, "reconciled");
     struct key day_prefix = key_budget(rc->app, "day:");
     struct key class_prefix = key_budget(rc->app, "by-class:");
     struct key assoc_prefix = key_budget(rc->app, "by-association:");
@@ -240,13 +250,13 @@ enum ratelimit_result ratelimit_acquire_class(redisContext *c, const struct rate
     snprintf(klass, sizeof klass, "%d", (int)cls + 1);
     snprintf(reserve, sizeof reserve, "%ld", (long)floor((double)rc->daily_limit * BUDGET_CEILING));
     snprintf(tau, sizeof tau, "%.0f", BUDGET_RATE_WINDOW_S);
-    const char *args[] = {k_bucket.s, k_waiting.s,    k_seen.s,       k_served.s,
-                          k_paused.s, k_rate.s,       association,    interval,
-                          limit,      stale,          day_prefix.s,   klass,
-                          reserve,    class_prefix.s, assoc_prefix.s, tau};
+    const char *args[] = {
+        k_bucket.s,     k_waiting.s, k_seen.s,       k_served.s,     k_paused.s, k_rate.s,
+        k_reconciled.s, association, interval,       limit,          stale,      day_prefix.s,
+        klass,          reserve,     class_prefix.s, assoc_prefix.s, tau};
 
     *wait_ns = 0;
-    redisReply *r = script_eval(c, acquire_script, 6, 16, args);
+    redisReply *r = script_eval(c, acquire_script, 7, 17, args);
     if (!store_reply_ok(c, r) || r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
         r->element[0]->type != REDIS_REPLY_INTEGER || r->element[1]->type != REDIS_REPLY_INTEGER) {
         freeReplyObject(r);
@@ -376,6 +386,7 @@ void ratelimit_budget_day(const struct ratelimit_snapshot *s, long daily_limit, 
         d->used_by_class[k] = s->used_by_class[k];
         d->recent_rate += s->rate_by_class[k];
     }
+    d->one_off_rate = s->rate_by_class[BUDGET_FULL_SYNC] + s->rate_by_class[BUDGET_REFRESH];
 }
 
 int ratelimit_by_association(redisContext *c, const struct ratelimit_conf *rc,

@@ -1,10 +1,10 @@
 /*
  * reconcile.c - what changed in Constant Contact behind ccsync's back, and when
  * to look. Reconcile spends at most CCSYNC_RECONCILE_BUDGET_SHARE of the day's
- * budget, spread over every association (budget_reconcile_interval_s: never
- * more often than CCSYNC_RECONCILE_SECONDS), an association with a round in
- * the last hour twice as often, and one somebody asked about (the API, the
- * status page) at once, at most once a minute. Each turn is one
+ * budget, spread over every association in equal turns (budget_reconcile_interval_s:
+ * never more often than CCSYNC_RECONCILE_SECONDS), an association with a round in
+ * the last hour twice as often with what the equal turns leave, and one somebody
+ * asked about (the API, the status page) at once, at most once a minute. Each turn is one
  * paged read of the account's lists notices lists deleted in CC (the group
  * shows an error until an admin resyncs it), lists renamed in CC (the new name
  * is recorded and audited), and lists whose size differs from what ccsync
@@ -204,6 +204,8 @@ enum sync_result sync_reconcile(struct sync_worker *w, const char *association)
 
 /* How far back a round counts as recent activity. */
 #define ACTIVE_WINDOW_MS (3600 * 1000LL)
+/* How many turns to come a look for a busy association's extra turn reads. */
+#define EXTRA_TURN_SCAN 16
 /* A reconcile the share cannot afford now is looked at again this much later. */
 #define SHARE_RETRY_MS (60 * 1000LL)
 /* How long an ask holds off the next one. */
@@ -249,9 +251,10 @@ int sync_reconcile_next_at(redisContext *c, const char *association, int64_t *at
     return STORE_OK;
 }
 
-/* Reconcile's intervals now (ms), idle and busy: its share of the day spread
- * over every association, one page each, busy ones (a round in the last hour)
- * twice as often; never below CCSYNC_RECONCILE_SECONDS. */
+/* Reconcile's intervals now (ms): idle, its share of the day spread over every
+ * association in equal turns, one page each; busy, when one with a round in the
+ * last hour may have an extra turn out of what they leave. Never below
+ * CCSYNC_RECONCILE_SECONDS. */
 static int reconcile_intervals(struct sync_worker *w, int64_t now, int64_t *idle_ms,
                                int64_t *busy_ms)
 {
@@ -277,12 +280,55 @@ static int reconcile_intervals(struct sync_worker *w, int64_t now, int64_t *idle
     return STORE_OK;
 }
 
+/* Whether association is busy (a round since busy_since) and was last
+ * reconciled (its last reconcile grant, ratelimit.c) before last_before: only
+ * then is an extra turn due (a new association has its equal turn first). */
+static bool extra_turn_due(struct sync_worker *w, const char *association, int64_t busy_since,
+                           int64_t last_before)
+{
+    redisContext *c = w->redis;
+    redisReply *act = store_command(c, "ZSCORE %s %s", KEY_ACTIVE, association);
+    bool busy = act && act->type == REDIS_REPLY_STRING && strtoll(act->str, NULL, 10) >= busy_since;
+    freeReplyObject(act);
+    if (!busy)
+        return false;
+    redisReply *last =
+        store_command(c, "HGET %s %s", key_budget(w->budget.app, "reconciled").s, association);
+    bool due = last && last->type == REDIS_REPLY_STRING &&
+               strtoll(last->str, NULL, 10) * 1000 <= last_before;
+    freeReplyObject(last);
+    return due;
+}
+
+/* The first association of KEY_RECONCILE scored up to max_score ("" when none);
+ * with want_busy, the first whose extra turn is due (extra_turn_due). The score
+ * is the next equal turn, so the first is the least recently reconciled. */
+static int first_turn(struct sync_worker *w, int64_t max_score, bool want_busy, int64_t busy_since,
+                      int64_t last_before, char association[CCSYNC_ASSOC_ID_MAX + 1])
+{
+    association[0] = '\0';
+    redisReply *r = store_command(w->redis, "ZRANGEBYSCORE %s -inf %lld LIMIT 0 %d", KEY_RECONCILE,
+                                  (long long)max_score, want_busy ? EXTRA_TURN_SCAN : 1);
+    if (!r || r->type != REDIS_REPLY_ARRAY) {
+        freeReplyObject(r);
+        return STORE_ERR;
+    }
+    for (size_t i = 0; i < r->elements && !association[0]; i++)
+        if (!want_busy || extra_turn_due(w, r->element[i]->str, busy_since, last_before))
+            snprintf(association, CCSYNC_ASSOC_ID_MAX + 1, "%s", r->element[i]->str);
+    freeReplyObject(r);
+    return STORE_OK;
+}
+
 /* Gives every association a turn (a new one at a random point of the interval,
- * so that many do not come due together) and names the first whose turn has
- * come, if any ("" when none). */
-static int reconcile_next(redisContext *c, int64_t now, int64_t every_ms,
+ * so that many do not come due together) and names the association whose turn
+ * it is, if any ("" when none): an equal turn that has come (the least recently
+ * reconciled first); else, while reconcile's share has room, a busy association
+ * reconciled at least busy_ms ago (its extra turn). */
+static int reconcile_next(struct sync_worker *w, int64_t now, int64_t every_ms, int64_t busy_ms,
                           char association[CCSYNC_ASSOC_ID_MAX + 1])
 {
+    redisContext *c = w->redis;
     association[0] = '\0';
     redisReply *a = store_command(c, "SMEMBERS %s", KEY_ASSOCIATIONS);
     if (!a)
@@ -292,23 +338,22 @@ static int reconcile_next(redisContext *c, int64_t now, int64_t every_ms,
                                      (long long)(now + rand() % (every_ms > 0 ? every_ms : 1)),
                                      a->element[i]->str));
     freeReplyObject(a);
-    redisReply *r =
-        store_command(c, "ZRANGEBYSCORE %s -inf %lld LIMIT 0 1", KEY_RECONCILE, (long long)now);
-    if (!r || r->type != REDIS_REPLY_ARRAY) {
-        freeReplyObject(r);
-        return STORE_ERR;
-    }
-    if (r->elements == 1)
-        snprintf(association, CCSYNC_ASSOC_ID_MAX + 1, "%s", r->element[0]->str);
-    freeReplyObject(r);
-    return STORE_OK;
+    int rc = first_turn(w, now, false, 0, 0, association);
+    struct budget_day d;
+    if (rc != STORE_OK || association[0] || busy_ms >= every_ms)
+        return rc;
+    sync_budget_day(w, &d);
+    if (!budget_reconcile_allowed(&d))
+        return STORE_OK;
+    return first_turn(w, now + every_ms - busy_ms, true, now - ACTIVE_WINDOW_MS, now - busy_ms,
+                      association);
 }
 
-/* When association's next turn is: sooner when it was busy lately; a minute
- * later when reconcile's share cannot afford it now and nobody asked. *go says
+/* When association's next equal turn is (the interval from now); a minute later
+ * when reconcile's share cannot afford it now and nobody asked. *go says
  * whether to reconcile it now. */
 static int64_t next_turn(struct sync_worker *w, const char *association, int64_t now,
-                         int64_t idle_ms, int64_t busy_ms, bool *go)
+                         int64_t idle_ms, bool *go)
 {
     redisContext *c = w->redis;
     redisReply *asked = redisCommand(c, "GET %s", key_reconcile_asked(association).s);
@@ -323,24 +368,24 @@ static int64_t next_turn(struct sync_worker *w, const char *association, int64_t
     *go = pending || budget_reconcile_allowed(&d);
     if (!*go)
         return now + SHARE_RETRY_MS;
-    redisReply *act = redisCommand(c, "ZSCORE %s %s", KEY_ACTIVE, association);
-    bool busy = act && act->type == REDIS_REPLY_STRING &&
-                strtoll(act->str, NULL, 10) >= now - ACTIVE_WINDOW_MS;
-    freeReplyObject(act);
     if (pending)
         freeReplyObject(
             redisCommand(c, "SET %s %s KEEPTTL XX", key_reconcile_asked(association).s, done));
-    return now + (busy ? busy_ms : idle_ms);
+    return now + idle_ms;
 }
 
 bool sync_reconcile_due(struct sync_worker *w)
 {
     redisContext *c = w->redis;
+    /* The same once-a-second look serves the checks of activities that rounds
+     * left outstanding (actcheck.c): due ones go first, they are cheap. */
+    if (!actcheck_due(w))
+        return false;
     int64_t now = store_now_ns() / 1000000;
     int64_t idle_ms, busy_ms;
     char association[CCSYNC_ASSOC_ID_MAX + 1];
     if (reconcile_intervals(w, now, &idle_ms, &busy_ms) != STORE_OK ||
-        reconcile_next(c, now, idle_ms, association) != STORE_OK)
+        reconcile_next(w, now, idle_ms, busy_ms, association) != STORE_OK)
         return false;
     if (!association[0])
         return true;
@@ -352,7 +397,7 @@ bool sync_reconcile_due(struct sync_worker *w)
     w->n_leases = 1;
     sync_leases_held(w);
     bool go;
-    int64_t next = next_turn(w, association, now, idle_ms, busy_ms, &go);
+    int64_t next = next_turn(w, association, now, idle_ms, &go);
     freeReplyObject(
         redisCommand(c, "ZADD %s XX %lld %s", KEY_RECONCILE, (long long)next, association));
     enum sync_result res = SYNC_DONE;

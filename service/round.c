@@ -1114,6 +1114,65 @@ static size_t plan_pass(struct round *rd, struct round_group **learners)
     return n_learn;
 }
 
+/*
+ * Whether nothing waits on the outcome of the pass's activities: only imports
+ * (a removal's outcome drops entries), none a first sync's (which reads its list
+ * back), none with mapped fields (a crash read-back needs their digests), none
+ * after a read-back this run (verify: what CC rejected or could not add must be
+ * recorded by this round, or the next would send it again), every group still
+ * going. Their outcome then only refreshes counts (class 4): on a calm day the
+ * round still waits, so that "synced" means CC holds the list; once the budget
+ * binds the requests are worth more than that and the check is shared.
+ */
+static bool pass_outcome_is_counts(const struct round *rd)
+{
+    if (rd->n_acts == 0 || rd->n_active == 0 || sync_budget_calm(rd->active[0]->r->w))
+        return false;
+    for (size_t i = 0; i < rd->n_acts; i++) {
+        const struct round_activity *ra = &rd->acts[i];
+        const struct run *r = ra->import ? ra->g->r : NULL;
+        if (!r || ra->g->first_sync || r->gs.verify || r->res != SYNC_DONE || !ra->id[0] ||
+            ra->op->n_contacts == 0 || ra->op->contacts[0].fields[0] != '\0')
+            return false;
+    }
+    return rd->n_acts > 0;
+}
+
+/* Records the pass's imports as done without waiting for them: their contacts
+ * are on the list, and actcheck.c checks the activities later, every
+ * outstanding one of the association with one request (a rejection or a
+ * contact CC could not add then has the group read back). The outstanding
+ * record is written before the journal goes, so a crash between keeps either. */
+static bool defer_pass(struct round *rd)
+{
+    struct run *r0 = rd->acts[0].g->r;
+    redisContext *c = r0->w->redis;
+    const char **ids = calloc(rd->n_acts, sizeof *ids),
+               **groups = calloc(rd->n_acts, sizeof *groups);
+    bool ok = ids && groups;
+    for (size_t i = 0; ok && i < rd->n_acts; i++) {
+        ids[i] = rd->acts[i].id;
+        groups[i] = rd->acts[i].g->r->group;
+    }
+    ok = ok && actcheck_defer(c, r0->association, ids, groups, rd->n_acts,
+                              store_now_ns() / 1000000) == STORE_OK;
+    free(ids);
+    free(groups);
+    for (size_t i = 0; ok && i < rd->n_acts; i++) {
+        const struct round_activity *ra = &rd->acts[i];
+        struct run *r = ra->g->r;
+        for (size_t k = 0; k < ra->op->n_contacts; k++)
+            applied_append_put(c, r->association, r->group, r->fence, ra->op->contacts[k].email,
+                               "on", "", ra->op->contacts[k].first_name,
+                               ra->op->contacts[k].last_name, ra->op->contacts[k].fields);
+        ok = store_drain(c, ra->op->n_contacts) == STORE_OK;
+    }
+    for (size_t k = 0; ok && k < rd->n_active; k++)
+        if (rd->active[k]->r->n_acts > 0)
+            ok = journal_clear(rd->active[k]->r);
+    return ok;
+}
+
 /* SEND, WAIT and SETTLE for the pass's planned changes. */
 static void send_pass(struct round *rd)
 {
@@ -1121,6 +1180,12 @@ static void send_pass(struct round *rd)
     send_imports(rd);
     if (round_broken(rd))
         return;
+    if (pass_outcome_is_counts(rd)) {
+        if (!defer_pass(rd))
+            for (size_t k = 0; k < rd->n_active; k++)
+                rd->active[k]->r->res = SYNC_REDIS;
+        return;
+    }
     struct ccapi_error err = {0};
     enum call_outcome oc = wait_round(rd, rd->active[0]->r, &err);
     if (oc == CALL_OK) {

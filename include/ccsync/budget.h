@@ -48,6 +48,9 @@ struct budget_day {
     long used_by_class[BUDGET_CLASSES]; /* the same, by class */
     int64_t now_s;                      /* seconds since 00:00 UTC, 0..86399 */
     double recent_rate;                 /* requests a second over the last minutes */
+    double one_off_rate;                /* the part of recent_rate spent by first syncs and
+                                           read-backs (classes 2 and 4): jobs that end, so
+                                           projected over BUDGET_RATE_WINDOW_S at most */
     double reconcile_share;             /* CCSYNC_RECONCILE_BUDGET_SHARE, 0..1 */
 };
 
@@ -55,11 +58,15 @@ struct budget_day {
 struct budget_assoc {
     long pending[BUDGET_CLASSES]; /* requests its waiting work needs, by class (estimates) */
     long used_today;              /* requests it was granted today */
-    double weight;          /* its share beside the others' (1 = an equal share; <= 0 reads 1) */
-    int64_t last_served_ms; /* when it last got a request (older goes first on a tie) */
+    double weight;             /* its share beside the others' (1 = an equal share; <= 0 reads 1) */
+    int64_t last_served_ms;    /* when it last got a request (older goes first on a tie) */
+    int64_t last_reconcile_ms; /* when its lists were last read (class 3): within reconcile,
+                                  the least recently reconciled goes first (0 = never) */
 };
 
-/* used + recent_rate × the seconds left today. */
+/* used + the recent rate × the seconds left today (one_off_rate over at most
+ * BUDGET_RATE_WINDOW_S of them: a 50,000-member first sync's read-back is not
+ * the day's pace). */
 double budget_projected(const struct budget_day *d);
 
 /*
@@ -82,6 +89,9 @@ bool budget_is_short(const struct budget_day *d, const struct budget_assoc *a, s
  * order; within a class the association that has used least of its share goes
  * first (ties: served longest ago, then the lower index), so when the day is
  * short an association past its fair share waits while another has class-1 work.
+ * Within reconcile (class 3) the least recently reconciled goes first instead:
+ * what it costs is one read per association per turn, and a turn that waits
+ * behind the associations that used less would never come for a busy one.
  */
 int budget_pick(const struct budget_day *d, const struct budget_assoc *a, size_t n,
                 enum budget_class *cls);
@@ -112,6 +122,18 @@ int64_t budget_sync_delay_ms(const struct budget_day *d, int64_t current_ms, dou
  */
 bool budget_may_start_round(const struct budget_day *d, long pending, long cost);
 
+/*
+ * May an association's due groups start a round now, with the coalescing wait
+ * at delay_ms of its widest max_ms? Rounds are paced (budget_may_start_round)
+ * once the wait is at its widest, or once the day's use has passed BUDGET_CALM:
+ * before either, the widening wait is what keeps the day, and a burst of work
+ * (twenty associations' first lists at once) that raises the recent rate for a
+ * while does not stop every round; past calm, a wait still widening must not
+ * let rounds run the day into its reserve meanwhile.
+ */
+bool budget_round_allowed(const struct budget_day *d, int64_t delay_ms, int64_t max_ms,
+                          long pending, long cost);
+
 /* What a sync round costs at least: a send, a report on it, often a read. */
 #define BUDGET_ROUND_COST 3
 
@@ -119,8 +141,10 @@ bool budget_may_start_round(const struct budget_day *d, long pending, long cost)
  * Seconds between two reconciles of an association: reconcile spends at most
  * reconcile_share of the day, spread over it. cost_idle and cost_busy are the
  * requests one round of reconciles costs, summed over the idle associations and
- * over those with recent errors or activity (one request a page of 500 lists);
- * busy ones are checked twice as often. *busy_s gets their interval. Never
+ * over those with recent errors or activity (one request a page of 500 lists).
+ * The interval gives every association an equal turn with the whole share;
+ * *busy_s (half of it, never below the floor) is how soon a busy one may have an
+ * extra turn out of what the equal turns leave (budget_reconcile_allowed). Never
  * below floor_s (CCSYNC_RECONCILE_SECONDS).
  */
 int64_t budget_reconcile_interval_s(const struct budget_day *d, long cost_idle, long cost_busy,

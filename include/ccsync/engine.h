@@ -216,6 +216,19 @@ void fields_plan(const struct fieldmap *m, struct plan_field *items, struct plan
 void tags_sync(struct run *const *runs, struct applied_set *const *applied, size_t n,
                const struct fieldmap *m);
 
+/* ---- actcheck.c: activities whose outcome only refreshes counts ---- */
+
+/* How long after a round left an association's first outstanding activity the
+ * check of all of them is due: rounds within it share one request. */
+#define ACTS_CHECK_AFTER_MS (10 * 1000LL)
+/* Records n activities (groups[i]'s activity_ids[i]) a round did not wait for,
+ * and makes the association's check due within ACTS_CHECK_AFTER_MS. */
+int actcheck_defer(struct redisContext *c, const char *association, const char *const *activity_ids,
+                   const char *const *groups, size_t n, int64_t now_ms);
+/* Checks the outstanding activities of one association whose check is due, if
+ * any, with one GET /activities; false when Redis failed. */
+bool actcheck_due(struct sync_worker *w);
+
 /* ---- round.c ---- */
 
 /* Reads the run's list back from CC and rebuilds its applied state; the

@@ -68,6 +68,10 @@ struct key {
 /* + M, list: the member's last FACTS_MEMBER_EVENTS folded events (JSON),
  * newest first (facts.c); deleted with the member's record (retention.c). */
 #define KEY_MEMBER_EVENTS "mev:"
+/* hash activity id -> "G|sent ms": imports whose outcome only refreshes counts,
+ * sent by rounds that did not wait for them; checked together, one GET
+ * /activities for the association, when KEY_ACTS_DUE says (actcheck.c). */
+#define KEY_ACTS_OUT "acts-out"
 
 /* Notifications (notify.c): the settings and delivery state (hash), the
  * notifications not delivered yet (stream), the lease of the process
@@ -98,6 +102,9 @@ struct key {
  * key_dirty(A): ZADD LT after a fold; after a claim or finish, ZADD of what the
  * script saw, then a re-read of key_dirty(A) and ZADD LT (schedule.h). */
 #define KEY_DUE KEY_ROOT "due"
+/* zset A -> when A's outstanding activities (key_acts_out) are next checked
+ * (ms). Plain commands only. */
+#define KEY_ACTS_DUE KEY_ROOT "acts-due"
 
 /* "ccsync:{A}:" */
 struct key key_prefix(const char *association);
@@ -119,6 +126,7 @@ struct key key_dedup(const char *association, const char *webhook_id);
 struct key key_lease(const char *association, const char *group);
 struct key key_reconcile_lease(const char *association);
 struct key key_reconcile_asked(const char *association);
+struct key key_acts_out(const char *association);
 struct key key_refresh_lock(const char *association);
 struct key key_dirty(const char *association);
 struct key key_tokens(const char *association);

@@ -105,8 +105,8 @@ int sync_reconcile_ask(struct redisContext *c, const char *association, int64_t 
 /* The next reconcile of association (Unix ms), 0 when none is planned. */
 int sync_reconcile_next_at(struct redisContext *c, const char *association, int64_t *at_ms);
 
-/* Records that a round of association's groups ran now: reconcile looks at a
- * busy association twice as often. */
+/* Records that a round of association's groups ran now: reconcile may look at a
+ * busy association twice as often, out of what the equal turns leave. */
 void sync_note_activity(struct redisContext *c, const char *association);
 
 /* Renews every lease held in w; false when one is no longer ours. */

@@ -23,7 +23,7 @@
 #
 # Environment: BUILD (build), BENCH_SECONDS (10: each wrk run), BENCH_CONNECTIONS
 # (64), BENCH_WRK_THREADS (2), BENCH_SYNC_SCENARIOS (first:1000 first:10000
-# first:50000 burst:1000:10 arrive:2000:10:3 fields:1000:10 first:10000:17), BENCH_ONLY (ingest | sync | day: run one of the three),
+# first:50000 burst:1000:10 arrive:2000:10:3 fields:1000:10 first:10000:17 waves:5:10:1000), BENCH_ONLY (ingest | sync | day: run one of the three),
 # BENCH_DAY_SIZES (10 100 500 2000: associations in the simulated day).
 # Logs and generated requests go to $BUILD/bench/out/.
 set -euo pipefail
@@ -34,7 +34,7 @@ case $OUT in /*) ;; *) OUT=$(pwd)/$OUT ;; esac # redis-server needs an absolute 
 SECS=${BENCH_SECONDS:-10}
 CONNS=${BENCH_CONNECTIONS:-64}
 WRK_THREADS=${BENCH_WRK_THREADS:-2}
-SCENARIOS=${BENCH_SYNC_SCENARIOS:-first:1000 first:10000 first:50000 burst:1000:10 arrive:2000:10:3 fields:1000:10 first:10000:17}
+SCENARIOS=${BENCH_SYNC_SCENARIOS:-first:1000 first:10000 first:50000 burst:1000:10 arrive:2000:10:3 fields:1000:10 first:10000:17 waves:5:10:1000}
 ONLY=${BENCH_ONLY:-}
 SECRET=whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw
 ADMIN=bench-admin-token-0123456789

@@ -18,6 +18,11 @@
  *                      join i to group i % G) sent at an even pace over S seconds
  *                      while the workers run, as Novi delivers a bulk change: the
  *                      burst reaches ccsync while rounds are already under way
+ *     waves:W:G:L      G synced groups of 100 members on a day of L requests (small
+ *                      enough that the budget binds); then W waves 2 s apart of one
+ *                      join into each group, a round each: rounds that only import
+ *                      share one activity check per association (service/actcheck.c)
+ *                      instead of polling their own; counted once no check is due
  *
  * Every scenario gets a fresh redis-server, ccsim (production limits: 4 requests
  * per second, 10,000 a day; 200 ms activities) and ccsyncd (defaults but for the
@@ -52,6 +57,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <hiredis/hiredis.h>
+
+#include "ccsync/keys.h"
 #include "ccsync/webhook.h"
 #include "reply.h"
 #include "testsupport.h"
@@ -73,6 +81,7 @@ static struct {
     double timeout_s;     /* per convergence wait: $SYNC_BENCH_TIMEOUT, default 240 */
     char breakdown[8192]; /* requests by endpoint, per scenario, printed at the end */
     int fields;           /* mapped fields of the running scenario (§12), 0 = none */
+    long daily_limit;     /* CCSYNC_CC_DAILY_LIMIT of the running scenario, 0 = default */
     const char *chapter;  /* the value members send for CustomFields.Chapter */
 } S;
 
@@ -341,10 +350,14 @@ static void stack_start(const char *tag)
     snprintf(e_redis, sizeof e_redis, "CCSYNC_REDIS_URL=redis://127.0.0.1:%d/0", S.redis_port);
     snprintf(e_api, sizeof e_api, "CCSYNC_CC_API_URL=%s/v3", S.sim_root);
     snprintf(e_tok, sizeof e_tok, "CCSYNC_CC_TOKEN_URL=%s/oauth2/default/v1/token", S.sim_root);
+    char e_limit[64] = "CCSYNC_LOG_LEVEL=info";
+    if (S.daily_limit > 0)
+        snprintf(e_limit, sizeof e_limit, "CCSYNC_CC_DAILY_LIMIT=%ld", S.daily_limit);
     char *env[] = {e_listen,
                    e_redis,
                    e_api,
                    e_tok,
+                   e_limit,
                    "CCSYNC_ADMIN_TOKEN=" ADMIN_TOKEN,
                    "CCSYNC_ALLOW_PLAINTEXT_SECRETS=1",
                    "CCSYNC_ASSOCIATION_ID=" ASSOC,
@@ -910,10 +923,87 @@ static void scenario_fields(long n, int groups)
     S.fields = 0;
 }
 
+/* Waits until no association's activity check is due any more (KEY_ACTS_DUE
+ * empty): the deferred checks are then counted too. */
+static void wait_no_check_due(void)
+{
+    redisContext *c = redisConnect("127.0.0.1", S.redis_port);
+    for (int i = 0; c && !c->err && i < 600; i++) {
+        redisReply *r = redisCommand(c, "ZCARD %s", KEY_ACTS_DUE);
+        bool none = r && r->type == REDIS_REPLY_INTEGER && r->integer == 0;
+        freeReplyObject(r);
+        if (none)
+            break;
+        ts_sleep_ms(100);
+    }
+    if (c)
+        redisFree(c);
+}
+
+/* G synced groups of 100 members on a day of `limit`; then W waves 2 s apart,
+ * each one join into every group. */
+static void scenario_waves(int waves, int groups, long limit)
+{
+    char tag[64], scenario[160];
+    snprintf(tag, sizeof tag, "waves-%d", waves);
+    snprintf(scenario, sizeof scenario,
+             "waves: %d rounds 2 s apart, one join into each of %d groups, on a day of %ld", waves,
+             groups, limit);
+    if (groups > 64 || waves < 1)
+        die("waves:%d:%d:%ld: at most 64 groups", waves, groups, limit);
+    S.daily_limit = limit;
+    stack_start(tag);
+    struct want w[64];
+    char names[64][32];
+    for (int g = 0; g < groups; g++) {
+        snprintf(names[g], sizeof names[g], "waves%d", g);
+        w[g].group = names[g];
+        w[g].n = BURST_GROUP_SIZE;
+        w[g].emails = calloc((size_t)(BURST_GROUP_SIZE + waves), sizeof *w[g].emails);
+        for (int i = 0; i < BURST_GROUP_SIZE; i++) {
+            char e[128];
+            member_email(e, sizeof e, names[g], i);
+            w[g].emails[i] = strdup(e);
+        }
+        send_group(names[g], BURST_GROUP_SIZE);
+    }
+    if (wait_converged(w, groups, now_s(), S.timeout_s) < 0)
+        die("%s: the set-up did not converge (logs in %s)", scenario, S.log_dir);
+    struct counters c0 = read_counters_quiet();
+    double t0 = now_s();
+    for (int k = 0; k < waves; k++) {
+        double wait = t0 + 2.0 * k - now_s();
+        if (wait > 0)
+            ts_sleep_ms((long)(wait * 1000));
+        for (int g = 0; g < groups; g++) {
+            char uid[64], email[128], groups_json[160], data[1024];
+            snprintf(uid, sizeof uid, "%.31s-w%d", names[g], k);
+            snprintf(email, sizeof email, "%.31s.w%d@bench.example.org", names[g], k);
+            snprintf(groups_json, sizeof groups_json,
+                     ",\"Groups\":[{\"UniqueID\":\"%.31s\",\"GroupName\":\"Bench %.31s\"}]",
+                     names[g], names[g]);
+            member_json(data, sizeof data, uid, email, groups_json);
+            post_event("customer.updated", data);
+            w[g].emails[w[g].n++] = strdup(email);
+        }
+    }
+    double secs = converge_or_die(scenario, w, groups, t0);
+    wait_no_check_due();
+    report_row(scenario, (long)waves * groups, secs, &c0);
+    for (int g = 0; g < groups; g++) {
+        for (size_t i = 0; i < w[g].n; i++)
+            free((void *)w[g].emails[i]);
+        free(w[g].emails);
+    }
+    stack_stop();
+    S.daily_limit = 0;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 5) {
-        fprintf(stderr, "usage: %s CCSYNCD CCSIM LOG_DIR first:N|burst:N:G|arrive:N:G:S ...\n",
+        fprintf(stderr,
+                "usage: %s CCSYNCD CCSIM LOG_DIR first:N|burst:N:G|arrive:N:G:S|waves:W:G:L ...\n",
                 argv[0]);
         return 2;
     }
@@ -930,8 +1020,12 @@ int main(int argc, char **argv)
         int g;
         int f = 0;
         double secs;
+        long limit;
         if (sscanf(argv[i], "arrive:%ld:%d:%lf", &n, &g, &secs) == 3 && n > 0 && g > 0 && secs > 0)
             scenario_arrive(n, g, secs);
+        else if (sscanf(argv[i], "waves:%ld:%d:%ld", &n, &g, &limit) == 3 && n > 0 && g > 0 &&
+                 limit > 0)
+            scenario_waves((int)n, g, limit);
         else if (sscanf(argv[i], "first:%ld:%d", &n, &f) == 2 && n > 0 && f > 0 &&
                  f <= FIELD_MAP_MAX)
             scenario_first(n, f);

@@ -96,6 +96,21 @@ static void test_pick_follows_classes_then_least_used(void **state)
          2,
          1,
          BUDGET_CHANGES},
+        {"reconcile goes to the least recently reconciled, not the least used",
+         day(10000, 300, 12 * HOUR, 0.001),
+         {{.pending = {0, 0, 1}, .used_today = 10, .last_reconcile_ms = 5000},
+          {.pending = {0, 0, 1}, .used_today = 250, .last_reconcile_ms = 1000}},
+         2,
+         1,
+         BUDGET_RECONCILE},
+        {"an association never reconciled goes first",
+         day(10000, 300, 12 * HOUR, 0.001),
+         {{.pending = {0, 0, 1}, .used_today = 0, .last_reconcile_ms = 1000},
+          {.pending = {0, 0, 1}, .used_today = 90},
+          {.pending = {0, 0, 1}, .used_today = 5, .last_reconcile_ms = 2000}},
+         3,
+         1,
+         BUDGET_RECONCILE},
         {"what the others leave may be used: alone, past its share, it goes on",
          day(1000, 900, 12 * HOUR, 0.001),
          {{.pending = {20}, .used_today = 850}, {.pending = {0}, .used_today = 50}},
@@ -243,6 +258,69 @@ static void test_coalescing_widens_with_demand(void **state)
     }
 }
 
+/* ---- one-off work and pacing ---- */
+
+static void test_one_off_work_is_projected_over_one_window(void **state)
+{
+    (void)state;
+    struct {
+        const char *name;
+        long used;
+        int64_t now_s;
+        double rate, one_off;
+        double want;
+    } cases[] = {
+        /* 0.1/s x 43,200 s left */
+        {"steady work runs to midnight", 1000, 12 * HOUR, 0.1, 0, 1000 + 4320},
+        /* a first sync's read-back: 0.1/s over one 600 s window only */
+        {"a one-off job counts over one window", 1000, 12 * HOUR, 0.1, 0.1, 1000 + 60},
+        {"mixed", 1000, 12 * HOUR, 0.3, 0.1, 1000 + 0.2 * 43200 + 60},
+        {"near midnight the window is what is left", 1000, 86400 - 100, 0.1, 0.1, 1000 + 10},
+        {"a one-off part above the whole is the whole", 1000, 12 * HOUR, 0.1, 0.5, 1000 + 60},
+    };
+    for (size_t k = 0; k < N_OF(cases); k++) {
+        struct budget_day d = day(10000, cases[k].used, cases[k].now_s, cases[k].rate);
+        d.one_off_rate = cases[k].one_off;
+        double got = budget_projected(&d);
+        if (got < cases[k].want - 1e-6 || got > cases[k].want + 1e-6)
+            fail_msg("%s: projected %.3f, want %.3f", cases[k].name, got, cases[k].want);
+    }
+}
+
+static void test_rounds_are_paced_at_the_widest_wait_or_past_calm(void **state)
+{
+    (void)state;
+    struct {
+        const char *name;
+        long used;
+        double rate, one_off;
+        int64_t delay_ms;
+        long pending, cost;
+        bool want;
+    } cases[] = {
+        /* limit 10,000 at noon (43,200 s left): calm 8,000, ceiling 9,500 */
+        {"a wait still widening on a day under calm is not held", 1000, 0.5, 0, 60000, 0, 3, true},
+        {"at the widest wait the projection past the ceiling holds it", 1000, 0.5, 0, 3600000, 0, 3,
+         false},
+        {"at the widest wait within the ceiling it goes", 1000, 0.1, 0, 3600000, 0, 3, true},
+        {"a first sync's burst does not hold rounds", 1000, 0.5, 0.45, 3600000, 0, 3, true},
+        {"past calm a widening wait no longer lets rounds run into the reserve", 8100, 0.05, 0,
+         60000, 0, 3, false},
+        {"past calm, within the ceiling, it goes", 8100, 0.02, 0, 60000, 0, 3, true},
+        {"never past the ceiling, even with nothing running", 9499, 0, 0, 3600000, 0, 3, false},
+        {"rounds already queued count as committed", 9000, 0, 0, 3600000, 600, 3, false},
+    };
+    for (size_t k = 0; k < N_OF(cases); k++) {
+        struct budget_day d = day(10000, cases[k].used, 12 * HOUR, cases[k].rate);
+        d.one_off_rate = cases[k].one_off;
+        bool got =
+            budget_round_allowed(&d, cases[k].delay_ms, 3600000, cases[k].pending, cases[k].cost);
+        if (got != cases[k].want)
+            fail_msg("%s: %s, want %s", cases[k].name, got ? "starts" : "waits",
+                     cases[k].want ? "starts" : "waits");
+    }
+}
+
 /* ---- reconcile intervals ---- */
 
 static void test_reconcile_interval_stretches_with_associations(void **state)
@@ -259,8 +337,10 @@ static void test_reconcile_interval_stretches_with_associations(void **state)
         {"ten idle associations", 8640, 10, 0, 3, 500, 250},
         {"few associations: the floor", 10000, 2, 0, 300, 300, 300},
         {"100 idle", 10000, 100, 0, 300, 4320, 2160},
-        /* 90 idle + 10 busy weigh 110: 4,752 s and 2,376 s */
-        {"busy ones are checked twice as often", 10000, 90, 10, 300, 4752, 2376},
+        /* 90 idle + 10 busy: equal turns of 4,320 s take the share; a busy one may
+         * have an extra turn 2,160 s after its last, out of what they leave */
+        {"busy ones may be checked twice as often", 10000, 90, 10, 300, 4320, 2160},
+        {"busy ones do not stretch the idle ones' turns", 10000, 0, 500, 300, 21600, 10800},
         {"2,000 associations", 10000, 2000, 0, 300, 86400, 43200},
     };
     for (size_t k = 0; k < N_OF(cases); k++) {
@@ -277,15 +357,15 @@ static void test_reconcile_interval_stretches_with_associations(void **state)
 static void test_reconcile_share_holds_for_the_day(void **state)
 {
     (void)state;
-    /* Whatever the mix, a day of reconciles at these intervals spends at most the share. */
+    /* Whatever the mix, a day of equal turns spends at most the share (a busy
+     * association's extra turns only take what budget_reconcile_allowed leaves). */
     for (long idle = 0; idle <= 3000; idle += 250) {
         for (long busy = 0; busy <= 600; busy += 150) {
             struct budget_day d = day(10000, 0, 0, 0);
             int64_t busy_s;
             int64_t idle_s = budget_reconcile_interval_s(&d, idle, busy, 3, &busy_s);
-            double per_day =
-                (double)idle * 86400.0 / (double)idle_s + (double)busy * 86400.0 / (double)busy_s;
-            if (per_day > 2000.0 + 1e-6)
+            double per_day = (double)(idle + busy) * 86400.0 / (double)idle_s;
+            if (per_day > 2000.0 + 1e-6 || busy_s * 2 < idle_s)
                 fail_msg("%ld idle, %ld busy: %.1f reconcile requests a day", idle, busy, per_day);
         }
     }
@@ -312,6 +392,8 @@ int main(void)
         cmocka_unit_test(test_fair_share_gives_unused_share_to_others),
         cmocka_unit_test(test_short_day),
         cmocka_unit_test(test_coalescing_widens_with_demand),
+        cmocka_unit_test(test_one_off_work_is_projected_over_one_window),
+        cmocka_unit_test(test_rounds_are_paced_at_the_widest_wait_or_past_calm),
         cmocka_unit_test(test_reconcile_interval_stretches_with_associations),
         cmocka_unit_test(test_reconcile_share_holds_for_the_day),
         cmocka_unit_test(test_needed_daily_limit),
