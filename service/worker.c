@@ -309,7 +309,9 @@ static void release_leases(struct sync_worker *w)
 /* Claims the due groups of the earliest due association that has some whose
  * leases are free; their leases go to w. A group whose changes still arrive is
  * held back until they stop (at most QUIET_CAP_FACTOR coalescing waits), so a
- * burst costs one round. */
+ * burst costs one round. Once an association is due, its groups due within the
+ * next half wait come along (they gather): two groups changed by webhooks a few
+ * ms apart share one round, and so one removal request where they can. */
 static int claim_round(struct sync_worker *w, struct round *r)
 {
     char due[DUE_ASSOCIATIONS][CCSYNC_ASSOC_ID_MAX + 1];
@@ -321,11 +323,12 @@ static int claim_round(struct sync_worker *w, struct round *r)
     int64_t quiet_cap = QUIET_CAP_FACTOR * sync_delay_ms(w);
     int64_t most = (int64_t)w->app->cfg->sync_delay_max_seconds * 1000;
     quiet_cap = quiet_cap < most ? quiet_cap : most;
+    int64_t gather = sync_delay_ms(w) / 2;
     int rc = schedule_due_associations(w->redis, now, due, DUE_ASSOCIATIONS, &n_due);
     for (size_t i = 0; i < n_due && r->n == 0 && rc == STORE_OK; i++) {
         snprintf(r->association, sizeof r->association, "%s", due[i]);
-        rc = schedule_claim_quiet(w->redis, due[i], now, w->lease_ms, quiet_cap, token, r->groups,
-                                  SYNC_MAX_GROUPS, &r->n);
+        rc = schedule_claim_quiet(w->redis, due[i], now + gather, w->lease_ms, quiet_cap, token,
+                                  r->groups, SYNC_MAX_GROUPS, &r->n);
     }
     /* Even when settling failed after the claim, the leases are ours to give back. */
     for (size_t i = 0; i < r->n; i++) {
