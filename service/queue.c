@@ -48,7 +48,10 @@ static void fill_entry(const redisReply *item, struct queue_entry *e)
         else if (strcmp(k, "body") == 0) {
             e->body = v->str;
             e->body_len = v->len;
-        }
+        } else if (strcmp(k, "body_key") == 0)
+            e->body_key = v->str;
+        else if (strcmp(k, "body_bytes") == 0)
+            e->body_bytes = (size_t)strtoull(v->str, NULL, 10);
     }
 }
 
@@ -100,6 +103,11 @@ long queue_deliveries(redisContext *c, const char *id)
     return n;
 }
 
+int queue_touch(redisContext *c, const char *consumer, const char *id)
+{
+    return store_exec(c, "XCLAIM %s %s %s 0 %s JUSTID", KEY_EVENTS, QUEUE_GROUP, consumer, id);
+}
+
 int queue_ack(redisContext *c, const char *id)
 {
     redisAppendCommand(c, "XACK %s %s %s", KEY_EVENTS, QUEUE_GROUP, id);
@@ -129,15 +137,24 @@ int queue_ack_many(redisContext *c, const char *const *ids, size_t n)
 
 /* KEYS 1 events, 2 dead letters, 3 the body's key. ARGV 1 original id, 2 assoc,
  * 3 webhook id, 4 type, 5 ts, 6 body, 7 reason, 8 oldest id kept (MINID), 9 the
- * body's time to live (s), 10 most entries kept. The body is kept apart from the
- * entry, so a listing reads a bounded part of it; the stream is trimmed by age
- * and by count at each addition (approximately: whole nodes at a time). */
+ * body's time to live (s), 10 most entries kept, 11 the staging key of a staged
+ * body (staged.h; then 6 is "") or "", 12 the staged body's length. The body is
+ * kept apart from the entry, so a listing reads a bounded part of it (a staged
+ * one is renamed, not copied: no command carries it whole); the stream is
+ * trimmed by age and by count at each addition (approximately: whole nodes at
+ * a time). */
 static const char dead_script[] =
+    "local bytes = ARGV[11] ~= '' and ARGV[12] or tostring(#ARGV[6])\n"
     "redis.call('XADD', KEYS[2], 'MINID', '~', ARGV[8], '*', 'assoc', ARGV[2], 'id', ARGV[3], "
-    "'type', ARGV[4], 'ts', ARGV[5], 'body_bytes', tostring(#ARGV[6]), 'reason', ARGV[7], "
+    "'type', ARGV[4], 'ts', ARGV[5], 'body_bytes', bytes, 'reason', ARGV[7], "
     "'original_id', ARGV[1])\n"
     "redis.call('XTRIM', KEYS[2], 'MAXLEN', '~', ARGV[10])\n"
-    "redis.call('SET', KEYS[3], ARGV[6], 'EX', ARGV[9])\n"
+    "if ARGV[11] == '' then\n"
+    "  redis.call('SET', KEYS[3], ARGV[6], 'EX', ARGV[9])\n"
+    "elseif redis.call('EXISTS', ARGV[11]) == 1 then\n"
+    "  redis.call('RENAME', ARGV[11], KEYS[3])\n"
+    "  redis.call('EXPIRE', KEYS[3], ARGV[9])\n"
+    "end\n"
     "redis.call('XACK', KEYS[1], '" QUEUE_GROUP "', ARGV[1])\n"
     "redis.call('XDEL', KEYS[1], ARGV[1])\n"
     "return 1\n";
@@ -145,7 +162,9 @@ static const char dead_script[] =
 int queue_dead_letter(redisContext *c, const struct queue_entry *e, const char *reason,
                       int retention_days)
 {
-    char minid[32], ttl[24], max[24];
+    char minid[32], ttl[24], max[24], staged_bytes[24];
+    bool staged = e->body_key != NULL;
+    snprintf(staged_bytes, sizeof staged_bytes, "%zu", e->body_bytes);
     int64_t keep_ms = (int64_t)retention_days * 86400 * 1000;
     snprintf(minid, sizeof minid, "%lld-0", (long long)(store_now_ns() / 1000000 - keep_ms));
     snprintf(ttl, sizeof ttl, "%lld", (long long)retention_days * 86400);
@@ -159,16 +178,18 @@ int queue_dead_letter(redisContext *c, const struct queue_entry *e, const char *
                           e->webhook_id ? e->webhook_id : "",
                           e->type ? e->type : "",
                           e->ts ? e->ts : "",
-                          e->body ? e->body : "",
+                          e->body && !staged ? e->body : "",
                           reason,
                           minid,
                           ttl,
-                          max};
-    size_t lens[13];
-    for (int i = 0; i < 13; i++)
+                          max,
+                          staged ? e->body_key : "",
+                          staged_bytes};
+    size_t lens[15];
+    for (int i = 0; i < 15; i++)
         lens[i] = strlen(args[i]);
-    lens[8] = e->body ? e->body_len : 0;
-    redisReply *r = script_eval_len(c, dead_script, 3, 13, args, lens);
+    lens[8] = e->body && !staged ? e->body_len : 0;
+    redisReply *r = script_eval_len(c, dead_script, 3, 15, args, lens);
     int rc = store_reply_ok(c, r) ? STORE_OK : STORE_ERR;
     freeReplyObject(r);
     return rc;

@@ -68,6 +68,10 @@ struct key {
 /* + M, list: the member's last FACTS_MEMBER_EVENTS folded events (JSON),
  * newest first (facts.c); deleted with the member's record (retention.c). */
 #define KEY_MEMBER_EVENTS "mev:"
+/* + a random token, string: a webhook body too large for one command, written
+ * a chunk a command (staged.c). Expires unless queued; once queued, its stream
+ * entry names it, and the worker that folded the event deletes it. */
+#define KEY_STAGED "staged:"
 
 /* Notifications (notify.c): the settings and delivery state (hash), the
  * notifications not delivered yet (stream), the lease of the process
@@ -137,6 +141,7 @@ int key_lease_parse(const char *key, char *association, size_t a_size, char *gro
 
 struct key key_removed(const char *association);
 struct key key_dead_body(const char *original_id);
+struct key key_staged(const char *association, const char *token);
 
 /* The shared CC budget's keys: "ccsync:cc:{APP}:WHAT" (global: one key a CC
  * application, shared by every association). */
