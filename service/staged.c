@@ -141,7 +141,8 @@ int staged_read(redisContext *c, const char *key, size_t bytes, size_t chunk, ch
         return STORE_ERR;
     for (size_t off = 0; off < bytes; off += chunk) {
         size_t n = bytes - off < chunk ? bytes - off : chunk;
-        redisReply *r = redisCommand(c, "GETRANGE %s %zu %zu", key, off, off + n - 1);
+        redisReply *r = redisCommand(c, "GETRANGE %s %llu %llu", key, (unsigned long long)off,
+                                     (unsigned long long)(off + n - 1));
         bool ok = store_reply_ok(c, r) && r->type == REDIS_REPLY_STRING && (size_t)r->len == n;
         if (ok)
             memcpy(buf + off, r->str, n);

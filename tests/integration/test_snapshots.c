@@ -1,0 +1,328 @@
+/*
+ * test_snapshots.c (integration) - large group.members snapshots: a body over
+ * CCSYNC_ENQUEUE_CHUNK_BYTES is staged in Redis a chunk a command and queued
+ * by reference, read back in chunks and folded in chunks, so no Redis command
+ * carries a whole snapshot; and a SIGKILL of ccsyncd while it stages or folds
+ * one loses nothing and applies nothing twice.
+ *
+ * The chunk is made small (a few KiB) so that a test-sized snapshot takes many
+ * chunks. What each command carries is read from Redis's slow log with every
+ * command logged (slowlog-log-slower-than 0): the log keeps each command's
+ * arguments, cut at 128 bytes with "... (N more bytes)" and at 32 arguments
+ * with "... (N more arguments)", which gives every command's real size, a
+ * structural bound that does not depend on the machine's speed.
+ * No Constant Contact request is made: the snapshot's group is not synced.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include <hiredis/hiredis.h>
+#include <pthread.h>
+
+#include "ccsync/keys.h"
+#include "ccsync/queue.h"
+#include "novi.h"
+#include "peek.h"
+#include "stack.h"
+#include "testsupport.h"
+
+#define GROUP "g-big"
+#define STAGED_MATCH "ccsync:{" ASSOC "}:" KEY_STAGED "*"
+
+/* group.members of GROUP with members m000000..m(n-1), minimal records;
+ * the caller frees it. */
+static char *snapshot_body(long n, long long at)
+{
+    size_t cap = 64 + (size_t)n * 32, len = 0;
+    char *data = malloc(cap);
+    assert_non_null(data);
+    len += (size_t)snprintf(data, cap, "{\"UniqueID\":\"" GROUP "\",\"Members\":[");
+    for (long i = 0; i < n; i++)
+        len +=
+            (size_t)snprintf(data + len, cap - len, "%s{\"UniqueID\":\"m%06ld\"}", i ? "," : "", i);
+    snprintf(data + len, cap - len, "]}");
+    char *body = envelope("group.members", data, at);
+    free(data);
+    return body;
+}
+
+static int start(long chunk)
+{
+    static char chunk_env[64];
+    snprintf(chunk_env, sizeof chunk_env, "CCSYNC_ENQUEUE_CHUNK_BYTES=%ld", chunk);
+    struct stack_options o = {.workers = 2};
+    o.env[0] = chunk_env;
+    return stack_start("test-snapshots", &o);
+}
+
+static int setup_4k(void **state)
+{
+    (void)state;
+    return start(4096);
+}
+
+static int setup_1k(void **state)
+{
+    (void)state;
+    return start(1024);
+}
+
+/* Staging keys of ASSOC now. */
+static long staged_keys(redisContext *c)
+{
+    redisReply *r = peek_command(c, "KEYS %s", STAGED_MATCH);
+    long n = r->type == REDIS_REPLY_ARRAY ? (long)r->elements : -1;
+    freeReplyObject(r);
+    return n;
+}
+
+struct folded_wait {
+    redisContext *c;
+    long members;
+};
+
+/* The snapshot is folded: every member in, nothing queued or pending, no fold
+ * under way. */
+static bool folded(void *arg)
+{
+    struct folded_wait *w = arg;
+    return peek_integer(w->c, "HLEN %s", key_group_members(ASSOC, GROUP).s) == w->members &&
+           peek_integer(w->c, "XLEN %s", KEY_EVENTS) == 0 &&
+           peek_integer(w->c, "EXISTS %s", key_group_folding(ASSOC, GROUP).s) == 0;
+}
+
+/* Every one of n members is in GROUP, with one entry in its history (it joined
+ * once), and nothing is left queued, pending or staged. */
+static void assert_folded_once(redisContext *c, long n)
+{
+    struct folded_wait w = {c, n};
+    assert_true(ts_wait_for(folded, &w, 120000, 50));
+    long in = 0;
+    char cursor[32] = "0";
+    do {
+        redisReply *r =
+            peek_command(c, "HSCAN %s %s COUNT 1000", key_group_members(ASSOC, GROUP).s, cursor);
+        snprintf(cursor, sizeof cursor, "%s", r->element[0]->str);
+        for (size_t i = 1; i < r->element[1]->elements; i += 2)
+            in += r->element[1]->element[i]->str[0] == '1';
+        freeReplyObject(r);
+    } while (strcmp(cursor, "0") != 0);
+    assert_int_equal(in, n);
+    const long sample[] = {0, n / 2, n - 1};
+    for (size_t i = 0; i < 3; i++) {
+        char id[16];
+        snprintf(id, sizeof id, "m%06ld", sample[i]);
+        assert_int_equal(peek_integer(c, "LLEN %s", key_member_events(ASSOC, id).s), 1);
+    }
+    redisReply *p = peek_command(c, "XPENDING %s %s", KEY_EVENTS, QUEUE_GROUP);
+    assert_int_equal(p->element[0]->integer, 0);
+    freeReplyObject(p);
+}
+
+/* The real size of one slow log argument: "xxx... (N more bytes)" is 128 + N. */
+static long long arg_bytes(const redisReply *a)
+{
+    const char *more = strstr(a->str, "... (");
+    long long n;
+    if (more && sscanf(more, "... (%lld more bytes)", &n) == 1)
+        return 128 + n;
+    return (long long)a->len;
+}
+
+/* The largest argument and the most arguments of any command in the slow log,
+ * and how many commands were logged. */
+static void slowlog_sizes(redisContext *c, long long *max_bytes, long long *max_args, long *logged)
+{
+    redisReply *r = peek_command(c, "SLOWLOG GET -1");
+    *max_bytes = *max_args = 0;
+    *logged = (long)r->elements;
+    for (size_t i = 0; i < r->elements; i++) {
+        const redisReply *argv = r->element[i]->element[3];
+        long long args = (long long)argv->elements, more;
+        const redisReply *last = argv->element[argv->elements - 1];
+        if (sscanf(last->str, "... (%lld more arguments)", &more) == 1)
+            args = args - 1 + more;
+        *max_args = args > *max_args ? args : *max_args;
+        for (size_t k = 0; k < argv->elements; k++) {
+            long long b = arg_bytes(argv->element[k]);
+            *max_bytes = b > *max_bytes ? b : *max_bytes;
+        }
+    }
+    freeReplyObject(r);
+}
+
+/* 12,000 members (336 KB, past the 256 KiB that go to the validation thread)
+ * with 4 KiB chunks: no command carries more than a chunk of the body or more
+ * than a fold chunk's members; every member is folded once; the staging key is
+ * gone; Novi's retry is a duplicate that stages nothing lasting. */
+static void test_a_large_snapshot_is_staged_and_folded_in_chunks(void **state)
+{
+    (void)state;
+    redisContext *c = peek_connect(stack.redis_port);
+    freeReplyObject(peek_command(c, "CONFIG SET slowlog-max-len 1000000"));
+    freeReplyObject(peek_command(c, "CONFIG SET slowlog-log-slower-than 0"));
+    freeReplyObject(peek_command(c, "SLOWLOG RESET"));
+    char *body = snapshot_body(12000, 10);
+    assert_true(strlen(body) > 256 * 1024);
+    char id[64];
+    new_id(id, sizeof id);
+    assert_int_equal(post_webhook(id, body), 202);
+    assert_folded_once(c, 12000);
+    freeReplyObject(peek_command(c, "CONFIG SET slowlog-log-slower-than 10000"));
+    long long max_bytes, max_args;
+    long logged;
+    slowlog_sizes(c, &max_bytes, &max_args, &logged);
+    assert_true(logged > 12000); /* every member's fold is in it */
+    assert_true(logged < 1000000);
+    print_message("slow log: %ld commands, largest argument %lld bytes, most arguments %lld\n",
+                  logged, max_bytes, max_args);
+    assert_true(max_bytes <= 4096);
+    assert_true(max_args <= 1100); /* a sweep chunk: 4 + the members of one HSCAN */
+    assert_int_equal(staged_keys(c), 0);
+
+    assert_int_equal(post_webhook(id, body), 200);
+    assert_int_equal(staged_keys(c), 0);
+    free(body);
+    redisFree(c);
+}
+
+struct send {
+    const char *id;
+    char *body;
+    long status;
+};
+
+static void *send_thread(void *arg)
+{
+    struct send *s = arg;
+    s->status = post_webhook(s->id, s->body);
+    return NULL;
+}
+
+static bool staging_begun(void *arg)
+{
+    return staged_keys(arg) > 0;
+}
+
+/* SIGKILL while a 40,000-member snapshot is written in 1 KiB chunks: nothing
+ * is queued and the half-written staging key expires by itself; Novi's retry
+ * of the same webhook is queued (not a duplicate) and folded exactly once. */
+static void test_sigkill_mid_enqueue_queues_nothing_and_the_retry_folds_once(void **state)
+{
+    (void)state;
+    redisContext *c = peek_connect(stack.redis_port);
+    char id[64];
+    new_id(id, sizeof id);
+    struct send s = {id, snapshot_body(40000, 10), 0};
+    pthread_t t;
+    pthread_create(&t, NULL, send_thread, &s);
+    assert_true(ts_wait_for(staging_begun, c, 60000, 1));
+    stack_kill_ccsyncd(0);
+    pthread_join(t, NULL);
+    assert_int_not_equal(s.status, 202);
+    assert_int_equal(staged_keys(c), 1);
+    redisReply *k = peek_command(c, "KEYS %s", STAGED_MATCH);
+    long long ttl = peek_integer(c, "PTTL %s", k->element[0]->str);
+    assert_true(ttl > 0 && ttl <= 3600 * 1000);
+    assert_true(peek_integer(c, "STRLEN %s", k->element[0]->str) < (long long)strlen(s.body));
+    freeReplyObject(k);
+    assert_int_equal(peek_integer(c, "XLEN %s", KEY_EVENTS), 0);
+    assert_false(peek_dedup_exists(c, ASSOC, id));
+
+    assert_int_equal(stack_start_ccsyncd(0), 0);
+    assert_int_equal(post_webhook(id, s.body), 202);
+    assert_folded_once(c, 40000);
+    assert_int_equal(staged_keys(c), 1); /* the orphan, until it expires */
+    assert_int_equal(post_webhook(id, s.body), 200);
+    free(s.body);
+    redisFree(c);
+}
+
+struct fold_progress {
+    redisContext *c;
+    long members;
+};
+
+static bool half_folded(void *arg)
+{
+    struct fold_progress *f = arg;
+    long long n = peek_integer(f->c, "HLEN %s", key_group_members(ASSOC, GROUP).s);
+    return n > 0 && n < f->members;
+}
+
+/* SIGKILL in the middle of a staged snapshot's fold: the event stays pending
+ * with its staged body, is reclaimed by the restarted process and folded
+ * again, which ends exactly as one fold would (each member joined once). */
+static void test_sigkill_mid_fold_refolds_to_the_same_state(void **state)
+{
+    (void)state;
+    redisContext *c = peek_connect(stack.redis_port);
+    char id[64];
+    new_id(id, sizeof id);
+    char *body = snapshot_body(40000, 10);
+    assert_int_equal(post_webhook(id, body), 202);
+    struct fold_progress f = {c, 40000};
+    assert_true(ts_wait_for(half_folded, &f, 60000, 1));
+    stack_kill_ccsyncd(0);
+    assert_true(peek_integer(c, "HLEN %s", key_group_members(ASSOC, GROUP).s) < 40000);
+    assert_int_equal(staged_keys(c), 1);
+    redisReply *k = peek_command(c, "KEYS %s", STAGED_MATCH);
+    assert_int_equal(peek_integer(c, "PTTL %s", k->element[0]->str), -1); /* queued: kept */
+    freeReplyObject(k);
+
+    assert_int_equal(stack_start_ccsyncd(0), 0); /* reclaims it once idle 30 s */
+    assert_folded_once(c, 40000);
+    assert_int_equal(staged_keys(c), 0);
+    assert_int_equal(peek_integer(c, "XLEN %s", KEY_DEAD_LETTERS), 0);
+    free(body);
+    redisFree(c);
+}
+
+static bool stream_empty(void *arg)
+{
+    return peek_integer(arg, "XLEN %s", KEY_EVENTS) == 0;
+}
+
+/* An entry whose staged body is gone was folded by a worker that died between
+ * deleting the body and acknowledging: it is acknowledged, not dead-lettered. */
+static void test_an_entry_whose_staged_body_is_gone_is_acknowledged(void **state)
+{
+    (void)state;
+    redisContext *c = peek_connect(stack.redis_port);
+    struct key gone = key_staged(ASSOC, "gone");
+    freeReplyObject(peek_command(c,
+                                 "XADD %s * assoc %s id msg-gone type group.members ts 1 "
+                                 "body_key %s body_bytes 5000",
+                                 KEY_EVENTS, ASSOC, gone.s));
+    assert_true(ts_wait_for(stream_empty, c, 20000, 20));
+    assert_int_equal(peek_integer(c, "XLEN %s", KEY_DEAD_LETTERS), 0);
+    redisReply *p = peek_command(c, "XPENDING %s %s", KEY_EVENTS, QUEUE_GROUP);
+    assert_int_equal(p->element[0]->integer, 0);
+    freeReplyObject(p);
+    redisFree(c);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_a_large_snapshot_is_staged_and_folded_in_chunks,
+                                        setup_4k, stack_stop),
+        cmocka_unit_test_setup_teardown(
+            test_sigkill_mid_enqueue_queues_nothing_and_the_retry_folds_once, setup_1k, stack_stop),
+        cmocka_unit_test_setup_teardown(test_sigkill_mid_fold_refolds_to_the_same_state, setup_4k,
+                                        stack_stop),
+        cmocka_unit_test_setup_teardown(test_an_entry_whose_staged_body_is_gone_is_acknowledged,
+                                        setup_4k, stack_stop),
+    };
+    const char *filter = getenv("TEST_FILTER");
+    if (filter && *filter)
+        cmocka_set_test_filter(filter);
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
