@@ -22,14 +22,17 @@
 /* KEYS[1] dedup key, KEYS[2] stream, KEYS[3] the staging key; ARGV ttl, assoc,
  * id, type, ts, body length. Like ingest.c's enqueue script, with the body by
  * reference: a duplicate deletes what was staged for it; a staging key that is
- * not whole (it expired, Redis lost it) queues nothing and answers an error,
- * so the sender retries. PERSIST: from now on the worker deletes it. */
+ * not whole (it expired, Redis lost it; or it expired and a later SETRANGE
+ * made it again, zero-filled: it then has no expiry) queues nothing and
+ * answers an error, so the sender retries. PERSIST: from now on the worker
+ * deletes it. */
 static const char commit_script[] =
     "if redis.call('EXISTS', KEYS[1]) == 1 then\n"
     "  redis.call('DEL', KEYS[3])\n"
     "  return false\n"
     "end\n"
-    "if redis.call('STRLEN', KEYS[3]) ~= tonumber(ARGV[6]) then\n"
+    "if redis.call('STRLEN', KEYS[3]) ~= tonumber(ARGV[6]) or redis.call('PTTL', KEYS[3]) < 0 "
+    "then\n"
     "  return redis.error_reply('STAGED the staged body is not whole')\n"
     "end\n"
     "redis.call('PERSIST', KEYS[3])\n"
@@ -52,14 +55,26 @@ static int new_key(const char *association, struct key *k)
     return k->cut ? STORE_ERR : STORE_OK;
 }
 
-/* Writes body to key a chunk a command; the first sets the expiry. */
+/* The chunk written k-th: the first (its SET starts the expiry), then the
+ * last, which sizes the string whole at once, then the ones between, each
+ * written in place. Appending instead would let Redis copy the growing
+ * string again and again: a command's cost would grow with the body. */
+static size_t chunk_in_order(size_t k, size_t n_chunks)
+{
+    return k == 0 ? 0 : k == 1 ? n_chunks - 1 : k - 1;
+}
+
+/* Writes body to key a chunk a command. */
 static int write_chunks(redisContext *c, const char *key, const char *body, size_t len,
                         size_t chunk)
 {
-    for (size_t off = 0; off < len; off += chunk) {
+    size_t n_chunks = (len + chunk - 1) / chunk;
+    for (size_t k = 0; k < n_chunks; k++) {
+        size_t off = chunk_in_order(k, n_chunks) * chunk;
         size_t n = len - off < chunk ? len - off : chunk;
-        redisReply *r = off == 0 ? redisCommand(c, "SET %s %b PX %d", key, body, n, STAGED_TTL_MS)
-                                 : redisCommand(c, "APPEND %s %b", key, body + off, n);
+        redisReply *r = k == 0 ? redisCommand(c, "SET %s %b PX %d", key, body, n, STAGED_TTL_MS)
+                               : redisCommand(c, "SETRANGE %s %llu %b", key,
+                                              (unsigned long long)off, body + off, n);
         bool ok = store_reply_ok(c, r);
         freeReplyObject(r);
         if (!ok)
