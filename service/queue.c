@@ -138,23 +138,18 @@ int queue_ack_many(redisContext *c, const char *const *ids, size_t n)
 /* KEYS 1 events, 2 dead letters, 3 the body's key. ARGV 1 original id, 2 assoc,
  * 3 webhook id, 4 type, 5 ts, 6 body, 7 reason, 8 oldest id kept (MINID), 9 the
  * body's time to live (s), 10 most entries kept, 11 the staging key of a staged
- * body (staged.h; then 6 is "") or "", 12 the staged body's length. The body is
- * kept apart from the entry, so a listing reads a bounded part of it (a staged
- * one is renamed, not copied: no command carries it whole); the stream is
- * trimmed by age and by count at each addition (approximately: whole nodes at
- * a time). */
+ * body (staged.h), deleted with it, or "". The body is kept apart from the
+ * entry, so a listing reads a bounded part of it; the stream is trimmed by age
+ * and by count at each addition (approximately: whole nodes at a time). A
+ * staged body is written here whole, in one command: it was read and parsed,
+ * so only a fold that failed QUEUE_MAX_DELIVERIES times brings it here. */
 static const char dead_script[] =
-    "local bytes = ARGV[11] ~= '' and ARGV[12] or tostring(#ARGV[6])\n"
     "redis.call('XADD', KEYS[2], 'MINID', '~', ARGV[8], '*', 'assoc', ARGV[2], 'id', ARGV[3], "
-    "'type', ARGV[4], 'ts', ARGV[5], 'body_bytes', bytes, 'reason', ARGV[7], "
+    "'type', ARGV[4], 'ts', ARGV[5], 'body_bytes', tostring(#ARGV[6]), 'reason', ARGV[7], "
     "'original_id', ARGV[1])\n"
     "redis.call('XTRIM', KEYS[2], 'MAXLEN', '~', ARGV[10])\n"
-    "if ARGV[11] == '' then\n"
-    "  redis.call('SET', KEYS[3], ARGV[6], 'EX', ARGV[9])\n"
-    "elseif redis.call('EXISTS', ARGV[11]) == 1 then\n"
-    "  redis.call('RENAME', ARGV[11], KEYS[3])\n"
-    "  redis.call('EXPIRE', KEYS[3], ARGV[9])\n"
-    "end\n"
+    "redis.call('SET', KEYS[3], ARGV[6], 'EX', ARGV[9])\n"
+    "if ARGV[11] ~= '' then redis.call('DEL', ARGV[11]) end\n"
     "redis.call('XACK', KEYS[1], '" QUEUE_GROUP "', ARGV[1])\n"
     "redis.call('XDEL', KEYS[1], ARGV[1])\n"
     "return 1\n";
@@ -162,9 +157,7 @@ static const char dead_script[] =
 int queue_dead_letter(redisContext *c, const struct queue_entry *e, const char *reason,
                       int retention_days)
 {
-    char minid[32], ttl[24], max[24], staged_bytes[24];
-    bool staged = e->body_key != NULL;
-    snprintf(staged_bytes, sizeof staged_bytes, "%zu", e->body_bytes);
+    char minid[32], ttl[24], max[24];
     int64_t keep_ms = (int64_t)retention_days * 86400 * 1000;
     snprintf(minid, sizeof minid, "%lld-0", (long long)(store_now_ns() / 1000000 - keep_ms));
     snprintf(ttl, sizeof ttl, "%lld", (long long)retention_days * 86400);
@@ -178,18 +171,17 @@ int queue_dead_letter(redisContext *c, const struct queue_entry *e, const char *
                           e->webhook_id ? e->webhook_id : "",
                           e->type ? e->type : "",
                           e->ts ? e->ts : "",
-                          e->body && !staged ? e->body : "",
+                          e->body ? e->body : "",
                           reason,
                           minid,
                           ttl,
                           max,
-                          staged ? e->body_key : "",
-                          staged_bytes};
-    size_t lens[15];
-    for (int i = 0; i < 15; i++)
+                          e->body_key ? e->body_key : ""};
+    size_t lens[14];
+    for (int i = 0; i < 14; i++)
         lens[i] = strlen(args[i]);
-    lens[8] = e->body && !staged ? e->body_len : 0;
-    redisReply *r = script_eval_len(c, dead_script, 3, 15, args, lens);
+    lens[8] = e->body ? e->body_len : 0;
+    redisReply *r = script_eval_len(c, dead_script, 3, 14, args, lens);
     int rc = store_reply_ok(c, r) ? STORE_OK : STORE_ERR;
     freeReplyObject(r);
     return rc;

@@ -3,7 +3,8 @@
  *
  * Every command here carries at most one chunk of the body, so none of them
  * holds Redis longer than copying a chunk takes (about a millisecond a MiB);
- * other clients' commands run between them.
+ * other clients' commands run between them. A staged body is a list of its
+ * chunks, in order.
  */
 #include "ccsync/staged.h"
 
@@ -16,22 +17,22 @@
 
 #include "ccsync/ingest.h"
 #include "ccsync/keys.h"
+#include "ccsync/log.h"
 #include "ccsync/script.h"
 #include "ccsync/store.h"
 
 /* KEYS[1] dedup key, KEYS[2] stream, KEYS[3] the staging key; ARGV ttl, assoc,
- * id, type, ts, body length. Like ingest.c's enqueue script, with the body by
- * reference: a duplicate deletes what was staged for it; a staging key that is
- * not whole (it expired, Redis lost it; or it expired and a later SETRANGE
- * made it again, zero-filled: it then has no expiry) queues nothing and
- * answers an error, so the sender retries. PERSIST: from now on the worker
- * deletes it. */
+ * id, type, ts, body length, chunks. Like ingest.c's enqueue script, with the
+ * body by reference: a duplicate deletes what was staged for it; a staging key that is
+ * not whole (it expired, Redis lost it; or it expired and a later RPUSH made
+ * it again: it then has no expiry) queues nothing and answers an error, so the
+ * sender retries. PERSIST: from now on the worker deletes it. */
 static const char commit_script[] =
     "if redis.call('EXISTS', KEYS[1]) == 1 then\n"
     "  redis.call('DEL', KEYS[3])\n"
     "  return false\n"
     "end\n"
-    "if redis.call('STRLEN', KEYS[3]) ~= tonumber(ARGV[6]) or redis.call('PTTL', KEYS[3]) < 0 "
+    "if redis.call('LLEN', KEYS[3]) ~= tonumber(ARGV[7]) or redis.call('PTTL', KEYS[3]) < 0 "
     "then\n"
     "  return redis.error_reply('STAGED the staged body is not whole')\n"
     "end\n"
@@ -55,26 +56,22 @@ static int new_key(const char *association, struct key *k)
     return k->cut ? STORE_ERR : STORE_OK;
 }
 
-/* The chunk written k-th: the first (its SET starts the expiry), then the
- * last, which sizes the string whole at once, then the ones between, each
- * written in place. Appending instead would let Redis copy the growing
- * string again and again: a command's cost would grow with the body. */
-static size_t chunk_in_order(size_t k, size_t n_chunks)
-{
-    return k == 0 ? 0 : k == 1 ? n_chunks - 1 : k - 1;
-}
-
-/* Writes body to key a chunk a command. */
+/* Writes body to key a chunk a command, each a list element of its own:
+ * writing one string instead makes Redis copy or zero-fill the whole string
+ * as it grows, a command whose cost grows with the body. The first chunk is
+ * pushed together with the expiry (MULTI), so no key is ever left without it. */
 static int write_chunks(redisContext *c, const char *key, const char *body, size_t len,
                         size_t chunk)
 {
-    size_t n_chunks = (len + chunk - 1) / chunk;
-    for (size_t k = 0; k < n_chunks; k++) {
-        size_t off = chunk_in_order(k, n_chunks) * chunk;
+    redisAppendCommand(c, "MULTI");
+    redisAppendCommand(c, "RPUSH %s %b", key, body, len < chunk ? len : chunk);
+    redisAppendCommand(c, "PEXPIRE %s %d", key, STAGED_TTL_MS);
+    redisAppendCommand(c, "EXEC");
+    if (store_drain(c, 4) != STORE_OK)
+        return STORE_ERR;
+    for (size_t off = chunk; off < len; off += chunk) {
         size_t n = len - off < chunk ? len - off : chunk;
-        redisReply *r = k == 0 ? redisCommand(c, "SET %s %b PX %d", key, body, n, STAGED_TTL_MS)
-                               : redisCommand(c, "SETRANGE %s %llu %b", key,
-                                              (unsigned long long)off, body + off, n);
+        redisReply *r = redisCommand(c, "RPUSH %s %b", key, body + off, n);
         bool ok = store_reply_ok(c, r);
         freeReplyObject(r);
         if (!ok)
@@ -84,23 +81,28 @@ static int write_chunks(redisContext *c, const char *key, const char *body, size
 }
 
 /* Runs the commit script: an enum ingest_result. */
-static int commit(redisContext *c, const struct staged_event *ev, const char *key, char *entry_id,
-                  size_t entry_id_size)
+static int commit(redisContext *c, const struct staged_event *ev, const char *key, size_t chunk,
+                  char *entry_id, size_t entry_id_size)
 {
-    char ts[32], ttl[16], len[32];
+    char ts[32], ttl[16], len[32], chunks[32];
     snprintf(ts, sizeof ts, "%lld", (long long)ev->ts_ns);
     snprintf(ttl, sizeof ttl, "%d", INGEST_DEDUP_TTL_SECONDS);
     snprintf(len, sizeof len, "%zu", ev->body_len);
+    snprintf(chunks, sizeof chunks, "%zu", (ev->body_len + chunk - 1) / chunk);
     struct key dedup = key_dedup(ev->association, ev->webhook_id);
     const char *args[] = {dedup.s,        KEY_EVENTS, key, ttl, ev->association,
-                          ev->webhook_id, ev->type,   ts,  len};
-    redisReply *r = script_eval(c, commit_script, 3, 9, args);
+                          ev->webhook_id, ev->type,   ts,  len, chunks};
+    redisReply *r = script_eval(c, commit_script, 3, 10, args);
     int result = INGEST_UNAVAILABLE;
     if (r && r->type == REDIS_REPLY_STRING) {
         snprintf(entry_id, entry_id_size, "%s", r->str);
         result = INGEST_QUEUED;
     } else if (r && r->type == REDIS_REPLY_NIL) {
         result = INGEST_DUPLICATE;
+    } else {
+        log_warn("ingest_staged_not_queued", LOG_STR("association", ev->association),
+                 LOG_STR("webhook_id", ev->webhook_id),
+                 LOG_STR("error", r && r->type == REDIS_REPLY_ERROR ? r->str : c->errstr));
     }
     freeReplyObject(r);
     return result;
@@ -125,7 +127,7 @@ int staged_enqueue(redisContext *c, const struct staged_event *ev, size_t chunk,
         return INGEST_UNAVAILABLE;
     int result = INGEST_UNAVAILABLE;
     if (write_chunks(c, k.s, ev->body, ev->body_len, chunk) == STORE_OK)
-        result = commit(c, ev, k.s, entry_id, entry_id_size);
+        result = commit(c, ev, k.s, chunk, entry_id, entry_id_size);
     if (result == INGEST_UNAVAILABLE && c->err == 0)
         freeReplyObject(redisCommand(c, "DEL %s", k.s)); /* else it expires */
     /* A duplicate is unconfirmed too: its dedup key may be on this primary only. */
@@ -134,38 +136,38 @@ int staged_enqueue(redisContext *c, const struct staged_event *ev, size_t chunk,
     return result;
 }
 
-/* The staged body's length: -1 Redis failed, 0 the key is gone. */
-static long long staged_length(redisContext *c, const char *key)
+/* How many chunks the staged body has: -1 Redis failed, 0 the key is gone. */
+static long long staged_chunks(redisContext *c, const char *key)
 {
-    redisReply *r = redisCommand(c, "STRLEN %s", key);
+    redisReply *r = redisCommand(c, "LLEN %s", key);
     long long n = store_reply_ok(c, r) && r->type == REDIS_REPLY_INTEGER ? r->integer : -1;
     freeReplyObject(r);
     return n;
 }
 
-int staged_read(redisContext *c, const char *key, size_t bytes, size_t chunk, char **body)
+int staged_read(redisContext *c, const char *key, size_t bytes, char **body)
 {
     *body = NULL;
-    long long len = staged_length(c, key);
-    if (len == 0)
+    long long n = staged_chunks(c, key);
+    if (n == 0)
         return 0;
-    if (len < 0 || (size_t)len != bytes || chunk == 0)
-        return STORE_ERR;
-    char *buf = malloc(bytes + 1);
+    char *buf = n > 0 ? malloc(bytes + 1) : NULL;
     if (!buf)
         return STORE_ERR;
-    for (size_t off = 0; off < bytes; off += chunk) {
-        size_t n = bytes - off < chunk ? bytes - off : chunk;
-        redisReply *r = redisCommand(c, "GETRANGE %s %llu %llu", key, (unsigned long long)off,
-                                     (unsigned long long)(off + n - 1));
-        bool ok = store_reply_ok(c, r) && r->type == REDIS_REPLY_STRING && (size_t)r->len == n;
-        if (ok)
-            memcpy(buf + off, r->str, n);
-        freeReplyObject(r);
-        if (!ok) {
-            free(buf);
-            return STORE_ERR;
+    size_t off = 0;
+    bool ok = true;
+    for (long long i = 0; i < n && ok; i++) {
+        redisReply *r = redisCommand(c, "LINDEX %s %lld", key, i);
+        ok = store_reply_ok(c, r) && r->type == REDIS_REPLY_STRING && (size_t)r->len <= bytes - off;
+        if (ok) {
+            memcpy(buf + off, r->str, r->len);
+            off += r->len;
         }
+        freeReplyObject(r);
+    }
+    if (!ok || off != bytes) {
+        free(buf);
+        return STORE_ERR;
     }
     buf[bytes] = '\0';
     *body = buf;

@@ -240,8 +240,7 @@ static bool read_staged(struct sync_worker *w, struct queue_entry *entries, size
         struct queue_entry e = entries[i];
         char *body = NULL;
         if (e.body_key && !e.body) {
-            int rc = staged_read(w->redis, e.body_key, e.body_bytes,
-                                 w->app->cfg->enqueue_chunk_bytes, &body);
+            int rc = staged_read(w->redis, e.body_key, e.body_bytes, &body);
             if (rc == STORE_ERR)
                 return false;
             if (rc == 0) {

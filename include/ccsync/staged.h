@@ -4,9 +4,9 @@
  * A body over CCSYNC_ENQUEUE_CHUNK_BYTES (a snapshot of 500,000 members is
  * 11 MB) sent whole in the enqueue script held Redis for up to 2 s, every
  * other client waiting. Such a body is instead written to a staging key
- * (KEY_STAGED) a chunk a command; then one small script checks the dedup key
- * and queues a stream entry that names the staging key (fields body_key and
- * body_bytes instead of body). Until that script ran, the staging key expires
+ * (KEY_STAGED, a list of its chunks) a chunk a command; then one small script
+ * checks the dedup key and queues a stream entry that names the staging key
+ * (fields body_key and body_bytes instead of body). Until that script ran, the staging key expires
  * by itself: a crash between chunks leaves an orphan that goes away, never a
  * queued event whose body is incomplete. Workers read the body back a chunk a
  * command and delete the key once the event is folded, before acknowledging
@@ -41,10 +41,10 @@ struct staged_event {
 int staged_enqueue(struct redisContext *c, const struct staged_event *ev, size_t chunk,
                    int replica_wait_ms, char *entry_id, size_t entry_id_size);
 
-/* Reads the staged body at key, of bytes bytes, chunk bytes a command, into
- * *body (malloc'd, NUL-terminated; the caller frees it). 1 read; 0 the key is
- * gone (its event was folded: see above); STORE_ERR Redis failed or the body
- * is not the size its entry says. */
-int staged_read(struct redisContext *c, const char *key, size_t bytes, size_t chunk, char **body);
+/* Reads the staged body at key, of bytes bytes, a chunk a command (the chunk
+ * size it was staged with), into *body (malloc'd, NUL-terminated; the caller
+ * frees it). 1 read; 0 the key is gone (its event was folded: see above);
+ * STORE_ERR Redis failed or the body is not the size its entry says. */
+int staged_read(struct redisContext *c, const char *key, size_t bytes, char **body);
 
 #endif

@@ -333,8 +333,9 @@ static void test_an_entry_whose_staged_body_is_gone_is_acknowledged(void **state
     redisFree(c);
 }
 
-/* A staged event that cannot be folded is dead-lettered with its body moved
- * (renamed) to the dead letter's body key, whole, and no staging key left. */
+/* A staged event that cannot be folded (its two chunks are not JSON) is
+ * dead-lettered with its body whole in the dead letter's body key, and no
+ * staging key is left. */
 static void test_a_staged_event_that_cannot_be_parsed_is_dead_lettered_whole(void **state)
 {
     (void)state;
@@ -342,7 +343,8 @@ static void test_a_staged_event_that_cannot_be_parsed_is_dead_lettered_whole(voi
     struct key staged = key_staged(ASSOC, "bad");
     char junk[5000];
     memset(junk, 'x', sizeof junk);
-    freeReplyObject(peek_command(c, "SET %s %b", staged.s, junk, sizeof junk));
+    freeReplyObject(
+        peek_command(c, "RPUSH %s %b %b", staged.s, junk, (size_t)3000, junk, (size_t)2000));
     redisReply *x = peek_command(c,
                                  "XADD %s * assoc %s id msg-bad type group.members ts 1 "
                                  "body_key %s body_bytes 5000",
