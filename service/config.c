@@ -579,12 +579,24 @@ static int load_notify(struct config *c, config_lookup_fn lookup, char *err, siz
     return 0;
 }
 
+/* A body larger than one chunk is written to Redis a chunk a command and read
+ * back likewise (staged.h), so no command carries more than this. */
+static int load_staging(struct config *c, config_lookup_fn lookup, char *err, size_t err_size)
+{
+    long n;
+    if (int_var(lookup, "CCSYNC_ENQUEUE_CHUNK_BYTES", "1048576", 1024, 16777216, &n, err,
+                err_size) != 0)
+        return -1;
+    c->enqueue_chunk_bytes = (size_t)n;
+    return 0;
+}
+
 int config_load(struct config *c, config_lookup_fn lookup, char *err, size_t err_size)
 {
     static const load_step steps[] = {
         load_listen,  load_redis,        load_admin_token,    load_cc_endpoints, load_cc_budget,
         load_workers, load_logging,      load_limits,         load_durability,   load_bootstrap,
-        load_secrets, load_admin_listen, load_hostile_limits,
+        load_secrets, load_admin_listen, load_hostile_limits, load_staging,
     };
     memset(c, 0, sizeof *c);
     for (size_t i = 0; i < sizeof steps / sizeof steps[0]; i++)

@@ -617,12 +617,19 @@ static int sweep_chunk(redisContext *c, const char *p, const char *association, 
     return rc;
 }
 
+/* Tells the caller a snapshot's fold goes on (fold_origin.progress). */
+static void progress(const struct fold_origin *origin)
+{
+    if (origin && origin->progress)
+        origin->progress(origin->progress_arg);
+}
+
 /* Takes out of the group every member a fact older than the snapshot put
  * there, SWEEP_CHUNK members a script (HSCAN's cursor between them), so no
  * command reads every member the group ever had. Members folded by a newer
  * fact meanwhile keep their place: each chunk re-reads what it judges. */
 static int sweep(redisContext *c, const char *p, const char *association, const char *group,
-                 const char *ts, const char *head, bool *changed)
+                 const char *ts, const char *head, const struct fold_origin *origin, bool *changed)
 {
     const char *start[] = {p, group, ts};
     if (run(c, sweep_start_script, key_dirty(association).s, 3, start, NULL) != STORE_OK)
@@ -641,6 +648,7 @@ static int sweep(redisContext *c, const char *p, const char *association, const 
         snprintf(cursor, sizeof cursor, "%s", r->element[0]->str);
         rc = sweep_chunk(c, p, association, group, ts, head, r->element[1], changed);
         freeReplyObject(r);
+        progress(origin);
         /* the group stays unsynced while the sweep goes on (sync.c) */
         if (rc == STORE_OK)
             rc = store_exec(c, "SET %s 1 PX %d", folding.s, FACTS_FOLDING_TTL_MS);
@@ -656,7 +664,7 @@ static int sweep(redisContext *c, const char *p, const char *association, const 
  */
 static int fold_snapshot(redisContext *c, const char *p, const char *association,
                          const struct event *ev, const char *ts, const char *due, const char *head,
-                         int64_t *earliest)
+                         const struct fold_origin *origin, int64_t *earliest)
 {
     char sha[41];
     script_sha(member_script, sha);
@@ -674,8 +682,9 @@ static int fold_snapshot(redisContext *c, const char *p, const char *association
         if (fold_snapshot_chunk(c, sha, p, association, ev, ts, head, start, end, &changed) !=
             STORE_OK)
             return STORE_ERR;
+        progress(origin);
     }
-    if (sweep(c, p, association, ev->subject_id, ts, head, &changed) != STORE_OK)
+    if (sweep(c, p, association, ev->subject_id, ts, head, origin, &changed) != STORE_OK)
         return STORE_ERR;
     const char *args[] = {p, ev->subject_id, due, association, changed ? "1" : "0"};
     int rc = run(c, sweep_script, key_dirty(association).s, 5, args, earliest);
@@ -723,7 +732,8 @@ static char *history_head(const struct event *ev, const struct fold_origin *orig
 /* Folds ev, or with append_only appends its one script call (never for a
  * snapshot). Without append_only, *earliest gets the association's earliest due. */
 static int fold(redisContext *c, bool append_only, const char *association, const struct event *ev,
-                const char *head, int64_t now_ns, int delay_ms, int64_t *earliest)
+                const struct fold_origin *origin, const char *head, int64_t now_ns, int delay_ms,
+                int64_t *earliest)
 {
     char ts[FACTS_TS_KEY_SIZE], due[32], now[32];
     struct key prefix = key_prefix(association);
@@ -763,7 +773,7 @@ static int fold(redisContext *c, bool append_only, const char *association, cons
     }
     case EVENT_GROUP_MEMBERS:
         return append_only ? STORE_ERR
-                           : fold_snapshot(c, p, association, ev, ts, due, head, earliest);
+                           : fold_snapshot(c, p, association, ev, ts, due, head, origin, earliest);
     default:
         return append_only ? STORE_ERR : STORE_OK;
     }
@@ -774,7 +784,8 @@ int facts_fold(redisContext *c, const char *association, const struct event *ev,
 {
     int64_t earliest;
     char *head = history_head(ev, origin);
-    int rc = head ? fold(c, false, association, ev, head, now_ns, delay_ms, &earliest) : STORE_ERR;
+    int rc = head ? fold(c, false, association, ev, origin, head, now_ns, delay_ms, &earliest)
+                  : STORE_ERR;
     free(head);
     if (rc != STORE_OK)
         return STORE_ERR;
@@ -788,7 +799,8 @@ int facts_fold_append(redisContext *c, const char *association, const struct eve
         return 0;
     int64_t unused;
     char *head = history_head(ev, origin);
-    int rc = head ? fold(c, true, association, ev, head, now_ns, delay_ms, &unused) : STORE_ERR;
+    int rc =
+        head ? fold(c, true, association, ev, origin, head, now_ns, delay_ms, &unused) : STORE_ERR;
     free(head);
     return rc == STORE_OK ? 1 : STORE_ERR;
 }

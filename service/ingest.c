@@ -10,6 +10,8 @@
  * webhook-id and never half-written. When Redis fails mid-batch the requests
  * without a reply get 503: the sender retries, and the dedup key then tells
  * whether the first attempt had landed (200 duplicate) or not (202 queued).
+ * A body over CCSYNC_ENQUEUE_CHUNK_BYTES goes another way, in chunks and by
+ * reference (staged.h), so that no one command carries it whole.
  */
 #include "ccsync/ingest.h"
 
@@ -29,6 +31,7 @@
 #include "ccsync/log.h"
 #include "ccsync/metrics.h"
 #include "ccsync/model.h"
+#include "ccsync/staged.h"
 #include "ccsync/store.h"
 #include "ccsync/webhook.h"
 
@@ -726,6 +729,37 @@ static int submit(struct app *app, struct http_request *req, const char *associa
     return HTTP_SUSPENDED;
 }
 
+/* A body over CCSYNC_ENQUEUE_CHUNK_BYTES: staged in chunks and queued by
+ * reference (staged.h) on this thread's own connection, so the pipeline's
+ * commands never wait behind it; answered here (HTTP_DONE). */
+static int submit_staged(struct app *app, struct http_request *req, const char *association,
+                         const char *msg_id, const struct event *ev)
+{
+    char err[256];
+    redisContext *c = store_pool_get(app->pool, err, sizeof err);
+    if (!c) {
+        reply_unavailable(req);
+        return HTTP_DONE;
+    }
+    struct staged_event se = {association, msg_id, event_type_name(ev->type), ev->ts_ns, NULL, 0};
+    se.body = http_body(req, &se.body_len);
+    char entry_id[48];
+    int result = staged_enqueue(c, &se, app->cfg->enqueue_chunk_bytes, app->ingest->replica_wait_ms,
+                                entry_id, sizeof entry_id);
+    store_pool_put(app->pool, c, c->err == 0);
+    metrics_inc("ccsync_ingest_staged_total", "");
+    if (result == INGEST_QUEUED) {
+        count("queued");
+        reply_accepted(req, 202, msg_id, "queued");
+    } else if (result == INGEST_DUPLICATE) {
+        count("duplicate");
+        reply_accepted(req, 200, msg_id, "duplicate");
+    } else {
+        reply_unavailable(req);
+    }
+    return HTTP_DONE;
+}
+
 /* The secret, the signature and the body of a webhook; HTTP_DONE answered, or
  * HTTP_SUSPENDED handed to the pipeline. suspended: the request already is
  * (on the validation thread). */
@@ -762,6 +796,8 @@ static int check_and_submit(struct app *app, struct http_request *req, bool susp
         log_info("webhook_ignored", LOG_STR("association", association),
                  LOG_STR("webhook_id", msg_id), LOG_STR("type", ev.type_name));
         reply_accepted(req, 202, msg_id, "ignored");
+    } else if (len > app->cfg->enqueue_chunk_bytes) {
+        rc = submit_staged(app, req, association, msg_id, &ev);
     } else {
         rc = submit(app, req, association, msg_id, &ev, suspended);
     }

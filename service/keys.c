@@ -194,6 +194,11 @@ struct key key_removed(const char *association)
     return key_format(ASSOC_KEY(KEY_REMOVED), association);
 }
 
+struct key key_staged(const char *association, const char *token)
+{
+    return key_format(ASSOC_KEY(KEY_STAGED "%s"), association, token);
+}
+
 struct key key_dead_body(const char *original_id)
 {
     return key_format(KEY_DEAD_BODY "%s", original_id);

@@ -48,7 +48,10 @@ static void fill_entry(const redisReply *item, struct queue_entry *e)
         else if (strcmp(k, "body") == 0) {
             e->body = v->str;
             e->body_len = v->len;
-        }
+        } else if (strcmp(k, "body_key") == 0)
+            e->body_key = v->str;
+        else if (strcmp(k, "body_bytes") == 0)
+            e->body_bytes = (size_t)strtoull(v->str, NULL, 10);
     }
 }
 
@@ -100,6 +103,11 @@ long queue_deliveries(redisContext *c, const char *id)
     return n;
 }
 
+int queue_touch(redisContext *c, const char *consumer, const char *id)
+{
+    return store_exec(c, "XCLAIM %s %s %s 0 %s JUSTID", KEY_EVENTS, QUEUE_GROUP, consumer, id);
+}
+
 int queue_ack(redisContext *c, const char *id)
 {
     redisAppendCommand(c, "XACK %s %s %s", KEY_EVENTS, QUEUE_GROUP, id);
@@ -129,15 +137,19 @@ int queue_ack_many(redisContext *c, const char *const *ids, size_t n)
 
 /* KEYS 1 events, 2 dead letters, 3 the body's key. ARGV 1 original id, 2 assoc,
  * 3 webhook id, 4 type, 5 ts, 6 body, 7 reason, 8 oldest id kept (MINID), 9 the
- * body's time to live (s), 10 most entries kept. The body is kept apart from the
+ * body's time to live (s), 10 most entries kept, 11 the staging key of a staged
+ * body (staged.h), deleted with it, or "". The body is kept apart from the
  * entry, so a listing reads a bounded part of it; the stream is trimmed by age
- * and by count at each addition (approximately: whole nodes at a time). */
+ * and by count at each addition (approximately: whole nodes at a time). A
+ * staged body is written here whole, in one command: it was read and parsed,
+ * so only a fold that failed QUEUE_MAX_DELIVERIES times brings it here. */
 static const char dead_script[] =
     "redis.call('XADD', KEYS[2], 'MINID', '~', ARGV[8], '*', 'assoc', ARGV[2], 'id', ARGV[3], "
     "'type', ARGV[4], 'ts', ARGV[5], 'body_bytes', tostring(#ARGV[6]), 'reason', ARGV[7], "
     "'original_id', ARGV[1])\n"
     "redis.call('XTRIM', KEYS[2], 'MAXLEN', '~', ARGV[10])\n"
     "redis.call('SET', KEYS[3], ARGV[6], 'EX', ARGV[9])\n"
+    "if ARGV[11] ~= '' then redis.call('DEL', ARGV[11]) end\n"
     "redis.call('XACK', KEYS[1], '" QUEUE_GROUP "', ARGV[1])\n"
     "redis.call('XDEL', KEYS[1], ARGV[1])\n"
     "return 1\n";
@@ -163,12 +175,13 @@ int queue_dead_letter(redisContext *c, const struct queue_entry *e, const char *
                           reason,
                           minid,
                           ttl,
-                          max};
-    size_t lens[13];
-    for (int i = 0; i < 13; i++)
+                          max,
+                          e->body_key ? e->body_key : ""};
+    size_t lens[14];
+    for (int i = 0; i < 14; i++)
         lens[i] = strlen(args[i]);
     lens[8] = e->body ? e->body_len : 0;
-    redisReply *r = script_eval_len(c, dead_script, 3, 13, args, lens);
+    redisReply *r = script_eval_len(c, dead_script, 3, 14, args, lens);
     int rc = store_reply_ok(c, r) ? STORE_OK : STORE_ERR;
     freeReplyObject(r);
     return rc;

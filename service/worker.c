@@ -34,6 +34,7 @@
 #include "ccsync/metrics.h"
 #include "ccsync/queue.h"
 #include "ccsync/schedule.h"
+#include "ccsync/staged.h"
 #include "ccsync/store.h"
 #include "ccsync/sync.h"
 #include "ccsync/webhook.h"
@@ -100,6 +101,7 @@ enum fate {
 struct batch {
     const struct queue_entry *entries;
     size_t n;
+    const char *consumer;
     struct event *events;
     enum fate *fate;
     int64_t *earliest; /* a pipelined fold's association's earliest due */
@@ -124,7 +126,7 @@ static int screen(struct sync_worker *w, struct batch *b, bool reclaimed)
         if (reason) {
             b->fate[i] = DEAD;
             if (queue_dead_letter(c, e, reason, w->app->cfg->retention_days) != STORE_OK)
-                return STORE_ERR;
+                return STORE_ERR; /* a staged body went with it (queue.h) */
         }
     }
     return STORE_OK;
@@ -157,7 +159,8 @@ static int64_t earliest_of_association(const struct batch *b, size_t i)
  * when it entered the stream (its id's milliseconds). */
 static struct fold_origin origin_of(const struct queue_entry *e)
 {
-    struct fold_origin o = {e->webhook_id, strtoll(e->id, NULL, 10) * 1000000LL};
+    struct fold_origin o = {.event_id = e->webhook_id,
+                            .received_ns = strtoll(e->id, NULL, 10) * 1000000LL};
     return o;
 }
 
@@ -203,6 +206,75 @@ static int fold_pipelined(struct sync_worker *w, struct batch *b, int64_t now, i
     return rc;
 }
 
+/* ---- staged bodies (staged.h) ---- */
+
+/* An event being folded alone, kept claimed while its fold goes on. */
+struct still_folding {
+    redisContext *c;
+    const char *consumer;
+    const char *id;
+    int64_t touched_ms;
+};
+
+/* fold_origin.progress: resets the entry's idle time now and then, so that no
+ * other worker reclaims and folds again a snapshot whose fold takes long. A
+ * failure is left to the fold's own next command to find. */
+static void keep_claimed(void *arg)
+{
+    struct still_folding *f = arg;
+    int64_t now = now_ms();
+    if (now - f->touched_ms < QUEUE_RECLAIM_IDLE_MS / 6)
+        return;
+    f->touched_ms = now;
+    queue_touch(f->c, f->consumer, f->id);
+}
+
+/* Reads the staged bodies of entries (owned[i] holds entry i's, for the
+ * caller to free). An entry whose staging key is gone was folded by a worker
+ * that deleted its body and died before acknowledging it: acknowledged now and
+ * dropped from entries. false when Redis failed (the entries stay pending). */
+static bool read_staged(struct sync_worker *w, struct queue_entry *entries, size_t *n, char **owned)
+{
+    size_t kept = 0;
+    for (size_t i = 0; i < *n; i++) {
+        struct queue_entry e = entries[i];
+        char *body = NULL;
+        if (e.body_key && !e.body) {
+            int rc = staged_read(w->redis, e.body_key, e.body_bytes, &body);
+            if (rc == STORE_ERR)
+                return false;
+            if (rc == 0) {
+                count_event("folded_before");
+                log_info("event_folded_before", LOG_STR("entry", e.id),
+                         LOG_STR("association", e.association));
+                if (queue_ack(w->redis, e.id) != STORE_OK)
+                    return false;
+                continue;
+            }
+            e.body = body;
+            e.body_len = e.body_bytes;
+        }
+        owned[kept] = body;
+        entries[kept++] = e;
+    }
+    *n = kept;
+    return true;
+}
+
+/* Deletes the staged bodies of the events folded, before they are
+ * acknowledged: an entry left pending by a crash in between finds its body
+ * gone, which says it was folded (read_staged). */
+static int forget_staged(struct sync_worker *w, const struct batch *b)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < b->n; i++)
+        if (b->fate[i] == FOLDED && b->entries[i].body_key) {
+            redisAppendCommand(w->redis, "DEL %s", b->entries[i].body_key);
+            n++;
+        }
+    return store_drain(w->redis, n);
+}
+
 /* Folds the rest one by one (facts_fold wakes the association itself). */
 static int fold_alone(struct sync_worker *w, struct batch *b, int64_t now, int delay)
 {
@@ -210,6 +282,9 @@ static int fold_alone(struct sync_worker *w, struct batch *b, int64_t now, int d
         if (b->fate[i] != FOLD_ALONE)
             continue;
         struct fold_origin origin = origin_of(&b->entries[i]);
+        struct still_folding busy = {w->redis, b->consumer, b->entries[i].id, now_ms()};
+        origin.progress = keep_claimed;
+        origin.progress_arg = &busy;
         if (facts_fold(w->redis, b->entries[i].association, &b->events[i], &origin, now, delay) !=
             STORE_OK) {
             count_event("redis_error");
@@ -244,9 +319,9 @@ static int acknowledge(struct sync_worker *w, const struct batch *b)
  * acknowledged stay pending and come back (folding is idempotent).
  */
 static bool process_batch(struct sync_worker *w, const struct queue_entry *entries, size_t n,
-                          bool reclaimed)
+                          bool reclaimed, const char *consumer)
 {
-    struct batch b = {.entries = entries, .n = n};
+    struct batch b = {.entries = entries, .n = n, .consumer = consumer};
     b.events = calloc(n + 1, sizeof *b.events);
     b.fate = calloc(n + 1, sizeof *b.fate);
     b.earliest = calloc(n + 1, sizeof *b.earliest);
@@ -259,8 +334,10 @@ static bool process_batch(struct sync_worker *w, const struct queue_entry *entri
         rc = fold_pipelined(w, &b, now, delay);
     if (rc == STORE_OK)
         rc = fold_alone(w, &b, now, delay);
-    if (rc == STORE_OK || w->redis->err == 0)
-        rc = acknowledge(w, &b) == STORE_OK ? rc : STORE_ERR;
+    if (rc == STORE_OK || w->redis->err == 0) {
+        int acked = forget_staged(w, &b) == STORE_OK ? acknowledge(w, &b) : STORE_ERR;
+        rc = acked == STORE_OK ? rc : STORE_ERR;
+    }
     for (size_t i = 0; b.events && i < n; i++)
         event_clear(&b.events[i]);
     free(b.events);
@@ -273,13 +350,17 @@ static bool consume(struct sync_worker *w, const char *consumer, bool reclaim, i
                     bool *got)
 {
     struct queue_entry entries[READ_BATCH];
+    char *staged[READ_BATCH] = {NULL};
     size_t n;
     *got = false;
     redisReply *r = queue_read(w->redis, consumer, reclaim, block_ms, entries, READ_BATCH, &n);
     if (!r)
         return false;
-    bool ok = process_batch(w, entries, n, reclaim);
     *got = n > 0;
+    bool ok =
+        read_staged(w, entries, &n, staged) && process_batch(w, entries, n, reclaim, consumer);
+    for (size_t i = 0; i < READ_BATCH; i++)
+        free(staged[i]);
     freeReplyObject(r);
     return ok;
 }

@@ -71,6 +71,7 @@ struct config {
     int retention_days;             /* CCSYNC_RETENTION_DAYS: dead letters, removed members */
     int ingest_rate;                /* CCSYNC_INGEST_RATE: an association's webhooks a second */
     int ingest_burst;               /* CCSYNC_INGEST_BURST: ... taken at once above the rate */
+    size_t enqueue_chunk_bytes;     /* CCSYNC_ENQUEUE_CHUNK_BYTES: a larger body is staged */
 
     /* Optional bootstrap of one association (single-association deployments). */
     char boot_association_id[65];

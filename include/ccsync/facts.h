@@ -48,6 +48,10 @@ struct redisContext;
 struct fold_origin {
     const char *event_id; /* the webhook-id */
     int64_t received_ns;  /* when ccsync accepted it (its queue entry's time) */
+    /* Called between the chunks of a snapshot's fold (may be NULL): a fold of
+     * 500,000 members takes longer than a queue entry may stay idle. */
+    void (*progress)(void *arg);
+    void *progress_arg;
 };
 
 /* "%012lld.%09d": seconds since 0001-01-01 and nanoseconds; sorts in time order. */

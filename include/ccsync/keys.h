@@ -72,6 +72,10 @@ struct key {
  * sent by rounds that did not wait for them; checked together, one GET
  * /activities for the association, when KEY_ACTS_DUE says (actcheck.c). */
 #define KEY_ACTS_OUT "acts-out"
+/* + a random token, list of chunks: a webhook body too large for one command, written
+ * a chunk a command (staged.c). Expires unless queued; once queued, its stream
+ * entry names it, and the worker that folded the event deletes it. */
+#define KEY_STAGED "staged:"
 
 /* Notifications (notify.c): the settings and delivery state (hash), the
  * notifications not delivered yet (stream), the lease of the process
@@ -145,6 +149,7 @@ int key_lease_parse(const char *key, char *association, size_t a_size, char *gro
 
 struct key key_removed(const char *association);
 struct key key_dead_body(const char *original_id);
+struct key key_staged(const char *association, const char *token);
 
 /* The shared CC budget's keys: "ccsync:cc:{APP}:WHAT" (global: one key a CC
  * application, shared by every association). */

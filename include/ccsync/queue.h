@@ -27,6 +27,9 @@ struct queue_entry {
     const char *ts;
     const char *body;
     size_t body_len;
+    /* a staged body (staged.h): body is NULL until the worker read it */
+    const char *body_key;
+    size_t body_bytes;
 };
 
 /* Creates the consumer group if it is missing. STORE_OK or STORE_ERR. */
@@ -41,6 +44,11 @@ struct redisReply *queue_read(struct redisContext *c, const char *consumer, bool
 
 /* Times entry id has been delivered (XPENDING), 0 when unknown. */
 long queue_deliveries(struct redisContext *c, const char *id);
+
+/* Resets entry id's idle time, as this consumer's, without counting a
+ * delivery: a worker folding a large event for longer than
+ * QUEUE_RECLAIM_IDLE_MS keeps it from being reclaimed meanwhile. */
+int queue_touch(struct redisContext *c, const char *consumer, const char *id);
 
 /* Acknowledges and deletes an entry. STORE_OK or STORE_ERR. */
 int queue_ack(struct redisContext *c, const char *id);

@@ -9,9 +9,13 @@
  *           ccsyncd's peak RSS and the webhooks' statuses, p50 and p99.
  *   snapshot  a group.members snapshot of N members (500,000) for association
  *           "acme", folded while association "other" sends webhooks (10 a
- *           second); then a snapshot of half of them (the sweep takes the rest
- *           out). Reports the fold's time, Redis's slowest commands (SLOWLOG,
- *           threshold 10 ms) and the other association's p99.
+ *           second, from the send until the fold is done); then a snapshot of
+ *           half of them (the sweep takes the rest out). Reports the
+ *           snapshot's answer time, the fold's time, Redis's slowest commands
+ *           (SLOWLOG, threshold 10 ms) and the other association's p50/p99.
+ *           BENCH_REDIS_RT=1 runs redis-server SCHED_FIFO (root only), so that
+ *           on a shared machine the slow log shows what commands cost, not
+ *           the time Redis waited for a core.
  *
  *   probe   the answers' times: a signed member naming 100,000 groups (400 by
  *           the cap; best and median of 5), and a 64 KiB webhook with a wrong
@@ -29,6 +33,7 @@
 #include <hiredis/hiredis.h>
 #include <poll.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -50,7 +55,7 @@
 #define BIG_CONNECTIONS 200
 #define MAX_SAMPLES 100000
 
-static atomic_bool stop;
+static atomic_bool stop, legit_stop;
 static atomic_long slow_refused, big_answered, rss_peak_kb;
 
 static double now_s(void)
@@ -179,7 +184,7 @@ static void legit(const char *assoc, double rate, double seconds, const char *la
     int n = 0, ok = 0, other = 0;
     long last_other = 0;
     double end = now_s() + seconds;
-    while (now_s() < end && n < MAX_SAMPLES) {
+    while (now_s() < end && n < MAX_SAMPLES && !atomic_load(&legit_stop)) {
         double t0 = now_s();
         char id[64], url[256], sig[128], h_id[128], h_ts[64], h_sig[160];
         new_id(id, sizeof id);
@@ -308,6 +313,7 @@ struct snap_send {
     char *body;
     long status;
     int attempts;
+    double answered_ms; /* the last attempt's answer time */
 };
 
 /* As Novi does: a 503 is sent again (the same webhook-id) until it is taken. */
@@ -316,27 +322,46 @@ static void *send_snapshot(void *arg)
     struct snap_send *s = arg;
     char id[64];
     new_id(id, sizeof id);
-    for (s->attempts = 1; (s->status = post_webhook(id, s->body)) == 503 && s->attempts < 10;
-         s->attempts++)
+    for (s->attempts = 1;; s->attempts++) {
+        double t0 = now_s();
+        s->status = post_webhook(id, s->body);
+        s->answered_ms = (now_s() - t0) * 1000;
+        if (s->status != 503 || s->attempts >= 10)
+            break;
         ts_sleep_ms(1000);
+    }
+    return NULL;
+}
+
+/* The other association's webhooks, until legit_stop. */
+static void *other_webhooks(void *arg)
+{
+    (void)arg;
+    legit("other", 10, 3600, "other, from the send until folded");
     return NULL;
 }
 
 static void fold_one(redisContext *c, long members, long expect_in, long long at, const char *what)
 {
-    struct snap_send s = {snapshot("g-big", members, at), 0, 0};
+    struct snap_send s = {snapshot("g-big", members, at), 0, 0, 0};
     printf("\n%s: %ld members, %zu bytes\n", what, members, strlen(s.body));
-    double t0 = now_s();
-    pthread_t t;
-    pthread_create(&t, NULL, send_snapshot, &s);
     printf("| webhooks of another association meanwhile | 202 | other | p50 ms | p99 ms | max ms "
            "|\n|---|---|---|---|---|---|\n");
-    legit("other", 10, 10, "other, during the fold");
+    fflush(stdout);
+    atomic_store(&legit_stop, false);
+    double t0 = now_s();
+    pthread_t t, other;
+    pthread_create(&other, NULL, other_webhooks, NULL);
+    pthread_create(&t, NULL, send_snapshot, &s);
     pthread_join(t, NULL);
     struct fold_wait w = {c, expect_in};
     bool done = ts_wait_for(folded, &w, 600000, 200);
-    printf("  answered %ld; folded %s in %.1f s (from the send)\n", s.status, done ? "" : "NOT",
-           now_s() - t0);
+    double fold_s = now_s() - t0;
+    atomic_store(&legit_stop, true);
+    pthread_join(other, NULL);
+    printf("  answered %ld after %d attempt(s), the last in %.0f ms; folded %s in %.1f s (from the "
+           "send)\n",
+           s.status, s.attempts, s.answered_ms, done ? "" : "NOT", fold_s);
     slowlog(c);
     free(s.body);
 }
@@ -344,6 +369,12 @@ static void fold_one(redisContext *c, long members, long expect_in, long long at
 static void scenario_snapshot(long members)
 {
     redisContext *c = peek_connect(stack.redis_port);
+    const char *rt = getenv("BENCH_REDIS_RT");
+    if (rt && strcmp(rt, "1") == 0) {
+        struct sched_param sp = {.sched_priority = 1};
+        bool set = sched_setscheduler(stack.redis_pid, SCHED_FIFO, &sp) == 0;
+        printf("redis-server SCHED_FIFO: %s\n", set ? "yes" : strerror(errno));
+    }
     freeReplyObject(peek_command(c, "CONFIG SET slowlog-log-slower-than 10000"));
     freeReplyObject(peek_command(c, "CONFIG SET slowlog-max-len 100000"));
     freeReplyObject(peek_command(c, "SLOWLOG RESET"));

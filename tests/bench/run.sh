@@ -23,7 +23,7 @@
 #
 # Environment: BUILD (build), BENCH_SECONDS (10: each wrk run), BENCH_CONNECTIONS
 # (64), BENCH_WRK_THREADS (2), BENCH_SYNC_SCENARIOS (first:1000 first:10000
-# first:50000 burst:1000:10 arrive:2000:10:3 fields:1000:10 first:10000:17 waves:5:10:1000), BENCH_ONLY (ingest | sync | day: run one of the three),
+# first:50000 burst:1000:10 arrive:2000:10:3 fields:1000:10 first:10000:17 waves:5:10:1000), BENCH_ONLY (ingest | sync | day: run one of the three; bigsnap: see below),
 # BENCH_DAY_SIZES (10 100 500 2000: associations in the simulated day).
 # Logs and generated requests go to $BUILD/bench/out/.
 set -euo pipefail
@@ -48,6 +48,16 @@ done
 for tool in wrk redis-server redis-benchmark redis-cli curl python3 node webdis; do
     command -v "$tool" >/dev/null || { echo "bench: $tool is missing (make deps-test)"; exit 1; }
 done
+
+# BENCH_ONLY=bigsnap: a snapshot of BENCH_SNAPSHOT_MEMBERS (500,000) members folded while
+# another association posts webhooks (tests/bench/hostile.c: the slow log, the fold's time,
+# the other association's p50/p99); BENCH_REDIS_RT=1 keeps Redis on a core (root only).
+if [ "$ONLY" = bigsnap ]; then
+    [ -x "$BUILD/bench/hostile" ] || { echo "bench: $BUILD/bench/hostile is missing"; exit 1; }
+    echo "Command: $BUILD/bench/hostile snapshot ${BENCH_SNAPSHOT_MEMBERS:-500000}"
+    exec env CCSYNCD_BIN="$BUILD/ccsyncd" CCSIM_BIN="$BUILD/ccsim" \
+        "$BUILD/bench/hostile" snapshot "${BENCH_SNAPSHOT_MEMBERS:-500000}"
+fi
 
 free_port() {
     python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'

@@ -173,6 +173,22 @@ static void test_limit_variables_are_read(void **state)
         err, "CCSYNC_MAX_CONNECTIONS_PER_IP: \"0\" is not a whole number from 1 to 65536");
 }
 
+/* The most body bytes one Redis command carries (staged.h): 1 MiB unless set,
+ * at least 1 KiB, at most 16 MiB. */
+static void test_enqueue_chunk_bytes_is_read_and_bounded(void **state)
+{
+    (void)state;
+    assert_int_equal(load(), 0);
+    assert_int_equal(cfg.enqueue_chunk_bytes, 1048576);
+    env_set("CCSYNC_ENQUEUE_CHUNK_BYTES", "4096");
+    assert_int_equal(load(), 0);
+    assert_int_equal(cfg.enqueue_chunk_bytes, 4096);
+    env_set("CCSYNC_ENQUEUE_CHUNK_BYTES", "1023");
+    assert_int_equal(load(), -1);
+    assert_string_equal(
+        err, "CCSYNC_ENQUEUE_CHUNK_BYTES: \"1023\" is not a whole number from 1024 to 16777216");
+}
+
 static void test_empty_value_counts_as_unset(void **state)
 {
     (void)state;
@@ -870,6 +886,7 @@ int main(void)
         T(test_empty_value_counts_as_unset),
         T(test_every_variable_is_read),
         T(test_limit_variables_are_read),
+        T(test_enqueue_chunk_bytes_is_read_and_bounded),
         T(test_log_levels_and_formats),
         T(test_listen_without_port_is_refused),
         T(test_listen_with_bad_port_is_refused),
