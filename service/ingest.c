@@ -164,7 +164,7 @@ static int append_ready(struct ingest *in, struct ingest_job *jobs, size_t n)
         associations[k++] = j->association_id;
     /* Without memory for the list, the sweep puts them in line (queue.h). */
     int appended =
-        associations ? queue_append_ready(in->ctx, associations, k, store_now_ns() / 1000000) : 0;
+        associations ? queue_append_ready(in->ctx, associations, k, store_now_ns() / 1000) : 0;
     free(associations);
     return appended;
 }

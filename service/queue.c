@@ -266,7 +266,7 @@ static void append_requeue(redisContext *c, const struct dead_letter *d, const c
         lens[i] = strlen(argv[i]);
     lens[12] = body_len;
     redisAppendCommandArgv(c, 13, argv, lens);
-    queue_append_ready(c, &d->assoc, 1, store_now_ns() / 1000000);
+    queue_append_ready(c, &d->assoc, 1, store_now_ns() / 1000);
 }
 
 /* Steps, none of them a script across keys of two slots: the event goes back

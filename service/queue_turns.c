@@ -40,13 +40,13 @@ bool queue_sweep_needs_reclaim(const struct queue_stream_state *s)
     return s->idle_pending;
 }
 
-int queue_append_ready(redisContext *c, const char *const *associations, size_t n, int64_t now_ms)
+int queue_append_ready(redisContext *c, const char *const *associations, size_t n, int64_t now_us)
 {
     if (n == 0)
         return 0;
     const char **argv = malloc((2 * n + 3) * sizeof *argv);
     char score[24];
-    snprintf(score, sizeof score, "%lld", (long long)now_ms);
+    snprintf(score, sizeof score, "%lld", (long long)now_us);
     if (!argv) {
         /* Still one command, so the caller's count holds: the index for the
          * first; the sweep adds any other. */
@@ -87,11 +87,11 @@ int queue_take(redisContext *c, int block_ms, char *association)
     return taken;
 }
 
-int queue_turn_over(redisContext *c, const char *association, size_t n, size_t max, int64_t now_ms)
+int queue_turn_over(redisContext *c, const char *association, size_t n, size_t max, int64_t now_us)
 {
     if (!queue_more_may_be_left(n, max))
         return STORE_OK;
-    return store_exec(c, "ZADD %s %lld %s", KEY_EVENTS_READY, (long long)now_ms, association);
+    return store_exec(c, "ZADD %s %lld %s", KEY_EVENTS_READY, (long long)now_us, association);
 }
 
 long long queue_ready_count(redisContext *c)
@@ -161,7 +161,7 @@ static int stream_states(redisContext *c, const char *sha, const char *const *st
 /* One chunk of associations: their states, and the line joined by those with
  * undelivered entries. */
 static int sweep_chunk(redisContext *c, const char *sha, const redisReply *ids, size_t from,
-                       size_t n, int64_t now_ms, struct queue_stream_state *states)
+                       size_t n, int64_t now_us, struct queue_stream_state *states)
 {
     struct key *keys = calloc(n, sizeof *keys);
     const char **streams = calloc(n, sizeof *streams), **turns = calloc(n, sizeof *turns);
@@ -177,7 +177,7 @@ static int sweep_chunk(redisContext *c, const char *sha, const redisReply *ids, 
         if (queue_sweep_needs_turn(&states[from + i]))
             turns[n_turns++] = ids->element[from + i]->str;
     if (rc == STORE_OK && n_turns > 0)
-        rc = store_drain(c, (size_t)queue_append_ready(c, turns, n_turns, now_ms));
+        rc = store_drain(c, (size_t)queue_append_ready(c, turns, n_turns, now_us));
     free(keys);
     free(streams);
     free(turns);
@@ -194,7 +194,7 @@ static char *load_state_script(redisContext *c, char sha[41])
     return ok ? sha : NULL;
 }
 
-int queue_sweep(redisContext *c, int64_t now_ms, bool *legacy,
+int queue_sweep(redisContext *c, int64_t now_us, bool *legacy,
                 int (*reclaim)(void *arg, const char *stream), void *arg)
 {
     char sha[41];
@@ -209,7 +209,7 @@ int queue_sweep(redisContext *c, int64_t now_ms, bool *legacy,
     int rc = states ? stream_states(c, sha, &legacy_key, 1, &old) : STORE_ERR;
     for (size_t from = 0; rc == STORE_OK && from < ids->elements; from += SWEEP_CHUNK) {
         size_t n = ids->elements - from < SWEEP_CHUNK ? ids->elements - from : SWEEP_CHUNK;
-        rc = sweep_chunk(c, sha, ids, from, n, now_ms, states);
+        rc = sweep_chunk(c, sha, ids, from, n, now_us, states);
     }
     /* Reclaiming reads and folds: only once every reply above is in. */
     for (size_t i = 0; rc == STORE_OK && i < ids->elements; i++)

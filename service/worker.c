@@ -74,6 +74,13 @@ static int64_t now_ms(void)
     return store_now_ns() / 1000000;
 }
 
+/* The line's scores (queue.h): microseconds, so that turns a moment apart
+ * do not tie. */
+static int64_t now_us(void)
+{
+    return store_now_ns() / 1000;
+}
+
 static void sleep_ms(long ms)
 {
     struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
@@ -289,7 +296,7 @@ static bool consume(struct sync_worker *w, const char *stream, const char *consu
     redisReply *r = queue_read(w->redis, stream, consumer, reclaim, 0, entries, READ_BATCH, n);
     if (!r)
         return false;
-    bool ok = !turn_of || queue_turn_over(w->redis, turn_of, *n, READ_BATCH, now_ms()) == STORE_OK;
+    bool ok = !turn_of || queue_turn_over(w->redis, turn_of, *n, READ_BATCH, now_us()) == STORE_OK;
     ok = ok && process_batch(w, stream, entries, *n, reclaim);
     freeReplyObject(r);
     return ok;
@@ -553,7 +560,7 @@ static int reclaim_stream(void *arg, const char *stream)
 static bool sweep(struct thread_state *s)
 {
     bool legacy;
-    int rc = queue_sweep(s->w.redis, now_ms(), &legacy, reclaim_stream, s);
+    int rc = queue_sweep(s->w.redis, now_us(), &legacy, reclaim_stream, s);
     if (rc == STORE_OK && legacy)
         atomic_store(s->legacy, true);
     return rc == STORE_OK;

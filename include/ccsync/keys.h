@@ -83,7 +83,7 @@ struct key {
 /* The one stream of accepted webhooks of earlier releases, for every
  * association: no longer written, drained by the workers until empty (queue.h). */
 #define KEY_LEGACY_EVENTS KEY_ROOT "events"
-/* zset A -> when A's turn comes (ms): the associations whose stream
+/* zset A -> when A joined the line (µs): the associations whose stream
  * (key_events) has entries not yet delivered. Written by plain commands only,
  * after the XADD (ingest) or after a read (the workers' turn): queue.h. */
 #define KEY_EVENTS_READY KEY_ROOT "events:ready"

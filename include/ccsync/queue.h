@@ -76,11 +76,11 @@ int queue_ack_many(struct redisContext *c, const char *stream, const char *const
 /* ---- whose turn: KEY_EVENTS_READY ---- */
 
 /* Appends (no reply read) "ZADD NX": each of the n associations is in line
- * (at now_ms, the end of the line) unless it already is. Sent after the
+ * (at now_us, Unix µs: the end of the line) unless it already is. Sent after the
  * XADDs of their events on the same connection; the caller reads one reply.
  * Returns 1, the number of commands appended (0 when n is 0). */
 int queue_append_ready(struct redisContext *c, const char *const *associations, size_t n,
-                       int64_t now_ms);
+                       int64_t now_us);
 
 /* Takes the association first in line off the index into association
  * (CCSYNC_ASSOC_ID_MAX + 1 bytes), waiting up to block_ms for one (0: no
@@ -88,11 +88,11 @@ int queue_append_ready(struct redisContext *c, const char *const *associations, 
 int queue_take(struct redisContext *c, int block_ms, char *association);
 
 /* After a take: n entries were read of at most max. A full batch may have
- * left more: the association goes back in line, at its end (now_ms). Fewer
+ * left more: the association goes back in line, at its end (now_us). Fewer
  * means the stream had no more then; an event added since was followed by
  * its own ZADD. STORE_OK or STORE_ERR. */
 int queue_turn_over(struct redisContext *c, const char *association, size_t n, size_t max,
-                    int64_t now_ms);
+                    int64_t now_us);
 
 /* Pure: whether an association read n of at most max entries goes back in line. */
 bool queue_more_may_be_left(size_t n, size_t max);
@@ -114,7 +114,7 @@ bool queue_sweep_needs_reclaim(const struct queue_stream_state *s);
  * each stream holding entries a consumer left idle (a dead consumer's). Sets
  * *legacy when KEY_LEGACY_EVENTS still holds entries. STORE_OK or STORE_ERR.
  */
-int queue_sweep(struct redisContext *c, int64_t now_ms, bool *legacy,
+int queue_sweep(struct redisContext *c, int64_t now_us, bool *legacy,
                 int (*reclaim)(void *arg, const char *stream), void *arg);
 
 /* Events not yet folded: the entries of every association's stream and of
