@@ -6,7 +6,8 @@
  * back what a crash left out of the line and hands over a dead consumer's
  * entries; the depth counts every stream; dead letters of two associations
  * whose entries have the same id keep both bodies, and a redrive puts the
- * event back on its association's stream and in line.
+ * event back on its association's stream and in line. The pure decisions are
+ * tests/unit/test_queue_turns.c's.
  */
 #include <hiredis/hiredis.h>
 #include <setjmp.h>
@@ -268,23 +269,6 @@ static void test_dead_letters_of_two_associations_with_the_same_entry_id_keep_bo
     freeReplyObject(r);
 }
 
-static void test_pure_decisions(void **state)
-{
-    (void)state;
-    assert_true(queue_more_may_be_left(BATCH, BATCH));
-    assert_false(queue_more_may_be_left(BATCH - 1, BATCH));
-    assert_false(queue_more_may_be_left(0, BATCH));
-    struct queue_stream_state s = {.undelivered = true, .idle_pending = false};
-    assert_true(queue_sweep_needs_turn(&s));
-    assert_false(queue_sweep_needs_reclaim(&s));
-    s = (struct queue_stream_state){.undelivered = false, .idle_pending = true};
-    assert_false(queue_sweep_needs_turn(&s));
-    assert_true(queue_sweep_needs_reclaim(&s));
-    char id[64];
-    queue_dead_body_id("acme", "17-3", id, sizeof id);
-    assert_string_equal(id, "acme:17-3");
-}
-
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -298,7 +282,6 @@ int main(void)
         cmocka_unit_test_setup_teardown(
             test_dead_letters_of_two_associations_with_the_same_entry_id_keep_both, setup,
             teardown),
-        cmocka_unit_test(test_pure_decisions),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
