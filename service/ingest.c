@@ -235,6 +235,8 @@ static void ready_reply(struct ingest *in)
         log_warn("ingest_ready_failed", LOG_STR("error", r->str));
         metrics_inc("ccsync_redis_errors_total", "where=\"ingest\"");
     }
+    if (store_reply_moved(in->ctx, r))
+        drop_connection(in, in->ctx->errstr); /* a demoted primary: find the new one */
     freeReplyObject(r);
 }
 

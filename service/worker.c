@@ -514,9 +514,6 @@ static bool reconnect(struct thread_state *s, const struct config *cfg)
     char err[256] = "";
     s->w.redis = store_connect(&cfg->redis, 5000, err, sizeof err);
     if (!s->w.redis) {
-        if (s->w.redis)
-            redisFree(s->w.redis);
-        s->w.redis = NULL;
         log_warn("worker_redis_unavailable", LOG_INT("worker", s->index), LOG_STR("error", err));
         return false;
     }
