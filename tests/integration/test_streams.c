@@ -134,6 +134,8 @@ static void test_a_backlog_of_one_association_does_not_hold_back_anothers_event(
         10);
     assert_int_equal(queue_pending(), BACKLOG + 1); /* nothing folded: no workers */
     assert_false(snapshot().other_folded);
+    assert_true(metric_value("ccsync_queue_depth{state=\"stream\"}") == BACKLOG + 1);
+    assert_true(metric_value("ccsync_queue_associations_ready") == 2); /* both in line */
 
     stack_kill_ccsyncd(0);
     stack.o.workers = WORKERS;
