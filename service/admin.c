@@ -110,16 +110,18 @@ int admin_readyz(struct app *app, struct http_request *req)
     return HTTP_DONE;
 }
 
-/* Queue depth is read from Redis at scrape time: the stream is shared by all
+/* Queue depth is read from Redis at scrape time: the streams are shared by all
  * processes, so no process's own counter could say it. */
 static void refresh_queue_gauges(redisContext *c)
 {
     if (!c)
         return;
-    redisReply *r = store_command(c, "XLEN %s", KEY_EVENTS);
-    if (r && r->type == REDIS_REPLY_INTEGER)
-        metrics_set("ccsync_queue_depth", "state=\"stream\"", (double)r->integer);
-    freeReplyObject(r);
+    long long n;
+    if (queue_depth(c, &n) == STORE_OK)
+        metrics_set("ccsync_queue_depth", "state=\"stream\"", (double)n);
+    long long ready = queue_ready_count(c);
+    if (ready >= 0)
+        metrics_set("ccsync_queue_associations_ready", "", (double)ready);
 }
 
 int admin_metrics(struct app *app, struct http_request *req)
@@ -846,7 +848,7 @@ static const struct {
     const char *command;
     const char *key;
 } queue_counts[] = {
-    {"pending", "XLEN", KEY_EVENTS},
+    /* "pending" comes first, summed over the streams (queue_depth) */
     {"retrying", "SCARD", KEY_RETRYING},
     {"dead", "XLEN", KEY_DEAD_LETTERS},
 };
@@ -873,6 +875,14 @@ static int int_reply(redisContext *c, const char *command, const char *key, long
 static json_object *queue_view(redisContext *c, char *why, size_t size)
 {
     json_object *queue = json_object_new_object();
+    long long pending;
+    if (queue_depth(c, &pending) != STORE_OK) {
+        snprintf(why, size, "the event streams could not be counted: %s",
+                 c->err ? c->errstr : "error reply");
+        json_object_put(queue);
+        return NULL;
+    }
+    json_object_object_add(queue, "pending", json_object_new_int64(pending));
     for (size_t i = 0; i < sizeof queue_counts / sizeof queue_counts[0]; i++) {
         long long n;
         if (int_reply(c, queue_counts[i].command, queue_counts[i].key, &n, why, size) != STORE_OK) {
@@ -1072,6 +1082,8 @@ static json_object *dead_letter_view(const redisReply *item, const redisReply *b
             json_object_object_add(e, "body_bytes", json_object_new_int64((int64_t)len));
             continue;
         }
+        if (strcmp(name, "body_id") == 0)
+            continue; /* where the body is kept: Redis's business */
         if (strcmp(name, "body_bytes") == 0) {
             whole = strtoull(value, NULL, 10);
             json_object_object_add(e, "body_bytes", json_object_new_int64((int64_t)whole));
@@ -1087,18 +1099,21 @@ static json_object *dead_letter_view(const redisReply *item, const redisReply *b
     return e;
 }
 
-/* The original id of a dead letter whose body is kept apart; NULL when inline. */
+/* Where a dead letter keeps its body apart (key_dead_body): its body_id, or an
+ * earlier release's original id; NULL when the body is inline. */
 static const char *apart_body_id(const redisReply *item)
 {
     const redisReply *f = item->element[1];
-    const char *original = NULL;
+    const char *original = NULL, *body_id = NULL;
     for (size_t k = 0; k + 1 < f->elements; k += 2) {
         if (strcmp(f->element[k]->str, "body") == 0)
             return NULL;
         if (strcmp(f->element[k]->str, "original_id") == 0)
             original = f->element[k + 1]->str;
+        if (strcmp(f->element[k]->str, "body_id") == 0)
+            body_id = f->element[k + 1]->str;
     }
-    return original;
+    return body_id ? body_id : original;
 }
 
 /* Reads what is shown of each listed dead letter's body kept apart, pipelined:

@@ -12,6 +12,9 @@
  * whether the first attempt had landed (200 duplicate) or not (202 queued).
  * A body over CCSYNC_ENQUEUE_CHUNK_BYTES goes another way, in chunks and by
  * reference (staged.h), so that no one command carries it whole.
+ * Each association has its own stream; after a batch's scripts one ZADD puts
+ * their associations in the workers' line (queue.h), on the same connection,
+ * so it always follows the XADDs it announces.
  */
 #include "ccsync/ingest.h"
 
@@ -31,6 +34,7 @@
 #include "ccsync/log.h"
 #include "ccsync/metrics.h"
 #include "ccsync/model.h"
+#include "ccsync/queue.h"
 #include "ccsync/staged.h"
 #include "ccsync/store.h"
 #include "ccsync/webhook.h"
@@ -48,10 +52,10 @@
 /* Per-association webhook buckets (CCSYNC_INGEST_RATE, CCSYNC_INGEST_BURST). */
 #define BUCKET_SLOTS 4096
 
-/* KEYS[1] dedup key, KEYS[2] stream; ARGV ttl, assoc, id, type, ts, body.
- * The one script that touches an association's key (the dedup key) together
- * with a global one (the event stream): it stays so until the stream is split
- * per association, which makes it a one-association script again.
+/* KEYS[1] dedup key, KEYS[2] the association's stream (key_events); ARGV ttl,
+ * assoc, id, type, ts, body. Both keys are the association's: the line of
+ * associations with events (KEY_EVENTS_READY, global) is written after it by
+ * a plain command (queue_append_ready).
  * The dedup key is set after the XADD: a script's writes are not undone when a
  * later command fails, so a key set first would make the sender's retry of an
  * event that never reached the stream a "duplicate". */
@@ -100,6 +104,7 @@ struct ingest {
     char sha[41];
     int64_t last_connect_failure_ns;
     int replica_wait_ms; /* replica mode: WAIT 1 this long after each batch; 0 off */
+    int ready_appended;  /* the batch's ZADD of KEY_EVENTS_READY is in the pipeline */
     /* webhook secrets, read by every HTTP thread */
     pthread_mutex_t cache_lock; /* guards cache and misses */
     struct secret_entry cache[SECRET_CACHE_SLOTS];
@@ -151,17 +156,35 @@ static void drop_connection(struct ingest *in, const char *why)
     in->ctx = NULL;
 }
 
-/* Appends every job's enqueue script to the pipeline (and, in replica mode, one
- * WAIT for the whole batch). */
+/* Appends the ZADD that puts the batch's associations in the workers' line,
+ * after their scripts (a duplicate's too: harmless). Returns the commands
+ * appended (0 or 1). */
+static int append_ready(struct ingest *in, struct ingest_job *jobs, size_t n)
+{
+    const char **associations = calloc(n + 1, sizeof *associations);
+    size_t k = 0;
+    for (struct ingest_job *j = jobs; associations && j && k < n; j = j->next)
+        associations[k++] = j->association_id;
+    /* Without memory for the list, the sweep puts them in line (queue.h). */
+    int appended =
+        associations ? queue_append_ready(in->ctx, associations, k, store_now_ns() / 1000) : 0;
+    free(associations);
+    return appended;
+}
+
+/* Appends every job's enqueue script to the pipeline, the ZADD of their
+ * associations (in->ready_appended) and, in replica mode, one WAIT for the
+ * whole batch. */
 static void append_batch(struct ingest *in, struct ingest_job *jobs)
 {
     size_t n = 0;
     for (struct ingest_job *j = jobs; j; j = j->next) {
         char ts[32], ttl[16];
         struct key dedup = key_dedup(j->association_id, j->webhook_id);
+        struct key stream = key_events(j->association_id);
         snprintf(ts, sizeof ts, "%lld", (long long)j->ts_ns);
         snprintf(ttl, sizeof ttl, "%d", INGEST_DEDUP_TTL_SECONDS);
-        const char *argv[] = {"EVALSHA",         in->sha,       "2",     dedup.s, KEY_EVENTS, ttl,
+        const char *argv[] = {"EVALSHA",         in->sha,       "2",     dedup.s, stream.s, ttl,
                               j->association_id, j->webhook_id, j->type, ts,      j->body};
         size_t lens[11];
         for (int i = 0; i < 11; i++)
@@ -170,6 +193,7 @@ static void append_batch(struct ingest *in, struct ingest_job *jobs)
         redisAppendCommandArgv(in->ctx, 11, argv, lens);
         n++;
     }
+    in->ready_appended = append_ready(in, jobs, n);
     if (in->replica_wait_ms > 0)
         redisAppendCommand(in->ctx, "WAIT 1 %d", in->replica_wait_ms);
     metrics_inc("ccsync_ingest_batches_total", "");
@@ -195,6 +219,28 @@ static int job_outcome(struct ingest *in, struct ingest_job *j, redisReply *r)
     if (store_reply_moved(in->ctx, r))
         drop_connection(in, in->ctx->errstr); /* a demoted primary: find the new one */
     return INGEST_UNAVAILABLE;
+}
+
+/* Reads the reply to the batch's ZADD (append_ready). Its events are stored
+ * whatever it says: when it failed, the sweep puts their associations in line. */
+static void ready_reply(struct ingest *in)
+{
+    redisReply *r = NULL;
+    int appended = in->ready_appended;
+    in->ready_appended = 0;
+    if (!appended || !in->ctx)
+        return;
+    if (redisGetReply(in->ctx, (void **)&r) != REDIS_OK || !r) {
+        drop_connection(in, in->ctx->errstr);
+        return;
+    }
+    if (r->type == REDIS_REPLY_ERROR) {
+        log_warn("ingest_ready_failed", LOG_STR("error", r->str));
+        metrics_inc("ccsync_redis_errors_total", "where=\"ingest\"");
+    }
+    if (store_reply_moved(in->ctx, r))
+        drop_connection(in, in->ctx->errstr); /* a demoted primary: find the new one */
+    freeReplyObject(r);
 }
 
 /* Replica mode: did a replica confirm the batch? A batch no replica confirmed
@@ -248,6 +294,7 @@ static struct ingest_job *send_batch(struct ingest *in, struct ingest_job *jobs)
         *done_tail = j;
         done_tail = &j->next;
     }
+    ready_reply(in);
     bool replicated = batch_replicated(in);
     for (struct ingest_job *j = done, *next; j; j = next) {
         next = j->next;

@@ -189,6 +189,11 @@ struct key key_notify_lease(const char *association)
     return key_format(ASSOC_KEY(KEY_NOTIFY_LEASE), association);
 }
 
+struct key key_events(const char *association)
+{
+    return key_format(ASSOC_KEY(KEY_ASSOC_EVENTS), association);
+}
+
 struct key key_removed(const char *association)
 {
     return key_format(ASSOC_KEY(KEY_REMOVED), association);
@@ -199,7 +204,7 @@ struct key key_staged(const char *association, const char *token)
     return key_format(ASSOC_KEY(KEY_STAGED "%s"), association, token);
 }
 
-struct key key_dead_body(const char *original_id)
+struct key key_dead_body(const char *body_id)
 {
-    return key_format(KEY_DEAD_BODY "%s", original_id);
+    return key_format(KEY_DEAD_BODY "%s", body_id);
 }

@@ -41,6 +41,8 @@ static const struct {
      "Novi webhooks by outcome (queued, duplicate, ignored, or why refused)."},
     {"ccsync_redis_errors_total", "Redis commands or connections that failed, by where."},
     {"ccsync_queue_depth", "Entries in the event stream not yet acknowledged, by state."},
+    {"ccsync_queue_associations_ready",
+     "Associations in line for a worker: their streams hold events not yet read."},
     {"ccsync_ingest_batch_size", "Webhooks enqueued per pipelined Redis round trip."},
     {"ccsync_cc_requests_total",
      "Constant Contact requests, by operation, outcome and budget class."},

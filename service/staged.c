@@ -17,6 +17,7 @@
 
 #include "ccsync/ingest.h"
 #include "ccsync/keys.h"
+#include "ccsync/queue.h"
 #include "ccsync/log.h"
 #include "ccsync/script.h"
 #include "ccsync/store.h"
@@ -89,14 +90,21 @@ static int commit(redisContext *c, const struct staged_event *ev, const char *ke
     snprintf(ttl, sizeof ttl, "%d", INGEST_DEDUP_TTL_SECONDS);
     snprintf(len, sizeof len, "%zu", ev->body_len);
     snprintf(chunks, sizeof chunks, "%zu", (ev->body_len + chunk - 1) / chunk);
-    struct key dedup = key_dedup(ev->association, ev->webhook_id);
-    const char *args[] = {dedup.s,        KEY_EVENTS, key, ttl, ev->association,
-                          ev->webhook_id, ev->type,   ts,  len, chunks};
+    struct key dedup = key_dedup(ev->association, ev->webhook_id),
+               events = key_events(ev->association);
+    const char *args[] = {dedup.s,        events.s, key, ttl, ev->association,
+                          ev->webhook_id, ev->type, ts,  len, chunks};
     redisReply *r = script_eval(c, commit_script, 3, 10, args);
     int result = INGEST_UNAVAILABLE;
     if (r && r->type == REDIS_REPLY_STRING) {
         snprintf(entry_id, entry_id_size, "%s", r->str);
         result = INGEST_QUEUED;
+        /* In the workers' line after its XADD, as ingest's batches do (queue.h);
+         * lost with a crash right here, the sweep finds the entry instead. */
+        const char *assoc[] = {ev->association};
+        if (queue_append_ready(c, assoc, 1, store_now_ns() / 1000) != 1 ||
+            store_drain(c, 1) != STORE_OK)
+            result = INGEST_UNAVAILABLE;
     } else if (r && r->type == REDIS_REPLY_NIL) {
         result = INGEST_DUPLICATE;
     } else {

@@ -1,12 +1,16 @@
 /*
  * worker.c - the worker threads' loop.
  *
- * Each thread, in turn: folds new events from the stream into state (and
- * acknowledges them), now and then reclaims events a dead consumer left
- * pending, syncs the due groups of one association under their leases, and
- * reconciles an association whose turn has come. All coordination goes
- * through Redis, so threads of several ccsyncd processes share the work the
- * same way.
+ * Each thread, in turn: folds a batch of new events of the association whose
+ * turn it is (queue_take: associations with events take turns, a batch each,
+ * so one association's flood does not hold back the others') and acknowledges
+ * them, syncs the due groups of one association under their leases, and
+ * reconciles an association whose turn has come. The first thread of each
+ * process also sweeps every association's stream now and then (what a crash
+ * left out of the line, events a dead consumer left pending) and drains the
+ * single stream of earlier releases while it holds events. All coordination
+ * goes through Redis, so threads of several ccsyncd processes share the work
+ * the same way.
  *
  * Which groups are due, and which associations have due groups, is kept by
  * schedule.c (per association, plus a global index of due associations);
@@ -39,8 +43,11 @@
 #include "ccsync/sync.h"
 #include "ccsync/webhook.h"
 
+/* Events a worker reads of one association in one turn: the most another
+ * association's event waits behind it, per worker. */
 #define READ_BATCH 64
-#define RECLAIM_EVERY_MS 5000
+/* How long a worker waits for an association to come in line. */
+#define TAKE_BLOCK_MS 200
 #define REPAIR_EVERY_MS 60000
 #define CC_TIMEOUT_MS 30000
 /* How many coalescing waits a burst still arriving may hold its group back. */
@@ -50,6 +57,7 @@
 
 struct engine {
     struct app *app;
+    atomic_bool legacy; /* KEY_LEGACY_EVENTS holds events: every thread drains it */
     int n;
     pthread_t *threads;
     atomic_bool stop;
@@ -65,6 +73,13 @@ struct worker_thread {
 static int64_t now_ms(void)
 {
     return store_now_ns() / 1000000;
+}
+
+/* The line's scores (queue.h): microseconds, so that turns a moment apart
+ * do not tie. */
+static int64_t now_us(void)
+{
+    return store_now_ns() / 1000;
 }
 
 static void sleep_ms(long ms)
@@ -99,6 +114,7 @@ enum fate {
 };
 
 struct batch {
+    const char *stream; /* where the entries came from */
     const struct queue_entry *entries;
     size_t n;
     const char *consumer;
@@ -115,7 +131,7 @@ static int screen(struct sync_worker *w, struct batch *b, bool reclaimed)
         const struct queue_entry *e = &b->entries[i];
         struct webhook_error err;
         const char *reason = NULL;
-        if (reclaimed && queue_deliveries(c, e->id) > QUEUE_MAX_DELIVERIES) {
+        if (reclaimed && queue_deliveries(c, b->stream, e->id) > QUEUE_MAX_DELIVERIES) {
             dead_letter_log(e, "too many attempts");
             reason = "could not be applied after repeated attempts";
         } else if (!e->association || !e->body ||
@@ -125,7 +141,7 @@ static int screen(struct sync_worker *w, struct batch *b, bool reclaimed)
         }
         if (reason) {
             b->fate[i] = DEAD;
-            if (queue_dead_letter(c, e, reason, w->app->cfg->retention_days) != STORE_OK)
+            if (queue_dead_letter(c, b->stream, e, reason, w->app->cfg->retention_days) != STORE_OK)
                 return STORE_ERR; /* a staged body went with it (queue.h) */
         }
     }
@@ -211,6 +227,7 @@ static int fold_pipelined(struct sync_worker *w, struct batch *b, int64_t now, i
 /* An event being folded alone, kept claimed while its fold goes on. */
 struct still_folding {
     redisContext *c;
+    const char *stream;
     const char *consumer;
     const char *id;
     int64_t touched_ms;
@@ -226,14 +243,15 @@ static void keep_claimed(void *arg)
     if (now - f->touched_ms < QUEUE_RECLAIM_IDLE_MS / 6)
         return;
     f->touched_ms = now;
-    queue_touch(f->c, f->consumer, f->id);
+    queue_touch(f->c, f->stream, f->consumer, f->id);
 }
 
 /* Reads the staged bodies of entries (owned[i] holds entry i's, for the
  * caller to free). An entry whose staging key is gone was folded by a worker
  * that deleted its body and died before acknowledging it: acknowledged now and
  * dropped from entries. false when Redis failed (the entries stay pending). */
-static bool read_staged(struct sync_worker *w, struct queue_entry *entries, size_t *n, char **owned)
+static bool read_staged(struct sync_worker *w, const char *stream, struct queue_entry *entries,
+                        size_t *n, char **owned)
 {
     size_t kept = 0;
     for (size_t i = 0; i < *n; i++) {
@@ -247,7 +265,7 @@ static bool read_staged(struct sync_worker *w, struct queue_entry *entries, size
                 count_event("folded_before");
                 log_info("event_folded_before", LOG_STR("entry", e.id),
                          LOG_STR("association", e.association));
-                if (queue_ack(w->redis, e.id) != STORE_OK)
+                if (queue_ack(w->redis, stream, e.id) != STORE_OK)
                     return false;
                 continue;
             }
@@ -282,7 +300,7 @@ static int fold_alone(struct sync_worker *w, struct batch *b, int64_t now, int d
         if (b->fate[i] != FOLD_ALONE)
             continue;
         struct fold_origin origin = origin_of(&b->entries[i]);
-        struct still_folding busy = {w->redis, b->consumer, b->entries[i].id, now_ms()};
+        struct still_folding busy = {w->redis, b->stream, b->consumer, b->entries[i].id, now_ms()};
         origin.progress = keep_claimed;
         origin.progress_arg = &busy;
         if (facts_fold(w->redis, b->entries[i].association, &b->events[i], &origin, now, delay) !=
@@ -308,7 +326,7 @@ static int acknowledge(struct sync_worker *w, const struct batch *b)
             acks[n_acks++] = b->entries[i].id;
         }
     }
-    int rc = queue_ack_many(w->redis, acks, n_acks);
+    int rc = queue_ack_many(w->redis, b->stream, acks, n_acks);
     free(acks);
     return rc;
 }
@@ -318,10 +336,11 @@ static int acknowledge(struct sync_worker *w, const struct batch *b)
  * whose associations are woken. Returns false when Redis failed: entries not
  * acknowledged stay pending and come back (folding is idempotent).
  */
-static bool process_batch(struct sync_worker *w, const struct queue_entry *entries, size_t n,
-                          bool reclaimed, const char *consumer)
+static bool process_batch(struct sync_worker *w, const char *stream,
+                          const struct queue_entry *entries, size_t n, bool reclaimed,
+                          const char *consumer)
 {
-    struct batch b = {.entries = entries, .n = n, .consumer = consumer};
+    struct batch b = {.stream = stream, .entries = entries, .n = n, .consumer = consumer};
     b.events = calloc(n + 1, sizeof *b.events);
     b.fate = calloc(n + 1, sizeof *b.fate);
     b.earliest = calloc(n + 1, sizeof *b.earliest);
@@ -346,22 +365,49 @@ static bool process_batch(struct sync_worker *w, const struct queue_entry *entri
     return rc == STORE_OK;
 }
 
-static bool consume(struct sync_worker *w, const char *consumer, bool reclaim, int block_ms,
-                    bool *got)
+/* Reads a batch of stream and folds it. turn_of: the association whose turn
+ * this is, put back in line before the folding when the batch may have left
+ * more, so that other workers can take its next batch meanwhile. *n: entries
+ * read. */
+static bool consume(struct sync_worker *w, const char *stream, const char *consumer, bool reclaim,
+                    const char *turn_of, size_t *n)
 {
     struct queue_entry entries[READ_BATCH];
     char *staged[READ_BATCH] = {NULL};
-    size_t n;
-    *got = false;
-    redisReply *r = queue_read(w->redis, consumer, reclaim, block_ms, entries, READ_BATCH, &n);
+    redisReply *r = queue_read(w->redis, stream, consumer, reclaim, 0, entries, READ_BATCH, n);
     if (!r)
         return false;
-    *got = n > 0;
-    bool ok =
-        read_staged(w, entries, &n, staged) && process_batch(w, entries, n, reclaim, consumer);
+    bool ok = !turn_of || queue_turn_over(w->redis, turn_of, *n, READ_BATCH, now_us()) == STORE_OK;
+    ok = ok && read_staged(w, stream, entries, n, staged) &&
+         process_batch(w, stream, entries, *n, reclaim, consumer);
     for (size_t i = 0; i < READ_BATCH; i++)
         free(staged[i]);
     freeReplyObject(r);
+    return ok;
+}
+
+/* One turn of the association first in line (waiting up to block_ms for one):
+ * a batch of its stream. */
+static bool consume_turn(struct sync_worker *w, const char *consumer, int block_ms)
+{
+    char association[CCSYNC_ASSOC_ID_MAX + 1];
+    int taken = queue_take(w->redis, block_ms, association);
+    if (taken != 1)
+        return taken == 0;
+    size_t n;
+    return consume(w, key_events(association).s, consumer, false, association, &n);
+}
+
+/* A batch of the single stream of earlier releases, while it holds events;
+ * the sweep notices when it holds some again (an older process still writing). */
+static bool consume_legacy(struct sync_worker *w, atomic_bool *legacy, const char *consumer)
+{
+    size_t n;
+    if (!atomic_load(legacy))
+        return true;
+    bool ok = consume(w, KEY_LEGACY_EVENTS, consumer, false, NULL, &n);
+    if (ok && !queue_more_may_be_left(n, READ_BATCH))
+        atomic_store(legacy, false);
     return ok;
 }
 
@@ -539,10 +585,11 @@ static bool sync_due_groups(struct sync_worker *w, bool *worked)
 /* What one thread keeps from one turn of its loop to the next. */
 struct thread_state {
     struct sync_worker w;
+    atomic_bool *legacy; /* the engine's: KEY_LEGACY_EVENTS holds events */
     int index;
     char consumer[128];
     bool group_ready;
-    int64_t next_reclaim, next_reconcile, next_repair;
+    int64_t next_sweep, next_reconcile, next_repair;
     struct lease stale[SYNC_MAX_GROUPS]; /* held when Redis failed: given back once reconnected */
     size_t n_stale;
 };
@@ -553,10 +600,7 @@ static bool reconnect(struct thread_state *s, const struct config *cfg)
 {
     char err[256] = "";
     s->w.redis = store_connect(&cfg->redis, 5000, err, sizeof err);
-    if (!s->w.redis || queue_ensure_group(s->w.redis) != STORE_OK) {
-        if (s->w.redis)
-            redisFree(s->w.redis);
-        s->w.redis = NULL;
+    if (!s->w.redis) {
         log_warn("worker_redis_unavailable", LOG_INT("worker", s->index), LOG_STR("error", err));
         return false;
     }
@@ -586,16 +630,41 @@ static void drop_connection(struct thread_state *s)
     sync_leases_held(w); /* the heartbeat goes on without them; they are given back later */
 }
 
+/* The sweep's callback: a batch of the entries of stream that a dead
+ * consumer left, taken over and folded (or dead-lettered after too many). */
+static int reclaim_stream(void *arg, const char *stream)
+{
+    struct thread_state *s = arg;
+    size_t n;
+    return consume(&s->w, stream, s->consumer, true, NULL, &n) ? STORE_OK : STORE_ERR;
+}
+
+/* Looks at every association's stream (queue_sweep): puts back in line what a
+ * crash left out, reclaims what dead consumers left, notices the legacy stream. */
+static bool sweep(struct thread_state *s)
+{
+    bool legacy;
+    int rc = queue_sweep(s->w.redis, now_us(), &legacy, reclaim_stream, s);
+    if (rc == STORE_OK && legacy)
+        atomic_store(s->legacy, true);
+    return rc == STORE_OK;
+}
+
 /* One turn of the loop; false when Redis failed. The first thread of each
- * process also repairs the index of due associations now and then (see
- * schedule.h: a process that died mid-step can leave an entry late). */
+ * process also sweeps the streams, and repairs the index of due associations
+ * now and then (see schedule.h: a process that died mid-step can leave an
+ * entry late). */
 static bool turn(struct thread_state *s)
 {
-    bool got, worked;
-    bool ok = consume(&s->w, s->consumer, false, s->group_ready ? 200 : 0, &got);
-    if (ok && now_ms() >= s->next_reclaim) {
-        ok = consume(&s->w, s->consumer, true, 0, &got);
-        s->next_reclaim = now_ms() + RECLAIM_EVERY_MS;
+    bool worked;
+    /* Wait for events only when nothing else is there to drain. */
+    int block_ms = s->group_ready && !atomic_load(s->legacy) ? TAKE_BLOCK_MS : 0;
+    bool ok = consume_turn(&s->w, s->consumer, block_ms);
+    if (ok)
+        ok = consume_legacy(&s->w, s->legacy, s->consumer);
+    if (ok && s->index == 0 && now_ms() >= s->next_sweep) {
+        ok = sweep(s);
+        s->next_sweep = now_ms() + QUEUE_SWEEP_MS;
     }
     if (ok && s->index == 0 && now_ms() >= s->next_repair) {
         ok = schedule_repair(s->w.redis) == STORE_OK;
@@ -624,6 +693,7 @@ static void *worker_main(void *arg)
                                 .keeper = e->keeper,
                                 .keeper_slot = (size_t)t->index};
     s->index = t->index;
+    s->legacy = &e->legacy;
     ratelimit_conf_from_config(&s->w.budget, cfg);
     s->w.cc = ccapi_new(cfg->cc_api_url, CC_TIMEOUT_MS);
     char host[64] = "host";

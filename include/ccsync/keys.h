@@ -5,8 +5,8 @@
  * the association id, so the part in braces is Redis Cluster's hash tag: all of
  * an association's keys live in one slot and a script may touch any of them.
  * No script touches two associations. The few keys that belong to no
- * association (the event streams, the schedule, the shared CC budget) are
- * global and named here too.
+ * association (the index of associations with events ready, the dead letters,
+ * the schedule's index, the shared CC budget) are global and named here too.
  *
  * Release 1 named keys otherwise ("ccsync:a:A:...", a global "ccsync:dirty");
  * migrate.c, the only file that still spells those names, moves them here once.
@@ -76,6 +76,9 @@ struct key {
  * a chunk a command (staged.c). Expires unless queued; once queued, its stream
  * entry names it, and the worker that folded the event deletes it. */
 #define KEY_STAGED "staged:"
+/* stream: the association's accepted webhooks (assoc, id, type, ts, body),
+ * consumer group "workers" (queue.h). An entry is deleted once folded. */
+#define KEY_ASSOC_EVENTS "events"
 
 /* Notifications (notify.c): the settings and delivery state (hash), the
  * notifications not delivered yet (stream), the lease of the process
@@ -85,10 +88,17 @@ struct key {
 #define KEY_NOTIFY_LEASE "notify-lease"
 
 /* Global keys. */
-#define KEY_EVENTS KEY_ROOT "events"            /* stream of accepted webhooks */
+/* The one stream of accepted webhooks of earlier releases, for every
+ * association: no longer written, drained by the workers until empty (queue.h). */
+#define KEY_LEGACY_EVENTS KEY_ROOT "events"
+/* zset A -> when A joined the line (µs): the associations whose stream
+ * (key_events) has entries not yet delivered. Written by plain commands only,
+ * after the XADD (ingest) or after a read (the workers' turn): queue.h. */
+#define KEY_EVENTS_READY KEY_ROOT "events:ready"
 #define KEY_DEAD_LETTERS KEY_ROOT "events:dead" /* stream of events that could not be applied */
-/* + the event's original stream id: a dead letter's body, apart from its entry so
- * that a listing never reads bodies whole; expires after CCSYNC_RETENTION_DAYS. */
+/* + "A:ID", the association and the event's id in its stream (an earlier
+ * release's: ID alone): a dead letter's body, apart from its entry so that a
+ * listing never reads bodies whole; expires after CCSYNC_RETENTION_DAYS. */
 #define KEY_DEAD_BODY KEY_ROOT "events:dead:body:"
 #define KEY_ASSOCIATIONS KEY_ROOT "associations" /* set of association ids */
 #define KEY_CREDENTIALS KEY_ROOT "credentials"   /* stream: an entry when a PUT changes tokens */
@@ -138,6 +148,7 @@ struct key key_token_uses(const char *association);
 struct key key_notify(const char *association);
 struct key key_notify_events(const char *association);
 struct key key_notify_lease(const char *association);
+struct key key_events(const char *association);
 
 /* "ccsync:instance:NAME": the leases one ccsyncd (named by its host and port)
  * holds, written by its heartbeat, so that the same instance restarted after a
@@ -148,7 +159,7 @@ struct key key_instance(const char *instance);
 int key_lease_parse(const char *key, char *association, size_t a_size, char *group, size_t g_size);
 
 struct key key_removed(const char *association);
-struct key key_dead_body(const char *original_id);
+struct key key_dead_body(const char *body_id);
 struct key key_staged(const char *association, const char *token);
 
 /* The shared CC budget's keys: "ccsync:cc:{APP}:WHAT" (global: one key a CC

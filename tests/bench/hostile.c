@@ -269,7 +269,7 @@ struct fold_wait {
 static bool folded(void *arg)
 {
     struct fold_wait *w = arg;
-    return peek_integer(w->c, "XLEN %s", KEY_EVENTS) == 0 &&
+    return peek_integer(w->c, "XLEN %s", key_events(ASSOC).s) == 0 &&
            peek_integer(w->c, "EXISTS %s", key_group_folding(ASSOC, "g-big").s) == 0 &&
            peek_integer(w->c, "HLEN %s", key_group_members(ASSOC, "g-big").s) >= w->in;
 }

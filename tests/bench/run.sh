@@ -37,6 +37,7 @@ WRK_THREADS=${BENCH_WRK_THREADS:-2}
 SCENARIOS=${BENCH_SYNC_SCENARIOS:-first:1000 first:10000 first:50000 burst:1000:10 arrive:2000:10:3 fields:1000:10 first:10000:17 waves:5:10:1000}
 ONLY=${BENCH_ONLY:-}
 SECRET=whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw
+BENCH_STREAM='ccsync:{bench}:events' # the bench association's event stream (keys.h)
 ADMIN=bench-admin-token-0123456789
 rm -rf "$OUT"
 mkdir -p "$OUT"
@@ -185,7 +186,7 @@ ccsync_run() {
     sleep 0.5 # replies to requests wrk stopped waiting for land
     metrics1=$(curl -s "http://127.0.0.1:$HTTP_PORT/metrics")
     local added queued duplicates wrk_n non2xx hz
-    added=$(redis-cli -p "$REDIS_PORT" XINFO STREAM ccsync:events | awk 'f { print; exit } /^entries-added$/ { f = 1 }')
+    added=$(redis-cli -p "$REDIS_PORT" XINFO STREAM "$BENCH_STREAM" | awk 'f { print; exit } /^entries-added$/ { f = 1 }')
     queued=$(($(outcome "$metrics1" queued) - $(outcome "$metrics0" queued)))
     duplicates=$(($(outcome "$metrics1" duplicate) - $(outcome "$metrics0" duplicate)))
     wrk_n=$(field "$f" requests)
@@ -195,14 +196,14 @@ ccsync_run() {
         echo "queued=$queued"
         echo "added=$added"
         echo "duplicates=$duplicates"
-        echo "backlog=$(redis-cli -p "$REDIS_PORT" XLEN ccsync:events)"
+        echo "backlog=$(redis-cli -p "$REDIS_PORT" XLEN "$BENCH_STREAM")"
         echo "rss_kib=$(awk '/^VmRSS/ { print $2 }' "/proc/$CCSYNCD_PID/status")"
         echo "hwm_kib=$(awk '/^VmHWM/ { print $2 }' "/proc/$CCSYNCD_PID/status")"
         echo "cpu_s=$(awk -v a="$t0" -v b="$t1" -v hz="$hz" 'BEGIN { printf "%.1f", (b - a) / hz }')"
         echo "redis_cpu_s=$(awk -v a="$r0" -v b="$r1" -v hz="$hz" 'BEGIN { printf "%.1f", (b - a) / hz }')"
         echo "replica_cpu_s=$(awk -v a="$p0" -v b="$p1" -v hz="$hz" 'BEGIN { printf "%.1f", (b - a) / hz }')"
     } >"$OUT/$name.facts"
-    CMDS+=("redis-cli -p $REDIS_PORT XINFO STREAM ccsync:events   # entries-added")
+    CMDS+=("redis-cli -p $REDIS_PORT XINFO STREAM $BENCH_STREAM   # entries-added")
     CMDS+=("grep -E 'VmHWM|VmRSS' /proc/$CCSYNCD_PID/status")
     cleanup
     # Broken (not slow): refused webhooks, socket errors, lost or doubled events.

@@ -81,10 +81,12 @@ static long long status_queue(const char *field)
 static void test_unparseable_event_is_dead_lettered_and_listed(void **state)
 {
     assert_int_equal(stack_start_service(), 0);
+    /* queued as ingest queues: the association's stream, then its place in line */
     redisReply *r =
         peek_command(redis, "XADD %s * assoc %s id w-broken type group.updated ts 1 body %s",
-                     KEY_EVENTS, ASSOC, "{not json");
+                     key_events(ASSOC).s, ASSOC, "{not json");
     freeReplyObject(r);
+    freeReplyObject(peek_command(redis, "ZADD %s NX 1 %s", KEY_EVENTS_READY, ASSOC));
 
     json_object *o = wait_dead_letters(1), *list, *e;
     json_object_object_get_ex(o, "dead_letters", &list);
@@ -98,8 +100,8 @@ static void test_unparseable_event_is_dead_lettered_and_listed(void **state)
     json_object_put(o);
 
     /* out of the event stream, acknowledged, counted as dead */
-    assert_int_equal(peek_integer(redis, "XLEN %s", KEY_EVENTS), 0);
-    r = peek_command(redis, "XPENDING %s workers", KEY_EVENTS);
+    assert_int_equal(peek_integer(redis, "XLEN %s", key_events(ASSOC).s), 0);
+    r = peek_command(redis, "XPENDING %s workers", key_events(ASSOC).s);
     assert_int_equal(r->element[0]->integer, 0);
     freeReplyObject(r);
     assert_int_equal(status_queue("dead"), 1);
@@ -109,19 +111,19 @@ static void test_unparseable_event_is_dead_lettered_and_listed(void **state)
 static void test_event_delivered_too_often_is_dead_lettered(void **state)
 {
     /* Left behind by consumers that died five times over: pending, long idle. */
-    redisReply *r = peek_command(redis, "XGROUP CREATE %s workers 0 MKSTREAM", KEY_EVENTS);
+    struct key stream = key_events(ASSOC);
+    redisReply *r = peek_command(redis, "XGROUP CREATE %s workers 0 MKSTREAM", stream.s);
     freeReplyObject(r);
     r = peek_command(redis, "XADD %s * assoc %s id w-poison type group.deleted ts 1 body %s",
-                     KEY_EVENTS, ASSOC,
+                     stream.s, ASSOC,
                      "{\"type\":\"group.deleted\",\"timestamp\":\"2026-11-27T10:00:00Z\",\"data\":{"
                      "\"UniqueID\":\"g-1\"}}");
     char id[64];
     snprintf(id, sizeof id, "%s", r->str);
     freeReplyObject(r);
-    r = peek_command(redis, "XREADGROUP GROUP workers ghost COUNT 1 STREAMS %s >", KEY_EVENTS);
+    r = peek_command(redis, "XREADGROUP GROUP workers ghost COUNT 1 STREAMS %s >", stream.s);
     freeReplyObject(r);
-    r = peek_command(redis, "XCLAIM %s workers ghost 0 %s IDLE 600000 RETRYCOUNT 6", KEY_EVENTS,
-                     id);
+    r = peek_command(redis, "XCLAIM %s workers ghost 0 %s IDLE 600000 RETRYCOUNT 6", stream.s, id);
     freeReplyObject(r);
 
     assert_int_equal(stack_start_service(), 0);
@@ -132,7 +134,7 @@ static void test_event_delivered_too_often_is_dead_lettered(void **state)
     assert_string_equal(jstr(e, "reason"), "could not be applied after repeated attempts");
     assert_string_equal(jstr(e, "original_id"), id);
     json_object_put(o);
-    assert_int_equal(peek_integer(redis, "XLEN %s", KEY_EVENTS), 0);
+    assert_int_equal(peek_integer(redis, "XLEN %s", stream.s), 0);
 }
 
 static void test_redrive_applies_a_fixed_event_and_removes_the_dead_letter(void **state)
@@ -150,7 +152,7 @@ static void test_redrive_applies_a_fixed_event_and_removes_the_dead_letter(void 
     char id[64], path[128];
     snprintf(id, sizeof id, "%s", r->str);
     freeReplyObject(r);
-    long long added = peek_entries_added(redis, KEY_EVENTS);
+    long long added = peek_entries_added(redis, key_events(ASSOC).s);
 
     long status;
     snprintf(path, sizeof path, "/v1/dead-letters/%s/redrive", id);
@@ -160,7 +162,7 @@ static void test_redrive_applies_a_fixed_event_and_removes_the_dead_letter(void 
     assert_string_equal(jstr(o, "status"), "requeued");
     json_object_put(o);
 
-    assert_int_equal(peek_entries_added(redis, KEY_EVENTS), added + 1);
+    assert_int_equal(peek_entries_added(redis, key_events(ASSOC).s), added + 1);
     assert_int_equal(peek_integer(redis, "XLEN %s", KEY_DEAD_LETTERS), 0);
     /* the worker folds it: the group exists, sync off */
     for (int i = 0; i < 200; i++) {

@@ -210,7 +210,7 @@ static void check_refused(const char *what, struct reply *r, long status, const 
                           const char *message, const char *id, long long added_before)
 {
     check_error(what, r, status, code, message);
-    if (peek_entries_added(redis(), KEY_EVENTS) != added_before)
+    if (peek_events_added(redis()) != added_before)
         fail_msg("%s: refused with %ld but an entry was added to the stream", what, status);
     if (id && peek_dedup_exists(redis(), ASSOC, id))
         fail_msg("%s: refused with %ld but the dedup key of %s was set", what, status, id);
@@ -513,7 +513,7 @@ static void test_unknown_path_is_404_and_wrong_method_405(void **state)
 static void test_invalid_association_id_in_path_is_400(void **state)
 {
     (void)state;
-    long long before = peek_entries_added(redis(), KEY_EVENTS);
+    long long before = peek_events_added(redis());
     const char *id = next_id();
     const char *body = event_body("group.deleted", "{\"UniqueID\":\"g-1\"}");
     struct reply r = post_signed_len("acme.corp", SECRET, id, body, strlen(body));
@@ -622,7 +622,7 @@ static void test_metrics_count_each_webhook_outcome(void **state)
 static void test_signed_webhook_is_queued_exactly_once(void **state)
 {
     (void)state;
-    long long before = peek_entries_added(redis(), KEY_EVENTS);
+    long long before = peek_events_added(redis());
     const char *id = next_id();
     struct reply r = post_signed(
         id, event_body("customer.created",
@@ -635,7 +635,7 @@ static void test_signed_webhook_is_queued_exactly_once(void **state)
     header_of(&r, "Content-Type", ct, sizeof ct);
     assert_string_equal(ct, "application/json");
     reply_free(&r);
-    assert_int_equal(peek_entries_added(redis(), KEY_EVENTS), before + 1);
+    assert_int_equal(peek_events_added(redis()), before + 1);
     assert_true(peek_dedup_exists(redis(), ASSOC, id));
     /* the dedup key expires (7 days), it does not stay forever */
     assert_in_range(peek_dedup_ttl(redis(), ASSOC, id), 7 * 24 * 3600 - 60, 7 * 24 * 3600);
@@ -659,20 +659,20 @@ static void test_every_known_type_with_its_required_fields_is_queued(void **stat
                           "{\"UniqueID\":\"m-2\",\"Email\":\"b@example.org\"}]}"},
         {"group.members", "{\"UniqueID\":\"g-2\",\"Members\":[]}"},
     };
-    long long before = peek_entries_added(redis(), KEY_EVENTS);
+    long long before = peek_events_added(redis());
     for (size_t i = 0; i < sizeof events / sizeof events[0]; i++) {
         const char *id = next_id();
         struct reply r = post_signed(id, event_body(events[i].type, events[i].data));
         check_queued(events[i].type, &r, id);
         reply_free(&r);
-        assert_int_equal(peek_entries_added(redis(), KEY_EVENTS), before + (long long)i + 1);
+        assert_int_equal(peek_events_added(redis()), before + (long long)i + 1);
     }
 }
 
 static void test_repeated_webhook_id_is_duplicate_and_not_queued(void **state)
 {
     (void)state;
-    long long before = peek_entries_added(redis(), KEY_EVENTS);
+    long long before = peek_events_added(redis());
     const char *id = next_id();
     const char *body = event_body("group.deleted", "{\"UniqueID\":\"g-1\"}");
     struct reply r = post_signed(id, body);
@@ -686,14 +686,14 @@ static void test_repeated_webhook_id_is_duplicate_and_not_queued(void **state)
         assert_string_equal(jpath_str(r.json, "status"), "duplicate");
         reply_free(&r);
     }
-    assert_int_equal(peek_entries_added(redis(), KEY_EVENTS), before + 1);
+    assert_int_equal(peek_events_added(redis()), before + 1);
 
     /* the key is per association: the same id for another association is new */
     put_association("beta", SECRET);
     r = post_signed_len("beta", SECRET, id, body, strlen(body));
     check_queued("same id, other association", &r, id);
     reply_free(&r);
-    assert_int_equal(peek_entries_added(redis(), KEY_EVENTS), before + 2);
+    assert_int_equal(peek_events_added(redis()), before + 2);
 }
 
 static void test_body_of_exactly_the_limit_is_queued(void **state)
@@ -704,12 +704,12 @@ static void test_body_of_exactly_the_limit_is_queued(void **state)
     memset(body, ' ', MAX_BODY);
     memcpy(body, event, strlen(event));
     body[MAX_BODY] = '\0';
-    long long before = peek_entries_added(redis(), KEY_EVENTS);
+    long long before = peek_events_added(redis());
     const char *id = next_id();
     struct reply r = post_signed_len(ASSOC, SECRET, id, body, MAX_BODY);
     check_queued("body of the limit", &r, id);
     reply_free(&r);
-    assert_int_equal(peek_entries_added(redis(), KEY_EVENTS), before + 1);
+    assert_int_equal(peek_events_added(redis()), before + 1);
 }
 
 static void test_json_content_type_with_charset_is_accepted(void **state)
@@ -762,7 +762,7 @@ static void test_multiple_signatures_one_valid_is_queued(void **state)
 static void test_unknown_type_is_ignored_and_not_queued(void **state)
 {
     (void)state;
-    long long before = peek_entries_added(redis(), KEY_EVENTS);
+    long long before = peek_events_added(redis());
     const char *id = next_id();
     struct reply r = post_signed(id, "{\"type\":\"member.merged\",\"timestamp\":\"" TS
                                      "\",\"data\":{\"anything\":[1,2,3]}}");
@@ -775,7 +775,7 @@ static void test_unknown_type_is_ignored_and_not_queued(void **state)
             fail_msg("unexpected member \"%s\" in %s", key, r.body);
     }
     reply_free(&r);
-    assert_int_equal(peek_entries_added(redis(), KEY_EVENTS), before);
+    assert_int_equal(peek_events_added(redis()), before);
     assert_false(peek_dedup_exists(redis(), ASSOC, id));
 }
 
@@ -788,7 +788,7 @@ static void test_secret_change_takes_effect_at_once(void **state)
     check_queued("before the change", &r, id);
     reply_free(&r);
     put_association(ASSOC, OTHER_SECRET);
-    long long before = peek_entries_added(redis(), KEY_EVENTS);
+    long long before = peek_events_added(redis());
     id = next_id();
     r = post_signed_len(ASSOC, SECRET, id, body, strlen(body));
     check_refused("signed with the old secret", &r, 401, "invalid_signature",
@@ -811,7 +811,7 @@ struct refusal {
 static void expect_all_refused_400(const struct refusal *cases, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
-        long long before = peek_entries_added(redis(), KEY_EVENTS);
+        long long before = peek_events_added(redis());
         const char *id = next_id();
         struct reply r = post_signed(id, cases[i].body);
         check_refused(cases[i].name, &r, 400, cases[i].code, cases[i].message, id, before);
@@ -945,7 +945,7 @@ static void test_bad_signature_is_401(void **state)
     long now = (long)time(NULL);
     char ts[32], sig[128], wrong[128];
     snprintf(ts, sizeof ts, "%ld", now);
-    long long before = peek_entries_added(redis(), KEY_EVENTS);
+    long long before = peek_events_added(redis());
 
     const char *id = next_id();
     sign(SECRET, id, now, other_body, strlen(other_body), sig, sizeof sig);
@@ -994,7 +994,7 @@ static void test_missing_signature_header_is_401_naming_it(void **state)
     char ts[32], sig[128];
     snprintf(ts, sizeof ts, "%ld", now);
     sign(SECRET, id, now, body, strlen(body), sig, sizeof sig);
-    long long before = peek_entries_added(redis(), KEY_EVENTS);
+    long long before = peek_events_added(redis());
     struct reply r = post_raw(ASSOC, "application/json", NULL, ts, sig, body, strlen(body));
     check_refused("no webhook-id", &r, 401, "missing_signature_headers",
                   "webhook-id header is missing", id, before);
@@ -1018,7 +1018,7 @@ static void test_stale_timestamp_is_401(void **state)
     (void)state;
     const char *body = event_body("group.deleted", "{\"UniqueID\":\"g-1\"}");
     long offsets[] = {-301, 301, -86400};
-    long long before = peek_entries_added(redis(), KEY_EVENTS);
+    long long before = peek_events_added(redis());
     for (size_t i = 0; i < sizeof offsets / sizeof offsets[0]; i++) {
         char id[64], sig[128], ts[32], what[64];
         snprintf(id, sizeof id, "%s", next_id());
@@ -1040,7 +1040,7 @@ static void test_unknown_association_is_401_like_a_bad_signature(void **state)
     (void)state;
     const char *body = event_body("group.deleted", "{\"UniqueID\":\"g-1\"}");
     const char *id = next_id();
-    long long before = peek_entries_added(redis(), KEY_EVENTS);
+    long long before = peek_events_added(redis());
     for (int attempt = 0; attempt < 2; attempt++) { /* the second from the negative cache */
         struct reply r = post_signed_len("nobody", SECRET, id, body, strlen(body));
         check_refused("unknown association", &r, 401, "invalid_signature",
@@ -1064,7 +1064,7 @@ static void test_body_over_the_limit_is_413(void **state)
     memset(body, ' ', MAX_BODY + 1);
     memcpy(body, event, strlen(event));
     body[MAX_BODY + 1] = '\0';
-    long long before = peek_entries_added(redis(), KEY_EVENTS);
+    long long before = peek_events_added(redis());
     const char *id = next_id();
     struct reply r = post_signed_len(ASSOC, SECRET, id, body, MAX_BODY + 1);
     check_refused("one byte over", &r, 413, "body_too_large",
@@ -1106,7 +1106,7 @@ static void test_chunked_body_within_the_limit_is_queued(void **state)
     (void)state;
     const char *body = event_body("group.deleted", "{\"UniqueID\":\"g-1\"}");
     const char *id = next_id();
-    long long before = peek_entries_added(redis(), KEY_EVENTS);
+    long long before = peek_events_added(redis());
     long status;
     char *resp;
     post_chunked(id, body, strlen(body), 16, &status, &resp);
@@ -1115,7 +1115,7 @@ static void test_chunked_body_within_the_limit_is_queued(void **state)
     assert_string_equal(jpath_str(o, "status"), "queued");
     json_object_put(o);
     free(resp);
-    assert_int_equal(peek_entries_added(redis(), KEY_EVENTS), before + 1);
+    assert_int_equal(peek_events_added(redis()), before + 1);
 }
 
 static void test_chunked_body_over_the_limit_is_413(void **state)
@@ -1126,7 +1126,7 @@ static void test_chunked_body_over_the_limit_is_413(void **state)
     memset(body, ' ', sizeof body);
     memcpy(body, event, strlen(event));
     const char *id = next_id();
-    long long before = peek_entries_added(redis(), KEY_EVENTS);
+    long long before = peek_events_added(redis());
     long status;
     char *resp;
     post_chunked(id, body, sizeof body, 1000, &status, &resp);
@@ -1143,7 +1143,7 @@ static void test_wrong_content_type_is_415(void **state)
     const char *body = event_body("group.deleted", "{\"UniqueID\":\"g-1\"}");
     static const char *types[] = {"text/plain", "application/x-www-form-urlencoded",
                                   "application/jsonx", "application/json-patch+json", NULL};
-    long long before = peek_entries_added(redis(), KEY_EVENTS);
+    long long before = peek_events_added(redis());
     for (size_t i = 0; i < sizeof types / sizeof types[0]; i++) {
         const char *id = next_id();
         char sig[128], ts[32], what[96];
@@ -1210,11 +1210,11 @@ static void test_redis_outage_answers_503_then_recovers(void **state)
     wait_ready();
     put_association(ASSOC, SECRET);
     ts_sleep_ms(300); /* past the pipeline's pause between reconnection attempts */
-    long long before = peek_entries_added(redis(), KEY_EVENTS);
+    long long before = peek_events_added(redis());
     r = post_signed(during, body); /* Novi's retry of the refused delivery */
     check_queued("retry after Redis is back", &r, during);
     reply_free(&r);
-    assert_int_equal(peek_entries_added(redis(), KEY_EVENTS), before + 1);
+    assert_int_equal(peek_events_added(redis()), before + 1);
     assert_true(peek_dedup_exists(redis(), ASSOC, during));
     assert_int_equal(ts_wait_exit(S.ccsyncd_pid, 0), -1); /* never restarted */
 
@@ -1293,7 +1293,7 @@ static void test_sigterm_drains_requests_in_flight_and_exits_0(void **state)
     snprintf(late_id, sizeof late_id, "%s", next_id());
     int late = start_upload(late_id, late_body, strlen(late_body));
 
-    long long before = peek_entries_added(redis(), KEY_EVENTS);
+    long long before = peek_events_added(redis());
     redisReply *p = redisCommand(redis(), "CLIENT PAUSE 700 WRITE");
     assert_int_equal(p->type, REDIS_REPLY_STATUS);
     freeReplyObject(p);
@@ -1308,7 +1308,7 @@ static void test_sigterm_drains_requests_in_flight_and_exits_0(void **state)
     pthread_join(f.thread, NULL);
     check_queued("webhook waiting for Redis at SIGTERM", &f.reply, f.id);
     reply_free(&f.reply);
-    assert_int_equal(peek_entries_added(redis(), KEY_EVENTS), before + 1);
+    assert_int_equal(peek_events_added(redis()), before + 1);
     assert_true(peek_dedup_exists(redis(), ASSOC, f.id));
 
     ts_sleep_ms(300);

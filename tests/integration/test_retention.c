@@ -20,6 +20,7 @@
 #include <time.h>
 
 #include "ccsync/keys.h"
+#include "ccsync/queue.h"
 #include "novi.h"
 #include "peek.h"
 #include "stack.h"
@@ -142,7 +143,8 @@ static void test_dead_letter_listing_shows_a_bounded_part_of_big_bodies(void **s
     body[len] = '\0';
     freeReplyObject(peek_command(redis,
                                  "XADD %s * assoc %s id w-big type group.updated ts 1 body %s",
-                                 KEY_EVENTS, ASSOC, body));
+                                 key_events(ASSOC).s, ASSOC, body));
+    freeReplyObject(peek_command(redis, "ZADD %s NX 1 %s", KEY_EVENTS_READY, ASSOC));
     struct count_wait w = {"XLEN %s", 1};
     assert_true(ts_wait_for(count_is, &w, 10000, 50));
     long status;
@@ -157,14 +159,16 @@ static void test_dead_letter_listing_shows_a_bounded_part_of_big_bodies(void **s
     char path[128];
     snprintf(path, sizeof path, "/v1/dead-letters/%s/redrive", jstr(e, "id"));
     const char *original = jstr(e, "original_id");
-    long long ttl = peek_integer(redis, "TTL %s", key_dead_body(original).s);
+    char body_id[KEY_MAX];
+    queue_dead_body_id(ASSOC, original, body_id, sizeof body_id);
+    long long ttl = peek_integer(redis, "TTL %s", key_dead_body(body_id).s);
     assert_true(ttl > 86400 - 60 && ttl <= 86400);
     /* Redriven, the whole body is back on the queue (and dead-lettered again). */
-    long long added = peek_entries_added(redis, KEY_EVENTS);
+    long long added = peek_entries_added(redis, key_events(ASSOC).s);
     struct reply r = api("POST", path, NULL);
     assert_int_equal(r.status, 202);
     reply_free(&r);
-    assert_int_equal(peek_entries_added(redis, KEY_EVENTS), added + 1);
+    assert_int_equal(peek_entries_added(redis, key_events(ASSOC).s), added + 1);
     assert_true(ts_wait_for(count_is, &w, 10000, 50));
     json_object_put(o);
     o = api_json("GET", "/v1/dead-letters?limit=1", NULL, &status);

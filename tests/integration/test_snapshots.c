@@ -99,7 +99,7 @@ static bool folded(void *arg)
 {
     struct folded_wait *w = arg;
     return peek_integer(w->c, "HLEN %s", key_group_members(ASSOC, GROUP).s) == w->members &&
-           peek_integer(w->c, "XLEN %s", KEY_EVENTS) == 0 &&
+           peek_integer(w->c, "XLEN %s", key_events(ASSOC).s) == 0 &&
            peek_integer(w->c, "EXISTS %s", key_group_folding(ASSOC, GROUP).s) == 0;
 }
 
@@ -126,7 +126,7 @@ static void assert_folded_once(redisContext *c, long n)
         snprintf(id, sizeof id, "m%06ld", sample[i]);
         assert_int_equal(peek_integer(c, "LLEN %s", key_member_events(ASSOC, id).s), 1);
     }
-    redisReply *p = peek_command(c, "XPENDING %s %s", KEY_EVENTS, QUEUE_GROUP);
+    redisReply *p = peek_command(c, "XPENDING %s %s", key_events(ASSOC).s, QUEUE_GROUP);
     assert_int_equal(p->element[0]->integer, 0);
     freeReplyObject(p);
 }
@@ -257,7 +257,7 @@ static void test_sigkill_mid_enqueue_queues_nothing_and_the_retry_folds_once(voi
     long long ttl = peek_integer(c, "PTTL %s", k->element[0]->str);
     assert_true(ttl > 0 && ttl <= 3600 * 1000);
     freeReplyObject(k);
-    assert_int_equal(peek_integer(c, "XLEN %s", KEY_EVENTS), 0);
+    assert_int_equal(peek_integer(c, "XLEN %s", key_events(ASSOC).s), 0);
     assert_false(peek_dedup_exists(c, ASSOC, id));
 
     assert_int_equal(stack_start_ccsyncd(0), 0);
@@ -311,7 +311,7 @@ static void test_sigkill_mid_fold_refolds_to_the_same_state(void **state)
 
 static bool stream_empty(void *arg)
 {
-    return peek_integer(arg, "XLEN %s", KEY_EVENTS) == 0;
+    return peek_integer(arg, "XLEN %s", key_events(ASSOC).s) == 0;
 }
 
 /* An entry whose staged body is gone was folded by a worker that died between
@@ -324,10 +324,11 @@ static void test_an_entry_whose_staged_body_is_gone_is_acknowledged(void **state
     freeReplyObject(peek_command(c,
                                  "XADD %s * assoc %s id msg-gone type group.members ts 1 "
                                  "body_key %s body_bytes 5000",
-                                 KEY_EVENTS, ASSOC, gone.s));
+                                 key_events(ASSOC).s, ASSOC, gone.s));
+    freeReplyObject(peek_command(c, "ZADD %s NX 1 %s", KEY_EVENTS_READY, ASSOC)); /* in line */
     assert_true(ts_wait_for(stream_empty, c, 20000, 20));
     assert_int_equal(peek_integer(c, "XLEN %s", KEY_DEAD_LETTERS), 0);
-    redisReply *p = peek_command(c, "XPENDING %s %s", KEY_EVENTS, QUEUE_GROUP);
+    redisReply *p = peek_command(c, "XPENDING %s %s", key_events(ASSOC).s, QUEUE_GROUP);
     assert_int_equal(p->element[0]->integer, 0);
     freeReplyObject(p);
     redisFree(c);
@@ -348,14 +349,17 @@ static void test_a_staged_event_that_cannot_be_parsed_is_dead_lettered_whole(voi
     redisReply *x = peek_command(c,
                                  "XADD %s * assoc %s id msg-bad type group.members ts 1 "
                                  "body_key %s body_bytes 5000",
-                                 KEY_EVENTS, ASSOC, staged.s);
+                                 key_events(ASSOC).s, ASSOC, staged.s);
     char original[48];
     snprintf(original, sizeof original, "%s", x->str);
     freeReplyObject(x);
+    freeReplyObject(peek_command(c, "ZADD %s NX 1 %s", KEY_EVENTS_READY, ASSOC)); /* in line */
     assert_true(ts_wait_for(stream_empty, c, 20000, 20));
     assert_int_equal(peek_integer(c, "XLEN %s", KEY_DEAD_LETTERS), 1);
     assert_int_equal(staged_keys(c), 0);
-    struct key body = key_dead_body(original);
+    char body_id[KEY_MAX];
+    queue_dead_body_id(ASSOC, original, body_id, sizeof body_id);
+    struct key body = key_dead_body(body_id);
     assert_int_equal(peek_integer(c, "STRLEN %s", body.s), 5000);
     long long ttl = peek_integer(c, "TTL %s", body.s);
     assert_true(ttl > 29 * 86400 && ttl <= 30 * 86400);

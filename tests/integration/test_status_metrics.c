@@ -27,23 +27,6 @@ static int setup_reconcile(void **state)
     return stack_start("test-status-metrics", &o);
 }
 
-/* The value of the exact series line "name{labels} " in /metrics; -1 when absent. */
-static double metric(const char *series)
-{
-    char url[256];
-    snprintf(url, sizeof url, "%s/metrics", stack.base[0]);
-    struct reply r = http("GET", url, NULL, NULL);
-    assert_int_equal(r.status, 200);
-    double v = -1;
-    char needle[256];
-    snprintf(needle, sizeof needle, "\n%s ", series);
-    const char *at = strstr(r.body, needle);
-    if (at)
-        v = atof(at + strlen(needle));
-    reply_free(&r);
-    return v;
-}
-
 #define DELETED "ccsync_groups{state=\"error\",error_code=\"list_deleted_in_constant_contact\"}"
 #define SYNCED "ccsync_groups{state=\"synced\",error_code=\"\"}"
 #define DISABLED "ccsync_groups{state=\"disabled\",error_code=\"\"}"
@@ -59,15 +42,15 @@ static void test_groups_gauge_shows_a_deleted_list_until_resync(void **state)
     send_members("staff", 2, 1, member("m2", "bob@example.org", "Bob", "Ray", NULL));
     json_object_put(wait_synced("staff"));
     wait_synced_list("board", list_id, sizeof list_id);
-    assert_true(metric(SYNCED) == 2);
-    assert_true(metric(DISABLED) == 1);
-    assert_true(metric(DELETED) == -1);
+    assert_true(metric_value(SYNCED) == 2);
+    assert_true(metric_value(DISABLED) == 1);
+    assert_true(metric_value(DELETED) == -1);
 
     snprintf(path, sizeof path, "/__sim/lists/%s/delete", list_id);
     sim_void("POST", path, NULL);
     json_object_put(wait_group_error("board", "list_deleted_in_constant_contact", "error"));
-    assert_true(metric(DELETED) == 1);
-    assert_true(metric(SYNCED) == 1);
+    assert_true(metric_value(DELETED) == 1);
+    assert_true(metric_value(SYNCED) == 1);
 
     struct reply r = api("POST", "/v1/associations/" ASSOC "/groups/board/resync", NULL);
     assert_int_equal(r.status, 202);
@@ -75,8 +58,8 @@ static void test_groups_gauge_shows_a_deleted_list_until_resync(void **state)
     json_object *gs = wait_synced("board");
     assert_state(gs, "synced");
     json_object_put(gs);
-    assert_true(metric(DELETED) == 0); /* the series stays, at 0: an alert resolves */
-    assert_true(metric(SYNCED) == 2);
+    assert_true(metric_value(DELETED) == 0); /* the series stays, at 0: an alert resolves */
+    assert_true(metric_value(SYNCED) == 2);
 }
 
 /* A dashboard polls: its GETs are debug lines; a write and an error stay info. */

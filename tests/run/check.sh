@@ -32,13 +32,16 @@ fail() {
     if [ -n "${2:-}" ]; then printf '%s\n' "$2" | tail -n 30 | sed 's/^/       /'; fi
 }
 
-# A free port for CCSYNC_LISTEN below the kernel's ephemeral range: run-dev.sh takes the
-# ports of Redis and the simulator from that range (bind to port 0), and make runs started
-# side by side must not be handed the same port one after the other.
+# A free port for CCSYNC_LISTEN outside the kernel's ephemeral range (32768-60999):
+# run-dev.sh takes the ports of Redis and the simulator from that range (bind to port
+# 0), and make runs started side by side must not be handed the same port one after the
+# other. 61000-64999, not 20000-31999: tests/run-all.sh hands that range to the test
+# binaries running beside this script, whose servers could take the port between this
+# check and make run's bind.
 free_port() {
     local port
     while :; do
-        port=$((20000 + RANDOM % 12000))
+        port=$((61000 + RANDOM % 4000))
         port_free "$port" && echo "$port" && return
     done
 }

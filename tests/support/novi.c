@@ -25,17 +25,23 @@ void rfc3339_at(long long seconds, char *out, size_t size)
     strftime(out, size, "%Y-%m-%dT%H:%M:%SZ", &tm);
 }
 
-struct reply post_webhook_reply_at(int i, const char *id, const char *body)
+struct reply post_webhook_as(int i, const char *association, const char *secret, const char *id,
+                             const char *body)
 {
     char sig[128], ts_hdr[64], id_hdr[160], sig_hdr[200], url[256];
     int64_t now = (int64_t)time(NULL);
-    assert_int_equal(webhook_sign(SECRET, id, now, body, strlen(body), sig, sizeof sig), 0);
+    assert_int_equal(webhook_sign(secret, id, now, body, strlen(body), sig, sizeof sig), 0);
     snprintf(ts_hdr, sizeof ts_hdr, "webhook-timestamp: %lld", (long long)now);
     snprintf(id_hdr, sizeof id_hdr, "webhook-id: %s", id);
     snprintf(sig_hdr, sizeof sig_hdr, "webhook-signature: %s", sig);
     const char *headers[] = {"Content-Type: application/json", id_hdr, ts_hdr, sig_hdr, NULL};
-    snprintf(url, sizeof url, "%s/v1/associations/" ASSOC "/webhooks/novi", stack.base[i]);
+    snprintf(url, sizeof url, "%s/v1/associations/%s/webhooks/novi", stack.base[i], association);
     return http("POST", url, headers, body);
+}
+
+struct reply post_webhook_reply_at(int i, const char *id, const char *body)
+{
+    return post_webhook_as(i, ASSOC, SECRET, id, body);
 }
 
 long post_webhook_at(int i, const char *id, const char *body)

@@ -19,6 +19,10 @@ char *envelope(const char *type, const char *data, long long at);
 /* A webhook-id not used before in this binary. */
 void new_id(char *out, size_t size);
 
+/* Posts body as association's webhook, signed with secret under webhook-id id,
+ * to ccsyncd number i; the whole answer (the caller frees it). */
+struct reply post_webhook_as(int i, const char *association, const char *secret, const char *id,
+                             const char *body);
 /* Posts body signed under webhook-id id to ccsyncd number i (or the first);
  * returns the HTTP status. */
 long post_webhook_at(int i, const char *id, const char *body);

@@ -74,6 +74,21 @@ long long peek_entries_added(redisContext *c, const char *stream)
     return n;
 }
 
+long long peek_events_added(redisContext *c)
+{
+    long long n = peek_entries_added(c, KEY_LEGACY_EVENTS);
+    char cursor[32] = "0";
+    do {
+        redisReply *r = peek_command(c, "SCAN %s MATCH %s COUNT 1000 TYPE stream", cursor,
+                                     KEY_ROOT "{*}:" KEY_ASSOC_EVENTS);
+        snprintf(cursor, sizeof cursor, "%s", r->element[0]->str);
+        for (size_t i = 0; i < r->element[1]->elements; i++)
+            n += peek_entries_added(c, r->element[1]->element[i]->str);
+        freeReplyObject(r);
+    } while (strcmp(cursor, "0") != 0);
+    return n;
+}
+
 bool peek_dedup_exists(redisContext *c, const char *association, const char *webhook_id)
 {
     return peek_integer(c, "EXISTS %s", key_dedup(association, webhook_id).s) == 1;

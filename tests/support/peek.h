@@ -25,6 +25,10 @@ void peek_flushall(int port);
 /* XINFO STREAM's entries-added (every entry ever added); 0 without the stream. */
 long long peek_entries_added(redisContext *c, const char *stream);
 
+/* Entries ever added to the event streams: every association's
+ * (key_events) and the legacy one's (KEY_LEGACY_EVENTS). */
+long long peek_events_added(redisContext *c);
+
 /* The webhook id's dedup key: whether it exists, its TTL in seconds. */
 bool peek_dedup_exists(redisContext *c, const char *association, const char *webhook_id);
 long long peek_dedup_ttl(redisContext *c, const char *association, const char *webhook_id);

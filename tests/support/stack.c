@@ -79,7 +79,8 @@ static char **ccsyncd_env(int i)
     snprintf(v[1], 128, "CCSYNC_REDIS_URL=redis://127.0.0.1:%d/0", stack.redis_port);
     snprintf(v[2], 128, "CCSYNC_CC_API_URL=%s/v3", stack.sim_root);
     snprintf(v[3], 128, "CCSYNC_CC_TOKEN_URL=%s/oauth2/default/v1/token", stack.sim_root);
-    snprintf(v[4], 128, "CCSYNC_WORKERS=%d", or_default(o->workers, 2));
+    snprintf(v[4], 128, "CCSYNC_WORKERS=%d",
+             o->workers == STACK_NO_WORKERS ? 0 : or_default(o->workers, 2));
     snprintf(v[5], 128, "CCSYNC_CC_RATE_PER_SEC=%d", or_default(o->cc_rate, 100));
     snprintf(v[6], 128, "CCSYNC_RECONCILE_SECONDS=%d", or_default(o->reconcile_seconds, 3600));
     snprintf(v[7], 128, "CCSYNC_LEASE_SECONDS=%d", or_default(o->lease_seconds, 15));

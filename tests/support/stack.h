@@ -30,12 +30,15 @@ enum stack_connect {
     STACK_SECRET_ONLY,   /* only the webhook secret: the test PUTs tokens itself */
 };
 
+/* workers: an ingest-only ccsyncd (CCSYNC_WORKERS=0), whose events wait. */
+#define STACK_NO_WORKERS (-1)
+
 /* Zero means the default named beside each field. */
 struct stack_options {
     int sim_rate;          /* ccsim --rate: 4 is production's limit; 0 off (default) */
     int cc_rate;           /* CCSYNC_CC_RATE_PER_SEC (default 100) */
     int activity_ms;       /* ccsim --activity-ms (default 200) */
-    int workers;           /* CCSYNC_WORKERS (default 2) */
+    int workers;           /* CCSYNC_WORKERS (default 2; STACK_NO_WORKERS: 0, ingest only) */
     int reconcile_seconds; /* CCSYNC_RECONCILE_SECONDS (default 3600: out of the way) */
     int lease_seconds;     /* CCSYNC_LEASE_SECONDS (default 15, production's) */
     int sync_delay_ms;     /* CCSYNC_SYNC_DELAY_MS (default 100) */

@@ -22,6 +22,22 @@ json_object *get_group(const char *g, long *status)
     return api_json("GET", path, NULL, status);
 }
 
+double metric_value(const char *series)
+{
+    char url[256];
+    snprintf(url, sizeof url, "%s/metrics", stack.admin_base[0]);
+    struct reply r = http("GET", url, NULL, NULL);
+    assert_int_equal(r.status, 200);
+    double v = -1;
+    char needle[256];
+    snprintf(needle, sizeof needle, "\n%s ", series);
+    const char *at = strstr(r.body, needle);
+    if (at)
+        v = atof(at + strlen(needle));
+    reply_free(&r);
+    return v;
+}
+
 long long queue_pending(void)
 {
     struct reply r = api("GET", "/v1/status", NULL);

@@ -14,6 +14,9 @@
 json_object *get_group(const char *g, long *status);
 /* /v1/status queue.pending, or -1 when ccsyncd cannot answer (Redis away). */
 long long queue_pending(void);
+/* The value of the exact series line "name{labels} " (or "name ") in ccsyncd's
+ * /metrics; -1 when absent. */
+double metric_value(const char *series);
 /* Waits until every queued event is folded (the stream is empty). */
 void wait_folded(void);
 /* pending_changes 0 and nothing queued. */

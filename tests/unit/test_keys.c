@@ -41,12 +41,14 @@ static void test_every_association_key_carries_the_association_as_hash_tag(void 
     assert_string_equal(key_reconcile_lease("A-1").s, "ccsync:{A-1}:reconcile-lease");
     assert_string_equal(key_refresh_lock("A-1").s, "ccsync:{A-1}:refresh-lock");
     assert_string_equal(key_dirty("A-1").s, "ccsync:{A-1}:dirty");
+    assert_string_equal(key_events("A-1").s, "ccsync:{A-1}:events");
 }
 
 static void test_global_keys_keep_their_names(void **state)
 {
     (void)state;
-    assert_string_equal(KEY_EVENTS, "ccsync:events");
+    assert_string_equal(KEY_LEGACY_EVENTS, "ccsync:events");
+    assert_string_equal(KEY_EVENTS_READY, "ccsync:events:ready");
     assert_string_equal(KEY_DEAD_LETTERS, "ccsync:events:dead");
     assert_string_equal(KEY_ASSOCIATIONS, "ccsync:associations");
     assert_string_equal(KEY_CREDENTIALS, "ccsync:credentials");
