@@ -1116,7 +1116,7 @@ static int start_admin_listener(struct http_server *s, char *err, size_t err_siz
 static struct MHD_Daemon *start_daemon(struct http_server *s)
 {
     const struct config *cfg = s->app->cfg;
-    unsigned int flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL |
+    unsigned int flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL |
                          MHD_USE_NO_LISTEN_SOCKET | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ITC |
                          MHD_USE_ERROR_LOG;
     /* The idle timeout stays 30 s at most; the reaper enforces the whole deadline. */
