@@ -125,6 +125,15 @@ static void finish(struct ingest_job *job, enum ingest_result result)
     job->done(job, job->arg);
 }
 
+/* snprintf(out, size, "%s", s) without the format machinery, which the hot
+ * path paid for several times a webhook. size > 0. */
+static void text_copy(char *out, size_t size, const char *s)
+{
+    size_t n = strnlen(s, size - 1);
+    memcpy(out, s, n);
+    out[n] = '\0';
+}
+
 static bool pipeline_connect(struct ingest *in)
 {
     int64_t now = store_now_ns();
@@ -231,6 +240,23 @@ static bool resp_flush(struct ingest *in)
     return ok;
 }
 
+/* The decimal digits of v, NUL-terminated, into out (at least 21 bytes). */
+static void format_int(long long v, char *out)
+{
+    char rev[24];
+    size_t n = 0, len = 0;
+    unsigned long long u = v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v;
+    do {
+        rev[n++] = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    if (v < 0)
+        out[len++] = '-';
+    while (n)
+        out[len++] = rev[--n];
+    out[len] = '\0';
+}
+
 /* Appends every job's enqueue script to the pipeline (and, in replica mode, one
  * WAIT for the whole batch); false when the batch could not be built whole. */
 static bool append_batch(struct ingest *in, struct ingest_job *jobs)
@@ -239,8 +265,8 @@ static bool append_batch(struct ingest *in, struct ingest_job *jobs)
     for (struct ingest_job *j = jobs; j; j = j->next) {
         char ts[32], ttl[16];
         struct key dedup = key_dedup(j->association_id, j->webhook_id);
-        snprintf(ts, sizeof ts, "%lld", (long long)j->ts_ns);
-        snprintf(ttl, sizeof ttl, "%d", INGEST_DEDUP_TTL_SECONDS);
+        format_int(j->ts_ns, ts);
+        format_int(INGEST_DEDUP_TTL_SECONDS, ttl);
         const char *argv[] = {"EVALSHA",         in->sha,       "2",     dedup.s, KEY_EVENTS, ttl,
                               j->association_id, j->webhook_id, j->type, ts,      j->body};
         size_t lens[11];
@@ -269,7 +295,7 @@ static bool append_batch(struct ingest *in, struct ingest_job *jobs)
 static int job_outcome(struct ingest *in, struct ingest_job *j, redisReply *r)
 {
     if (r->type == REDIS_REPLY_STRING) {
-        snprintf(j->entry_id, sizeof j->entry_id, "%s", r->str);
+        text_copy(j->entry_id, sizeof j->entry_id, r->str);
         return INGEST_QUEUED;
     }
     if (r->type == REDIS_REPLY_NIL)
@@ -499,7 +525,7 @@ static bool cache_lookup(struct ingest *in, const char *association, int64_t max
     pthread_mutex_lock(&in->cache_lock);
     struct secret_entry *e = cache_slot(in, association);
     if (strcmp(e->association, association) == 0 && now - e->fetched_ns < max_age_ns) {
-        snprintf(secret, size, "%s", e->secret);
+        text_copy(secret, size, e->secret);
         found = true;
     }
     pthread_mutex_unlock(&in->cache_lock);
@@ -621,7 +647,8 @@ static void reply_accepted(struct http_request *req, int status, const char *id,
     }
     out[n++] = '{';
     if (id) {
-        n += (size_t)snprintf(out + n, cap - n, "\"id\":\"");
+        memcpy(out + n, "\"id\":\"", 6);
+        n += 6;
         for (const unsigned char *p = (const unsigned char *)id; *p; p++) {
             if (*p == '"' || *p == '\\') {
                 out[n++] = '\\';
@@ -635,7 +662,12 @@ static void reply_accepted(struct http_request *req, int status, const char *id,
         out[n++] = '"';
         out[n++] = ',';
     }
-    n += (size_t)snprintf(out + n, cap - n, "\"status\":\"%s\"}", what);
+    memcpy(out + n, "\"status\":\"", 10);
+    n += 10;
+    memcpy(out + n, what, strlen(what));
+    n += strlen(what);
+    out[n++] = '"';
+    out[n++] = '}';
     http_reply(req, status, "application/json", out, n);
 }
 
@@ -834,9 +866,9 @@ static int submit(struct app *app, struct http_request *req, const char *associa
         return HTTP_DONE;
     }
     w->req = req;
-    snprintf(w->association, sizeof w->association, "%s", association);
-    snprintf(w->webhook_id, sizeof w->webhook_id, "%s", msg_id);
-    snprintf(w->type, sizeof w->type, "%s", event_type_name(ev->type));
+    text_copy(w->association, sizeof w->association, association);
+    text_copy(w->webhook_id, sizeof w->webhook_id, msg_id);
+    text_copy(w->type, sizeof w->type, event_type_name(ev->type));
     w->job.association_id = w->association;
     w->job.webhook_id = w->webhook_id;
     w->job.type = w->type;

@@ -621,14 +621,47 @@ struct field_path {
     char text[128];
 };
 
+/* Appends s to out at *len, cut to fit (as snprintf would). Paths are built
+ * for every field of every event, not only for a message: snprintf was most
+ * of the cost of checking a member. */
+static void path_put(struct field_path *out, size_t *len, const char *s)
+{
+    size_t n = strlen(s), room = sizeof out->text - 1 - *len;
+
+    if (n > room)
+        n = room;
+    memcpy(out->text + *len, s, n);
+    *len += n;
+    out->text[*len] = '\0';
+}
+
 static void path_key(struct field_path *out, const char *parent, const char *key)
 {
-    snprintf(out->text, sizeof out->text, "%s.%s", parent, key);
+    size_t len = 0;
+
+    out->text[0] = '\0';
+    path_put(out, &len, parent);
+    path_put(out, &len, ".");
+    path_put(out, &len, key);
 }
 
 static void path_index(struct field_path *out, const char *parent, const char *key, size_t i)
 {
-    snprintf(out->text, sizeof out->text, "%s.%s[%zu]", parent, key, i);
+    char digits[24], index[28];
+    size_t d = 0, n = 0, len = 0;
+
+    do {
+        digits[d++] = (char)('0' + i % 10);
+        i /= 10;
+    } while (i);
+    index[n++] = '[';
+    while (d)
+        index[n++] = digits[--d];
+    index[n++] = ']';
+    index[n] = '\0';
+    path_key(out, parent, key);
+    len = strlen(out->text);
+    path_put(out, &len, index);
 }
 
 static void invalid(struct webhook_error *err, const char *fmt, ...)
