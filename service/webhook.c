@@ -229,8 +229,9 @@ static EVP_MAC_CTX *hmac_start(const unsigned char *key, size_t key_len, EVP_MAC
         *own = hmac_ctx_new();
         return *own != NULL && EVP_MAC_init(*own, key, key_len, NULL) == 1 ? *own : NULL;
     }
-    if (c->keyed && c->key_len == key_len && CRYPTO_memcmp(c->key, key, key_len) == 0)
-        return EVP_MAC_init(c->ctx, NULL, 0, NULL) == 1 ? c->ctx : NULL;
+    if (c->keyed && c->key_len == key_len && CRYPTO_memcmp(c->key, key, key_len) == 0 &&
+        EVP_MAC_init(c->ctx, NULL, 0, NULL) == 1)
+        return c->ctx;
     c->keyed = false;
     if (key_len > sizeof c->key || EVP_MAC_init(c->ctx, key, key_len, NULL) != 1)
         return NULL;
