@@ -86,6 +86,17 @@ struct bucket {
     int64_t at_ns;
 };
 
+/* ---- a batch's commands in the Redis protocol ---- */
+
+/* Built here and handed to hiredis in one piece: hiredis' own formatting (an
+ * sds grown argument by argument, each length printed by a format string) cost
+ * the pipeline thread more than the rest of its work for a webhook. */
+struct resp_buf {
+    char *s;
+    size_t len, cap;
+    bool failed; /* out of memory: the batch cannot be sent */
+};
+
 struct ingest {
     struct redis_target target;
     pthread_mutex_t lock; /* guards head, tail, stopping, stopped */
@@ -103,8 +114,9 @@ struct ingest {
     redisContext *ctx;
     char sha[41];
     int64_t last_connect_failure_ns;
-    int replica_wait_ms; /* replica mode: WAIT 1 this long after each batch; 0 off */
-    int ready_appended;  /* the batch's ZADD of KEY_EVENTS_READY is in the pipeline */
+    int replica_wait_ms;  /* replica mode: WAIT 1 this long after each batch; 0 off */
+    int ready_appended;   /* the batch's ZADD of KEY_EVENTS_READY is in the pipeline */
+    struct resp_buf resp; /* the batch being built */
     /* webhook secrets, read by every HTTP thread */
     pthread_mutex_t cache_lock; /* guards cache and misses */
     struct secret_entry cache[SECRET_CACHE_SLOTS];
@@ -119,6 +131,15 @@ static void finish(struct ingest_job *job, enum ingest_result result)
 {
     job->result = result;
     job->done(job, job->arg);
+}
+
+/* snprintf(out, size, "%s", s) without the format machinery, which the hot
+ * path paid for several times a webhook. size > 0. */
+static void text_copy(char *out, size_t size, const char *s)
+{
+    size_t n = strnlen(s, size - 1);
+    memcpy(out, s, n);
+    out[n] = '\0';
 }
 
 static bool pipeline_connect(struct ingest *in)
@@ -172,32 +193,128 @@ static int append_ready(struct ingest *in, struct ingest_job *jobs, size_t n)
     return appended;
 }
 
+/* A buffer this large is not kept for the next batch. */
+#define RESP_KEEP_MAX (1024 * 1024)
+/* A body this large goes to hiredis as it is rather than through the buffer. */
+#define RESP_COPY_MAX (64 * 1024)
+
+static bool resp_reserve(struct resp_buf *b, size_t n)
+{
+    if (b->failed)
+        return false;
+    if (b->len + n <= b->cap)
+        return true;
+    size_t cap = b->cap ? b->cap : 16384;
+    while (cap < b->len + n)
+        cap *= 2;
+    char *grown = realloc(b->s, cap);
+    if (!grown) {
+        b->failed = true;
+        return false;
+    }
+    b->s = grown;
+    b->cap = cap;
+    return true;
+}
+
+/* "*N\r\n" (kind '*') or "$N\r\n" (kind '$'). */
+static void resp_header(struct resp_buf *b, char kind, size_t n)
+{
+    char digits[24];
+    size_t d = 0;
+    do {
+        digits[d++] = (char)('0' + n % 10);
+        n /= 10;
+    } while (n);
+    if (!resp_reserve(b, d + 3))
+        return;
+    b->s[b->len++] = kind;
+    while (d)
+        b->s[b->len++] = digits[--d];
+    b->s[b->len++] = '\r';
+    b->s[b->len++] = '\n';
+}
+
+static void resp_command(struct resp_buf *b, int argc, const char **argv, const size_t *lens)
+{
+    resp_header(b, '*', (size_t)argc);
+    for (int i = 0; i < argc; i++) {
+        resp_header(b, '$', lens[i]);
+        if (!resp_reserve(b, lens[i] + 2))
+            return;
+        memcpy(b->s + b->len, argv[i], lens[i]);
+        b->len += lens[i];
+        b->s[b->len++] = '\r';
+        b->s[b->len++] = '\n';
+    }
+}
+
+/* Hands the batch to hiredis' output buffer; false when it could not be built. */
+static bool resp_flush(struct ingest *in)
+{
+    struct resp_buf *b = &in->resp;
+    bool ok = !b->failed &&
+              (b->len == 0 || redisAppendFormattedCommand(in->ctx, b->s, b->len) == REDIS_OK);
+    b->len = 0;
+    b->failed = false;
+    if (b->cap > RESP_KEEP_MAX) {
+        free(b->s);
+        *b = (struct resp_buf){0};
+    }
+    return ok;
+}
+
+/* The decimal digits of v, NUL-terminated, into out (at least 21 bytes). */
+static void format_int(long long v, char *out)
+{
+    char rev[24];
+    size_t n = 0, len = 0;
+    unsigned long long u = v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v;
+    do {
+        rev[n++] = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    if (v < 0)
+        out[len++] = '-';
+    while (n)
+        out[len++] = rev[--n];
+    out[len] = '\0';
+}
+
 /* Appends every job's enqueue script to the pipeline, the ZADD of their
  * associations (in->ready_appended) and, in replica mode, one WAIT for the
- * whole batch. */
-static void append_batch(struct ingest *in, struct ingest_job *jobs)
+ * whole batch; false when the batch could not be built whole. */
+static bool append_batch(struct ingest *in, struct ingest_job *jobs)
 {
     size_t n = 0;
+    in->ready_appended = 0;
     for (struct ingest_job *j = jobs; j; j = j->next) {
         char ts[32], ttl[16];
         struct key dedup = key_dedup(j->association_id, j->webhook_id);
         struct key stream = key_events(j->association_id);
-        snprintf(ts, sizeof ts, "%lld", (long long)j->ts_ns);
-        snprintf(ttl, sizeof ttl, "%d", INGEST_DEDUP_TTL_SECONDS);
+        format_int(j->ts_ns, ts);
+        format_int(INGEST_DEDUP_TTL_SECONDS, ttl);
         const char *argv[] = {"EVALSHA",         in->sha,       "2",     dedup.s, stream.s, ttl,
                               j->association_id, j->webhook_id, j->type, ts,      j->body};
         size_t lens[11];
         for (int i = 0; i < 11; i++)
             lens[i] = strlen(argv[i]);
         lens[10] = j->body_len;
-        redisAppendCommandArgv(in->ctx, 11, argv, lens);
+        if (j->body_len < RESP_COPY_MAX) {
+            resp_command(&in->resp, 11, argv, lens);
+        } else if (!resp_flush(in) || redisAppendCommandArgv(in->ctx, 11, argv, lens) != REDIS_OK) {
+            return false; /* a large body is copied once, by hiredis */
+        }
         n++;
     }
-    in->ready_appended = append_ready(in, jobs, n);
+    if (!resp_flush(in))
+        return false;
+    in->ready_appended = append_ready(in, jobs, n); /* after the scripts it announces */
     if (in->replica_wait_ms > 0)
         redisAppendCommand(in->ctx, "WAIT 1 %d", in->replica_wait_ms);
     metrics_inc("ccsync_ingest_batches_total", "");
     metrics_add("ccsync_ingest_jobs_total", "", (double)n);
+    return true;
 }
 
 /* What one job's reply says; NOSCRIPT is INGEST_RETRY_SCRIPT. */
@@ -206,7 +323,7 @@ static void append_batch(struct ingest *in, struct ingest_job *jobs)
 static int job_outcome(struct ingest *in, struct ingest_job *j, redisReply *r)
 {
     if (r->type == REDIS_REPLY_STRING) {
-        snprintf(j->entry_id, sizeof j->entry_id, "%s", r->str);
+        text_copy(j->entry_id, sizeof j->entry_id, r->str);
         return INGEST_QUEUED;
     }
     if (r->type == REDIS_REPLY_NIL)
@@ -274,7 +391,15 @@ static struct ingest_job *send_batch(struct ingest *in, struct ingest_job *jobs)
         }
         return NULL;
     }
-    append_batch(in, jobs);
+    if (!append_batch(in, jobs)) {
+        /* Part of the batch may be in hiredis' buffer: never sent, with its connection. */
+        drop_connection(in, "out of memory building a batch");
+        for (struct ingest_job *next; jobs; jobs = next) {
+            next = jobs->next;
+            finish(jobs, INGEST_UNAVAILABLE);
+        }
+        return NULL;
+    }
     for (struct ingest_job *j = jobs, *next; j; j = next) {
         next = j->next;
         j->next = NULL;
@@ -344,6 +469,7 @@ static void *pipeline_main(void *arg)
     }
     if (in->ctx)
         redisFree(in->ctx);
+    free(in->resp.s);
     return NULL;
 }
 
@@ -450,7 +576,7 @@ static bool cache_lookup(struct ingest *in, const char *association, int64_t max
     pthread_mutex_lock(&in->cache_lock);
     struct secret_entry *e = cache_slot(in, association);
     if (strcmp(e->association, association) == 0 && now - e->fetched_ns < max_age_ns) {
-        snprintf(secret, size, "%s", e->secret);
+        text_copy(secret, size, e->secret);
         found = true;
     }
     pthread_mutex_unlock(&in->cache_lock);
@@ -556,13 +682,44 @@ static void count(const char *outcome)
     metrics_inc("ccsync_webhooks_total", labels);
 }
 
+/* count() for an outcome spelled here: no label to format on the hot path. */
+#define COUNT_LITERAL(outcome) metrics_inc("ccsync_webhooks_total", "outcome=\"" outcome "\"")
+
+/* {"id":...,"status":...}, the bytes json-c would write, written directly: on
+ * the hot path json-c's object, hash table and copies cost more than the rest
+ * of the answer. id is a checked webhook-id or NULL; what is a plain word. */
 static void reply_accepted(struct http_request *req, int status, const char *id, const char *what)
 {
-    json_object *o = json_object_new_object();
-    if (id)
-        json_object_object_add(o, "id", json_object_new_string(id));
-    json_object_object_add(o, "status", json_object_new_string(what));
-    http_reply_json(req, status, o);
+    size_t cap = 64 + strlen(what) + (id ? 6 * strlen(id) : 0), n = 0;
+    char *out = malloc(cap);
+    if (!out) {
+        http_reply(req, 500, "application/json", NULL, 0);
+        return;
+    }
+    out[n++] = '{';
+    if (id) {
+        memcpy(out + n, "\"id\":\"", 6);
+        n += 6;
+        for (const unsigned char *p = (const unsigned char *)id; *p; p++) {
+            if (*p == '"' || *p == '\\') {
+                out[n++] = '\\';
+                out[n++] = (char)*p;
+            } else if (*p < 0x20) {
+                n += (size_t)snprintf(out + n, cap - n, "\\u%04x", *p);
+            } else {
+                out[n++] = (char)*p;
+            }
+        }
+        out[n++] = '"';
+        out[n++] = ',';
+    }
+    memcpy(out + n, "\"status\":\"", 10);
+    n += 10;
+    memcpy(out + n, what, strlen(what));
+    n += strlen(what);
+    out[n++] = '"';
+    out[n++] = '}';
+    http_reply(req, status, "application/json", out, n);
 }
 
 static void reply_unavailable(struct http_request *req)
@@ -579,11 +736,11 @@ static void on_enqueued(struct ingest_job *job, void *arg)
     struct http_request *req = w->req;
     switch (job->result) {
     case INGEST_QUEUED:
-        count("queued");
+        COUNT_LITERAL("queued");
         reply_accepted(req, 202, w->webhook_id, "queued");
         break;
     case INGEST_DUPLICATE:
-        count("duplicate");
+        COUNT_LITERAL("duplicate");
         reply_accepted(req, 200, w->webhook_id, "duplicate");
         break;
     default:
@@ -760,9 +917,9 @@ static int submit(struct app *app, struct http_request *req, const char *associa
         return HTTP_DONE;
     }
     w->req = req;
-    snprintf(w->association, sizeof w->association, "%s", association);
-    snprintf(w->webhook_id, sizeof w->webhook_id, "%s", msg_id);
-    snprintf(w->type, sizeof w->type, "%s", event_type_name(ev->type));
+    text_copy(w->association, sizeof w->association, association);
+    text_copy(w->webhook_id, sizeof w->webhook_id, msg_id);
+    text_copy(w->type, sizeof w->type, event_type_name(ev->type));
     w->job.association_id = w->association;
     w->job.webhook_id = w->webhook_id;
     w->job.type = w->type;

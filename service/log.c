@@ -151,23 +151,73 @@ static void puts_(struct line *l, const char *s)
     put(l, s, strlen(s));
 }
 
+/* Runs of characters that need no escape are copied at once: a request's line
+ * is written on the webhook path. */
 static void put_json_string(struct line *l, const char *s)
 {
     put(l, "\"", 1);
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+    const unsigned char *run = (const unsigned char *)s, *p = run;
+    for (; *p; p++) {
+        if (*p != '"' && *p != '\\' && *p >= 0x20)
+            continue;
+        put(l, (const char *)run, (size_t)(p - run));
         char esc[8];
         if (*p == '"' || *p == '\\') {
             esc[0] = '\\';
             esc[1] = (char)*p;
             put(l, esc, 2);
-        } else if (*p < 0x20) {
+        } else {
             snprintf(esc, sizeof esc, "\\u%04x", *p);
             put(l, esc, 6);
-        } else {
-            put(l, (const char *)p, 1);
         }
+        run = p + 1;
     }
+    put(l, (const char *)run, (size_t)(p - run));
     put(l, "\"", 1);
+}
+
+/* The decimal digits of v into out (at least 21 bytes); their count. */
+static size_t format_int(long long v, char *out)
+{
+    char rev[24];
+    size_t n = 0, len = 0;
+    unsigned long long u = v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v;
+    do {
+        rev[n++] = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    if (v < 0)
+        out[len++] = '-';
+    while (n)
+        out[len++] = rev[--n];
+    return len;
+}
+
+/* "YYYY-MM-DDTHH:MM:SS.mmmZ" of now into ts (at least 32 bytes). The part
+ * before the milliseconds is kept for the second it names, per thread:
+ * strftime is the larger part of a line's cost. */
+static void format_now(char ts[32])
+{
+    static _Thread_local time_t cached_sec = -1;
+    static _Thread_local char cached[24];
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    if (now.tv_sec != cached_sec) {
+        struct tm tm;
+        gmtime_r(&now.tv_sec, &tm);
+        if (strftime(cached, sizeof cached, "%Y-%m-%dT%H:%M:%S", &tm) == 0)
+            cached[0] = '\0';
+        cached_sec = now.tv_sec;
+    }
+    size_t n = strlen(cached);
+    long ms = now.tv_nsec / 1000000;
+    memcpy(ts, cached, n);
+    ts[n++] = '.';
+    ts[n++] = (char)('0' + ms / 100);
+    ts[n++] = (char)('0' + ms / 10 % 10);
+    ts[n++] = (char)('0' + ms % 10);
+    ts[n++] = 'Z';
+    ts[n] = '\0';
 }
 
 static void put_text_value(struct line *l, const char *s)
@@ -181,14 +231,10 @@ static void put_text_value(struct line *l, const char *s)
 
 void log_emit(enum log_level level, const char *msg, size_t n, const struct log_kv *kv)
 {
-    struct line l = {.len = 0};
-    char ts[40], num[32];
-    struct timespec now;
-    struct tm tm;
-    clock_gettime(CLOCK_REALTIME, &now);
-    gmtime_r(&now.tv_sec, &tm);
-    size_t tl = strftime(ts, sizeof ts, "%Y-%m-%dT%H:%M:%S", &tm);
-    snprintf(ts + tl, sizeof ts - tl, ".%03ldZ", now.tv_nsec / 1000000);
+    struct line l; /* not zeroed: 8 KiB, written before it is read */
+    l.len = 0;
+    char ts[32], num[32];
+    format_now(ts);
 
     int json = atomic_load(&log_fmt) == LOG_FORMAT_JSON;
     if (json) {
@@ -218,8 +264,7 @@ void log_emit(enum log_level level, const char *msg, size_t n, const struct log_
             puts_(&l, "=");
         }
         if (kv[i].is_num) {
-            snprintf(num, sizeof num, "%lld", kv[i].num);
-            puts_(&l, num);
+            put(&l, num, format_int(kv[i].num, num));
         } else if (json) {
             put_json_string(&l, kv[i].str);
         } else {

@@ -1,9 +1,9 @@
 /*
  * webhook.c - what ccsync accepts from Novi: the Standard Webhooks signature
  * check, the parsing and validation of event envelopes into struct event, and
- * RFC 3339 timestamps. Pure functions over bytes (no I/O, no global state, no
- * locale or time zone), so the HTTP layer, the workers, the tests and the fuzzer
- * all call the same code.
+ * RFC 3339 timestamps. Pure functions over bytes (no I/O, no global state but a
+ * cache of HMAC contexts, no locale or time zone), so the HTTP layer, the
+ * workers, the tests and the fuzzer all call the same code.
  *
  * Limits, chosen so that a hostile body costs bounded work and every accepted
  * value fits where it is stored:
@@ -32,6 +32,8 @@
  */
 #include <inttypes.h>
 #include <limits.h>
+#include <pthread.h>
+#include <stdbool.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -140,6 +142,105 @@ bool webhook_secret_valid(const char *secret)
 
 /* ------------------------------------------------------------- signatures */
 
+/*
+ * OpenSSL 3 looks the HMAC implementation up by name on every EVP_MAC_fetch,
+ * and a new context sets its digest by name again: on the webhook path that
+ * was a good share of a request's CPU. So the implementation is fetched once,
+ * and each thread keeps one context (freed when the thread ends) holding the
+ * key it last used: the next webhook of the same association skips the key
+ * setup too. The one state of this file, and only a cache: every MAC is the
+ * one a fresh context gives.
+ */
+struct hmac_cache {
+    EVP_MAC_CTX *ctx;
+    unsigned char key[WEBHOOK_KEY_MAX];
+    size_t key_len;
+    bool keyed; /* ctx holds key */
+};
+
+static pthread_once_t hmac_once = PTHREAD_ONCE_INIT;
+static EVP_MAC *hmac_impl;
+static pthread_key_t hmac_thread_key;
+static bool hmac_thread_key_made;
+
+static void hmac_cache_free(void *arg)
+{
+    struct hmac_cache *c = arg;
+
+    EVP_MAC_CTX_free(c->ctx);
+    OPENSSL_cleanse(c, sizeof *c);
+    free(c);
+}
+
+static void hmac_setup(void)
+{
+    hmac_impl = EVP_MAC_fetch(NULL, "HMAC", NULL);
+    hmac_thread_key_made = pthread_key_create(&hmac_thread_key, hmac_cache_free) == 0;
+}
+
+/* A new HMAC-SHA256 context without a key, or NULL. */
+static EVP_MAC_CTX *hmac_ctx_new(void)
+{
+    OSSL_PARAM params[2];
+    EVP_MAC_CTX *ctx = EVP_MAC_CTX_new(hmac_impl);
+
+    params[0] = OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, (char *)"SHA256", 0);
+    params[1] = OSSL_PARAM_construct_end();
+    if (ctx != NULL && EVP_MAC_CTX_set_params(ctx, params) != 1) {
+        EVP_MAC_CTX_free(ctx);
+        ctx = NULL;
+    }
+    return ctx;
+}
+
+/* This thread's context, made on first use; NULL when it cannot be kept. */
+static struct hmac_cache *hmac_thread_cache(void)
+{
+    struct hmac_cache *c;
+
+    if (!hmac_thread_key_made)
+        return NULL;
+    c = pthread_getspecific(hmac_thread_key);
+    if (c != NULL)
+        return c;
+    c = calloc(1, sizeof *c);
+    if (c == NULL)
+        return NULL;
+    c->ctx = hmac_ctx_new();
+    if (c->ctx == NULL || pthread_setspecific(hmac_thread_key, c) != 0) {
+        hmac_cache_free(c);
+        return NULL;
+    }
+    return c;
+}
+
+/* Starts a MAC under key: the thread's context (rekeyed only for another key),
+ * or a new one put in *own that the caller frees. NULL on failure. */
+static EVP_MAC_CTX *hmac_start(const unsigned char *key, size_t key_len, EVP_MAC_CTX **own)
+{
+    struct hmac_cache *c;
+
+    *own = NULL;
+    pthread_once(&hmac_once, hmac_setup);
+    if (hmac_impl == NULL)
+        return NULL;
+    c = hmac_thread_cache();
+    if (c == NULL) {
+        *own = hmac_ctx_new();
+        return *own != NULL && EVP_MAC_init(*own, key, key_len, NULL) == 1 ? *own : NULL;
+    }
+    if (c->keyed && c->key_len == key_len && CRYPTO_memcmp(c->key, key, key_len) == 0 &&
+        EVP_MAC_init(c->ctx, NULL, 0, NULL) == 1)
+        return c->ctx;
+    c->keyed = false;
+    if (key_len > sizeof c->key || EVP_MAC_init(c->ctx, key, key_len, NULL) != 1)
+        return NULL;
+    memcpy(c->key, key, key_len);
+    c->key_len = key_len;
+    c->keyed = true;
+    return c->ctx;
+}
+
 /* HMAC-SHA256 over "{id}.{timestamp}.{body}", fed in pieces so that the body
  * is never copied; body NULL stands for body_len zero bytes (webhook_verify_unknown). */
 static int signature_compute(const unsigned char *key, size_t key_len, const char *msg_id,
@@ -147,20 +248,12 @@ static int signature_compute(const unsigned char *key, size_t key_len, const cha
                              unsigned char mac[HMAC_SHA256_LEN])
 {
     static const unsigned char zeros[4096];
-    EVP_MAC *hmac = EVP_MAC_fetch(NULL, "HMAC", NULL);
-    EVP_MAC_CTX *ctx = NULL;
-    OSSL_PARAM params[2];
+    EVP_MAC_CTX *own;
+    EVP_MAC_CTX *ctx = hmac_start(key, key_len, &own);
     size_t mac_len = 0;
     int rc = -1;
 
-    if (hmac == NULL)
-        goto done;
-    ctx = EVP_MAC_CTX_new(hmac);
     if (ctx == NULL)
-        goto done;
-    params[0] = OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, (char *)"SHA256", 0);
-    params[1] = OSSL_PARAM_construct_end();
-    if (EVP_MAC_init(ctx, key, key_len, params) != 1)
         goto done;
     if (EVP_MAC_update(ctx, (const unsigned char *)msg_id, strlen(msg_id)) != 1 ||
         EVP_MAC_update(ctx, (const unsigned char *)".", 1) != 1 ||
@@ -179,8 +272,7 @@ static int signature_compute(const unsigned char *key, size_t key_len, const cha
         goto done;
     rc = 0;
 done:
-    EVP_MAC_CTX_free(ctx);
-    EVP_MAC_free(hmac);
+    EVP_MAC_CTX_free(own);
     return rc;
 }
 
@@ -530,14 +622,47 @@ struct field_path {
     char text[128];
 };
 
+/* Appends s to out at *len, cut to fit (as snprintf would). Paths are built
+ * for every field of every event, not only for a message: snprintf was most
+ * of the cost of checking a member. */
+static void path_put(struct field_path *out, size_t *len, const char *s)
+{
+    size_t n = strlen(s), room = sizeof out->text - 1 - *len;
+
+    if (n > room)
+        n = room;
+    memcpy(out->text + *len, s, n);
+    *len += n;
+    out->text[*len] = '\0';
+}
+
 static void path_key(struct field_path *out, const char *parent, const char *key)
 {
-    snprintf(out->text, sizeof out->text, "%s.%s", parent, key);
+    size_t len = 0;
+
+    out->text[0] = '\0';
+    path_put(out, &len, parent);
+    path_put(out, &len, ".");
+    path_put(out, &len, key);
 }
 
 static void path_index(struct field_path *out, const char *parent, const char *key, size_t i)
 {
-    snprintf(out->text, sizeof out->text, "%s.%s[%zu]", parent, key, i);
+    char digits[24], index[28];
+    size_t d = 0, n = 0, len = 0;
+
+    do {
+        digits[d++] = (char)('0' + i % 10);
+        i /= 10;
+    } while (i);
+    index[n++] = '[';
+    while (d)
+        index[n++] = digits[--d];
+    index[n++] = ']';
+    index[n] = '\0';
+    path_key(out, parent, key);
+    len = strlen(out->text);
+    path_put(out, &len, index);
 }
 
 static void invalid(struct webhook_error *err, const char *fmt, ...)

@@ -138,11 +138,14 @@ start_ccsyncd() { # name [workers] [durability]
     # are not synced, so the worker only folds facts (it does consume the stream
     # while wrk runs, as it would in production: that CPU is in the figures).
     # Logs as deployed: JSON, level info (one line per request), to a file.
+    # Every request is the one association "bench": its allowance (CCSYNC_INGEST_RATE,
+    # _BURST; still checked per request) is raised past what a run sends.
     HTTP_PORT=$(free_port)
     local env=("CCSYNC_LISTEN=127.0.0.1:$HTTP_PORT" "CCSYNC_REDIS_URL=redis://127.0.0.1:$REDIS_PORT/0"
         "CCSYNC_ADMIN_TOKEN=$ADMIN" CCSYNC_ALLOW_PLAINTEXT_SECRETS=1 "CCSYNC_WORKERS=${2:-1}" CCSYNC_CC_API_URL=http://127.0.0.1:9/v3
         CCSYNC_CC_TOKEN_URL=http://127.0.0.1:9/token CCSYNC_ASSOCIATION_ID=bench
-        "CCSYNC_WEBHOOK_SECRET=$SECRET" "CCSYNC_DURABILITY=${3:-everysec}")
+        "CCSYNC_WEBHOOK_SECRET=$SECRET" "CCSYNC_DURABILITY=${3:-everysec}"
+        CCSYNC_INGEST_RATE=1000000 CCSYNC_INGEST_BURST=100000000)
     CMDS+=("env ${env[*]} $BUILD/ccsyncd > $OUT/ccsyncd-$1.log")
     env "${env[@]}" "$BUILD/ccsyncd" >"$OUT/ccsyncd-$1.log" 2>&1 &
     CCSYNCD_PID=$!

@@ -301,6 +301,29 @@ static void test_secret_with_padding_uses_only_the_decoded_bytes(void **state)
                    &err, 401, "invalid_signature", NULL);
 }
 
+/* A thread keeps its HMAC context and the key it last used: signatures under
+ * two secrets, checked in turn, each hold under their own secret only. */
+static void test_signatures_under_secrets_in_turn_hold_only_under_their_own(void **state)
+{
+    struct webhook_error err;
+    const char *body = "{\"a\":1}";
+
+    (void)state;
+    for (int round = 0; round < 3; round++) {
+        assert_int_equal(
+            verify_spec(SPEC_SECRET, SPEC_ID, SPEC_TS_TEXT, SPEC_SIG, SPEC_BODY, SPEC_TS, &err), 0);
+        assert_refused(
+            verify_spec(LONG_SECRET, SPEC_ID, SPEC_TS_TEXT, SPEC_SIG, SPEC_BODY, SPEC_TS, &err),
+            &err, 401, "invalid_signature", NULL);
+        assert_int_equal(verify_spec(LONG_SECRET, "msg_1", "1700000000", LONG_SECRET_SIG, body,
+                                     1700000000, &err),
+                         0);
+        assert_refused(verify_spec(SPEC_SECRET, "msg_1", "1700000000", LONG_SECRET_SIG, body,
+                                   1700000000, &err),
+                       &err, 401, "invalid_signature", NULL);
+    }
+}
+
 static void test_secret_key_length_is_limited_to_128_bytes(void **state)
 {
     char secret[256];
@@ -1314,6 +1337,7 @@ int main(void)
         cmocka_unit_test(test_signature_accepts_one_valid_entry_among_bad_ones),
         cmocka_unit_test(test_signature_ignores_other_versions_and_malformed_entries),
         cmocka_unit_test(test_signature_rejects_wrong_secret),
+        cmocka_unit_test(test_signatures_under_secrets_in_turn_hold_only_under_their_own),
         cmocka_unit_test(test_signature_rejects_tampered_body_id_or_timestamp),
         cmocka_unit_test(test_signature_covers_the_body_by_length_not_by_nul),
         cmocka_unit_test(test_signature_rejects_each_missing_header),
