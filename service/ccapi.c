@@ -11,6 +11,7 @@
 
 #include <curl/curl.h>
 #include <json-c/json.h>
+#include <limits.h>
 
 #include <ctype.h>
 #include <stdarg.h>
@@ -120,7 +121,7 @@ static const char *json_get_string(struct json_object *o, const char *key)
 }
 
 /* An integer member (a number written as 75.0 counts), or -1 when it is
- * absent or not a number. */
+ * absent, not a number, or a number no long holds (the cast would be undefined). */
 static long json_get_long(struct json_object *o, const char *key)
 {
     struct json_object *v;
@@ -130,8 +131,12 @@ static long json_get_long(struct json_object *o, const char *key)
         return -1;
     if (json_object_is_type(v, json_type_int))
         return (long)json_object_get_int64(v);
-    if (json_object_is_type(v, json_type_double))
-        return (long)json_object_get_double(v);
+    if (json_object_is_type(v, json_type_double)) {
+        double d = json_object_get_double(v);
+        /* LONG_MIN <= d < -LONG_MIN: both bounds are exact doubles (powers of
+         * two), unlike LONG_MAX; NaN fails both */
+        return d >= (double)LONG_MIN && d < -(double)LONG_MIN ? (long)d : -1;
+    }
     return -1;
 }
 
