@@ -3,6 +3,7 @@
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <signal.h>
 #include <stdio.h>
@@ -19,6 +20,29 @@
 #include "ccsync/store.h"
 #include "testsupport.h"
 
+/* Whether the Redis at *port answers INFO with needle in section. */
+static bool info_says(int port, const char *command, const char *needle)
+{
+    redisContext *c = redisConnect("127.0.0.1", port);
+    redisReply *r = c && !c->err ? redisCommand(c, command) : NULL;
+    bool yes = r && r->type == REDIS_REPLY_STRING && strstr(r->str, needle);
+    freeReplyObject(r);
+    redisFree(c);
+    return yes;
+}
+
+static bool replica_in_sync(void *arg)
+{
+    return info_says(*(int *)arg, "INFO replication", "master_link_status:up");
+}
+
+/* The Sentinel learned the replica from the primary's INFO (every 10 s at
+ * first): only a replica it knows can be promoted. */
+static bool sentinel_knows_a_replica(void *arg)
+{
+    return info_says(*(int *)arg, "INFO sentinel", "slaves=1");
+}
+
 static void test_primary_found_and_found_again_after_failover(void **state)
 {
     (void)state;
@@ -32,6 +56,10 @@ static void test_primary_found_and_found_again_after_failover(void **state)
     pid_t replica = ts_redis_start_in(p2, dir, replica_args);
     pid_t sentinel = ts_sentinel_start(ps, p1, dir);
     assert_true(primary > 0 && replica > 0 && sentinel > 0);
+    /* On a loaded machine the replica may still be syncing, or unknown to the
+     * Sentinel, when the primary dies: then no failover can follow. */
+    assert_true(ts_wait_for(replica_in_sync, &p2, 20000, 50));
+    assert_true(ts_wait_for(sentinel_knows_a_replica, &ps, 30000, 100));
 
     struct sentinel_set set;
     char list[128], err[256], host[256];
