@@ -264,23 +264,6 @@ static bool resp_flush(struct ingest *in)
     return ok;
 }
 
-/* The decimal digits of v, NUL-terminated, into out (at least 21 bytes). */
-static void format_int(long long v, char *out)
-{
-    char rev[24];
-    size_t n = 0, len = 0;
-    unsigned long long u = v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v;
-    do {
-        rev[n++] = (char)('0' + u % 10);
-        u /= 10;
-    } while (u);
-    if (v < 0)
-        out[len++] = '-';
-    while (n)
-        out[len++] = rev[--n];
-    out[len] = '\0';
-}
-
 /* Appends every job's enqueue script to the pipeline, the ZADD of their
  * associations (in->ready_appended) and, in replica mode, one WAIT for the
  * whole batch; false when the batch could not be built whole. */
@@ -292,8 +275,8 @@ static bool append_batch(struct ingest *in, struct ingest_job *jobs)
         char ts[32], ttl[16];
         struct key dedup = key_dedup(j->association_id, j->webhook_id);
         struct key stream = key_events(j->association_id);
-        format_int(j->ts_ns, ts);
-        format_int(INGEST_DEDUP_TTL_SECONDS, ttl);
+        log_int_text(j->ts_ns, ts);
+        log_int_text(INGEST_DEDUP_TTL_SECONDS, ttl);
         const char *argv[] = {"EVALSHA",         in->sha,       "2",     dedup.s, stream.s, ttl,
                               j->association_id, j->webhook_id, j->type, ts,      j->body};
         size_t lens[11];

@@ -176,8 +176,7 @@ static void put_json_string(struct line *l, const char *s)
     put(l, "\"", 1);
 }
 
-/* The decimal digits of v into out (at least 21 bytes); their count. */
-static size_t format_int(long long v, char *out)
+size_t log_int_text(long long v, char *out)
 {
     char rev[24];
     size_t n = 0, len = 0;
@@ -190,6 +189,7 @@ static size_t format_int(long long v, char *out)
         out[len++] = '-';
     while (n)
         out[len++] = rev[--n];
+    out[len] = '\0';
     return len;
 }
 
@@ -264,7 +264,7 @@ void log_emit(enum log_level level, const char *msg, size_t n, const struct log_
             puts_(&l, "=");
         }
         if (kv[i].is_num) {
-            put(&l, num, format_int(kv[i].num, num));
+            put(&l, num, log_int_text(kv[i].num, num));
         } else if (json) {
             put_json_string(&l, kv[i].str);
         } else {

@@ -31,6 +31,10 @@ void log_stop_writer(void);
 int log_enabled(enum log_level level);
 void log_emit(enum log_level level, const char *msg, size_t n, const struct log_kv *kv);
 
+/* The decimal digits of v, NUL-terminated, into out (at least 21 bytes); their
+ * count. Without printf: the log line and ingest's hot path use it. */
+size_t log_int_text(long long v, char *out);
+
 #define LOG_AT_(lvl, msg, ...)                                                                     \
     do {                                                                                           \
         if (log_enabled(lvl)) {                                                                    \

@@ -850,6 +850,27 @@ static long chapters_in_cc(const char *chapter)
     return n;
 }
 
+/* groups groups PREFIX0.. of BURST_GROUP_SIZE members each, sent and synced
+ * (dies otherwise); w[g] wants them, with room for extra more emails. */
+static void synced_groups(const char *scenario, const char *prefix, int groups, int extra,
+                          struct want *w, char (*names)[32])
+{
+    for (int g = 0; g < groups; g++) {
+        snprintf(names[g], sizeof names[g], "%s%d", prefix, g);
+        w[g].group = names[g];
+        w[g].n = BURST_GROUP_SIZE;
+        w[g].emails = calloc((size_t)(BURST_GROUP_SIZE + extra), sizeof *w[g].emails);
+        for (int i = 0; i < BURST_GROUP_SIZE; i++) {
+            char e[128];
+            member_email(e, sizeof e, names[g], i);
+            w[g].emails[i] = strdup(e);
+        }
+        send_group(names[g], BURST_GROUP_SIZE);
+    }
+    if (wait_converged(w, groups, now_s(), S.timeout_s) < 0)
+        die("%s: the set-up did not converge (logs in %s)", scenario, S.log_dir);
+}
+
 /* G synced groups of 100 members with 2 mapped fields; then N members change their
  * Chapter (staying in their group), N/G in each group. */
 static void scenario_fields(long n, int groups)
@@ -864,20 +885,7 @@ static void scenario_fields(long n, int groups)
     stack_start(tag);
     struct want w[64];
     char names[64][32];
-    for (int g = 0; g < groups; g++) {
-        snprintf(names[g], sizeof names[g], "fields%d", g);
-        w[g].group = names[g];
-        w[g].n = BURST_GROUP_SIZE;
-        w[g].emails = malloc(BURST_GROUP_SIZE * sizeof *w[g].emails);
-        for (int i = 0; i < BURST_GROUP_SIZE; i++) {
-            char e[128];
-            member_email(e, sizeof e, names[g], i);
-            w[g].emails[i] = strdup(e);
-        }
-        send_group(names[g], BURST_GROUP_SIZE);
-    }
-    if (wait_converged(w, groups, now_s(), S.timeout_s) < 0)
-        die("%s: the set-up did not converge (logs in %s)", scenario, S.log_dir);
+    synced_groups(scenario, "fields", groups, 0, w, names);
     struct counters c0 = read_counters_quiet();
     S.chapter = "South";
     char **types = calloc((size_t)n, sizeof *types), **datas = calloc((size_t)n, sizeof *datas);
@@ -955,20 +963,7 @@ static void scenario_waves(int waves, int groups, long limit)
     stack_start(tag);
     struct want w[64];
     char names[64][32];
-    for (int g = 0; g < groups; g++) {
-        snprintf(names[g], sizeof names[g], "waves%d", g);
-        w[g].group = names[g];
-        w[g].n = BURST_GROUP_SIZE;
-        w[g].emails = calloc((size_t)(BURST_GROUP_SIZE + waves), sizeof *w[g].emails);
-        for (int i = 0; i < BURST_GROUP_SIZE; i++) {
-            char e[128];
-            member_email(e, sizeof e, names[g], i);
-            w[g].emails[i] = strdup(e);
-        }
-        send_group(names[g], BURST_GROUP_SIZE);
-    }
-    if (wait_converged(w, groups, now_s(), S.timeout_s) < 0)
-        die("%s: the set-up did not converge (logs in %s)", scenario, S.log_dir);
+    synced_groups(scenario, "waves", groups, waves, w, names);
     struct counters c0 = read_counters_quiet();
     double t0 = now_s();
     for (int k = 0; k < waves; k++) {
