@@ -43,6 +43,37 @@ static bool sentinel_knows_a_replica(void *arg)
     return info_says(*(int *)arg, "INFO sentinel", "slaves=1");
 }
 
+/* The servers a test started and has not stopped: its teardown stops them, so
+ * a failed assertion leaves none running. */
+static pid_t running[8];
+
+static pid_t started(pid_t pid)
+{
+    for (size_t i = 0; pid > 0 && i < sizeof running / sizeof running[0]; i++)
+        if (running[i] == 0) {
+            running[i] = pid;
+            break;
+        }
+    return pid;
+}
+
+static void stop(pid_t pid, int sig)
+{
+    for (size_t i = 0; i < sizeof running / sizeof running[0]; i++)
+        if (running[i] == pid)
+            running[i] = 0;
+    ts_kill(pid, sig);
+}
+
+static int stop_all(void **state)
+{
+    (void)state;
+    for (size_t i = 0; i < sizeof running / sizeof running[0]; i++)
+        if (running[i] > 0)
+            stop(running[i], SIGKILL);
+    return 0;
+}
+
 static void test_primary_found_and_found_again_after_failover(void **state)
 {
     (void)state;
@@ -51,10 +82,10 @@ static void test_primary_found_and_found_again_after_failover(void **state)
     int p1 = ts_free_port(), p2 = ts_free_port(), ps = ts_free_port(), dead = ts_free_port();
     char p1_s[16];
     snprintf(p1_s, sizeof p1_s, "%d", p1);
-    pid_t primary = ts_redis_start_in(p1, dir, NULL);
+    pid_t primary = started(ts_redis_start_in(p1, dir, NULL));
     char *replica_args[] = {"--replicaof", "127.0.0.1", p1_s, NULL};
-    pid_t replica = ts_redis_start_in(p2, dir, replica_args);
-    pid_t sentinel = ts_sentinel_start(ps, p1, dir);
+    pid_t replica = started(ts_redis_start_in(p2, dir, replica_args));
+    pid_t sentinel = started(ts_sentinel_start(ps, p1, dir));
     assert_true(primary > 0 && replica > 0 && sentinel > 0);
     /* On a loaded machine the replica may still be syncing, or unknown to the
      * Sentinel, when the primary dies: then no failover can follow. */
@@ -73,7 +104,7 @@ static void test_primary_found_and_found_again_after_failover(void **state)
     assert_string_equal(host, "127.0.0.1");
     assert_int_equal(port, p1);
 
-    ts_kill(primary, SIGKILL); /* the primary dies: the Sentinel promotes the replica */
+    stop(primary, SIGKILL); /* the primary dies: the Sentinel promotes the replica */
     int found = -1;
     for (int i = 0; i < 300 && found != 0; i++) {
         ts_sleep_ms(100);
@@ -89,8 +120,8 @@ static void test_primary_found_and_found_again_after_failover(void **state)
     assert_int_equal(
         sentinel_find_primary(&set, "", "", 500, host, sizeof host, &port, err, sizeof err), -1);
     assert_non_null(strstr(err, "no Sentinel of 2 knows the primary \"other\""));
-    ts_kill(sentinel, SIGTERM);
-    ts_kill(replica, SIGTERM);
+    stop(sentinel, SIGTERM);
+    stop(replica, SIGTERM);
     char rm[300];
     snprintf(rm, sizeof rm, "rm -rf %s", dir);
     assert_int_equal(system(rm), 0);
@@ -111,7 +142,7 @@ static void test_persistence_settings_read_from_redis(void **state)
     assert_non_null(mkdtemp(dir));
     int port = ts_free_port();
     char *aof[] = {"--appendonly", "yes", "--appendfsync", "always", NULL};
-    pid_t pid = ts_redis_start_in(port, dir, aof);
+    pid_t pid = started(ts_redis_start_in(port, dir, aof));
     assert_true(pid > 0);
     struct redis_persistence p;
     read_settings(port, &p);
@@ -120,23 +151,23 @@ static void test_persistence_settings_read_from_redis(void **state)
     assert_string_equal(p.fsync, "always");
     assert_string_equal(p.eviction, "noeviction");
     assert_int_equal(p.replicas, 0);
-    ts_kill(pid, SIGTERM);
+    stop(pid, SIGTERM);
 
     port = ts_free_port();
     char *lru[] = {"--appendonly", "no", "--maxmemory-policy", "allkeys-lru", NULL};
-    pid = ts_redis_start_in(port, NULL, lru);
+    pid = started(ts_redis_start_in(port, NULL, lru));
     read_settings(port, &p);
     assert_false(p.aof);
     assert_string_equal(p.eviction, "allkeys-lru");
     struct durability_report r;
     durability_judge(DURABILITY_EVERYSEC, &p, &r);
     assert_int_equal(r.n_warnings, 2);
-    ts_kill(pid, SIGTERM);
+    stop(pid, SIGTERM);
 
     /* CONFIG renamed away, as managed services do: INFO still tells AOF and policy */
     port = ts_free_port();
     char *renamed[] = {"--appendonly", "no", "--rename-command", "CONFIG", "", NULL};
-    pid = ts_redis_start_in(port, NULL, renamed);
+    pid = started(ts_redis_start_in(port, NULL, renamed));
     read_settings(port, &p);
     assert_true(p.known);
     assert_false(p.aof);
@@ -144,7 +175,7 @@ static void test_persistence_settings_read_from_redis(void **state)
     assert_string_equal(p.eviction, "noeviction");
     durability_judge(DURABILITY_ALWAYS, &p, &r);
     assert_true(r.fatal);
-    ts_kill(pid, SIGTERM);
+    stop(pid, SIGTERM);
     char rm[300];
     snprintf(rm, sizeof rm, "rm -rf %s", dir);
     assert_int_equal(system(rm), 0);
@@ -153,8 +184,8 @@ static void test_persistence_settings_read_from_redis(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_primary_found_and_found_again_after_failover),
-        cmocka_unit_test(test_persistence_settings_read_from_redis),
+        cmocka_unit_test_teardown(test_primary_found_and_found_again_after_failover, stop_all),
+        cmocka_unit_test_teardown(test_persistence_settings_read_from_redis, stop_all),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
