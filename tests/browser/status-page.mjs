@@ -210,12 +210,27 @@ async function readTokenChecks(browser, token) {
   await page.browserContext().close();
 }
 
+// The page refreshes its list by itself: a button found just before a refresh is
+// gone from the document when the click comes ("not clickable", thrown before any
+// click is sent). Find it again, a few times.
+async function clickFresh(page, selector) {
+  for (let i = 0; ; i++) {
+    try {
+      await page.click(selector);
+      return;
+    } catch (e) {
+      if (i >= 20 || !/not clickable|detached|No node found/i.test(String(e))) throw e;
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+  }
+}
+
 async function writeTokenChecks(browser, token) {
   const page = await openPage(browser, '#association=' + ASSOC + '&token=' + token);
   await page.waitForFunction(() => document.querySelectorAll('#groups tbody tr').length === 2, { timeout: WAIT_MS });
   const list = await rows(page);
   check('a write token gets a Resync button for each group', list.every((r) => r.resync));
-  await page.click('button[aria-label="Resync Board"]');
+  await clickFresh(page, 'button[aria-label="Resync Board"]');
   await page.waitForFunction(() => document.querySelectorAll('.error-icon').length === 0, { timeout: WAIT_MS });
   await waitFor('board synced again', async () => settled(await group('board')));
   check('Resync clears the error icon and the group syncs a new list', true);
