@@ -640,6 +640,20 @@ static double converge_or_die(const char *scenario, struct want *w, int groups, 
     return secs;
 }
 
+/* Frees a scenario's n events (types, datas) and the emails of its groups' wants. */
+static void free_scenario(char **types, char **datas, long n, struct want *w, int groups)
+{
+    for (long i = 0; i < n; i++)
+        free(datas[i]);
+    free(datas);
+    free(types);
+    for (int g = 0; g < groups; g++) {
+        for (size_t i = 0; i < w[g].n; i++)
+            free((void *)w[g].emails[i]);
+        free(w[g].emails);
+    }
+}
+
 /* The scenario's row and breakdown: the requests since c0 (freed here). */
 static void report_row(const char *scenario, long n, double secs, struct counters *c0)
 {
@@ -738,15 +752,7 @@ static void scenario_burst(long n, int groups)
              "  (the %ld webhooks were sent in %.2f s by %d threads; the set-up of %d groups × %d "
              "members before it took %lld requests, not counted above)\n",
              n, sent, SENDER_THREADS, groups, BURST_GROUP_SIZE, setup);
-    for (long i = 0; i < n; i++)
-        free(datas[i]);
-    free(datas);
-    free(types);
-    for (int g = 0; g < groups; g++) {
-        for (size_t i = 0; i < w[g].n; i++)
-            free((void *)w[g].emails[i]);
-        free(w[g].emails);
-    }
+    free_scenario(types, datas, n, w, groups);
     stack_stop();
 }
 
@@ -824,15 +830,7 @@ static void scenario_arrive(long n, int groups, double secs)
              "  (the %d groups were turned on and the %ld joins sent over %.2f s, counted from "
              "the first webhook)\n",
              groups, n, sent);
-    for (long i = 0; i < n; i++)
-        free(datas[i]);
-    free(datas);
-    free(types);
-    for (int g = 0; g < groups; g++) {
-        for (size_t i = 0; i < w[g].n; i++)
-            free((void *)w[g].emails[i]);
-        free(w[g].emails);
-    }
+    free_scenario(types, datas, n, w, groups);
     stack_stop();
 }
 
@@ -918,15 +916,7 @@ static void scenario_fields(long n, int groups)
         die("%s: %ld contacts hold the new value in CC, not %ld (logs in %s)", scenario, changed, n,
             S.log_dir);
     report_row(scenario, n, secs, &c0);
-    for (long i = 0; i < n; i++)
-        free(datas[i]);
-    free(datas);
-    free(types);
-    for (int g = 0; g < groups; g++) {
-        for (size_t i = 0; i < w[g].n; i++)
-            free((void *)w[g].emails[i]);
-        free(w[g].emails);
-    }
+    free_scenario(types, datas, n, w, groups);
     stack_stop();
     S.fields = 0;
 }
