@@ -23,6 +23,7 @@
 #include <openssl/crypto.h>
 #include <pthread.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,6 +41,7 @@
 #include "ccsync/webhook.h"
 
 #define BATCH_MAX 1024
+#define GROUP_SLOTS (2 * BATCH_MAX) /* the batch's associations, hashed (group_jobs) */
 #define CONNECT_TIMEOUT_MS 1000
 #define RECONNECT_PAUSE_NS (250 * 1000000LL)
 #define SECRET_CACHE_SLOTS 256
@@ -52,19 +54,35 @@
 /* Per-association webhook buckets (CCSYNC_INGEST_RATE, CCSYNC_INGEST_BURST). */
 #define BUCKET_SLOTS 4096
 
-/* KEYS[1] dedup key, KEYS[2] the association's stream (key_events); ARGV ttl,
- * assoc, id, type, ts, body. Both keys are the association's: the line of
+/* One call per association and batch: KEYS[1] the association's stream
+ * (key_events), KEYS[2..n+1] the events' dedup keys; ARGV[1] ttl, ARGV[2]
+ * assoc, then id, type, ts and body of each event. Answers one element per
+ * event: its stream entry id, or nil for a webhook-id already seen (an earlier
+ * event of the same call too). All keys are the association's: the line of
  * associations with events (KEY_EVENTS_READY, global) is written after it by
  * a plain command (queue_append_ready).
- * The dedup key is set after the XADD: a script's writes are not undone when a
- * later command fails, so a key set first would make the sender's retry of an
- * event that never reached the stream a "duplicate". */
-static const char enqueue_script[] =
-    "if redis.call('EXISTS', KEYS[1]) == 1 then return false end\n"
-    "local id = redis.call('XADD', KEYS[2], '*', 'assoc', ARGV[2], 'id', ARGV[3], 'type', "
-    "ARGV[4], 'ts', ARGV[5], 'body', ARGV[6])\n"
-    "redis.call('SET', KEYS[1], '1', 'EX', ARGV[1])\n"
-    "return id\n";
+ * SET NX both tests and takes the webhook-id; a script's writes are not undone
+ * when a later command fails, so when the XADD fails its dedup key is deleted
+ * again before the error is answered: the sender's retry of an event that never
+ * reached the stream must not be called a duplicate. Events before it in the
+ * call are stored (their retry is a duplicate), those after it are not. */
+const char ingest_enqueue_script[] =
+    "local out = {}\n"
+    "for i = 2, #KEYS do\n"
+    "  local a = 3 + (i - 2) * 4\n"
+    "  if redis.call('SET', KEYS[i], '1', 'NX', 'EX', ARGV[1]) then\n"
+    "    local id = redis.pcall('XADD', KEYS[1], '*', 'assoc', ARGV[2], 'id', ARGV[a], "
+    "'type', ARGV[a + 1], 'ts', ARGV[a + 2], 'body', ARGV[a + 3])\n"
+    "    if type(id) == 'table' and id.err then\n"
+    "      redis.call('DEL', KEYS[i])\n"
+    "      return id\n"
+    "    end\n"
+    "    out[i - 1] = id\n"
+    "  else\n"
+    "    out[i - 1] = false\n"
+    "  end\n"
+    "end\n"
+    "return out\n";
 
 struct secret_entry {
     char association[CCSYNC_ASSOC_ID_MAX + 1];
@@ -97,6 +115,16 @@ struct resp_buf {
     bool failed; /* out of memory: the batch cannot be sent */
 };
 
+/* A batch's events of one association, in the order they came: one script
+ * call. A body of RESP_COPY_MAX or more has a call of its own, handed to
+ * hiredis as it is rather than copied into the batch's buffer. */
+struct job_group {
+    const char *association;
+    struct ingest_job *head, *tail;
+    int n;
+    bool alone;
+};
+
 struct ingest {
     struct redis_target target;
     pthread_mutex_t lock; /* guards head, tail, stopping, stopped */
@@ -117,6 +145,9 @@ struct ingest {
     int replica_wait_ms;  /* replica mode: WAIT 1 this long after each batch; 0 off */
     int ready_appended;   /* the batch's ZADD of KEY_EVENTS_READY is in the pipeline */
     struct resp_buf resp; /* the batch being built */
+    struct job_group groups[BATCH_MAX]; /* the batch by association (group_jobs) */
+    int ngroups;
+    uint16_t group_slot[GROUP_SLOTS]; /* 1 + index in groups; 0 free */
     /* webhook secrets, read by every HTTP thread */
     pthread_mutex_t cache_lock; /* guards cache and misses */
     struct secret_entry cache[SECRET_CACHE_SLOTS];
@@ -150,7 +181,7 @@ static bool pipeline_connect(struct ingest *in)
     char err[256];
     in->ctx = store_connect(&in->target, CONNECT_TIMEOUT_MS, err, sizeof err);
     if (in->ctx) {
-        redisReply *r = redisCommand(in->ctx, "SCRIPT LOAD %s", enqueue_script);
+        redisReply *r = redisCommand(in->ctx, "SCRIPT LOAD %s", ingest_enqueue_script);
         if (store_reply_ok(in->ctx, r) && r->type == REDIS_REPLY_STRING && r->len == 40) {
             memcpy(in->sha, r->str, 41);
             freeReplyObject(r);
@@ -177,20 +208,15 @@ static void drop_connection(struct ingest *in, const char *why)
     in->ctx = NULL;
 }
 
-/* Appends the ZADD that puts the batch's associations in the workers' line,
- * after their scripts (a duplicate's too: harmless). Returns the commands
- * appended (0 or 1). */
-static int append_ready(struct ingest *in, struct ingest_job *jobs, size_t n)
+/* Appends the ZADD that puts the batch's associations (in->groups) in the
+ * workers' line, after their scripts (a duplicate's too: harmless). Returns
+ * the commands appended (0 or 1). */
+static int append_ready(struct ingest *in)
 {
-    const char **associations = calloc(n + 1, sizeof *associations);
-    size_t k = 0;
-    for (struct ingest_job *j = jobs; associations && j && k < n; j = j->next)
-        associations[k++] = j->association_id;
-    /* Without memory for the list, the sweep puts them in line (queue.h). */
-    int appended =
-        associations ? queue_append_ready(in->ctx, associations, k, store_now_ns() / 1000) : 0;
-    free(associations);
-    return appended;
+    const char *associations[BATCH_MAX];
+    for (int g = 0; g < in->ngroups; g++)
+        associations[g] = in->groups[g].association;
+    return queue_append_ready(in->ctx, associations, (size_t)in->ngroups, store_now_ns() / 1000);
 }
 
 /* A buffer this large is not kept for the next batch. */
@@ -235,20 +261,6 @@ static void resp_header(struct resp_buf *b, char kind, size_t n)
     b->s[b->len++] = '\n';
 }
 
-static void resp_command(struct resp_buf *b, int argc, const char **argv, const size_t *lens)
-{
-    resp_header(b, '*', (size_t)argc);
-    for (int i = 0; i < argc; i++) {
-        resp_header(b, '$', lens[i]);
-        if (!resp_reserve(b, lens[i] + 2))
-            return;
-        memcpy(b->s + b->len, argv[i], lens[i]);
-        b->len += lens[i];
-        b->s[b->len++] = '\r';
-        b->s[b->len++] = '\n';
-    }
-}
-
 /* Hands the batch to hiredis' output buffer; false when it could not be built. */
 static bool resp_flush(struct ingest *in)
 {
@@ -264,35 +276,119 @@ static bool resp_flush(struct ingest *in)
     return ok;
 }
 
-/* Appends every job's enqueue script to the pipeline, the ZADD of their
- * associations (in->ready_appended) and, in replica mode, one WAIT for the
- * whole batch; false when the batch could not be built whole. */
-static bool append_batch(struct ingest *in, struct ingest_job *jobs)
+static unsigned long id_hash(const char *association);
+
+/* "$N\r\nARG\r\n". */
+static void resp_arg(struct resp_buf *b, const char *s, size_t len)
 {
-    size_t n = 0;
-    in->ready_appended = 0;
-    for (struct ingest_job *j = jobs; j; j = j->next) {
-        char ts[32], ttl[16];
+    resp_header(b, '$', len);
+    if (!resp_reserve(b, len + 2))
+        return;
+    memcpy(b->s + b->len, s, len);
+    b->len += len;
+    b->s[b->len++] = '\r';
+    b->s[b->len++] = '\n';
+}
+
+static void resp_text(struct resp_buf *b, const char *s)
+{
+    resp_arg(b, s, strlen(s));
+}
+
+/* Sorts the jobs into in->groups by association (in->ngroups), keeping each
+ * association's order. */
+static void group_jobs(struct ingest *in, struct ingest_job *jobs)
+{
+    in->ngroups = 0;
+    memset(in->group_slot, 0, sizeof in->group_slot);
+    for (struct ingest_job *j = jobs, *next; j; j = next) {
+        next = j->next;
+        j->next = NULL;
+        struct job_group *g = NULL;
+        if (j->body_len < RESP_COPY_MAX) {
+            size_t h = id_hash(j->association_id) % GROUP_SLOTS;
+            while (in->group_slot[h] &&
+                   strcmp(in->groups[in->group_slot[h] - 1].association, j->association_id) != 0)
+                h = (h + 1) % GROUP_SLOTS;
+            if (in->group_slot[h]) {
+                g = &in->groups[in->group_slot[h] - 1];
+            } else {
+                g = &in->groups[in->ngroups++];
+                *g = (struct job_group){.association = j->association_id};
+                in->group_slot[h] = (uint16_t)in->ngroups;
+            }
+        } else {
+            g = &in->groups[in->ngroups++];
+            *g = (struct job_group){.association = j->association_id, .alone = true};
+        }
+        if (g->tail)
+            g->tail->next = j;
+        else
+            g->head = j;
+        g->tail = j;
+        g->n++;
+    }
+}
+
+/* The group's script call, in the batch's buffer (a large body: through hiredis). */
+static bool append_group(struct ingest *in, const struct job_group *g)
+{
+    char ttl[16], numkeys[16];
+    struct key stream = key_events(g->association);
+    log_int_text(INGEST_DEDUP_TTL_SECONDS, ttl);
+    log_int_text(1 + g->n, numkeys);
+    if (g->alone) {
+        struct ingest_job *j = g->head;
+        char ts[32];
         struct key dedup = key_dedup(j->association_id, j->webhook_id);
-        struct key stream = key_events(j->association_id);
         log_int_text(j->ts_ns, ts);
-        log_int_text(INGEST_DEDUP_TTL_SECONDS, ttl);
-        const char *argv[] = {"EVALSHA",         in->sha,       "2",     dedup.s, stream.s, ttl,
-                              j->association_id, j->webhook_id, j->type, ts,      j->body};
+        const char *argv[] = {"EVALSHA",         in->sha,       "2",     stream.s, dedup.s, ttl,
+                              j->association_id, j->webhook_id, j->type, ts,       j->body};
         size_t lens[11];
         for (int i = 0; i < 11; i++)
             lens[i] = strlen(argv[i]);
         lens[10] = j->body_len;
-        if (j->body_len < RESP_COPY_MAX) {
-            resp_command(&in->resp, 11, argv, lens);
-        } else if (!resp_flush(in) || redisAppendCommandArgv(in->ctx, 11, argv, lens) != REDIS_OK) {
-            return false; /* a large body is copied once, by hiredis */
-        }
-        n++;
+        return resp_flush(in) && redisAppendCommandArgv(in->ctx, 11, argv, lens) == REDIS_OK;
+    }
+    struct resp_buf *b = &in->resp;
+    resp_header(b, '*', (size_t)(3 + 1 + g->n + 2 + 4 * g->n));
+    resp_text(b, "EVALSHA");
+    resp_text(b, in->sha);
+    resp_text(b, numkeys);
+    resp_text(b, stream.s);
+    for (struct ingest_job *j = g->head; j; j = j->next) {
+        struct key dedup = key_dedup(j->association_id, j->webhook_id);
+        resp_text(b, dedup.s);
+    }
+    resp_text(b, ttl);
+    resp_text(b, g->association);
+    for (struct ingest_job *j = g->head; j; j = j->next) {
+        char ts[32];
+        log_int_text(j->ts_ns, ts);
+        resp_text(b, j->webhook_id);
+        resp_text(b, j->type);
+        resp_text(b, ts);
+        resp_arg(b, j->body, j->body_len);
+    }
+    return !b->failed;
+}
+
+/* Appends one enqueue script call per association (in->groups), the ZADD of
+ * their associations (in->ready_appended) and, in replica mode, one WAIT for
+ * the whole batch; false when the batch could not be built whole. */
+static bool append_batch(struct ingest *in, struct ingest_job *jobs)
+{
+    size_t n = 0;
+    in->ready_appended = 0;
+    group_jobs(in, jobs);
+    for (int g = 0; g < in->ngroups; g++) {
+        if (!append_group(in, &in->groups[g]))
+            return false;
+        n += (size_t)in->groups[g].n;
     }
     if (!resp_flush(in))
         return false;
-    in->ready_appended = append_ready(in, jobs, n); /* after the scripts it announces */
+    in->ready_appended = append_ready(in); /* after the scripts it announces */
     if (in->replica_wait_ms > 0)
         redisAppendCommand(in->ctx, "WAIT 1 %d", in->replica_wait_ms);
     metrics_inc("ccsync_ingest_batches_total", "");
@@ -300,25 +396,37 @@ static bool append_batch(struct ingest *in, struct ingest_job *jobs)
     return true;
 }
 
-/* What one job's reply says; NOSCRIPT is INGEST_RETRY_SCRIPT. */
+/* What a group's reply says for each of its jobs (job->result);
+ * INGEST_RETRY_SCRIPT for all of them on NOSCRIPT. */
 #define INGEST_RETRY_SCRIPT (-1)
 
-static int job_outcome(struct ingest *in, struct ingest_job *j, redisReply *r)
+static void group_outcome(struct ingest *in, struct job_group *g, redisReply *r)
 {
-    if (r->type == REDIS_REPLY_STRING) {
-        text_copy(j->entry_id, sizeof j->entry_id, r->str);
-        return INGEST_QUEUED;
+    int all = INGEST_UNAVAILABLE;
+    if (r && r->type == REDIS_REPLY_ARRAY && r->elements == (size_t)g->n) {
+        size_t i = 0;
+        for (struct ingest_job *j = g->head; j; j = j->next, i++) {
+            redisReply *e = r->element[i];
+            if (e->type == REDIS_REPLY_STRING) {
+                text_copy(j->entry_id, sizeof j->entry_id, e->str);
+                j->result = INGEST_QUEUED;
+            } else {
+                j->result = e->type == REDIS_REPLY_NIL ? INGEST_DUPLICATE : INGEST_UNAVAILABLE;
+            }
+        }
+        return;
     }
-    if (r->type == REDIS_REPLY_NIL)
-        return INGEST_DUPLICATE;
-    if (r->type == REDIS_REPLY_ERROR && strncmp(r->str, "NOSCRIPT", 8) == 0)
-        return INGEST_RETRY_SCRIPT;
-    log_error("ingest_enqueue_failed",
-              LOG_STR("error", r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply"));
-    metrics_inc("ccsync_redis_errors_total", "where=\"ingest\"");
-    if (store_reply_moved(in->ctx, r))
-        drop_connection(in, in->ctx->errstr); /* a demoted primary: find the new one */
-    return INGEST_UNAVAILABLE;
+    if (r && r->type == REDIS_REPLY_ERROR && strncmp(r->str, "NOSCRIPT", 8) == 0) {
+        all = INGEST_RETRY_SCRIPT;
+    } else if (r) {
+        log_error("ingest_enqueue_failed",
+                  LOG_STR("error", r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply"));
+        metrics_inc("ccsync_redis_errors_total", "where=\"ingest\"");
+        if (store_reply_moved(in->ctx, r))
+            drop_connection(in, in->ctx->errstr); /* a demoted primary: find the new one */
+    }
+    for (struct ingest_job *j = g->head; j; j = j->next)
+        j->result = (enum ingest_result)all;
 }
 
 /* Reads the reply to the batch's ZADD (append_ready). Its events are stored
@@ -377,30 +485,34 @@ static struct ingest_job *send_batch(struct ingest *in, struct ingest_job *jobs)
     if (!append_batch(in, jobs)) {
         /* Part of the batch may be in hiredis' buffer: never sent, with its connection. */
         drop_connection(in, "out of memory building a batch");
-        for (struct ingest_job *next; jobs; jobs = next) {
-            next = jobs->next;
-            finish(jobs, INGEST_UNAVAILABLE);
-        }
+        for (int g = 0; g < in->ngroups; g++)
+            for (struct ingest_job *j = in->groups[g].head, *next; j; j = next) {
+                next = j->next;
+                finish(j, INGEST_UNAVAILABLE);
+            }
         return NULL;
     }
-    for (struct ingest_job *j = jobs, *next; j; j = next) {
-        next = j->next;
-        j->next = NULL;
+    for (int g = 0; g < in->ngroups; g++) {
+        struct job_group *grp = &in->groups[g];
         redisReply *r = NULL;
-        int outcome = INGEST_UNAVAILABLE;
         if (in->ctx && redisGetReply(in->ctx, (void **)&r) == REDIS_OK && r)
-            outcome = job_outcome(in, j, r);
-        else if (in->ctx)
+            group_outcome(in, grp, r);
+        else
+            group_outcome(in, grp, NULL);
+        if (!r && in->ctx)
             drop_connection(in, in->ctx->errstr);
         freeReplyObject(r);
-        if (outcome == INGEST_RETRY_SCRIPT) {
-            *retry_tail = j;
-            retry_tail = &j->next;
-            continue;
+        for (struct ingest_job *j = grp->head, *next; j; j = next) {
+            next = j->next;
+            j->next = NULL;
+            if ((int)j->result == INGEST_RETRY_SCRIPT) {
+                *retry_tail = j;
+                retry_tail = &j->next;
+            } else {
+                *done_tail = j;
+                done_tail = &j->next;
+            }
         }
-        j->result = (enum ingest_result)outcome;
-        *done_tail = j;
-        done_tail = &j->next;
     }
     ready_reply(in);
     bool replicated = batch_replicated(in);

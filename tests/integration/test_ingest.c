@@ -696,6 +696,114 @@ static void test_repeated_webhook_id_is_duplicate_and_not_queued(void **state)
     assert_int_equal(peek_events_added(redis()), before + 2);
 }
 
+/* Webhooks that arrive together are enqueued by one script call per association
+ * and batch: a webhook-id repeated within the call is queued once. */
+#define SAME_ID_SENDERS 16
+
+struct same_id_sender {
+    pthread_barrier_t *start;
+    const char *assoc, *id, *body;
+    long status;
+    char outcome[32];
+};
+
+static void *send_same_id(void *arg)
+{
+    struct same_id_sender *s = arg;
+    pthread_barrier_wait(s->start);
+    struct reply r = post_signed_len(s->assoc, SECRET, s->id, s->body, strlen(s->body));
+    s->status = r.status;
+    snprintf(s->outcome, sizeof s->outcome, "%s",
+             r.json && jpath_str(r.json, "status") ? jpath_str(r.json, "status") : "?");
+    reply_free(&r);
+    return NULL;
+}
+
+static void test_same_id_sent_at_once_is_queued_once(void **state)
+{
+    (void)state;
+    put_association("beta", SECRET);
+    long long before = peek_events_added(redis());
+    char ids[2][64];
+    snprintf(ids[0], sizeof ids[0], "%s", next_id());
+    snprintf(ids[1], sizeof ids[1], "%s", next_id());
+    const char *body = event_body("group.deleted", "{\"UniqueID\":\"g-1\"}");
+    pthread_barrier_t start;
+    pthread_barrier_init(&start, NULL, 2 * SAME_ID_SENDERS);
+    struct same_id_sender senders[2 * SAME_ID_SENDERS];
+    pthread_t threads[2 * SAME_ID_SENDERS];
+    /* Two ids, each sent 16 times at once, half of them for acme and half for beta. */
+    for (int i = 0; i < 2 * SAME_ID_SENDERS; i++) {
+        senders[i] = (struct same_id_sender){
+            &start, i % 2 ? "beta" : ASSOC, ids[i / SAME_ID_SENDERS], body, 0, ""};
+        assert_int_equal(pthread_create(&threads[i], NULL, send_same_id, &senders[i]), 0);
+    }
+    int queued[2][2] = {{0, 0}, {0, 0}}, duplicates = 0;
+    for (int i = 0; i < 2 * SAME_ID_SENDERS; i++) {
+        pthread_join(threads[i], NULL);
+        if (senders[i].status == 202 && strcmp(senders[i].outcome, "queued") == 0)
+            queued[i / SAME_ID_SENDERS][i % 2]++;
+        else if (senders[i].status == 200 && strcmp(senders[i].outcome, "duplicate") == 0)
+            duplicates++;
+        else
+            fail_msg("sender %d: %ld %s", i, senders[i].status, senders[i].outcome);
+    }
+    pthread_barrier_destroy(&start);
+    /* once per id and association, every other sending a duplicate */
+    for (int k = 0; k < 2; k++)
+        for (int a = 0; a < 2; a++)
+            if (queued[k][a] != 1)
+                fail_msg("id %d of %s: queued %d times", k, a ? "beta" : ASSOC, queued[k][a]);
+    assert_int_equal(duplicates, 2 * SAME_ID_SENDERS - 4);
+    assert_int_equal(peek_events_added(redis()), before + 4);
+}
+
+/* The stream refuses an event (here: its key holds a string): answered 503, and
+ * the webhook-id is not taken, so the sender's retry is queued, not a duplicate. */
+static void test_event_the_stream_refused_is_queued_on_retry(void **state)
+{
+    (void)state;
+    const char *id = next_id();
+    const char *body = event_body("group.deleted", "{\"UniqueID\":\"g-1\"}");
+    struct key stream = key_events(ASSOC);
+    redisReply *x = redisCommand(redis(), "SET %s not-a-stream", stream.s);
+    assert_non_null(x);
+    assert_int_equal(x->type, REDIS_REPLY_STATUS);
+    freeReplyObject(x);
+    struct reply r = post_signed(id, body);
+    check_error("the stream's key holds a string", &r, 503, "redis_unavailable", NULL);
+    reply_free(&r);
+    assert_false(peek_dedup_exists(redis(), ASSOC, id));
+    x = redisCommand(redis(), "DEL %s", stream.s);
+    freeReplyObject(x);
+    long long before = peek_events_added(redis()); /* the workers may have made it again */
+    r = post_signed(id, body);
+    check_queued("the retry", &r, id);
+    reply_free(&r);
+    assert_int_equal(peek_events_added(redis()), before + 1);
+}
+
+/* Redis lost the enqueue script (SCRIPT FLUSH, a restart): loaded again and the
+ * webhook queued once. */
+static void test_webhook_after_script_flush_is_queued_once(void **state)
+{
+    (void)state;
+    long long before = peek_events_added(redis());
+    const char *body = event_body("group.deleted", "{\"UniqueID\":\"g-1\"}");
+    const char *id = next_id();
+    struct reply r = post_signed(id, body); /* the script is loaded */
+    check_queued("before SCRIPT FLUSH", &r, id);
+    reply_free(&r);
+    redisReply *x = redisCommand(redis(), "SCRIPT FLUSH");
+    assert_non_null(x);
+    freeReplyObject(x);
+    id = next_id();
+    r = post_signed(id, body);
+    check_queued("after SCRIPT FLUSH", &r, id);
+    reply_free(&r);
+    assert_int_equal(peek_events_added(redis()), before + 2);
+}
+
 static void test_body_of_exactly_the_limit_is_queued(void **state)
 {
     (void)state;
@@ -1451,6 +1559,9 @@ int main(void)
         T(test_signed_webhook_is_queued_exactly_once),
         T(test_every_known_type_with_its_required_fields_is_queued),
         T(test_repeated_webhook_id_is_duplicate_and_not_queued),
+        T(test_same_id_sent_at_once_is_queued_once),
+        T(test_event_the_stream_refused_is_queued_on_retry),
+        T(test_webhook_after_script_flush_is_queued_once),
         T(test_body_of_exactly_the_limit_is_queued),
         T(test_json_content_type_with_charset_is_accepted),
         T(test_webhook_signed_at_edge_of_tolerance_is_queued),
