@@ -42,6 +42,9 @@
 
 #define BATCH_MAX 1024
 #define GROUP_SLOTS (2 * BATCH_MAX) /* the batch's associations, hashed (group_jobs) */
+/* Pipeline threads: in replica mode two, so that one batch is sent while the
+ * other waits for its replica (WAIT blocks its connection); else one. */
+#define PIPES_MAX 2
 #define CONNECT_TIMEOUT_MS 1000
 #define RECONNECT_PAUSE_NS (250 * 1000000LL)
 #define SECRET_CACHE_SLOTS 256
@@ -125,29 +128,38 @@ struct job_group {
     bool alone;
 };
 
+struct ingest;
+
+/* A pipeline thread and what only it touches: its connection and its batch. */
+struct pipe {
+    struct ingest *in;
+    pthread_t thread;
+    bool started;
+    redisContext *ctx;
+    char sha[41];
+    int64_t last_connect_failure_ns;
+    int ready_appended;   /* the batch's ZADD of KEY_EVENTS_READY is in the pipeline */
+    struct resp_buf resp; /* the batch being built */
+    struct job_group groups[BATCH_MAX]; /* the batch by association (group_jobs) */
+    int ngroups;
+    uint16_t group_slot[GROUP_SLOTS]; /* 1 + index in groups; 0 free */
+};
+
 struct ingest {
     struct redis_target target;
     pthread_mutex_t lock; /* guards head, tail, stopping, stopped */
     pthread_cond_t wake;
     struct ingest_job *head, *tail;
     bool stopping;
-    bool stopped; /* the thread is gone: a job submitted now is answered at once */
+    bool stopped; /* the threads are gone: a job submitted now is answered at once */
     /* large bodies waiting for the validation thread (also under lock) */
     struct large_job *large_head, *large_tail;
     pthread_cond_t large_wake;
     bool large_stopping, validator_running;
     pthread_t validator;
-    pthread_t thread;
-    /* pipeline thread only */
-    redisContext *ctx;
-    char sha[41];
-    int64_t last_connect_failure_ns;
-    int replica_wait_ms;  /* replica mode: WAIT 1 this long after each batch; 0 off */
-    int ready_appended;   /* the batch's ZADD of KEY_EVENTS_READY is in the pipeline */
-    struct resp_buf resp; /* the batch being built */
-    struct job_group groups[BATCH_MAX]; /* the batch by association (group_jobs) */
-    int ngroups;
-    uint16_t group_slot[GROUP_SLOTS]; /* 1 + index in groups; 0 free */
+    struct pipe pipes[PIPES_MAX];
+    int npipes;
+    int replica_wait_ms; /* replica mode: WAIT 1 this long after each batch; 0 off */
     /* webhook secrets, read by every HTTP thread */
     pthread_mutex_t cache_lock; /* guards cache and misses */
     struct secret_entry cache[SECRET_CACHE_SLOTS];
@@ -173,50 +185,50 @@ static void text_copy(char *out, size_t size, const char *s)
     out[n] = '\0';
 }
 
-static bool pipeline_connect(struct ingest *in)
+static bool pipeline_connect(struct pipe *p)
 {
     int64_t now = store_now_ns();
-    if (now - in->last_connect_failure_ns < RECONNECT_PAUSE_NS)
+    if (now - p->last_connect_failure_ns < RECONNECT_PAUSE_NS)
         return false;
     char err[256];
-    in->ctx = store_connect(&in->target, CONNECT_TIMEOUT_MS, err, sizeof err);
-    if (in->ctx) {
-        redisReply *r = redisCommand(in->ctx, "SCRIPT LOAD %s", ingest_enqueue_script);
-        if (store_reply_ok(in->ctx, r) && r->type == REDIS_REPLY_STRING && r->len == 40) {
-            memcpy(in->sha, r->str, 41);
+    p->ctx = store_connect(&p->in->target, CONNECT_TIMEOUT_MS, err, sizeof err);
+    if (p->ctx) {
+        redisReply *r = redisCommand(p->ctx, "SCRIPT LOAD %s", ingest_enqueue_script);
+        if (store_reply_ok(p->ctx, r) && r->type == REDIS_REPLY_STRING && r->len == 40) {
+            memcpy(p->sha, r->str, 41);
             freeReplyObject(r);
-            log_info("ingest_connected", LOG_STR("redis", in->target.host),
-                     LOG_INT("port", in->target.port));
+            log_info("ingest_connected", LOG_STR("redis", p->in->target.host),
+                     LOG_INT("port", p->in->target.port));
             return true;
         }
         snprintf(err, sizeof err, "SCRIPT LOAD failed");
         freeReplyObject(r);
-        redisFree(in->ctx);
-        in->ctx = NULL;
+        redisFree(p->ctx);
+        p->ctx = NULL;
     }
-    in->last_connect_failure_ns = now;
+    p->last_connect_failure_ns = now;
     metrics_inc("ccsync_redis_errors_total", "where=\"ingest\"");
     log_warn("ingest_redis_unavailable", LOG_STR("error", err));
     return false;
 }
 
-static void drop_connection(struct ingest *in, const char *why)
+static void drop_connection(struct pipe *p, const char *why)
 {
     log_warn("ingest_redis_failed", LOG_STR("error", why));
     metrics_inc("ccsync_redis_errors_total", "where=\"ingest\"");
-    redisFree(in->ctx);
-    in->ctx = NULL;
+    redisFree(p->ctx);
+    p->ctx = NULL;
 }
 
-/* Appends the ZADD that puts the batch's associations (in->groups) in the
+/* Appends the ZADD that puts the batch's associations (p->groups) in the
  * workers' line, after their scripts (a duplicate's too: harmless). Returns
  * the commands appended (0 or 1). */
-static int append_ready(struct ingest *in)
+static int append_ready(struct pipe *p)
 {
     const char *associations[BATCH_MAX];
-    for (int g = 0; g < in->ngroups; g++)
-        associations[g] = in->groups[g].association;
-    return queue_append_ready(in->ctx, associations, (size_t)in->ngroups, store_now_ns() / 1000);
+    for (int g = 0; g < p->ngroups; g++)
+        associations[g] = p->groups[g].association;
+    return queue_append_ready(p->ctx, associations, (size_t)p->ngroups, store_now_ns() / 1000);
 }
 
 /* A buffer this large is not kept for the next batch. */
@@ -262,11 +274,11 @@ static void resp_header(struct resp_buf *b, char kind, size_t n)
 }
 
 /* Hands the batch to hiredis' output buffer; false when it could not be built. */
-static bool resp_flush(struct ingest *in)
+static bool resp_flush(struct pipe *p)
 {
-    struct resp_buf *b = &in->resp;
+    struct resp_buf *b = &p->resp;
     bool ok = !b->failed &&
-              (b->len == 0 || redisAppendFormattedCommand(in->ctx, b->s, b->len) == REDIS_OK);
+              (b->len == 0 || redisAppendFormattedCommand(p->ctx, b->s, b->len) == REDIS_OK);
     b->len = 0;
     b->failed = false;
     if (b->cap > RESP_KEEP_MAX) {
@@ -295,30 +307,30 @@ static void resp_text(struct resp_buf *b, const char *s)
     resp_arg(b, s, strlen(s));
 }
 
-/* Sorts the jobs into in->groups by association (in->ngroups), keeping each
+/* Sorts the jobs into p->groups by association (p->ngroups), keeping each
  * association's order. */
-static void group_jobs(struct ingest *in, struct ingest_job *jobs)
+static void group_jobs(struct pipe *p, struct ingest_job *jobs)
 {
-    in->ngroups = 0;
-    memset(in->group_slot, 0, sizeof in->group_slot);
+    p->ngroups = 0;
+    memset(p->group_slot, 0, sizeof p->group_slot);
     for (struct ingest_job *j = jobs, *next; j; j = next) {
         next = j->next;
         j->next = NULL;
         struct job_group *g = NULL;
         if (j->body_len < RESP_COPY_MAX) {
             size_t h = id_hash(j->association_id) % GROUP_SLOTS;
-            while (in->group_slot[h] &&
-                   strcmp(in->groups[in->group_slot[h] - 1].association, j->association_id) != 0)
+            while (p->group_slot[h] &&
+                   strcmp(p->groups[p->group_slot[h] - 1].association, j->association_id) != 0)
                 h = (h + 1) % GROUP_SLOTS;
-            if (in->group_slot[h]) {
-                g = &in->groups[in->group_slot[h] - 1];
+            if (p->group_slot[h]) {
+                g = &p->groups[p->group_slot[h] - 1];
             } else {
-                g = &in->groups[in->ngroups++];
+                g = &p->groups[p->ngroups++];
                 *g = (struct job_group){.association = j->association_id};
-                in->group_slot[h] = (uint16_t)in->ngroups;
+                p->group_slot[h] = (uint16_t)p->ngroups;
             }
         } else {
-            g = &in->groups[in->ngroups++];
+            g = &p->groups[p->ngroups++];
             *g = (struct job_group){.association = j->association_id, .alone = true};
         }
         if (g->tail)
@@ -331,7 +343,7 @@ static void group_jobs(struct ingest *in, struct ingest_job *jobs)
 }
 
 /* The group's script call, in the batch's buffer (a large body: through hiredis). */
-static bool append_group(struct ingest *in, const struct job_group *g)
+static bool append_group(struct pipe *p, const struct job_group *g)
 {
     char ttl[16], numkeys[16];
     struct key stream = key_events(g->association);
@@ -342,18 +354,18 @@ static bool append_group(struct ingest *in, const struct job_group *g)
         char ts[32];
         struct key dedup = key_dedup(j->association_id, j->webhook_id);
         log_int_text(j->ts_ns, ts);
-        const char *argv[] = {"EVALSHA",         in->sha,       "2",     stream.s, dedup.s, ttl,
+        const char *argv[] = {"EVALSHA",         p->sha,        "2",     stream.s, dedup.s, ttl,
                               j->association_id, j->webhook_id, j->type, ts,       j->body};
         size_t lens[11];
         for (int i = 0; i < 11; i++)
             lens[i] = strlen(argv[i]);
         lens[10] = j->body_len;
-        return resp_flush(in) && redisAppendCommandArgv(in->ctx, 11, argv, lens) == REDIS_OK;
+        return resp_flush(p) && redisAppendCommandArgv(p->ctx, 11, argv, lens) == REDIS_OK;
     }
-    struct resp_buf *b = &in->resp;
+    struct resp_buf *b = &p->resp;
     resp_header(b, '*', (size_t)(3 + 1 + g->n + 2 + 4 * g->n));
     resp_text(b, "EVALSHA");
-    resp_text(b, in->sha);
+    resp_text(b, p->sha);
     resp_text(b, numkeys);
     resp_text(b, stream.s);
     for (struct ingest_job *j = g->head; j; j = j->next) {
@@ -373,24 +385,24 @@ static bool append_group(struct ingest *in, const struct job_group *g)
     return !b->failed;
 }
 
-/* Appends one enqueue script call per association (in->groups), the ZADD of
- * their associations (in->ready_appended) and, in replica mode, one WAIT for
+/* Appends one enqueue script call per association (p->groups), the ZADD of
+ * their associations (p->ready_appended) and, in replica mode, one WAIT for
  * the whole batch; false when the batch could not be built whole. */
-static bool append_batch(struct ingest *in, struct ingest_job *jobs)
+static bool append_batch(struct pipe *p, struct ingest_job *jobs)
 {
     size_t n = 0;
-    in->ready_appended = 0;
-    group_jobs(in, jobs);
-    for (int g = 0; g < in->ngroups; g++) {
-        if (!append_group(in, &in->groups[g]))
+    p->ready_appended = 0;
+    group_jobs(p, jobs);
+    for (int g = 0; g < p->ngroups; g++) {
+        if (!append_group(p, &p->groups[g]))
             return false;
-        n += (size_t)in->groups[g].n;
+        n += (size_t)p->groups[g].n;
     }
-    if (!resp_flush(in))
+    if (!resp_flush(p))
         return false;
-    in->ready_appended = append_ready(in); /* after the scripts it announces */
-    if (in->replica_wait_ms > 0)
-        redisAppendCommand(in->ctx, "WAIT 1 %d", in->replica_wait_ms);
+    p->ready_appended = append_ready(p); /* after the scripts it announces */
+    if (p->in->replica_wait_ms > 0)
+        redisAppendCommand(p->ctx, "WAIT 1 %d", p->in->replica_wait_ms);
     metrics_inc("ccsync_ingest_batches_total", "");
     metrics_add("ccsync_ingest_jobs_total", "", (double)n);
     return true;
@@ -400,7 +412,7 @@ static bool append_batch(struct ingest *in, struct ingest_job *jobs)
  * INGEST_RETRY_SCRIPT for all of them on NOSCRIPT. */
 #define INGEST_RETRY_SCRIPT (-1)
 
-static void group_outcome(struct ingest *in, struct job_group *g, redisReply *r)
+static void group_outcome(struct pipe *p, struct job_group *g, redisReply *r)
 {
     int all = INGEST_UNAVAILABLE;
     if (r && r->type == REDIS_REPLY_ARRAY && r->elements == (size_t)g->n) {
@@ -422,8 +434,8 @@ static void group_outcome(struct ingest *in, struct job_group *g, redisReply *r)
         log_error("ingest_enqueue_failed",
                   LOG_STR("error", r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply"));
         metrics_inc("ccsync_redis_errors_total", "where=\"ingest\"");
-        if (store_reply_moved(in->ctx, r))
-            drop_connection(in, in->ctx->errstr); /* a demoted primary: find the new one */
+        if (store_reply_moved(p->ctx, r))
+            drop_connection(p, p->ctx->errstr); /* a demoted primary: find the new one */
     }
     for (struct ingest_job *j = g->head; j; j = j->next)
         j->result = (enum ingest_result)all;
@@ -431,36 +443,36 @@ static void group_outcome(struct ingest *in, struct job_group *g, redisReply *r)
 
 /* Reads the reply to the batch's ZADD (append_ready). Its events are stored
  * whatever it says: when it failed, the sweep puts their associations in line. */
-static void ready_reply(struct ingest *in)
+static void ready_reply(struct pipe *p)
 {
     redisReply *r = NULL;
-    int appended = in->ready_appended;
-    in->ready_appended = 0;
-    if (!appended || !in->ctx)
+    int appended = p->ready_appended;
+    p->ready_appended = 0;
+    if (!appended || !p->ctx)
         return;
-    if (redisGetReply(in->ctx, (void **)&r) != REDIS_OK || !r) {
-        drop_connection(in, in->ctx->errstr);
+    if (redisGetReply(p->ctx, (void **)&r) != REDIS_OK || !r) {
+        drop_connection(p, p->ctx->errstr);
         return;
     }
     if (r->type == REDIS_REPLY_ERROR) {
         log_warn("ingest_ready_failed", LOG_STR("error", r->str));
         metrics_inc("ccsync_redis_errors_total", "where=\"ingest\"");
     }
-    if (store_reply_moved(in->ctx, r))
-        drop_connection(in, in->ctx->errstr); /* a demoted primary: find the new one */
+    if (store_reply_moved(p->ctx, r))
+        drop_connection(p, p->ctx->errstr); /* a demoted primary: find the new one */
     freeReplyObject(r);
 }
 
 /* Replica mode: did a replica confirm the batch? A batch no replica confirmed
  * is answered 503; Novi's retry is then deduplicated if the write survived. */
-static bool batch_replicated(struct ingest *in)
+static bool batch_replicated(struct pipe *p)
 {
-    if (in->replica_wait_ms <= 0)
+    if (p->in->replica_wait_ms <= 0)
         return true;
     redisReply *r = NULL;
-    if (!in->ctx || redisGetReply(in->ctx, (void **)&r) != REDIS_OK || !r) {
-        if (in->ctx)
-            drop_connection(in, in->ctx->errstr);
+    if (!p->ctx || redisGetReply(p->ctx, (void **)&r) != REDIS_OK || !r) {
+        if (p->ctx)
+            drop_connection(p, p->ctx->errstr);
         return false;
     }
     bool ok = r->type == REDIS_REPLY_INTEGER && r->integer >= 1;
@@ -472,35 +484,35 @@ static bool batch_replicated(struct ingest *in)
 
 /* Sends jobs as one pipeline and answers them; returns the jobs that met
  * NOSCRIPT (to retry once). */
-static struct ingest_job *send_batch(struct ingest *in, struct ingest_job *jobs)
+static struct ingest_job *send_batch(struct pipe *p, struct ingest_job *jobs)
 {
     struct ingest_job *retry = NULL, **retry_tail = &retry, *done = NULL, **done_tail = &done;
-    if (!in->ctx && !pipeline_connect(in)) {
+    if (!p->ctx && !pipeline_connect(p)) {
         for (struct ingest_job *next; jobs; jobs = next) {
             next = jobs->next;
             finish(jobs, INGEST_UNAVAILABLE);
         }
         return NULL;
     }
-    if (!append_batch(in, jobs)) {
+    if (!append_batch(p, jobs)) {
         /* Part of the batch may be in hiredis' buffer: never sent, with its connection. */
-        drop_connection(in, "out of memory building a batch");
-        for (int g = 0; g < in->ngroups; g++)
-            for (struct ingest_job *j = in->groups[g].head, *next; j; j = next) {
+        drop_connection(p, "out of memory building a batch");
+        for (int g = 0; g < p->ngroups; g++)
+            for (struct ingest_job *j = p->groups[g].head, *next; j; j = next) {
                 next = j->next;
                 finish(j, INGEST_UNAVAILABLE);
             }
         return NULL;
     }
-    for (int g = 0; g < in->ngroups; g++) {
-        struct job_group *grp = &in->groups[g];
+    for (int g = 0; g < p->ngroups; g++) {
+        struct job_group *grp = &p->groups[g];
         redisReply *r = NULL;
-        if (in->ctx && redisGetReply(in->ctx, (void **)&r) == REDIS_OK && r)
-            group_outcome(in, grp, r);
+        if (p->ctx && redisGetReply(p->ctx, (void **)&r) == REDIS_OK && r)
+            group_outcome(p, grp, r);
         else
-            group_outcome(in, grp, NULL);
-        if (!r && in->ctx)
-            drop_connection(in, in->ctx->errstr);
+            group_outcome(p, grp, NULL);
+        if (!r && p->ctx)
+            drop_connection(p, p->ctx->errstr);
         freeReplyObject(r);
         for (struct ingest_job *j = grp->head, *next; j; j = next) {
             next = j->next;
@@ -514,8 +526,8 @@ static struct ingest_job *send_batch(struct ingest *in, struct ingest_job *jobs)
             }
         }
     }
-    ready_reply(in);
-    bool replicated = batch_replicated(in);
+    ready_reply(p);
+    bool replicated = batch_replicated(p);
     for (struct ingest_job *j = done, *next; j; j = next) {
         next = j->next;
         /* A duplicate is unconfirmed too: its dedup key may exist only on this
@@ -527,7 +539,8 @@ static struct ingest_job *send_batch(struct ingest *in, struct ingest_job *jobs)
 
 static void *pipeline_main(void *arg)
 {
-    struct ingest *in = arg;
+    struct pipe *p = arg;
+    struct ingest *in = p->in;
     for (;;) {
         pthread_mutex_lock(&in->lock);
         while (!in->head && !in->stopping)
@@ -546,15 +559,15 @@ static void *pipeline_main(void *arg)
         pthread_mutex_unlock(&in->lock);
         if (stop)
             break;
-        struct ingest_job *retry = send_batch(in, jobs);
+        struct ingest_job *retry = send_batch(p, jobs);
         if (retry) {
             /* Redis lost its scripts (restart, SCRIPT FLUSH): load again, resend once. */
-            if (in->ctx) {
-                redisFree(in->ctx);
-                in->ctx = NULL;
+            if (p->ctx) {
+                redisFree(p->ctx);
+                p->ctx = NULL;
             }
-            in->last_connect_failure_ns = 0;
-            retry = send_batch(in, retry);
+            p->last_connect_failure_ns = 0;
+            retry = send_batch(p, retry);
             while (retry) {
                 struct ingest_job *next = retry->next;
                 finish(retry, INGEST_UNAVAILABLE);
@@ -562,9 +575,9 @@ static void *pipeline_main(void *arg)
             }
         }
     }
-    if (in->ctx)
-        redisFree(in->ctx);
-    free(in->resp.s);
+    if (p->ctx)
+        redisFree(p->ctx);
+    free(p->resp.s);
     return NULL;
 }
 
@@ -580,9 +593,15 @@ struct ingest *ingest_new(const struct redis_target *t, int replica_wait_ms)
     pthread_mutex_init(&in->bucket_lock, NULL);
     pthread_cond_init(&in->wake, NULL);
     pthread_cond_init(&in->large_wake, NULL);
-    if (pthread_create(&in->thread, NULL, pipeline_main, in) != 0) {
-        free(in);
-        return NULL;
+    in->npipes = replica_wait_ms > 0 ? PIPES_MAX : 1;
+    for (int i = 0; i < in->npipes; i++) {
+        in->pipes[i].in = in;
+        in->pipes[i].started =
+            pthread_create(&in->pipes[i].thread, NULL, pipeline_main, &in->pipes[i]) == 0;
+        if (!in->pipes[i].started) {
+            ingest_free(in); /* stops those that started */
+            return NULL;
+        }
     }
     in->validator_running = pthread_create(&in->validator, NULL, validator_main, in) == 0;
     return in;
@@ -623,11 +642,13 @@ void ingest_stop(struct ingest *in)
     pthread_mutex_lock(&in->lock);
     bool joined = in->stopped;
     in->stopping = true;
-    pthread_cond_signal(&in->wake);
+    pthread_cond_broadcast(&in->wake);
     pthread_mutex_unlock(&in->lock);
     if (joined)
         return;
-    pthread_join(in->thread, NULL);
+    for (int i = 0; i < in->npipes; i++)
+        if (in->pipes[i].started)
+            pthread_join(in->pipes[i].thread, NULL);
     pthread_mutex_lock(&in->lock);
     in->stopped = true;
     struct ingest_job *late = in->head; /* submitted between the thread's last look and now */

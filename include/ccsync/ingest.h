@@ -64,6 +64,10 @@ int ingest_handle_webhook(struct app *app, struct http_request *req);
  * allowance spent (429 + Retry-After). An unknown association goes on with its
  * body discarded, to be answered as a wrong signature. False when answered. */
 bool ingest_precheck(struct app *app, struct http_request *req);
+/* The Lua script of one association's events of a batch (KEYS: the stream, then
+ * each event's dedup key; ARGV: ttl, association, then id, type, ts and body of
+ * each event); exported for tests/bench/ingest_parts.c, which times it. */
+extern const char ingest_enqueue_script[];
 /* Forget a cached webhook secret (after a PUT changed it). */
 void ingest_forget_secret(struct ingest *in, const char *association_id);
 

@@ -113,8 +113,8 @@ int main(int argc, char **argv)
     }
     int port = atoi(argv[1]);
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
-    unsigned int threads =
-        argc > 2 && atoi(argv[2]) > 0 ? (unsigned int)atoi(argv[2]) : (unsigned int)(cores > 0 ? cores : 1);
+    unsigned int threads = argc > 2 && atoi(argv[2]) > 0 ? (unsigned int)atoi(argv[2])
+                                                         : (unsigned int)(cores > 0 ? cores : 1);
     hop = argc > 3 && strcmp(argv[3], "hop") == 0;
     pthread_t resumer;
     if (hop && pthread_create(&resumer, NULL, resumer_main, NULL) != 0) {
@@ -128,8 +128,8 @@ int main(int argc, char **argv)
     addr.sin_port = htons((uint16_t)port);
     addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
 
-    unsigned int flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL |
-                         MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ITC | MHD_USE_ERROR_LOG;
+    unsigned int flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL | MHD_ALLOW_SUSPEND_RESUME |
+                         MHD_USE_ITC | MHD_USE_ERROR_LOG;
     struct MHD_Daemon *d = MHD_start_daemon(
         flags, 0, NULL, NULL, on_request, NULL, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr,
         MHD_OPTION_THREAD_POOL_SIZE, threads, MHD_OPTION_CONNECTION_LIMIT, 10000u,

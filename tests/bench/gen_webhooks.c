@@ -5,8 +5,12 @@
  * webhook-timestamp of now (the run must start and end within the 300 s window)
  * and a valid customer.updated envelope signed with webhook_sign().
  *
- *   gen_webhooks SECRET ASSOCIATION HOST:PORT COUNT FILES OUT_PREFIX
+ *   gen_webhooks SECRET ASSOCIATION HOST:PORT COUNT FILES OUT_PREFIX [METHOD TARGET]
  *
+ * METHOD TARGET replace the request line's "POST /v1/associations/A/webhooks/novi"
+ * so that a peer of the benchmark is sent the very same signed requests at a
+ * path of its own (webdis: a PUT of "XADD <stream> * body", to which it appends
+ * the request's body as the last argument).
  * Writes FILES files OUT_PREFIX.0 .. OUT_PREFIX.<FILES-1> (one per wrk thread, so
  * no two threads send the same webhook-id), request i going to file i % FILES.
  * Each file is complete raw HTTP/1.1 requests, each followed by one NUL byte
@@ -22,8 +26,10 @@
 
 int main(int argc, char **argv)
 {
-    if (argc != 7) {
-        fprintf(stderr, "usage: %s SECRET ASSOCIATION HOST:PORT COUNT FILES OUT_PREFIX\n", argv[0]);
+    if (argc != 7 && argc != 9) {
+        fprintf(stderr,
+                "usage: %s SECRET ASSOCIATION HOST:PORT COUNT FILES OUT_PREFIX [METHOD TARGET]\n",
+                argv[0]);
         return 2;
     }
     const char *secret = argv[1], *assoc = argv[2], *host = argv[3], *prefix = argv[6];
@@ -33,6 +39,9 @@ int main(int argc, char **argv)
         fprintf(stderr, "gen_webhooks: bad COUNT, FILES or SECRET\n");
         return 2;
     }
+    char target[512];
+    snprintf(target, sizeof target, "/v1/associations/%s/webhooks/novi", assoc);
+    const char *method = argc == 9 ? argv[7] : "POST", *request_path = argc == 9 ? argv[8] : target;
     FILE *out[64];
     for (int f = 0; f < files; f++) {
         char path[1024];
@@ -79,7 +88,7 @@ int main(int argc, char **argv)
             max_body = (size_t)n;
         FILE *o = out[i % files];
         fprintf(o,
-                "POST /v1/associations/%s/webhooks/novi HTTP/1.1\r\n"
+                "%s %s HTTP/1.1\r\n"
                 "Host: %s\r\n"
                 "Content-Type: application/json\r\n"
                 "webhook-id: %s\r\n"
@@ -88,7 +97,7 @@ int main(int argc, char **argv)
                 "Content-Length: %d\r\n"
                 "\r\n"
                 "%s",
-                assoc, host, id, ts, sig, n, body);
+                method, request_path, host, id, ts, sig, n, body);
         fputc('\0', o);
     }
     for (int f = 0; f < files; f++) {

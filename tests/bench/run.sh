@@ -13,6 +13,8 @@
 # 1b. Ingest per durability mode (everysec, always, replica with a local replica) and
 #    two peers sent requests in the same run: a Node receiver doing the same work
 #    (tests/bench/node: Fastify + standardwebhooks + ioredis) and webdis's bare XADD.
+# 1c. A webhook's work part by part (tests/bench/ingest_parts.c): signature, validation, log
+#    line and Redis's CPU for ccsyncd's enqueue script, beside cheaper ways of each.
 # 2. Sync efficiency. tests/bench/sync_bench.c against ccsim with its production
 #    limits (4 requests/s): first syncs of 1,000, 10,000 and 50,000 members and a
 #    burst of 1,000 single-member changes over 10 groups, beside the naive cost; with
@@ -24,7 +26,8 @@
 # Environment: BUILD (build), BENCH_SECONDS (10: each wrk run), BENCH_CONNECTIONS
 # (64), BENCH_WRK_THREADS (2), BENCH_SYNC_SCENARIOS (first:1000 first:10000
 # first:50000 burst:1000:10 arrive:2000:10:3 fields:1000:10 first:10000:17 waves:5:10:1000), BENCH_ONLY (ingest | sync | day: run one of the three; bigsnap: see below),
-# BENCH_DAY_SIZES (10 100 500 2000: associations in the simulated day).
+# BENCH_DAY_SIZES (10 100 500 2000: associations in the simulated day), BENCH_PARTS_BATCH (20:
+# events per script call in 1c).
 # Logs and generated requests go to $BUILD/bench/out/.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -43,7 +46,7 @@ rm -rf "$OUT"
 mkdir -p "$OUT"
 
 for bin in "$BUILD/ccsyncd" "$BUILD/ccsim" "$BUILD/bench/bare_http" "$BUILD/bench/gen_webhooks" \
-    "$BUILD/bench/sync_bench" "$BUILD/bench/day_sim"; do
+    "$BUILD/bench/sync_bench" "$BUILD/bench/day_sim" "$BUILD/bench/ingest_parts"; do
     [ -x "$bin" ] || { echo "bench: $bin is missing (make BUILD=$BUILD bench builds it)"; exit 1; }
 done
 for tool in wrk redis-server redis-benchmark redis-cli curl python3 node webdis; do
@@ -267,7 +270,8 @@ ingest() {
     [ -n "$bare_rps" ] || broken "wrk against bare_http: $(tail -3 "$OUT/wrk-bare.txt")"
 
     # Ceiling 2: Redis alone. XADD of an entry shaped like ccsyncd's (a 300-byte
-    # body), and ccsyncd's own enqueue script (SET NX dedup key + XADD) by EVALSHA.
+    # body), and a one-event enqueue script (SET NX dedup key + XADD) by EVALSHA (ccsyncd's
+    # own script, one call per association and batch, is timed in section 1c).
     start_redis ceiling
     local body sha
     body=$(head -c 300 /dev/zero | tr '\0' 'x')
@@ -316,8 +320,8 @@ ingest() {
     row "ccsyncd ingest-only, paced at half the ceiling" "$OUT/wrk-alone-paced.txt"
     rbrow "redis-benchmark XADD, -P 16, 50 clients" "$OUT/rb-xadd-p16.txt"
     rbrow "redis-benchmark XADD, unpipelined, 50 clients" "$OUT/rb-xadd-p1.txt"
-    rbrow "redis-benchmark enqueue script (SET NX + XADD), -P 16" "$OUT/rb-eval-p16.txt"
-    rbrow "redis-benchmark enqueue script, unpipelined" "$OUT/rb-eval-p1.txt"
+    rbrow "redis-benchmark one-event enqueue script (SET NX + XADD), -P 16" "$OUT/rb-eval-p16.txt"
+    rbrow "redis-benchmark one-event enqueue script, unpipelined" "$OUT/rb-eval-p1.txt"
     echo
     echo "| ccsyncd run | accepted (wrk 2xx) | queued (ccsyncd) | stream entries-added | duplicates | VmRSS after | VmHWM | ccsyncd CPU | redis CPU | events not yet folded at the end |"
     echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
@@ -438,21 +442,35 @@ node_run() {
     [ "$(fact node added)" -ge "$(field "$OUT/wrk-node.txt" requests)" ] || broken "node: stream $(fact node added) < answered"
 }
 
-# webdis (Debian's package): a bare XADD of a 300-byte body by HTTP GET, no signature, no dedup.
-webdis_run() {
+# webdis (Debian's package): a bare XADD, no signature, no dedup. "signed": sent the same signed
+# requests as ccsyncd and Node through the same wrk script, as a PUT to /XADD/ccsync:events/*/body
+# (webdis appends the body as the XADD's last argument); "get": wrk's static GET of a 300-byte
+# body in the URL, no request script (what this row measured before; cheaper for wrk).
+webdis_run() { # signed | get
     command -v webdis >/dev/null || broken "webdis is missing (make deps-test)"
-    start_redis webdis
+    local name=webdis
+    [ "$1" = signed ] || name=webdis-get
+    start_redis "$name"
     local port body
     port=$(free_port)
     body=$(head -c 300 /dev/zero | tr '\0' 'x')
     printf '{"redis_host":"127.0.0.1","redis_port":%s,"http_host":"127.0.0.1","http_port":%s,"threads":2,"pool_size":20,"daemonize":false,"database":0,"verbosity":0,"logfile":"%s"}\n' \
-        "$REDIS_PORT" "$port" "$OUT/webdis.log" >"$OUT/webdis.json"
-    CMDS+=("webdis $OUT/webdis.json   # $(cat "$OUT/webdis.json")")
-    webdis "$OUT/webdis.json" >"$OUT/webdis.out" 2>&1 &
+        "$REDIS_PORT" "$port" "$OUT/$name.log" >"$OUT/$name.json"
+    CMDS+=("webdis $OUT/$name.json   # $(cat "$OUT/$name.json")")
+    webdis "$OUT/$name.json" >"$OUT/$name.out" 2>&1 &
     PEER_PID=$!
     pids+=("$PEER_PID")
-    wait_port "$port" || broken "webdis did not start ($OUT/webdis.out)"
-    peer_run webdis "http://127.0.0.1:$port/XADD/ccsync:events/*/body/$body" - webdis
+    wait_port "$port" || broken "webdis did not start ($OUT/$name.out)"
+    if [ "$1" = signed ]; then
+        run_logged "gen-$name" "$BUILD/bench/gen_webhooks" "$SECRET" bench "127.0.0.1:$port" \
+            $((60000 * SECS)) "$WRK_THREADS" "$OUT/req-$name" PUT '/XADD/ccsync:events/*/body'
+        peer_run "$name" "http://127.0.0.1:$port/" "$OUT/req-$name" "$name"
+        rm -f "$OUT/req-$name".*
+        [ "$(fact "$name" added)" -ge "$(field "$OUT/wrk-$name.txt" requests)" ] ||
+            broken "$name: stream $(fact "$name" added) < answered"
+    else
+        peer_run "$name" "http://127.0.0.1:$port/XADD/ccsync:events/*/body/$body" - "$name"
+    fi
 }
 
 modes_and_peers() {
@@ -462,14 +480,16 @@ modes_and_peers() {
     ccsync_run alone-always "" 0 always
     ccsync_run alone-replica "" 0 replica
     node_run
-    webdis_run
+    webdis_run signed
+    webdis_run get
     echo "## 1b. Ingest per durability mode, beside a Node receiver and webdis"
     echo
     echo "Same wrk (-t$WRK_THREADS -c$CONNS, ${SECS} s, closed loop), each server with a fresh Redis (AOF)."\
         "ccsyncd ingest-only (CCSYNC_WORKERS=0) in each CCSYNC_DURABILITY mode (replica: a local replica," \
         "WAIT 1 after each batch). Node: Fastify + standardwebhooks + ioredis doing the same verify," \
         "dedup + XADD in one Lua script (tests/bench/node/server.js), sent the same kind of signed" \
-        "requests. webdis: a bare XADD by HTTP GET, no signature, no dedup. CPU per accepted webhook =" \
+        "requests. webdis: a bare XADD, no signature, no dedup, sent the same signed requests as a PUT" \
+        "(and, for reference, wrk's static GET without a request script). CPU per accepted webhook =" \
         "(server + its Redis (+ replica)) CPU time / 2xx answers."
     echo
     echo "| what | requests/s | p50 ms | p99 ms | server CPU µs/webhook | Redis CPU µs/webhook | total CPU µs/webhook |"
@@ -479,13 +499,14 @@ modes_and_peers() {
             'BEGIN { if (n > 0) printf "%.0f", 1e6 * c / n; else print "-" }'
     }
     local r label
-    for r in alone alone-always alone-replica node webdis; do
+    for r in alone alone-always alone-replica node webdis webdis-get; do
         case $r in
         alone) label="ccsyncd ingest-only, everysec" ;;
         alone-always) label="ccsyncd ingest-only, always (fsync each write)" ;;
         alone-replica) label="ccsyncd ingest-only, replica (WAIT 1, local replica)" ;;
         node) label="Node: Fastify + standardwebhooks + ioredis (same work)" ;;
-        webdis) label="webdis: bare XADD (no signature, no dedup)" ;;
+        webdis) label="webdis: bare XADD (no signature, no dedup), the same signed requests" ;;
+        webdis-get) label="webdis: bare XADD, wrk's static GET (no request script)" ;;
         esac
         local srv red rep
         srv=$(per "$r" "$r" cpu_s)
@@ -502,8 +523,35 @@ modes_and_peers() {
     al=$(($(per alone alone cpu_s) + $(per alone alone redis_cpu_s)))
     nd=$(($(per node node cpu_s) + $(per node node redis_cpu_s)))
     echo "Targets: replica ≥ 70% of everysec: $(ratio "$rp" "$ev"); ingest-only ccsyncd ≥ 1.0× webdis's" \
-        "requests/s: $(awk -v a="$ev" -v b="$wd" 'BEGIN { printf "%.2f×", a / b }'); ≤ 0.5× Node's CPU per" \
+        "requests/s (the same signed requests): $(awk -v a="$ev" -v b="$wd" 'BEGIN { printf "%.2f×", a / b }')" \
+        "(against its static-GET row: $(awk -v a="$ev" -v b="$(field "$OUT/wrk-webdis-get.txt" rps)" 'BEGIN { printf "%.2f×", a / b }')); ≤ 0.5× Node's CPU per" \
         "webhook (server + Redis): $(awk -v a="$al" -v b="$nd" 'BEGIN { printf "%.2f×", a / b }')."
+    echo
+    echo "Commands:"
+    echo '```'
+    printf '%s\n' "${CMDS[@]}"
+    echo '```'
+    CMDS=()
+    ingest_parts
+}
+
+# What each part of a webhook's work costs, beside the same part done the cheapest way
+# (tests/bench/ingest_parts.c): the work ccsyncd does that webdis does not.
+ingest_parts() {
+    start_redis parts
+    local batch=${BENCH_PARTS_BATCH:-20}
+    CMDS+=("$BUILD/bench/ingest_parts $REDIS_PORT $batch")
+    "$BUILD/bench/ingest_parts" "$REDIS_PORT" "$batch" >"$OUT/ingest_parts.txt" 2>&1 ||
+        broken "ingest_parts: $(tail -3 "$OUT/ingest_parts.txt")"
+    cleanup
+    echo "## 1c. A webhook's work, part by part"
+    echo
+    echo "One thread, in process, median of 5 rounds (Redis: its CPU per event, pipelined in batches of" \
+        "$batch, about ccsyncd's mean batch at 64 connections). What ccsyncd does for a webhook that" \
+        "webdis's bare XADD does not: the signature, the body's validation, a log line, and the" \
+        "webhook-id's dedup key written with the event in one script."
+    echo
+    cat "$OUT/ingest_parts.txt"
     echo
     echo "Commands:"
     echo '```'
