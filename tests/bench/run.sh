@@ -527,12 +527,16 @@ modes_and_peers() {
         "(against its static-GET row: $(awk -v a="$ev" -v b="$(field "$OUT/wrk-webdis-get.txt" rps)" 'BEGIN { printf "%.2f×", a / b }')); ≤ 0.5× Node's CPU per" \
         "webhook (server + Redis): $(awk -v a="$al" -v b="$nd" 'BEGIN { printf "%.2f×", a / b }')."
     echo
+    print_commands
+    ingest_parts
+}
+
+print_commands() { # the commands of a section (CMDS), then forgets them
     echo "Commands:"
     echo '```'
     printf '%s\n' "${CMDS[@]}"
     echo '```'
     CMDS=()
-    ingest_parts
 }
 
 # What each part of a webhook's work costs, beside the same part done the cheapest way
@@ -553,11 +557,7 @@ ingest_parts() {
     echo
     cat "$OUT/ingest_parts.txt"
     echo
-    echo "Commands:"
-    echo '```'
-    printf '%s\n' "${CMDS[@]}"
-    echo '```'
-    CMDS=()
+    print_commands
 }
 
 t0=$(date +%s)
