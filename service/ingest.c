@@ -408,13 +408,10 @@ static bool append_batch(struct pipe *p, struct ingest_job *jobs)
     return true;
 }
 
-/* What a group's reply says for each of its jobs (job->result);
- * INGEST_RETRY_SCRIPT for all of them on NOSCRIPT. */
-#define INGEST_RETRY_SCRIPT (-1)
-
-static void group_outcome(struct pipe *p, struct job_group *g, redisReply *r)
+/* Sets each of the group's jobs' result from the group's reply (NULL: none came);
+ * true when Redis had lost the script (NOSCRIPT): the group is to be sent again. */
+static bool group_outcome(struct pipe *p, struct job_group *g, redisReply *r)
 {
-    int all = INGEST_UNAVAILABLE;
     if (r && r->type == REDIS_REPLY_ARRAY && r->elements == (size_t)g->n) {
         size_t i = 0;
         for (struct ingest_job *j = g->head; j; j = j->next, i++) {
@@ -426,11 +423,11 @@ static void group_outcome(struct pipe *p, struct job_group *g, redisReply *r)
                 j->result = e->type == REDIS_REPLY_NIL ? INGEST_DUPLICATE : INGEST_UNAVAILABLE;
             }
         }
-        return;
+        return false;
     }
-    if (r && r->type == REDIS_REPLY_ERROR && strncmp(r->str, "NOSCRIPT", 8) == 0) {
-        all = INGEST_RETRY_SCRIPT;
-    } else if (r) {
+    if (r && r->type == REDIS_REPLY_ERROR && strncmp(r->str, "NOSCRIPT", 8) == 0)
+        return true;
+    if (r) {
         log_error("ingest_enqueue_failed",
                   LOG_STR("error", r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply"));
         metrics_inc("ccsync_redis_errors_total", "where=\"ingest\"");
@@ -438,7 +435,8 @@ static void group_outcome(struct pipe *p, struct job_group *g, redisReply *r)
             drop_connection(p, p->ctx->errstr); /* a demoted primary: find the new one */
     }
     for (struct ingest_job *j = g->head; j; j = j->next)
-        j->result = (enum ingest_result)all;
+        j->result = INGEST_UNAVAILABLE;
+    return false;
 }
 
 /* Reads the reply to the batch's ZADD (append_ready). Its events are stored
@@ -507,17 +505,16 @@ static struct ingest_job *send_batch(struct pipe *p, struct ingest_job *jobs)
     for (int g = 0; g < p->ngroups; g++) {
         struct job_group *grp = &p->groups[g];
         redisReply *r = NULL;
-        if (p->ctx && redisGetReply(p->ctx, (void **)&r) == REDIS_OK && r)
-            group_outcome(p, grp, r);
-        else
-            group_outcome(p, grp, NULL);
+        if (p->ctx && redisGetReply(p->ctx, (void **)&r) != REDIS_OK)
+            r = NULL;
         if (!r && p->ctx)
             drop_connection(p, p->ctx->errstr);
+        bool again = group_outcome(p, grp, r);
         freeReplyObject(r);
         for (struct ingest_job *j = grp->head, *next; j; j = next) {
             next = j->next;
             j->next = NULL;
-            if ((int)j->result == INGEST_RETRY_SCRIPT) {
+            if (again) {
                 *retry_tail = j;
                 retry_tail = &j->next;
             } else {
