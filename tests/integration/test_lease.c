@@ -27,6 +27,7 @@
 #include "ccsync/lease.h"
 #include "ccsync/schedule.h"
 #include "ccsync/store.h"
+#include "peek.h"
 #include "testsupport.h"
 
 #define A "acme"
@@ -41,20 +42,15 @@ static struct {
 static int setup(void **state)
 {
     (void)state;
-    S.port = ts_free_port();
-    S.redis_pid = ts_redis_start(S.port);
-    if (S.redis_pid < 0)
-        return -1;
-    S.c = redisConnect("127.0.0.1", S.port);
-    return S.c && !S.c->err ? 0 : -1;
+    S.c = peek_redis_open(&S.redis_pid, &S.port);
+    return S.c ? 0 : -1;
 }
 
 static int teardown(void **state)
 {
     (void)state;
-    if (S.c)
-        redisFree(S.c);
-    ts_kill(S.redis_pid, SIGKILL);
+    peek_redis_close(S.c, S.redis_pid);
+    S.c = NULL;
     return 0;
 }
 

@@ -24,6 +24,7 @@
 #include "ccsync/migrate.h"
 #include "ccsync/store.h"
 #include "ccsync/webhook.h"
+#include "peek.h"
 #include "testsupport.h"
 
 #define FIXTURE_KEYS "tests/fixtures/release1.keys"
@@ -83,12 +84,8 @@ static long long dbsize(void)
 static int setup(void **state)
 {
     (void)state;
-    S.port = ts_free_port();
-    S.redis_pid = ts_redis_start(S.port);
-    if (S.redis_pid <= 0)
-        return -1;
-    S.c = redisConnect("127.0.0.1", S.port);
-    return S.c && !S.c->err ? 0 : -1;
+    S.c = peek_redis_open(&S.redis_pid, &S.port);
+    return S.c ? 0 : -1;
 }
 
 static int teardown(void **state)

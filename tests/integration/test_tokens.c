@@ -15,6 +15,7 @@
 #include "ccsync/keys.h"
 #include "ccsync/store.h"
 #include "ccsync/tokens.h"
+#include "peek.h"
 #include "testsupport.h"
 
 #define MINUTE_NS (60LL * 1000000000LL)
@@ -25,17 +26,14 @@ static redisContext *redis;
 static int setup(void **state)
 {
     (void)state;
-    int port = ts_free_port();
-    redis_pid = ts_redis_start(port);
-    redis = redis_pid > 0 ? redisConnect("127.0.0.1", port) : NULL;
-    return redis && !redis->err ? 0 : -1;
+    redis = peek_redis_open(&redis_pid, NULL);
+    return redis ? 0 : -1;
 }
 
 static int teardown(void **state)
 {
     (void)state;
-    redisFree(redis);
-    ts_kill(redis_pid, SIGTERM);
+    peek_redis_close(redis, redis_pid);
     return 0;
 }
 

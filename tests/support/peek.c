@@ -10,8 +10,11 @@
 #include <string.h>
 #include <time.h>
 
+#include <signal.h>
+
 #include "ccsync/keys.h"
 #include "peek.h"
+#include "testsupport.h"
 
 redisContext *peek_connect(int port)
 {
@@ -20,6 +23,30 @@ redisContext *peek_connect(int port)
     if (!c || c->err)
         fail_msg("cannot connect to Redis on %d", port);
     return c;
+}
+
+redisContext *peek_redis_open(pid_t *pid, int *port)
+{
+    int p = ts_free_port();
+    *pid = ts_redis_start(p);
+    if (port)
+        *port = p;
+    if (*pid <= 0)
+        return NULL;
+    redisContext *c = redisConnect("127.0.0.1", p);
+    if (c && !c->err)
+        return c;
+    redisFree(c);
+    ts_kill(*pid, SIGKILL);
+    *pid = 0;
+    return NULL;
+}
+
+void peek_redis_close(redisContext *c, pid_t pid)
+{
+    redisFree(c);
+    if (pid > 0)
+        ts_kill(pid, SIGKILL);
 }
 
 static redisReply *command_v(redisContext *c, const char *fmt, va_list ap)

@@ -10,10 +10,17 @@
 #include <hiredis/hiredis.h>
 #include <json-c/json.h>
 #include <stdbool.h>
+#include <sys/types.h>
 #include <time.h>
 
 /* A connection to 127.0.0.1:port (2 s timeout); the caller frees it. */
 redisContext *peek_connect(int port);
+/* A cmocka setup's Redis: a throwaway redis-server on a free port (ts_redis_start)
+ * and a connection to it; NULL when either failed (a started server is stopped
+ * again). *pid and, unless port is NULL, *port say which. */
+redisContext *peek_redis_open(pid_t *pid, int *port);
+/* The teardown's: frees c (NULL too) and kills the server peek_redis_open started. */
+void peek_redis_close(redisContext *c, pid_t pid);
 /* One command; fails on an error reply. The caller frees the reply. */
 redisReply *peek_command(redisContext *c, const char *fmt, ...);
 /* One command whose reply is an integer. */
