@@ -457,7 +457,10 @@ ha_run_check() {
         { echo "no quorum of 3: $(redis-cli -p "$s1" sentinel ckquorum ccsync)"; tail -n 5 "$d/sentinel-1.log"; return 1; }
     wait_until 30 sh -c "redis-cli -p $s1 sentinel replicas ccsync | grep -qx $rp" ||
         { echo "the Sentinels do not know the replica"; return 1; }
-    redis-cli -p "$s1" sentinel failover ccsync >/dev/null
+    # A replica the Sentinel learned a moment ago may not be promotable yet (its own INFO not read:
+    # NOGOODSLAVE, and no failover at all): asked again until it starts one.
+    wait_until 30 sh -c "redis-cli -p $s1 sentinel failover ccsync | grep -qE '^(OK|INPROG)'" ||
+        { echo "the Sentinels refuse the failover: $(redis-cli -p "$s1" sentinel failover ccsync)"; return 1; }
     wait_until 30 sh -c "[ \"\$(redis-cli -p $s1 sentinel get-master-addr-by-name ccsync | tail -n 1)\" = $rp ]" ||
         { echo "no failover to the replica: primary is $(sentinel_primary "$s1")"; tail -n 10 "$d/sentinel-1.log"; return 1; }
     wait_until 10 sh -c "! grep -q '^replicaof' $d/redis-replica/redis.conf" ||
